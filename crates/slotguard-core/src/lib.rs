@@ -1,0 +1,26 @@
+//! Core types of [slotguard]: the request and response every layer speaks,
+//! errors and their classification, key → slot hashing, and the shared
+//! cluster [`Topology`].
+//!
+//! [slotguard]: https://docs.rs/slotguard
+#![forbid(unsafe_code)]
+
+mod addr;
+mod error;
+mod request;
+mod response;
+pub mod slot;
+pub mod topology;
+
+pub use addr::NodeAddr;
+pub use error::{
+    as_cache_error, classify, classify_dyn, parse_error_reply, BoxError, BreakerScope, CacheError,
+    Failure,
+};
+pub use request::{Attempts, CacheRequest, Consistency, Op, Role, Route};
+pub use response::{CacheResponse, Path, Served};
+pub use slot::{key_slot, SLOT_COUNT};
+pub use topology::{
+    ClusterView, NodeHealth, NodeInfo, NodeView, PatchOutcome, ShardView, SlotMap, Topology,
+    TopologySource,
+};
