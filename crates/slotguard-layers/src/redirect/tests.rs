@@ -1,0 +1,186 @@
+use std::time::Duration;
+
+use slotguard_core::{
+    classify, key_slot, BoxError, CacheError, CacheRequest, CacheResponse, Failure, Path, Role,
+    Route, Topology,
+};
+use tokio::time::Instant;
+use tower::{Layer, ServiceExt};
+use tower_test::mock;
+
+use super::{RedirectLayer, RedirectPolicy};
+use crate::test_support::{addr, two_shards, view};
+
+type Handle = mock::Handle<CacheRequest, CacheResponse>;
+
+fn setup(policy: RedirectPolicy) -> (Topology, super::Redirect<mock::Mock<CacheRequest, CacheResponse>>, Handle) {
+    let topology = Topology::new();
+    topology.install(&two_shards());
+    let (svc, handle) = mock::pair::<CacheRequest, CacheResponse>();
+    let svc = RedirectLayer::with_policy(topology.clone(), policy).layer(svc);
+    (topology, svc, handle)
+}
+
+/// No request reaches the leaf within `d` (or the service is gone).
+async fn no_request_within(handle: &mut Handle, d: Duration) -> bool {
+    matches!(
+        tokio::time::timeout(d, handle.next_request()).await,
+        Err(_) | Ok(None)
+    )
+}
+
+fn ok(port: u16) -> CacheResponse {
+    CacheResponse::from_node(None, addr(port), Path::Primary)
+}
+
+/// A key whose slot is on port 1 (slots 0..=8191).
+fn key_on_1() -> &'static str {
+    let k = "bar";
+    assert!(key_slot(k.as_bytes()) < 8192);
+    k
+}
+
+fn req_to(port: u16) -> CacheRequest {
+    CacheRequest::get(key_on_1()).to_node(addr(port), Role::Primary)
+}
+
+fn route_of(r: &CacheRequest) -> (u16, bool) {
+    match &r.route {
+        Route::Node { addr, asking, .. } => (addr.port(), *asking),
+        Route::Slot => panic!("unrouted"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn moved_patches_the_map_and_takes_one_hop() {
+    let (topology, svc, mut handle) = setup(RedirectPolicy::default());
+    let slot = key_slot(key_on_1().as_bytes());
+    let call = tokio::spawn(svc.oneshot(req_to(1)));
+    let (r, send) = handle.next_request().await.unwrap();
+    assert_eq!(route_of(&r), (1, false));
+    send.send_error(CacheError::Moved { slot, addr: addr(2) });
+    let (r, send) = handle.next_request().await.unwrap();
+    assert_eq!(route_of(&r), (2, false));
+    assert_eq!(r.attempts.redirects, 1);
+    send.send_response(ok(2));
+    assert_eq!(call.await.unwrap().unwrap().served.node, Some(addr(2)));
+    assert_eq!(topology.load().primary_for_slot(slot).unwrap().addr, addr(2));
+    assert_eq!(topology.refresh_requests(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn too_many_redirects_after_max_hops() {
+    let (_t, svc, mut handle) = setup(RedirectPolicy {
+        max_hops: 3,
+        ..RedirectPolicy::default()
+    });
+    let slot = key_slot(key_on_1().as_bytes());
+    let call = tokio::spawn(svc.oneshot(req_to(1)));
+    let mut seen = 0;
+    for i in 0..4 {
+        let (_r, send) = handle.next_request().await.unwrap();
+        seen += 1;
+        let to = if i % 2 == 0 { 2 } else { 1 };
+        send.send_error(CacheError::Moved { slot, addr: addr(to) });
+    }
+    let err = call.await.unwrap().unwrap_err();
+    assert_eq!(classify(&err), Failure::TooManyRedirects);
+    assert_eq!(seen, 4, "first attempt + 3 hops");
+    // and no fifth request was sent
+    assert!(no_request_within(&mut handle, Duration::from_secs(1)).await);
+}
+
+#[tokio::test(start_paused = true)]
+async fn ask_retries_once_with_asking_and_leaves_the_map() {
+    let (topology, svc, mut handle) = setup(RedirectPolicy::default());
+    let slot = key_slot(key_on_1().as_bytes());
+    let generation = topology.load().generation();
+    let call = tokio::spawn(svc.oneshot(req_to(1)));
+    let (_r, send) = handle.next_request().await.unwrap();
+    send.send_error(CacheError::Ask { slot, addr: addr(2) });
+    let (r, send) = handle.next_request().await.unwrap();
+    assert_eq!(route_of(&r), (2, true));
+    send.send_response(ok(2));
+    call.await.unwrap().unwrap();
+    assert_eq!(topology.load().generation(), generation);
+    assert_eq!(topology.load().primary_for_slot(slot).unwrap().addr, addr(1));
+    assert_eq!(topology.refresh_requests(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn unknown_moved_target_waits_for_a_confirming_refresh() {
+    let (topology, svc, mut handle) = setup(RedirectPolicy::default());
+    let slot = key_slot(key_on_1().as_bytes());
+    let call = tokio::spawn(svc.oneshot(req_to(1)));
+    let (_r, send) = handle.next_request().await.unwrap();
+    send.send_error(CacheError::Moved { slot, addr: addr(9) });
+    // nothing goes to the unknown node while no refresh confirmed it
+    assert!(no_request_within(&mut handle, Duration::from_millis(500)).await);
+    assert_eq!(topology.refresh_requests(), 1);
+    // the refresh says port 9 now owns the slot
+    topology.install(&view(2, &[(0, 8191, 9), (8192, 16383, 2)]));
+    let (r, send) = handle.next_request().await.unwrap();
+    assert_eq!(route_of(&r), (9, false));
+    send.send_response(ok(9));
+    call.await.unwrap().unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn unknown_moved_target_without_refresh_fails_with_the_redirect() {
+    let (_t, svc, mut handle) = setup(RedirectPolicy::default());
+    let slot = key_slot(key_on_1().as_bytes());
+    let call = tokio::spawn(svc.oneshot(req_to(1)));
+    let (_r, send) = handle.next_request().await.unwrap();
+    let started = Instant::now();
+    send.send_error(CacheError::Moved { slot, addr: addr(9) });
+    let err: BoxError = call.await.unwrap().unwrap_err();
+    assert_eq!(classify(&err), Failure::Moved);
+    assert_eq!(started.elapsed(), Duration::from_secs(1), "waited the confirm timeout");
+    assert!(no_request_within(&mut handle, Duration::from_secs(5)).await);
+}
+
+#[tokio::test(start_paused = true)]
+async fn tryagain_backs_off_exponentially_on_the_same_node() {
+    let (_t, svc, mut handle) = setup(RedirectPolicy::default());
+    let call = tokio::spawn(svc.oneshot(req_to(1)));
+    let (_r, send) = handle.next_request().await.unwrap();
+    let t0 = Instant::now();
+    send.send_error(CacheError::TryAgain);
+    let (r, send) = handle.next_request().await.unwrap();
+    assert_eq!(t0.elapsed(), Duration::from_millis(10));
+    assert_eq!(route_of(&r), (1, false));
+    let t1 = Instant::now();
+    send.send_error(CacheError::TryAgain);
+    let (_r, send) = handle.next_request().await.unwrap();
+    assert_eq!(t1.elapsed(), Duration::from_millis(20));
+    send.send_response(ok(1));
+    call.await.unwrap().unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn other_errors_pass_through_without_retry() {
+    let (_t, svc, mut handle) = setup(RedirectPolicy::default());
+    let call = tokio::spawn(svc.oneshot(req_to(1)));
+    let (_r, send) = handle.next_request().await.unwrap();
+    send.send_error(CacheError::Timeout { node: addr(1) });
+    assert_eq!(classify(&call.await.unwrap().unwrap_err()), Failure::Timeout);
+    assert!(no_request_within(&mut handle, Duration::from_secs(1)).await);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_empty_budget_stops_hops() {
+    let budget = std::sync::Arc::new(tower::retry::budget::TpsBudget::new(
+        Duration::from_secs(1),
+        0,
+        0.0,
+    ));
+    let (_t, svc, mut handle) = setup(RedirectPolicy {
+        budget,
+        ..RedirectPolicy::default()
+    });
+    let slot = key_slot(key_on_1().as_bytes());
+    let call = tokio::spawn(svc.oneshot(req_to(1)));
+    let (_r, send) = handle.next_request().await.unwrap();
+    send.send_error(CacheError::Moved { slot, addr: addr(2) });
+    assert_eq!(classify(&call.await.unwrap().unwrap_err()), Failure::Moved);
+}

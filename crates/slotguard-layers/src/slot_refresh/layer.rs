@@ -1,0 +1,84 @@
+use std::fmt;
+use std::sync::Arc;
+
+use slotguard_core::{BoxError, Topology, TopologySource};
+use tower::Layer;
+
+use super::config::RefreshConfig;
+use super::refresher::{RefreshStats, Refresher};
+use super::SlotRefresh;
+
+/// Applies [`SlotRefresh`] to a service. See the [module docs](super).
+#[derive(Clone)]
+pub struct SlotRefreshLayer {
+    refresher: Arc<Refresher>,
+}
+
+impl fmt::Debug for SlotRefreshLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SlotRefreshLayer")
+            .field("refresher", &self.refresher)
+            .finish()
+    }
+}
+
+impl SlotRefreshLayer {
+    /// A layer keeping `topology` fresh from `source`, with default settings.
+    ///
+    /// No map is loaded yet: the first request starts the refresher and
+    /// waits (up to [`RefreshConfig::initial_wait`]) for the first map. Use
+    /// [`SlotRefreshLayer::load`] to load it before serving instead.
+    pub fn new(topology: Topology, source: impl TopologySource) -> Self {
+        Self::with_config(topology, source, RefreshConfig::default())
+    }
+
+    /// Like [`new`](Self::new), with explicit settings.
+    pub fn with_config(
+        topology: Topology,
+        source: impl TopologySource,
+        config: RefreshConfig,
+    ) -> Self {
+        Self {
+            refresher: Arc::new(Refresher::new(topology, Arc::new(source), config)),
+        }
+    }
+
+    /// Load the first map now (from the source's seeds) and start the
+    /// background refresher. Fails when no seed answers.
+    pub async fn load(self) -> Result<Self, BoxError> {
+        let view = self
+            .refresher
+            .source
+            .fetch_first(self.refresher.source.seeds())
+            .await?;
+        self.refresher.topology.install(&view);
+        self.refresher.ensure_started();
+        Ok(self)
+    }
+
+    /// Refresh now (one round: several views, majority wins) and wait for it.
+    pub async fn refresh_now(&self) -> Result<(), BoxError> {
+        self.refresher.refresh_once().await
+    }
+
+    /// The topology this layer keeps fresh.
+    pub fn topology(&self) -> &Topology {
+        &self.refresher.topology
+    }
+
+    /// Refresh counters.
+    pub fn stats(&self) -> Arc<RefreshStats> {
+        self.refresher.stats.clone()
+    }
+}
+
+impl<S> Layer<S> for SlotRefreshLayer {
+    type Service = SlotRefresh<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        SlotRefresh {
+            inner,
+            refresher: self.refresher.clone(),
+        }
+    }
+}

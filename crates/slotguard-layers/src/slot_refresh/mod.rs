@@ -1,0 +1,143 @@
+//! Keep the slot map fresh and stamp each request with its node.
+//!
+//! [`SlotRefresh`] routes every [`Route::Slot`] request to the primary that
+//! owns its slot in the current [`Topology`] (lock-free), and keeps that map
+//! fresh with one background task per layer:
+//!
+//! - **initial load**: [`SlotRefreshLayer::load`] loads the map before you
+//!   serve; with [`SlotRefreshLayer::new`] the first request starts the
+//!   refresher and *waits* (bounded by [`RefreshConfig::initial_wait`] and
+//!   the request deadline) for the first map. Once a map exists, requests
+//!   never wait for a refresh;
+//! - **periodic** refresh every [`RefreshConfig::period`] (15 s);
+//! - **triggered** refresh on `MOVED` (by the redirect layer), connection
+//!   failures, `CLUSTERDOWN` and uncovered slots, through
+//!   [`Topology::request_refresh`]. Triggers collapse: at most one refresh is
+//!   in flight and two are at least [`RefreshConfig::min_gap`] apart;
+//! - **majority view**: each round asks several nodes
+//!   ([`RefreshConfig::views`]); the view most of them agree on wins (ties:
+//!   highest config epoch). Nodes reporting `cluster_state:fail` do not vote,
+//!   and nodes whose view disagrees are marked outside the majority
+//!   ([`NodeHealth::in_majority`](slotguard_core::NodeHealth::in_majority)).
+//!
+//! A request whose slot no node serves fails fast with
+//! [`CacheError::ShardUnavailable`] and triggers a refresh.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use slotguard_core::{CacheRequest, Topology};
+//! use slotguard_fred::{FredConfig, FredService, FredTopologySource};
+//! use slotguard_layers::slot_refresh::SlotRefreshLayer;
+//! use tower::{ServiceBuilder, ServiceExt};
+//!
+//! # async fn run() -> Result<(), slotguard_core::BoxError> {
+//! let topology = Topology::new();
+//! let leaf = FredService::new(FredConfig::default()).with_topology(topology.clone());
+//! let source = FredTopologySource::new(&leaf, vec!["127.0.0.1:7000".parse()?]);
+//! let refresh = SlotRefreshLayer::new(topology, source).load().await?;
+//! let svc = ServiceBuilder::new().layer(refresh).service(leaf);
+//! let resp = svc.oneshot(CacheRequest::get("user:42")).await?;
+//! # Ok(()) }
+//! ```
+
+mod config;
+pub mod future;
+mod layer;
+mod refresher;
+
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use slotguard_core::{BoxError, CacheError, CacheRequest, Role, Route, Topology};
+use tokio::time::Instant;
+use tower::{Service, ServiceExt};
+
+pub use config::RefreshConfig;
+pub use layer::SlotRefreshLayer;
+pub use refresher::RefreshStats;
+
+use future::ResponseFuture;
+use refresher::Refresher;
+
+/// Routes requests by the current slot map and keeps it fresh. See the
+/// [module docs](self).
+#[derive(Clone)]
+pub struct SlotRefresh<S> {
+    inner: S,
+    refresher: Arc<Refresher>,
+}
+
+impl<S: fmt::Debug> fmt::Debug for SlotRefresh<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SlotRefresh")
+            .field("inner", &self.inner)
+            .field("refresher", &self.refresher)
+            .finish()
+    }
+}
+
+/// Stamp `req` with the primary owning its slot in `topology`'s map.
+/// Requests already routed to a node are left alone.
+pub fn stamp(topology: &Topology, req: &mut CacheRequest) -> Result<(), CacheError> {
+    if let Route::Slot = req.route {
+        let map = topology.load();
+        let Some(primary) = map.primary_for_slot(req.slot()) else {
+            topology.request_refresh();
+            return Err(CacheError::ShardUnavailable { slot: req.slot() });
+        };
+        req.route = Route::Node {
+            addr: primary.addr.clone(),
+            role: Role::Primary,
+            asking: false,
+        };
+    }
+    Ok(())
+}
+
+impl<S> Service<CacheRequest> for SlotRefresh<S>
+where
+    S: Service<CacheRequest> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Response: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future, S::Response>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut req: CacheRequest) -> Self::Future {
+        self.refresher.ensure_started();
+        let topology = self.refresher.topology.clone();
+        if !topology.is_loaded() {
+            // Take the ready inner service; a clone stays for later calls.
+            let clone = self.inner.clone();
+            let inner = std::mem::replace(&mut self.inner, clone);
+            let wait = self.refresher.config.initial_wait;
+            let deadline = req
+                .deadline
+                .map_or(Instant::now() + wait, |d| d.min(Instant::now() + wait));
+            let t = topology.clone();
+            let fut = async move {
+                if tokio::time::timeout_at(deadline, t.changed_since(0)).await.is_err() {
+                    return Err(BoxError::from(CacheError::ShardUnavailable { slot: req.slot() }));
+                }
+                stamp(&t, &mut req)?;
+                inner.oneshot(req).await.map_err(Into::into)
+            };
+            return ResponseFuture::waiting(Box::pin(fut), topology);
+        }
+        match stamp(&topology, &mut req) {
+            Ok(()) => ResponseFuture::called(self.inner.call(req), topology),
+            Err(e) => ResponseFuture::failed(e.into(), topology),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,250 @@
+//! The background refresher: one task per layer, so at most one refresh is
+//! ever in flight, and triggers collapse into the next one.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use slotguard_core::{BoxError, ClusterView, NodeAddr, Topology, TopologySource};
+
+use super::config::RefreshConfig;
+
+/// Counters of the refresher, for tests and telemetry.
+#[derive(Debug, Default)]
+pub struct RefreshStats {
+    refreshes: AtomicU64,
+    views_fetched: AtomicU64,
+    failures: AtomicU64,
+}
+
+impl RefreshStats {
+    /// Refresh rounds run.
+    pub fn refreshes(&self) -> u64 {
+        self.refreshes.load(Ordering::Relaxed)
+    }
+    /// Views requested from nodes (one per node asked).
+    pub fn views_fetched(&self) -> u64 {
+        self.views_fetched.load(Ordering::Relaxed)
+    }
+    /// Rounds in which no node answered.
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+}
+
+pub(crate) struct Refresher {
+    pub(crate) topology: Topology,
+    pub(crate) source: Arc<dyn TopologySource>,
+    pub(crate) config: RefreshConfig,
+    pub(crate) stats: Arc<RefreshStats>,
+    started: AtomicBool,
+}
+
+impl fmt::Debug for Refresher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Refresher")
+            .field("config", &self.config)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Refresher {
+    pub(crate) fn new(
+        topology: Topology,
+        source: Arc<dyn TopologySource>,
+        config: RefreshConfig,
+    ) -> Self {
+        Self {
+            topology,
+            source,
+            config,
+            stats: Arc::new(RefreshStats::default()),
+            started: AtomicBool::new(false),
+        }
+    }
+
+    /// Start the background task once (needs a tokio runtime). The task
+    /// holds only a weak reference: it ends when the layer is dropped.
+    pub(crate) fn ensure_started(self: &Arc<Self>) {
+        if self.started.load(Ordering::Relaxed) || self.started.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let weak = Arc::downgrade(self);
+        let topology = self.topology.clone();
+        let (period, min_gap) = (self.config.period, self.config.min_gap);
+        tokio::spawn(run(weak, topology, period, min_gap));
+    }
+
+    /// One refresh round: ask several nodes, install the majority view.
+    pub(crate) async fn refresh_once(&self) -> Result<(), BoxError> {
+        self.stats.refreshes.fetch_add(1, Ordering::Relaxed);
+        let map = self.topology.load();
+        // Primaries first (they know their slots best), then replicas, then
+        // the configured seeds, without duplicates.
+        let mut candidates: Vec<NodeAddr> = Vec::new();
+        let primaries = map.shards().iter().map(|s| &s.primary.addr);
+        let replicas = map.shards().iter().flat_map(|s| s.replicas.iter().map(|r| &r.addr));
+        for addr in primaries.chain(replicas).cloned().chain(self.source.seeds()) {
+            if !candidates.contains(&addr) {
+                candidates.push(addr);
+            }
+        }
+        candidates.truncate(self.config.views.max(1));
+        self.stats
+            .views_fetched
+            .fetch_add(candidates.len() as u64, Ordering::Relaxed);
+        let results = join_all(candidates.iter().map(|n| self.source.fetch_view(n))).await;
+        let mut views = Vec::new();
+        let mut last_err = None;
+        for r in results {
+            match r {
+                Ok(v) => views.push(v),
+                Err(e) => last_err = Some(e),
+            }
+        }
+        if views.is_empty() && !map.shards().is_empty() {
+            // Every known node failed: try the seeds one after another.
+            if let Ok(v) = self.source.fetch_first(self.source.seeds()).await {
+                views.push(v);
+            }
+        }
+        let Some(chosen) = choose_view(&views) else {
+            self.stats.failures.fetch_add(1, Ordering::Relaxed);
+            return Err(last_err.unwrap_or_else(|| "no node answered for the topology".into()));
+        };
+        let fingerprint_of_chosen = fingerprint(chosen);
+        let installed = self.topology.install(chosen);
+        // Mark nodes whose own view disagrees with the majority: they are
+        // partitioned or stale (e.g. a resumed primary that was replaced).
+        let agree: HashMap<&NodeAddr, bool> = views
+            .iter()
+            .map(|v| (&v.source, fingerprint(v) == fingerprint_of_chosen && v.state_ok != Some(false)))
+            .collect();
+        for node in installed.nodes() {
+            node.health
+                .set_in_majority(agree.get(&node.addr).copied().unwrap_or(true));
+        }
+        Ok(())
+    }
+}
+
+async fn run(weak: Weak<Refresher>, topology: Topology, period: Duration, min_gap: Duration) {
+    loop {
+        if topology.is_loaded() {
+            tokio::select! {
+                _ = topology.refresh_requested() => {}
+                _ = tokio::time::sleep(period) => {}
+            }
+        }
+        let Some(refresher) = weak.upgrade() else {
+            return;
+        };
+        if let Err(e) = refresher.refresh_once().await {
+            tracing::debug!(error = %e, "slot map refresh failed");
+        }
+        drop(refresher);
+        // The gap bounds the refresh rate however many triggers arrive; with
+        // no map yet it paces the retries (each round is bounded by the
+        // source's fetch deadlines).
+        tokio::time::sleep(min_gap).await;
+    }
+}
+
+/// What makes two views agree: the same primary for every slot range.
+fn fingerprint(view: &ClusterView) -> Vec<(u16, u16, &NodeAddr)> {
+    let mut out: Vec<(u16, u16, &NodeAddr)> = view
+        .shards
+        .iter()
+        .flat_map(|s| s.slots.iter().map(move |&(lo, hi)| (lo, hi, &s.primary.addr)))
+        .collect();
+    out.sort();
+    out
+}
+
+/// The view most nodes agree on; ties go to the highest config epoch, then
+/// to the most slots covered. Views from nodes that report
+/// `cluster_state:fail` only count when no other node answered.
+pub(crate) fn choose_view(views: &[ClusterView]) -> Option<&ClusterView> {
+    let healthy: Vec<&ClusterView> = views.iter().filter(|v| v.state_ok != Some(false)).collect();
+    let pool: Vec<&ClusterView> = if healthy.is_empty() {
+        views.iter().collect()
+    } else {
+        healthy
+    };
+    let mut groups: Vec<(Vec<(u16, u16, &NodeAddr)>, Vec<&ClusterView>)> = Vec::new();
+    for v in pool {
+        let fp = fingerprint(v);
+        match groups.iter_mut().find(|(g, _)| *g == fp) {
+            Some((_, members)) => members.push(v),
+            None => groups.push((fp, vec![v])),
+        }
+    }
+    let covered = |v: &ClusterView| -> u32 {
+        v.shards
+            .iter()
+            .flat_map(|s| s.slots.iter())
+            .map(|&(lo, hi)| u32::from(hi) - u32::from(lo) + 1)
+            .sum()
+    };
+    groups
+        .into_iter()
+        .max_by_key(|(_, members)| {
+            let epoch = members.iter().filter_map(|v| v.current_epoch).max().unwrap_or(0);
+            (members.len(), epoch, covered(members[0]))
+        })
+        .and_then(|(_, members)| {
+            members
+                .into_iter()
+                .max_by_key(|v| v.current_epoch.unwrap_or(0))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use slotguard_core::{NodeView, ShardView};
+
+    fn view(source: u16, owner: u16, epoch: u64, ok: bool) -> ClusterView {
+        let nv = |p: u16| NodeView {
+            addr: NodeAddr::new("127.0.0.1", p),
+            id: None,
+            online: true,
+        };
+        ClusterView {
+            source: NodeAddr::new("127.0.0.1", source),
+            shards: vec![ShardView {
+                slots: vec![(0, 16383)],
+                primary: nv(owner),
+                replicas: vec![],
+            }],
+            current_epoch: Some(epoch),
+            state_ok: Some(ok),
+        }
+    }
+
+    #[test]
+    fn majority_wins_over_a_higher_epoch_minority() {
+        let views = vec![view(1, 1, 9, true), view(2, 2, 3, true), view(3, 2, 3, true)];
+        assert_eq!(choose_view(&views).unwrap().shards[0].primary.addr.port(), 2);
+    }
+
+    #[test]
+    fn failing_nodes_do_not_vote() {
+        let views = vec![view(1, 1, 3, false), view(2, 1, 3, false), view(3, 2, 3, true)];
+        assert_eq!(choose_view(&views).unwrap().shards[0].primary.addr.port(), 2);
+        // ...unless nobody else answered
+        let views = vec![view(1, 1, 3, false)];
+        assert_eq!(choose_view(&views).unwrap().shards[0].primary.addr.port(), 1);
+        assert!(choose_view(&[]).is_none());
+    }
+
+    #[test]
+    fn ties_go_to_the_highest_epoch() {
+        let views = vec![view(1, 1, 3, true), view(2, 2, 4, true)];
+        assert_eq!(choose_view(&views).unwrap().shards[0].primary.addr.port(), 2);
+    }
+}

@@ -1,0 +1,106 @@
+//! Shared set-up for slotguard's scenario tests: a real [`LocalCluster`],
+//! the fred leaf, and the topology read from the cluster itself.
+
+use std::time::Duration;
+
+use slotguard_core::{CacheRequest, NodeAddr, Role, SlotMap, Topology, TopologySource};
+use slotguard_fred::{FredConfig, FredService, FredTopologySource};
+pub use slotguard_testkit::{ClusterSpec, LocalCluster};
+
+/// A started cluster plus a leaf and a loaded topology.
+#[derive(Debug)]
+pub struct Harness {
+    /// The real cluster (dropped last: kills its processes).
+    pub cluster: LocalCluster,
+    /// The leaf under test.
+    pub leaf: FredService,
+    /// Reads views through the leaf's clients.
+    pub source: FredTopologySource,
+    /// The map loaded from the cluster.
+    pub topology: Topology,
+}
+
+/// Every node of `cluster` as a [`NodeAddr`].
+pub fn seeds(cluster: &LocalCluster) -> Vec<NodeAddr> {
+    cluster
+        .seeds()
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect()
+}
+
+/// `cluster`'s node `index` as a [`NodeAddr`].
+pub fn addr(cluster: &LocalCluster, index: usize) -> NodeAddr {
+    cluster.addr(index).parse().unwrap()
+}
+
+impl Harness {
+    /// Start a default cluster (3 primaries, 1 replica each) and load its map.
+    pub async fn start() -> Harness {
+        Self::start_with(ClusterSpec::default(), FredConfig::default()).await
+    }
+
+    /// Start a cluster from `spec` with a leaf configured by `config`.
+    pub async fn start_with(spec: ClusterSpec, config: FredConfig) -> Harness {
+        let cluster = LocalCluster::start(spec).expect("cluster starts");
+        let topology = Topology::new();
+        let leaf = FredService::new(config).with_topology(topology.clone());
+        let source = FredTopologySource::new(&leaf, seeds(&cluster));
+        let h = Harness {
+            cluster,
+            leaf,
+            source,
+            topology,
+        };
+        h.reload().await;
+        h
+    }
+
+    /// Fetch a fresh view and install it.
+    pub async fn reload(&self) -> std::sync::Arc<SlotMap> {
+        let view = self
+            .source
+            .fetch_first(self.source.seeds())
+            .await
+            .expect("topology fetch");
+        self.topology.install(&view)
+    }
+
+    /// Stamp `req` for the primary that owns its slot in the loaded map.
+    pub fn to_primary(&self, req: CacheRequest) -> CacheRequest {
+        let map = self.topology.load();
+        let primary = map
+            .primary_for_slot(req.slot())
+            .expect("slot covered")
+            .addr
+            .clone();
+        req.to_node(primary, Role::Primary)
+    }
+
+    /// Stamp `req` for the first replica of its slot's shard.
+    pub fn to_replica(&self, req: CacheRequest) -> CacheRequest {
+        let map = self.topology.load();
+        let shard = map.shard_for_slot(req.slot()).expect("slot covered");
+        let replica = shard.replicas.first().expect("a replica").addr.clone();
+        req.to_node(replica, Role::Replica)
+    }
+}
+
+/// Poll `f` until it returns `Some`, or panic after `deadline`.
+pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let end = tokio::time::Instant::now() + deadline;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < end,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
