@@ -1,6 +1,9 @@
 //! The fred leaf against a real cluster: round trips, raw redirects,
 //! replica reads, per-node isolation, input limits.
 
+// Test helpers outside #[test] fns panic on failure too.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -47,7 +50,11 @@ async fn get_set_delete_round_trip_on_the_slot_primary() {
         let key = Bytes::copy_from_slice(key);
         let owner = h.cluster.primary_of_slot(key_slot(&key)).unwrap();
 
-        let set = h.to_primary(CacheRequest::set(key.clone(), value.clone(), Some(Duration::from_secs(60))));
+        let set = h.to_primary(CacheRequest::set(
+            key.clone(),
+            value.clone(),
+            Some(Duration::from_secs(60)),
+        ));
         let resp = call(&h, set).await.unwrap();
         assert_eq!(resp.served.path, Path::Primary);
         assert_eq!(resp.served.node, Some(addr(&h.cluster, owner)));
@@ -55,21 +62,38 @@ async fn get_set_delete_round_trip_on_the_slot_primary() {
         let stored = h.cluster.command(owner, &[b"GET", &key]).unwrap();
         assert_eq!(stored.as_bytes(), Some(&value[..]));
 
-        let got = call(&h, h.to_primary(CacheRequest::get(key.clone()))).await.unwrap();
+        let got = call(&h, h.to_primary(CacheRequest::get(key.clone())))
+            .await
+            .unwrap();
         assert_eq!(got.value.as_deref(), Some(&value[..]));
 
-        let del = call(&h, h.to_primary(CacheRequest::delete(key.clone()))).await.unwrap();
+        let del = call(&h, h.to_primary(CacheRequest::delete(key.clone())))
+            .await
+            .unwrap();
         assert!(del.deleted());
-        let got = call(&h, h.to_primary(CacheRequest::get(key.clone()))).await.unwrap();
+        let got = call(&h, h.to_primary(CacheRequest::get(key.clone())))
+            .await
+            .unwrap();
         assert_eq!(got.value, None);
-        let del = call(&h, h.to_primary(CacheRequest::delete(key.clone()))).await.unwrap();
+        let del = call(&h, h.to_primary(CacheRequest::delete(key.clone())))
+            .await
+            .unwrap();
         assert!(!del.deleted());
     }
     // a TTL is applied
-    let req = h.to_primary(CacheRequest::set("ttl-key", "v", Some(Duration::from_secs(100))));
+    let req = h.to_primary(CacheRequest::set(
+        "ttl-key",
+        "v",
+        Some(Duration::from_secs(100)),
+    ));
     call(&h, req).await.unwrap();
     let owner = h.cluster.primary_of_slot(key_slot(b"ttl-key")).unwrap();
-    let pttl = h.cluster.command(owner, &[b"PTTL", b"ttl-key"]).unwrap().as_int().unwrap();
+    let pttl = h
+        .cluster
+        .command(owner, &[b"PTTL", b"ttl-key"])
+        .unwrap()
+        .as_int()
+        .unwrap();
     assert!(pttl > 0 && pttl <= 100_000, "pttl {pttl}");
 }
 
@@ -93,10 +117,14 @@ async fn wrong_node_gives_moved_and_migration_gives_ask() {
     }
 
     // Half-done migration: the key already moved to the target.
-    call(&h, h.to_primary(CacheRequest::set(key.clone(), "v1", None))).await.unwrap();
+    call(&h, h.to_primary(CacheRequest::set(key.clone(), "v1", None)))
+        .await
+        .unwrap();
     h.cluster.begin_migration(slot, owner, other).unwrap();
     assert_eq!(h.cluster.migrate_keys(slot, owner, other).unwrap(), 1);
-    let err = call(&h, h.to_primary(CacheRequest::get(key.clone()))).await.unwrap_err();
+    let err = call(&h, h.to_primary(CacheRequest::get(key.clone())))
+        .await
+        .unwrap_err();
     let target = match cache_err(&err) {
         CacheError::Ask { slot: s, addr: a } => {
             assert_eq!(s, slot);
@@ -107,7 +135,10 @@ async fn wrong_node_gives_moved_and_migration_gives_ask() {
     };
     // Without ASKING the target refuses (MOVED back to the source) ...
     let plain = CacheRequest::get(key.clone()).to_node(target.clone(), Role::Primary);
-    assert!(matches!(cache_err(&call(&h, plain).await.unwrap_err()), CacheError::Moved { .. }));
+    assert!(matches!(
+        cache_err(&call(&h, plain).await.unwrap_err()),
+        CacheError::Moved { .. }
+    ));
     // ... with ASKING it answers.
     let asking = CacheRequest::get(key.clone()).with_route(Route::Node {
         addr: target,
@@ -126,10 +157,17 @@ async fn replica_reads_are_served_by_the_replica_also_after_reconnect() {
     let slot = key_slot(&key);
     let owner = h.cluster.primary_of_slot(slot).unwrap();
     let replica = h.cluster.replicas_of(owner).unwrap()[0];
-    call(&h, h.to_primary(CacheRequest::set(key.clone(), "from-primary", None))).await.unwrap();
+    call(
+        &h,
+        h.to_primary(CacheRequest::set(key.clone(), "from-primary", None)),
+    )
+    .await
+    .unwrap();
     // replication is asynchronous: wait for the replica to have it
     eventually("replication", Duration::from_secs(10), || async {
-        let resp = call(&h, h.to_replica(CacheRequest::get(key.clone()))).await.ok()?;
+        let resp = call(&h, h.to_replica(CacheRequest::get(key.clone())))
+            .await
+            .ok()?;
         resp.value.is_some().then_some(())
     })
     .await;
@@ -140,20 +178,34 @@ async fn replica_reads_are_served_by_the_replica_also_after_reconnect() {
     let resp = call(&h, req.clone()).await.unwrap();
     assert_eq!(resp.served.path, Path::Replica);
     assert_eq!(resp.value.as_deref(), Some(&b"from-primary"[..]));
-    assert_eq!(calls(&h, replica, "get"), before + 1, "the replica served the GET");
+    assert_eq!(
+        calls(&h, replica, "get"),
+        before + 1,
+        "the replica served the GET"
+    );
 
     // Kill our connection on the replica; the client reconnects, and the
     // replica still answers (READONLY is re-sent) instead of MOVED.
     let killed = h
         .cluster
-        .command(replica, &[b"CLIENT", b"KILL", b"TYPE", b"normal", b"SKIPME", b"yes"])
+        .command(
+            replica,
+            &[b"CLIENT", b"KILL", b"TYPE", b"normal", b"SKIPME", b"yes"],
+        )
         .unwrap();
-    assert!(killed.as_int().unwrap_or(0) >= 1, "killed our connection: {killed:?}");
-    let resp = eventually("replica read after reconnect", Duration::from_secs(10), || {
-        let req = req.clone();
-        let h = &h;
-        async move { call(h, req).await.ok() }
-    })
+    assert!(
+        killed.as_int().unwrap_or(0) >= 1,
+        "killed our connection: {killed:?}"
+    );
+    let resp = eventually(
+        "replica read after reconnect",
+        Duration::from_secs(10),
+        || {
+            let req = req.clone();
+            let h = &h;
+            async move { call(h, req).await.ok() }
+        },
+    )
     .await;
     assert_eq!(resp.served.path, Path::Replica);
     assert_eq!(resp.value.as_deref(), Some(&b"from-primary"[..]));
@@ -173,7 +225,9 @@ async fn a_paused_primary_does_not_delay_other_shards() {
     // keys on every shard
     let keys: Vec<Bytes> = (0..300).map(|i| Bytes::from(format!("iso-{i}"))).collect();
     for k in &keys {
-        call(&h, h.to_primary(CacheRequest::set(k.clone(), "v", None))).await.unwrap();
+        call(&h, h.to_primary(CacheRequest::set(k.clone(), "v", None)))
+            .await
+            .unwrap();
     }
     let (on_paused, elsewhere): (Vec<_>, Vec<_>) = keys
         .iter()
@@ -193,10 +247,15 @@ async fn a_paused_primary_does_not_delay_other_shards() {
     // Every request to the other shards completes while the one to the
     // paused node is still waiting: none of them queued behind it.
     for k in &elsewhere {
-        let resp = call(&h, h.to_primary(CacheRequest::get(k.clone()))).await.unwrap();
+        let resp = call(&h, h.to_primary(CacheRequest::get(k.clone())))
+            .await
+            .unwrap();
         assert_eq!(resp.value.as_deref(), Some(&b"v"[..]));
     }
-    assert!(!stalled.is_finished(), "other shards finished before the paused node's deadline");
+    assert!(
+        !stalled.is_finished(),
+        "other shards finished before the paused node's deadline"
+    );
 
     let (result, _elapsed) = tokio::time::timeout(Duration::from_secs(30), stalled)
         .await
@@ -234,13 +293,22 @@ async fn oversize_input_is_rejected_without_network() {
         CacheRequest::set("k", vec![0u8; 17], None),
         CacheRequest::set("k", "v", Some(Duration::ZERO)),
     ] {
-        let err = call(&h, req.to_node(nowhere.clone(), Role::Primary)).await.unwrap_err();
-        assert!(matches!(cache_err(&err), CacheError::InvalidInput(_)), "{err}");
+        let err = call(&h, req.to_node(nowhere.clone(), Role::Primary))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(cache_err(&err), CacheError::InvalidInput(_)),
+            "{err}"
+        );
     }
     // an unrouted request is a typed error too
     let err = call(&h, CacheRequest::get("k")).await.unwrap_err();
     assert!(matches!(cache_err(&err), CacheError::InvalidInput(_)));
-    assert_eq!(h.leaf.connected_nodes().len(), nodes_before, "no client was created");
+    assert_eq!(
+        h.leaf.connected_nodes().len(),
+        nodes_before,
+        "no client was created"
+    );
     // at the limit is fine
     let ok = h.to_primary(CacheRequest::set("k2345678", vec![1u8; 16], None));
     call(&h, ok).await.unwrap();

@@ -1,5 +1,8 @@
 //! Key slots and the topology source against a real cluster.
 
+// Test helpers outside #[test] fns panic on failure too.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -55,7 +58,10 @@ async fn topology_lists_every_slot_with_primary_and_replica() {
     for shard in map.shards() {
         assert_eq!(shard.replicas.len(), 1, "{shard:?}");
         let p = h.cluster.index_of(&shard.primary.addr.to_string()).unwrap();
-        let r = h.cluster.index_of(&shard.replicas[0].addr.to_string()).unwrap();
+        let r = h
+            .cluster
+            .index_of(&shard.replicas[0].addr.to_string())
+            .unwrap();
         assert_eq!(h.cluster.replicas_of(p).unwrap(), vec![r]);
         assert!(shard.primary.id.is_some());
     }
@@ -88,12 +94,16 @@ async fn paused_seed_times_out_typed_and_the_next_seed_answers() {
     }
     let view = tokio::time::timeout(
         Duration::from_secs(30),
-        h.source.fetch_first(vec![paused.clone(), addr(&h.cluster, 1)]),
+        h.source
+            .fetch_first(vec![paused.clone(), addr(&h.cluster, 1)]),
     )
     .await
     .unwrap()
     .expect("the second seed answers");
     assert_eq!(view.source, addr(&h.cluster, 1));
-    assert_eq!(h.topology.install(&view).covered_slots(), SLOT_COUNT as usize);
+    assert_eq!(
+        h.topology.install(&view).covered_slots(),
+        SLOT_COUNT as usize
+    );
     h.cluster.resume(0).unwrap();
 }

@@ -1,5 +1,8 @@
 //! Shared set-up for slotguard's scenario tests: a real [`LocalCluster`],
 //! the fred leaf, and the topology read from the cluster itself.
+//!
+//! This crate only runs tests: a panic here is how a scenario reports failure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 
@@ -22,11 +25,7 @@ pub struct Harness {
 
 /// Every node of `cluster` as a [`NodeAddr`].
 pub fn seeds(cluster: &LocalCluster) -> Vec<NodeAddr> {
-    cluster
-        .seeds()
-        .iter()
-        .map(|s| s.parse().unwrap())
-        .collect()
+    cluster.seeds().iter().map(|s| s.parse().unwrap()).collect()
 }
 
 /// `cluster`'s node `index` as a [`NodeAddr`].

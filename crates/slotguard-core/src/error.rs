@@ -340,7 +340,9 @@ mod tests {
     #[test]
     fn parses_redirects() {
         match parse_error_reply("MOVED 3999 127.0.0.1:6381", &from()) {
-            CacheError::Moved { slot: 3999, addr } => assert_eq!(addr.to_string(), "127.0.0.1:6381"),
+            CacheError::Moved { slot: 3999, addr } => {
+                assert_eq!(addr.to_string(), "127.0.0.1:6381")
+            }
             e => panic!("{e:?}"),
         }
         match parse_error_reply("ASK 12 ::1:6381", &from()) {
@@ -385,12 +387,30 @@ mod tests {
     #[test]
     fn other_codes() {
         let n = from();
-        assert!(matches!(parse_error_reply("TRYAGAIN Multiple keys", &n), CacheError::TryAgain));
-        assert!(matches!(parse_error_reply("CLUSTERDOWN Hash slot not served", &n), CacheError::ClusterDown));
-        assert!(matches!(parse_error_reply("LOADING Redis is loading", &n), CacheError::Loading));
-        assert!(matches!(parse_error_reply("BUSY Redis is busy", &n), CacheError::Busy));
-        assert!(matches!(parse_error_reply("READONLY You can't write", &n), CacheError::ReadOnly));
-        assert!(matches!(parse_error_reply("WRONGTYPE Operation", &n), CacheError::Server(_)));
+        assert!(matches!(
+            parse_error_reply("TRYAGAIN Multiple keys", &n),
+            CacheError::TryAgain
+        ));
+        assert!(matches!(
+            parse_error_reply("CLUSTERDOWN Hash slot not served", &n),
+            CacheError::ClusterDown
+        ));
+        assert!(matches!(
+            parse_error_reply("LOADING Redis is loading", &n),
+            CacheError::Loading
+        ));
+        assert!(matches!(
+            parse_error_reply("BUSY Redis is busy", &n),
+            CacheError::Busy
+        ));
+        assert!(matches!(
+            parse_error_reply("READONLY You can't write", &n),
+            CacheError::ReadOnly
+        ));
+        assert!(matches!(
+            parse_error_reply("WRONGTYPE Operation", &n),
+            CacheError::Server(_)
+        ));
     }
 
     #[test]
@@ -399,7 +419,9 @@ mod tests {
         assert_eq!(classify(&e), Failure::Timeout);
         let e: BoxError = Box::new(tower::load_shed::error::Overloaded::new());
         assert_eq!(classify(&e), Failure::Overloaded);
-        let e: BoxError = Box::new(CacheError::CircuitOpen { scope: BreakerScope::Global });
+        let e: BoxError = Box::new(CacheError::CircuitOpen {
+            scope: BreakerScope::Global,
+        });
         assert_eq!(classify(&e), Failure::CircuitOpen);
         assert!(classify(&e).is_node_fault());
         assert_eq!(e.to_string(), "circuit open for global");

@@ -89,8 +89,10 @@ impl NodeHealth {
     /// Record a replica's replication link state from a probe.
     pub fn set_replication(&self, link_up: bool, last_io: Duration) {
         self.link_up.store(link_up, Ordering::Relaxed);
-        self.last_io_ms
-            .store(last_io.as_millis().min(u64::MAX as u128) as u64, Ordering::Relaxed);
+        self.last_io_ms.store(
+            last_io.as_millis().min(u64::MAX as u128) as u64,
+            Ordering::Relaxed,
+        );
     }
 
     /// Whether the node agreed with the majority view at the last refresh.
@@ -186,7 +188,10 @@ impl SlotMap {
 
     /// How many of the 16384 slots have an owner.
     pub fn covered_slots(&self) -> usize {
-        self.slot_to_shard.iter().filter(|&&s| s != UNCOVERED).count()
+        self.slot_to_shard
+            .iter()
+            .filter(|&&s| s != UNCOVERED)
+            .count()
     }
 
     /// Every node, primaries first within each shard.
@@ -419,7 +424,9 @@ impl Topology {
             map
         });
         if outcome == PatchOutcome::Patched {
-            self.inner.changed.send_replace(self.inner.map.load().generation);
+            self.inner
+                .changed
+                .send_replace(self.inner.map.load().generation);
         }
         outcome
     }
@@ -460,7 +467,10 @@ pub trait TopologySource: Send + Sync + 'static {
 
     /// Ask `nodes` one after another and return the first view, or the last
     /// error when none answered.
-    fn fetch_first(&self, nodes: Vec<NodeAddr>) -> BoxFuture<'static, Result<ClusterView, BoxError>> {
+    fn fetch_first(
+        &self,
+        nodes: Vec<NodeAddr>,
+    ) -> BoxFuture<'static, Result<ClusterView, BoxError>> {
         let futs: Vec<_> = nodes.iter().map(|n| self.fetch_view(n)).collect();
         Box::pin(async move {
             let mut last: BoxError = "no node to ask for the cluster topology".into();
@@ -523,13 +533,25 @@ mod tests {
         let t = Topology::new();
         t.install(&view());
         let g = t.load().generation();
-        assert_eq!(t.patch_slot(5, &NodeAddr::new("127.0.0.1", 2)), PatchOutcome::Patched);
+        assert_eq!(
+            t.patch_slot(5, &NodeAddr::new("127.0.0.1", 2)),
+            PatchOutcome::Patched
+        );
         assert_eq!(t.load().primary_for_slot(5).unwrap().addr.port(), 2);
         assert!(t.load().generation() > g);
-        assert_eq!(t.patch_slot(5, &NodeAddr::new("127.0.0.1", 2)), PatchOutcome::Unchanged);
-        assert_eq!(t.patch_slot(5, &NodeAddr::new("127.0.0.1", 99)), PatchOutcome::UnknownNode);
+        assert_eq!(
+            t.patch_slot(5, &NodeAddr::new("127.0.0.1", 2)),
+            PatchOutcome::Unchanged
+        );
+        assert_eq!(
+            t.patch_slot(5, &NodeAddr::new("127.0.0.1", 99)),
+            PatchOutcome::UnknownNode
+        );
         // replica 11 of shard 0 promoted
-        assert_eq!(t.patch_slot(0, &NodeAddr::new("127.0.0.1", 11)), PatchOutcome::Patched);
+        assert_eq!(
+            t.patch_slot(0, &NodeAddr::new("127.0.0.1", 11)),
+            PatchOutcome::Patched
+        );
         let m = t.load();
         let s = m.shard_for_slot(0).unwrap();
         assert_eq!(s.primary.addr.port(), 11);
@@ -544,6 +566,9 @@ mod tests {
         let a = NodeAddr::new("127.0.0.1", 1);
         t.load().node(&a).unwrap().1.health.record_failure();
         t.install(&view());
-        assert_eq!(t.load().node(&a).unwrap().1.health.consecutive_failures(), 1);
+        assert_eq!(
+            t.load().node(&a).unwrap().1.health.consecutive_failures(),
+            1
+        );
     }
 }

@@ -80,21 +80,39 @@ mod tests {
     #[test]
     fn server_replies_are_parsed() {
         let e = FredError::new(ErrorKind::Cluster, "MOVED 3478 127.0.0.1:7001");
-        assert!(matches!(map_error(e, &node(), false), CacheError::Moved { slot: 3478, .. }));
+        assert!(matches!(
+            map_error(e, &node(), false),
+            CacheError::Moved { slot: 3478, .. }
+        ));
         let e = FredError::new(ErrorKind::Cluster, "MOVED 3478 not-an-address");
-        assert!(matches!(map_error(e, &node(), false), CacheError::Protocol(_)));
-        let e = FredError::new(ErrorKind::Unknown, "LOADING Redis is loading the dataset in memory");
+        assert!(matches!(
+            map_error(e, &node(), false),
+            CacheError::Protocol(_)
+        ));
+        let e = FredError::new(
+            ErrorKind::Unknown,
+            "LOADING Redis is loading the dataset in memory",
+        );
         assert!(matches!(map_error(e, &node(), false), CacheError::Loading));
     }
 
     #[test]
     fn io_on_write_is_indeterminate() {
         let e = FredError::new(ErrorKind::IO, "broken pipe");
-        assert!(matches!(map_error(e, &node(), true), CacheError::Indeterminate { .. }));
+        assert!(matches!(
+            map_error(e, &node(), true),
+            CacheError::Indeterminate { .. }
+        ));
         let e = FredError::new(ErrorKind::IO, "broken pipe");
-        assert!(matches!(map_error(e, &node(), false), CacheError::Connection { .. }));
+        assert!(matches!(
+            map_error(e, &node(), false),
+            CacheError::Connection { .. }
+        ));
         let e = FredError::new(ErrorKind::Timeout, "");
-        assert!(matches!(map_error(e, &node(), true), CacheError::Timeout { .. }));
+        assert!(matches!(
+            map_error(e, &node(), true),
+            CacheError::Timeout { .. }
+        ));
     }
 
     #[test]

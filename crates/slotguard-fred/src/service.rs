@@ -138,10 +138,13 @@ impl FredService {
         if deadline <= now {
             return Err(CacheError::Timeout { node: addr });
         }
-        let client = self.pool.client(&addr).map_err(|e| CacheError::Connection {
-            node: addr.clone(),
-            detail: e.details().to_owned(),
-        })?;
+        let client = self
+            .pool
+            .client(&addr)
+            .map_err(|e| CacheError::Connection {
+                node: addr.clone(),
+                detail: e.details().to_owned(),
+            })?;
         if client.is_lost() {
             return Err(CacheError::Connection {
                 node: addr,
@@ -203,7 +206,8 @@ impl Call {
             _ => return Err(CacheError::InvalidInput("operation not supported".into())),
         };
         let client = &self.client.client;
-        let reply: Result<Value, fred::error::Error> = if self.asking || self.role == Role::Replica {
+        let reply: Result<Value, fred::error::Error> = if self.asking || self.role == Role::Replica
+        {
             let pipeline = client.pipeline();
             if self.role == Role::Replica {
                 let _: () = pipeline

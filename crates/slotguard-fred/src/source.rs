@@ -145,7 +145,9 @@ fn slot_of(v: &Value) -> Result<u16, CacheError> {
 }
 
 fn port_of(v: &Value) -> Option<u16> {
-    v.as_u64().and_then(|p| u16::try_from(p).ok()).filter(|&p| p > 0)
+    v.as_u64()
+        .and_then(|p| u16::try_from(p).ok())
+        .filter(|&p| p > 0)
 }
 
 fn addr_of(host: &str, port: u16, from: &NodeAddr) -> Result<NodeAddr, CacheError> {
@@ -157,7 +159,9 @@ fn addr_of(host: &str, port: u16, from: &NodeAddr) -> Result<NodeAddr, CacheErro
     };
     let addr = NodeAddr::new(host, port);
     // Reuse the address parser's checks on the host.
-    addr.to_string().parse::<NodeAddr>().map_err(|_| bad("node address"))
+    addr.to_string()
+        .parse::<NodeAddr>()
+        .map_err(|_| bad("node address"))
 }
 
 /// Parse a `CLUSTER SHARDS` reply from `from`.
@@ -275,8 +279,14 @@ pub fn parse_cluster_slots(reply: Value, from: &NodeAddr) -> Result<ClusterView,
             let Value::Array(parts) = node else {
                 return Err(bad("node entry"));
             };
-            let host = parts.first().and_then(|v| v.as_string()).unwrap_or_default();
-            let port = parts.get(1).and_then(port_of).ok_or_else(|| bad("node port"))?;
+            let host = parts
+                .first()
+                .and_then(|v| v.as_string())
+                .unwrap_or_default();
+            let port = parts
+                .get(1)
+                .and_then(port_of)
+                .ok_or_else(|| bad("node port"))?;
             nodes.push(NodeView {
                 addr: addr_of(&host, port, from)?,
                 id: parts.get(2).and_then(|v| v.as_string()),
@@ -342,7 +352,10 @@ mod tests {
                 s("slots"),
                 Value::Array(vec![i(0), i(5460)]),
                 s("nodes"),
-                Value::Array(vec![node(7000, "master", "online"), node(7003, "replica", "online")]),
+                Value::Array(vec![
+                    node(7000, "master", "online"),
+                    node(7003, "replica", "online"),
+                ]),
             ]),
             // an empty primary: left out
             Value::Array(vec![
@@ -356,7 +369,10 @@ mod tests {
                 s("slots"),
                 Value::Array(vec![i(5461), i(16383)]),
                 s("nodes"),
-                Value::Array(vec![node(7001, "master", "failed"), node(7004, "master", "online")]),
+                Value::Array(vec![
+                    node(7001, "master", "failed"),
+                    node(7004, "master", "online"),
+                ]),
             ]),
         ]);
         let v = parse_cluster_shards(reply, &from()).unwrap();
@@ -373,9 +389,18 @@ mod tests {
             i(1),
             Value::Array(vec![i(1)]),
             Value::Array(vec![Value::Array(vec![s("slots")])]),
-            Value::Array(vec![Value::Array(vec![s("slots"), Value::Array(vec![i(0)])])]),
-            Value::Array(vec![Value::Array(vec![s("slots"), Value::Array(vec![i(0), i(99999)])])]),
-            Value::Array(vec![Value::Array(vec![s("slots"), Value::Array(vec![i(9), i(1)])])]),
+            Value::Array(vec![Value::Array(vec![
+                s("slots"),
+                Value::Array(vec![i(0)]),
+            ])]),
+            Value::Array(vec![Value::Array(vec![
+                s("slots"),
+                Value::Array(vec![i(0), i(99999)]),
+            ])]),
+            Value::Array(vec![Value::Array(vec![
+                s("slots"),
+                Value::Array(vec![i(9), i(1)]),
+            ])]),
             Value::Array(vec![Value::Array(vec![
                 s("slots"),
                 Value::Array(vec![i(0), i(1)]),
@@ -389,7 +414,10 @@ mod tests {
                 Value::Array(vec![node(7000, "replica", "online")]),
             ])]),
         ] {
-            assert!(parse_cluster_shards(reply.clone(), &from()).is_err(), "{reply:?}");
+            assert!(
+                parse_cluster_shards(reply.clone(), &from()).is_err(),
+                "{reply:?}"
+            );
         }
     }
 
@@ -404,9 +432,15 @@ mod tests {
         let v = parse_cluster_slots(reply, &from()).unwrap();
         assert_eq!(v.shards.len(), 2);
         assert_eq!(v.shards[0].slots, vec![(0, 100), (200, 300)]);
-        assert!(parse_cluster_slots(Value::Array(vec![Value::Array(vec![i(0)])]), &from()).is_err());
+        assert!(
+            parse_cluster_slots(Value::Array(vec![Value::Array(vec![i(0)])]), &from()).is_err()
+        );
         // an empty endpoint means the host we asked
-        let reply = Value::Array(vec![Value::Array(vec![i(0), i(1), Value::Array(vec![s(""), i(7005)])])]);
+        let reply = Value::Array(vec![Value::Array(vec![
+            i(0),
+            i(1),
+            Value::Array(vec![s(""), i(7005)]),
+        ])]);
         let v = parse_cluster_slots(reply, &from()).unwrap();
         assert_eq!(v.shards[0].primary.addr.to_string(), "127.0.0.1:7005");
     }

@@ -157,11 +157,13 @@ where
             }
             CacheError::Ask { addr, .. } => to_primary(addr, true),
             CacheError::TryAgain => {
-                let backoff = policy.tryagain_backoff.saturating_mul(1u32 << tryagains.min(6));
+                let backoff = policy
+                    .tryagain_backoff
+                    .saturating_mul(1u32 << tryagains.min(6));
                 tryagains += 1;
-                let wake = req
-                    .deadline
-                    .map_or(Instant::now() + backoff, |d| d.min(Instant::now() + backoff));
+                let wake = req.deadline.map_or(Instant::now() + backoff, |d| {
+                    d.min(Instant::now() + backoff)
+                });
                 tokio::time::sleep_until(wake).await;
                 match &req.route {
                     Route::Node { addr, role, .. } => Route::Node {

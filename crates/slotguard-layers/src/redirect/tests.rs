@@ -13,7 +13,13 @@ use crate::test_support::{addr, two_shards, view};
 
 type Handle = mock::Handle<CacheRequest, CacheResponse>;
 
-fn setup(policy: RedirectPolicy) -> (Topology, super::Redirect<mock::Mock<CacheRequest, CacheResponse>>, Handle) {
+fn setup(
+    policy: RedirectPolicy,
+) -> (
+    Topology,
+    super::Redirect<mock::Mock<CacheRequest, CacheResponse>>,
+    Handle,
+) {
     let topology = Topology::new();
     topology.install(&two_shards());
     let (svc, handle) = mock::pair::<CacheRequest, CacheResponse>();
@@ -58,13 +64,19 @@ async fn moved_patches_the_map_and_takes_one_hop() {
     let call = tokio::spawn(svc.oneshot(req_to(1)));
     let (r, send) = handle.next_request().await.unwrap();
     assert_eq!(route_of(&r), (1, false));
-    send.send_error(CacheError::Moved { slot, addr: addr(2) });
+    send.send_error(CacheError::Moved {
+        slot,
+        addr: addr(2),
+    });
     let (r, send) = handle.next_request().await.unwrap();
     assert_eq!(route_of(&r), (2, false));
     assert_eq!(r.attempts.redirects, 1);
     send.send_response(ok(2));
     assert_eq!(call.await.unwrap().unwrap().served.node, Some(addr(2)));
-    assert_eq!(topology.load().primary_for_slot(slot).unwrap().addr, addr(2));
+    assert_eq!(
+        topology.load().primary_for_slot(slot).unwrap().addr,
+        addr(2)
+    );
     assert_eq!(topology.refresh_requests(), 1);
 }
 
@@ -81,7 +93,10 @@ async fn too_many_redirects_after_max_hops() {
         let (_r, send) = handle.next_request().await.unwrap();
         seen += 1;
         let to = if i % 2 == 0 { 2 } else { 1 };
-        send.send_error(CacheError::Moved { slot, addr: addr(to) });
+        send.send_error(CacheError::Moved {
+            slot,
+            addr: addr(to),
+        });
     }
     let err = call.await.unwrap().unwrap_err();
     assert_eq!(classify(&err), Failure::TooManyRedirects);
@@ -97,13 +112,19 @@ async fn ask_retries_once_with_asking_and_leaves_the_map() {
     let generation = topology.load().generation();
     let call = tokio::spawn(svc.oneshot(req_to(1)));
     let (_r, send) = handle.next_request().await.unwrap();
-    send.send_error(CacheError::Ask { slot, addr: addr(2) });
+    send.send_error(CacheError::Ask {
+        slot,
+        addr: addr(2),
+    });
     let (r, send) = handle.next_request().await.unwrap();
     assert_eq!(route_of(&r), (2, true));
     send.send_response(ok(2));
     call.await.unwrap().unwrap();
     assert_eq!(topology.load().generation(), generation);
-    assert_eq!(topology.load().primary_for_slot(slot).unwrap().addr, addr(1));
+    assert_eq!(
+        topology.load().primary_for_slot(slot).unwrap().addr,
+        addr(1)
+    );
     assert_eq!(topology.refresh_requests(), 0);
 }
 
@@ -113,7 +134,10 @@ async fn unknown_moved_target_waits_for_a_confirming_refresh() {
     let slot = key_slot(key_on_1().as_bytes());
     let call = tokio::spawn(svc.oneshot(req_to(1)));
     let (_r, send) = handle.next_request().await.unwrap();
-    send.send_error(CacheError::Moved { slot, addr: addr(9) });
+    send.send_error(CacheError::Moved {
+        slot,
+        addr: addr(9),
+    });
     // nothing goes to the unknown node while no refresh confirmed it
     assert!(no_request_within(&mut handle, Duration::from_millis(500)).await);
     assert_eq!(topology.refresh_requests(), 1);
@@ -132,10 +156,17 @@ async fn unknown_moved_target_without_refresh_fails_with_the_redirect() {
     let call = tokio::spawn(svc.oneshot(req_to(1)));
     let (_r, send) = handle.next_request().await.unwrap();
     let started = Instant::now();
-    send.send_error(CacheError::Moved { slot, addr: addr(9) });
+    send.send_error(CacheError::Moved {
+        slot,
+        addr: addr(9),
+    });
     let err: BoxError = call.await.unwrap().unwrap_err();
     assert_eq!(classify(&err), Failure::Moved);
-    assert_eq!(started.elapsed(), Duration::from_secs(1), "waited the confirm timeout");
+    assert_eq!(
+        started.elapsed(),
+        Duration::from_secs(1),
+        "waited the confirm timeout"
+    );
     assert!(no_request_within(&mut handle, Duration::from_secs(5)).await);
 }
 
@@ -163,7 +194,10 @@ async fn other_errors_pass_through_without_retry() {
     let call = tokio::spawn(svc.oneshot(req_to(1)));
     let (_r, send) = handle.next_request().await.unwrap();
     send.send_error(CacheError::Timeout { node: addr(1) });
-    assert_eq!(classify(&call.await.unwrap().unwrap_err()), Failure::Timeout);
+    assert_eq!(
+        classify(&call.await.unwrap().unwrap_err()),
+        Failure::Timeout
+    );
     assert!(no_request_within(&mut handle, Duration::from_secs(1)).await);
 }
 
@@ -181,6 +215,9 @@ async fn an_empty_budget_stops_hops() {
     let slot = key_slot(key_on_1().as_bytes());
     let call = tokio::spawn(svc.oneshot(req_to(1)));
     let (_r, send) = handle.next_request().await.unwrap();
-    send.send_error(CacheError::Moved { slot, addr: addr(2) });
+    send.send_error(CacheError::Moved {
+        slot,
+        addr: addr(2),
+    });
     assert_eq!(classify(&call.await.unwrap().unwrap_err()), Failure::Moved);
 }

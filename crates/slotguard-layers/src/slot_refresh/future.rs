@@ -44,7 +44,10 @@ impl<F, T> ResponseFuture<F, T> {
         }
     }
 
-    pub(crate) fn waiting(fut: BoxFuture<'static, Result<T, BoxError>>, topology: Topology) -> Self {
+    pub(crate) fn waiting(
+        fut: BoxFuture<'static, Result<T, BoxError>>,
+        topology: Topology,
+    ) -> Self {
         Self {
             state: State::Waiting { fut },
             topology,
@@ -72,7 +75,9 @@ where
             StateProj::Called { fut } => std::task::ready!(fut.poll(cx)).map_err(Into::into),
             StateProj::Waiting { fut } => std::task::ready!(fut.as_mut().poll(cx)),
             StateProj::Failed { err } => {
-                return Poll::Ready(Err(err.take().unwrap_or_else(|| "polled after completion".into())))
+                return Poll::Ready(Err(err
+                    .take()
+                    .unwrap_or_else(|| "polled after completion".into())))
             }
         };
         if let Err(e) = &out {

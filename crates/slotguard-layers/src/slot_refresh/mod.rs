@@ -124,8 +124,13 @@ where
                 .map_or(Instant::now() + wait, |d| d.min(Instant::now() + wait));
             let t = topology.clone();
             let fut = async move {
-                if tokio::time::timeout_at(deadline, t.changed_since(0)).await.is_err() {
-                    return Err(BoxError::from(CacheError::ShardUnavailable { slot: req.slot() }));
+                if tokio::time::timeout_at(deadline, t.changed_since(0))
+                    .await
+                    .is_err()
+                {
+                    return Err(BoxError::from(CacheError::ShardUnavailable {
+                        slot: req.slot(),
+                    }));
                 }
                 stamp(&t, &mut req)?;
                 inner.oneshot(req).await.map_err(Into::into)

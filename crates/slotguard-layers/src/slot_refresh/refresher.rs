@@ -87,8 +87,15 @@ impl Refresher {
         // the configured seeds, without duplicates.
         let mut candidates: Vec<NodeAddr> = Vec::new();
         let primaries = map.shards().iter().map(|s| &s.primary.addr);
-        let replicas = map.shards().iter().flat_map(|s| s.replicas.iter().map(|r| &r.addr));
-        for addr in primaries.chain(replicas).cloned().chain(self.source.seeds()) {
+        let replicas = map
+            .shards()
+            .iter()
+            .flat_map(|s| s.replicas.iter().map(|r| &r.addr));
+        for addr in primaries
+            .chain(replicas)
+            .cloned()
+            .chain(self.source.seeds())
+        {
             if !candidates.contains(&addr) {
                 candidates.push(addr);
             }
@@ -122,7 +129,12 @@ impl Refresher {
         // partitioned or stale (e.g. a resumed primary that was replaced).
         let agree: HashMap<&NodeAddr, bool> = views
             .iter()
-            .map(|v| (&v.source, fingerprint(v) == fingerprint_of_chosen && v.state_ok != Some(false)))
+            .map(|v| {
+                (
+                    &v.source,
+                    fingerprint(v) == fingerprint_of_chosen && v.state_ok != Some(false),
+                )
+            })
             .collect();
         for node in installed.nodes() {
             node.health
@@ -154,12 +166,19 @@ async fn run(weak: Weak<Refresher>, topology: Topology, period: Duration, min_ga
     }
 }
 
+/// Slot ranges with their primary, sorted: equal fingerprints, equal routing.
+type Fingerprint<'a> = Vec<(u16, u16, &'a NodeAddr)>;
+
 /// What makes two views agree: the same primary for every slot range.
-fn fingerprint(view: &ClusterView) -> Vec<(u16, u16, &NodeAddr)> {
+fn fingerprint(view: &ClusterView) -> Fingerprint<'_> {
     let mut out: Vec<(u16, u16, &NodeAddr)> = view
         .shards
         .iter()
-        .flat_map(|s| s.slots.iter().map(move |&(lo, hi)| (lo, hi, &s.primary.addr)))
+        .flat_map(|s| {
+            s.slots
+                .iter()
+                .map(move |&(lo, hi)| (lo, hi, &s.primary.addr))
+        })
         .collect();
     out.sort();
     out
@@ -175,7 +194,7 @@ pub(crate) fn choose_view(views: &[ClusterView]) -> Option<&ClusterView> {
     } else {
         healthy
     };
-    let mut groups: Vec<(Vec<(u16, u16, &NodeAddr)>, Vec<&ClusterView>)> = Vec::new();
+    let mut groups: Vec<(Fingerprint<'_>, Vec<&ClusterView>)> = Vec::new();
     for v in pool {
         let fp = fingerprint(v);
         match groups.iter_mut().find(|(g, _)| *g == fp) {
@@ -193,7 +212,11 @@ pub(crate) fn choose_view(views: &[ClusterView]) -> Option<&ClusterView> {
     groups
         .into_iter()
         .max_by_key(|(_, members)| {
-            let epoch = members.iter().filter_map(|v| v.current_epoch).max().unwrap_or(0);
+            let epoch = members
+                .iter()
+                .filter_map(|v| v.current_epoch)
+                .max()
+                .unwrap_or(0);
             (members.len(), epoch, covered(members[0]))
         })
         .and_then(|(_, members)| {
@@ -228,23 +251,43 @@ mod tests {
 
     #[test]
     fn majority_wins_over_a_higher_epoch_minority() {
-        let views = vec![view(1, 1, 9, true), view(2, 2, 3, true), view(3, 2, 3, true)];
-        assert_eq!(choose_view(&views).unwrap().shards[0].primary.addr.port(), 2);
+        let views = vec![
+            view(1, 1, 9, true),
+            view(2, 2, 3, true),
+            view(3, 2, 3, true),
+        ];
+        assert_eq!(
+            choose_view(&views).unwrap().shards[0].primary.addr.port(),
+            2
+        );
     }
 
     #[test]
     fn failing_nodes_do_not_vote() {
-        let views = vec![view(1, 1, 3, false), view(2, 1, 3, false), view(3, 2, 3, true)];
-        assert_eq!(choose_view(&views).unwrap().shards[0].primary.addr.port(), 2);
+        let views = vec![
+            view(1, 1, 3, false),
+            view(2, 1, 3, false),
+            view(3, 2, 3, true),
+        ];
+        assert_eq!(
+            choose_view(&views).unwrap().shards[0].primary.addr.port(),
+            2
+        );
         // ...unless nobody else answered
         let views = vec![view(1, 1, 3, false)];
-        assert_eq!(choose_view(&views).unwrap().shards[0].primary.addr.port(), 1);
+        assert_eq!(
+            choose_view(&views).unwrap().shards[0].primary.addr.port(),
+            1
+        );
         assert!(choose_view(&[]).is_none());
     }
 
     #[test]
     fn ties_go_to_the_highest_epoch() {
         let views = vec![view(1, 1, 3, true), view(2, 2, 4, true)];
-        assert_eq!(choose_view(&views).unwrap().shards[0].primary.addr.port(), 2);
+        assert_eq!(
+            choose_view(&views).unwrap().shards[0].primary.addr.port(),
+            2
+        );
     }
 }

@@ -1,6 +1,8 @@
 use std::time::Duration;
 
-use slotguard_core::{classify, key_slot, CacheRequest, CacheResponse, Failure, Path, Route, Topology};
+use slotguard_core::{
+    classify, key_slot, CacheRequest, CacheResponse, Failure, Path, Route, Topology,
+};
 use tower::{Layer, ServiceExt};
 use tower_test::mock;
 
@@ -120,7 +122,11 @@ async fn refresh_is_single_flight_and_triggers_collapse() {
     // arrived during it
     assert_eq!(stats.refreshes(), 2);
     tokio::time::sleep(Duration::from_secs(5)).await;
-    assert_eq!(stats.refreshes(), 2, "no refresh without a trigger before the period");
+    assert_eq!(
+        stats.refreshes(),
+        2,
+        "no refresh without a trigger before the period"
+    );
 }
 
 #[tokio::test(start_paused = true)]

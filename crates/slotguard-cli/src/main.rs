@@ -1,0 +1,4 @@
+//! The `slotguard` command.
+fn main() {
+    println!("slotguard demo: not yet");
+}

@@ -1,0 +1,54 @@
+//! **slotguard** keeps a Redis Cluster cache answering while the cluster
+//! degrades. It is a stack of [`tower`] layers around a fred-backed leaf
+//! [`Service`](tower::Service): each layer is its own `Layer`, so an axum or
+//! tonic application composes them with `ServiceBuilder` in the order it
+//! wants, and can put tower's own layers (timeout, load-shed, concurrency
+//! limit, buffer) between them.
+//!
+//! | crate | what |
+//! |---|---|
+//! | [`core`] | [`CacheRequest`], [`CacheResponse`], [`CacheError`] + [`classify`], key slots, [`Topology`] |
+//! | [`layers`] | [`slot_refresh`](layers::slot_refresh), [`redirect`](layers::redirect), [`ServiceBuilderExt`] |
+//! | [`fred`] | [`FredService`] (one centralized fred client per node), [`FredTopologySource`] |
+//!
+//! # Recommended order
+//!
+//! ```no_run
+//! use slotguard::{CacheRequest, FredConfig, FredService, FredTopologySource, ServiceBuilderExt, Topology};
+//! use slotguard::layers::slot_refresh::SlotRefreshLayer;
+//! use tower::{ServiceBuilder, ServiceExt};
+//!
+//! # async fn run() -> Result<(), slotguard::BoxError> {
+//! let topology = Topology::new();
+//! let leaf = FredService::new(FredConfig::default()).with_topology(topology.clone());
+//! let source = FredTopologySource::new(&leaf, vec!["127.0.0.1:7000".parse()?]);
+//! let cache = ServiceBuilder::new()
+//!     // outermost: stamp each request from the slot map, keep the map fresh
+//!     .slot_refresh(SlotRefreshLayer::new(topology.clone(), source).load().await?)
+//!     // follow MOVED/ASK/TRYAGAIN; MOVED patches the same map
+//!     .redirect(topology)
+//!     .service(leaf);
+//! let resp = cache.oneshot(CacheRequest::get("user:42")).await?;
+//! println!("{:?} from {:?}", resp.value, resp.served.path);
+//! # Ok(()) }
+//! ```
+//!
+//! Why this order: `slot_refresh` outside `redirect`, so a `MOVED` retry
+//! goes to the owner recorded in the patched map and the next request for
+//! that slot is stamped right the first time; `redirect` right above the
+//! node-level layers, so each hop is one node-level attempt.
+#![forbid(unsafe_code)]
+
+/// The tower version slotguard's layers are built on.
+pub use tower;
+
+pub use slotguard_core as core;
+pub use slotguard_fred as fred;
+pub use slotguard_layers as layers;
+
+pub use slotguard_core::{
+    classify, BoxError, CacheError, CacheRequest, CacheResponse, Consistency, Failure, NodeAddr,
+    Op, Path, Role, Route, Served, Topology, TopologySource,
+};
+pub use slotguard_fred::{FredConfig, FredService, FredTopologySource};
+pub use slotguard_layers::ServiceBuilderExt;
