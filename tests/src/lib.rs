@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use slotguard_core::{CacheRequest, NodeAddr, Role, SlotMap, Topology, TopologySource};
 use slotguard_fred::{FredConfig, FredService, FredTopologySource};
+use slotguard_layers::redirect::{Redirect, RedirectLayer};
+use slotguard_layers::slot_refresh::{RefreshConfig, SlotRefresh, SlotRefreshLayer};
 pub use slotguard_testkit::{ClusterSpec, LocalCluster};
 
 /// A started cluster plus a leaf and a loaded topology.
@@ -102,4 +104,35 @@ where
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// The routing stack: slot_refresh → redirect → leaf.
+pub type RoutingStack = SlotRefresh<Redirect<FredService>>;
+
+impl Harness {
+    /// A refresh layer over this harness's topology and source; the map is
+    /// already loaded by [`Harness::start`].
+    pub fn refresh_layer(&self, config: RefreshConfig) -> SlotRefreshLayer {
+        SlotRefreshLayer::with_config(self.topology.clone(), self.source.clone(), config)
+    }
+
+    /// slot_refresh → redirect → leaf, sharing this harness's topology.
+    pub fn routing_stack(&self, refresh: &SlotRefreshLayer) -> RoutingStack {
+        tower::ServiceBuilder::new()
+            .layer(refresh.clone())
+            .layer(RedirectLayer::new(self.topology.clone()))
+            .service(self.leaf.clone())
+    }
+}
+
+/// `cmdstat_<name>` calls on one node (0 when never called).
+pub fn command_calls(cluster: &LocalCluster, index: usize, name: &str) -> u64 {
+    let Ok(stats) = cluster.info(index, "commandstats") else {
+        return 0;
+    };
+    stats
+        .get(&format!("cmdstat_{name}"))
+        .and_then(|v| v.split(',').find_map(|kv| kv.strip_prefix("calls=")))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
 }

@@ -143,10 +143,17 @@ where
         }
         let route = match cache_err {
             CacheError::Moved { slot, addr } => {
-                topology.request_refresh();
                 match topology.patch_slot(slot, &addr) {
-                    PatchOutcome::Patched | PatchOutcome::Unchanged => to_primary(addr, false),
+                    PatchOutcome::Patched => {
+                        // The map was wrong about this slot: it may be wrong
+                        // about others too.
+                        topology.request_refresh();
+                        to_primary(addr, false)
+                    }
+                    // An earlier patch or refresh already knew: no refresh.
+                    PatchOutcome::Unchanged => to_primary(addr, false),
                     PatchOutcome::UnknownNode => {
+                        topology.request_refresh();
                         // Not trusted until a refresh confirms where the slot is.
                         match confirm(topology, slot, &req, policy.confirm_timeout).await {
                             Some(owner) => to_primary(owner, false),

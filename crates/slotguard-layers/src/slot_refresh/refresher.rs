@@ -136,9 +136,19 @@ impl Refresher {
                 )
             })
             .collect();
+        // A node is in the majority when its own view (if it answered)
+        // agrees and the majority does not report it failed (a paused,
+        // replaced primary shows up as failed there).
+        let online: HashMap<&NodeAddr, bool> = chosen
+            .shards
+            .iter()
+            .flat_map(|s| std::iter::once(&s.primary).chain(s.replicas.iter()))
+            .map(|n| (&n.addr, n.online))
+            .collect();
         for node in installed.nodes() {
-            node.health
-                .set_in_majority(agree.get(&node.addr).copied().unwrap_or(true));
+            let verdict = agree.get(&node.addr).copied().unwrap_or(true)
+                && online.get(&node.addr).copied().unwrap_or(true);
+            node.health.set_in_majority(verdict);
         }
         Ok(())
     }
