@@ -33,6 +33,8 @@ pub struct NodeHealth {
     link_up: AtomicBool,
     last_io_ms: AtomicU64,
     in_majority: AtomicBool,
+    breaker_open: AtomicBool,
+    probed: AtomicBool,
 }
 
 impl Default for NodeHealth {
@@ -43,6 +45,8 @@ impl Default for NodeHealth {
             link_up: AtomicBool::new(true),
             last_io_ms: AtomicU64::new(0),
             in_majority: AtomicBool::new(true),
+            breaker_open: AtomicBool::new(false),
+            probed: AtomicBool::new(false),
         }
     }
 }
@@ -89,10 +93,28 @@ impl NodeHealth {
     /// Record a replica's replication link state from a probe.
     pub fn set_replication(&self, link_up: bool, last_io: Duration) {
         self.link_up.store(link_up, Ordering::Relaxed);
+        self.probed.store(true, Ordering::Relaxed);
         self.last_io_ms.store(
             last_io.as_millis().min(u64::MAX as u128) as u64,
             Ordering::Relaxed,
         );
+    }
+
+    /// Whether a circuit breaker guarding this node is open (not admitting
+    /// calls). Published by the circuit-breaker layer, read by failover.
+    pub fn breaker_open(&self) -> bool {
+        self.breaker_open.load(Ordering::Relaxed)
+    }
+
+    /// Publish the node's breaker state.
+    pub fn set_breaker_open(&self, open: bool) {
+        self.breaker_open.store(open, Ordering::Relaxed);
+    }
+
+    /// Whether a health probe has reported on this node yet (before that,
+    /// `link_up` is an optimistic default).
+    pub fn probed(&self) -> bool {
+        self.probed.load(Ordering::Relaxed)
     }
 
     /// Whether the node agreed with the majority view at the last refresh.

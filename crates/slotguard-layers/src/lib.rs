@@ -24,6 +24,7 @@
 #![forbid(unsafe_code)]
 
 mod builder;
+pub mod circuit_breaker;
 pub mod redirect;
 pub mod slot_refresh;
 

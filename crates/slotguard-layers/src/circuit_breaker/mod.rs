@@ -1,0 +1,1 @@
+//! Per-node or global circuit breaker (being written).
