@@ -14,10 +14,12 @@
 
 mod config;
 mod convert;
+mod health;
 mod pool;
 mod service;
 mod source;
 
 pub use config::FredConfig;
+pub use health::{parse_replication_info, HealthProber, ProberHandle, ReplicationInfo};
 pub use service::{FredService, ResponseFuture};
 pub use source::{parse_cluster_shards, parse_cluster_slots, FredTopologySource};

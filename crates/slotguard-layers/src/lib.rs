@@ -23,9 +23,11 @@
 //! [slotguard]: https://docs.rs/slotguard
 #![forbid(unsafe_code)]
 
+mod attempt;
 mod builder;
 pub mod circuit_breaker;
 pub mod redirect;
+pub mod replica_failover;
 pub mod slot_refresh;
 
 pub use builder::ServiceBuilderExt;

@@ -50,9 +50,13 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use slotguard_core::{
-    as_cache_error, BoxError, CacheError, CacheRequest, PatchOutcome, Role, Route, Topology,
+    as_cache_error, classify, BoxError, CacheError, CacheRequest, Failure, PatchOutcome, Role,
+    Route, Topology,
 };
+
+use crate::attempt::Recover;
 use tokio::time::Instant;
 use tower::retry::budget::Budget;
 use tower::{Service, ServiceExt};
@@ -95,7 +99,41 @@ where
         let clone = self.inner.clone();
         let mut ready = std::mem::replace(&mut self.inner, clone);
         let fut = ready.call(req.clone());
-        ResponseFuture::new(fut, ready, req, self.shared.clone())
+        self.shared.policy.budget.deposit();
+        ResponseFuture::new(
+            fut,
+            Recovery {
+                svc: ready,
+                req,
+                shared: self.shared.clone(),
+            },
+        )
+    }
+}
+
+/// What the future keeps to follow a redirect.
+pub(crate) struct Recovery<S> {
+    svc: S,
+    req: CacheRequest,
+    shared: Arc<Shared>,
+}
+
+impl<S> Recover<S::Response> for Recovery<S>
+where
+    S: Service<CacheRequest> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Response: Send + 'static,
+{
+    fn recover(
+        self,
+        err: BoxError,
+    ) -> Result<BoxFuture<'static, Result<S::Response, BoxError>>, BoxError> {
+        if matches!(classify(&err), Failure::Moved | Failure::Ask | Failure::TryAgain) {
+            Ok(Box::pin(follow(self.svc, self.req, err, self.shared)))
+        } else {
+            Err(err)
+        }
     }
 }
 

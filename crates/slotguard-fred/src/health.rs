@@ -1,0 +1,183 @@
+//! Health probes: each replica's replication link, read with
+//! `INFO replication`, feeding the shared [`Topology`]'s health cells.
+
+use std::fmt;
+use std::time::Duration;
+
+use fred::interfaces::ClientLike;
+use fred::types::{ClusterHash, CustomCommand, Value};
+use futures_util::future::join_all;
+use slotguard_core::{NodeAddr, Role, Topology};
+use tokio::task::JoinHandle;
+
+use crate::service::FredService;
+
+/// What `INFO replication` says about a replica's link to its primary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplicationInfo {
+    /// `master_link_status:up`.
+    pub link_up: bool,
+    /// Time since the replica last heard from its primary:
+    /// `master_last_io_seconds_ago` while the link is up,
+    /// `master_link_down_since_seconds` while it is down.
+    pub since_last_io: Duration,
+}
+
+/// Parse the text of `INFO replication` from a replica. `None` for a
+/// primary or an unparseable reply.
+pub fn parse_replication_info(text: &str) -> Option<ReplicationInfo> {
+    let mut role = None;
+    let mut link_up = None;
+    let mut last_io: Option<i64> = None;
+    let mut down_since: Option<i64> = None;
+    for line in text.lines() {
+        let Some((k, v)) = line.trim().split_once(':') else {
+            continue;
+        };
+        match k {
+            "role" => role = Some(v == "slave" || v == "replica"),
+            "master_link_status" => link_up = Some(v == "up"),
+            "master_last_io_seconds_ago" => last_io = v.parse().ok(),
+            "master_link_down_since_seconds" => down_since = v.parse().ok(),
+            _ => {}
+        }
+    }
+    if role != Some(true) {
+        return None;
+    }
+    let link_up = link_up?;
+    let secs = if link_up { last_io } else { down_since.or(last_io) };
+    // -1 means "never": treat as very stale.
+    let secs = match secs {
+        Some(s) if s >= 0 => s as u64,
+        _ => u64::from(u32::MAX),
+    };
+    Some(ReplicationInfo {
+        link_up,
+        since_last_io: Duration::from_secs(secs),
+    })
+}
+
+/// Probes every replica of the current map every `interval` and records
+/// the result in the topology's health cells (`link_up`, `last_io`).
+/// A replica that does not answer within the leaf's admin timeout gets a
+/// recorded failure.
+#[derive(Clone)]
+pub struct HealthProber {
+    leaf: FredService,
+    topology: Topology,
+    interval: Duration,
+}
+
+impl fmt::Debug for HealthProber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HealthProber")
+            .field("interval", &self.interval)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Stops the prober when dropped.
+#[derive(Debug)]
+pub struct ProberHandle(JoinHandle<()>);
+
+impl Drop for ProberHandle {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl HealthProber {
+    /// A prober using `leaf`'s connections, every 500 ms by default.
+    pub fn new(leaf: &FredService, topology: Topology) -> Self {
+        Self {
+            leaf: leaf.clone(),
+            topology,
+            interval: Duration::from_millis(500),
+        }
+    }
+
+    /// Probe every `interval`.
+    pub fn interval(mut self, interval: Duration) -> Self {
+        self.interval = interval;
+        self
+    }
+
+    /// Probe every replica once, concurrently.
+    pub async fn probe_once(&self) {
+        let map = self.topology.load();
+        let replicas: Vec<NodeAddr> = map
+            .nodes()
+            .filter(|n| n.role == Role::Replica)
+            .map(|n| n.addr.clone())
+            .collect();
+        join_all(replicas.into_iter().map(|addr| self.probe(addr))).await;
+    }
+
+    async fn probe(&self, addr: NodeAddr) {
+        let health = self.topology.health(&addr);
+        let pool = self.leaf.pool();
+        let Ok(client) = pool.client(&addr) else {
+            health.record_failure();
+            return;
+        };
+        if client.is_lost() {
+            health.record_failure();
+            return;
+        }
+        let cmd = CustomCommand::new_static("INFO", ClusterHash::Random, false);
+        let call = client
+            .client
+            .custom::<Value, Value>(cmd, vec![Value::from_static_str("replication")]);
+        let started = tokio::time::Instant::now();
+        match tokio::time::timeout(pool.config().admin_timeout, call).await {
+            Ok(Ok(v)) => {
+                client.mark_connected();
+                health.record_success(started.elapsed());
+                if let Some(info) = v.as_str().as_deref().and_then(parse_replication_info) {
+                    health.set_replication(info.link_up, info.since_last_io);
+                }
+            }
+            _ => health.record_failure(),
+        }
+    }
+
+    /// Run the prober in the background until the handle is dropped.
+    pub fn spawn(self) -> ProberHandle {
+        ProberHandle(tokio::spawn(async move {
+            loop {
+                self.probe_once().await;
+                tokio::time::sleep(self.interval).await;
+            }
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_replica_info() {
+        let up = "# Replication\r\nrole:slave\r\nmaster_host:127.0.0.1\r\nmaster_link_status:up\r\nmaster_last_io_seconds_ago:3\r\n";
+        assert_eq!(
+            parse_replication_info(up),
+            Some(ReplicationInfo {
+                link_up: true,
+                since_last_io: Duration::from_secs(3)
+            })
+        );
+        let down = "role:slave\r\nmaster_link_status:down\r\nmaster_last_io_seconds_ago:-1\r\nmaster_link_down_since_seconds:7\r\n";
+        assert_eq!(
+            parse_replication_info(down),
+            Some(ReplicationInfo {
+                link_up: false,
+                since_last_io: Duration::from_secs(7)
+            })
+        );
+        assert_eq!(parse_replication_info("role:master\r\nconnected_slaves:1\r\n"), None);
+        assert_eq!(parse_replication_info("garbage"), None);
+        let never = "role:slave\r\nmaster_link_status:down\r\nmaster_last_io_seconds_ago:-1\r\n";
+        assert!(parse_replication_info(never).unwrap().since_last_io > Duration::from_secs(1_000_000));
+    }
+}

@@ -1,0 +1,307 @@
+//! Answer reads from a replica when the primary cannot.
+//!
+//! A read whose [`Consistency`] allows it (`ReplicaOk`, the default, or
+//! `StaleOk(budget)`), failing on its primary with a timeout, a connection
+//! error, an open breaker, `CLUSTERDOWN`, `LOADING` or `BUSY`, goes to the
+//! best replica of that shard:
+//!
+//! - in the majority view, breaker not open;
+//! - `ReplicaOk`: replication link up; a replica whose link is down only when
+//!   no linked one is eligible and it heard from its primary at most
+//!   [`FailoverPolicy::max_unlinked_staleness`] ago (a killed primary's
+//!   replica holds everything up to the kill);
+//! - `StaleOk(budget)`: heard from its primary at most `budget` ago;
+//! - then fewest recent failures, lowest latency (EWMA).
+//!
+//! The primary attempt of such a read gets its own short deadline
+//! ([`FailoverPolicy::primary_attempt_timeout`]) so a stalled primary leaves
+//! time for the replica within the request deadline; a primary whose breaker
+//! is open or that is outside the majority is skipped up front. Later
+//! attempts back off exponentially with full jitter from
+//! [`FailoverPolicy::backoff_base`], at most
+//! [`FailoverPolicy::max_failovers`] of them, never past the deadline. Every
+//! failover asks the refresher for a new map, so a promotion is picked up.
+//!
+//! Writes never go to replicas: a write failing on its primary returns its
+//! typed error at once (`Timeout`, `CircuitOpen`, `Connection`) and asks for
+//! a refresh; after a promotion, writes go to the new primary as soon as the
+//! map (majority view, or a `MOVED` from the old primary) says so.
+//!
+//! Healthy reads follow [`ReadFrom`] (primary-preferred by default).
+//!
+//! # Example
+//!
+//! ```
+//! use slotguard_core::{CacheError, CacheRequest, CacheResponse, ClusterView, NodeView, Path, Role, ShardView, Topology};
+//! use slotguard_layers::replica_failover::ReplicaFailoverLayer;
+//! use tower::{service_fn, ServiceBuilder, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! let node = |p: u16| NodeView { addr: format!("127.0.0.1:{p}").parse().unwrap(), id: None, online: true };
+//! let topology = Topology::new();
+//! topology.install(&ClusterView {
+//!     source: "127.0.0.1:7000".parse().unwrap(),
+//!     shards: vec![ShardView { slots: vec![(0, 16383)], primary: node(7000), replicas: vec![node(7001)] }],
+//!     current_epoch: None,
+//!     state_ok: Some(true),
+//! });
+//! // A toy leaf whose primary is down.
+//! let leaf = service_fn(|req: CacheRequest| async move {
+//!     let node = req.node().cloned().unwrap();
+//!     if node.port() == 7000 {
+//!         Err(CacheError::Connection { node, detail: "down".into() })
+//!     } else {
+//!         Ok(CacheResponse::from_node(Some("v".into()), node, Path::Replica))
+//!     }
+//! });
+//! let svc = ServiceBuilder::new().layer(ReplicaFailoverLayer::new(topology)).service(leaf);
+//! let req = CacheRequest::get("k").to_node("127.0.0.1:7000".parse().unwrap(), Role::Primary);
+//! let resp = svc.oneshot(req).await.unwrap();
+//! assert_eq!(resp.served.path, Path::Replica);
+//! # }
+//! ```
+
+pub mod future;
+mod layer;
+mod policy;
+mod select;
+
+use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use slotguard_core::{
+    classify, BoxError, CacheRequest, Consistency, Failure, NodeAddr, Role, Route, Topology,
+};
+use tokio::time::Instant;
+use tower::{Service, ServiceExt};
+
+pub use layer::ReplicaFailoverLayer;
+pub use policy::{FailoverPolicy, ReadFrom};
+
+use crate::attempt::Recover;
+use future::ResponseFuture;
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) topology: Topology,
+    pub(crate) policy: FailoverPolicy,
+}
+
+/// Fails reads over to replicas. See the [module docs](self).
+#[derive(Debug, Clone)]
+pub struct ReplicaFailover<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+/// Failures after which a read tries another node of its shard.
+fn fails_over(failure: Failure) -> bool {
+    matches!(
+        failure,
+        Failure::Timeout
+            | Failure::Connection
+            | Failure::CircuitOpen
+            | Failure::ClusterDown
+            | Failure::Loading
+            | Failure::Busy
+            | Failure::Overloaded
+    )
+}
+
+fn replica_route(addr: NodeAddr) -> Route {
+    Route::Node {
+        addr,
+        role: Role::Replica,
+        asking: false,
+    }
+}
+
+impl Shared {
+    /// Where a read that may use replicas goes first.
+    fn first_route(&self, req: &CacheRequest) -> Option<Route> {
+        let Route::Node {
+            addr,
+            role: Role::Primary,
+            asking: false,
+        } = &req.route
+        else {
+            return None;
+        };
+        let map = self.topology.load();
+        let (shard, primary) = map.node(addr)?;
+        if primary.role != Role::Primary {
+            return None;
+        }
+        let skip_primary = select::primary_unusable(primary);
+        let prefer_replica = match self.policy.read_from {
+            ReadFrom::PrimaryPreferred => false,
+            ReadFrom::ReplicaPreferred => true,
+            ReadFrom::LowestLatency => {
+                let best = select::replicas(shard, req.consistency, &self.policy, &[]);
+                best.first().is_some_and(|r| {
+                    let p = primary.health.ewma_latency();
+                    !p.is_zero() && !r.health.ewma_latency().is_zero() && r.health.ewma_latency() < p
+                })
+            }
+        };
+        if !(skip_primary || prefer_replica) {
+            return None;
+        }
+        let best = select::replicas(shard, req.consistency, &self.policy, &[]);
+        best.first().map(|r| replica_route(r.addr.clone()))
+    }
+}
+
+impl<S> Service<CacheRequest> for ReplicaFailover<S>
+where
+    S: Service<CacheRequest> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Response: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S, S::Future, S::Response>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: CacheRequest) -> Self::Future {
+        let clone = self.inner.clone();
+        let mut ready = std::mem::replace(&mut self.inner, clone);
+        let may_fail_over = req.op.is_read() && req.consistency != Consistency::Primary;
+        if !may_fail_over {
+            let fut = ready.call(req.clone());
+            let recovery = Recovery {
+                svc: ready,
+                req,
+                shared: self.shared.clone(),
+                tried: Vec::new(),
+                reads: false,
+            };
+            return ResponseFuture::new(fut, recovery);
+        }
+        let mut first = req.clone();
+        if let Some(route) = self.shared.first_route(&req) {
+            first.route = route;
+        } else if let Some(t) = self.shared.policy.primary_attempt_timeout {
+            // Leave the rest of the deadline for a replica.
+            let cap = Instant::now() + t;
+            first.deadline = Some(req.deadline.map_or(cap, |d| d.min(cap)));
+        }
+        let tried: Vec<NodeAddr> = first.node().cloned().into_iter().collect();
+        let fut = ready.call(first);
+        ResponseFuture::new(
+            fut,
+            Recovery {
+                svc: ready,
+                req,
+                shared: self.shared.clone(),
+                tried,
+                reads: true,
+            },
+        )
+    }
+}
+
+/// What the future keeps to fail a request over.
+pub(crate) struct Recovery<S> {
+    svc: S,
+    req: CacheRequest,
+    shared: Arc<Shared>,
+    tried: Vec<NodeAddr>,
+    reads: bool,
+}
+
+impl<S> Recover<S::Response> for Recovery<S>
+where
+    S: Service<CacheRequest> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Response: Send + 'static,
+{
+    fn recover(
+        self,
+        err: BoxError,
+    ) -> Result<BoxFuture<'static, Result<S::Response, BoxError>>, BoxError> {
+        let failure = classify(&err);
+        if !fails_over(failure) {
+            return Err(err);
+        }
+        // The map may be behind a promotion: look again (rate-limited).
+        self.shared.topology.request_refresh();
+        if !self.reads {
+            return Err(err);
+        }
+        Ok(Box::pin(follow(self, err)))
+    }
+}
+
+/// Full jitter: a uniformly random wait in `[0, base × 2ⁿ]`.
+fn jittered(base: Duration, n: u32) -> Duration {
+    let cap = base.saturating_mul(1u32 << n.min(10));
+    // RandomState is seeded randomly per process and per instance: enough
+    // randomness for jitter without another dependency.
+    let r = std::collections::hash_map::RandomState::new().build_hasher().finish();
+    cap.mul_f64((r % 10_000) as f64 / 10_000.0)
+}
+
+async fn follow<S>(recovery: Recovery<S>, mut err: BoxError) -> Result<S::Response, BoxError>
+where
+    S: Service<CacheRequest> + Clone,
+    S::Error: Into<BoxError>,
+{
+    let Recovery {
+        svc,
+        mut req,
+        shared,
+        mut tried,
+        ..
+    } = recovery;
+    let policy = &shared.policy;
+    loop {
+        if req.attempts.failovers >= policy.max_failovers {
+            return Err(err);
+        }
+        let map = shared.topology.load();
+        let Some(shard) = map.shard_for_slot(req.slot()) else {
+            return Err(err);
+        };
+        let Some(replica) = select::replicas(shard, req.consistency, policy, &tried)
+            .first()
+            .map(|r| r.addr.clone())
+        else {
+            return Err(err);
+        };
+        drop(map);
+        if req.attempts.failovers > 0 {
+            let wait = jittered(policy.backoff_base, u32::from(req.attempts.failovers) - 1);
+            let wake = Instant::now() + wait;
+            tokio::time::sleep_until(req.deadline.map_or(wake, |d| d.min(wake))).await;
+        }
+        if req.deadline.is_some_and(|d| d <= Instant::now()) {
+            return Err(err);
+        }
+        req.attempts.failovers += 1;
+        tried.push(replica.clone());
+        tracing::debug!(target: "slotguard::failover", node = %replica, slot = req.slot(), "replica_failover");
+        let attempt = CacheRequest::clone(&req).with_route(replica_route(replica));
+        match svc.clone().oneshot(attempt).await {
+            Ok(resp) => return Ok(resp),
+            Err(e) => {
+                let e: BoxError = e.into();
+                if !fails_over(classify(&e)) {
+                    return Err(e);
+                }
+                err = e;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
