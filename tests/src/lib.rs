@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use slotguard_core::{CacheRequest, NodeAddr, Role, SlotMap, Topology, TopologySource};
 use slotguard_fred::{FredConfig, FredService, FredTopologySource};
+use slotguard_layers::circuit_breaker::{BreakerConfig, CircuitBreaker, CircuitBreakerLayer};
 use slotguard_layers::redirect::{Redirect, RedirectLayer};
+use slotguard_layers::replica_failover::{ReplicaFailover, ReplicaFailoverLayer};
 use slotguard_layers::slot_refresh::{RefreshConfig, SlotRefresh, SlotRefreshLayer};
 pub use slotguard_testkit::{ClusterSpec, LocalCluster};
 
@@ -135,4 +137,24 @@ pub fn command_calls(cluster: &LocalCluster, index: usize, name: &str) -> u64 {
         .and_then(|v| v.split(',').find_map(|kv| kv.strip_prefix("calls=")))
         .and_then(|n| n.parse().ok())
         .unwrap_or(0)
+}
+
+/// The full degradation stack:
+/// slot_refresh → redirect → replica_failover → circuit_breaker → leaf.
+pub type FullStack = SlotRefresh<Redirect<ReplicaFailover<CircuitBreaker<FredService>>>>;
+
+impl Harness {
+    /// slot_refresh → redirect → replica_failover → circuit_breaker (per
+    /// node, publishing to the topology) → leaf.
+    pub fn full_stack(&self, refresh: &SlotRefreshLayer) -> FullStack {
+        tower::ServiceBuilder::new()
+            .layer(refresh.clone())
+            .layer(RedirectLayer::new(self.topology.clone()))
+            .layer(ReplicaFailoverLayer::new(self.topology.clone()))
+            .layer(
+                CircuitBreakerLayer::per_node(BreakerConfig::default())
+                    .with_topology(self.topology.clone()),
+            )
+            .service(self.leaf.clone())
+    }
 }

@@ -22,6 +22,17 @@ use crate::slot::SLOT_COUNT;
 
 const UNCOVERED: u16 = u16::MAX;
 
+fn clock_base() -> tokio::time::Instant {
+    static BASE: std::sync::OnceLock<tokio::time::Instant> = std::sync::OnceLock::new();
+    *BASE.get_or_init(tokio::time::Instant::now)
+}
+
+fn since_base(t: tokio::time::Instant) -> u64 {
+    t.saturating_duration_since(clock_base())
+        .as_nanos()
+        .min(u64::MAX as u128 - 1) as u64
+}
+
 /// Live health of one node, shared by every map generation.
 ///
 /// Written by the leaf and the layers from observed call outcomes, and by the
@@ -33,7 +44,10 @@ pub struct NodeHealth {
     link_up: AtomicBool,
     last_io_ms: AtomicU64,
     in_majority: AtomicBool,
-    breaker_open: AtomicBool,
+    // Nanoseconds after `clock_base()` until which the node's breaker fails
+    // fast; 0 = not open. A deadline rather than a flag, so routing tries the
+    // node again when the cool-down ends without waiting for a call to flip it.
+    breaker_open_until: AtomicU64,
     probed: AtomicBool,
 }
 
@@ -45,7 +59,7 @@ impl Default for NodeHealth {
             link_up: AtomicBool::new(true),
             last_io_ms: AtomicU64::new(0),
             in_majority: AtomicBool::new(true),
-            breaker_open: AtomicBool::new(false),
+            breaker_open_until: AtomicU64::new(0),
             probed: AtomicBool::new(false),
         }
     }
@@ -100,15 +114,26 @@ impl NodeHealth {
         );
     }
 
-    /// Whether a circuit breaker guarding this node is open (not admitting
-    /// calls). Published by the circuit-breaker layer, read by failover.
+    /// Whether a circuit breaker guarding this node fails calls fast right
+    /// now (open, cool-down not over). Published by the circuit-breaker
+    /// layer, read by failover to route around the node.
     pub fn breaker_open(&self) -> bool {
-        self.breaker_open.load(Ordering::Relaxed)
+        let until = self.breaker_open_until.load(Ordering::Relaxed);
+        until != 0 && until > since_base(tokio::time::Instant::now())
     }
 
-    /// Publish the node's breaker state.
+    /// Publish that the node's breaker fails fast until `until` (`None`:
+    /// it admits calls).
+    pub fn set_breaker_open_until(&self, until: Option<tokio::time::Instant>) {
+        let v = until.map_or(0, |u| since_base(u).max(1));
+        self.breaker_open_until.store(v, Ordering::Relaxed);
+    }
+
+    /// Publish the node's breaker as open until told otherwise (`true`) or
+    /// admitting (`false`).
     pub fn set_breaker_open(&self, open: bool) {
-        self.breaker_open.store(open, Ordering::Relaxed);
+        let v = if open { u64::MAX } else { 0 };
+        self.breaker_open_until.store(v, Ordering::Relaxed);
     }
 
     /// Whether a health probe has reported on this node yet (before that,

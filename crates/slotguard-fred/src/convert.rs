@@ -13,6 +13,15 @@ use slotguard_core::{parse_error_reply, CacheError, NodeAddr};
 /// been applied: that is [`CacheError::Indeterminate`], not a plain
 /// connection error.
 pub(crate) fn map_error(err: FredError, node: &NodeAddr, is_write: bool) -> CacheError {
+    // fred reports "no connection to send on" as an Unknown-kind error with
+    // this text: nothing was sent, so even a write is a plain connection
+    // failure, not indeterminate.
+    if err.details().starts_with("Failed to route command") {
+        return CacheError::Connection {
+            node: node.clone(),
+            detail: err.details().to_owned(),
+        };
+    }
     match err.kind() {
         ErrorKind::Timeout => CacheError::Timeout { node: node.clone() },
         ErrorKind::IO | ErrorKind::Canceled if is_write => CacheError::Indeterminate {
@@ -94,6 +103,15 @@ mod tests {
             "LOADING Redis is loading the dataset in memory",
         );
         assert!(matches!(map_error(e, &node(), false), CacheError::Loading));
+    }
+
+    #[test]
+    fn unroutable_is_a_connection_error() {
+        let e = FredError::new(ErrorKind::Unknown, "Failed to route command.");
+        assert!(matches!(
+            map_error(e, &node(), true),
+            CacheError::Connection { .. }
+        ));
     }
 
     #[test]

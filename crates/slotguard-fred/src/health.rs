@@ -46,7 +46,11 @@ pub fn parse_replication_info(text: &str) -> Option<ReplicationInfo> {
         return None;
     }
     let link_up = link_up?;
-    let secs = if link_up { last_io } else { down_since.or(last_io) };
+    let secs = if link_up {
+        last_io
+    } else {
+        down_since.or(last_io)
+    };
     // -1 means "never": treat as very stale.
     let secs = match secs {
         Some(s) if s >= 0 => s as u64,
@@ -175,9 +179,14 @@ mod tests {
                 since_last_io: Duration::from_secs(7)
             })
         );
-        assert_eq!(parse_replication_info("role:master\r\nconnected_slaves:1\r\n"), None);
+        assert_eq!(
+            parse_replication_info("role:master\r\nconnected_slaves:1\r\n"),
+            None
+        );
         assert_eq!(parse_replication_info("garbage"), None);
         let never = "role:slave\r\nmaster_link_status:down\r\nmaster_last_io_seconds_ago:-1\r\n";
-        assert!(parse_replication_info(never).unwrap().since_last_io > Duration::from_secs(1_000_000));
+        assert!(
+            parse_replication_info(never).unwrap().since_last_io > Duration::from_secs(1_000_000)
+        );
     }
 }

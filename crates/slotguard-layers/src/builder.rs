@@ -4,7 +4,9 @@ use slotguard_core::Topology;
 use tower::layer::util::Stack;
 use tower::ServiceBuilder;
 
+use crate::circuit_breaker::CircuitBreakerLayer;
 use crate::redirect::RedirectLayer;
+use crate::replica_failover::ReplicaFailoverLayer;
 use crate::slot_refresh::SlotRefreshLayer;
 
 mod sealed {
@@ -17,6 +19,7 @@ mod sealed {
 /// ```no_run
 /// use slotguard_core::Topology;
 /// use slotguard_fred::{FredConfig, FredService, FredTopologySource};
+/// use slotguard_layers::circuit_breaker::{BreakerConfig, CircuitBreakerLayer};
 /// use slotguard_layers::{slot_refresh::SlotRefreshLayer, ServiceBuilderExt};
 /// use tower::ServiceBuilder;
 ///
@@ -26,7 +29,9 @@ mod sealed {
 /// let source = FredTopologySource::new(&leaf, vec!["127.0.0.1:7000".parse()?]);
 /// let svc = ServiceBuilder::new()
 ///     .slot_refresh(SlotRefreshLayer::new(topology.clone(), source).load().await?)
-///     .redirect(topology)
+///     .redirect(topology.clone())
+///     .replica_failover(topology.clone())
+///     .circuit_breaker(CircuitBreakerLayer::per_node(BreakerConfig::default()).with_topology(topology))
 ///     .service(leaf);
 /// # let _ = svc; Ok(()) }
 /// ```
@@ -36,6 +41,17 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed {
 
     /// Follow `MOVED`/`ASK`/`TRYAGAIN` with the default policy: [`RedirectLayer`].
     fn redirect(self, topology: Topology) -> ServiceBuilder<Stack<RedirectLayer, L>>;
+
+    /// Fail reads over to replicas with the default policy:
+    /// [`ReplicaFailoverLayer`].
+    fn replica_failover(self, topology: Topology)
+        -> ServiceBuilder<Stack<ReplicaFailoverLayer, L>>;
+
+    /// Fail fast on sick nodes (or globally): [`CircuitBreakerLayer`].
+    fn circuit_breaker(
+        self,
+        layer: CircuitBreakerLayer,
+    ) -> ServiceBuilder<Stack<CircuitBreakerLayer, L>>;
 }
 
 impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
@@ -45,5 +61,19 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
 
     fn redirect(self, topology: Topology) -> ServiceBuilder<Stack<RedirectLayer, L>> {
         self.layer(RedirectLayer::new(topology))
+    }
+
+    fn replica_failover(
+        self,
+        topology: Topology,
+    ) -> ServiceBuilder<Stack<ReplicaFailoverLayer, L>> {
+        self.layer(ReplicaFailoverLayer::new(topology))
+    }
+
+    fn circuit_breaker(
+        self,
+        layer: CircuitBreakerLayer,
+    ) -> ServiceBuilder<Stack<CircuitBreakerLayer, L>> {
+        self.layer(layer)
     }
 }

@@ -129,7 +129,10 @@ where
         self,
         err: BoxError,
     ) -> Result<BoxFuture<'static, Result<S::Response, BoxError>>, BoxError> {
-        if matches!(classify(&err), Failure::Moved | Failure::Ask | Failure::TryAgain) {
+        if matches!(
+            classify(&err),
+            Failure::Moved | Failure::Ask | Failure::TryAgain
+        ) {
             Ok(Box::pin(follow(self.svc, self.req, err, self.shared)))
         } else {
             Err(err)

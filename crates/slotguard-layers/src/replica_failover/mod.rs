@@ -143,7 +143,9 @@ impl Shared {
                 let best = select::replicas(shard, req.consistency, &self.policy, &[]);
                 best.first().is_some_and(|r| {
                     let p = primary.health.ewma_latency();
-                    !p.is_zero() && !r.health.ewma_latency().is_zero() && r.health.ewma_latency() < p
+                    !p.is_zero()
+                        && !r.health.ewma_latency().is_zero()
+                        && r.health.ewma_latency() < p
                 })
             }
         };
@@ -246,7 +248,9 @@ fn jittered(base: Duration, n: u32) -> Duration {
     let cap = base.saturating_mul(1u32 << n.min(10));
     // RandomState is seeded randomly per process and per instance: enough
     // randomness for jitter without another dependency.
-    let r = std::collections::hash_map::RandomState::new().build_hasher().finish();
+    let r = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
     cap.mul_f64((r % 10_000) as f64 / 10_000.0)
 }
 
@@ -271,10 +275,17 @@ where
         let Some(shard) = map.shard_for_slot(req.slot()) else {
             return Err(err);
         };
-        let Some(replica) = select::replicas(shard, req.consistency, policy, &tried)
-            .first()
-            .map(|r| r.addr.clone())
-        else {
+        // A refresh may have promoted a new primary since the request was
+        // stamped: that node is the best answer. Else the best replica.
+        let next =
+            if !tried.contains(&shard.primary.addr) && !select::primary_unusable(&shard.primary) {
+                Some((shard.primary.addr.clone(), Role::Primary))
+            } else {
+                select::replicas(shard, req.consistency, policy, &tried)
+                    .first()
+                    .map(|r| (r.addr.clone(), Role::Replica))
+            };
+        let Some((node, role)) = next else {
             return Err(err);
         };
         drop(map);
@@ -287,9 +298,13 @@ where
             return Err(err);
         }
         req.attempts.failovers += 1;
-        tried.push(replica.clone());
-        tracing::debug!(target: "slotguard::failover", node = %replica, slot = req.slot(), "replica_failover");
-        let attempt = CacheRequest::clone(&req).with_route(replica_route(replica));
+        tried.push(node.clone());
+        tracing::debug!(target: "slotguard::failover", node = %node, slot = req.slot(), "replica_failover");
+        let attempt = CacheRequest::clone(&req).with_route(Route::Node {
+            addr: node,
+            role,
+            asking: false,
+        });
         match svc.clone().oneshot(attempt).await {
             Ok(resp) => return Ok(resp),
             Err(e) => {

@@ -10,7 +10,11 @@ const SUSPECT_AFTER: u32 = 3;
 /// Whether `replica` may answer a read of `consistency`, and how good a
 /// choice it is (lower is better): linked replicas first, then by recent
 /// failures and latency.
-fn replica_rank(replica: &NodeInfo, consistency: Consistency, policy: &FailoverPolicy) -> Option<(u8, u32, u64)> {
+fn replica_rank(
+    replica: &NodeInfo,
+    consistency: Consistency,
+    policy: &FailoverPolicy,
+) -> Option<(u8, u32, u64)> {
     let h = &replica.health;
     if !h.in_majority() || h.breaker_open() {
         return None;
@@ -102,13 +106,24 @@ mod tests {
         b.health.set_replication(true, Duration::from_secs(0));
         let s = shard(vec![a, b]);
         let p = FailoverPolicy::default();
-        assert_eq!(ports(replicas(&s, Consistency::ReplicaOk, &p, &[])), vec![3, 2]);
+        assert_eq!(
+            ports(replicas(&s, Consistency::ReplicaOk, &p, &[])),
+            vec![3, 2]
+        );
         // once the linked one was tried, the unlinked one is the fallback
         let tried = [NodeAddr::new("127.0.0.1", 3)];
-        assert_eq!(ports(replicas(&s, Consistency::ReplicaOk, &p, &tried)), vec![2]);
+        assert_eq!(
+            ports(replicas(&s, Consistency::ReplicaOk, &p, &tried)),
+            vec![2]
+        );
         // too stale to be a fallback
-        s.replicas[0].health.set_replication(false, Duration::from_secs(60));
-        assert_eq!(ports(replicas(&s, Consistency::ReplicaOk, &p, &tried)), Vec::<u16>::new());
+        s.replicas[0]
+            .health
+            .set_replication(false, Duration::from_secs(60));
+        assert_eq!(
+            ports(replicas(&s, Consistency::ReplicaOk, &p, &tried)),
+            Vec::<u16>::new()
+        );
         assert!(replicas(&s, Consistency::Primary, &p, &[]).is_empty());
     }
 
@@ -118,7 +133,15 @@ mod tests {
         a.health.set_replication(false, Duration::from_secs(4));
         let s = shard(vec![a]);
         let p = FailoverPolicy::default();
-        assert_eq!(ports(replicas(&s, Consistency::StaleOk(Duration::from_secs(5)), &p, &[])), vec![2]);
+        assert_eq!(
+            ports(replicas(
+                &s,
+                Consistency::StaleOk(Duration::from_secs(5)),
+                &p,
+                &[]
+            )),
+            vec![2]
+        );
         assert!(replicas(&s, Consistency::StaleOk(Duration::from_secs(3)), &p, &[]).is_empty());
     }
 
@@ -134,6 +157,9 @@ mod tests {
         let s = shard(vec![a, b, c, d, e]);
         let p = FailoverPolicy::default();
         // c and e have no failures (c has no latency yet, e 5 ms); d failed twice
-        assert_eq!(ports(replicas(&s, Consistency::ReplicaOk, &p, &[])), vec![4, 6, 5]);
+        assert_eq!(
+            ports(replicas(&s, Consistency::ReplicaOk, &p, &[])),
+            vec![4, 6, 5]
+        );
     }
 }

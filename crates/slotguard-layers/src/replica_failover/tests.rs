@@ -72,8 +72,16 @@ async fn a_read_failing_on_the_primary_is_answered_by_a_replica() {
     let (r, send) = handle.next_request().await.unwrap();
     assert_eq!(node_of(&r).1, Role::Replica);
     assert_eq!(r.attempts.failovers, 1);
-    assert_eq!(r.deadline, Some(started + Duration::from_secs(1)), "the replica gets the rest");
-    assert_eq!(started.elapsed(), Duration::ZERO, "the first failover goes at once");
+    assert_eq!(
+        r.deadline,
+        Some(started + Duration::from_secs(1)),
+        "the replica gets the rest"
+    );
+    assert_eq!(
+        started.elapsed(),
+        Duration::ZERO,
+        "the first failover goes at once"
+    );
     send.send_response(CacheResponse::from_node(None, addr(101), Path::Replica));
     assert_eq!(call.await.unwrap().unwrap().served.path, Path::Replica);
     assert_eq!(topology.refresh_requests(), 1);
@@ -89,9 +97,16 @@ async fn writes_never_go_to_replicas() {
     send.send_error(CacheError::CircuitOpen {
         scope: slotguard_core::BreakerScope::Node(addr(1)),
     });
-    assert_eq!(classify(&call.await.unwrap().unwrap_err()), Failure::CircuitOpen);
+    assert_eq!(
+        classify(&call.await.unwrap().unwrap_err()),
+        Failure::CircuitOpen
+    );
     assert!(no_request_within(&mut handle, Duration::from_secs(1)).await);
-    assert_eq!(topology.refresh_requests(), 1, "a failing write asks for a refresh");
+    assert_eq!(
+        topology.refresh_requests(),
+        1,
+        "a failing write asks for a refresh"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -100,7 +115,10 @@ async fn primary_consistency_does_not_fail_over() {
     let call = tokio::spawn(svc.oneshot(get().with_consistency(Consistency::Primary)));
     let (_r, send) = handle.next_request().await.unwrap();
     send.send_error(timeout(1));
-    assert_eq!(classify(&call.await.unwrap().unwrap_err()), Failure::Timeout);
+    assert_eq!(
+        classify(&call.await.unwrap().unwrap_err()),
+        Failure::Timeout
+    );
     assert!(no_request_within(&mut handle, Duration::from_secs(1)).await);
 }
 
@@ -127,11 +145,20 @@ async fn bounded_attempts_with_jittered_backoff() {
     let t1 = Instant::now();
     send.send_error(timeout(node_of(&r1).0));
     let (r2, send) = handle.next_request().await.unwrap();
-    assert!(t1.elapsed() <= Duration::from_millis(50), "backoff within base × 2⁰");
+    assert!(
+        t1.elapsed() <= Duration::from_millis(50),
+        "backoff within base × 2⁰"
+    );
     assert_ne!(node_of(&r1).0, node_of(&r2).0, "another replica");
     send.send_error(timeout(node_of(&r2).0));
-    assert_eq!(classify(&call.await.unwrap().unwrap_err()), Failure::Timeout);
-    assert!(no_request_within(&mut handle, Duration::from_secs(1)).await, "2 failovers at most");
+    assert_eq!(
+        classify(&call.await.unwrap().unwrap_err()),
+        Failure::Timeout
+    );
+    assert!(
+        no_request_within(&mut handle, Duration::from_secs(1)).await,
+        "2 failovers at most"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -148,12 +175,18 @@ async fn an_open_primary_breaker_sends_reads_straight_to_a_replica() {
 #[tokio::test(start_paused = true)]
 async fn unlinked_replicas_are_the_last_resort_for_replica_ok() {
     let (topology, svc, mut handle) = setup(FailoverPolicy::default());
-    topology.health(&addr(101)).set_replication(false, Duration::from_secs(1));
+    topology
+        .health(&addr(101))
+        .set_replication(false, Duration::from_secs(1));
     let call = tokio::spawn(svc.oneshot(get()));
     let (_r, send) = handle.next_request().await.unwrap();
     send.send_error(timeout(1));
     let (r, send) = handle.next_request().await.unwrap();
-    assert_eq!(node_of(&r), (102, Role::Replica), "the linked replica first");
+    assert_eq!(
+        node_of(&r),
+        (102, Role::Replica),
+        "the linked replica first"
+    );
     send.send_error(timeout(102));
     let (r, send) = handle.next_request().await.unwrap();
     assert_eq!(node_of(&r), (101, Role::Replica));
@@ -165,16 +198,23 @@ async fn unlinked_replicas_are_the_last_resort_for_replica_ok() {
 async fn no_eligible_replica_returns_the_primary_error() {
     let (topology, svc, mut handle) = setup(FailoverPolicy::default());
     for p in [101, 102] {
-        topology.health(&addr(p)).set_replication(false, Duration::from_secs(60));
+        topology
+            .health(&addr(p))
+            .set_replication(false, Duration::from_secs(60));
     }
     let call = tokio::spawn(svc.oneshot(get()));
     let (_r, send) = handle.next_request().await.unwrap();
     send.send_error(timeout(1));
-    assert_eq!(classify(&call.await.unwrap().unwrap_err()), Failure::Timeout);
+    assert_eq!(
+        classify(&call.await.unwrap().unwrap_err()),
+        Failure::Timeout
+    );
     // a read that accepts that staleness is answered
     let (topology2, svc2, mut handle2) = setup(FailoverPolicy::default());
     for p in [101, 102] {
-        topology2.health(&addr(p)).set_replication(false, Duration::from_secs(60));
+        topology2
+            .health(&addr(p))
+            .set_replication(false, Duration::from_secs(60));
     }
     drop(topology);
     let req = get().with_consistency(Consistency::StaleOk(Duration::from_secs(120)));

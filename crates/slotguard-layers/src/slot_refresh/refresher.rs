@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use futures_util::future::join_all;
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use slotguard_core::{BoxError, ClusterView, NodeAddr, Topology, TopologySource};
 
 use super::config::RefreshConfig;
@@ -104,13 +104,23 @@ impl Refresher {
         self.stats
             .views_fetched
             .fetch_add(candidates.len() as u64, Ordering::Relaxed);
-        let results = join_all(candidates.iter().map(|n| self.source.fetch_view(n))).await;
-        let mut views = Vec::new();
+        // Stop as soon as a strict majority of the nodes asked agree: a
+        // stalled node must not hold the new map back for its whole fetch
+        // deadline (that is exactly when the map is changing).
+        let mut pending: FuturesUnordered<_> = candidates
+            .iter()
+            .map(|n| self.source.fetch_view(n))
+            .collect();
+        let mut views: Vec<ClusterView> = Vec::new();
         let mut last_err = None;
-        for r in results {
+        let needed = candidates.len() / 2 + 1;
+        while let Some(r) = pending.next().await {
             match r {
                 Ok(v) => views.push(v),
                 Err(e) => last_err = Some(e),
+            }
+            if largest_agreement(&views) >= needed {
+                break;
             }
         }
         if views.is_empty() && !map.shards().is_empty() {
@@ -127,15 +137,23 @@ impl Refresher {
         let installed = self.topology.install(chosen);
         // Mark nodes whose own view disagrees with the majority: they are
         // partitioned or stale (e.g. a resumed primary that was replaced).
+        // A view that disagrees but carries a *higher* epoch is ahead of the
+        // majority (a promotion still spreading by gossip), not stale: its
+        // node stays routable, and another round follows to catch up.
+        let chosen_epoch = chosen.current_epoch.unwrap_or(0);
+        let mut ahead = false;
         let agree: HashMap<&NodeAddr, bool> = views
             .iter()
             .map(|v| {
-                (
-                    &v.source,
-                    fingerprint(v) == fingerprint_of_chosen && v.state_ok != Some(false),
-                )
+                let same = fingerprint(v) == fingerprint_of_chosen;
+                let newer = v.current_epoch.unwrap_or(0) > chosen_epoch;
+                ahead |= !same && newer;
+                (&v.source, (same || newer) && v.state_ok != Some(false))
             })
             .collect();
+        if ahead {
+            self.topology.request_refresh();
+        }
         // A node is in the majority when its own view (if it answered)
         // agrees and the majority does not report it failed (a paused,
         // replaced primary shows up as failed there).
@@ -192,6 +210,19 @@ fn fingerprint(view: &ClusterView) -> Fingerprint<'_> {
         .collect();
     out.sort();
     out
+}
+
+/// Size of the largest group of healthy views that agree.
+fn largest_agreement(views: &[ClusterView]) -> usize {
+    let fps: Vec<_> = views
+        .iter()
+        .filter(|v| v.state_ok != Some(false))
+        .map(fingerprint)
+        .collect();
+    fps.iter()
+        .map(|fp| fps.iter().filter(|other| *other == fp).count())
+        .max()
+        .unwrap_or(0)
 }
 
 /// The view most nodes agree on; ties go to the highest config epoch, then

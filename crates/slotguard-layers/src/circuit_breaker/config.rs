@@ -1,0 +1,52 @@
+//! Settings of the circuit breaker.
+
+use std::time::Duration;
+
+/// When a breaker opens and how it recovers.
+///
+/// Rates are judged over a sliding time window made of
+/// [`window_buckets`](Self::window_buckets) buckets: the window slides one
+/// bucket at a time, so an outcome stops counting between `window` and
+/// `window` + one bucket after it was recorded.
+#[derive(Debug, Clone)]
+pub struct BreakerConfig {
+    /// Open when at least this share of the calls in the window failed (a
+    /// node fault: timeout, connection, `CLUSTERDOWN`, `LOADING`, `BUSY`,
+    /// overloaded, indeterminate). Default 0.5.
+    pub failure_rate_threshold: f64,
+    /// Open when at least this share of the calls in the window were slow.
+    /// Default 0.8.
+    pub slow_call_rate_threshold: f64,
+    /// A call that takes longer than this is slow, whether it succeeded or
+    /// not. Default 50 ms.
+    pub slow_call_duration: Duration,
+    /// Fewest calls in the window before the rates are judged (at least 1).
+    /// Default 20.
+    pub minimum_calls: u32,
+    /// Length of the sliding window. Default 10 s.
+    pub window: Duration,
+    /// How many buckets the window is cut into (at least 1). Default 10
+    /// (one-second buckets).
+    pub window_buckets: u32,
+    /// How long an open breaker refuses calls before it lets probes through.
+    /// Default 1 s.
+    pub open_duration: Duration,
+    /// Calls admitted while half-open (at least 1); when that many succeed
+    /// in time, the breaker closes. Default 3.
+    pub half_open_probes: u32,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        Self {
+            failure_rate_threshold: 0.5,
+            slow_call_rate_threshold: 0.8,
+            slow_call_duration: Duration::from_millis(50),
+            minimum_calls: 20,
+            window: Duration::from_secs(10),
+            window_buckets: 10,
+            open_duration: Duration::from_secs(1),
+            half_open_probes: 3,
+        }
+    }
+}
