@@ -46,6 +46,8 @@ async fn seed_keys(h: &Harness, stack: &FullStack, n: usize) -> HashMap<usize, V
     by_primary
 }
 
+type Tallies = Arc<Mutex<HashMap<usize, Tally>>>;
+
 #[derive(Default, Debug)]
 struct Tally {
     ok: u64,
@@ -58,11 +60,8 @@ fn spawn_readers(
     stack: &FullStack,
     keys: &HashMap<usize, Vec<Bytes>>,
     stop: Arc<AtomicBool>,
-) -> (
-    Vec<tokio::task::JoinHandle<()>>,
-    Arc<Mutex<HashMap<usize, Tally>>>,
-) {
-    let tallies: Arc<Mutex<HashMap<usize, Tally>>> = Arc::default();
+) -> (Vec<tokio::task::JoinHandle<()>>, Tallies) {
+    let tallies: Tallies = Arc::default();
     let all: Vec<(usize, Bytes)> = keys
         .iter()
         .flat_map(|(p, ks)| ks.iter().map(move |k| (*p, k.clone())))
