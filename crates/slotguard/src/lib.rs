@@ -52,3 +52,8 @@ pub use slotguard_core::{
 };
 pub use slotguard_fred::{FredConfig, FredService, FredTopologySource};
 pub use slotguard_layers::ServiceBuilderExt;
+
+// The README's example is compiled as a doctest, so it cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;
