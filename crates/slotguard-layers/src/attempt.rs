@@ -1,7 +1,9 @@
-//! The shape shared by retrying layers: poll the first attempt in place (no
-//! allocation on the healthy path) and, only when it fails in a way the
-//! layer recovers from, move the rest of the request into one boxed loop.
+//! The future shared by retrying layers (`redirect`, `replica_failover`):
+//! poll the first attempt in place (no allocation on the healthy path) and,
+//! only when it fails in a way the layer recovers from, move the rest of the
+//! request into one boxed loop.
 
+use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -12,12 +14,20 @@ use slotguard_core::BoxError;
 
 /// What a layer does with the first attempt's error: give it back, or
 /// return the future of the follow-up attempts.
-pub(crate) trait Recover<T> {
+pub trait Recover<T>: sealed::Sealed {
+    /// Recover from `err`, or give it back.
     fn recover(self, err: BoxError) -> Result<BoxFuture<'static, Result<T, BoxError>>, BoxError>;
 }
 
+mod sealed {
+    pub trait Sealed {}
+}
+pub(crate) use sealed::Sealed;
+
 pin_project! {
-    pub(crate) struct Attempt<F, T, R> {
+    /// Response future of the retrying layers: the first attempt, then (on a
+    /// recoverable error) the layer's follow-up attempts.
+    pub struct Attempt<F, T, R> {
         #[pin]
         state: State<F, T>,
         recover: Option<R>,
@@ -29,6 +39,12 @@ pin_project! {
     enum State<F, T> {
         First { #[pin] fut: F },
         Following { fut: BoxFuture<'static, Result<T, BoxError>> },
+    }
+}
+
+impl<F, T, R> fmt::Debug for Attempt<F, T, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Attempt").finish_non_exhaustive()
     }
 }
 

@@ -23,7 +23,7 @@
 //! [slotguard]: https://docs.rs/slotguard
 #![forbid(unsafe_code)]
 
-mod attempt;
+pub mod attempt;
 mod builder;
 pub mod circuit_breaker;
 pub mod redirect;

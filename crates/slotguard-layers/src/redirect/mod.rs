@@ -46,6 +46,7 @@ pub mod future;
 mod layer;
 mod policy;
 
+use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -102,20 +103,28 @@ where
         self.shared.policy.budget.deposit();
         ResponseFuture::new(
             fut,
-            Recovery {
+            Some(Recovery {
                 svc: ready,
                 req,
                 shared: self.shared.clone(),
-            },
+            }),
         )
     }
 }
 
-/// What the future keeps to follow a redirect.
-pub(crate) struct Recovery<S> {
+/// What the response future keeps to follow a redirect.
+pub struct Recovery<S> {
     svc: S,
     req: CacheRequest,
     shared: Arc<Shared>,
+}
+
+impl<S> crate::attempt::Sealed for Recovery<S> {}
+
+impl<S> fmt::Debug for Recovery<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Recovery").finish_non_exhaustive()
+    }
 }
 
 impl<S> Recover<S::Response> for Recovery<S>

@@ -66,6 +66,7 @@ mod layer;
 mod policy;
 mod select;
 
+use std::fmt;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -185,7 +186,7 @@ where
                 tried: Vec::new(),
                 reads: false,
             };
-            return ResponseFuture::new(fut, recovery);
+            return ResponseFuture::new(fut, Some(recovery));
         }
         let mut first = req.clone();
         if let Some(route) = self.shared.first_route(&req) {
@@ -199,24 +200,32 @@ where
         let fut = ready.call(first);
         ResponseFuture::new(
             fut,
-            Recovery {
+            Some(Recovery {
                 svc: ready,
                 req,
                 shared: self.shared.clone(),
                 tried,
                 reads: true,
-            },
+            }),
         )
     }
 }
 
-/// What the future keeps to fail a request over.
-pub(crate) struct Recovery<S> {
+/// What the response future keeps to fail a request over.
+pub struct Recovery<S> {
     svc: S,
     req: CacheRequest,
     shared: Arc<Shared>,
     tried: Vec<NodeAddr>,
     reads: bool,
+}
+
+impl<S> crate::attempt::Sealed for Recovery<S> {}
+
+impl<S> fmt::Debug for Recovery<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Recovery").finish_non_exhaustive()
+    }
 }
 
 impl<S> Recover<S::Response> for Recovery<S>
