@@ -313,3 +313,37 @@ async fn oversize_input_is_rejected_without_network() {
     let ok = h.to_primary(CacheRequest::set("k2345678", vec![1u8; 16], None));
     call(&h, ok).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_down_at_first_use_is_reached_once_it_is_back() {
+    let mut h = Harness::start().await;
+    let primary = h.cluster.primaries().unwrap()[0];
+    let replica = h.cluster.replicas_of(primary).unwrap()[0];
+    let node = addr(&h.cluster, replica);
+    let key = h.cluster.key_for_slot_of(primary, 1).unwrap().remove(0);
+    h.cluster.kill(replica).unwrap();
+    // a fresh leaf: no client for the node exists yet
+    let leaf = slotguard_fred::FredService::new(FredConfig::default());
+    let req = CacheRequest::get(key).to_node(node.clone(), Role::Replica);
+    let err = tokio::time::timeout(Duration::from_secs(10), leaf.clone().oneshot(req.clone()))
+        .await
+        .expect("never hangs")
+        .unwrap_err();
+    assert!(
+        matches!(
+            cache_err(&err),
+            CacheError::Connection { .. } | CacheError::Timeout { .. }
+        ),
+        "{err}"
+    );
+    h.cluster.restart(replica).unwrap();
+    eventually(
+        "the restarted node answers",
+        Duration::from_secs(20),
+        || {
+            let (leaf, req) = (leaf.clone(), req.clone());
+            async move { leaf.oneshot(req).await.ok() }
+        },
+    )
+    .await;
+}

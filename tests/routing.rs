@@ -13,7 +13,7 @@ use bytes::Bytes;
 use slotguard_core::{key_slot, CacheRequest, Path, TopologySource};
 use slotguard_layers::slot_refresh::RefreshConfig;
 use slotguard_testkit::key_in_slot;
-use slotguard_tests::{addr, command_calls, Harness};
+use slotguard_tests::{addr, command_calls, eventually, Harness};
 use tower::ServiceExt;
 
 /// Keys spread over `slots`, several per slot (hash tags).
@@ -266,10 +266,23 @@ async fn a_paused_replaced_primary_is_left_out_of_the_chosen_view() {
         .wait_for_failover(paused, Duration::from_secs(30))
         .unwrap();
 
-    tokio::time::timeout(Duration::from_secs(30), refresh.refresh_now())
-        .await
-        .expect("a refresh with a paused node ends at its fetch deadline")
-        .unwrap();
+    // Gossip may still be spreading the promotion to some nodes: refresh
+    // until the chosen view has it (each round ends at its fetch deadline
+    // even with the paused node).
+    let promoted_addr = addr(&h.cluster, promoted);
+    eventually(
+        "the promotion in the chosen view",
+        Duration::from_secs(30),
+        || async {
+            tokio::time::timeout(Duration::from_secs(30), refresh.refresh_now())
+                .await
+                .expect("a refresh with a paused node ends at its fetch deadline")
+                .unwrap();
+            let map = h.topology.load();
+            (map.primary_for_slot(0).unwrap().addr == promoted_addr).then_some(())
+        },
+    )
+    .await;
     let map = h.topology.load();
     let shard = map.shard_for_slot(0).unwrap();
     assert_eq!(shard.primary.addr, addr(&h.cluster, promoted));

@@ -1,4 +1,130 @@
 //! The `slotguard` command.
-fn main() {
-    println!("slotguard demo: not yet");
+//!
+//! ```text
+//! slotguard demo [--seconds N] [--workers N] [--keys N] [--timeout-ms N]
+//!                [--write-pct N] [--phases a,b,c] [--json]
+//! slotguard bench failover [--seconds N] [--stop-secs N] [... same load options]
+//! ```
+
+mod bench;
+mod demo;
+mod load;
+mod progress;
+mod report;
+mod runner;
+mod stack;
+mod stats;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+/// slotguard: keep a Redis Cluster cache answering while the cluster degrades.
+#[derive(Debug, Parser)]
+#[command(name = "slotguard", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// A local cluster, real load through the slotguard stack, faults injected, results per phase.
+    ///
+    /// Starts a local Redis Cluster (3 primaries, 1 replica each), drives a
+    /// mixed load (90 % GET, 10 % SET by default) through the slotguard stack
+    /// and injects faults one phase at a time: healthy, primary-sigstop,
+    /// primary-sigkill, live-migration, manual-failover. Prints one row per
+    /// phase with a verdict against its targets; misses are reported, not
+    /// fatal (exit 0 when the run completed, 1 when it stopped early, 2 when
+    /// the cluster could not start).
+    Demo(demo::DemoArgs),
+    /// Benchmarks against a local cluster.
+    Bench(bench::BenchArgs),
+}
+
+/// The load options `demo` and `bench` share.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct LoadArgs {
+    /// Seconds of load per phase (a phase also lasts until its fault sequence ends).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub(crate) seconds: u64,
+    /// Closed-loop workers (tokio tasks), each picking a random key of any shard per operation.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub(crate) workers: u64,
+    /// Distinct keys, spread over every shard; all are written before the first phase.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub(crate) keys: u64,
+    /// Deadline of each request, in milliseconds.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub(crate) timeout_ms: u64,
+    /// Share of operations that are SETs, in percent (the rest are GETs).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=100))]
+    pub(crate) write_pct: u64,
+    /// Print exactly one JSON object on stdout (and no progress).
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+impl LoadArgs {
+    pub(crate) fn config(&self) -> load::LoadConfig {
+        load::LoadConfig {
+            workers: usize::try_from(self.workers).unwrap_or(16),
+            keys: usize::try_from(self.keys).unwrap_or(10_000),
+            timeout: Duration::from_millis(self.timeout_ms),
+            write_pct: u32::try_from(self.write_pct).unwrap_or(10),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // Everything runs from this thread: the local cluster's servers live
+    // exactly as long as it (see slotguard_testkit::LocalCluster).
+    match cli.command {
+        Command::Demo(args) => demo::run(args),
+        Command::Bench(args) => match args.which {
+            bench::Bench::Failover(args) => bench::run(args),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn phases_parse_from_a_comma_list() {
+        let cli = Cli::try_parse_from([
+            "slotguard",
+            "demo",
+            "--phases",
+            "manual-failover,healthy",
+            "--seconds",
+            "2",
+            "--json",
+        ])
+        .unwrap();
+        let Command::Demo(args) = cli.command else {
+            panic!("not demo")
+        };
+        assert_eq!(
+            args.phases,
+            vec![
+                runner::PhaseName::ManualFailover,
+                runner::PhaseName::Healthy
+            ]
+        );
+        assert_eq!(args.load.seconds, 2);
+        assert!(args.load.json);
+        assert!(Cli::try_parse_from(["slotguard", "demo", "--phases", "nope"]).is_err());
+        assert!(Cli::try_parse_from(["slotguard", "demo", "--seconds", "0"]).is_err());
+    }
 }

@@ -11,24 +11,34 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use fred::prelude::*;
-use fred::types::config::{ConnectionConfig, PerformanceConfig, ReconnectPolicy, ServerConfig};
+use fred::types::config::{
+    ConnectionConfig, PerformanceConfig, ReconnectPolicy, ServerConfig, TcpConfig,
+};
 use slotguard_core::NodeAddr;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use crate::config::FredConfig;
 
-/// A node's client, plus whether it ever connected (to tell "still
-/// connecting" from "lost": only the latter fails fast).
+/// A node's client, whether it ever connected (to tell "still connecting"
+/// from "lost": only the latter fails fast), and its connection task.
 #[derive(Clone)]
 pub(crate) struct NodeClient {
     pub(crate) client: Client,
     pub(crate) ever_connected: Arc<AtomicBool>,
+    // Ends only when the first connection attempt failed (fail-fast first
+    // connect; later drops reconnect in the background, forever).
+    task: Arc<JoinHandle<Result<(), fred::error::Error>>>,
+    created: Instant,
 }
 
 impl NodeClient {
-    /// The connection was up before and is down now: fail fast rather than
-    /// queue behind fred's reconnect loop.
+    /// The node cannot take a command now: its connection was up and is
+    /// down (fred is reconnecting), or the first connection attempt failed.
+    /// Fail fast rather than queue behind a reconnect until the deadline.
     pub(crate) fn is_lost(&self) -> bool {
-        self.ever_connected.load(Ordering::Relaxed) && !self.client.is_connected()
+        self.task.is_finished()
+            || (self.ever_connected.load(Ordering::Relaxed) && !self.client.is_connected())
     }
 
     pub(crate) fn mark_connected(&self) {
@@ -67,22 +77,29 @@ impl NodePool {
     }
 
     /// The client for `addr`, created (and its connection task started) on
-    /// first use. Must run inside a tokio runtime.
+    /// first use, and made anew when its first connection failed (at most
+    /// once per reconnect delay). Must run inside a tokio runtime.
     pub(crate) fn client(&self, addr: &NodeAddr) -> Result<NodeClient, fred::error::Error> {
-        if let Some(c) = self.clients.load().get(addr) {
+        let usable = |c: &NodeClient| {
+            !c.task.is_finished() || c.created.elapsed() < self.config.reconnect_delay
+        };
+        if let Some(c) = self.clients.load().get(addr).filter(|c| usable(c)) {
             return Ok(c.clone());
         }
         let _guard = self.create.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = self.clients.load().get(addr) {
+        if let Some(c) = self.clients.load().get(addr).filter(|c| usable(c)) {
             return Ok(c.clone());
         }
+        let client = self.build(addr)?;
+        // The task drives the connection; commands sent before it is up wait
+        // in fred's queue, bounded by our deadline.
+        let task = client.connect();
         let node = NodeClient {
-            client: self.build(addr)?,
+            client,
             ever_connected: Arc::new(AtomicBool::new(false)),
+            task: Arc::new(task),
+            created: Instant::now(),
         };
-        // The task drives the connection and reconnects forever; commands
-        // sent before it is up wait in fred's queue, bounded by our deadline.
-        let _task = node.client.connect();
         let mut map = HashMap::clone(&self.clients.load());
         map.insert(addr.clone(), node.clone());
         self.clients.store(Arc::new(map));
@@ -93,9 +110,12 @@ impl NodePool {
         let cfg = &self.config;
         let config = Config {
             server: ServerConfig::new_centralized(addr.host(), addr.port()),
-            // Reconnect in the background instead of failing the first connect:
-            // a node that is down at start may come back.
-            fail_fast: false,
+            // The first connect is attempted at once (`fail_fast: false`
+            // would wait one reconnect delay first: +100 ms on every new
+            // node). If it fails, the task ends and `client()` makes a new
+            // client on a later call; once connected, drops reconnect in
+            // the background per the policy.
+            fail_fast: true,
             ..Config::default()
         };
         let delay = cfg.reconnect_delay.as_millis().clamp(1, u32::MAX as u128) as u32;
@@ -107,6 +127,13 @@ impl NodePool {
                 // One attempt: retrying is the layers' decision, with budgets.
                 max_command_attempts: 1,
                 max_redirections: 0,
+                // Without TCP_NODELAY, Nagle plus delayed ACKs add ~40 ms to
+                // each round trip of the connection handshake (PING, CLIENT
+                // ID, INFO): a first call took 150 ms and tripped breakers.
+                tcp: TcpConfig {
+                    nodelay: Some(true),
+                    ..TcpConfig::default()
+                },
                 ..ConnectionConfig::default()
             })
             .set_performance_config(PerformanceConfig {

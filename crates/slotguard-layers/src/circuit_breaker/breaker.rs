@@ -172,6 +172,8 @@ struct Inner {
     opened_at: Instant,
     probes_in_flight: u32,
     probes_ok: u32,
+    // Failures in a row while closed (reset by any success).
+    failure_run: u32,
 }
 
 /// One breaker: a scope and its state machine.
@@ -209,6 +211,7 @@ impl Breaker {
                 opened_at: now,
                 probes_in_flight: 0,
                 probes_ok: 0,
+                failure_run: 0,
             }),
         }
     }
@@ -278,7 +281,13 @@ impl Breaker {
         match inner.state {
             BreakerState::Closed => {
                 let totals = inner.window.record(now, failure, slow);
-                if self.trips(totals) {
+                inner.failure_run = if failure {
+                    inner.failure_run.saturating_add(1)
+                } else {
+                    0
+                };
+                let run = self.common.config.consecutive_failures;
+                if self.trips(totals) || (run > 0 && inner.failure_run >= run) {
                     self.transition(&mut inner, BreakerState::Open, now);
                 }
             }
@@ -323,6 +332,7 @@ impl Breaker {
         inner.epoch += 1;
         inner.probes_in_flight = 0;
         inner.probes_ok = 0;
+        inner.failure_run = 0;
         let counters = &self.common.counters;
         match to {
             BreakerState::Open => {

@@ -23,6 +23,15 @@ pub struct BreakerConfig {
     /// Fewest calls in the window before the rates are judged (at least 1).
     /// Default 20.
     pub minimum_calls: u32,
+    /// Open after this many failures in a row, whatever the window says
+    /// (0 turns it off). Default 5.
+    ///
+    /// Why: rates over a time window react slowly on a busy node. A
+    /// primary that served 20,000 calls in the last 10 s and then stalls
+    /// needs 20,000 failures to reach a 50 % failure rate, while every
+    /// caller pays a full timeout per call. A stalled node fails every call,
+    /// so a short run of failures opens the breaker within one timeout.
+    pub consecutive_failures: u32,
     /// Length of the sliding window. Default 10 s.
     pub window: Duration,
     /// How many buckets the window is cut into (at least 1). Default 10
@@ -43,6 +52,7 @@ impl Default for BreakerConfig {
             slow_call_rate_threshold: 0.8,
             slow_call_duration: Duration::from_millis(50),
             minimum_calls: 20,
+            consecutive_failures: 5,
             window: Duration::from_secs(10),
             window_buckets: 10,
             open_duration: Duration::from_secs(1),

@@ -25,6 +25,14 @@ fn setup(layer: &CircuitBreakerLayer) -> (Svc, Handle) {
 fn small() -> BreakerConfig {
     BreakerConfig {
         minimum_calls: 4,
+        ..rates_only()
+    }
+}
+
+/// Defaults without the failure-run rule, to test the window rates alone.
+fn rates_only() -> BreakerConfig {
+    BreakerConfig {
+        consecutive_failures: 0,
         ..BreakerConfig::default()
     }
 }
@@ -53,8 +61,8 @@ async fn round_trip(
     outcome: Result<(), CacheError>,
 ) -> Result<CacheResponse, BoxError> {
     let fut = svc.ready().await.unwrap().call(req_to(port));
-    let (r, send) = handle
-        .next_request()
+    // unconstrained: tokio's coop budget must not make `recv` yield here
+    let (r, send) = tokio::task::unconstrained(handle.next_request())
         .now_or_never()
         .expect("the call reached the leaf")
         .unwrap();
@@ -111,7 +119,7 @@ async fn trip(svc: &mut Svc, handle: &mut Handle, layer: &CircuitBreakerLayer, p
 
 #[tokio::test(start_paused = true)]
 async fn stays_closed_below_minimum_calls_then_opens() {
-    let layer = CircuitBreakerLayer::per_node(BreakerConfig::default());
+    let layer = CircuitBreakerLayer::per_node(rates_only());
     let (mut svc, mut handle) = setup(&layer);
     fail(&mut svc, &mut handle, 1, 19).await;
     assert_eq!(layer.state(&node(1)), BreakerState::Closed);
@@ -123,7 +131,7 @@ async fn stays_closed_below_minimum_calls_then_opens() {
 
 #[tokio::test(start_paused = true)]
 async fn opens_when_the_failure_rate_reaches_the_threshold() {
-    let layer = CircuitBreakerLayer::per_node(BreakerConfig::default());
+    let layer = CircuitBreakerLayer::per_node(rates_only());
     let (mut svc, mut handle) = setup(&layer);
     succeed(&mut svc, &mut handle, 1, 11).await;
     fail(&mut svc, &mut handle, 1, 9).await;
@@ -288,7 +296,7 @@ async fn slow_calls_open_the_breaker() {
             }
         }
     });
-    let layer = CircuitBreakerLayer::per_node(BreakerConfig::default());
+    let layer = CircuitBreakerLayer::per_node(rates_only());
     let mut svc = layer.layer(leaf);
     let to_1 = |key: &'static str| CacheRequest::get(key).to_node(addr(1), Role::Primary);
     for _ in 0..4 {
@@ -503,7 +511,7 @@ async fn every_node_fault_counts_as_a_failure() {
 
 #[tokio::test(start_paused = true)]
 async fn old_outcomes_slide_out_of_the_window() {
-    let layer = CircuitBreakerLayer::per_node(BreakerConfig::default());
+    let layer = CircuitBreakerLayer::per_node(rates_only());
     let (mut svc, mut handle) = setup(&layer);
     fail(&mut svc, &mut handle, 1, 19).await;
     tokio::time::advance(Duration::from_secs(10)).await;
@@ -516,7 +524,7 @@ async fn old_outcomes_slide_out_of_the_window() {
 
 #[tokio::test(start_paused = true)]
 async fn outcomes_within_the_window_still_count() {
-    let layer = CircuitBreakerLayer::per_node(BreakerConfig::default());
+    let layer = CircuitBreakerLayer::per_node(rates_only());
     let (mut svc, mut handle) = setup(&layer);
     succeed(&mut svc, &mut handle, 1, 11).await;
     succeed(&mut svc, &mut handle, 2, 11).await;
@@ -612,8 +620,30 @@ fn state_names_and_defaults() {
     assert_eq!(c.slow_call_rate_threshold, 0.8);
     assert_eq!(c.slow_call_duration, Duration::from_millis(50));
     assert_eq!(c.minimum_calls, 20);
+    assert_eq!(c.consecutive_failures, 5);
     assert_eq!(c.window, Duration::from_secs(10));
     assert_eq!(c.window_buckets, 10);
     assert_eq!(c.open_duration, Duration::from_secs(1));
     assert_eq!(c.half_open_probes, 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_of_failures_opens_a_busy_breaker_at_once() {
+    let layer = CircuitBreakerLayer::per_node(BreakerConfig::default());
+    let (mut svc, mut handle) = setup(&layer);
+    // a busy, healthy history: the failure *rate* will stay low
+    succeed(&mut svc, &mut handle, 1, 200).await;
+    fail(&mut svc, &mut handle, 1, 4).await;
+    assert_eq!(layer.state(&node(1)), BreakerState::Closed);
+    // a success breaks the run
+    succeed(&mut svc, &mut handle, 1, 1).await;
+    fail(&mut svc, &mut handle, 1, 4).await;
+    assert_eq!(layer.state(&node(1)), BreakerState::Closed);
+    fail(&mut svc, &mut handle, 1, 1).await;
+    assert_eq!(
+        layer.state(&node(1)),
+        BreakerState::Open,
+        "5 failures in a row"
+    );
+    refused(&mut svc, &mut handle, 1, node(1)).await;
 }

@@ -10,8 +10,12 @@ pub struct RefreshConfig {
     /// Minimum gap between two refreshes, so a burst of triggers (a `MOVED`
     /// storm) costs one fetch. Default 100 ms.
     pub min_gap: Duration,
-    /// How many nodes to ask per refresh; the majority view wins. Default 5.
+    /// How many nodes to ask per refresh. Default 5.
     pub views: usize,
+    /// Once a majority of the nodes asked agree, how long to wait for the
+    /// others (a stalled node would otherwise hold the round for its whole
+    /// fetch deadline). Default 50 ms.
+    pub straggler_grace: Duration,
     /// How long a request with no map yet waits for the first load before
     /// failing. Default 5 s.
     pub initial_wait: Duration,
@@ -23,6 +27,7 @@ impl Default for RefreshConfig {
             period: Duration::from_secs(15),
             min_gap: Duration::from_millis(100),
             views: 5,
+            straggler_grace: Duration::from_millis(50),
             initial_wait: Duration::from_secs(5),
         }
     }

@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use slotguard_core::{BoxError, ClusterView, NodeAddr, Topology, TopologySource};
 
@@ -104,9 +106,11 @@ impl Refresher {
         self.stats
             .views_fetched
             .fetch_add(candidates.len() as u64, Ordering::Relaxed);
-        // Stop as soon as a strict majority of the nodes asked agree: a
-        // stalled node must not hold the new map back for its whole fetch
-        // deadline (that is exactly when the map is changing).
+        // Once a strict majority of the nodes asked agree, wait only a short
+        // grace for the rest: a stalled node must not hold the new map back
+        // for its whole fetch deadline (that is exactly when the map is
+        // changing), while healthy stragglers — maybe the one node that
+        // already knows of a promotion — still get to answer.
         let mut pending: FuturesUnordered<_> = candidates
             .iter()
             .map(|n| self.source.fetch_view(n))
@@ -114,13 +118,22 @@ impl Refresher {
         let mut views: Vec<ClusterView> = Vec::new();
         let mut last_err = None;
         let needed = candidates.len() / 2 + 1;
-        while let Some(r) = pending.next().await {
+        let mut grace_until: Option<Instant> = None;
+        loop {
+            let next = match grace_until {
+                None => pending.next().await,
+                Some(until) => match tokio::time::timeout_at(until, pending.next()).await {
+                    Ok(next) => next,
+                    Err(_) => break,
+                },
+            };
+            let Some(r) = next else { break };
             match r {
                 Ok(v) => views.push(v),
                 Err(e) => last_err = Some(e),
             }
-            if largest_agreement(&views) >= needed {
-                break;
+            if grace_until.is_none() && largest_agreement(&views) >= needed {
+                grace_until = Some(Instant::now() + self.config.straggler_grace);
             }
         }
         if views.is_empty() && !map.shards().is_empty() {
@@ -135,20 +148,21 @@ impl Refresher {
         };
         let fingerprint_of_chosen = fingerprint(chosen);
         let installed = self.topology.install(chosen);
-        // Mark nodes whose own view disagrees with the majority: they are
-        // partitioned or stale (e.g. a resumed primary that was replaced).
-        // A view that disagrees but carries a *higher* epoch is ahead of the
-        // majority (a promotion still spreading by gossip), not stale: its
-        // node stays routable, and another round follows to catch up.
+        // A node is stale (partitioned, or a resumed primary that was
+        // replaced) when its own view makes it a primary and the majority's
+        // does not. Disagreeing about single slots is normal while a
+        // migration or a promotion spreads by gossip, and a view with a
+        // *higher* epoch is ahead of the majority, not behind: such nodes
+        // stay routable, and a view that is ahead asks for another round.
         let chosen_epoch = chosen.current_epoch.unwrap_or(0);
         let mut ahead = false;
         let agree: HashMap<&NodeAddr, bool> = views
             .iter()
             .map(|v| {
-                let same = fingerprint(v) == fingerprint_of_chosen;
                 let newer = v.current_epoch.unwrap_or(0) > chosen_epoch;
-                ahead |= !same && newer;
-                (&v.source, (same || newer) && v.state_ok != Some(false))
+                ahead |= newer && fingerprint(v) != fingerprint_of_chosen;
+                let stale = !newer && claims_more(v, chosen, &v.source);
+                (&v.source, !stale && v.state_ok != Some(false))
             })
             .collect();
         if ahead {
@@ -212,6 +226,20 @@ fn fingerprint(view: &ClusterView) -> Fingerprint<'_> {
     out
 }
 
+/// Whether `view` makes `node` a primary with slots while `chosen` (the
+/// majority) does not have it as a primary at all: a replaced or
+/// partitioned primary that still thinks it owns its slots. A node that the
+/// majority also has as a primary but that disagrees about single slots is
+/// a migration in flight (the importing node learns first), not stale.
+fn claims_more(view: &ClusterView, chosen: &ClusterView, node: &NodeAddr) -> bool {
+    let primary_in = |v: &ClusterView| {
+        v.shards
+            .iter()
+            .any(|s| &s.primary.addr == node && !s.slots.is_empty())
+    };
+    primary_in(view) && !primary_in(chosen)
+}
+
 /// Size of the largest group of healthy views that agree.
 fn largest_agreement(views: &[ClusterView]) -> usize {
     let fps: Vec<_> = views
@@ -225,8 +253,11 @@ fn largest_agreement(views: &[ClusterView]) -> usize {
         .unwrap_or(0)
 }
 
-/// The view most nodes agree on; ties go to the highest config epoch, then
-/// to the most slots covered. Views from nodes that report
+/// The view to install: the group of agreeing views holding the highest
+/// `cluster_current_epoch` (Redis resolves ownership conflicts by epoch, and
+/// a minority partition cannot raise it: only a majority elects), then the
+/// largest group (a migration in flight: same epochs, different views),
+/// then the most slots covered. Views from nodes that report
 /// `cluster_state:fail` only count when no other node answered.
 pub(crate) fn choose_view(views: &[ClusterView]) -> Option<&ClusterView> {
     let healthy: Vec<&ClusterView> = views.iter().filter(|v| v.state_ok != Some(false)).collect();
@@ -258,7 +289,7 @@ pub(crate) fn choose_view(views: &[ClusterView]) -> Option<&ClusterView> {
                 .filter_map(|v| v.current_epoch)
                 .max()
                 .unwrap_or(0);
-            (members.len(), epoch, covered(members[0]))
+            (epoch, members.len(), covered(members[0]))
         })
         .and_then(|(_, members)| {
             members
@@ -271,6 +302,10 @@ pub(crate) fn choose_view(views: &[ClusterView]) -> Option<&ClusterView> {
 mod tests {
     use super::*;
     use slotguard_core::{NodeView, ShardView};
+
+    fn addr(port: u16) -> NodeAddr {
+        NodeAddr::new("127.0.0.1", port)
+    }
 
     fn view(source: u16, owner: u16, epoch: u64, ok: bool) -> ClusterView {
         let nv = |p: u16| NodeView {
@@ -291,9 +326,20 @@ mod tests {
     }
 
     #[test]
-    fn majority_wins_over_a_higher_epoch_minority() {
+    fn the_highest_epoch_wins_then_the_majority() {
+        // a promotion known to one node so far
         let views = vec![
             view(1, 1, 9, true),
+            view(2, 2, 3, true),
+            view(3, 2, 3, true),
+        ];
+        assert_eq!(
+            choose_view(&views).unwrap().shards[0].primary.addr.port(),
+            1
+        );
+        // same epoch: the majority
+        let views = vec![
+            view(1, 1, 3, true),
             view(2, 2, 3, true),
             view(3, 2, 3, true),
         ];
@@ -321,6 +367,32 @@ mod tests {
             1
         );
         assert!(choose_view(&[]).is_none());
+    }
+
+    #[test]
+    fn only_claiming_foreign_slots_makes_a_node_stale() {
+        let two = |source: u16, a: u16, b: u16| {
+            let mut v = view(source, a, 1, true);
+            v.shards[0].slots = vec![(0, 8191)];
+            let mut other = view(source, b, 1, true).shards.remove(0);
+            other.slots = vec![(8192, 16383)];
+            v.shards.push(other);
+            v
+        };
+        let chosen = two(1, 1, 2);
+        // node 3 still thinks it owns the first half (a replaced primary)
+        let stale = two(3, 3, 2);
+        assert!(claims_more(&stale, &chosen, &addr(3)));
+        // node 2 disagrees about node 1's slots only (a migration spreading)
+        let mut other = two(2, 4, 2);
+        other.shards[0].slots = vec![(0, 100)];
+        assert!(!claims_more(&other, &chosen, &addr(2)));
+        // node 2 claims a slot of node 1's first (an importing node learns
+        // of its new slot before the others): still a primary for the majority
+        let mut importing = two(2, 1, 2);
+        importing.shards[0].slots = vec![(0, 8190)];
+        importing.shards[1].slots = vec![(8191, 16383)];
+        assert!(!claims_more(&importing, &chosen, &addr(2)));
     }
 
     #[test]

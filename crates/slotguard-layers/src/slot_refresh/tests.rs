@@ -14,6 +14,7 @@ fn config() -> RefreshConfig {
         period: Duration::from_secs(15),
         min_gap: Duration::from_millis(100),
         views: 3,
+        straggler_grace: Duration::from_millis(50),
         initial_wait: Duration::from_secs(5),
     }
 }

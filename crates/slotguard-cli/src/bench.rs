@@ -1,0 +1,295 @@
+//! `slotguard bench failover`: what a frozen primary costs the callers.
+//!
+//! The same cluster, stack and load as the demo (shared through
+//! [`Runner`]): a healthy baseline, then one primary SIGSTOPped until its
+//! replica is promoted (at most `--stop-secs`) and resumed. Reported per
+//! side: the frozen shard and the other shards, before and during the stall.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::load::Record;
+use crate::progress::Progress;
+use crate::report::{self, format_pct};
+use crate::runner::{ms, round3, FaultReport, PhaseName, PhasePlan, Runner};
+use crate::stats::{pct, per_second_counts, percentile_ms, worst_second_pct};
+use crate::LoadArgs;
+
+/// Arguments of `slotguard bench`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct BenchArgs {
+    #[command(subcommand)]
+    pub(crate) which: Bench,
+}
+
+/// The benchmarks.
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum Bench {
+    /// SIGSTOP one primary under load: reads answered and latency of its
+    /// shard and of the others, time to the first replica answer and to the
+    /// first write after the promotion.
+    Failover(FailoverArgs),
+}
+
+/// Arguments of `slotguard bench failover`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct FailoverArgs {
+    #[command(flatten)]
+    pub(crate) load: LoadArgs,
+    /// Longest the primary stays frozen; it is resumed as soon as a replica
+    /// has taken over.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub(crate) stop_secs: u64,
+}
+
+/// Reads of one group of shards in one interval.
+#[derive(Debug, Clone, Serialize)]
+struct Reads {
+    reads: u64,
+    reads_answered_pct: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+/// One group of shards, before and during the stall.
+#[derive(Debug, Clone, Serialize)]
+struct Side {
+    baseline: Reads,
+    during: Reads,
+}
+
+/// Writes to the frozen shard during the stall.
+#[derive(Debug, Clone, Serialize)]
+struct Writes {
+    writes: u64,
+    errors: u64,
+    /// How long a failing write took to fail (the caller's wait).
+    error_p99_ms: f64,
+}
+
+/// The one JSON object `--json` prints.
+#[derive(Debug, Serialize)]
+struct Output {
+    bench: &'static str,
+    stack: &'static str,
+    fault: FaultReport,
+    /// From SIGSTOP to SIGCONT.
+    frozen_ms: Option<f64>,
+    affected_shard: Side,
+    other_shards: Side,
+    affected_writes: Writes,
+    first_replica_answer_ms: Option<f64>,
+    first_write_after_promotion_ms: Option<f64>,
+    /// Slowest whole second of the fault phase, % of the baseline mean.
+    worst_second_pct: Option<f64>,
+    stale_reads: u64,
+    lost_writes: u64,
+}
+
+fn reads(records: &[&Record]) -> Reads {
+    let mut lat: Vec<u32> = records.iter().map(|r| r.lat_us).collect();
+    lat.sort_unstable();
+    let ok = records.iter().filter(|r| r.ok).count() as u64;
+    Reads {
+        reads: records.len() as u64,
+        reads_answered_pct: round3(pct(ok, records.len() as u64)),
+        p50_ms: percentile_ms(&lat, 0.5),
+        p99_ms: percentile_ms(&lat, 0.99),
+    }
+}
+
+pub(crate) fn run(args: FailoverArgs) -> ExitCode {
+    let load = &args.load;
+    let seconds = Duration::from_secs(load.seconds);
+    let plans = [
+        PhasePlan {
+            name: PhaseName::Healthy,
+            seconds,
+            hidden: false,
+        },
+        PhasePlan {
+            name: PhaseName::PrimarySigstop,
+            seconds,
+            hidden: false,
+        },
+    ];
+    let progress = Progress::new(load.json);
+    let mut runner = match Runner::start(load.config(), plans.len(), progress) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("slotguard bench: {}", e.0);
+            return ExitCode::from(2);
+        }
+    };
+    runner.failover_deadline = Duration::from_secs(args.stop_secs);
+    let base_run = runner.run_phase(0, plans[0]);
+    let fault_run = runner.run_phase(1, plans[1]);
+    let done = runner.finish();
+
+    let base = done.records_of(0);
+    let during_all = done.records_of(1);
+    let Some(fault) = fault_run.fault.as_ref() else {
+        eprintln!("slotguard bench: the fault phase ran no fault");
+        return ExitCode::FAILURE;
+    };
+    let affected = |r: &Record| fault.affects(done.slot_of(r.key));
+    let t0 = fault.t_fault.as_micros();
+    let t1 = fault
+        .t_back
+        .unwrap_or(fault_run.duration)
+        .as_micros()
+        .max(t0);
+    let in_stall = |r: &Record| (t0..=t1).contains(&u128::from(r.t_us));
+
+    let side = |want: bool| Side {
+        baseline: reads(
+            &base
+                .iter()
+                .filter(|r| !r.write && affected(r) == want)
+                .collect::<Vec<_>>(),
+        ),
+        during: reads(
+            &during_all
+                .iter()
+                .filter(|r| !r.write && affected(r) == want && in_stall(r))
+                .collect::<Vec<_>>(),
+        ),
+    };
+    let (affected_shard, other_shards) = (side(true), side(false));
+    let writes: Vec<&Record> = during_all
+        .iter()
+        .filter(|r| r.write && affected(r) && in_stall(r))
+        .collect();
+    let mut err_lat: Vec<u32> = writes.iter().filter(|r| !r.ok).map(|r| r.lat_us).collect();
+    err_lat.sort_unstable();
+    let affected_writes = Writes {
+        writes: writes.len() as u64,
+        errors: err_lat.len() as u64,
+        error_p99_ms: percentile_ms(&err_lat, 0.99),
+    };
+    let timings = report::fault_timings(fault, &during_all, &|k| done.slot_of(k));
+    let baseline = report::baseline_rate(&base, base_run.duration);
+    let worst = worst_second_pct(
+        &per_second_counts(
+            during_all.iter().filter(|r| r.ok).map(|r| r.t_us),
+            fault_run.duration.as_secs() as usize,
+        ),
+        baseline,
+    );
+    let tally = done.tallies[1];
+    let out = Output {
+        bench: "failover",
+        stack: crate::stack::DESCRIPTION,
+        frozen_ms: fault
+            .t_back
+            .map(|b| round3(ms(b.saturating_sub(fault.t_fault)))),
+        first_replica_answer_ms: timings.first_replica_read_after_ms,
+        first_write_after_promotion_ms: timings.first_write_after_promotion_ms,
+        fault: timings,
+        affected_shard,
+        other_shards,
+        affected_writes,
+        worst_second_pct: worst.map(round3),
+        stale_reads: tally.stale_reads,
+        lost_writes: tally.lost_writes,
+    };
+    if load.json {
+        match serde_json::to_string(&out) {
+            Ok(s) => println!("{s}"),
+            Err(e) => {
+                eprintln!("slotguard bench: could not encode the results: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        print!("{}", render(&out));
+    }
+    if out.fault.error.is_some() || fault_run.settle_error.is_some() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn render(o: &Output) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let opt_ms = |v: Option<f64>, signed: bool| match v {
+        Some(t) if signed => format!("{t:+.0} ms"),
+        Some(t) => format!("{t:.0} ms"),
+        None => "none".to_owned(),
+    };
+    let _ = writeln!(s, "\nslotguard bench failover — stack: {}", o.stack);
+    let _ = write!(s, "{} at {:.1} s", o.fault.action, o.fault.at_s);
+    if let Some(f) = o.frozen_ms {
+        let _ = write!(s, ", frozen {:.0} ms", f);
+    }
+    if let (Some(p), Some(t)) = (&o.fault.promoted, o.fault.promoted_after_ms) {
+        let _ = write!(s, "; {p} promoted after {t:.0} ms");
+    }
+    if let Some(e) = &o.fault.error {
+        let _ = write!(s, "; FAILED: {e}");
+    }
+    let _ = writeln!(s, "\n");
+    let _ = writeln!(
+        s,
+        "{:<16} {:>8} {:>10} {:>9} {:>9} {:>8} {:>10} {:>9} {:>9}",
+        "reads",
+        "baseline",
+        "answered%",
+        "p50 ms",
+        "p99 ms",
+        "stall",
+        "answered%",
+        "p50 ms",
+        "p99 ms"
+    );
+    for (name, side) in [
+        ("frozen shard", &o.affected_shard),
+        ("other shards", &o.other_shards),
+    ] {
+        let _ = writeln!(
+            s,
+            "{:<16} {:>8} {:>10} {:>9.2} {:>9.2} {:>8} {:>10} {:>9.2} {:>9.2}",
+            name,
+            side.baseline.reads,
+            format_pct(side.baseline.reads_answered_pct),
+            side.baseline.p50_ms,
+            side.baseline.p99_ms,
+            side.during.reads,
+            format_pct(side.during.reads_answered_pct),
+            side.during.p50_ms,
+            side.during.p99_ms
+        );
+    }
+    let _ = writeln!(s);
+    let _ = writeln!(
+        s,
+        "writes to the frozen shard during the stall: {} ({} failed, failing p99 {:.0} ms)",
+        o.affected_writes.writes, o.affected_writes.errors, o.affected_writes.error_p99_ms
+    );
+    let _ = writeln!(
+        s,
+        "fault → first replica answer:       {}",
+        opt_ms(o.first_replica_answer_ms, false)
+    );
+    let _ = writeln!(
+        s,
+        "promotion → first successful write: {}",
+        opt_ms(o.first_write_after_promotion_ms, true)
+    );
+    let _ = writeln!(
+        s,
+        "worst second of the fault phase:    {}",
+        o.worst_second_pct
+            .map_or_else(|| "-".to_owned(), |w| format!("{w:.1}% of baseline"))
+    );
+    let _ = writeln!(
+        s,
+        "stale reads {}, lost writes {}",
+        o.stale_reads, o.lost_writes
+    );
+    s
+}
