@@ -149,19 +149,23 @@ impl Refresher {
         let fingerprint_of_chosen = fingerprint(chosen);
         let installed = self.topology.install(chosen);
         // A node is stale (partitioned, or a resumed primary that was
-        // replaced) when its own view makes it a primary and the majority's
-        // does not. Disagreeing about single slots is normal while a
-        // migration or a promotion spreads by gossip, and a view with a
-        // *higher* epoch is ahead of the majority, not behind: such nodes
-        // stay routable, and a view that is ahead asks for another round.
+        // replaced) when its own view makes it a primary, the majority's
+        // does not, and its epoch is older. Disagreeing about single slots is
+        // normal while a migration or a promotion spreads by gossip: such
+        // nodes stay routable, and a view that differs without being older
+        // asks for another round to converge.
         let chosen_epoch = chosen.current_epoch.unwrap_or(0);
         let mut ahead = false;
         let agree: HashMap<&NodeAddr, bool> = views
             .iter()
             .map(|v| {
-                let newer = v.current_epoch.unwrap_or(0) > chosen_epoch;
-                ahead |= newer && fingerprint(v) != fingerprint_of_chosen;
-                let stale = !newer && claims_more(v, chosen, &v.source);
+                let epoch = v.current_epoch.unwrap_or(0);
+                let differs = fingerprint(v) != fingerprint_of_chosen;
+                // Equal epochs are ambiguous: at a promotion the voters share
+                // the new epoch before the new owner's config reaches them.
+                // Only a strictly older epoch proves the node is behind.
+                ahead |= differs && epoch >= chosen_epoch;
+                let stale = epoch < chosen_epoch && claims_more(v, chosen, &v.source);
                 (&v.source, !stale && v.state_ok != Some(false))
             })
             .collect();
