@@ -385,50 +385,39 @@ impl Runner {
     /// A primary frozen until a replica takes over (at most
     /// `failover_deadline`), then resumed: it rejoins as a replica.
     fn sigstop(&mut self, start: Instant, bar: &PhaseBar) -> FaultRun {
-        let mut f = FaultRun::default();
-        let result = (|| -> Result<(), TestkitError> {
-            let victim = self.cluster.primary_of_slot(0)?;
-            f.victim = Some(victim);
-            f.affected = self.cluster.slots_of(victim)?;
-            f.report.action = format!("SIGSTOP {}", self.node_name(victim));
-            f.t_fault = start.elapsed();
-            self.cluster.pause(victim)?;
-            bar.status(format!(
-                "{}; waiting for a replica to take over",
-                f.report.action
-            ));
-            let promoted = self
-                .cluster
-                .wait_for_failover(victim, self.failover_deadline);
-            let at = start.elapsed();
-            let resumed = self.cluster.resume(victim);
-            f.t_back = Some(start.elapsed());
-            let promoted = promoted?;
-            resumed?;
-            f.t_promoted = Some(at);
-            f.report.promoted = Some(self.node_name(promoted));
-            bar.status(format!(
-                "{} promoted after {:.1} s; resumed {}",
-                self.node_name(promoted),
-                (at - f.t_fault).as_secs_f64(),
-                self.node_name(victim)
-            ));
-            Ok(())
-        })();
-        self.close_fault(f, start, result)
+        self.primary_fault(PrimaryFault::Stop, start, bar)
     }
 
     /// A primary killed; once its replica is promoted it is restarted and
     /// rejoins as a replica.
     fn sigkill(&mut self, start: Instant, bar: &PhaseBar) -> FaultRun {
+        self.primary_fault(PrimaryFault::Kill, start, bar)
+    }
+
+    /// Stop or kill a primary, wait for its replica to take over, then bring
+    /// the old primary back (resume, or restart and wait for it to rejoin).
+    fn primary_fault(&mut self, fault: PrimaryFault, start: Instant, bar: &PhaseBar) -> FaultRun {
         let mut f = FaultRun::default();
         let result = (|| -> Result<(), TestkitError> {
-            let victim = self.cluster.primary_of_slot(16383)?;
+            // different shards for the two faults, so the second does not hit
+            // the node the first one just demoted
+            let slot = match fault {
+                PrimaryFault::Stop => 0,
+                PrimaryFault::Kill => 16383,
+            };
+            let victim = self.cluster.primary_of_slot(slot)?;
             f.victim = Some(victim);
             f.affected = self.cluster.slots_of(victim)?;
-            f.report.action = format!("SIGKILL {}", self.node_name(victim));
+            let signal = match fault {
+                PrimaryFault::Stop => "SIGSTOP",
+                PrimaryFault::Kill => "SIGKILL",
+            };
+            f.report.action = format!("{signal} {}", self.node_name(victim));
             f.t_fault = start.elapsed();
-            self.cluster.kill(victim)?;
+            match fault {
+                PrimaryFault::Stop => self.cluster.pause(victim)?,
+                PrimaryFault::Kill => self.cluster.kill(victim)?,
+            }
             bar.status(format!(
                 "{}; waiting for a replica to take over",
                 f.report.action
@@ -437,19 +426,32 @@ impl Runner {
                 .cluster
                 .wait_for_failover(victim, self.failover_deadline);
             let at = start.elapsed();
-            let restarted = self.cluster.restart(victim);
+            // Bring the victim back even when no promotion came in time.
+            let back = match fault {
+                PrimaryFault::Stop => self.cluster.resume(victim),
+                PrimaryFault::Kill => self.cluster.restart(victim),
+            };
+            if fault == PrimaryFault::Stop {
+                f.t_back = Some(start.elapsed());
+            }
             let promoted = promoted?;
-            restarted?;
+            back?;
             f.t_promoted = Some(at);
             f.report.promoted = Some(self.node_name(promoted));
+            let how = match fault {
+                PrimaryFault::Stop => "resumed",
+                PrimaryFault::Kill => "restarted",
+            };
             bar.status(format!(
-                "{} promoted after {:.1} s; restarted {}, waiting for it to rejoin",
+                "{} promoted after {:.1} s; {how} {}",
                 self.node_name(promoted),
                 (at - f.t_fault).as_secs_f64(),
                 self.node_name(victim)
             ));
-            self.cluster.wait_until_ok(SETTLE_DEADLINE)?;
-            f.t_back = Some(start.elapsed());
+            if fault == PrimaryFault::Kill {
+                self.cluster.wait_until_ok(SETTLE_DEADLINE)?;
+                f.t_back = Some(start.elapsed());
+            }
             Ok(())
         })();
         self.close_fault(f, start, result)
@@ -565,4 +567,13 @@ fn sleep_until(t: Instant) {
     if t > now {
         std::thread::sleep(t - now);
     }
+}
+
+/// The two primary faults of the demo.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PrimaryFault {
+    /// SIGSTOP until a replica takes over, then SIGCONT.
+    Stop,
+    /// SIGKILL, then a restart once a replica took over.
+    Kill,
 }

@@ -70,7 +70,25 @@ impl TopologySource for FredTopologySource {
                 let c = &client.client;
                 let (cmd, args) = cluster("SHARDS");
                 let mut view = match c.custom::<Value, Value>(cmd, args).await {
-                    Ok(v) => parse_cluster_shards(v, &node)?,
+                    Ok(v) => {
+                        let view = parse_cluster_shards(v, &node)?;
+                        if covered(&view) < usize::from(SLOT_COUNT) {
+                            // Redis 7.0's CLUSTER SHARDS can list a shard
+                            // without its slots around a failover; CLUSTER
+                            // SLOTS is built differently: take whichever
+                            // covers more.
+                            let (cmd, args) = cluster("SLOTS");
+                            match c.custom::<Value, Value>(cmd, args).await {
+                                Ok(v) => match parse_cluster_slots(v, &node) {
+                                    Ok(slots) if covered(&slots) > covered(&view) => slots,
+                                    _ => view,
+                                },
+                                Err(_) => view,
+                            }
+                        } else {
+                            view
+                        }
+                    }
                     Err(e) if e.details().to_ascii_lowercase().contains("unknown") => {
                         let (cmd, args) = cluster("SLOTS");
                         let v = c
@@ -107,6 +125,17 @@ impl TopologySource for FredTopologySource {
     fn seeds(&self) -> Vec<NodeAddr> {
         self.seeds.clone()
     }
+}
+
+/// Slots with an owner in `view`.
+fn covered(view: &ClusterView) -> usize {
+    let mut slots = vec![false; usize::from(SLOT_COUNT)];
+    for (lo, hi) in view.shards.iter().flat_map(|s| s.slots.iter().copied()) {
+        for slot in lo..=hi.min(SLOT_COUNT - 1) {
+            slots[usize::from(slot)] = true;
+        }
+    }
+    slots.iter().filter(|&&c| c).count()
 }
 
 fn bad(what: impl fmt::Display) -> CacheError {

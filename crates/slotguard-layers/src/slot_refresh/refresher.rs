@@ -257,12 +257,14 @@ fn largest_agreement(views: &[ClusterView]) -> usize {
         .unwrap_or(0)
 }
 
-/// The view to install: the group of agreeing views holding the highest
-/// `cluster_current_epoch` (Redis resolves ownership conflicts by epoch, and
-/// a minority partition cannot raise it: only a majority elects), then the
-/// largest group (a migration in flight: same epochs, different views),
-/// then the most slots covered. Views from nodes that report
-/// `cluster_state:fail` only count when no other node answered.
+/// The view to install: among the groups of agreeing views, the one covering
+/// the most slots (a node caught mid-promotion may list a shard without its
+/// slots, and an uncovered slot fails every request for it), then the one
+/// holding the highest `cluster_current_epoch` (Redis resolves ownership
+/// conflicts by epoch, and a minority partition cannot raise it: only a
+/// majority elects), then the largest (a migration in flight: same epochs,
+/// different views). Views from nodes that report `cluster_state:fail` only
+/// count when no other node answered.
 pub(crate) fn choose_view(views: &[ClusterView]) -> Option<&ClusterView> {
     let healthy: Vec<&ClusterView> = views.iter().filter(|v| v.state_ok != Some(false)).collect();
     let pool: Vec<&ClusterView> = if healthy.is_empty() {
@@ -293,7 +295,7 @@ pub(crate) fn choose_view(views: &[ClusterView]) -> Option<&ClusterView> {
                 .filter_map(|v| v.current_epoch)
                 .max()
                 .unwrap_or(0);
-            (epoch, members.len(), covered(members[0]))
+            (covered(members[0]), epoch, members.len())
         })
         .and_then(|(_, members)| {
             members
@@ -347,6 +349,17 @@ mod tests {
             view(2, 2, 3, true),
             view(3, 2, 3, true),
         ];
+        assert_eq!(
+            choose_view(&views).unwrap().shards[0].primary.addr.port(),
+            2
+        );
+    }
+
+    #[test]
+    fn a_view_with_uncovered_slots_loses() {
+        let mut partial = view(1, 1, 9, true);
+        partial.shards[0].slots = vec![(0, 100)];
+        let views = vec![partial, view(2, 2, 3, true)];
         assert_eq!(
             choose_view(&views).unwrap().shards[0].primary.addr.port(),
             2
