@@ -38,9 +38,6 @@ pub(crate) struct Handles {
     pub(crate) topology: Topology,
     /// The refresher of that map.
     pub(crate) refresh: SlotRefreshLayer,
-    /// Per-node breakers (their states are part of what the demo shows).
-    #[allow(dead_code)]
-    pub(crate) breakers: CircuitBreakerLayer,
     /// Keeps the replication health prober running while the stack lives.
     _prober: Arc<ProberHandle>,
 }
@@ -73,12 +70,11 @@ pub(crate) async fn build(seeds: Vec<NodeAddr>) -> Result<(Stack, Handles), BoxE
         .layer(refresh.clone())
         .layer(RedirectLayer::new(topology.clone()))
         .layer(ReplicaFailoverLayer::new(topology.clone()))
-        .layer(breakers.clone())
+        .layer(breakers)
         .service(leaf);
     let handles = Handles {
         topology,
         refresh,
-        breakers,
         _prober: Arc::new(prober),
     };
     Ok((BoxCloneService::new(service), handles))

@@ -202,7 +202,6 @@ impl Call {
                 ("SET", args)
             }
             Op::Delete => ("DEL", vec![Value::Bytes(self.key.clone())]),
-            #[allow(unreachable_patterns)]
             _ => return Err(CacheError::InvalidInput("operation not supported".into())),
         };
         let client = &self.client.client;
@@ -247,7 +246,6 @@ impl Call {
             Op::Get => resp.value = get_reply(value)?,
             Op::Set { .. } => set_reply(value)?,
             Op::Delete => resp.deleted = del_reply(value)?,
-            #[allow(unreachable_patterns)]
             _ => {}
         }
         Ok(resp)
