@@ -272,6 +272,20 @@ pub struct ClusterView {
     pub state_ok: Option<bool>,
 }
 
+impl ClusterView {
+    /// How many of the 16384 slots have an owner in this view (overlapping
+    /// ranges count once).
+    pub fn covered_slots(&self) -> usize {
+        let mut slots = vec![false; SLOT_COUNT as usize];
+        for &(lo, hi) in self.shards.iter().flat_map(|s| s.slots.iter()) {
+            for slot in lo..=hi.min(SLOT_COUNT - 1) {
+                slots[slot as usize] = true;
+            }
+        }
+        slots.iter().filter(|&&c| c).count()
+    }
+}
+
 /// One shard in a [`ClusterView`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShardView {

@@ -72,7 +72,7 @@ impl TopologySource for FredTopologySource {
                 let mut view = match c.custom::<Value, Value>(cmd, args).await {
                     Ok(v) => {
                         let view = parse_cluster_shards(v, &node)?;
-                        if covered(&view) < usize::from(SLOT_COUNT) {
+                        if view.covered_slots() < usize::from(SLOT_COUNT) {
                             // Redis 7.0's CLUSTER SHARDS can list a shard
                             // without its slots around a failover; CLUSTER
                             // SLOTS is built differently: take whichever
@@ -80,7 +80,9 @@ impl TopologySource for FredTopologySource {
                             let (cmd, args) = cluster("SLOTS");
                             match c.custom::<Value, Value>(cmd, args).await {
                                 Ok(v) => match parse_cluster_slots(v, &node) {
-                                    Ok(slots) if covered(&slots) > covered(&view) => slots,
+                                    Ok(slots) if slots.covered_slots() > view.covered_slots() => {
+                                        slots
+                                    }
                                     _ => view,
                                 },
                                 Err(_) => view,
@@ -125,17 +127,6 @@ impl TopologySource for FredTopologySource {
     fn seeds(&self) -> Vec<NodeAddr> {
         self.seeds.clone()
     }
-}
-
-/// Slots with an owner in `view`.
-fn covered(view: &ClusterView) -> usize {
-    let mut slots = vec![false; usize::from(SLOT_COUNT)];
-    for (lo, hi) in view.shards.iter().flat_map(|s| s.slots.iter().copied()) {
-        for slot in lo..=hi.min(SLOT_COUNT - 1) {
-            slots[usize::from(slot)] = true;
-        }
-    }
-    slots.iter().filter(|&&c| c).count()
 }
 
 fn bad(what: impl fmt::Display) -> CacheError {

@@ -100,16 +100,9 @@ pub struct ReplicaFailover<S> {
 
 /// Failures after which a read tries another node of its shard.
 fn fails_over(failure: Failure) -> bool {
-    matches!(
-        failure,
-        Failure::Timeout
-            | Failure::Connection
-            | Failure::CircuitOpen
-            | Failure::ClusterDown
-            | Failure::Loading
-            | Failure::Busy
-            | Failure::Overloaded
-    )
+    // Node faults, as the shared classification defines them; an
+    // indeterminate outcome only concerns writes, which never fail over.
+    failure.is_node_fault() && failure != Failure::Indeterminate
 }
 
 fn replica_route(addr: NodeAddr) -> Route {

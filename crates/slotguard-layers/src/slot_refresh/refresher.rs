@@ -280,13 +280,6 @@ pub(crate) fn choose_view(views: &[ClusterView]) -> Option<&ClusterView> {
             None => groups.push((fp, vec![v])),
         }
     }
-    let covered = |v: &ClusterView| -> u32 {
-        v.shards
-            .iter()
-            .flat_map(|s| s.slots.iter())
-            .map(|&(lo, hi)| u32::from(hi) - u32::from(lo) + 1)
-            .sum()
-    };
     groups
         .into_iter()
         .max_by_key(|(_, members)| {
@@ -295,7 +288,7 @@ pub(crate) fn choose_view(views: &[ClusterView]) -> Option<&ClusterView> {
                 .filter_map(|v| v.current_epoch)
                 .max()
                 .unwrap_or(0);
-            (covered(members[0]), epoch, members.len())
+            (members[0].covered_slots(), epoch, members.len())
         })
         .and_then(|(_, members)| {
             members
