@@ -119,9 +119,17 @@ pub enum CacheError {
     /// Any other error reply from a server (e.g. `WRONGTYPE`, `OOM`).
     #[error("server error: {0}")]
     Server(String),
-    /// A reply that does not fit the protocol or the command.
+    /// A reply that does not fit the protocol or the command (the
+    /// connection it came on was replaced).
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// The node has as many commands outstanding as allowed: nothing was
+    /// sent.
+    #[error("node {node} is overloaded: too many commands in flight")]
+    Overloaded {
+        /// The saturated node.
+        node: NodeAddr,
+    },
 }
 
 /// The small set of classes that layers decide on.
@@ -162,6 +170,8 @@ pub enum Failure {
     Secondary,
     /// A server error reply that says nothing about node health.
     Server,
+    /// A reply that broke the protocol.
+    Protocol,
     /// Anything else.
     Other,
 }
@@ -180,6 +190,7 @@ impl Failure {
                 | Failure::Busy
                 | Failure::Overloaded
                 | Failure::Indeterminate
+                | Failure::Protocol
         )
     }
 
@@ -255,7 +266,8 @@ impl CacheError {
             CacheError::Secondary(_) => Failure::Secondary,
             CacheError::InvalidInput(_) => Failure::InvalidInput,
             CacheError::Server(_) => Failure::Server,
-            CacheError::Protocol(_) => Failure::Other,
+            CacheError::Protocol(_) => Failure::Protocol,
+            CacheError::Overloaded { .. } => Failure::Overloaded,
         }
     }
 }

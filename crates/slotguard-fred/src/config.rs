@@ -1,4 +1,4 @@
-//! Settings of the fred leaf.
+//! Settings of the leaf.
 
 use std::time::Duration;
 
@@ -6,7 +6,9 @@ use std::time::Duration;
 ///
 /// Every network call has a deadline: `command_timeout` per command (or the
 /// request's own deadline when that is sooner) and `connect_timeout` per
-/// connection attempt.
+/// connection attempt; a connection that stops answering is replaced after
+/// the stall timeout. Replies are bounded: nesting depth, element counts and
+/// bulk lengths over the limits are a typed error and a new connection.
 #[derive(Debug, Clone)]
 pub struct FredConfig {
     /// Deadline for one command on one node when the request has none sooner.
@@ -18,13 +20,35 @@ pub struct FredConfig {
     /// Deadline for topology fetches (`CLUSTER SHARDS`) and health probes.
     /// Default 1 s.
     pub admin_timeout: Duration,
-    /// Delay between reconnect attempts to a node that went away. Default 100 ms.
+    /// Least time between two connection attempts to one node. Default 100 ms.
     pub reconnect_delay: Duration,
+    /// A connection with commands outstanding that reads nothing for this
+    /// long is closed and dialled anew. `None` (the default): twice
+    /// `command_timeout`.
+    pub stall_timeout: Option<Duration>,
     /// Longest key accepted; longer keys fail with `InvalidInput` before any
     /// network call. Default 16 KiB.
     pub max_key_len: usize,
-    /// Largest value accepted for `SET`. Default 16 MiB.
+    /// Largest value accepted for `SET`, and largest bulk reply read (a
+    /// larger one is refused before it is buffered, and the connection is
+    /// replaced; never below 1 MiB for replies). Default 16 MiB.
     pub max_value_len: usize,
+    /// Deepest nesting of a reply. Default 32 (Redis's deepest cache and
+    /// topology replies nest 4 levels).
+    pub max_reply_depth: usize,
+    /// Most elements in one reply, all aggregates together. Default 1,048,576.
+    pub max_reply_elements: usize,
+    /// Most commands outstanding on one node connection; past it, calls fail
+    /// at once with `CacheError::Overloaded`. Default 10,000.
+    pub max_in_flight: usize,
+}
+
+impl FredConfig {
+    /// The stall timeout in force.
+    pub fn stall_timeout(&self) -> Duration {
+        self.stall_timeout
+            .unwrap_or(self.command_timeout.saturating_mul(2))
+    }
 }
 
 impl Default for FredConfig {
@@ -34,8 +58,12 @@ impl Default for FredConfig {
             connect_timeout: Duration::from_secs(1),
             admin_timeout: Duration::from_secs(1),
             reconnect_delay: Duration::from_millis(100),
+            stall_timeout: None,
             max_key_len: 16 * 1024,
             max_value_len: 16 * 1024 * 1024,
+            max_reply_depth: 32,
+            max_reply_elements: 1 << 20,
+            max_in_flight: 10_000,
         }
     }
 }

@@ -1,80 +1,90 @@
-//! fred replies and errors → slotguard's types.
+//! Replies and connection failures → slotguard's types.
 
 use bytes::Bytes;
-use fred::error::{Error as FredError, ErrorKind};
-use fred::types::Value;
 use slotguard_core::{parse_error_reply, CacheError, NodeAddr};
 
-/// Map a fred error from `node` to a [`CacheError`].
-///
-/// Server error replies (`MOVED`, `ASK`, `TRYAGAIN`, ...) arrive as fred
-/// errors whose details hold the reply text; client-side failures (I/O,
-/// timeouts) are told apart by kind. A write whose connection broke may have
-/// been applied: that is [`CacheError::Indeterminate`], not a plain
-/// connection error.
-pub(crate) fn map_error(err: FredError, node: &NodeAddr, is_write: bool) -> CacheError {
-    // fred reports "no connection to send on" as an Unknown-kind error with
-    // this text: nothing was sent, so even a write is a plain connection
-    // failure, not indeterminate.
-    if err.details().starts_with("Failed to route command") {
-        return CacheError::Connection {
+use crate::conn::{ConnError, SendError};
+use crate::pool::Unavailable;
+use crate::resp::Frame;
+
+/// A connection failure for a command to `node`. A write that was sent
+/// and then lost its connection may have applied: that is
+/// [`CacheError::Indeterminate`], never a plain connection error.
+pub(crate) fn conn_error(err: ConnError, node: &NodeAddr, is_write: bool) -> CacheError {
+    if err.protocol {
+        if is_write {
+            return CacheError::Indeterminate {
+                node: node.clone(),
+                detail: format!("protocol error: {}", err.reason),
+            };
+        }
+        return CacheError::Protocol(format!("{node}: {}", err.reason));
+    }
+    if err.written && is_write {
+        return CacheError::Indeterminate {
             node: node.clone(),
-            detail: err.details().to_owned(),
+            detail: err.reason.to_string(),
         };
     }
-    match err.kind() {
-        ErrorKind::Timeout => CacheError::Timeout { node: node.clone() },
-        ErrorKind::IO | ErrorKind::Canceled if is_write => CacheError::Indeterminate {
-            node: node.clone(),
-            detail: err.details().to_owned(),
-        },
-        ErrorKind::IO | ErrorKind::Canceled | ErrorKind::Backpressure => CacheError::Connection {
-            node: node.clone(),
-            detail: err.details().to_owned(),
-        },
-        ErrorKind::Config | ErrorKind::Url | ErrorKind::Routing => CacheError::Connection {
-            node: node.clone(),
-            detail: format!("client configuration: {}", err.details()),
-        },
-        ErrorKind::Protocol | ErrorKind::Parse => CacheError::Protocol(err.details().to_owned()),
-        _ => parse_error_reply(err.details(), node),
+    CacheError::Connection {
+        node: node.clone(),
+        detail: err.reason.to_string(),
     }
 }
 
-/// A `GET` reply: nil or a bulk string (fred may hand a UTF-8 bulk string
-/// back as `Value::String`; both are bytes to us).
-pub(crate) fn get_reply(v: Value) -> Result<Option<Bytes>, CacheError> {
-    match v {
-        Value::Null => Ok(None),
-        Value::Bytes(b) => Ok(Some(b)),
-        Value::String(s) => Ok(Some(s.into_inner())),
-        other => Err(CacheError::Protocol(format!(
-            "unexpected reply to GET: {}",
-            other.kind()
-        ))),
+pub(crate) fn send_error(err: SendError, node: &NodeAddr) -> CacheError {
+    match err {
+        SendError::Closed => CacheError::Connection {
+            node: node.clone(),
+            detail: "connection closed".into(),
+        },
+        SendError::Overloaded => CacheError::Overloaded { node: node.clone() },
+    }
+}
+
+pub(crate) fn unavailable(err: Unavailable, node: &NodeAddr) -> CacheError {
+    match err {
+        Unavailable::Reconnecting => CacheError::Connection {
+            node: node.clone(),
+            detail: "not connected (reconnecting)".into(),
+        },
+    }
+}
+
+/// An error reply → its `CacheError` (`MOVED`, `ASK`, `TRYAGAIN`, ...).
+pub(crate) fn error_reply(text: &[u8], node: &NodeAddr) -> CacheError {
+    parse_error_reply(&String::from_utf8_lossy(text), node)
+}
+
+fn unexpected(cmd: &str, f: &Frame) -> CacheError {
+    CacheError::Protocol(format!("unexpected reply to {cmd}: {}", f.kind()))
+}
+
+/// A `GET` reply: nil or a bulk string.
+pub(crate) fn get_reply(f: Frame, node: &NodeAddr) -> Result<Option<Bytes>, CacheError> {
+    match f {
+        Frame::Null => Ok(None),
+        Frame::Bulk(b) => Ok(Some(b)),
+        Frame::Error(e) => Err(error_reply(&e, node)),
+        other => Err(unexpected("GET", &other)),
     }
 }
 
 /// A `SET` reply: `+OK`.
-pub(crate) fn set_reply(v: Value) -> Result<(), CacheError> {
-    if v.is_ok() {
-        Ok(())
-    } else {
-        Err(CacheError::Protocol(format!(
-            "unexpected reply to SET: {}",
-            v.kind()
-        )))
+pub(crate) fn set_reply(f: Frame, node: &NodeAddr) -> Result<(), CacheError> {
+    match f {
+        f if f.is_ok() => Ok(()),
+        Frame::Error(e) => Err(error_reply(&e, node)),
+        other => Err(unexpected("SET", &other)),
     }
 }
 
 /// A `DEL` reply: the number of keys removed.
-pub(crate) fn del_reply(v: Value) -> Result<u64, CacheError> {
-    match v {
-        Value::Integer(n) if n >= 0 => Ok(n as u64),
-        other => Err(CacheError::Protocol(format!(
-            "unexpected reply to DEL: {}",
-            other.kind()
-        ))),
+pub(crate) fn del_reply(f: Frame, node: &NodeAddr) -> Result<u64, CacheError> {
+    match f {
+        Frame::Integer(n) if n >= 0 => Ok(n as u64),
+        Frame::Error(e) => Err(error_reply(&e, node)),
+        other => Err(unexpected("DEL", &other)),
     }
 }
 
@@ -88,57 +98,49 @@ mod tests {
 
     #[test]
     fn server_replies_are_parsed() {
-        let e = FredError::new(ErrorKind::Cluster, "MOVED 3478 127.0.0.1:7001");
-        assert!(matches!(
-            map_error(e, &node(), false),
-            CacheError::Moved { slot: 3478, .. }
-        ));
-        let e = FredError::new(ErrorKind::Cluster, "MOVED 3478 not-an-address");
-        assert!(matches!(
-            map_error(e, &node(), false),
-            CacheError::Protocol(_)
-        ));
-        let e = FredError::new(
-            ErrorKind::Unknown,
-            "LOADING Redis is loading the dataset in memory",
-        );
-        assert!(matches!(map_error(e, &node(), false), CacheError::Loading));
+        let e = get_reply(Frame::Error("MOVED 3478 127.0.0.1:7001".into()), &node());
+        assert!(matches!(e, Err(CacheError::Moved { slot: 3478, .. })));
+        let e = get_reply(Frame::Error("MOVED 3478 not-an-address".into()), &node());
+        assert!(matches!(e, Err(CacheError::Protocol(_))));
+        let e = set_reply(Frame::Error("LOADING Redis is loading".into()), &node());
+        assert!(matches!(e, Err(CacheError::Loading)));
     }
 
     #[test]
-    fn unroutable_is_a_connection_error() {
-        let e = FredError::new(ErrorKind::Unknown, "Failed to route command.");
+    fn lost_writes_are_indeterminate() {
+        let err = |written, protocol| ConnError {
+            written,
+            protocol,
+            reason: "broken pipe".into(),
+        };
         assert!(matches!(
-            map_error(e, &node(), true),
-            CacheError::Connection { .. }
-        ));
-    }
-
-    #[test]
-    fn io_on_write_is_indeterminate() {
-        let e = FredError::new(ErrorKind::IO, "broken pipe");
-        assert!(matches!(
-            map_error(e, &node(), true),
+            conn_error(err(true, false), &node(), true),
             CacheError::Indeterminate { .. }
         ));
-        let e = FredError::new(ErrorKind::IO, "broken pipe");
         assert!(matches!(
-            map_error(e, &node(), false),
+            conn_error(err(true, false), &node(), false),
             CacheError::Connection { .. }
         ));
-        let e = FredError::new(ErrorKind::Timeout, "");
         assert!(matches!(
-            map_error(e, &node(), true),
-            CacheError::Timeout { .. }
+            conn_error(err(false, false), &node(), true),
+            CacheError::Connection { .. }
+        ));
+        assert!(matches!(
+            conn_error(err(true, true), &node(), false),
+            CacheError::Protocol(_)
+        ));
+        assert!(matches!(
+            send_error(SendError::Overloaded, &node()),
+            CacheError::Overloaded { .. }
         ));
     }
 
     #[test]
     fn hostile_replies_are_typed() {
-        assert!(get_reply(Value::Integer(1)).is_err());
-        assert!(get_reply(Value::Array(vec![])).is_err());
-        assert!(set_reply(Value::Null).is_err());
-        assert!(del_reply(Value::Integer(-1)).is_err());
-        assert_eq!(get_reply(Value::Null).unwrap(), None);
+        assert!(get_reply(Frame::Integer(1), &node()).is_err());
+        assert!(get_reply(Frame::Array(vec![]), &node()).is_err());
+        assert!(set_reply(Frame::Null, &node()).is_err());
+        assert!(del_reply(Frame::Integer(-1), &node()).is_err());
+        assert_eq!(get_reply(Frame::Null, &node()).unwrap(), None);
     }
 }

@@ -4,12 +4,12 @@
 use std::fmt;
 use std::time::Duration;
 
-use fred::interfaces::ClientLike;
-use fred::types::{ClusterHash, CustomCommand, Value};
 use futures_util::future::join_all;
 use slotguard_core::{NodeAddr, Role, Topology};
 use tokio::task::JoinHandle;
 
+use crate::pool::Mode;
+use crate::resp::Frame;
 use crate::service::FredService;
 
 /// What `INFO replication` says about a replica's link to its primary.
@@ -121,28 +121,25 @@ impl HealthProber {
     async fn probe(&self, addr: NodeAddr) {
         let health = self.topology.health(&addr);
         let pool = self.leaf.pool();
-        let Ok(client) = pool.client(&addr) else {
-            health.record_failure();
-            return;
-        };
-        if client.is_lost() {
-            health.record_failure();
-            return;
-        }
-        let cmd = CustomCommand::new_static("INFO", ClusterHash::Random, false);
-        let call = client
-            .client
-            .custom::<Value, Value>(cmd, vec![Value::from_static_str("replication")]);
         let started = tokio::time::Instant::now();
-        match tokio::time::timeout(pool.config().admin_timeout, call).await {
-            Ok(Ok(v)) => {
-                client.mark_connected();
+        // The replica-mode connection: the one replica reads use, so a
+        // probe sees what they would.
+        let reply = pool
+            .admin(
+                &addr,
+                Mode::Replica,
+                &["INFO", "replication"],
+                pool.config().admin_timeout,
+            )
+            .await;
+        match reply {
+            Ok(Frame::Error(_)) | Err(_) => health.record_failure(),
+            Ok(v) => {
                 health.record_success(started.elapsed());
-                if let Some(info) = v.as_str().as_deref().and_then(parse_replication_info) {
+                if let Some(info) = v.as_str().and_then(parse_replication_info) {
                     health.set_replication(info.link_up, info.since_last_io);
                 }
             }
-            _ => health.record_failure(),
         }
     }
 

@@ -1,25 +1,37 @@
-//! The fred-backed leaf of [slotguard]: [`FredService`] sends each request to
-//! one Redis Cluster node through that node's own centralized fred client,
-//! and [`FredTopologySource`] reads the slot map (`CLUSTER SHARDS`, falling
-//! back to `CLUSTER SLOTS`).
+//! The leaf of [slotguard]: [`FredService`] sends each request to one Redis
+//! Cluster node over that node's own connection, and [`FredTopologySource`]
+//! reads the slot map (`CLUSTER SHARDS`, falling back to `CLUSTER SLOTS`).
 //!
-//! Why per-node clients and not fred's cluster client: fred's cluster client
+//! Why per-node connections and not a cluster client: fred's cluster client
 //! follows `MOVED`/`ASK` itself (it cannot be turned off per command) and one
-//! failing node stalls every shard. With one centralized client per node,
-//! replies come back raw and failures stay on their node; the slotguard
-//! layers own routing.
+//! failing node stalls every shard. With one connection per node, replies
+//! come back raw and failures stay on their node; the slotguard layers own
+//! routing.
+//!
+//! Why slotguard's own connection and not fred's centralized client (the
+//! first version of this crate, hence its name): measured in
+//! `docs/leaf-connections.md`, it did not batch commands from many callers
+//! into shared writes (~1.2 `writev` per command, 0.35–0.6× the throughput of
+//! fred's own cluster client), its reply decoder recurses (a reply nested
+//! ~1,150 deep aborted the process), a stalled connection was never
+//! replaced, and after one missing reply it handed later replies to the
+//! wrong requests. The connection here is one task per node connection with
+//! a bounded, iterative RESP decoder; see [`FredService`] for what it
+//! guarantees.
 //!
 //! [slotguard]: https://docs.rs/slotguard
 #![forbid(unsafe_code)]
 
 mod config;
+mod conn;
 mod convert;
 mod health;
 mod pool;
+mod resp;
 mod service;
 mod source;
 
 pub use config::FredConfig;
 pub use health::{parse_replication_info, HealthProber, ProberHandle, ReplicationInfo};
 pub use service::{FredService, ResponseFuture};
-pub use source::{parse_cluster_shards, parse_cluster_slots, FredTopologySource};
+pub use source::FredTopologySource;

@@ -1,64 +1,134 @@
-//! One centralized fred client per cluster node.
+//! The node connections, one per node and mode, made on first use.
 //!
-//! fred's *cluster* client follows MOVED/ASK itself and stalls every shard
-//! when one node fails (DESIGN.md §1), so slotguard keeps one *centralized*
-//! client per node: replies come back raw, and a failure stays on its node.
+//! A node has a *primary-mode* connection (plain) and, once something reads
+//! from it as a replica, a *replica-mode* one (`READONLY` on every connect).
+//! They are kept apart rather than toggling `READONLY`/`READWRITE` on one
+//! connection: a read that must come from a primary, sent to a node that was
+//! demoted, gets `MOVED` (and fixes the map) instead of a replica's answer.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use arc_swap::ArcSwap;
-use fred::prelude::*;
-use fred::types::config::{
-    ConnectionConfig, PerformanceConfig, ReconnectPolicy, ServerConfig, TcpConfig,
-};
-use slotguard_core::NodeAddr;
-use tokio::task::JoinHandle;
+use arc_swap::{ArcSwap, ArcSwapOption};
+use slotguard_core::{NodeAddr, Role};
 use tokio::time::Instant;
 
 use crate::config::FredConfig;
+use crate::conn::{Conn, ConnConfig};
+use crate::resp::Limits;
 
-/// A node's client, whether it ever connected (to tell "still connecting"
-/// from "lost": only the latter fails fast), and its connection task.
-#[derive(Clone)]
-pub(crate) struct NodeClient {
-    pub(crate) client: Client,
-    pub(crate) ever_connected: Arc<AtomicBool>,
-    // Ends only when the first connection attempt failed (fail-fast first
-    // connect; later drops reconnect in the background, forever).
-    task: Arc<JoinHandle<Result<(), fred::error::Error>>>,
-    created: Instant,
+/// Which kind of connection to a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Mode {
+    Primary,
+    Replica,
 }
 
-impl NodeClient {
-    /// The node cannot take a command now: its connection was up and is
-    /// down (fred is reconnecting), or the first connection attempt failed.
-    /// Fail fast rather than queue behind a reconnect until the deadline.
-    pub(crate) fn is_lost(&self) -> bool {
-        self.task.is_finished()
-            || (self.ever_connected.load(Ordering::Relaxed) && !self.client.is_connected())
+impl From<Role> for Mode {
+    fn from(role: Role) -> Self {
+        match role {
+            Role::Replica => Mode::Replica,
+            _ => Mode::Primary,
+        }
+    }
+}
+
+/// Why no connection can take a command now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Unavailable {
+    /// The connection was lost and a new one is being made (or waits for the
+    /// reconnect delay): fail fast instead of queueing behind it.
+    Reconnecting,
+}
+
+/// One node in one mode: its current connection, replaced when it closes.
+pub(crate) struct NodeSlot {
+    addr: NodeAddr,
+    config: ConnConfig,
+    reconnect_delay: std::time::Duration,
+    conn: ArcSwapOption<Conn>,
+    ever_connected: Arc<AtomicBool>,
+    last_dial: Mutex<Option<Instant>>,
+}
+
+impl fmt::Debug for NodeSlot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NodeSlot")
+            .field("addr", &self.addr)
+            .field("conn", &self.conn.load())
+            .finish()
+    }
+}
+
+impl NodeSlot {
+    /// The connection to send on: the current one if open (a first
+    /// connection that is still connecting queues commands; a replacement
+    /// does not), else a new one is dialled, at most once per reconnect
+    /// delay.
+    pub(crate) fn conn(&self) -> Result<Arc<Conn>, Unavailable> {
+        if let Some(c) = self.conn.load().as_ref() {
+            if !c.is_closed() {
+                if c.is_ready() || !self.ever_connected.load(Ordering::Acquire) {
+                    return Ok(c.clone());
+                }
+                return Err(Unavailable::Reconnecting);
+            }
+        }
+        self.redial()
     }
 
-    pub(crate) fn mark_connected(&self) {
-        if !self.ever_connected.load(Ordering::Relaxed) {
-            self.ever_connected.store(true, Ordering::Relaxed);
+    fn redial(&self) -> Result<Arc<Conn>, Unavailable> {
+        let mut last = self.last_dial.lock().unwrap_or_else(|p| p.into_inner());
+        // Another caller may have dialled while we waited for the lock.
+        if let Some(c) = self.conn.load().as_ref() {
+            if !c.is_closed() {
+                return if c.is_ready() || !self.ever_connected.load(Ordering::Acquire) {
+                    Ok(c.clone())
+                } else {
+                    Err(Unavailable::Reconnecting)
+                };
+            }
         }
+        let now = Instant::now();
+        if last.is_some_and(|t| now.duration_since(t) < self.reconnect_delay) {
+            return Err(Unavailable::Reconnecting);
+        }
+        *last = Some(now);
+        // Read before the dial starts: the new connection may be up (and set
+        // the flag) before `open` returns.
+        let replacement = self.ever_connected.load(Ordering::Acquire);
+        let conn = Arc::new(Conn::open(
+            self.addr.clone(),
+            self.config.clone(),
+            self.ever_connected.clone(),
+        ));
+        self.conn.store(Some(conn.clone()));
+        if replacement {
+            // Callers fail fast until the new connection is up.
+            return Err(Unavailable::Reconnecting);
+        }
+        Ok(conn)
+    }
+
+    /// Commands outstanding on the current connection.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.conn.load().as_ref().map_or(0, |c| c.in_flight())
     }
 }
 
 pub(crate) struct NodePool {
     config: FredConfig,
     // Lock-free reads on the hot path; the mutex only serialises creation.
-    clients: ArcSwap<HashMap<NodeAddr, NodeClient>>,
+    slots: ArcSwap<HashMap<(NodeAddr, Mode), Arc<NodeSlot>>>,
     create: Mutex<()>,
 }
 
 impl fmt::Debug for NodePool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("NodePool")
-            .field("nodes", &self.clients.load().keys().collect::<Vec<_>>())
+            .field("nodes", &self.addrs())
             .finish()
     }
 }
@@ -67,7 +137,7 @@ impl NodePool {
     pub(crate) fn new(config: FredConfig) -> Self {
         Self {
             config,
-            clients: ArcSwap::from_pointee(HashMap::new()),
+            slots: ArcSwap::from_pointee(HashMap::new()),
             create: Mutex::new(()),
         }
     }
@@ -76,111 +146,101 @@ impl NodePool {
         &self.config
     }
 
-    /// The client for `addr`, created (and its connection task started) on
-    /// first use, and made anew when its first connection failed (at most
-    /// once per reconnect delay). Must run inside a tokio runtime.
-    pub(crate) fn client(&self, addr: &NodeAddr) -> Result<NodeClient, fred::error::Error> {
-        let usable = |c: &NodeClient| {
-            !c.task.is_finished() || c.created.elapsed() < self.config.reconnect_delay
-        };
-        if let Some(c) = self.clients.load().get(addr).filter(|c| usable(c)) {
-            return Ok(c.clone());
+    fn conn_config(&self, mode: Mode) -> ConnConfig {
+        let cfg = &self.config;
+        ConnConfig {
+            connect_timeout: cfg.connect_timeout,
+            stall_timeout: cfg.stall_timeout(),
+            limits: Limits {
+                max_depth: cfg.max_reply_depth,
+                max_elements: cfg.max_reply_elements,
+                // Admin replies (INFO, CLUSTER SHARDS) are bulks too: never
+                // below 1 MiB, whatever the value limit.
+                max_bulk: cfg.max_value_len.max(1024 * 1024),
+                max_line: 64 * 1024,
+            },
+            readonly: mode == Mode::Replica,
+            max_in_flight: cfg.max_in_flight,
+        }
+    }
+
+    /// The slot of `addr` in `mode`, if it was ever used.
+    pub(crate) fn find(&self, addr: &NodeAddr, mode: Mode) -> Option<Arc<NodeSlot>> {
+        self.slots.load().get(&(addr.clone(), mode)).cloned()
+    }
+
+    /// Send an administrative command to `addr` and wait for its reply, at
+    /// most `timeout`.
+    pub(crate) async fn admin(
+        &self,
+        addr: &NodeAddr,
+        mode: Mode,
+        words: &'static [&'static str],
+        timeout: std::time::Duration,
+    ) -> Result<crate::resp::Frame, slotguard_core::CacheError> {
+        use crate::convert::{conn_error, send_error, unavailable};
+        let conn = self
+            .slot(addr, mode)
+            .conn()
+            .map_err(|e| unavailable(e, addr))?;
+        let rx = conn
+            .send(crate::conn::Cmd::Admin(words), false)
+            .map_err(|e| send_error(e, addr))?;
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(Ok(frame))) => Ok(frame),
+            Ok(Ok(Err(e))) => Err(conn_error(e, addr, false)),
+            Ok(Err(_)) => Err(slotguard_core::CacheError::Connection {
+                node: addr.clone(),
+                detail: "connection closed".into(),
+            }),
+            Err(_) => Err(slotguard_core::CacheError::Timeout { node: addr.clone() }),
+        }
+    }
+
+    /// The slot of `addr` in `mode`, created on first use.
+    pub(crate) fn slot(&self, addr: &NodeAddr, mode: Mode) -> Arc<NodeSlot> {
+        let key = (addr.clone(), mode);
+        if let Some(s) = self.slots.load().get(&key) {
+            return s.clone();
         }
         let _guard = self.create.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = self.clients.load().get(addr).filter(|c| usable(c)) {
-            return Ok(c.clone());
+        if let Some(s) = self.slots.load().get(&key) {
+            return s.clone();
         }
-        let client = self.build(addr)?;
-        // The task drives the connection; commands sent before it is up wait
-        // in fred's queue, bounded by our deadline.
-        let task = client.connect();
-        let node = NodeClient {
-            client,
+        let slot = Arc::new(NodeSlot {
+            addr: addr.clone(),
+            config: self.conn_config(mode),
+            reconnect_delay: self.config.reconnect_delay,
+            conn: ArcSwapOption::empty(),
             ever_connected: Arc::new(AtomicBool::new(false)),
-            task: Arc::new(task),
-            created: Instant::now(),
-        };
-        let mut map = HashMap::clone(&self.clients.load());
-        map.insert(addr.clone(), node.clone());
-        self.clients.store(Arc::new(map));
-        Ok(node)
+            last_dial: Mutex::new(None),
+        });
+        let mut map = HashMap::clone(&self.slots.load());
+        map.insert(key, slot.clone());
+        self.slots.store(Arc::new(map));
+        slot
     }
 
-    fn build(&self, addr: &NodeAddr) -> Result<Client, fred::error::Error> {
-        let cfg = &self.config;
-        let config = Config {
-            server: ServerConfig::new_centralized(addr.host(), addr.port()),
-            // The first connect is attempted at once (`fail_fast: false`
-            // would wait one reconnect delay first: +100 ms on every new
-            // node). If it fails, the task ends and `client()` makes a new
-            // client on a later call; once connected, drops reconnect in
-            // the background per the policy.
-            fail_fast: true,
-            ..Config::default()
-        };
-        let delay = cfg.reconnect_delay.as_millis().clamp(1, u32::MAX as u128) as u32;
-        let client = Builder::from_config(config)
-            .set_policy(ReconnectPolicy::new_constant(0, delay))
-            .set_connection_config(ConnectionConfig {
-                connection_timeout: cfg.connect_timeout,
-                internal_command_timeout: cfg.admin_timeout,
-                // One attempt: retrying is the layers' decision, with budgets.
-                max_command_attempts: 1,
-                max_redirections: 0,
-                // Without TCP_NODELAY, Nagle plus delayed ACKs add ~40 ms to
-                // each round trip of the connection handshake (PING, CLIENT
-                // ID, INFO): a first call took 150 ms and tripped breakers.
-                tcp: TcpConfig {
-                    nodelay: Some(true),
-                    ..TcpConfig::default()
-                },
-                ..ConnectionConfig::default()
-            })
-            .set_performance_config(PerformanceConfig {
-                // fred cleans up its own queue entry when our deadline passes.
-                default_command_timeout: cfg.command_timeout.max(cfg.admin_timeout),
-                ..PerformanceConfig::default()
-            })
-            .build()?;
-        Ok(client)
-    }
-
-    /// Close and forget clients of nodes not in `keep`.
+    /// Close and forget the connections of nodes not in `keep`: dropping a
+    /// connection's last handle ends its task once its replies are in.
     pub(crate) fn retain(&self, keep: &dyn Fn(&NodeAddr) -> bool) {
         let _guard = self.create.lock().unwrap_or_else(|p| p.into_inner());
-        let cur = self.clients.load_full();
-        if cur.keys().all(keep) {
+        let cur = self.slots.load_full();
+        if cur.keys().all(|(a, _)| keep(a)) {
             return;
         }
-        let mut map = HashMap::new();
-        for (addr, c) in cur.iter() {
-            if keep(addr) {
-                map.insert(addr.clone(), c.clone());
-            } else {
-                close(c.client.clone());
-            }
-        }
-        self.clients.store(Arc::new(map));
+        let map = cur
+            .iter()
+            .filter(|((a, _), _)| keep(a))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        self.slots.store(Arc::new(map));
     }
 
     pub(crate) fn addrs(&self) -> Vec<NodeAddr> {
-        self.clients.load().keys().cloned().collect()
-    }
-}
-
-fn close(client: Client) {
-    // quit() stops the reconnect loop; without it the task would run forever.
-    if let Ok(handle) = tokio::runtime::Handle::try_current() {
-        handle.spawn(async move {
-            let _ = client.quit().await;
-        });
-    }
-}
-
-impl Drop for NodePool {
-    fn drop(&mut self) {
-        for c in self.clients.load().values() {
-            close(c.client.clone());
-        }
+        let mut v: Vec<NodeAddr> = self.slots.load().keys().map(|(a, _)| a.clone()).collect();
+        v.sort_by(|a, b| (a.host(), a.port()).cmp(&(b.host(), b.port())));
+        v.dedup();
+        v
     }
 }

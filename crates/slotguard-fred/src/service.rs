@@ -7,29 +7,33 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
-use fred::interfaces::ClientLike;
-use fred::types::{ClusterHash, CustomCommand, Value};
 use pin_project_lite::pin_project;
 use slotguard_core::{
     BoxError, CacheError, CacheRequest, CacheResponse, NodeAddr, Op, Path, Role, Route, Topology,
 };
-use tokio::time::Instant;
+use tokio::sync::oneshot;
+use tokio::time::{Instant, Timeout};
 
 use crate::config::FredConfig;
-use crate::convert::{del_reply, get_reply, map_error, set_reply};
-use crate::pool::{NodeClient, NodePool};
+use crate::conn::{Cmd, Reply};
+use crate::convert::{conn_error, del_reply, get_reply, send_error, set_reply, unavailable};
+use crate::pool::{Mode, NodePool};
+use crate::resp::Frame;
 
-/// The fred-backed leaf: sends each request to the node stamped on it.
+/// The leaf: sends each request to the node stamped on it.
 ///
-/// One centralized fred client per node (created on first use, reconnecting
-/// in the background), so a stalled node never delays another. Each call
-/// has a deadline: the request's own, capped by
-/// [`FredConfig::command_timeout`]. `asking` routes send `ASKING` and the
-/// command as one pipeline; replica routes send `READONLY` in the same
-/// pipeline, so a replica connection is read-only after every reconnect
-/// without a race. Replies come back raw: `MOVED`/`ASK` are
-/// [`CacheError::Moved`]/[`CacheError::Ask`] for the routing layers.
+/// One connection per node (two for a node also read as a replica: see
+/// below), created on first use and replaced when it breaks or stalls, so a
+/// stalled node never delays another. Commands from many callers to one
+/// node leave in shared writes. Each call has a deadline: the request's own,
+/// capped by [`FredConfig::command_timeout`]. `asking` routes send `ASKING`
+/// just before the command; replica routes use a connection that sent
+/// `READONLY` first, after every (re)connect. Replies come back raw:
+/// `MOVED`/`ASK` are [`CacheError::Moved`]/[`CacheError::Ask`] for the
+/// routing layers; a reply that breaks the protocol or the bounds of
+/// [`FredConfig`] is [`CacheError::Protocol`] and a new connection. A
+/// connection lost after a write was sent makes that write
+/// [`CacheError::Indeterminate`].
 ///
 /// The leaf never decides where a key lives: a request still routed by
 /// [`Route::Slot`] is an [`CacheError::InvalidInput`] (put `SlotRefresh` in
@@ -97,6 +101,15 @@ impl FredService {
         &self.pool
     }
 
+    /// Commands outstanding to `addr` (both modes).
+    pub fn in_flight(&self, addr: &NodeAddr) -> usize {
+        [Mode::Primary, Mode::Replica]
+            .iter()
+            .filter_map(|m| self.pool.find(addr, *m))
+            .map(|slot| slot.in_flight())
+            .sum()
+    }
+
     fn validate(&self, req: &CacheRequest) -> Result<(), CacheError> {
         let cfg = self.pool.config();
         if req.key().len() > cfg.max_key_len {
@@ -121,10 +134,11 @@ impl FredService {
         Ok(())
     }
 
-    fn start(&self, req: CacheRequest) -> Result<Call, CacheError> {
-        self.validate(&req)?;
+    /// Send `req` to its node; the receiver yields the reply.
+    fn start(&self, req: &CacheRequest, now: Instant) -> Result<Waiting, CacheError> {
+        self.validate(req)?;
         let (addr, role, asking) = match &req.route {
-            Route::Node { addr, role, asking } => (addr.clone(), *role, *asking),
+            Route::Node { addr, role, asking } => (addr, *role, *asking),
             Route::Slot => {
                 return Err(CacheError::InvalidInput(
                     "request is not routed to a node: put a routing layer (slot_refresh) in front of the leaf"
@@ -132,134 +146,100 @@ impl FredService {
                 ))
             }
         };
-        let now = Instant::now();
         let cap = now + self.pool.config().command_timeout;
         let deadline = req.deadline.map_or(cap, |d| d.min(cap));
         if deadline <= now {
-            return Err(CacheError::Timeout { node: addr });
+            return Err(CacheError::Timeout { node: addr.clone() });
         }
-        let client = self
+        let cmd = match &req.op {
+            Op::Get => Cmd::Get(req.key().clone()),
+            Op::Set { value, ttl } => Cmd::Set {
+                key: req.key().clone(),
+                value: value.clone(),
+                px: ttl.map(|t| t.as_millis().clamp(1, u128::from(u64::MAX)) as u64),
+            },
+            Op::Delete => Cmd::Del(req.key().clone()),
+            _ => return Err(CacheError::InvalidInput("operation not supported".into())),
+        };
+        let conn = self
             .pool
-            .client(&addr)
-            .map_err(|e| CacheError::Connection {
-                node: addr.clone(),
-                detail: e.details().to_owned(),
-            })?;
-        if client.is_lost() {
-            return Err(CacheError::Connection {
-                node: addr,
-                detail: "not connected (reconnecting)".into(),
-            });
-        }
-        Ok(Call {
-            client,
-            addr,
-            role,
-            asking,
-            key: req.key().clone(),
-            op: req.op,
-            deadline,
+            .slot(addr, Mode::from(role))
+            .conn()
+            .map_err(|e| unavailable(e, addr))?;
+        let rx = conn.send(cmd, asking).map_err(|e| send_error(e, addr))?;
+        Ok(Waiting {
+            rx: tokio::time::timeout_at(deadline, rx),
         })
     }
 }
 
-struct Call {
-    client: NodeClient,
+struct Waiting {
+    rx: Timeout<oneshot::Receiver<Reply>>,
+}
+
+/// What the response future needs to turn a reply into a response.
+struct CallInfo {
     addr: NodeAddr,
     role: Role,
-    asking: bool,
-    op: Op,
-    key: Bytes,
-    deadline: Instant,
+    op: OpKind,
+    started: Instant,
+    topology: Option<Topology>,
 }
 
-fn command(name: &'static str) -> CustomCommand {
-    CustomCommand::new_static(name, ClusterHash::FirstKey, false)
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum OpKind {
+    Get,
+    Set,
+    Del,
 }
 
-impl Call {
-    async fn run(self) -> Result<CacheResponse, CacheError> {
-        let addr = self.addr.clone();
-        match tokio::time::timeout_at(self.deadline, self.exec()).await {
-            Ok(result) => result,
-            // A timed-out write may still apply when the node wakes; callers
-            // that care treat `Timeout` on a write as indeterminate.
-            Err(_elapsed) => Err(CacheError::Timeout { node: addr }),
-        }
-    }
-
-    async fn exec(self) -> Result<CacheResponse, CacheError> {
-        let is_write = !self.op.is_read();
-        let (name, args): (&'static str, Vec<Value>) = match &self.op {
-            Op::Get => ("GET", vec![Value::Bytes(self.key.clone())]),
-            Op::Set { value, ttl } => {
-                let mut args = vec![Value::Bytes(self.key.clone()), Value::Bytes(value.clone())];
-                if let Some(ttl) = ttl {
-                    let ms = ttl.as_millis().clamp(1, i64::MAX as u128) as i64;
-                    args.push(Value::from_static_str("PX"));
-                    args.push(Value::Integer(ms));
-                }
-                ("SET", args)
-            }
-            Op::Delete => ("DEL", vec![Value::Bytes(self.key.clone())]),
-            _ => return Err(CacheError::InvalidInput("operation not supported".into())),
-        };
-        let client = &self.client.client;
-        let reply: Result<Value, fred::error::Error> = if self.asking || self.role == Role::Replica
-        {
-            let pipeline = client.pipeline();
-            if self.role == Role::Replica {
-                let _: () = pipeline
-                    .custom(command("READONLY"), Vec::<Value>::new())
-                    .await
-                    .map_err(|e| map_error(e, &self.addr, is_write))?;
-            }
-            if self.asking {
-                let _: () = pipeline
-                    .custom(command("ASKING"), Vec::<Value>::new())
-                    .await
-                    .map_err(|e| map_error(e, &self.addr, is_write))?;
-            }
-            let _: () = pipeline
-                .custom(command(name), args)
-                .await
-                .map_err(|e| map_error(e, &self.addr, is_write))?;
-            // The command's own reply decides; READONLY/ASKING failing would
-            // show up as MOVED on the command itself.
-            pipeline.try_all::<Value>().await.pop().unwrap_or_else(|| {
-                Err(fred::error::Error::new(
-                    fred::error::ErrorKind::Protocol,
-                    "empty pipeline reply",
-                ))
-            })
-        } else {
-            client.custom::<Value, Value>(command(name), args).await
-        };
-        let value = reply.map_err(|e| map_error(e, &self.addr, is_write))?;
-        self.client.mark_connected();
+impl CallInfo {
+    fn response(&self, reply: Frame) -> Result<CacheResponse, CacheError> {
         let path = match self.role {
-            Role::Primary => Path::Primary,
             Role::Replica => Path::Replica,
+            _ => Path::Primary,
         };
         let mut resp = CacheResponse::from_node(None, self.addr.clone(), path);
-        match &self.op {
-            Op::Get => resp.value = get_reply(value)?,
-            Op::Set { .. } => set_reply(value)?,
-            Op::Delete => resp.deleted = del_reply(value)?,
-            _ => {}
+        match self.op {
+            OpKind::Get => resp.value = get_reply(reply, &self.addr)?,
+            OpKind::Set => set_reply(reply, &self.addr)?,
+            OpKind::Del => resp.deleted = del_reply(reply, &self.addr)?,
         }
         Ok(resp)
     }
+
+    fn is_write(&self) -> bool {
+        self.op != OpKind::Get
+    }
+
+    fn record(&self, out: &Result<CacheResponse, CacheError>) {
+        let Some(topology) = &self.topology else {
+            return;
+        };
+        let health = topology.health(&self.addr);
+        match out {
+            Ok(_) => health.record_success(self.started.elapsed()),
+            Err(e) if e.failure().is_node_fault() => health.record_failure(),
+            // A server reply (MOVED, WRONGTYPE, ...) proves the node is up.
+            Err(_) => health.record_success(self.started.elapsed()),
+        }
+    }
 }
 
-type BoxFut = Pin<Box<dyn Future<Output = Result<CacheResponse, CacheError>> + Send>>;
+pin_project! {
+    #[project = StateProj]
+    enum State {
+        Waiting { #[pin] rx: Timeout<oneshot::Receiver<Reply>> },
+        Done { result: Option<Result<CacheResponse, CacheError>> },
+    }
+}
 
 pin_project! {
     /// Response future of [`FredService`].
     pub struct ResponseFuture {
         #[pin]
-        inner: BoxFut,
-        health: Option<(Topology, NodeAddr, Instant)>,
+        state: State,
+        info: Option<CallInfo>,
     }
 }
 
@@ -274,15 +254,33 @@ impl Future for ResponseFuture {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let out = std::task::ready!(this.inner.poll(cx));
-        if let Some((topology, addr, started)) = this.health.take() {
-            let health = topology.health(&addr);
-            match &out {
-                Ok(_) => health.record_success(started.elapsed()),
-                Err(e) if e.failure().is_node_fault() => health.record_failure(),
-                // A server reply (MOVED, WRONGTYPE, ...) proves the node is up.
-                Err(_) => health.record_success(started.elapsed()),
+        let out = match this.state.project() {
+            StateProj::Done { result } => result
+                .take()
+                .unwrap_or_else(|| Err(CacheError::Protocol("response polled after completion".into()))),
+            StateProj::Waiting { rx } => {
+                let reply = std::task::ready!(rx.poll(cx));
+                match this.info.as_ref() {
+                    None => Err(CacheError::Protocol("response polled after completion".into())),
+                    Some(info) => match reply {
+                        Ok(Ok(Ok(frame))) => info.response(frame),
+                        Ok(Ok(Err(e))) => Err(conn_error(e, &info.addr, info.is_write())),
+                        // The connection task dropped the command unsent.
+                        Ok(Err(_closed)) => Err(CacheError::Connection {
+                            node: info.addr.clone(),
+                            detail: "connection closed".into(),
+                        }),
+                        // A timed-out write may still apply when the node
+                        // wakes; callers that care treat it as unknown.
+                        Err(_elapsed) => Err(CacheError::Timeout {
+                            node: info.addr.clone(),
+                        }),
+                    },
+                }
             }
+        };
+        if let Some(info) = this.info.take() {
+            info.record(&out);
         }
         Poll::Ready(out.map_err(BoxError::from))
     }
@@ -294,21 +292,37 @@ impl tower::Service<CacheRequest> for FredService {
     type Future = ResponseFuture;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        // Per-node clients queue internally; back-pressure belongs to tower's
-        // concurrency/load-shed layers, which the application places.
+        // Each node connection bounds its own commands in flight and fails a
+        // call at once past the bound (`CacheError::Overloaded`): one
+        // saturated node must not hold back requests to the others, which a
+        // `Pending` here would.
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, req: CacheRequest) -> Self::Future {
-        let node = req.node().cloned();
-        let health = match (&self.topology, node) {
-            (Some(t), Some(addr)) => Some((t.clone(), addr, Instant::now())),
-            _ => None,
+        let now = Instant::now();
+        let (addr, role) = match &req.route {
+            Route::Node { addr, role, .. } => (Some(addr.clone()), *role),
+            Route::Slot => (None, Role::Primary),
         };
-        let inner: BoxFut = match self.start(req) {
-            Ok(call) => Box::pin(call.run()),
-            Err(e) => Box::pin(std::future::ready(Err(e))),
+        let op = match req.op {
+            Op::Get => OpKind::Get,
+            Op::Set { .. } => OpKind::Set,
+            _ => OpKind::Del,
         };
-        ResponseFuture { inner, health }
+        let info = addr.map(|addr| CallInfo {
+            addr,
+            role,
+            op,
+            started: now,
+            topology: self.topology.clone(),
+        });
+        let state = match self.start(&req, now) {
+            Ok(w) => State::Waiting { rx: w.rx },
+            Err(e) => State::Done {
+                result: Some(Err(e)),
+            },
+        };
+        ResponseFuture { state, info }
     }
 }

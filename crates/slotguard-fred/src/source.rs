@@ -3,14 +3,14 @@
 
 use std::fmt;
 
-use fred::interfaces::ClientLike;
-use fred::types::{ClusterHash, CustomCommand, Value};
 use futures_util::future::BoxFuture;
 use slotguard_core::{
     BoxError, CacheError, ClusterView, NodeAddr, NodeView, ShardView, TopologySource, SLOT_COUNT,
 };
 
-use crate::convert::map_error;
+use crate::convert::error_reply;
+use crate::pool::Mode;
+use crate::resp::Frame;
 use crate::service::FredService;
 
 /// A [`TopologySource`] that asks nodes through the leaf's per-node clients.
@@ -42,67 +42,46 @@ impl FredTopologySource {
     }
 }
 
-fn cluster(sub: &'static str) -> (CustomCommand, Vec<Value>) {
-    (
-        CustomCommand::new_static("CLUSTER", ClusterHash::Random, false),
-        vec![Value::from_static_str(sub)],
-    )
-}
-
 impl TopologySource for FredTopologySource {
     fn fetch_view(&self, node: &NodeAddr) -> BoxFuture<'static, Result<ClusterView, BoxError>> {
         let pool = self.leaf.pool().clone();
         let node = node.clone();
         Box::pin(async move {
             let timeout = pool.config().admin_timeout;
-            let client = pool.client(&node).map_err(|e| CacheError::Connection {
-                node: node.clone(),
-                detail: e.details().to_owned(),
-            })?;
-            if client.is_lost() {
-                return Err(CacheError::Connection {
-                    node: node.clone(),
-                    detail: "not connected (reconnecting)".into(),
-                }
-                .into());
-            }
             let fetch = async {
-                let c = &client.client;
-                let (cmd, args) = cluster("SHARDS");
-                let mut view = match c.custom::<Value, Value>(cmd, args).await {
-                    Ok(v) => {
+                let ask = |words: &'static [&'static str]| {
+                    pool.admin(&node, Mode::Primary, words, timeout)
+                };
+                let mut view = match ask(&["CLUSTER", "SHARDS"]).await? {
+                    Frame::Error(e) if String::from_utf8_lossy(&e).to_ascii_lowercase().contains("unknown") => {
+                        match ask(&["CLUSTER", "SLOTS"]).await? {
+                            Frame::Error(e) => return Err(error_reply(&e, &node)),
+                            v => parse_cluster_slots(v, &node)?,
+                        }
+                    }
+                    Frame::Error(e) => return Err(error_reply(&e, &node)),
+                    v => {
                         let view = parse_cluster_shards(v, &node)?;
                         if view.covered_slots() < usize::from(SLOT_COUNT) {
                             // Redis 7.0's CLUSTER SHARDS can list a shard
                             // without its slots around a failover; CLUSTER
                             // SLOTS is built differently: take whichever
                             // covers more.
-                            let (cmd, args) = cluster("SLOTS");
-                            match c.custom::<Value, Value>(cmd, args).await {
-                                Ok(v) => match parse_cluster_slots(v, &node) {
+                            match ask(&["CLUSTER", "SLOTS"]).await {
+                                Ok(v @ Frame::Array(_)) => match parse_cluster_slots(v, &node) {
                                     Ok(slots) if slots.covered_slots() > view.covered_slots() => {
                                         slots
                                     }
                                     _ => view,
                                 },
-                                Err(_) => view,
+                                _ => view,
                             }
                         } else {
                             view
                         }
                     }
-                    Err(e) if e.details().to_ascii_lowercase().contains("unknown") => {
-                        let (cmd, args) = cluster("SLOTS");
-                        let v = c
-                            .custom::<Value, Value>(cmd, args)
-                            .await
-                            .map_err(|e| map_error(e, &node, false))?;
-                        parse_cluster_slots(v, &node)?
-                    }
-                    Err(e) => return Err(map_error(e, &node, false)),
                 };
-                let (cmd, args) = cluster("INFO");
-                if let Ok(info) = c.custom::<Value, Value>(cmd, args).await {
+                if let Ok(info) = ask(&["CLUSTER", "INFO"]).await {
                     if let Some(text) = info.as_str() {
                         for line in text.lines() {
                             if let Some(v) = line.strip_prefix("cluster_state:") {
@@ -114,7 +93,6 @@ impl TopologySource for FredTopologySource {
                         }
                     }
                 }
-                client.mark_connected();
                 Ok::<_, CacheError>(view)
             };
             match tokio::time::timeout(timeout, fetch).await {
@@ -134,21 +112,20 @@ fn bad(what: impl fmt::Display) -> CacheError {
 }
 
 /// Key/value pairs of a RESP3 map or a RESP2 flat array.
-fn fields(v: Value) -> Result<Vec<(String, Value)>, CacheError> {
+fn fields(v: Frame) -> Result<Vec<(String, Frame)>, CacheError> {
     match v {
-        Value::Map(m) => Ok(m
-            .inner()
+        Frame::Map(m) => Ok(m
             .into_iter()
-            .map(|(k, v)| (k.as_str_lossy().into_owned(), v))
+            .map(|(k, v)| (String::from_utf8_lossy(k.as_bytes().unwrap_or_default()).into_owned(), v))
             .collect()),
-        Value::Array(items) => {
+        Frame::Array(items) => {
             if items.len() % 2 != 0 {
                 return Err(bad("odd field list"));
             }
             let mut out = Vec::with_capacity(items.len() / 2);
             let mut it = items.into_iter();
             while let (Some(k), Some(v)) = (it.next(), it.next()) {
-                let k = k.as_str().ok_or_else(|| bad("field name"))?.into_owned();
+                let k = k.as_string().ok_or_else(|| bad("field name"))?;
                 out.push((k, v));
             }
             Ok(out)
@@ -157,14 +134,14 @@ fn fields(v: Value) -> Result<Vec<(String, Value)>, CacheError> {
     }
 }
 
-fn slot_of(v: &Value) -> Result<u16, CacheError> {
+fn slot_of(v: &Frame) -> Result<u16, CacheError> {
     match v.as_u64() {
         Some(n) if n < SLOT_COUNT as u64 => Ok(n as u16),
         _ => Err(bad("slot number")),
     }
 }
 
-fn port_of(v: &Value) -> Option<u16> {
+fn port_of(v: &Frame) -> Option<u16> {
     v.as_u64()
         .and_then(|p| u16::try_from(p).ok())
         .filter(|&p| p > 0)
@@ -188,8 +165,8 @@ fn addr_of(host: &str, port: u16, from: &NodeAddr) -> Result<NodeAddr, CacheErro
 ///
 /// Shards without slots are left out. The primary is the `master` node that
 /// is online (or the first `master`); a shard with no `master` is an error.
-pub fn parse_cluster_shards(reply: Value, from: &NodeAddr) -> Result<ClusterView, CacheError> {
-    let Value::Array(shards) = reply else {
+pub(crate) fn parse_cluster_shards(reply: Frame, from: &NodeAddr) -> Result<ClusterView, CacheError> {
+    let Frame::Array(shards) = reply else {
         return Err(bad("expected an array of shards"));
     };
     let mut out = Vec::new();
@@ -200,7 +177,7 @@ pub fn parse_cluster_shards(reply: Value, from: &NodeAddr) -> Result<ClusterView
         for (k, v) in fields(shard)? {
             match k.as_str() {
                 "slots" => {
-                    let Value::Array(nums) = v else {
+                    let Frame::Array(nums) = v else {
                         return Err(bad("slots"));
                     };
                     if nums.len() % 2 != 0 {
@@ -215,7 +192,7 @@ pub fn parse_cluster_shards(reply: Value, from: &NodeAddr) -> Result<ClusterView
                     }
                 }
                 "nodes" => {
-                    let Value::Array(nodes) = v else {
+                    let Frame::Array(nodes) = v else {
                         return Err(bad("nodes"));
                     };
                     for node in nodes {
@@ -278,13 +255,13 @@ pub fn parse_cluster_shards(reply: Value, from: &NodeAddr) -> Result<ClusterView
 }
 
 /// Parse a `CLUSTER SLOTS` reply from `from` (servers before Redis 7).
-pub fn parse_cluster_slots(reply: Value, from: &NodeAddr) -> Result<ClusterView, CacheError> {
-    let Value::Array(ranges) = reply else {
+pub(crate) fn parse_cluster_slots(reply: Frame, from: &NodeAddr) -> Result<ClusterView, CacheError> {
+    let Frame::Array(ranges) = reply else {
         return Err(bad("expected an array of slot ranges"));
     };
     let mut shards: Vec<ShardView> = Vec::new();
     for range in ranges {
-        let Value::Array(items) = range else {
+        let Frame::Array(items) = range else {
             return Err(bad("slot range entry"));
         };
         if items.len() < 3 {
@@ -296,7 +273,7 @@ pub fn parse_cluster_slots(reply: Value, from: &NodeAddr) -> Result<ClusterView,
         }
         let mut nodes = Vec::new();
         for node in &items[2..] {
-            let Value::Array(parts) = node else {
+            let Frame::Array(parts) = node else {
                 return Err(bad("node entry"));
             };
             let host = parts
@@ -337,14 +314,14 @@ pub fn parse_cluster_slots(reply: Value, from: &NodeAddr) -> Result<ClusterView,
 mod tests {
     use super::*;
 
-    fn s(x: &str) -> Value {
-        Value::String(x.into())
+    fn s(x: &str) -> Frame {
+        Frame::Bulk(bytes::Bytes::copy_from_slice(x.as_bytes()))
     }
-    fn i(x: i64) -> Value {
-        Value::Integer(x)
+    fn i(x: i64) -> Frame {
+        Frame::Integer(x)
     }
-    fn node(port: i64, role: &str, health: &str) -> Value {
-        Value::Array(vec![
+    fn node(port: i64, role: &str, health: &str) -> Frame {
+        Frame::Array(vec![
             s("id"),
             s("abc"),
             s("port"),
@@ -367,29 +344,29 @@ mod tests {
 
     #[test]
     fn shards_reply() {
-        let reply = Value::Array(vec![
-            Value::Array(vec![
+        let reply = Frame::Array(vec![
+            Frame::Array(vec![
                 s("slots"),
-                Value::Array(vec![i(0), i(5460)]),
+                Frame::Array(vec![i(0), i(5460)]),
                 s("nodes"),
-                Value::Array(vec![
+                Frame::Array(vec![
                     node(7000, "master", "online"),
                     node(7003, "replica", "online"),
                 ]),
             ]),
             // an empty primary: left out
-            Value::Array(vec![
+            Frame::Array(vec![
                 s("slots"),
-                Value::Array(vec![]),
+                Frame::Array(vec![]),
                 s("nodes"),
-                Value::Array(vec![node(7009, "master", "online")]),
+                Frame::Array(vec![node(7009, "master", "online")]),
             ]),
             // a failed primary next to its promoted replica
-            Value::Array(vec![
+            Frame::Array(vec![
                 s("slots"),
-                Value::Array(vec![i(5461), i(16383)]),
+                Frame::Array(vec![i(5461), i(16383)]),
                 s("nodes"),
-                Value::Array(vec![
+                Frame::Array(vec![
                     node(7001, "master", "failed"),
                     node(7004, "master", "online"),
                 ]),
@@ -407,31 +384,31 @@ mod tests {
     fn hostile_shards_replies_are_typed_errors() {
         for reply in [
             i(1),
-            Value::Array(vec![i(1)]),
-            Value::Array(vec![Value::Array(vec![s("slots")])]),
-            Value::Array(vec![Value::Array(vec![
+            Frame::Array(vec![i(1)]),
+            Frame::Array(vec![Frame::Array(vec![s("slots")])]),
+            Frame::Array(vec![Frame::Array(vec![
                 s("slots"),
-                Value::Array(vec![i(0)]),
+                Frame::Array(vec![i(0)]),
             ])]),
-            Value::Array(vec![Value::Array(vec![
+            Frame::Array(vec![Frame::Array(vec![
                 s("slots"),
-                Value::Array(vec![i(0), i(99999)]),
+                Frame::Array(vec![i(0), i(99999)]),
             ])]),
-            Value::Array(vec![Value::Array(vec![
+            Frame::Array(vec![Frame::Array(vec![
                 s("slots"),
-                Value::Array(vec![i(9), i(1)]),
+                Frame::Array(vec![i(9), i(1)]),
             ])]),
-            Value::Array(vec![Value::Array(vec![
+            Frame::Array(vec![Frame::Array(vec![
                 s("slots"),
-                Value::Array(vec![i(0), i(1)]),
+                Frame::Array(vec![i(0), i(1)]),
                 s("nodes"),
-                Value::Array(vec![node(0, "master", "online")]),
+                Frame::Array(vec![node(0, "master", "online")]),
             ])]),
-            Value::Array(vec![Value::Array(vec![
+            Frame::Array(vec![Frame::Array(vec![
                 s("slots"),
-                Value::Array(vec![i(0), i(1)]),
+                Frame::Array(vec![i(0), i(1)]),
                 s("nodes"),
-                Value::Array(vec![node(7000, "replica", "online")]),
+                Frame::Array(vec![node(7000, "replica", "online")]),
             ])]),
         ] {
             assert!(
@@ -443,23 +420,23 @@ mod tests {
 
     #[test]
     fn slots_reply() {
-        let n = |p: i64| Value::Array(vec![s("127.0.0.1"), i(p), s("id")]);
-        let reply = Value::Array(vec![
-            Value::Array(vec![i(0), i(100), n(7000), n(7003)]),
-            Value::Array(vec![i(101), i(16383), n(7001)]),
-            Value::Array(vec![i(200), i(300), n(7000)]),
+        let n = |p: i64| Frame::Array(vec![s("127.0.0.1"), i(p), s("id")]);
+        let reply = Frame::Array(vec![
+            Frame::Array(vec![i(0), i(100), n(7000), n(7003)]),
+            Frame::Array(vec![i(101), i(16383), n(7001)]),
+            Frame::Array(vec![i(200), i(300), n(7000)]),
         ]);
         let v = parse_cluster_slots(reply, &from()).unwrap();
         assert_eq!(v.shards.len(), 2);
         assert_eq!(v.shards[0].slots, vec![(0, 100), (200, 300)]);
         assert!(
-            parse_cluster_slots(Value::Array(vec![Value::Array(vec![i(0)])]), &from()).is_err()
+            parse_cluster_slots(Frame::Array(vec![Frame::Array(vec![i(0)])]), &from()).is_err()
         );
         // an empty endpoint means the host we asked
-        let reply = Value::Array(vec![Value::Array(vec![
+        let reply = Frame::Array(vec![Frame::Array(vec![
             i(0),
             i(1),
-            Value::Array(vec![s(""), i(7005)]),
+            Frame::Array(vec![s(""), i(7005)]),
         ])]);
         let v = parse_cluster_slots(reply, &from()).unwrap();
         assert_eq!(v.shards[0].primary.addr.to_string(), "127.0.0.1:7005");

@@ -1,0 +1,408 @@
+//! The task behind a [`Conn`](super::Conn): connect, then one poll loop that
+//! takes queued commands, writes, reads, decodes and dispatches.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::hash::BuildHasher;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, BytesMut};
+use slotguard_core::NodeAddr;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Instant, Sleep};
+
+use super::{Cmd, ConnConfig, ConnError, Reply, Request, Shared, CLOSED, READY};
+use crate::resp::{encode_command, Arg, Decoder, Frame};
+
+/// Stop taking new commands into one write past this many bytes, so one
+/// flood cannot grow the write buffer without bound between two writes.
+const MAX_BATCH_BYTES: usize = 256 * 1024;
+/// Read buffer growth step.
+const READ_CHUNK: usize = 16 * 1024;
+
+pub(super) async fn run(
+    addr: NodeAddr,
+    config: ConnConfig,
+    mut rx: mpsc::UnboundedReceiver<Request>,
+    shared: Arc<Shared>,
+) {
+    let connect = TcpStream::connect((addr.host(), addr.port()));
+    let stream = match tokio::time::timeout(config.connect_timeout, connect).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return refuse(&mut rx, &shared, format!("connect failed: {e}")),
+        Err(_) => return refuse(&mut rx, &shared, "connect timed out".to_owned()),
+    };
+    // Without TCP_NODELAY, Nagle plus delayed ACKs add ~40 ms to a small
+    // write that follows another before its reply.
+    let _ = stream.set_nodelay(true);
+    let mut driver = Driver::new(addr, stream, rx, shared.clone(), &config);
+    if config.readonly {
+        // First on the wire, before any queued command: no replica read can
+        // overtake it, after every (re)connect.
+        encode_command(&mut driver.wbuf, &[Arg::Static("READONLY")]);
+        driver.pending.push_back(Pending::Ignore);
+        driver.activity = Instant::now();
+    }
+    shared.state.store(READY, Ordering::Release);
+    // After READY: a caller that sees `ever_connected` and a connection not
+    // yet ready is looking at a replacement, never at this first one.
+    shared.ever_connected.store(true, Ordering::Release);
+    driver.await;
+}
+
+/// The connection never came up: every queued command fails, unsent.
+fn refuse(rx: &mut mpsc::UnboundedReceiver<Request>, shared: &Shared, reason: String) {
+    shared.close();
+    rx.close();
+    let reason: Arc<str> = reason.into();
+    while let Ok(req) = rx.try_recv() {
+        shared.done(1);
+        let _ = req.tx.send(Err(ConnError {
+            written: false,
+            protocol: false,
+            reason: reason.clone(),
+        }));
+    }
+}
+
+enum Pending {
+    /// A caller's command (the receiver may be gone: the reply is dropped).
+    Reply {
+        tx: oneshot::Sender<Reply>,
+        cmd: Cmd,
+    },
+    /// `ASKING`, `READONLY`: reply read and dropped.
+    Ignore,
+    /// The end-of-batch `PING <token>`.
+    Marker(u64),
+}
+
+struct Held {
+    tx: oneshot::Sender<Reply>,
+    frame: Frame,
+}
+
+struct Driver<S> {
+    addr: NodeAddr,
+    stream: S,
+    rx: mpsc::UnboundedReceiver<Request>,
+    rx_closed: bool,
+    shared: Arc<Shared>,
+    wbuf: BytesMut,
+    rbuf: BytesMut,
+    decoder: Decoder,
+    pending: VecDeque<Pending>,
+    /// Replies read for the current batch, delivered at its marker.
+    held: Vec<Held>,
+    /// `sg:<16 hex>:`, unique to this connection; a marker is it + a number.
+    token: [u8; 20],
+    seq: u64,
+    /// Last read, or when commands started waiting on an idle connection.
+    activity: Instant,
+    stall_after: std::time::Duration,
+    stall: Pin<Box<Sleep>>,
+    stall_armed: bool,
+}
+
+impl<S> Driver<S> {
+    fn new(
+        addr: NodeAddr,
+        stream: S,
+        rx: mpsc::UnboundedReceiver<Request>,
+        shared: Arc<Shared>,
+        config: &ConnConfig,
+    ) -> Self {
+        let now = Instant::now();
+        Self {
+            addr,
+            stream,
+            rx,
+            rx_closed: false,
+            shared,
+            wbuf: BytesMut::with_capacity(READ_CHUNK),
+            rbuf: BytesMut::with_capacity(READ_CHUNK),
+            decoder: Decoder::new(config.limits),
+            pending: VecDeque::new(),
+            held: Vec::new(),
+            token: new_token(),
+            seq: 0,
+            activity: now,
+            stall_after: config.stall_timeout,
+            stall: Box::pin(tokio::time::sleep_until(now + config.stall_timeout)),
+            stall_armed: false,
+        }
+    }
+
+    fn enqueue(&mut self, req: Request) {
+        if req.tx.is_closed() {
+            // Abandoned before it was written: never send it.
+            self.shared.done(1);
+            return;
+        }
+        if self.pending.is_empty() {
+            self.activity = Instant::now();
+        }
+        if req.asking {
+            encode_command(&mut self.wbuf, &[Arg::Static("ASKING")]);
+            self.pending.push_back(Pending::Ignore);
+        }
+        req.cmd.encode(&mut self.wbuf);
+        self.pending.push_back(Pending::Reply {
+            tx: req.tx,
+            cmd: req.cmd,
+        });
+    }
+
+    fn push_marker(&mut self) {
+        self.seq += 1;
+        let mut num = itoa::Buffer::new();
+        let digits = num.format(self.seq).as_bytes();
+        let mut token = [0u8; 40];
+        token[..20].copy_from_slice(&self.token);
+        token[20..20 + digits.len()].copy_from_slice(digits);
+        let token = bytes::Bytes::copy_from_slice(&token[..20 + digits.len()]);
+        encode_command(&mut self.wbuf, &[Arg::Static("PING"), Arg::Bytes(token)]);
+        self.pending.push_back(Pending::Marker(self.seq));
+    }
+
+    /// The marker number if `frame` is one of this connection's markers.
+    fn marker_of(&self, frame: &Frame) -> Option<u64> {
+        let b = frame.as_bytes()?;
+        let digits = b.strip_prefix(&self.token[..])?;
+        std::str::from_utf8(digits).ok()?.parse().ok()
+    }
+
+    /// Match one reply to its command. `Err` means the reply stream no
+    /// longer lines up: the connection must go.
+    fn on_frame(&mut self, frame: Frame) -> Result<(), &'static str> {
+        if let Frame::Push(_) = frame {
+            // Out of band (client tracking, pub/sub): not a command's reply.
+            return Ok(());
+        }
+        match self.pending.pop_front() {
+            None => Err("reply with no command outstanding"),
+            Some(Pending::Reply { tx, cmd }) => {
+                if self.marker_of(&frame).is_some() || !cmd.fits(&frame) {
+                    // Put it back so it is failed with the others.
+                    self.pending.push_front(Pending::Reply { tx, cmd });
+                    return Err("reply does not fit its command (a reply was skipped or added)");
+                }
+                self.held.push(Held { tx, frame });
+                Ok(())
+            }
+            Some(Pending::Ignore) => {
+                if self.marker_of(&frame).is_some() {
+                    return Err("marker in place of a reply (a reply was skipped)");
+                }
+                Ok(())
+            }
+            Some(Pending::Marker(seq)) => match &frame {
+                // A node that refuses PING (LOADING, BUSY) refuses the
+                // batch's commands too: errors carry no one else's value.
+                Frame::Error(_) => self.release(),
+                f if self.marker_of(f) == Some(seq) => self.release(),
+                _ => Err("marker missing (a reply was added or reordered)"),
+            },
+        }
+    }
+
+    fn release(&mut self) -> Result<(), &'static str> {
+        self.shared.done(self.held.len());
+        for held in self.held.drain(..) {
+            let _ = held.tx.send(Ok(held.frame));
+        }
+        Ok(())
+    }
+
+    /// Close: every command outstanding fails (the first with `protocol`
+    /// when its own reply broke the stream), then every queued one, unsent.
+    fn fail(&mut self, reason: String, protocol: bool) {
+        self.shared.close();
+        tracing::debug!(node = %self.addr, %reason, "closing node connection");
+        let reason: Arc<str> = reason.into();
+        let err = |protocol| ConnError {
+            written: true,
+            protocol,
+            reason: reason.clone(),
+        };
+        let mut n = 0;
+        for held in self.held.drain(..) {
+            n += 1;
+            let _ = held.tx.send(Err(err(false)));
+        }
+        let mut first = protocol;
+        for p in self.pending.drain(..) {
+            if let Pending::Reply { tx, .. } = p {
+                n += 1;
+                let _ = tx.send(Err(err(first)));
+                first = false;
+            }
+        }
+        self.shared.done(n);
+        self.rx.close();
+        while let Ok(req) = self.rx.try_recv() {
+            self.shared.done(1);
+            let _ = req.tx.send(Err(ConnError {
+                written: false,
+                protocol: false,
+                reason: reason.clone(),
+            }));
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Future for Driver<S> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        loop {
+            let mut progress = false;
+
+            // 1. Everything queued since the last write joins one batch.
+            if !this.rx_closed {
+                let mut batch = false;
+                while this.wbuf.len() < MAX_BATCH_BYTES {
+                    match this.rx.poll_recv(cx) {
+                        Poll::Ready(Some(req)) => {
+                            this.enqueue(req);
+                            batch = true;
+                        }
+                        Poll::Ready(None) => {
+                            this.rx_closed = true;
+                            break;
+                        }
+                        Poll::Pending => break,
+                    }
+                }
+                if batch {
+                    this.push_marker();
+                    progress = true;
+                }
+            }
+
+            // 2. Write.
+            while !this.wbuf.is_empty() {
+                match Pin::new(&mut this.stream).poll_write(cx, &this.wbuf) {
+                    Poll::Ready(Ok(0)) => {
+                        this.fail("connection closed while writing".into(), false);
+                        return Poll::Ready(());
+                    }
+                    Poll::Ready(Ok(n)) => {
+                        this.wbuf.advance(n);
+                        progress = true;
+                    }
+                    Poll::Ready(Err(e)) => {
+                        this.fail(format!("write failed: {e}"), false);
+                        return Poll::Ready(());
+                    }
+                    Poll::Pending => break,
+                }
+            }
+
+            // 3. Read and dispatch.
+            let want = this.decoder.need().saturating_sub(this.rbuf.len());
+            if this.rbuf.capacity() - this.rbuf.len() < READ_CHUNK.max(want) {
+                this.rbuf.reserve(READ_CHUNK.max(want));
+            }
+            match tokio_util::io::poll_read_buf(Pin::new(&mut this.stream), cx, &mut this.rbuf) {
+                Poll::Ready(Ok(0)) => {
+                    this.fail("connection closed by the node".into(), false);
+                    return Poll::Ready(());
+                }
+                Poll::Ready(Ok(_)) => {
+                    progress = true;
+                    this.activity = Instant::now();
+                    loop {
+                        match this.decoder.decode(&mut this.rbuf) {
+                            Ok(Some(frame)) => {
+                                if let Err(why) = this.on_frame(frame) {
+                                    this.fail(why.into(), true);
+                                    return Poll::Ready(());
+                                }
+                            }
+                            Ok(None) => break,
+                            Err(e) => {
+                                this.fail(e.to_string(), true);
+                                return Poll::Ready(());
+                            }
+                        }
+                    }
+                }
+                Poll::Ready(Err(e)) => {
+                    let reason = match e.kind() {
+                        io::ErrorKind::ConnectionReset => "connection reset by the node".into(),
+                        _ => format!("read failed: {e}"),
+                    };
+                    this.fail(reason, false);
+                    return Poll::Ready(());
+                }
+                Poll::Pending => {}
+            }
+
+            // 4. Done: no handle left and nothing outstanding.
+            if this.rx_closed && this.pending.is_empty() && this.wbuf.is_empty() {
+                this.shared.close();
+                return Poll::Ready(());
+            }
+
+            // 5. Replacement: commands outstanding, nothing read for too long.
+            if this.pending.is_empty() {
+                this.stall_armed = false;
+            } else {
+                let due = this.activity + this.stall_after;
+                if !this.stall_armed {
+                    this.stall.as_mut().reset(due);
+                    this.stall_armed = true;
+                }
+                if this.stall.as_mut().poll(cx).is_ready() {
+                    if Instant::now() >= due {
+                        let after = this.stall_after;
+                        this.fail(format!("no reply for {after:?}, connection replaced"), false);
+                        return Poll::Ready(());
+                    }
+                    this.stall.as_mut().reset(due);
+                    // Registers the timer again.
+                    if this.stall.as_mut().poll(cx).is_ready() {
+                        progress = true;
+                    }
+                }
+            }
+
+            if !progress {
+                return Poll::Pending;
+            }
+        }
+    }
+}
+
+impl<S> Drop for Driver<S> {
+    fn drop(&mut self) {
+        // A runtime shutting down drops the task mid-flight: callers still
+        // waiting get a typed error rather than a dropped channel.
+        if self.shared.state.load(Ordering::Acquire) != CLOSED {
+            self.fail("connection task stopped".into(), false);
+        }
+    }
+}
+
+fn new_token() -> [u8; 20] {
+    use std::sync::atomic::AtomicU64;
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let r = std::collections::hash_map::RandomState::new().hash_one((n, std::time::SystemTime::now()));
+    let mut token = [0u8; 20];
+    token[..3].copy_from_slice(b"sg:");
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for i in 0..16 {
+        token[3 + i] = HEX[((r >> (60 - 4 * i)) & 0xf) as usize];
+    }
+    token[19] = b':';
+    token
+}

@@ -1,0 +1,233 @@
+//! One connection to one node: a single task that owns the socket, batches
+//! every queued command into shared writes, decodes replies with the bounded
+//! decoder and hands each reply to its own caller.
+//!
+//! Why not fred's centralized client (measured, docs/leaf-connections.md):
+//! it sent ~1.2 `writev` per command at concurrency 64 (no batching across
+//! callers), its decoder recurses (a deep reply aborted the process), a
+//! connection that stopped answering was never replaced, and after a reply
+//! went missing it handed each later reply to the request before it.
+//!
+//! What a connection guarantees (DESIGN.md §6):
+//! - *Batching*: commands that arrive while the task is busy leave in one
+//!   write.
+//! - *Reply integrity*: replies are matched in order, and a command whose
+//!   caller gave up keeps its place, so its reply is read and dropped. Each
+//!   batch ends with `PING <token>`, a marker unique to the connection;
+//!   replies of a batch reach their callers only once the marker's echo
+//!   arrives in its place, and a reply of the wrong shape for its command
+//!   (or a marker out of place) discards the connection. A node that skips
+//!   or invents a reply therefore costs typed errors, never a value handed
+//!   to the wrong request.
+//! - *Bounded decoding*: see [`crate::resp`].
+//! - *Replacement*: a connection with commands outstanding that reads
+//!   nothing for the stall timeout is closed; the pool dials anew.
+//! - *Replica mode*: `READONLY` is the first command written on a replica
+//!   connection, before anything queued, so no read can overtake it.
+//! - *Back-pressure*: at most `max_in_flight` commands outstanding; beyond,
+//!   a send fails with [`SendError::Overloaded`] at once.
+
+mod driver;
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use slotguard_core::NodeAddr;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::resp::{encode_command, Arg, Frame, Limits};
+
+/// Settings of one connection.
+#[derive(Debug, Clone)]
+pub(crate) struct ConnConfig {
+    pub(crate) connect_timeout: Duration,
+    pub(crate) stall_timeout: Duration,
+    pub(crate) limits: Limits,
+    pub(crate) readonly: bool,
+    pub(crate) max_in_flight: usize,
+}
+
+/// A command to send.
+#[derive(Debug, Clone)]
+pub(crate) enum Cmd {
+    Get(Bytes),
+    Set {
+        key: Bytes,
+        value: Bytes,
+        px: Option<u64>,
+    },
+    Del(Bytes),
+    /// An administrative command of fixed words (`CLUSTER SHARDS`, `INFO
+    /// replication`); any reply shape.
+    Admin(&'static [&'static str]),
+}
+
+impl Cmd {
+    fn encode(&self, buf: &mut BytesMut) {
+        match self {
+            Cmd::Get(key) => encode_command(buf, &[Arg::Static("GET"), Arg::Bytes(key.clone())]),
+            Cmd::Del(key) => encode_command(buf, &[Arg::Static("DEL"), Arg::Bytes(key.clone())]),
+            Cmd::Set { key, value, px } => match px {
+                Some(ms) => encode_command(
+                    buf,
+                    &[
+                        Arg::Static("SET"),
+                        Arg::Bytes(key.clone()),
+                        Arg::Bytes(value.clone()),
+                        Arg::Static("PX"),
+                        Arg::Int(*ms),
+                    ],
+                ),
+                None => encode_command(
+                    buf,
+                    &[
+                        Arg::Static("SET"),
+                        Arg::Bytes(key.clone()),
+                        Arg::Bytes(value.clone()),
+                    ],
+                ),
+            },
+            Cmd::Admin(words) => {
+                let mut args = [Arg::Static(""), Arg::Static(""), Arg::Static("")];
+                let n = words.len().min(args.len());
+                for (slot, w) in args.iter_mut().zip(words.iter()) {
+                    *slot = Arg::Static(w);
+                }
+                encode_command(buf, &args[..n]);
+            }
+        }
+    }
+
+    /// Whether `frame` is a reply this command can get. Anything else means
+    /// the reply stream no longer lines up with the commands.
+    fn fits(&self, frame: &Frame) -> bool {
+        match (self, frame) {
+            (_, Frame::Error(_)) | (Cmd::Admin(_), _) => true,
+            (Cmd::Get(_), Frame::Bulk(_) | Frame::Null) => true,
+            (Cmd::Set { .. }, Frame::Simple(_) | Frame::Null) => true,
+            (Cmd::Del(_), Frame::Integer(_)) => true,
+            _ => false,
+        }
+    }
+}
+
+/// Why a command got no reply.
+#[derive(Debug, Clone)]
+pub(crate) struct ConnError {
+    /// The command was written: a write may have applied.
+    pub(crate) written: bool,
+    /// This command's own reply broke the protocol (vs. another's).
+    pub(crate) protocol: bool,
+    pub(crate) reason: Arc<str>,
+}
+
+pub(crate) type Reply = Result<Frame, ConnError>;
+
+/// What [`Conn::send`] refuses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum SendError {
+    /// The connection is closed; nothing was sent.
+    Closed,
+    /// `max_in_flight` commands are outstanding; nothing was sent.
+    Overloaded,
+}
+
+pub(crate) struct Request {
+    cmd: Cmd,
+    asking: bool,
+    tx: oneshot::Sender<Reply>,
+}
+
+const CONNECTING: u8 = 0;
+const READY: u8 = 1;
+const CLOSED: u8 = 2;
+
+/// State shared by a connection's handle and its task.
+struct Shared {
+    state: AtomicU8,
+    in_flight: AtomicUsize,
+    max_in_flight: usize,
+    /// Set once the TCP connection is up (kept by the pool across redials).
+    ever_connected: Arc<AtomicBool>,
+}
+
+impl Shared {
+    fn close(&self) {
+        self.state.store(CLOSED, Ordering::Release);
+    }
+    fn done(&self, n: usize) {
+        self.in_flight.fetch_sub(n, Ordering::AcqRel);
+    }
+}
+
+/// The handle callers send through; the task ends when every handle is
+/// dropped and every outstanding reply has arrived (or the connection broke).
+pub(crate) struct Conn {
+    tx: mpsc::UnboundedSender<Request>,
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for Conn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Conn")
+            .field("state", &self.shared.state.load(Ordering::Relaxed))
+            .field("in_flight", &self.shared.in_flight.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl Conn {
+    /// Start connecting to `addr` in a new task (inside a tokio runtime).
+    /// Commands sent before the connection is up wait for it, bounded by
+    /// their callers' deadlines.
+    pub(crate) fn open(addr: NodeAddr, config: ConnConfig, ever_connected: Arc<AtomicBool>) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            state: AtomicU8::new(CONNECTING),
+            in_flight: AtomicUsize::new(0),
+            max_in_flight: config.max_in_flight.max(1),
+            ever_connected,
+        });
+        tokio::spawn(driver::run(addr, config, rx, shared.clone()));
+        Self { tx, shared }
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.shared.state.load(Ordering::Acquire) == CLOSED || self.tx.is_closed()
+    }
+
+    pub(crate) fn is_ready(&self) -> bool {
+        self.shared.state.load(Ordering::Acquire) == READY
+    }
+
+    /// Commands sent and not yet answered (or failed).
+    pub(crate) fn in_flight(&self) -> usize {
+        self.shared.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Queue `cmd` (after `ASKING` when `asking`); the receiver yields its
+    /// reply. Dropping the receiver abandons the command: it keeps its place
+    /// on the connection and its reply is discarded.
+    pub(crate) fn send(&self, cmd: Cmd, asking: bool) -> Result<oneshot::Receiver<Reply>, SendError> {
+        if self.is_closed() {
+            return Err(SendError::Closed);
+        }
+        let prev = self.shared.in_flight.fetch_add(1, Ordering::AcqRel);
+        if prev >= self.shared.max_in_flight {
+            self.shared.done(1);
+            return Err(SendError::Overloaded);
+        }
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Request { cmd, asking, tx }).is_err() {
+            self.shared.done(1);
+            return Err(SendError::Closed);
+        }
+        Ok(rx)
+    }
+}
+
+#[cfg(test)]
+mod tests;
