@@ -40,6 +40,10 @@
 //! } // Drop SIGKILLs and reaps every server and removes the temp dir.
 //! ```
 //!
+//! For replies no real server sends (garbage, absurd lengths, deep nesting,
+//! silence, a connection cut mid-reply), [`ScriptedNode`] plays a one-node
+//! cluster whose answers a test scripts per key.
+//!
 //! ## How a cluster is built
 //!
 //! * Every node gets a client port and a cluster-bus port, both allocated by
@@ -78,16 +82,20 @@
 mod cluster;
 mod error;
 mod resp;
+mod scripted;
 mod slot;
 mod topology;
 
 #[cfg(test)]
 mod live_tests;
+#[cfg(test)]
+mod scripted_tests;
 
 pub use cluster::{
     ClusterSpec, FailoverMode, LocalCluster, NodeInfo, NodeState, KEEP_DIR_ENV, REDIS_SERVER_ENV,
 };
 pub use error::TestkitError;
 pub use resp::Reply;
+pub use scripted::{Action, ScriptedNode};
 pub use slot::{key_in_slot, key_slot, SLOT_COUNT};
 pub use topology::ClusterNode;

@@ -5,7 +5,7 @@
 //! has read/write timeouts so that a paused (SIGSTOPped) node turns into an
 //! error instead of a hung test.
 
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
@@ -201,8 +201,20 @@ pub(crate) fn read_reply<R: BufRead>(r: &mut R, depth: usize) -> io::Result<Repl
                 return Ok(Reply::Bulk(None));
             }
             let len = usize::try_from(len).map_err(|_| invalid("bulk length overflow"))?;
-            let mut buf = vec![0u8; len + 2];
-            r.read_exact(&mut buf)?;
+            let want = len
+                .checked_add(2)
+                .ok_or_else(|| invalid("bulk length overflow"))?;
+            // The length comes from the wire (a scripted node may claim 2 GiB
+            // or 2^63 bytes): grow the buffer as bytes arrive instead of
+            // allocating the claim up front.
+            let mut buf = Vec::with_capacity(want.min(64 * 1024));
+            (&mut *r).take(want as u64).read_to_end(&mut buf)?;
+            if buf.len() < want {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "connection closed inside a bulk string",
+                ));
+            }
             if !buf.ends_with(b"\r\n") {
                 return Err(invalid("bulk string not terminated by CRLF"));
             }
@@ -260,5 +272,8 @@ mod tests {
         );
         assert!(parse(b"?\r\n").is_err());
         assert!(parse(b"$3\r\nab").is_err());
+        // A claimed length far beyond memory is an error, not an allocation.
+        assert!(parse(b"$9223372036854775800\r\nab").is_err());
+        assert!(parse(b"$18446744073709551615\r\n").is_err());
     }
 }
