@@ -31,6 +31,11 @@ pub(crate) enum Bench {
     /// shard and of the others, time to the first replica answer and to the
     /// first write after the promotion.
     Failover(FailoverArgs),
+    /// Healthy-path ops/s and latency of slotguard's leaf and full stack
+    /// next to fred's own cluster client: closed-loop GET, SET and a 90/10
+    /// mix at several concurrencies, alternating rounds in one process,
+    /// medians over rounds and ratios to fred.
+    Throughput(crate::throughput::ThroughputArgs),
 }
 
 /// Arguments of `slotguard bench failover`.

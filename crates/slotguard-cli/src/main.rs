@@ -4,6 +4,9 @@
 //! slotguard demo [--seconds N] [--workers N] [--keys N] [--timeout-ms N]
 //!                [--write-pct N] [--phases a,b,c] [--json]
 //! slotguard bench failover [--seconds N] [--stop-secs N] [... same load options]
+//! slotguard bench throughput [--seconds N] [--rounds N] [--concurrency 1,16,64,256]
+//!                            [--loads get,set,mix] [--keys N] [--value-size N]
+//!                            [--warmup-ms N] [--seeds host:port,...] [--json]
 //! ```
 
 mod bench;
@@ -14,6 +17,7 @@ mod report;
 mod runner;
 mod stack;
 mod stats;
+mod throughput;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -86,6 +90,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo::run(args),
         Command::Bench(args) => match args.which {
             bench::Bench::Failover(args) => bench::run(args),
+            bench::Bench::Throughput(args) => throughput::run(args),
         },
     }
 }
@@ -126,5 +131,60 @@ mod tests {
         assert!(args.load.json);
         assert!(Cli::try_parse_from(["slotguard", "demo", "--phases", "nope"]).is_err());
         assert!(Cli::try_parse_from(["slotguard", "demo", "--seconds", "0"]).is_err());
+    }
+
+    #[test]
+    fn throughput_lists_parse_and_default() {
+        let parse = |args: &[&str]| {
+            let mut argv = vec!["slotguard", "bench", "throughput"];
+            argv.extend_from_slice(args);
+            match Cli::try_parse_from(argv).map(|c| c.command) {
+                Ok(Command::Bench(bench::BenchArgs {
+                    which: bench::Bench::Throughput(t),
+                })) => Ok(t),
+                Ok(other) => panic!("not bench throughput: {other:?}"),
+                Err(e) => Err(e),
+            }
+        };
+        let t = parse(&[]).unwrap();
+        assert_eq!(t.concurrency, vec![1, 16, 64, 256]);
+        assert_eq!(
+            t.loads,
+            vec![
+                throughput::LoadKind::Get,
+                throughput::LoadKind::Set,
+                throughput::LoadKind::Mix
+            ]
+        );
+        assert_eq!(
+            (t.seconds, t.rounds, t.keys, t.value_size),
+            (3, 3, 10_000, 100)
+        );
+        assert!(t.seeds.is_empty() && !t.json);
+
+        let t = parse(&[
+            "--concurrency",
+            "1,4",
+            "--loads",
+            "get",
+            "--seconds",
+            "1",
+            "--rounds",
+            "1",
+            "--seeds",
+            "127.0.0.1:7000,127.0.0.1:7001",
+            "--json",
+        ])
+        .unwrap();
+        assert_eq!(t.concurrency, vec![1, 4]);
+        assert_eq!(t.loads, vec![throughput::LoadKind::Get]);
+        assert_eq!(t.seeds.len(), 2);
+        assert_eq!(t.seeds[1].port(), 7001);
+        assert!(t.json);
+
+        assert!(parse(&["--concurrency", "0"]).is_err());
+        assert!(parse(&["--loads", "scan"]).is_err());
+        assert!(parse(&["--seeds", "nohost"]).is_err());
+        assert!(parse(&["--rounds", "0"]).is_err());
     }
 }

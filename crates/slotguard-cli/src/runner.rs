@@ -180,7 +180,7 @@ pub(crate) struct Runner {
     pub(crate) failover_deadline: Duration,
 }
 
-fn not_installed(program: &str) -> StartError {
+pub(crate) fn not_installed(program: &str) -> StartError {
     StartError(format!(
         "{program} not found: slotguard runs a local Redis Cluster of real redis-server \
          processes; install it with `apt-get install redis-server` (or run `make demo`, \
@@ -189,7 +189,7 @@ fn not_installed(program: &str) -> StartError {
 }
 
 /// The redis-server the testkit will run, when it cannot be found.
-fn missing_redis_server() -> Option<String> {
+pub(crate) fn missing_redis_server() -> Option<String> {
     let program = std::env::var(REDIS_SERVER_ENV).unwrap_or_else(|_| "redis-server".to_owned());
     let found = if program.contains('/') {
         std::path::Path::new(&program).is_file()
@@ -201,7 +201,7 @@ fn missing_redis_server() -> Option<String> {
     (!found).then_some(program)
 }
 
-fn cluster_start_error(e: TestkitError) -> StartError {
+pub(crate) fn cluster_start_error(e: TestkitError) -> StartError {
     match &e {
         TestkitError::Spawn { program, source }
             if source.kind() == std::io::ErrorKind::NotFound =>

@@ -1,0 +1,249 @@
+//! One cell: one client under one load at one concurrency for a fixed time.
+//!
+//! C tokio tasks run a closed loop (pick a random key, issue, await, record
+//! the latency) through a warm-up that is not recorded and then the
+//! measured window. An operation counts in the window it *completes* in.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::task::JoinHandle;
+
+use super::clients::BenchClient;
+use super::summary::{percentile_ns, LoadKind, Sample};
+use crate::load::Rng;
+
+/// The keys and the value every SET writes.
+#[derive(Debug)]
+pub(crate) struct Data {
+    pub(crate) keys: Vec<Bytes>,
+    pub(crate) value: Bytes,
+}
+
+impl Data {
+    /// `n` keys with no hash tag, so their slots spread over every shard.
+    pub(crate) fn new(n: usize, value_size: usize) -> Self {
+        Data {
+            keys: (0..n)
+                .map(|i| Bytes::from(format!("sg:tput:{i}")))
+                .collect(),
+            value: Bytes::from(vec![b'x'; value_size]),
+        }
+    }
+}
+
+/// Share of the mixed load's operations that are SETs, in percent.
+pub(crate) const MIX_WRITE_PCT: u64 = 10;
+
+/// How long tasks may take to finish their last operation once the window
+/// closed; a task still busy then is counted as one error and dropped (its
+/// client hangs: fred's cluster client has no command timeout).
+const FINISH_GRACE: Duration = Duration::from_secs(10);
+
+const WARMUP: u8 = 0;
+const MEASURE: u8 = 1;
+const STOP: u8 = 2;
+
+/// What one cell is.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CellSpec {
+    pub(crate) load: LoadKind,
+    pub(crate) concurrency: usize,
+    pub(crate) warmup: Duration,
+    pub(crate) window: Duration,
+    /// Seeds the tasks' key choice: the same for every client of a cell in
+    /// a round, so they all see the same key sequence.
+    pub(crate) seed: u64,
+}
+
+/// What one task measured.
+#[derive(Debug, Default)]
+struct TaskOut {
+    lat_ns: Vec<u64>,
+    errors: u64,
+}
+
+/// The measured counts of one cell, before they become a [`Sample`].
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct CellResult {
+    pub(crate) ok: u64,
+    pub(crate) errors: u64,
+    pub(crate) window: Duration,
+    /// Successful operations' latencies, sorted.
+    pub(crate) lat_ns: Vec<u64>,
+    /// Write-family syscalls of this process during the window.
+    pub(crate) write_syscalls: Option<u64>,
+}
+
+impl CellResult {
+    /// The figures of this cell.
+    pub(crate) fn sample(&self) -> Sample {
+        let secs = self.window.as_secs_f64().max(1e-9);
+        let all_ops = self.ok + self.errors;
+        let per_op = |n: u64| (all_ops > 0).then(|| n as f64 / all_ops as f64);
+        let us = |q: f64| percentile_ns(&self.lat_ns, q) as f64 / 1000.0;
+        Sample {
+            ops_per_sec: self.ok as f64 / secs,
+            p50_us: us(0.5),
+            p99_us: us(0.99),
+            p999_us: us(0.999),
+            errors: self.errors,
+            write_syscalls_per_op: self.write_syscalls.and_then(per_op),
+        }
+    }
+}
+
+/// Run `spec` against `client`.
+pub(crate) async fn run<C: BenchClient>(
+    client: &C,
+    data: &Arc<Data>,
+    spec: CellSpec,
+) -> CellResult {
+    let phase = Arc::new(AtomicU8::new(WARMUP));
+    let tasks: Vec<JoinHandle<TaskOut>> = (0..spec.concurrency)
+        .map(|t| {
+            let client = client.clone();
+            let data = data.clone();
+            let phase = phase.clone();
+            let seed = spec.seed ^ ((t as u64) << 32);
+            tokio::spawn(closed_loop(client, data, phase, spec.load, seed))
+        })
+        .collect();
+
+    tokio::time::sleep(spec.warmup).await;
+    let io_before = write_syscalls();
+    let start = Instant::now();
+    phase.store(MEASURE, Ordering::Relaxed);
+    tokio::time::sleep(spec.window).await;
+    phase.store(STOP, Ordering::Relaxed);
+    let window = start.elapsed();
+    let io_after = write_syscalls();
+
+    let deadline = tokio::time::Instant::now() + FINISH_GRACE;
+    let mut lat_ns = Vec::new();
+    let mut errors = 0;
+    for mut task in tasks {
+        match tokio::time::timeout_at(deadline, &mut task).await {
+            Ok(Ok(out)) => {
+                lat_ns.extend_from_slice(&out.lat_ns);
+                errors += out.errors;
+            }
+            // panicked, or still waiting for its last answer
+            Ok(Err(_)) | Err(_) => {
+                task.abort();
+                errors += 1;
+            }
+        }
+    }
+    lat_ns.sort_unstable();
+    let write_syscalls = match (io_before, io_after) {
+        (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+        _ => None,
+    };
+    CellResult {
+        ok: lat_ns.len() as u64,
+        errors,
+        window,
+        lat_ns,
+        write_syscalls,
+    }
+}
+
+async fn closed_loop<C: BenchClient>(
+    mut client: C,
+    data: Arc<Data>,
+    phase: Arc<AtomicU8>,
+    load: LoadKind,
+    seed: u64,
+) -> TaskOut {
+    let mut rng = Rng::new(seed);
+    let mut out = TaskOut {
+        // enough for most windows without regrowing while measuring
+        lat_ns: Vec::with_capacity(16 * 1024),
+        errors: 0,
+    };
+    let n = data.keys.len() as u64;
+    while phase.load(Ordering::Relaxed) != STOP {
+        let key = data.keys[rng.below(n) as usize].clone();
+        let write = match load {
+            LoadKind::Get => false,
+            LoadKind::Set => true,
+            LoadKind::Mix => rng.below(100) < MIX_WRITE_PCT,
+        };
+        let started = Instant::now();
+        let ok = if write {
+            client.set(key, data.value.clone()).await.is_ok()
+        } else {
+            matches!(client.get(key).await, Ok(true))
+        };
+        let ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        if phase.load(Ordering::Relaxed) == MEASURE {
+            if ok {
+                out.lat_ns.push(ns);
+            } else {
+                out.errors += 1;
+            }
+        }
+    }
+    out
+}
+
+/// This process's `syscw` from `/proc/self/io`, where Linux provides it:
+/// every thread's `write`/`writev` calls, on sockets and on tokio's wake-up
+/// eventfd alike. (`syscr` is no use here: socket reads are `recvfrom`,
+/// which it does not count.)
+fn write_syscalls() -> Option<u64> {
+    std::fs::read_to_string("/proc/self/io")
+        .ok()
+        .and_then(|s| parse_syscw(&s))
+}
+
+/// `syscw` of a `/proc/<pid>/io` text.
+pub(crate) fn parse_syscw(text: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("syscw:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_io_counts() {
+        let text = "rchar: 10\nwchar: 20\nsyscr: 3\nsyscw: 4\nread_bytes: 0\n";
+        assert_eq!(parse_syscw(text), Some(4));
+        assert_eq!(parse_syscw("rchar: 1\n"), None);
+    }
+
+    #[test]
+    fn a_cell_becomes_a_sample() {
+        let r = CellResult {
+            ok: 4,
+            errors: 1,
+            window: Duration::from_secs(2),
+            lat_ns: vec![1_000, 2_000, 3_000, 4_000],
+            write_syscalls: Some(5),
+        };
+        let s = r.sample();
+        assert_eq!(s.ops_per_sec, 2.0, "errors are not throughput");
+        assert_eq!(s.p50_us, 2.0);
+        assert_eq!(s.p999_us, 4.0);
+        assert_eq!(s.errors, 1);
+        assert_eq!(s.write_syscalls_per_op, Some(1.0));
+    }
+
+    #[test]
+    fn keys_spread_over_slots() {
+        let d = Data::new(1000, 7);
+        assert_eq!(d.value.len(), 7);
+        let slots: std::collections::HashSet<u16> = d
+            .keys
+            .iter()
+            .map(|k| slotguard::core::key_slot(k) / 5462)
+            .collect();
+        assert_eq!(slots.len(), 3, "every third of the slot space has keys");
+    }
+}

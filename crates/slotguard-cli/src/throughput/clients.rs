@@ -1,0 +1,189 @@
+//! The three clients `bench throughput` compares, behind one small trait so
+//! the closed loop ([`super::cell`]) is the same code for all of them.
+//!
+//! Each is built exactly as a user would build it, with default settings:
+//! tuning one of them would make the comparison say nothing.
+
+use std::future::Future;
+
+use bytes::Bytes;
+use fred::prelude::{Builder, Client, ClientLike, Config, KeysInterface, ServerConfig};
+use fred::types::InfoKind;
+use slotguard::fred::{HealthProber, ProberHandle};
+use slotguard::layers::circuit_breaker::{BreakerConfig, CircuitBreakerLayer};
+use slotguard::layers::slot_refresh::SlotRefreshLayer;
+use slotguard::tower::{Service, ServiceBuilder, ServiceExt};
+use slotguard::{
+    BoxError, CacheRequest, CacheResponse, FredConfig, FredService, FredTopologySource, NodeAddr,
+    ServiceBuilderExt, Topology,
+};
+
+/// One operation of the closed loop. `Ok(false)` is a GET that found no
+/// value: every key was written before the run, so that counts as an error
+/// (a client answering nil quickly must not look fast).
+pub(crate) trait BenchClient: Clone + Send + Sync + 'static {
+    /// `GET key`; whether a value came back.
+    fn get(&mut self, key: Bytes) -> impl Future<Output = Result<bool, BoxError>> + Send;
+    /// `SET key value`.
+    fn set(
+        &mut self,
+        key: Bytes,
+        value: Bytes,
+    ) -> impl Future<Output = Result<(), BoxError>> + Send;
+}
+
+/// fred's own cluster client (`ServerConfig::new_clustered`, everything else
+/// fred's default).
+#[derive(Debug, Clone)]
+pub(crate) struct FredCluster(pub(crate) Client);
+
+impl BenchClient for FredCluster {
+    async fn get(&mut self, key: Bytes) -> Result<bool, BoxError> {
+        let v: Option<Bytes> = self.0.get(key).await?;
+        Ok(v.is_some())
+    }
+
+    async fn set(&mut self, key: Bytes, value: Bytes) -> Result<(), BoxError> {
+        self.0
+            .set::<(), _, _>(key, value, None, None, false)
+            .await?;
+        Ok(())
+    }
+}
+
+/// A slotguard tower stack; each loop task owns a clone and drives it with
+/// `ready().await` then `call`, as a tower caller does.
+#[derive(Debug, Clone)]
+pub(crate) struct Tower<S>(pub(crate) S);
+
+impl<S> BenchClient for Tower<S>
+where
+    S: Service<CacheRequest, Response = CacheResponse, Error = BoxError>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send,
+{
+    async fn get(&mut self, key: Bytes) -> Result<bool, BoxError> {
+        let resp = self.0.ready().await?.call(CacheRequest::get(key)).await?;
+        Ok(resp.value.is_some())
+    }
+
+    async fn set(&mut self, key: Bytes, value: Bytes) -> Result<(), BoxError> {
+        self.0
+            .ready()
+            .await?
+            .call(CacheRequest::set(key, value, None))
+            .await?;
+        Ok(())
+    }
+}
+
+/// fred's cluster client over `seeds`, connected.
+pub(crate) async fn fred_cluster(seeds: &[NodeAddr]) -> Result<FredCluster, BoxError> {
+    let hosts = seeds
+        .iter()
+        .map(|s| (s.host().to_owned(), s.port()))
+        .collect();
+    let config = Config {
+        server: ServerConfig::new_clustered(hosts),
+        ..Config::default()
+    };
+    let client = Builder::from_config(config).build()?;
+    // The connection task lives as long as the client; its handle is not
+    // needed (quit ends it).
+    let _task = client.init().await?;
+    Ok(FredCluster(client))
+}
+
+/// The leaf with routing only: `SlotRefreshLayer` over `FredService`, both
+/// with their defaults.
+pub(crate) async fn leaf(
+    seeds: &[NodeAddr],
+) -> Result<
+    Tower<
+        impl Service<CacheRequest, Response = CacheResponse, Error = BoxError, Future: Send>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+    >,
+    BoxError,
+> {
+    let topology = Topology::new();
+    let leaf = FredService::new(FredConfig::default()).with_topology(topology.clone());
+    let source = FredTopologySource::new(&leaf, seeds.to_vec());
+    let svc = ServiceBuilder::new()
+        .slot_refresh(SlotRefreshLayer::new(topology, source).load().await?)
+        .service(leaf);
+    Ok(Tower(svc))
+}
+
+/// The recommended stack exactly as the README's "Use" section builds it,
+/// with the health prober running (it lives as long as the handle).
+pub(crate) async fn stack(
+    seeds: &[NodeAddr],
+) -> Result<
+    (
+        Tower<
+            impl Service<CacheRequest, Response = CacheResponse, Error = BoxError, Future: Send>
+                + Clone
+                + Send
+                + Sync
+                + 'static,
+        >,
+        ProberHandle,
+    ),
+    BoxError,
+> {
+    let topology = Topology::new();
+    let leaf = FredService::new(FredConfig::default()).with_topology(topology.clone());
+    let source = FredTopologySource::new(&leaf, seeds.to_vec());
+    let cache = ServiceBuilder::new()
+        .slot_refresh(
+            SlotRefreshLayer::new(topology.clone(), source)
+                .load()
+                .await?,
+        )
+        .redirect(topology.clone())
+        .replica_failover(topology.clone())
+        .circuit_breaker(
+            CircuitBreakerLayer::per_node(BreakerConfig::default()).with_topology(topology.clone()),
+        )
+        .service(leaf.clone());
+    let prober = HealthProber::new(&leaf, topology).spawn();
+    Ok((Tower(cache), prober))
+}
+
+/// `redis_version` of the node at `addr` (for the report header).
+pub(crate) async fn redis_version(addr: &NodeAddr) -> Result<String, BoxError> {
+    let config = Config {
+        server: ServerConfig::new_centralized(addr.host(), addr.port()),
+        ..Config::default()
+    };
+    let client = Builder::from_config(config).build()?;
+    let _task = client.init().await?;
+    let info: String = client.info(Some(InfoKind::Server)).await?;
+    let _ = client.quit().await;
+    Ok(parse_redis_version(&info).unwrap_or_else(|| "unknown".to_owned()))
+}
+
+/// The `redis_version:` line of an `INFO server` reply.
+pub(crate) fn parse_redis_version(info: &str) -> Option<String> {
+    info.lines()
+        .find_map(|l| l.trim().strip_prefix("redis_version:"))
+        .map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_from_info_server() {
+        let info = "# Server\r\nredis_version:7.0.15\r\nredis_git_sha1:00000000\r\n";
+        assert_eq!(parse_redis_version(info).as_deref(), Some("7.0.15"));
+        assert_eq!(parse_redis_version("# Server\r\n"), None);
+    }
+}

@@ -1,0 +1,312 @@
+//! `slotguard bench throughput`: healthy-path speed of slotguard's leaf and
+//! full stack, side by side with fred's own cluster client.
+//!
+//! One process, one cluster, all three clients connected for the whole run;
+//! rounds alternate the client order, and each (load, concurrency, client)
+//! cell reports the median over rounds, so drift (CPU frequency, another
+//! build on the machine) hits every client alike.
+
+mod cell;
+mod clients;
+mod summary;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use fred::prelude::{ClientLike, KeysInterface};
+use slotguard::{BoxError, NodeAddr};
+use slotguard_testkit::{ClusterSpec, LocalCluster};
+
+use crate::progress::Progress;
+use cell::{CellSpec, Data, MIX_WRITE_PCT};
+use clients::{BenchClient, FredCluster};
+pub(crate) use summary::LoadKind;
+use summary::{Cell, ClientName, Machine, Output, Settings, CLIENTS};
+
+/// Arguments of `slotguard bench throughput`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ThroughputArgs {
+    /// Measured seconds per (load, concurrency, client) cell per round.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub(crate) seconds: u64,
+    /// Rounds; each runs every cell once, with the client order rotated.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=100))]
+    pub(crate) rounds: u64,
+    /// Closed-loop tasks per cell (comma-separated list).
+    #[arg(long, value_delimiter = ',', default_values_t = [1u64, 16, 64, 256],
+          value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub(crate) concurrency: Vec<u64>,
+    /// Loads to run (comma-separated): get, set, mix (90 % GET, 10 % SET).
+    #[arg(long, value_enum, value_delimiter = ',',
+          default_values_t = [LoadKind::Get, LoadKind::Set, LoadKind::Mix])]
+    pub(crate) loads: Vec<LoadKind>,
+    /// Distinct keys, spread over every shard, all written before the first cell.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub(crate) keys: u64,
+    /// Bytes of every value.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(0..=1_048_576))]
+    pub(crate) value_size: u64,
+    /// Unrecorded load before each cell's window, in milliseconds.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    pub(crate) warmup_ms: u64,
+    /// An existing cluster's nodes (host:port, comma-separated) instead of a
+    /// local one. Its keys `sg:tput:*` are overwritten.
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) seeds: Vec<NodeAddr>,
+    /// Print exactly one JSON object on stdout (progress stays on stderr).
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// Longest the initial key load may take.
+const POPULATE_DEADLINE: Duration = Duration::from_secs(120);
+
+/// Deduplicated, in the order given.
+fn unique<T: PartialEq + Copy>(v: &[T]) -> Vec<T> {
+    let mut out = Vec::new();
+    for &x in v {
+        if !out.contains(&x) {
+            out.push(x);
+        }
+    }
+    out
+}
+
+pub(crate) fn run(args: ThroughputArgs) -> ExitCode {
+    let progress = Progress::new(false);
+    // The local cluster (when there is one) is started on, and dropped by,
+    // this thread: the testkit ties its servers' lives to it.
+    let (cluster, seeds) = if args.seeds.is_empty() {
+        if let Some(program) = crate::runner::missing_redis_server() {
+            eprintln!(
+                "slotguard bench: {}",
+                crate::runner::not_installed(&program).0
+            );
+            return ExitCode::from(2);
+        }
+        progress.note("starting a local Redis Cluster (3 primaries, 1 replica each)...");
+        let cluster = match LocalCluster::start(ClusterSpec::default()) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!(
+                    "slotguard bench: {}",
+                    crate::runner::cluster_start_error(e).0
+                );
+                return ExitCode::from(2);
+            }
+        };
+        let seeds: Result<Vec<NodeAddr>, _> = cluster.seeds().iter().map(|s| s.parse()).collect();
+        match seeds {
+            Ok(s) => (Some(cluster), s),
+            Err(e) => {
+                eprintln!("slotguard bench: bad node address: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        (None, args.seeds.clone())
+    };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("slotguard bench: could not start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let cluster_name = match &cluster {
+        Some(_) => "local (3 primaries, 1 replica each)".to_owned(),
+        None => seeds
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(","),
+    };
+    let result = rt.block_on(bench(&args, &seeds, cluster_name, &progress));
+    // Clients and their connection tasks go before the servers do.
+    drop(rt);
+    drop(cluster);
+    match result {
+        Ok(out) => {
+            if args.json {
+                match serde_json::to_string(&out) {
+                    Ok(s) => println!("{s}"),
+                    Err(e) => {
+                        eprintln!("slotguard bench: could not encode the results: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            } else {
+                print!("{}", summary::render(&out));
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("slotguard bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn bench(
+    args: &ThroughputArgs,
+    seeds: &[NodeAddr],
+    cluster: String,
+    progress: &Progress,
+) -> Result<Output, BoxError> {
+    let loads = unique(&args.loads);
+    let concurrency = unique(&args.concurrency);
+    let rounds = usize::try_from(args.rounds)?;
+    let data = Arc::new(Data::new(
+        usize::try_from(args.keys)?,
+        usize::try_from(args.value_size)?,
+    ));
+    let first = seeds.first().ok_or("no seed node")?;
+    let redis_version = clients::redis_version(first)
+        .await
+        .map_err(|e| format!("could not read the redis version from {first}: {e}"))?;
+
+    progress.note("connecting fred_cluster, leaf and stack...");
+    let fred = clients::fred_cluster(seeds)
+        .await
+        .map_err(|e| format!("fred cluster client: {e}"))?;
+    let leaf = clients::leaf(seeds)
+        .await
+        .map_err(|e| format!("leaf: {e}"))?;
+    let (stack, _prober) = clients::stack(seeds)
+        .await
+        .map_err(|e| format!("stack: {e}"))?;
+
+    progress.note(&format!(
+        "writing {} keys of {} B...",
+        data.keys.len(),
+        data.value.len()
+    ));
+    tokio::time::timeout(POPULATE_DEADLINE, populate(&fred, &data))
+        .await
+        .map_err(|_| format!("the keys were not written within {POPULATE_DEADLINE:?}"))??;
+
+    let mut cells = Vec::new();
+    let mut client_order = Vec::new();
+    for round in 0..rounds {
+        let order = ClientName::order(round);
+        client_order.push(order);
+        for (li, &load) in loads.iter().enumerate() {
+            for (ci, &c) in concurrency.iter().enumerate() {
+                let spec = CellSpec {
+                    load,
+                    concurrency: usize::try_from(c)?,
+                    warmup: Duration::from_millis(args.warmup_ms),
+                    window: Duration::from_secs(args.seconds),
+                    seed: ((round as u64) << 48)
+                        ^ ((li as u64) << 40)
+                        ^ ((ci as u64) << 32)
+                        ^ 0x5EED,
+                };
+                for client in order {
+                    let result = match client {
+                        ClientName::FredCluster => cell::run(&fred, &data, spec).await,
+                        ClientName::Leaf => cell::run(&leaf, &data, spec).await,
+                        ClientName::Stack => cell::run(&stack, &data, spec).await,
+                    };
+                    let sample = result.sample();
+                    progress.note(&format!(
+                        "round {}/{rounds} {:<3} c={c:<4} {:<12} {:>9.0} ops/s  p50 {:>7.1} µs  p99 {:>8.1} µs  {} err",
+                        round + 1,
+                        load.as_str(),
+                        client.as_str(),
+                        sample.ops_per_sec,
+                        sample.p50_us,
+                        sample.p99_us,
+                        sample.errors
+                    ));
+                    cells.push(Cell {
+                        load,
+                        concurrency: c,
+                        client,
+                        round,
+                        sample,
+                    });
+                }
+            }
+        }
+    }
+    let _ = fred.0.quit().await;
+
+    Ok(Output {
+        rows: summary::summarise(&cells, &loads, &concurrency),
+        machine: Machine {
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            cpu_model: cpu_model(),
+            os: std::env::consts::OS,
+            redis_version,
+        },
+        settings: Settings {
+            seconds: args.seconds,
+            rounds,
+            warmup_ms: args.warmup_ms,
+            keys: args.keys,
+            value_size: data.value.len(),
+            loads,
+            concurrency,
+            mix_write_pct: MIX_WRITE_PCT,
+            cluster,
+            client_order,
+            clients: CLIENTS,
+        },
+    })
+}
+
+/// Write every key once through fred's cluster client (the reference), 64
+/// writes in flight.
+async fn populate(fred: &FredCluster, data: &Arc<Data>) -> Result<(), BoxError> {
+    const TASKS: usize = 64;
+    let mut handles = Vec::new();
+    for t in 0..TASKS {
+        let client = fred.0.clone();
+        let data = data.clone();
+        handles.push(tokio::spawn(async move {
+            for key in data.keys.iter().skip(t).step_by(TASKS) {
+                client
+                    .set::<(), _, _>(key.clone(), data.value.clone(), None, None, false)
+                    .await
+                    .map_err(|e| format!("could not write {key:?}: {e}"))?;
+            }
+            Ok::<(), String>(())
+        }));
+    }
+    for h in handles {
+        h.await??;
+    }
+    // Every client must find what was written: a nil GET counts as an error.
+    let mut probe = fred.clone();
+    let last = data.keys.last().cloned().unwrap_or_else(Bytes::new);
+    if !probe.get(last.clone()).await? {
+        return Err(format!("key {last:?} reads back as nil after the load").into());
+    }
+    Ok(())
+}
+
+/// The CPU's model name from `/proc/cpuinfo` (Linux), for the header.
+fn cpu_model() -> Option<String> {
+    let text = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .and_then(|rest| rest.split_once(':'))
+        .map(|(_, name)| name.trim().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unique_keeps_the_first_of_each() {
+        assert_eq!(unique(&[1, 16, 1, 64, 16]), vec![1, 16, 64]);
+        assert_eq!(unique::<u64>(&[]), Vec::<u64>::new());
+    }
+}

@@ -1,0 +1,123 @@
+//! `slotguard bench throughput --json` end to end against its own local
+//! cluster: one JSON object, a row per client, fred's own ratio 1.
+//! Checks the shape only: speed figures belong to the benchmark itself.
+
+use std::io::Read;
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Generous: the run itself takes ~10 s; a slow debug build on a busy
+/// machine must not make this flaky.
+const OVERALL_TIMEOUT: Duration = Duration::from_secs(300);
+
+const CLIENTS: [&str; 3] = ["fred_cluster", "leaf", "stack"];
+
+/// Kills the bench (and so, through the testkit, its redis-servers) when
+/// the test ends early.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn read_all(mut r: impl Read + Send + 'static) -> thread::JoinHandle<String> {
+    thread::spawn(move || {
+        let mut s = String::new();
+        let _ = r.read_to_string(&mut s);
+        s
+    })
+}
+
+#[test]
+fn throughput_json_has_a_row_per_client_and_cell() {
+    let mut child = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_slotguard"))
+            .args([
+                "bench",
+                "throughput",
+                "--json",
+                "--seconds",
+                "1",
+                "--rounds",
+                "1",
+                "--concurrency",
+                "1,4",
+                "--loads",
+                "get",
+                "--keys",
+                "1000",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the slotguard binary starts"),
+    );
+    let stdout = read_all(child.0.stdout.take().unwrap());
+    let stderr = read_all(child.0.stderr.take().unwrap());
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < OVERALL_TIMEOUT,
+            "slotguard bench throughput did not finish within {OVERALL_TIMEOUT:?}"
+        );
+        thread::sleep(Duration::from_millis(100));
+    };
+    let (stdout, stderr) = (stdout.join().unwrap(), stderr.join().unwrap());
+    assert!(
+        status.success(),
+        "slotguard bench throughput exited with {status}\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+
+    // exactly one JSON object and nothing else
+    let mut values = serde_json::Deserializer::from_str(&stdout).into_iter::<Value>();
+    let out = values
+        .next()
+        .expect("a JSON value on stdout")
+        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{stdout}"));
+    assert!(
+        values.next().is_none(),
+        "more than one JSON value on stdout:\n{stdout}"
+    );
+    assert!(out["machine"].is_object(), "no machine: {out}");
+    assert!(out["settings"].is_object(), "no settings: {out}");
+    assert!(out["machine"]["cores"].as_u64().unwrap_or(0) >= 1);
+    assert!(out["machine"]["redis_version"].is_string());
+
+    let rows = out["rows"].as_array().expect("a rows array");
+    assert_eq!(rows.len(), 6, "1 load × 2 concurrencies × 3 clients: {out}");
+    for concurrency in [1, 4] {
+        for client in CLIENTS {
+            let row = rows
+                .iter()
+                .find(|r| r["client"] == client && r["concurrency"] == concurrency)
+                .unwrap_or_else(|| panic!("no row for {client} at {concurrency}: {out}"));
+            assert_eq!(row["load"], "get");
+            let num = |k: &str| {
+                row[k]
+                    .as_f64()
+                    .unwrap_or_else(|| panic!("{k} is not a number: {row}"))
+            };
+            assert!(num("ops_per_sec") > 0.0, "no operation done: {row}");
+            assert!(num("p50_us") > 0.0, "{row}");
+            assert!(num("p50_us") <= num("p99_us"), "{row}");
+            assert!(num("p99_us") <= num("p999_us"), "{row}");
+            assert!(num("ratio_to_fred") > 0.0, "{row}");
+            assert!(num("p99_ratio_to_fred") > 0.0, "{row}");
+            assert!(row["errors"].is_u64(), "{row}");
+            if client == "fred_cluster" {
+                assert_eq!(num("ratio_to_fred"), 1.0, "{row}");
+                assert_eq!(num("p99_ratio_to_fred"), 1.0, "{row}");
+            }
+        }
+    }
+}
