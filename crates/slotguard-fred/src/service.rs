@@ -255,13 +255,17 @@ impl Future for ResponseFuture {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let out = match this.state.project() {
-            StateProj::Done { result } => result
-                .take()
-                .unwrap_or_else(|| Err(CacheError::Protocol("response polled after completion".into()))),
+            StateProj::Done { result } => result.take().unwrap_or_else(|| {
+                Err(CacheError::Protocol(
+                    "response polled after completion".into(),
+                ))
+            }),
             StateProj::Waiting { rx } => {
                 let reply = std::task::ready!(rx.poll(cx));
                 match this.info.as_ref() {
-                    None => Err(CacheError::Protocol("response polled after completion".into())),
+                    None => Err(CacheError::Protocol(
+                        "response polled after completion".into(),
+                    )),
                     Some(info) => match reply {
                         Ok(Ok(Ok(frame))) => info.response(frame),
                         Ok(Ok(Err(e))) => Err(conn_error(e, &info.addr, info.is_write())),

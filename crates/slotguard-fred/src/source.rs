@@ -53,7 +53,11 @@ impl TopologySource for FredTopologySource {
                     pool.admin(&node, Mode::Primary, words, timeout)
                 };
                 let mut view = match ask(&["CLUSTER", "SHARDS"]).await? {
-                    Frame::Error(e) if String::from_utf8_lossy(&e).to_ascii_lowercase().contains("unknown") => {
+                    Frame::Error(e)
+                        if String::from_utf8_lossy(&e)
+                            .to_ascii_lowercase()
+                            .contains("unknown") =>
+                    {
                         match ask(&["CLUSTER", "SLOTS"]).await? {
                             Frame::Error(e) => return Err(error_reply(&e, &node)),
                             v => parse_cluster_slots(v, &node)?,
@@ -116,7 +120,12 @@ fn fields(v: Frame) -> Result<Vec<(String, Frame)>, CacheError> {
     match v {
         Frame::Map(m) => Ok(m
             .into_iter()
-            .map(|(k, v)| (String::from_utf8_lossy(k.as_bytes().unwrap_or_default()).into_owned(), v))
+            .map(|(k, v)| {
+                (
+                    String::from_utf8_lossy(k.as_bytes().unwrap_or_default()).into_owned(),
+                    v,
+                )
+            })
             .collect()),
         Frame::Array(items) => {
             if items.len() % 2 != 0 {
@@ -165,7 +174,10 @@ fn addr_of(host: &str, port: u16, from: &NodeAddr) -> Result<NodeAddr, CacheErro
 ///
 /// Shards without slots are left out. The primary is the `master` node that
 /// is online (or the first `master`); a shard with no `master` is an error.
-pub(crate) fn parse_cluster_shards(reply: Frame, from: &NodeAddr) -> Result<ClusterView, CacheError> {
+pub(crate) fn parse_cluster_shards(
+    reply: Frame,
+    from: &NodeAddr,
+) -> Result<ClusterView, CacheError> {
     let Frame::Array(shards) = reply else {
         return Err(bad("expected an array of shards"));
     };
@@ -255,7 +267,10 @@ pub(crate) fn parse_cluster_shards(reply: Frame, from: &NodeAddr) -> Result<Clus
 }
 
 /// Parse a `CLUSTER SLOTS` reply from `from` (servers before Redis 7).
-pub(crate) fn parse_cluster_slots(reply: Frame, from: &NodeAddr) -> Result<ClusterView, CacheError> {
+pub(crate) fn parse_cluster_slots(
+    reply: Frame,
+    from: &NodeAddr,
+) -> Result<ClusterView, CacheError> {
     let Frame::Array(ranges) = reply else {
         return Err(bad("expected an array of slot ranges"));
     };

@@ -364,7 +364,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Future for Driver<S> {
                 if this.stall.as_mut().poll(cx).is_ready() {
                     if Instant::now() >= due {
                         let after = this.stall_after;
-                        this.fail(format!("no reply for {after:?}, connection replaced"), false);
+                        this.fail(
+                            format!("no reply for {after:?}, connection replaced"),
+                            false,
+                        );
                         return Poll::Ready(());
                     }
                     this.stall.as_mut().reset(due);
@@ -396,7 +399,8 @@ fn new_token() -> [u8; 20] {
     use std::sync::atomic::AtomicU64;
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let r = std::collections::hash_map::RandomState::new().hash_one((n, std::time::SystemTime::now()));
+    let r =
+        std::collections::hash_map::RandomState::new().hash_one((n, std::time::SystemTime::now()));
     let mut token = [0u8; 20];
     token[..3].copy_from_slice(b"sg:");
     const HEX: &[u8; 16] = b"0123456789abcdef";

@@ -183,7 +183,11 @@ impl Conn {
     /// Start connecting to `addr` in a new task (inside a tokio runtime).
     /// Commands sent before the connection is up wait for it, bounded by
     /// their callers' deadlines.
-    pub(crate) fn open(addr: NodeAddr, config: ConnConfig, ever_connected: Arc<AtomicBool>) -> Self {
+    pub(crate) fn open(
+        addr: NodeAddr,
+        config: ConnConfig,
+        ever_connected: Arc<AtomicBool>,
+    ) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             state: AtomicU8::new(CONNECTING),
@@ -211,7 +215,11 @@ impl Conn {
     /// Queue `cmd` (after `ASKING` when `asking`); the receiver yields its
     /// reply. Dropping the receiver abandons the command: it keeps its place
     /// on the connection and its reply is discarded.
-    pub(crate) fn send(&self, cmd: Cmd, asking: bool) -> Result<oneshot::Receiver<Reply>, SendError> {
+    pub(crate) fn send(
+        &self,
+        cmd: Cmd,
+        asking: bool,
+    ) -> Result<oneshot::Receiver<Reply>, SendError> {
         if self.is_closed() {
             return Err(SendError::Closed);
         }

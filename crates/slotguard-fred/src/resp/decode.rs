@@ -155,7 +155,8 @@ impl Decoder {
                         return Err(DecodeError::TooDeep(self.limits.max_depth));
                     }
                     let items = if kind == AggKind::Map || kind == AggKind::Attribute {
-                        n.checked_mul(2).ok_or(DecodeError::TooManyElements(n as u64))?
+                        n.checked_mul(2)
+                            .ok_or(DecodeError::TooManyElements(n as u64))?
                     } else {
                         n
                     };
@@ -253,8 +254,7 @@ impl Decoder {
                 Token::Leaf(Frame::Boolean(b))
             }
             b',' => {
-                let text =
-                    std::str::from_utf8(line).map_err(|_| DecodeError::Invalid("double"))?;
+                let text = std::str::from_utf8(line).map_err(|_| DecodeError::Invalid("double"))?;
                 let d = match text {
                     "inf" => f64::INFINITY,
                     "-inf" => f64::NEG_INFINITY,

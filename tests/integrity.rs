@@ -1,0 +1,240 @@
+//! A node's replies are input: hostile or broken ones cost typed errors and a
+//! fresh connection, never the process, never a hang, never another
+//! request's value. Against the testkit's scripted node, with concurrent
+//! traffic on the same connection during every fault.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::join_all;
+use slotguard_core::{as_cache_error, BoxError, CacheError, CacheRequest, NodeAddr, Role};
+use slotguard_fred::{FredConfig, FredService, FredTopologySource};
+use slotguard_layers::slot_refresh::SlotRefreshLayer;
+use slotguard_testkit::{Action, ScriptedNode};
+use slotguard_tests::eventually;
+use tower::{Layer, ServiceExt};
+
+const KEYS: usize = 64;
+
+fn value_of(i: usize) -> Vec<u8> {
+    format!("value-of-key-{i}").into_bytes()
+}
+
+fn node_with_keys() -> (ScriptedNode, NodeAddr) {
+    let node = ScriptedNode::start().unwrap();
+    for i in 0..KEYS {
+        node.set(format!("key-{i}"), value_of(i));
+    }
+    node.set("bad", "the-bad-key's-own-value");
+    let addr = node.addr().to_string().parse().unwrap();
+    (node, addr)
+}
+
+fn cache_err(e: &BoxError) -> CacheError {
+    as_cache_error(e)
+        .cloned()
+        .unwrap_or_else(|| panic!("not a CacheError: {e}"))
+}
+
+async fn get(leaf: &FredService, addr: &NodeAddr, key: &str) -> Result<Option<Bytes>, BoxError> {
+    let req = CacheRequest::get(key.to_owned()).to_node(addr.clone(), Role::Primary);
+    // Hang guard only: every call has the leaf's own deadline.
+    tokio::time::timeout(Duration::from_secs(10), leaf.clone().oneshot(req))
+        .await
+        .expect("a call never hangs")
+        .map(|r| r.value)
+}
+
+/// Resident memory of this process, in bytes.
+fn rss() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+/// Normal GETs of every key, many in flight at once with the bad one:
+/// each gets its own value or a typed error, never another key's value.
+async fn traffic_with(leaf: &FredService, addr: &NodeAddr) -> (CacheError, usize) {
+    let normal = (0..KEYS).map(|i| async move {
+        let got = get(leaf, addr, &format!("key-{i}")).await;
+        match got {
+            Ok(v) => {
+                assert_eq!(
+                    v.as_deref(),
+                    Some(&value_of(i)[..]),
+                    "key-{i} got a value not its own"
+                );
+                1
+            }
+            Err(e) => {
+                // typed, whatever it is
+                let _ = cache_err(&e);
+                0
+            }
+        }
+    });
+    let bad = async { get(leaf, addr, "bad").await };
+    let (bad, ok) = tokio::join!(bad, join_all(normal));
+    let bad = match bad {
+        Ok(v) => panic!("the scripted reply was accepted as a value: {v:?}"),
+        Err(e) => cache_err(&e),
+    };
+    (bad, ok.into_iter().sum())
+}
+
+/// Once the node answers normally, requests to it succeed again.
+async fn recovers(leaf: &FredService, addr: &NodeAddr) {
+    eventually(
+        "the node is used again",
+        Duration::from_secs(10),
+        || async {
+            let v = get(leaf, addr, "key-1").await.ok()?;
+            (v.as_deref() == Some(&value_of(1)[..])).then_some(())
+        },
+    )
+    .await;
+    for i in 0..KEYS {
+        let v = get(leaf, addr, &format!("key-{i}")).await.unwrap();
+        assert_eq!(v.as_deref(), Some(&value_of(i)[..]));
+    }
+}
+
+async fn scenario(action: Action, expect: fn(&CacheError) -> bool) {
+    let (node, addr) = node_with_keys();
+    let leaf = FredService::new(FredConfig::default());
+    // Warm: the connection exists, so the fault hits a live connection.
+    recovers(&leaf, &addr).await;
+    let before = node.connections_accepted();
+    let mem = rss();
+
+    node.script("bad", action.clone());
+    let (bad, _ok) = traffic_with(&leaf, &addr).await;
+    assert!(expect(&bad), "{action:?}: unexpected error {bad:?}");
+    assert!(
+        rss() < mem + 64 * 1024 * 1024,
+        "{action:?}: memory grew by {} bytes",
+        rss() - mem
+    );
+
+    node.clear("bad");
+    recovers(&leaf, &addr).await;
+    assert!(
+        node.connections_accepted() > before,
+        "{action:?}: the broken connection was replaced"
+    );
+    // The bad key's own value comes back on the new connection.
+    let v = get(&leaf, &addr, "bad").await.unwrap();
+    assert_eq!(v.as_deref(), Some(&b"the-bad-key's-own-value"[..]));
+}
+
+fn protocol(e: &CacheError) -> bool {
+    matches!(e, CacheError::Protocol(_))
+}
+
+fn lost(e: &CacheError) -> bool {
+    matches!(
+        e,
+        CacheError::Protocol(_) | CacheError::Connection { .. } | CacheError::Timeout { .. }
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_nested_100000_deep_is_a_typed_error() {
+    scenario(Action::nested(100_000), protocol).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_2gib_bulk_header_then_silence_is_refused_at_once() {
+    scenario(Action::huge_bulk_header(), protocol).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_billion_announced_elements_are_refused() {
+    scenario(Action::huge_array(1_000_000_000), protocol).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_bytes_are_a_typed_error() {
+    scenario(Action::garbage(), protocol).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_cut_mid_bulk_is_a_typed_error() {
+    scenario(Action::cut_bulk(), lost).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_of_the_wrong_type_is_a_typed_error() {
+    scenario(Action::Reply(b":42\r\n".to_vec()), protocol).await;
+}
+
+/// The defect measured in fred: one missing reply, and every later reply
+/// went to the request before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_skipped_reply_never_hands_a_value_to_another_request() {
+    scenario(Action::Skip, lost).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_connection_is_replaced() {
+    scenario(Action::Silence, lost).await;
+}
+
+/// A skipped reply whose request was abandoned (its caller timed out first):
+/// later requests on the same connection still get only their own values.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_request_keeps_later_replies_in_place() {
+    let (node, addr) = node_with_keys();
+    let leaf = FredService::new(FredConfig::default());
+    recovers(&leaf, &addr).await;
+    // A slow reply: its caller gives up, the reply arrives later and must
+    // be dropped, not handed to the next request.
+    node.script("bad", Action::Delay(Duration::from_millis(300)));
+    let req = CacheRequest::get("bad")
+        .to_node(addr.clone(), Role::Primary)
+        .with_timeout(Duration::from_millis(20));
+    let err = leaf.clone().oneshot(req).await.unwrap_err();
+    assert!(
+        matches!(cache_err(&err), CacheError::Timeout { .. }),
+        "{err}"
+    );
+    node.clear("bad");
+    for i in 0..KEYS {
+        match get(&leaf, &addr, &format!("key-{i}")).await {
+            Ok(v) => assert_eq!(v.as_deref(), Some(&value_of(i)[..])),
+            Err(e) => {
+                let _ = cache_err(&e);
+            }
+        }
+    }
+    recovers(&leaf, &addr).await;
+}
+
+/// The routing stack reads its map from the scripted node (CLUSTER SHARDS)
+/// and survives a hostile topology reply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stack_routes_through_the_scripted_node() {
+    let (node, addr) = node_with_keys();
+    let topology = slotguard_core::Topology::new();
+    let leaf = FredService::new(FredConfig::default()).with_topology(topology.clone());
+    let source = FredTopologySource::new(&leaf, vec![addr.clone()]);
+    let refresh = SlotRefreshLayer::new(topology.clone(), source)
+        .load()
+        .await
+        .unwrap();
+    let stack = refresh.layer(leaf.clone());
+    for i in 0..KEYS {
+        let resp = stack
+            .clone()
+            .oneshot(CacheRequest::get(format!("key-{i}")))
+            .await
+            .unwrap();
+        assert_eq!(resp.value.as_deref(), Some(&value_of(i)[..]));
+    }
+    assert!(node.command_count("CLUSTER") >= 1);
+}
