@@ -98,7 +98,8 @@ pub(crate) async fn fred_cluster(seeds: &[NodeAddr]) -> Result<FredCluster, BoxE
 }
 
 /// The leaf with routing only: `SlotRefreshLayer` over `FredService`, both
-/// with their defaults.
+/// with their defaults. The leaf records call health in the topology, as
+/// every documented build does: that cost belongs to the leaf.
 pub(crate) async fn leaf(
     seeds: &[NodeAddr],
 ) -> Result<

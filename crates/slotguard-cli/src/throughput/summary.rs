@@ -233,7 +233,7 @@ pub(crate) struct Clients {
 /// The descriptions printed with the results.
 pub(crate) const CLIENTS: Clients = Clients {
     fred_cluster: "fred 10.1 cluster client, Builder + ServerConfig::new_clustered, default config",
-    leaf: "slot_refresh → FredService (FredConfig::default)",
+    leaf: "slot_refresh → FredService (FredConfig::default, with_topology as the docs build it)",
     stack: "slot_refresh → redirect → replica_failover → circuit_breaker(per_node) → FredService, \
             HealthProber running; all defaults (README \"Use\")",
 };
