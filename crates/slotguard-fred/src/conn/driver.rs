@@ -317,7 +317,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Future for Driver<S> {
 
             // 2. Write.
             while !this.wbuf.is_empty() {
-                match Pin::new(&mut this.stream).poll_write(cx, &this.wbuf) {
+                // One buffer, written with writev: the same syscall fred
+                // uses, so per-command write counts compare like for like.
+                let slice = [io::IoSlice::new(&this.wbuf)];
+                match Pin::new(&mut this.stream).poll_write_vectored(cx, &slice) {
                     Poll::Ready(Ok(0)) => {
                         this.fail("connection closed while writing".into(), false);
                         return Poll::Ready(());
