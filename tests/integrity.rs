@@ -238,3 +238,28 @@ async fn the_stack_routes_through_the_scripted_node() {
     }
     assert!(node.command_count("CLUSTER") >= 1);
 }
+
+/// `READONLY` goes once per replica connection, not with every read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readonly_is_sent_once_per_replica_connection() {
+    let (node, addr) = node_with_keys();
+    let leaf = FredService::new(FredConfig::default());
+    for i in 0..KEYS {
+        let req = CacheRequest::get(format!("key-{i}")).to_node(addr.clone(), Role::Replica);
+        let resp = leaf.clone().oneshot(req).await.unwrap();
+        assert_eq!(resp.value.as_deref(), Some(&value_of(i)[..]));
+    }
+    assert_eq!(node.command_count("READONLY"), 1);
+    assert_eq!(node.command_count("GET"), KEYS);
+    // A new connection sends it again, before any read on it.
+    node.script("bad", Action::Close);
+    let req = CacheRequest::get("bad").to_node(addr.clone(), Role::Replica);
+    assert!(leaf.clone().oneshot(req).await.is_err());
+    node.clear("bad");
+    eventually("replica reads again", Duration::from_secs(10), || async {
+        let req = CacheRequest::get("key-1").to_node(addr.clone(), Role::Replica);
+        leaf.clone().oneshot(req).await.ok()
+    })
+    .await;
+    assert_eq!(node.command_count("READONLY"), 2);
+}

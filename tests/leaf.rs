@@ -347,3 +347,34 @@ async fn a_node_down_at_first_use_is_reached_once_it_is_back() {
     )
     .await;
 }
+
+/// A node that closes an idle connection (its `timeout` setting, `CLIENT
+/// KILL`, a restart) costs the next caller nothing: the connection is
+/// dialled again and the call waits for it instead of failing fast.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_connection_closed_by_the_node_is_redialled_transparently() {
+    let h = Harness::start().await;
+    let owner = h.cluster.primaries().unwrap()[0];
+    let node = addr(&h.cluster, owner);
+    let key = h.cluster.key_for_slot_of(owner, 1).unwrap().remove(0);
+    let req = CacheRequest::get(key).to_node(node.clone(), Role::Primary);
+    call(&h, req.clone()).await.unwrap();
+    assert!(h.leaf.is_connected(&node));
+    let killed = h
+        .cluster
+        .command(
+            owner,
+            &[b"CLIENT", b"KILL", b"TYPE", b"normal", b"SKIPME", b"yes"],
+        )
+        .unwrap();
+    assert!(killed.as_int().unwrap_or(0) >= 1, "{killed:?}");
+    eventually(
+        "the leaf saw the close",
+        Duration::from_secs(10),
+        || async { (!h.leaf.is_connected(&node)).then_some(()) },
+    )
+    .await;
+    // The first call after the close succeeds.
+    call(&h, req).await.unwrap();
+    assert!(h.leaf.is_connected(&node));
+}

@@ -91,11 +91,20 @@ impl NodeSlot {
                 };
             }
         }
+        // A node that closed an idle connection (its `timeout` setting, a
+        // restart, `CLIENT KILL`) is dialled again at once, like a first
+        // time: callers wait for the new connection. One that broke under
+        // load (or refused the dial) is dialled at most once per reconnect
+        // delay, and callers fail fast until the new connection is up.
+        let broke_busy = self.conn.load().as_ref().is_some_and(|c| c.broke_busy());
         let now = Instant::now();
-        if last.is_some_and(|t| now.duration_since(t) < self.reconnect_delay) {
+        if broke_busy && last.is_some_and(|t| now.duration_since(t) < self.reconnect_delay) {
             return Err(Unavailable::Reconnecting);
         }
         *last = Some(now);
+        if !broke_busy {
+            self.ever_connected.store(false, Ordering::Release);
+        }
         // Read before the dial starts: the new connection may be up (and set
         // the flag) before `open` returns.
         let replacement = self.ever_connected.load(Ordering::Acquire);
@@ -110,6 +119,14 @@ impl NodeSlot {
             return Err(Unavailable::Reconnecting);
         }
         Ok(conn)
+    }
+
+    /// Whether the current connection is open and ready.
+    pub(crate) fn is_connected(&self) -> bool {
+        self.conn
+            .load()
+            .as_ref()
+            .is_some_and(|c| c.is_ready() && !c.is_closed())
     }
 
     /// Commands outstanding on the current connection.

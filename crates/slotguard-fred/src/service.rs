@@ -101,6 +101,14 @@ impl FredService {
         &self.pool
     }
 
+    /// Whether a connection to `addr` (either mode) is open and ready.
+    pub fn is_connected(&self, addr: &NodeAddr) -> bool {
+        [Mode::Primary, Mode::Replica]
+            .iter()
+            .filter_map(|m| self.pool.find(addr, *m))
+            .any(|slot| slot.is_connected())
+    }
+
     /// Commands outstanding to `addr` (both modes).
     pub fn in_flight(&self, addr: &NodeAddr) -> usize {
         [Mode::Primary, Mode::Replica]

@@ -58,6 +58,7 @@ pub(super) async fn run(
 
 /// The connection never came up: every queued command fails, unsent.
 fn refuse(rx: &mut mpsc::UnboundedReceiver<Request>, shared: &Shared, reason: String) {
+    shared.broke_busy.store(true, Ordering::Release);
     shared.close();
     rx.close();
     let reason: Arc<str> = reason.into();
@@ -231,6 +232,9 @@ impl<S> Driver<S> {
     /// Close: every command outstanding fails (the first with `protocol`
     /// when its own reply broke the stream), then every queued one, unsent.
     fn fail(&mut self, reason: String, protocol: bool) {
+        if !self.pending.is_empty() || !self.held.is_empty() || protocol {
+            self.shared.broke_busy.store(true, Ordering::Release);
+        }
         self.shared.close();
         tracing::debug!(node = %self.addr, %reason, "closing node connection");
         let reason: Arc<str> = reason.into();
@@ -278,7 +282,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Future for Driver<S> {
                 // Commands already waiting for replies: a batch can wait one
                 // scheduling round for company without adding latency that
                 // matters. With nothing outstanding, write at once.
-                let busy = this.pending.iter().any(|p| matches!(p, Pending::Reply { .. }));
+                let busy = this
+                    .pending
+                    .iter()
+                    .any(|p| matches!(p, Pending::Reply { .. }));
                 if !busy && !this.batch_open {
                     this.yielded = true;
                 }

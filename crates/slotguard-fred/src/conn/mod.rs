@@ -152,6 +152,9 @@ struct Shared {
     max_in_flight: usize,
     /// Set once the TCP connection is up (kept by the pool across redials).
     ever_connected: Arc<AtomicBool>,
+    /// The connection broke with commands outstanding (or stalled), as
+    /// opposed to a node closing an idle connection.
+    broke_busy: AtomicBool,
 }
 
 impl Shared {
@@ -194,6 +197,7 @@ impl Conn {
             in_flight: AtomicUsize::new(0),
             max_in_flight: config.max_in_flight.max(1),
             ever_connected,
+            broke_busy: AtomicBool::new(false),
         });
         tokio::spawn(driver::run(addr, config, rx, shared.clone()));
         Self { tx, shared }
@@ -201,6 +205,12 @@ impl Conn {
 
     pub(crate) fn is_closed(&self) -> bool {
         self.shared.state.load(Ordering::Acquire) == CLOSED || self.tx.is_closed()
+    }
+
+    /// Whether this connection broke while commands were outstanding: its
+    /// node is suspect, so callers fail fast until a new one is up.
+    pub(crate) fn broke_busy(&self) -> bool {
+        self.shared.broke_busy.load(Ordering::Acquire)
     }
 
     pub(crate) fn is_ready(&self) -> bool {
