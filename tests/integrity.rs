@@ -263,3 +263,41 @@ async fn readonly_is_sent_once_per_replica_connection() {
     .await;
     assert_eq!(node.command_count("READONLY"), 2);
 }
+
+/// Back-pressure: past `max_in_flight` commands outstanding on a node, a
+/// call fails at once with `Overloaded`, nothing queued; the others finish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saturated_connection_refuses_past_its_bound() {
+    let (node, addr) = node_with_keys();
+    let leaf = FredService::new(FredConfig {
+        max_in_flight: 4,
+        ..FredConfig::default()
+    });
+    recovers(&leaf, &addr).await;
+    node.script("bad", Action::Delay(Duration::from_millis(30)));
+    // `call` sends at once: these four are in flight before anyone polls.
+    let call = |key: &str| {
+        let mut leaf = leaf.clone();
+        tower::Service::call(
+            &mut leaf,
+            CacheRequest::get(key.to_owned()).to_node(addr.clone(), Role::Primary),
+        )
+    };
+    let slow: Vec<_> = (0..4).map(|_| call("bad")).collect();
+    assert_eq!(leaf.in_flight(&addr), 4);
+    let refused = call("key-1").await.unwrap_err();
+    assert!(
+        matches!(cache_err(&refused), CacheError::Overloaded { .. }),
+        "{refused}"
+    );
+    for s in slow {
+        // Its own value, or a timeout on a slow machine: never another's.
+        match s.await {
+            Ok(r) => assert_eq!(r.value.as_deref(), Some(&b"the-bad-key's-own-value"[..])),
+            Err(e) => assert!(matches!(cache_err(&e), CacheError::Timeout { .. }), "{e}"),
+        }
+    }
+    assert_eq!(leaf.in_flight(&addr), 0);
+    node.clear("bad");
+    recovers(&leaf, &addr).await;
+}
