@@ -104,13 +104,14 @@ impl Cmd {
     /// Whether `frame` is a reply this command can get. Anything else means
     /// the reply stream no longer lines up with the commands.
     fn fits(&self, frame: &Frame) -> bool {
-        match (self, frame) {
-            (_, Frame::Error(_)) | (Cmd::Admin(_), _) => true,
-            (Cmd::Get(_), Frame::Bulk(_) | Frame::Null) => true,
-            (Cmd::Set { .. }, Frame::Simple(_) | Frame::Null) => true,
-            (Cmd::Del(_), Frame::Integer(_)) => true,
-            _ => false,
-        }
+        matches!(
+            (self, frame),
+            (_, Frame::Error(_))
+                | (Cmd::Admin(_), _)
+                | (Cmd::Get(_), Frame::Bulk(_) | Frame::Null)
+                | (Cmd::Set { .. }, Frame::Simple(_) | Frame::Null)
+                | (Cmd::Del(_), Frame::Integer(_))
+        )
     }
 }
 
