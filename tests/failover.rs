@@ -148,6 +148,9 @@ async fn primary_fault_under_load(fault: Fault) {
                             | Failure::CircuitOpen
                             | Failure::ShardUnavailable
                             | Failure::Connection
+                            // sent to the stalled node when its connection
+                            // was replaced: it may apply when the node wakes
+                            | Failure::Indeterminate
                     ),
                     "write failed with {f:?}: {msg}"
                 );
@@ -321,4 +324,68 @@ async fn replicas_are_chosen_by_link_health_and_staleness_budget() {
     );
     h.topology.health(&a2).set_breaker_open(false);
     cluster.resume(primary).unwrap();
+}
+
+/// Callers retrying in a tight loop against a cluster that is gone get fast
+/// typed errors, and their runtime keeps control: fail-fast answers spend
+/// tokio's cooperative budget, so a runtime shutting down (a panicking test,
+/// a service stopping) can stop tasks that never check a flag.
+#[test]
+fn a_dead_cluster_never_starves_the_runtime() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dropped = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    struct OnDrop(Arc<std::sync::atomic::AtomicUsize>);
+    impl Drop for OnDrop {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    let readers = 8;
+    let errors = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    rt.block_on({
+        let (dropped, errors) = (dropped.clone(), errors.clone());
+        async move {
+            let h = Harness::start().await;
+            let refresh = h.refresh_layer(RefreshConfig::default());
+            let stack = h.full_stack(&refresh);
+            let keys = seed_keys(&h, &stack, 5).await;
+            drop(h.cluster); // every node killed
+            let all: Vec<Bytes> = keys.into_values().flatten().collect();
+            for w in 0..readers {
+                let (stack, all) = (stack.clone(), all.clone());
+                let (guard, errors) = (OnDrop(dropped.clone()), errors.clone());
+                tokio::spawn(async move {
+                    let _guard = guard;
+                    let mut i = w;
+                    // Never stops by itself: only the runtime can end it.
+                    loop {
+                        i += 1;
+                        let req =
+                            CacheRequest::get(all[i % all.len()].clone()).with_timeout(DEADLINE);
+                        if stack.clone().oneshot(req).await.is_err() {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                });
+            }
+            eventually(
+                "every reader gets errors",
+                Duration::from_secs(10),
+                || async { (errors.load(Ordering::Relaxed) > readers * 10).then_some(()) },
+            )
+            .await;
+        }
+    });
+    // Shutdown drops each task at its next yield; a task that never yields
+    // is leaked, and its guard never runs.
+    rt.shutdown_timeout(Duration::from_secs(10));
+    assert_eq!(
+        dropped.load(Ordering::SeqCst),
+        readers,
+        "every reader was stopped"
+    );
 }

@@ -263,11 +263,19 @@ impl Future for ResponseFuture {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let out = match this.state.project() {
-            StateProj::Done { result } => result.take().unwrap_or_else(|| {
-                Err(CacheError::Protocol(
-                    "response polled after completion".into(),
-                ))
-            }),
+            StateProj::Done { result } => {
+                // A call that fails fast (connection lost, overloaded) is
+                // ready at once: it spends tokio's cooperative budget like
+                // any I/O, so a caller retrying in a loop against a dead
+                // node still yields to its runtime.
+                let coop = std::task::ready!(tokio::task::coop::poll_proceed(cx));
+                coop.made_progress();
+                result.take().unwrap_or_else(|| {
+                    Err(CacheError::Protocol(
+                        "response polled after completion".into(),
+                    ))
+                })
+            }
             StateProj::Waiting { rx } => {
                 let reply = std::task::ready!(rx.poll(cx));
                 match this.info.as_ref() {
