@@ -17,6 +17,9 @@ use slotguard_core::BoxError;
 pub trait Recover<T>: sealed::Sealed {
     /// Recover from `err`, or give it back.
     fn recover(self, err: BoxError) -> Result<BoxFuture<'static, Result<T, BoxError>>, BoxError>;
+
+    /// The first attempt succeeded.
+    fn succeeded(&self) {}
 }
 
 mod sealed {
@@ -71,7 +74,12 @@ where
             match this.state.as_mut().project() {
                 StateProj::First { fut } => {
                     let err: BoxError = match std::task::ready!(fut.poll(cx)) {
-                        Ok(resp) => return Poll::Ready(Ok(resp)),
+                        Ok(resp) => {
+                            if let Some(recover) = this.recover.as_ref() {
+                                recover.succeeded();
+                            }
+                            return Poll::Ready(Ok(resp));
+                        }
                         Err(e) => e.into(),
                     };
                     let Some(recover) = this.recover.take() else {

@@ -1,12 +1,13 @@
 //! The state machine of one breaker, its sliding window, and the registry
 //! of breakers a layer shares with its services.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
-use slotguard_core::{classify, BoxError, BreakerScope, CacheRequest, Failure, NodeAddr, Topology};
+use arc_swap::ArcSwap;
+use slotguard_core::topology::AddrMap;
+use slotguard_core::{classify, BoxError, BreakerScope, CacheRequest, Failure, Topology};
 use tokio::time::Instant;
 
 use super::config::BreakerConfig;
@@ -422,7 +423,12 @@ impl Drop for Permit {
 
 #[derive(Debug)]
 enum Breakers {
-    PerNode(RwLock<HashMap<NodeAddr, Arc<Breaker>>>),
+    // Looked up on every call, so reads are lock-free; the mutex only
+    // orders the writers (a first call to a node), which copy the map.
+    PerNode {
+        map: ArcSwap<AddrMap<Arc<Breaker>>>,
+        write: Mutex<()>,
+    },
     Global(Arc<Breaker>),
 }
 
@@ -445,7 +451,10 @@ impl Shared {
     pub(crate) fn per_node(config: BreakerConfig) -> Self {
         Self {
             common: Self::common(config),
-            breakers: Breakers::PerNode(RwLock::new(HashMap::new())),
+            breakers: Breakers::PerNode {
+                map: ArcSwap::from_pointee(AddrMap::default()),
+                write: Mutex::new(()),
+            },
         }
     }
 
@@ -476,9 +485,8 @@ impl Shared {
             .topology
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(topology.clone());
-        if let Breakers::PerNode(map) = &self.breakers {
-            let map = map.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-            for (addr, breaker) in map.iter() {
+        if let Breakers::PerNode { map, .. } = &self.breakers {
+            for (addr, breaker) in map.load().iter() {
                 // Under the breaker's lock, like a transition, so a racing
                 // transition cannot be overwritten with an older state.
                 let inner = breaker.lock();
@@ -494,25 +502,27 @@ impl Shared {
     pub(crate) fn breaker_for(&self, req: &CacheRequest) -> Option<Arc<Breaker>> {
         match &self.breakers {
             Breakers::Global(breaker) => Some(breaker.clone()),
-            Breakers::PerNode(map) => {
+            Breakers::PerNode { map, write } => {
                 let addr = req.node()?;
-                let found = map
-                    .read()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner())
-                    .get(addr)
-                    .cloned();
-                if found.is_some() {
-                    return found;
+                if let Some(breaker) = map.load().get(addr) {
+                    return Some(breaker.clone());
                 }
                 // First call to this node: the only allocating path.
-                let mut map = map.write().unwrap_or_else(|poisoned| poisoned.into_inner());
-                let breaker = map.entry(addr.clone()).or_insert_with(|| {
-                    Arc::new(Breaker::new(
-                        BreakerScope::Node(addr.clone()),
-                        self.common.clone(),
-                    ))
-                });
-                Some(breaker.clone())
+                let _writer = write
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                let current = map.load_full();
+                if let Some(breaker) = current.get(addr) {
+                    return Some(breaker.clone());
+                }
+                let breaker = Arc::new(Breaker::new(
+                    BreakerScope::Node(addr.clone()),
+                    self.common.clone(),
+                ));
+                let mut next = AddrMap::clone(&current);
+                next.insert(addr.clone(), breaker.clone());
+                map.store(Arc::new(next));
+                Some(breaker)
             }
         }
     }
@@ -521,12 +531,8 @@ impl Shared {
         let now = Instant::now();
         match (&self.breakers, scope) {
             (Breakers::Global(breaker), BreakerScope::Global) => breaker.state(now),
-            (Breakers::PerNode(map), BreakerScope::Node(addr)) => {
-                let breaker = map
-                    .read()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner())
-                    .get(addr)
-                    .cloned();
+            (Breakers::PerNode { map, .. }, BreakerScope::Node(addr)) => {
+                let breaker = map.load().get(addr).cloned();
                 breaker.map_or(BreakerState::Closed, |b| b.state(now))
             }
             _ => BreakerState::Closed,
@@ -537,16 +543,10 @@ impl Shared {
         let now = Instant::now();
         match &self.breakers {
             Breakers::Global(breaker) => vec![(BreakerScope::Global, breaker.state(now))],
-            Breakers::PerNode(map) => {
-                // Snapshot first: reading a state may run a transition (a log
-                // event, a topology update), and first calls to a new node
-                // must not wait for that on the registry lock.
-                let breakers: Vec<Arc<Breaker>> = map
-                    .read()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner())
-                    .values()
-                    .cloned()
-                    .collect();
+            Breakers::PerNode { map, .. } => {
+                // A snapshot: reading a state may run a transition (a log
+                // event, a topology update) while calls go on.
+                let breakers: Vec<Arc<Breaker>> = map.load().values().cloned().collect();
                 let mut states: Vec<_> = breakers
                     .iter()
                     .map(|b| (b.scope.clone(), b.state(now)))

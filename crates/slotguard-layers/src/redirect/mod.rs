@@ -12,7 +12,7 @@
 //!
 //! At most [`RedirectPolicy::max_hops`] hops (5), then
 //! [`CacheError::TooManyRedirects`]. Every hop draws on a shared
-//! [`TpsBudget`](tower::retry::budget::TpsBudget); when it is empty the
+//! [`RetryBudget`] that successful requests fill; when it is empty the
 //! redirect error is returned as is.
 //!
 //! # Example
@@ -42,6 +42,7 @@
 //! # }
 //! ```
 
+mod budget;
 pub mod future;
 mod layer;
 mod policy;
@@ -59,9 +60,9 @@ use slotguard_core::{
 
 use crate::attempt::Recover;
 use tokio::time::Instant;
-use tower::retry::budget::Budget;
 use tower::{Service, ServiceExt};
 
+pub use budget::RetryBudget;
 pub use layer::RedirectLayer;
 pub use policy::RedirectPolicy;
 
@@ -100,7 +101,6 @@ where
         let clone = self.inner.clone();
         let mut ready = std::mem::replace(&mut self.inner, clone);
         let fut = ready.call(req.clone());
-        self.shared.policy.budget.deposit();
         ResponseFuture::new(
             fut,
             Some(Recovery {
@@ -146,6 +146,10 @@ where
         } else {
             Err(err)
         }
+    }
+
+    fn succeeded(&self) {
+        self.shared.policy.budget.deposit();
     }
 }
 
@@ -239,7 +243,10 @@ where
         req.attempts.redirects += 1;
         req.route = route;
         match svc.clone().oneshot(req.clone()).await {
-            Ok(resp) => return Ok(resp),
+            Ok(resp) => {
+                policy.budget.deposit();
+                return Ok(resp);
+            }
             Err(e) => err = e.into(),
         }
     }

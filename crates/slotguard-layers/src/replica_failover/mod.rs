@@ -124,30 +124,30 @@ impl Shared {
         else {
             return None;
         };
-        let map = self.topology.load();
-        let (shard, primary) = map.node(addr)?;
+        let map = self.topology.map();
+        // A request stamped by the slot map goes to its slot's primary: find
+        // the shard by slot (an index) before asking the address index.
+        let (shard, primary) = match map.shard_for_slot(req.slot()) {
+            Some(shard) if shard.primary.addr == *addr => (shard, &shard.primary),
+            _ => map.node(addr)?,
+        };
         if primary.role != Role::Primary {
             return None;
         }
         let skip_primary = select::primary_unusable(primary);
+        let best = || select::best_replica(shard, req.consistency, &self.policy, &[]);
         let prefer_replica = match self.policy.read_from {
             ReadFrom::PrimaryPreferred => false,
             ReadFrom::ReplicaPreferred => true,
-            ReadFrom::LowestLatency => {
-                let best = select::replicas(shard, req.consistency, &self.policy, &[]);
-                best.first().is_some_and(|r| {
-                    let p = primary.health.ewma_latency();
-                    !p.is_zero()
-                        && !r.health.ewma_latency().is_zero()
-                        && r.health.ewma_latency() < p
-                })
-            }
+            ReadFrom::LowestLatency => best().is_some_and(|r| {
+                let p = primary.health.ewma_latency();
+                !p.is_zero() && !r.health.ewma_latency().is_zero() && r.health.ewma_latency() < p
+            }),
         };
         if !(skip_primary || prefer_replica) {
             return None;
         }
-        let best = select::replicas(shard, req.consistency, &self.policy, &[]);
-        best.first().map(|r| replica_route(r.addr.clone()))
+        best().map(|r| replica_route(r.addr.clone()))
     }
 }
 
@@ -167,50 +167,67 @@ where
     }
 
     fn call(&mut self, req: CacheRequest) -> Self::Future {
-        let clone = self.inner.clone();
-        let mut ready = std::mem::replace(&mut self.inner, clone);
         let may_fail_over = req.op.is_read() && req.consistency != Consistency::Primary;
         if !may_fail_over {
-            let fut = ready.call(req.clone());
+            // A write (or a primary-only read) is never sent again: its
+            // recovery only asks for a refresh, so nothing is kept for a
+            // retry.
+            let fut = self.inner.call(req);
             let recovery = Recovery {
-                svc: ready,
-                req,
                 shared: self.shared.clone(),
-                tried: Vec::new(),
-                reads: false,
+                retry: None,
             };
             return ResponseFuture::new(fut, Some(recovery));
         }
+        // The ready service takes this call; a clone serves later attempts.
+        let clone = self.inner.clone();
+        let mut ready = std::mem::replace(&mut self.inner, clone);
         let mut first = req.clone();
+        let mut first_replica = None;
         if let Some(route) = self.shared.first_route(&req) {
+            first_replica = route_node(&route).cloned();
             first.route = route;
         } else if let Some(t) = self.shared.policy.primary_attempt_timeout {
             // Leave the rest of the deadline for a replica.
             let cap = Instant::now() + t;
             first.deadline = Some(req.deadline.map_or(cap, |d| d.min(cap)));
         }
-        let tried: Vec<NodeAddr> = first.node().cloned().into_iter().collect();
         let fut = ready.call(first);
         ResponseFuture::new(
             fut,
             Some(Recovery {
-                svc: ready,
-                req,
                 shared: self.shared.clone(),
-                tried,
-                reads: true,
+                retry: Some(Retry {
+                    svc: ready,
+                    req,
+                    first_replica,
+                }),
             }),
         )
     }
 }
 
+fn route_node(route: &Route) -> Option<&NodeAddr> {
+    match route {
+        Route::Node { addr, .. } => Some(addr),
+        Route::Slot => None,
+    }
+}
+
 /// What the response future keeps to fail a request over.
 pub struct Recovery<S> {
+    shared: Arc<Shared>,
+    // `None` for requests that never fail over (writes).
+    retry: Option<Retry<S>>,
+}
+
+struct Retry<S> {
     svc: S,
     req: CacheRequest,
-    shared: Arc<Shared>,
-    tried: Vec<NodeAddr>,
-    reads: bool,
+    // Where the first attempt went when it was not the request's own node
+    // (a replica chosen up front); kept only then, so the healthy path
+    // holds no list of tried nodes.
+    first_replica: Option<NodeAddr>,
 }
 
 impl<S> crate::attempt::Sealed for Recovery<S> {}
@@ -238,10 +255,10 @@ where
         }
         // The map may be behind a promotion: look again (rate-limited).
         self.shared.topology.request_refresh();
-        if !self.reads {
-            return Err(err);
+        match self.retry {
+            Some(retry) => Ok(Box::pin(follow(self.shared, retry, err))),
+            None => Err(err),
         }
-        Ok(Box::pin(follow(self, err)))
     }
 }
 
@@ -256,18 +273,24 @@ fn jittered(base: Duration, n: u32) -> Duration {
     cap.mul_f64((r % 10_000) as f64 / 10_000.0)
 }
 
-async fn follow<S>(recovery: Recovery<S>, mut err: BoxError) -> Result<S::Response, BoxError>
+async fn follow<S>(
+    shared: Arc<Shared>,
+    retry: Retry<S>,
+    mut err: BoxError,
+) -> Result<S::Response, BoxError>
 where
     S: Service<CacheRequest> + Clone,
     S::Error: Into<BoxError>,
 {
-    let Recovery {
+    let Retry {
         svc,
         mut req,
-        shared,
-        mut tried,
-        ..
-    } = recovery;
+        first_replica,
+    } = retry;
+    let mut tried: Vec<NodeAddr> = first_replica
+        .or_else(|| req.node().cloned())
+        .into_iter()
+        .collect();
     let policy = &shared.policy;
     loop {
         if req.attempts.failovers >= policy.max_failovers {
@@ -283,8 +306,7 @@ where
             if !tried.contains(&shard.primary.addr) && !select::primary_unusable(&shard.primary) {
                 Some((shard.primary.addr.clone(), Role::Primary))
             } else {
-                select::replicas(shard, req.consistency, policy, &tried)
-                    .first()
+                select::best_replica(shard, req.consistency, policy, &tried)
                     .map(|r| (r.addr.clone(), Role::Replica))
             };
         let Some((node, role)) = next else {

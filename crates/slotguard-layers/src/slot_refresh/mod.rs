@@ -82,7 +82,7 @@ impl<S: fmt::Debug> fmt::Debug for SlotRefresh<S> {
 /// Requests already routed to a node are left alone.
 pub fn stamp(topology: &Topology, req: &mut CacheRequest) -> Result<(), CacheError> {
     if let Route::Slot = req.route {
-        let map = topology.load();
+        let map = topology.map();
         let Some(primary) = map.primary_for_slot(req.slot()) else {
             topology.request_refresh();
             return Err(CacheError::ShardUnavailable { slot: req.slot() });
@@ -113,7 +113,7 @@ where
 
     fn call(&mut self, mut req: CacheRequest) -> Self::Future {
         self.refresher.ensure_started();
-        let topology = self.refresher.topology.clone();
+        let topology = &self.refresher.topology;
         if !topology.is_loaded() {
             // Take the ready inner service; a clone stays for later calls.
             let clone = self.inner.clone();
@@ -135,11 +135,11 @@ where
                 stamp(&t, &mut req)?;
                 inner.oneshot(req).await.map_err(Into::into)
             };
-            return ResponseFuture::waiting(Box::pin(fut), topology);
+            return ResponseFuture::waiting(Box::pin(fut), topology.clone());
         }
-        match stamp(&topology, &mut req) {
-            Ok(()) => ResponseFuture::called(self.inner.call(req), topology),
-            Err(e) => ResponseFuture::failed(e.into(), topology),
+        match stamp(topology, &mut req) {
+            Ok(()) => ResponseFuture::called(self.inner.call(req), topology.clone()),
+            Err(e) => ResponseFuture::failed(e.into(), topology.clone()),
         }
     }
 }
