@@ -109,9 +109,11 @@ impl RetryBudget {
     }
 
     fn index(&self, now: Instant) -> u32 {
+        // u64 nanoseconds last 584 years (and a u64 division is much
+        // cheaper than a u128 one); u32 buckets of at least 100 ms, 13.
         let since = now.saturating_duration_since(self.origin).as_nanos();
-        // u32 buckets of at least 100 ms last over 13 years.
-        (since / u128::from(self.bucket_nanos)).min(u128::from(u32::MAX)) as u32
+        let since = u64::try_from(since).unwrap_or(u64::MAX);
+        u32::try_from(since / self.bucket_nanos).unwrap_or(u32::MAX)
     }
 
     /// Add `amount` to this thread's stripe of the current bucket.
