@@ -3,7 +3,8 @@
 use crate::addr::NodeAddr;
 use crate::slot::SLOT_COUNT;
 
-/// One node's view of the cluster, as a [`TopologySource`] reports it.
+/// One node's view of the cluster, as a
+/// [`TopologySource`](super::TopologySource) reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterView {
     /// The node that answered.
