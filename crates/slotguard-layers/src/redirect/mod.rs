@@ -58,7 +58,7 @@ use slotguard_core::{
     Route, Topology,
 };
 
-use crate::attempt::Recover;
+use crate::attempt::{Proto, Recover};
 use tokio::time::Instant;
 use tower::{Service, ServiceExt};
 
@@ -78,7 +78,7 @@ pub(crate) struct Shared {
 #[derive(Debug, Clone)]
 pub struct Redirect<S> {
     inner: S,
-    shared: Arc<Shared>,
+    proto: Arc<Proto<S, Shared>>,
 }
 
 impl<S> Service<CacheRequest> for Redirect<S>
@@ -97,16 +97,12 @@ where
     }
 
     fn call(&mut self, req: CacheRequest) -> Self::Future {
-        // The ready service takes this call; a clone serves later hops.
-        let clone = self.inner.clone();
-        let mut ready = std::mem::replace(&mut self.inner, clone);
-        let fut = ready.call(req.clone());
+        let fut = self.inner.call(req.clone());
         ResponseFuture::new(
             fut,
             Some(Recovery {
-                svc: ready,
                 req,
-                shared: self.shared.clone(),
+                proto: self.proto.clone(),
             }),
         )
     }
@@ -114,9 +110,8 @@ where
 
 /// What the response future keeps to follow a redirect.
 pub struct Recovery<S> {
-    svc: S,
     req: CacheRequest,
-    shared: Arc<Shared>,
+    proto: Arc<Proto<S, Shared>>,
 }
 
 impl<S> crate::attempt::Sealed for Recovery<S> {}
@@ -142,14 +137,16 @@ where
             classify(&err),
             Failure::Moved | Failure::Ask | Failure::TryAgain
         ) {
-            Ok(Box::pin(follow(self.svc, self.req, err, self.shared)))
+            let svc = self.proto.service();
+            let shared = self.proto.shared.clone();
+            Ok(Box::pin(follow(svc, self.req, err, shared)))
         } else {
             Err(err)
         }
     }
 
     fn succeeded(&self) {
-        self.shared.policy.budget.deposit();
+        self.proto.shared.policy.budget.deposit();
     }
 }
 

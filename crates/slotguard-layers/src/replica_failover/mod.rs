@@ -82,7 +82,7 @@ use tower::{Service, ServiceExt};
 pub use layer::ReplicaFailoverLayer;
 pub use policy::{FailoverPolicy, ReadFrom};
 
-use crate::attempt::Recover;
+use crate::attempt::{Proto, Recover};
 use future::ResponseFuture;
 
 #[derive(Debug)]
@@ -95,7 +95,7 @@ pub(crate) struct Shared {
 #[derive(Debug, Clone)]
 pub struct ReplicaFailover<S> {
     inner: S,
-    shared: Arc<Shared>,
+    proto: Arc<Proto<S, Shared>>,
 }
 
 /// Failures after which a read tries another node of its shard.
@@ -168,40 +168,32 @@ where
 
     fn call(&mut self, req: CacheRequest) -> Self::Future {
         let may_fail_over = req.op.is_read() && req.consistency != Consistency::Primary;
+        let proto = self.proto.clone();
         if !may_fail_over {
             // A write (or a primary-only read) is never sent again: its
             // recovery only asks for a refresh, so nothing is kept for a
             // retry.
             let fut = self.inner.call(req);
-            let recovery = Recovery {
-                shared: self.shared.clone(),
-                retry: None,
-            };
+            let recovery = Recovery { proto, retry: None };
             return ResponseFuture::new(fut, Some(recovery));
         }
-        // The ready service takes this call; a clone serves later attempts.
-        let clone = self.inner.clone();
-        let mut ready = std::mem::replace(&mut self.inner, clone);
+        let shared = &proto.shared;
         let mut first = req.clone();
         let mut first_replica = None;
-        if let Some(route) = self.shared.first_route(&req) {
+        if let Some(route) = shared.first_route(&req) {
             first_replica = route_node(&route).cloned();
             first.route = route;
-        } else if let Some(t) = self.shared.policy.primary_attempt_timeout {
+        } else if let Some(t) = shared.policy.primary_attempt_timeout {
             // Leave the rest of the deadline for a replica.
             let cap = Instant::now() + t;
             first.deadline = Some(req.deadline.map_or(cap, |d| d.min(cap)));
         }
-        let fut = ready.call(first);
+        let fut = self.inner.call(first);
         ResponseFuture::new(
             fut,
             Some(Recovery {
-                shared: self.shared.clone(),
-                retry: Some(Retry {
-                    svc: ready,
-                    req,
-                    first_replica,
-                }),
+                proto,
+                retry: Some(Retry { req, first_replica }),
             }),
         )
     }
@@ -216,13 +208,12 @@ fn route_node(route: &Route) -> Option<&NodeAddr> {
 
 /// What the response future keeps to fail a request over.
 pub struct Recovery<S> {
-    shared: Arc<Shared>,
+    proto: Arc<Proto<S, Shared>>,
     // `None` for requests that never fail over (writes).
-    retry: Option<Retry<S>>,
+    retry: Option<Retry>,
 }
 
-struct Retry<S> {
-    svc: S,
+struct Retry {
     req: CacheRequest,
     // Where the first attempt went when it was not the request's own node
     // (a replica chosen up front); kept only then, so the healthy path
@@ -254,9 +245,13 @@ where
             return Err(err);
         }
         // The map may be behind a promotion: look again (rate-limited).
-        self.shared.topology.request_refresh();
+        self.proto.shared.topology.request_refresh();
         match self.retry {
-            Some(retry) => Ok(Box::pin(follow(self.shared, retry, err))),
+            Some(retry) => {
+                let svc = self.proto.service();
+                let shared = self.proto.shared.clone();
+                Ok(Box::pin(follow(svc, shared, retry, err)))
+            }
             None => Err(err),
         }
     }
@@ -274,8 +269,9 @@ fn jittered(base: Duration, n: u32) -> Duration {
 }
 
 async fn follow<S>(
+    svc: S,
     shared: Arc<Shared>,
-    retry: Retry<S>,
+    retry: Retry,
     mut err: BoxError,
 ) -> Result<S::Response, BoxError>
 where
@@ -283,7 +279,6 @@ where
     S::Error: Into<BoxError>,
 {
     let Retry {
-        svc,
         mut req,
         first_replica,
     } = retry;
