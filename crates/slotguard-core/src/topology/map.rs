@@ -25,12 +25,14 @@ pub struct AddrHasher(u64);
 const SEED: u64 = 0xf135_7aea_2e62_a9c5;
 
 impl AddrHasher {
+    #[inline]
     fn add(&mut self, word: u64) {
         self.0 = self.0.wrapping_add(word).wrapping_mul(SEED);
     }
 }
 
 impl Hasher for AddrHasher {
+    #[inline]
     fn write(&mut self, bytes: &[u8]) {
         let mut chunks = bytes.chunks_exact(8);
         for chunk in &mut chunks {
@@ -46,18 +48,22 @@ impl Hasher for AddrHasher {
         }
     }
 
+    #[inline]
     fn write_u8(&mut self, n: u8) {
         self.add(u64::from(n));
     }
 
+    #[inline]
     fn write_u16(&mut self, n: u16) {
         self.add(u64::from(n));
     }
 
+    #[inline]
     fn write_usize(&mut self, n: usize) {
         self.add(n as u64);
     }
 
+    #[inline]
     fn finish(&self) -> u64 {
         // The multiply leaves the low bits weakest; hashbrown picks buckets
         // from the low bits and tags from the high ones.
