@@ -89,6 +89,9 @@ pub(crate) struct Breaker {
     // ends, so calls refused during it take no lock either.
     open_until: AtomicU64,
     window: Window,
+    // With both rate thresholds above 0, only a failed or slow outcome in
+    // the window can trip a rate (see `Window::record`).
+    rates_need_bad: bool,
     // Failures in a row while closed (reset by any success).
     failure_run: AtomicU32,
     inner: Mutex<Inner>,
@@ -109,8 +112,12 @@ impl Breaker {
     pub(super) fn new(scope: BreakerScope, common: Arc<Common>) -> Self {
         let now = Instant::now();
         let window = Window::new(&common.config, now);
+        let config = &common.config;
+        let rates_need_bad =
+            config.failure_rate_threshold > 0.0 && config.slow_call_rate_threshold > 0.0;
         Self {
             scope,
+            rates_need_bad,
             common,
             current: AtomicU64::new(pack(0, BreakerState::Closed)),
             open_until: AtomicU64::new(0),
@@ -241,7 +248,7 @@ impl Breaker {
         if self.current.load(Ordering::Acquire) != pack(epoch, BreakerState::Closed) {
             return;
         }
-        let totals = self.window.record(now, failure, slow);
+        let totals = self.window.record(now, failure, slow, self.rates_need_bad);
         let run = if failure {
             self.failure_run
                 .fetch_add(1, Ordering::Relaxed)
@@ -255,7 +262,8 @@ impl Breaker {
             0
         };
         let max_run = self.common.config.consecutive_failures;
-        if !(self.trips(totals) || (max_run > 0 && run >= max_run)) {
+        let rate_trips = totals.is_some_and(|t| self.trips(t));
+        if !(rate_trips || (max_run > 0 && run >= max_run)) {
             return;
         }
         let mut inner = self.lock();

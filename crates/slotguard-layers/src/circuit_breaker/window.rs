@@ -39,6 +39,11 @@ pub(super) struct Window {
     buckets: Box<[Bucket]>,
     bucket_nanos: u64,
     origin: Instant,
+    // 1 + bucket index of the latest failed or slow outcome (0: none yet).
+    // While it is out of the window, a good outcome cannot make any rate
+    // reach a (positive) threshold, so the healthy path skips summing the
+    // buckets.
+    last_bad: AtomicU64,
 }
 
 impl Window {
@@ -50,6 +55,7 @@ impl Window {
             buckets: (0..n).map(|_| Bucket::default()).collect(),
             bucket_nanos: bucket_nanos as u64,
             origin,
+            last_bad: AtomicU64::new(0),
         }
     }
 
@@ -64,8 +70,20 @@ impl Window {
         self.nanos(now) / self.bucket_nanos
     }
 
-    /// Count one outcome at `now`; the totals of the window after it.
-    pub(super) fn record(&self, now: Instant, failure: bool, slow: bool) -> Totals {
+    /// Count one outcome at `now`; the totals of the window after it, or
+    /// `None` when `rates_can_trip_only_on_bad` and neither this outcome
+    /// nor any other in the window failed or was slow (no rate is above 0).
+    ///
+    /// Under a race, a good outcome may miss a bad one recorded at the same
+    /// moment on another thread; that one's own totals are judged, so a
+    /// trip is late by one call at most.
+    pub(super) fn record(
+        &self,
+        now: Instant,
+        failure: bool,
+        slow: bool,
+        rates_can_trip_only_on_bad: bool,
+    ) -> Option<Totals> {
         let index = self.index(now);
         let len = self.buckets.len() as u64;
         let bucket = &self.buckets[(index % len) as usize];
@@ -90,7 +108,18 @@ impl Window {
         if slow {
             bucket.slow.fetch_add(1, Ordering::Relaxed);
         }
-        self.totals(index)
+        if failure || slow {
+            // `fetch_max`: a racing caller with an older clock read must not
+            // move it back.
+            self.last_bad
+                .fetch_max(index.saturating_add(1), Ordering::AcqRel);
+        } else if rates_can_trip_only_on_bad {
+            let last_bad = self.last_bad.load(Ordering::Acquire);
+            if last_bad == 0 || (last_bad - 1).saturating_add(len) <= index {
+                return None;
+            }
+        }
+        Some(self.totals(index))
     }
 
     fn totals(&self, index: u64) -> Totals {
@@ -136,18 +165,38 @@ mod tests {
     async fn outcomes_slide_out_bucket_by_bucket() {
         let w = window();
         let t0 = Instant::now();
-        w.record(t0, true, false);
-        let t = w.record(t0 + Duration::from_millis(5_500), false, true);
+        let at = |ms| t0 + Duration::from_millis(ms);
+        w.record(t0, true, false, false);
+        let t = w.record(at(5_500), false, true, false).unwrap();
         assert_eq!((t.calls, t.failures, t.slow), (2, 1, 1));
         // the first bucket (0..1 s) is out once 10 s have passed
-        let t = w.record(t0 + Duration::from_secs(10), false, false);
+        let t = w.record(at(10_000), false, false, false).unwrap();
         assert_eq!((t.calls, t.failures, t.slow), (2, 0, 1));
         // a ring slot reused a whole window later starts from zero
-        let t = w.record(t0 + Duration::from_millis(15_500), false, false);
+        let t = w.record(at(15_500), false, false, false).unwrap();
         assert_eq!((t.calls, t.failures, t.slow), (2, 0, 0));
         w.reset();
-        let t = w.record(t0 + Duration::from_millis(15_600), false, false);
+        let t = w.record(at(15_600), false, false, false).unwrap();
         assert_eq!(t.calls, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn good_outcomes_skip_the_sum_only_while_nothing_bad_is_in_the_window() {
+        let w = window();
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        assert!(
+            w.record(t0, false, false, true).is_none(),
+            "nothing bad yet"
+        );
+        // a bad outcome is always judged, and makes good ones judged too
+        // while it is in the window
+        assert_eq!(w.record(at(100), false, true, true).unwrap().slow, 1);
+        let t = w.record(at(9_900), false, false, true).unwrap();
+        assert_eq!((t.calls, t.slow), (3, 1));
+        assert!(w.record(at(10_000), false, false, true).is_none());
+        // unless the caller says a rate may trip without any bad outcome
+        assert_eq!(w.record(at(10_100), false, false, false).unwrap().calls, 3);
     }
 
     #[test]
@@ -164,7 +213,7 @@ mod tests {
                 let w = &w;
                 s.spawn(move || {
                     for n in 0..1000 {
-                        w.record(now, (i + n) % 2 == 0, false);
+                        w.record(now, (i + n) % 2 == 0, false, true);
                     }
                 });
             }
