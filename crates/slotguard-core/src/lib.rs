@@ -21,6 +21,6 @@ pub use request::{Attempts, CacheRequest, Consistency, Op, Role, Route};
 pub use response::{CacheResponse, Path, Served};
 pub use slot::{key_slot, SLOT_COUNT};
 pub use topology::{
-    ClusterView, NodeHealth, NodeInfo, NodeView, PatchOutcome, Shard, ShardView, SlotMap, Topology,
-    TopologySource,
+    ClusterView, MapRef, NodeHealth, NodeInfo, NodeView, PatchOutcome, Shard, ShardView, SlotMap,
+    Topology, TopologySource,
 };

@@ -6,6 +6,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use futures_util::future::BoxFuture;
@@ -17,12 +18,47 @@ use slotguard_core::BoxError;
 pub trait Recover<T>: sealed::Sealed {
     /// Recover from `err`, or give it back.
     fn recover(self, err: BoxError) -> Result<BoxFuture<'static, Result<T, BoxError>>, BoxError>;
+
+    /// The first attempt succeeded.
+    fn succeeded(&self) {}
 }
 
 mod sealed {
     pub trait Sealed {}
 }
 pub(crate) use sealed::Sealed;
+
+/// What every service made by one [`Layer::layer`](tower::Layer::layer)
+/// call of a retrying layer shares: its settings, and a spare clone of the
+/// inner service that follow-up attempts are sent through.
+///
+/// Why a spare made once, rather than a clone per call: the healthy path
+/// then keeps no inner service in its response future (a smaller future,
+/// and no reference counts touched per call for it); only a retry clones
+/// the spare. The mutex makes the spare shareable for services that are
+/// `Send` but not `Sync` (e.g. `BoxCloneService`); only retries take it.
+#[derive(Debug)]
+pub(crate) struct Proto<S, Shared> {
+    svc: Mutex<S>,
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl<S: Clone, Shared> Proto<S, Shared> {
+    pub(crate) fn new(svc: S, shared: Arc<Shared>) -> Self {
+        Self {
+            svc: Mutex::new(svc),
+            shared,
+        }
+    }
+
+    /// A clone of the spare, for a follow-up attempt.
+    pub(crate) fn service(&self) -> S {
+        self.svc
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+}
 
 pin_project! {
     /// Response future of the retrying layers: the first attempt, then (on a
@@ -71,7 +107,12 @@ where
             match this.state.as_mut().project() {
                 StateProj::First { fut } => {
                     let err: BoxError = match std::task::ready!(fut.poll(cx)) {
-                        Ok(resp) => return Poll::Ready(Ok(resp)),
+                        Ok(resp) => {
+                            if let Some(recover) = this.recover.as_ref() {
+                                recover.succeeded();
+                            }
+                            return Poll::Ready(Ok(resp));
+                        }
                         Err(e) => e.into(),
                     };
                     let Some(recover) = this.recover.take() else {

@@ -77,3 +77,34 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
         self.layer(layer)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use slotguard_core::{BoxError, CacheRequest, CacheResponse, Path, Topology};
+    use tower::util::BoxCloneService;
+    use tower::{service_fn, ServiceBuilder, ServiceExt};
+
+    use super::ServiceBuilderExt;
+    use crate::circuit_breaker::{BreakerConfig, CircuitBreakerLayer};
+
+    fn assert_send<T: Send>(_: &T) {}
+
+    /// A leaf that is `Send` but not `Sync` (as `BoxCloneService` is) fits
+    /// under every layer, and the stack's response future is `Send`.
+    #[test]
+    fn a_send_only_leaf_fits_the_stack() {
+        let leaf: BoxCloneService<CacheRequest, CacheResponse, BoxError> =
+            BoxCloneService::new(service_fn(|req: CacheRequest| async move {
+                let node = req.node().cloned().ok_or("unrouted")?;
+                Ok::<_, BoxError>(CacheResponse::from_node(None, node, Path::Primary))
+            }));
+        let topology = Topology::new();
+        let svc = ServiceBuilder::new()
+            .redirect(topology.clone())
+            .replica_failover(topology.clone())
+            .circuit_breaker(CircuitBreakerLayer::per_node(BreakerConfig::default()))
+            .service(leaf);
+        let fut = svc.oneshot(CacheRequest::get("k"));
+        assert_send(&fut);
+    }
+}

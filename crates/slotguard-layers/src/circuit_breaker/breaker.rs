@@ -1,15 +1,20 @@
-//! The state machine of one breaker, its sliding window, and the registry
-//! of breakers a layer shares with its services.
+//! The state machine of one breaker.
+//!
+//! Every call through a breaker is admitted and recorded, so a closed
+//! breaker does both without its lock: the state and its epoch are one
+//! atomic word, the window and the run of failures are atomics. The lock
+//! orders what is rare: transitions, half-open probes, and the cool-down
+//! check of an open breaker.
 
-use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use slotguard_core::{classify, BoxError, BreakerScope, CacheRequest, Failure, NodeAddr, Topology};
+use slotguard_core::{classify, BoxError, BreakerScope, Failure, Topology};
 use tokio::time::Instant;
 
-use super::config::BreakerConfig;
+use super::registry::Common;
+use super::window::{Totals, Window};
 
 /// The state of one breaker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -42,176 +47,88 @@ pub(crate) fn is_failure(err: &BoxError) -> bool {
     failure.is_node_fault() && failure != Failure::CircuitOpen
 }
 
-/// Transition counters, shared by every breaker of a layer.
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    pub(crate) opened: AtomicU64,
-    pub(crate) half_opened: AtomicU64,
-    pub(crate) closed: AtomicU64,
-    pub(crate) rejected: AtomicU64,
+/// `(epoch << 2) | state`: what a call reads to be admitted.
+fn pack(epoch: u64, state: BreakerState) -> u64 {
+    let code = match state {
+        BreakerState::Closed => 0,
+        BreakerState::Open => 1,
+        BreakerState::HalfOpen => 2,
+    };
+    (epoch << 2) | code
 }
 
-/// What every breaker of a layer shares.
-pub(crate) struct Common {
-    pub(crate) config: BreakerConfig,
-    pub(crate) counters: Counters,
-    // Read on transitions only (rare), so a lock costs nothing on the hot
-    // path; a lock rather than a plain field so `with_topology` works on a
-    // layer that was already cloned.
-    topology: RwLock<Option<Topology>>,
+fn unpack(word: u64) -> (u64, BreakerState) {
+    let state = match word & 3 {
+        0 => BreakerState::Closed,
+        1 => BreakerState::Open,
+        _ => BreakerState::HalfOpen,
+    };
+    (word >> 2, state)
 }
 
-impl fmt::Debug for Common {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Not the topology itself: every breaker would print the slot map.
-        let publishing = self
-            .topology
-            .read()
-            .is_ok_and(|topology| topology.is_some());
-        f.debug_struct("Common")
-            .field("config", &self.config)
-            .field("counters", &self.counters)
-            .field("publishing_to_topology", &publishing)
-            .finish()
-    }
-}
-
-impl Common {
-    fn topology(&self) -> Option<Topology> {
-        self.topology
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
-    }
-}
-
-/// Counts of one bucket of the sliding window.
-#[derive(Debug, Clone, Copy, Default)]
-struct Bucket {
-    // Which bucket-length interval since the window's origin this is; a
-    // ring slot holding an older index is stale.
-    index: u64,
-    calls: u32,
-    failures: u32,
-    slow: u32,
-}
-
-/// Totals over the live buckets of a window.
-#[derive(Debug, Clone, Copy, Default)]
-struct Totals {
-    calls: u32,
-    failures: u32,
-    slow: u32,
-}
-
-/// A sliding time window: a ring of buckets, allocated once per breaker.
-#[derive(Debug)]
-struct Window {
-    buckets: Box<[Bucket]>,
-    bucket_nanos: u64,
-    origin: Instant,
-}
-
-impl Window {
-    fn new(config: &BreakerConfig, origin: Instant) -> Self {
-        let n = config.window_buckets.max(1);
-        let bucket_nanos =
-            (config.window.as_nanos() / u128::from(n)).clamp(1, u128::from(u64::MAX));
-        Self {
-            buckets: vec![Bucket::default(); n as usize].into_boxed_slice(),
-            bucket_nanos: bucket_nanos as u64,
-            origin,
-        }
-    }
-
-    fn index(&self, now: Instant) -> u64 {
-        let since = now.saturating_duration_since(self.origin).as_nanos();
-        (since / u128::from(self.bucket_nanos)).min(u128::from(u64::MAX)) as u64
-    }
-
-    fn record(&mut self, now: Instant, failure: bool, slow: bool) -> Totals {
-        let index = self.index(now);
-        let len = self.buckets.len() as u64;
-        let bucket = &mut self.buckets[(index % len) as usize];
-        if bucket.index != index {
-            *bucket = Bucket {
-                index,
-                ..Bucket::default()
-            };
-        }
-        bucket.calls = bucket.calls.saturating_add(1);
-        bucket.failures = bucket.failures.saturating_add(u32::from(failure));
-        bucket.slow = bucket.slow.saturating_add(u32::from(slow));
-        self.totals(index)
-    }
-
-    fn totals(&self, index: u64) -> Totals {
-        let len = self.buckets.len() as u64;
-        self.buckets
-            .iter()
-            .filter(|b| b.index <= index && b.index.saturating_add(len) > index)
-            .fold(Totals::default(), |t, b| Totals {
-                calls: t.calls.saturating_add(b.calls),
-                failures: t.failures.saturating_add(b.failures),
-                slow: t.slow.saturating_add(b.slow),
-            })
-    }
-
-    fn reset(&mut self) {
-        self.buckets.fill(Bucket::default());
-    }
-}
-
+/// What only the lock holder changes.
 #[derive(Debug)]
 struct Inner {
     state: BreakerState,
     // Bumped on every transition: an outcome of a call admitted in an
     // earlier period (e.g. before the breaker opened) is not counted.
     epoch: u64,
-    window: Window,
     opened_at: Instant,
     probes_in_flight: u32,
     probes_ok: u32,
-    // Failures in a row while closed (reset by any success).
-    failure_run: u32,
 }
 
 /// One breaker: a scope and its state machine.
 pub(crate) struct Breaker {
     scope: BreakerScope,
     common: Arc<Common>,
+    // `pack(epoch, state)`, written under `inner`'s lock on every
+    // transition, read without it by every call.
+    current: AtomicU64,
+    // While open: nanoseconds (on the window's clock) when the cool-down
+    // ends, so calls refused during it take no lock either.
+    open_until: AtomicU64,
+    window: Window,
+    // With both rate thresholds above 0, only a failed or slow outcome in
+    // the window can trip a rate (see `Window::record`).
+    rates_need_bad: bool,
+    // Failures in a row while closed (reset by any success).
+    failure_run: AtomicU32,
     inner: Mutex<Inner>,
 }
 
 impl fmt::Debug for Breaker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // `try_lock`: formatting must never wait for (or deadlock on) a
-        // call in progress; the shared settings are the layer's to print.
-        let mut d = f.debug_struct("Breaker");
-        d.field("scope", &self.scope);
-        match self.inner.try_lock() {
-            Ok(inner) => d.field("state", &inner.state),
-            Err(_) => d.field("state", &format_args!("<locked>")),
-        };
-        d.finish_non_exhaustive()
+        // The shared settings are the layer's to print.
+        let (_, state) = unpack(self.current.load(Ordering::Acquire));
+        f.debug_struct("Breaker")
+            .field("scope", &self.scope)
+            .field("state", &state)
+            .finish_non_exhaustive()
     }
 }
 
 impl Breaker {
-    fn new(scope: BreakerScope, common: Arc<Common>) -> Self {
+    pub(super) fn new(scope: BreakerScope, common: Arc<Common>) -> Self {
         let now = Instant::now();
         let window = Window::new(&common.config, now);
+        let config = &common.config;
+        let rates_need_bad =
+            config.failure_rate_threshold > 0.0 && config.slow_call_rate_threshold > 0.0;
         Self {
             scope,
+            rates_need_bad,
             common,
+            current: AtomicU64::new(pack(0, BreakerState::Closed)),
+            open_until: AtomicU64::new(0),
+            window,
+            failure_run: AtomicU32::new(0),
             inner: Mutex::new(Inner {
                 state: BreakerState::Closed,
                 epoch: 0,
-                window,
                 opened_at: now,
                 probes_in_flight: 0,
                 probes_ok: 0,
-                failure_run: 0,
             }),
         }
     }
@@ -239,6 +156,19 @@ impl Breaker {
         inner.state
     }
 
+    /// Publish the current state to `topology`, under the lock like a
+    /// transition, so a racing transition cannot be overwritten with an
+    /// older state.
+    pub(super) fn publish(&self, topology: &Topology) {
+        let BreakerScope::Node(addr) = &self.scope else {
+            return;
+        };
+        let inner = self.lock();
+        let until = (inner.state == BreakerState::Open)
+            .then(|| inner.opened_at + self.common.config.open_duration);
+        topology.health(addr).set_breaker_open_until(until);
+    }
+
     /// Open → half-open once the cool-down is over. Checked lazily (on calls
     /// and state reads), so no timer task is needed.
     fn advance(&self, inner: &mut Inner, now: Instant) {
@@ -251,6 +181,17 @@ impl Breaker {
 
     /// Admit a call, or `None` when it must fail fast.
     pub(crate) fn admit(self: &Arc<Self>, now: Instant) -> Option<Permit> {
+        let (epoch, state) = unpack(self.current.load(Ordering::Acquire));
+        match state {
+            // The common case, without the lock.
+            BreakerState::Closed => return Some(self.permit(epoch, false, now)),
+            BreakerState::Open
+                if self.window.nanos(now) < self.open_until.load(Ordering::Acquire) =>
+            {
+                return None
+            }
+            _ => {}
+        }
         let mut inner = self.lock();
         self.advance(&mut inner, now);
         let probe = match inner.state {
@@ -264,48 +205,71 @@ impl Breaker {
                 true
             }
         };
-        Some(Permit {
+        Some(self.permit(inner.epoch, probe, now))
+    }
+
+    fn permit(self: &Arc<Self>, epoch: u64, probe: bool, start: Instant) -> Permit {
+        Permit {
             breaker: self.clone(),
-            epoch: inner.epoch,
+            epoch,
             probe,
-            start: now,
+            start,
             armed: true,
-        })
+        }
     }
 
     fn record(&self, epoch: u64, probe: bool, failure: bool, slow: bool, now: Instant) {
-        let mut inner = self.lock();
-        if inner.epoch != epoch {
+        if !probe {
+            self.record_closed(epoch, failure, slow, now);
             return;
         }
-        match inner.state {
-            BreakerState::Closed => {
-                let totals = inner.window.record(now, failure, slow);
-                inner.failure_run = if failure {
-                    inner.failure_run.saturating_add(1)
-                } else {
-                    0
-                };
-                let run = self.common.config.consecutive_failures;
-                if self.trips(totals) || (run > 0 && inner.failure_run >= run) {
-                    self.transition(&mut inner, BreakerState::Open, now);
-                }
+        let mut inner = self.lock();
+        if inner.epoch != epoch || inner.state != BreakerState::HalfOpen {
+            return;
+        }
+        inner.probes_in_flight = inner.probes_in_flight.saturating_sub(1);
+        // A slow probe is no evidence of recovery; and it must not keep its
+        // slot either, or the breaker would stay half-open with no slot left.
+        if failure || slow {
+            self.transition(&mut inner, BreakerState::Open, now);
+        } else {
+            inner.probes_ok += 1;
+            if inner.probes_ok >= self.probes() {
+                self.transition(&mut inner, BreakerState::Closed, now);
             }
-            BreakerState::HalfOpen if probe => {
-                inner.probes_in_flight = inner.probes_in_flight.saturating_sub(1);
-                // A slow probe is no evidence of recovery; and it must not
-                // keep its slot either, or the breaker would stay half-open
-                // with no slot left.
-                if failure || slow {
-                    self.transition(&mut inner, BreakerState::Open, now);
-                } else {
-                    inner.probes_ok += 1;
-                    if inner.probes_ok >= self.probes() {
-                        self.transition(&mut inner, BreakerState::Closed, now);
-                    }
-                }
+        }
+    }
+
+    /// The outcome of a call admitted while closed: counted without the
+    /// lock, which is taken only to open the breaker.
+    fn record_closed(&self, epoch: u64, failure: bool, slow: bool, now: Instant) {
+        // Only calls of the current closed period count (a permit's epoch
+        // names one period, and only closed periods issue non-probe ones).
+        if self.current.load(Ordering::Acquire) != pack(epoch, BreakerState::Closed) {
+            return;
+        }
+        let totals = self.window.record(now, failure, slow, self.rates_need_bad);
+        let run = if failure {
+            self.failure_run
+                .fetch_add(1, Ordering::Relaxed)
+                .saturating_add(1)
+        } else {
+            // Read first: a store on every success would make every call
+            // write the same cache line.
+            if self.failure_run.load(Ordering::Relaxed) != 0 {
+                self.failure_run.store(0, Ordering::Relaxed);
             }
-            _ => {}
+            0
+        };
+        let max_run = self.common.config.consecutive_failures;
+        let rate_trips = totals.is_some_and(|t| self.trips(t));
+        if !(rate_trips || (max_run > 0 && run >= max_run)) {
+            return;
+        }
+        let mut inner = self.lock();
+        // Another outcome may have opened it first.
+        if inner.epoch == epoch && inner.state == BreakerState::Closed {
+            self.transition(&mut inner, BreakerState::Open, now);
         }
     }
 
@@ -319,12 +283,12 @@ impl Breaker {
 
     fn trips(&self, totals: Totals) -> bool {
         let config = &self.common.config;
-        if totals.calls < config.minimum_calls.max(1) {
+        if totals.calls < u64::from(config.minimum_calls.max(1)) {
             return false;
         }
-        let calls = f64::from(totals.calls);
-        f64::from(totals.failures) / calls >= config.failure_rate_threshold
-            || f64::from(totals.slow) / calls >= config.slow_call_rate_threshold
+        let calls = totals.calls as f64;
+        totals.failures as f64 / calls >= config.failure_rate_threshold
+            || totals.slow as f64 / calls >= config.slow_call_rate_threshold
     }
 
     fn transition(&self, inner: &mut Inner, to: BreakerState, now: Instant) {
@@ -332,21 +296,27 @@ impl Breaker {
         inner.epoch += 1;
         inner.probes_in_flight = 0;
         inner.probes_ok = 0;
-        inner.failure_run = 0;
+        self.failure_run.store(0, Ordering::Relaxed);
         let counters = &self.common.counters;
         match to {
             BreakerState::Open => {
                 inner.opened_at = now;
+                let until = now + self.common.config.open_duration;
+                self.open_until
+                    .store(self.window.nanos(until), Ordering::Release);
                 counters.opened.fetch_add(1, Ordering::Relaxed);
             }
             BreakerState::HalfOpen => {
                 counters.half_opened.fetch_add(1, Ordering::Relaxed);
             }
             BreakerState::Closed => {
-                inner.window.reset();
+                // Before the new state is visible: the first outcomes of
+                // the new period land in a fresh window.
+                self.window.reset();
                 counters.closed.fetch_add(1, Ordering::Relaxed);
             }
         }
+        self.current.store(pack(inner.epoch, to), Ordering::Release);
         // Published under the breaker's lock, so racing transitions reach
         // the topology in the order they happened.
         if let (BreakerScope::Node(addr), Some(topology)) = (&self.scope, self.common.topology()) {
@@ -420,143 +390,69 @@ impl Drop for Permit {
     }
 }
 
-#[derive(Debug)]
-enum Breakers {
-    PerNode(RwLock<HashMap<NodeAddr, Arc<Breaker>>>),
-    Global(Arc<Breaker>),
-}
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
 
-/// The breakers of one layer, shared with every service it made.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    common: Arc<Common>,
-    breakers: Breakers,
-}
+    use slotguard_core::{CacheError, CacheRequest, NodeAddr, Role};
 
-impl Shared {
-    fn common(config: BreakerConfig) -> Arc<Common> {
-        Arc::new(Common {
-            config,
-            counters: Counters::default(),
-            topology: RwLock::new(None),
-        })
-    }
+    use super::super::config::BreakerConfig;
+    use super::super::registry::Shared;
+    use super::*;
 
-    pub(crate) fn per_node(config: BreakerConfig) -> Self {
-        Self {
-            common: Self::common(config),
-            breakers: Breakers::PerNode(RwLock::new(HashMap::new())),
+    #[test]
+    fn racing_failures_open_a_breaker_once() {
+        let shared = Shared::per_node(BreakerConfig {
+            minimum_calls: 1_000_000,
+            consecutive_failures: 50,
+            // no timing in the test: it stays open, and no call is slow
+            open_duration: std::time::Duration::from_secs(3600),
+            slow_call_duration: std::time::Duration::from_secs(3600),
+            ..BreakerConfig::default()
+        });
+        let req = CacheRequest::get("k").to_node(NodeAddr::new("127.0.0.1", 1), Role::Primary);
+        let breaker = shared.breaker_for(&req).unwrap();
+        let timeout: Result<(), BoxError> = Err(CacheError::Timeout {
+            node: NodeAddr::new("127.0.0.1", 1),
         }
-    }
-
-    pub(crate) fn global(config: BreakerConfig) -> Self {
-        let common = Self::common(config);
-        Self {
-            breakers: Breakers::Global(Arc::new(Breaker::new(
-                BreakerScope::Global,
-                common.clone(),
-            ))),
-            common,
-        }
-    }
-
-    pub(crate) fn counters(&self) -> &Counters {
-        &self.common.counters
-    }
-
-    pub(crate) fn config(&self) -> &BreakerConfig {
-        &self.common.config
-    }
-
-    /// Publish breaker states to `topology` from now on, and the current
-    /// ones right away.
-    pub(crate) fn set_topology(&self, topology: Topology) {
-        *self
-            .common
-            .topology
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(topology.clone());
-        if let Breakers::PerNode(map) = &self.breakers {
-            let map = map.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-            for (addr, breaker) in map.iter() {
-                // Under the breaker's lock, like a transition, so a racing
-                // transition cannot be overwritten with an older state.
-                let inner = breaker.lock();
-                let until = (inner.state == BreakerState::Open)
-                    .then(|| inner.opened_at + self.common.config.open_duration);
-                topology.health(addr).set_breaker_open_until(until);
-            }
-        }
-    }
-
-    /// The breaker guarding `req`; `None` for a request without a node when
-    /// breakers are per node.
-    pub(crate) fn breaker_for(&self, req: &CacheRequest) -> Option<Arc<Breaker>> {
-        match &self.breakers {
-            Breakers::Global(breaker) => Some(breaker.clone()),
-            Breakers::PerNode(map) => {
-                let addr = req.node()?;
-                let found = map
-                    .read()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner())
-                    .get(addr)
-                    .cloned();
-                if found.is_some() {
-                    return found;
-                }
-                // First call to this node: the only allocating path.
-                let mut map = map.write().unwrap_or_else(|poisoned| poisoned.into_inner());
-                let breaker = map.entry(addr.clone()).or_insert_with(|| {
-                    Arc::new(Breaker::new(
-                        BreakerScope::Node(addr.clone()),
-                        self.common.clone(),
-                    ))
+        .into());
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| {
+                    for _ in 0..500 {
+                        if let Some(permit) = breaker.admit(Instant::now()) {
+                            permit.finish(&timeout);
+                        }
+                    }
                 });
-                Some(breaker.clone())
             }
-        }
+        });
+        assert_eq!(shared.counters().opened.load(Ordering::Relaxed), 1);
+        assert_eq!(breaker.state(Instant::now()), BreakerState::Open);
+        assert!(breaker.admit(Instant::now()).is_none());
     }
 
-    pub(crate) fn state(&self, scope: &BreakerScope) -> BreakerState {
-        let now = Instant::now();
-        match (&self.breakers, scope) {
-            (Breakers::Global(breaker), BreakerScope::Global) => breaker.state(now),
-            (Breakers::PerNode(map), BreakerScope::Node(addr)) => {
-                let breaker = map
-                    .read()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner())
-                    .get(addr)
-                    .cloned();
-                breaker.map_or(BreakerState::Closed, |b| b.state(now))
-            }
-            _ => BreakerState::Closed,
-        }
-    }
-
-    pub(crate) fn states(&self) -> Vec<(BreakerScope, BreakerState)> {
-        let now = Instant::now();
-        match &self.breakers {
-            Breakers::Global(breaker) => vec![(BreakerScope::Global, breaker.state(now))],
-            Breakers::PerNode(map) => {
-                // Snapshot first: reading a state may run a transition (a log
-                // event, a topology update), and first calls to a new node
-                // must not wait for that on the registry lock.
-                let breakers: Vec<Arc<Breaker>> = map
-                    .read()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner())
-                    .values()
-                    .cloned()
-                    .collect();
-                let mut states: Vec<_> = breakers
-                    .iter()
-                    .map(|b| (b.scope.clone(), b.state(now)))
-                    .collect();
-                states.sort_by(|a, b| match (&a.0, &b.0) {
-                    (BreakerScope::Node(x), BreakerScope::Node(y)) => x.cmp(y),
-                    _ => std::cmp::Ordering::Equal,
+    #[test]
+    fn racing_successes_keep_a_breaker_closed() {
+        let shared = Shared::per_node(BreakerConfig {
+            minimum_calls: 1,
+            // no timing in the test: no call is slow
+            slow_call_duration: std::time::Duration::from_secs(3600),
+            ..BreakerConfig::default()
+        });
+        let req = CacheRequest::get("k").to_node(NodeAddr::new("127.0.0.1", 1), Role::Primary);
+        let breaker = shared.breaker_for(&req).unwrap();
+        let ok: Result<(), BoxError> = Ok(());
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| {
+                    for _ in 0..500 {
+                        breaker.admit(Instant::now()).unwrap().finish(&ok);
+                    }
                 });
-                states
             }
-        }
+        });
+        assert_eq!(shared.counters().opened.load(Ordering::Relaxed), 0);
+        assert_eq!(breaker.state(Instant::now()), BreakerState::Closed);
     }
 }

@@ -4,8 +4,9 @@ use std::sync::Arc;
 use slotguard_core::{BreakerScope, Topology};
 use tower::Layer;
 
-use super::breaker::{BreakerState, Shared};
+use super::breaker::BreakerState;
 use super::config::BreakerConfig;
+use super::registry::Shared;
 use super::CircuitBreaker;
 
 /// Applies [`CircuitBreaker`] to a service. See the [module docs](super).

@@ -89,6 +89,8 @@ mod breaker;
 mod config;
 pub mod future;
 mod layer;
+mod registry;
+mod window;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -102,8 +104,8 @@ pub use breaker::BreakerState;
 pub use config::BreakerConfig;
 pub use layer::CircuitBreakerLayer;
 
-use breaker::Shared;
 use future::ResponseFuture;
+use registry::Shared;
 
 /// Fails fast while the node (or the cluster) is failing. See the
 /// [module docs](self).

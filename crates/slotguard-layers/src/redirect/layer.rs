@@ -5,6 +5,7 @@ use tower::Layer;
 
 use super::policy::RedirectPolicy;
 use super::{Redirect, Shared};
+use crate::attempt::Proto;
 
 /// Applies [`Redirect`] to a service. See the [module docs](super).
 #[derive(Debug, Clone)]
@@ -26,13 +27,13 @@ impl RedirectLayer {
     }
 }
 
-impl<S> Layer<S> for RedirectLayer {
+impl<S: Clone> Layer<S> for RedirectLayer {
     type Service = Redirect<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
         Redirect {
+            proto: Arc::new(Proto::new(inner.clone(), self.shared.clone())),
             inner,
-            shared: self.shared.clone(),
         }
     }
 }

@@ -12,7 +12,7 @@
 //!
 //! At most [`RedirectPolicy::max_hops`] hops (5), then
 //! [`CacheError::TooManyRedirects`]. Every hop draws on a shared
-//! [`TpsBudget`](tower::retry::budget::TpsBudget); when it is empty the
+//! [`RetryBudget`] that successful requests fill; when it is empty the
 //! redirect error is returned as is.
 //!
 //! # Example
@@ -42,6 +42,7 @@
 //! # }
 //! ```
 
+mod budget;
 pub mod future;
 mod layer;
 mod policy;
@@ -57,11 +58,11 @@ use slotguard_core::{
     Route, Topology,
 };
 
-use crate::attempt::Recover;
+use crate::attempt::{Proto, Recover};
 use tokio::time::Instant;
-use tower::retry::budget::Budget;
 use tower::{Service, ServiceExt};
 
+pub use budget::RetryBudget;
 pub use layer::RedirectLayer;
 pub use policy::RedirectPolicy;
 
@@ -77,7 +78,7 @@ pub(crate) struct Shared {
 #[derive(Debug, Clone)]
 pub struct Redirect<S> {
     inner: S,
-    shared: Arc<Shared>,
+    proto: Arc<Proto<S, Shared>>,
 }
 
 impl<S> Service<CacheRequest> for Redirect<S>
@@ -96,17 +97,12 @@ where
     }
 
     fn call(&mut self, req: CacheRequest) -> Self::Future {
-        // The ready service takes this call; a clone serves later hops.
-        let clone = self.inner.clone();
-        let mut ready = std::mem::replace(&mut self.inner, clone);
-        let fut = ready.call(req.clone());
-        self.shared.policy.budget.deposit();
+        let fut = self.inner.call(req.clone());
         ResponseFuture::new(
             fut,
             Some(Recovery {
-                svc: ready,
                 req,
-                shared: self.shared.clone(),
+                proto: self.proto.clone(),
             }),
         )
     }
@@ -114,9 +110,8 @@ where
 
 /// What the response future keeps to follow a redirect.
 pub struct Recovery<S> {
-    svc: S,
     req: CacheRequest,
-    shared: Arc<Shared>,
+    proto: Arc<Proto<S, Shared>>,
 }
 
 impl<S> crate::attempt::Sealed for Recovery<S> {}
@@ -142,10 +137,16 @@ where
             classify(&err),
             Failure::Moved | Failure::Ask | Failure::TryAgain
         ) {
-            Ok(Box::pin(follow(self.svc, self.req, err, self.shared)))
+            let svc = self.proto.service();
+            let shared = self.proto.shared.clone();
+            Ok(Box::pin(follow(svc, self.req, err, shared)))
         } else {
             Err(err)
         }
+    }
+
+    fn succeeded(&self) {
+        self.proto.shared.policy.budget.deposit();
     }
 }
 
@@ -239,7 +240,10 @@ where
         req.attempts.redirects += 1;
         req.route = route;
         match svc.clone().oneshot(req.clone()).await {
-            Ok(resp) => return Ok(resp),
+            Ok(resp) => {
+                policy.budget.deposit();
+                return Ok(resp);
+            }
             Err(e) => err = e.into(),
         }
     }

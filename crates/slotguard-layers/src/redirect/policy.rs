@@ -1,12 +1,15 @@
 //! Settings of the redirect layer.
 
+use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tower::retry::budget::TpsBudget;
+use tower::retry::budget::Budget;
+
+use super::budget::RetryBudget;
 
 /// How redirects are followed.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RedirectPolicy {
     /// Most `MOVED`/`ASK`/`TRYAGAIN` hops per request; then
     /// [`CacheError::TooManyRedirects`](slotguard_core::CacheError::TooManyRedirects).
@@ -17,10 +20,22 @@ pub struct RedirectPolicy {
     /// Longest wait for a refresh to confirm a `MOVED` to an address the map
     /// does not know. Default 1 s (also bounded by the request deadline).
     pub confirm_timeout: Duration,
-    /// Shared retry budget: every request deposits, every hop withdraws, so
-    /// redirects cannot become a storm. Share one budget across clones.
-    /// Default: 100 retries/s floor plus 50 % of request volume, over 10 s.
-    pub budget: Arc<TpsBudget>,
+    /// Shared retry budget: every request that succeeds deposits, every
+    /// hop withdraws, so redirects cannot become a storm. Share one budget
+    /// across clones. Default: a lock-free [`RetryBudget`], 100 retries/s
+    /// floor plus 50 % of successful requests, over 10 s. Any tower
+    /// [`Budget`] fits (e.g. `TpsBudget`, which takes a lock per call).
+    pub budget: Arc<dyn Budget + Send + Sync>,
+}
+
+impl fmt::Debug for RedirectPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedirectPolicy")
+            .field("max_hops", &self.max_hops)
+            .field("tryagain_backoff", &self.tryagain_backoff)
+            .field("confirm_timeout", &self.confirm_timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for RedirectPolicy {
@@ -29,7 +44,7 @@ impl Default for RedirectPolicy {
             max_hops: 5,
             tryagain_backoff: Duration::from_millis(10),
             confirm_timeout: Duration::from_secs(1),
-            budget: Arc::new(TpsBudget::new(Duration::from_secs(10), 100, 0.5)),
+            budget: Arc::new(RetryBudget::default()),
         }
     }
 }

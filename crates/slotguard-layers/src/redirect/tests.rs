@@ -203,11 +203,7 @@ async fn other_errors_pass_through_without_retry() {
 
 #[tokio::test(start_paused = true)]
 async fn an_empty_budget_stops_hops() {
-    let budget = std::sync::Arc::new(tower::retry::budget::TpsBudget::new(
-        Duration::from_secs(1),
-        0,
-        0.0,
-    ));
+    let budget = std::sync::Arc::new(super::RetryBudget::new(Duration::from_secs(1), 0, 0.0));
     let (_t, svc, mut handle) = setup(RedirectPolicy {
         budget,
         ..RedirectPolicy::default()
@@ -217,6 +213,61 @@ async fn an_empty_budget_stops_hops() {
     let (_r, send) = handle.next_request().await.unwrap();
     send.send_error(CacheError::Moved {
         slot,
+        addr: addr(2),
+    });
+    assert_eq!(classify(&call.await.unwrap().unwrap_err()), Failure::Moved);
+}
+
+#[tokio::test(start_paused = true)]
+async fn successes_fill_the_budget_and_failures_do_not() {
+    let budget = std::sync::Arc::new(super::RetryBudget::new(Duration::from_secs(1), 0, 1.0));
+    let (_t, svc, mut handle) = setup(RedirectPolicy {
+        budget,
+        ..RedirectPolicy::default()
+    });
+    let slot = key_slot(key_on_1().as_bytes());
+    let moved = || CacheError::Moved {
+        slot,
+        addr: addr(2),
+    };
+    // a failed request earns nothing: the next MOVED is not followed
+    let call = tokio::spawn(svc.clone().oneshot(req_to(1)));
+    let (_r, send) = handle.next_request().await.unwrap();
+    send.send_error(CacheError::Timeout { node: addr(1) });
+    assert!(call.await.unwrap().is_err());
+    let call = tokio::spawn(svc.clone().oneshot(req_to(1)));
+    let (_r, send) = handle.next_request().await.unwrap();
+    send.send_error(moved());
+    assert_eq!(classify(&call.await.unwrap().unwrap_err()), Failure::Moved);
+    // a success deposits one hop's worth
+    let call = tokio::spawn(svc.clone().oneshot(req_to(2)));
+    let (_r, send) = handle.next_request().await.unwrap();
+    send.send_response(ok(2));
+    call.await.unwrap().unwrap();
+    let call = tokio::spawn(svc.clone().oneshot(req_to(1)));
+    let (_r, send) = handle.next_request().await.unwrap();
+    send.send_error(moved());
+    let (r, send) = handle.next_request().await.unwrap();
+    assert_eq!(route_of(&r), (2, false));
+    send.send_response(ok(2));
+    call.await.unwrap().unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn towers_budget_still_fits() {
+    let budget = std::sync::Arc::new(tower::retry::budget::TpsBudget::new(
+        Duration::from_secs(1),
+        0,
+        0.0,
+    ));
+    let (_t, svc, mut handle) = setup(RedirectPolicy {
+        budget,
+        ..RedirectPolicy::default()
+    });
+    let call = tokio::spawn(svc.oneshot(req_to(1)));
+    let (_r, send) = handle.next_request().await.unwrap();
+    send.send_error(CacheError::Moved {
+        slot: key_slot(key_on_1().as_bytes()),
         addr: addr(2),
     });
     assert_eq!(classify(&call.await.unwrap().unwrap_err()), Failure::Moved);

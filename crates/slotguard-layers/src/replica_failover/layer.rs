@@ -5,6 +5,7 @@ use tower::Layer;
 
 use super::policy::FailoverPolicy;
 use super::{ReplicaFailover, Shared};
+use crate::attempt::Proto;
 
 /// Applies [`ReplicaFailover`] to a service. See the [module docs](super).
 #[derive(Debug, Clone)]
@@ -26,13 +27,13 @@ impl ReplicaFailoverLayer {
     }
 }
 
-impl<S> Layer<S> for ReplicaFailoverLayer {
+impl<S: Clone> Layer<S> for ReplicaFailoverLayer {
     type Service = ReplicaFailover<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
         ReplicaFailover {
+            proto: Arc::new(Proto::new(inner.clone(), self.shared.clone())),
             inner,
-            shared: self.shared.clone(),
         }
     }
 }

@@ -82,7 +82,7 @@ use tower::{Service, ServiceExt};
 pub use layer::ReplicaFailoverLayer;
 pub use policy::{FailoverPolicy, ReadFrom};
 
-use crate::attempt::Recover;
+use crate::attempt::{Proto, Recover};
 use future::ResponseFuture;
 
 #[derive(Debug)]
@@ -95,7 +95,7 @@ pub(crate) struct Shared {
 #[derive(Debug, Clone)]
 pub struct ReplicaFailover<S> {
     inner: S,
-    shared: Arc<Shared>,
+    proto: Arc<Proto<S, Shared>>,
 }
 
 /// Failures after which a read tries another node of its shard.
@@ -124,30 +124,30 @@ impl Shared {
         else {
             return None;
         };
-        let map = self.topology.load();
-        let (shard, primary) = map.node(addr)?;
+        let map = self.topology.map();
+        // A request stamped by the slot map goes to its slot's primary: find
+        // the shard by slot (an index) before asking the address index.
+        let (shard, primary) = match map.shard_for_slot(req.slot()) {
+            Some(shard) if shard.primary.addr == *addr => (shard, &shard.primary),
+            _ => map.node(addr)?,
+        };
         if primary.role != Role::Primary {
             return None;
         }
         let skip_primary = select::primary_unusable(primary);
+        let best = || select::best_replica(shard, req.consistency, &self.policy, &[]);
         let prefer_replica = match self.policy.read_from {
             ReadFrom::PrimaryPreferred => false,
             ReadFrom::ReplicaPreferred => true,
-            ReadFrom::LowestLatency => {
-                let best = select::replicas(shard, req.consistency, &self.policy, &[]);
-                best.first().is_some_and(|r| {
-                    let p = primary.health.ewma_latency();
-                    !p.is_zero()
-                        && !r.health.ewma_latency().is_zero()
-                        && r.health.ewma_latency() < p
-                })
-            }
+            ReadFrom::LowestLatency => best().is_some_and(|r| {
+                let p = primary.health.ewma_latency();
+                !p.is_zero() && !r.health.ewma_latency().is_zero() && r.health.ewma_latency() < p
+            }),
         };
         if !(skip_primary || prefer_replica) {
             return None;
         }
-        let best = select::replicas(shard, req.consistency, &self.policy, &[]);
-        best.first().map(|r| replica_route(r.addr.clone()))
+        best().map(|r| replica_route(r.addr.clone()))
     }
 }
 
@@ -167,50 +167,58 @@ where
     }
 
     fn call(&mut self, req: CacheRequest) -> Self::Future {
-        let clone = self.inner.clone();
-        let mut ready = std::mem::replace(&mut self.inner, clone);
         let may_fail_over = req.op.is_read() && req.consistency != Consistency::Primary;
+        let proto = self.proto.clone();
         if !may_fail_over {
-            let fut = ready.call(req.clone());
-            let recovery = Recovery {
-                svc: ready,
-                req,
-                shared: self.shared.clone(),
-                tried: Vec::new(),
-                reads: false,
-            };
+            // A write (or a primary-only read) is never sent again: its
+            // recovery only asks for a refresh, so nothing is kept for a
+            // retry.
+            let fut = self.inner.call(req);
+            let recovery = Recovery { proto, retry: None };
             return ResponseFuture::new(fut, Some(recovery));
         }
+        let shared = &proto.shared;
         let mut first = req.clone();
-        if let Some(route) = self.shared.first_route(&req) {
+        let mut first_replica = None;
+        if let Some(route) = shared.first_route(&req) {
+            first_replica = route_node(&route).cloned();
             first.route = route;
-        } else if let Some(t) = self.shared.policy.primary_attempt_timeout {
+        } else if let Some(t) = shared.policy.primary_attempt_timeout {
             // Leave the rest of the deadline for a replica.
             let cap = Instant::now() + t;
             first.deadline = Some(req.deadline.map_or(cap, |d| d.min(cap)));
         }
-        let tried: Vec<NodeAddr> = first.node().cloned().into_iter().collect();
-        let fut = ready.call(first);
+        let fut = self.inner.call(first);
         ResponseFuture::new(
             fut,
             Some(Recovery {
-                svc: ready,
-                req,
-                shared: self.shared.clone(),
-                tried,
-                reads: true,
+                proto,
+                retry: Some(Retry { req, first_replica }),
             }),
         )
     }
 }
 
+fn route_node(route: &Route) -> Option<&NodeAddr> {
+    match route {
+        Route::Node { addr, .. } => Some(addr),
+        Route::Slot => None,
+    }
+}
+
 /// What the response future keeps to fail a request over.
 pub struct Recovery<S> {
-    svc: S,
+    proto: Arc<Proto<S, Shared>>,
+    // `None` for requests that never fail over (writes).
+    retry: Option<Retry>,
+}
+
+struct Retry {
     req: CacheRequest,
-    shared: Arc<Shared>,
-    tried: Vec<NodeAddr>,
-    reads: bool,
+    // Where the first attempt went when it was not the request's own node
+    // (a replica chosen up front); kept only then, so the healthy path
+    // holds no list of tried nodes.
+    first_replica: Option<NodeAddr>,
 }
 
 impl<S> crate::attempt::Sealed for Recovery<S> {}
@@ -237,11 +245,15 @@ where
             return Err(err);
         }
         // The map may be behind a promotion: look again (rate-limited).
-        self.shared.topology.request_refresh();
-        if !self.reads {
-            return Err(err);
+        self.proto.shared.topology.request_refresh();
+        match self.retry {
+            Some(retry) => {
+                let svc = self.proto.service();
+                let shared = self.proto.shared.clone();
+                Ok(Box::pin(follow(svc, shared, retry, err)))
+            }
+            None => Err(err),
         }
-        Ok(Box::pin(follow(self, err)))
     }
 }
 
@@ -256,18 +268,24 @@ fn jittered(base: Duration, n: u32) -> Duration {
     cap.mul_f64((r % 10_000) as f64 / 10_000.0)
 }
 
-async fn follow<S>(recovery: Recovery<S>, mut err: BoxError) -> Result<S::Response, BoxError>
+async fn follow<S>(
+    svc: S,
+    shared: Arc<Shared>,
+    retry: Retry,
+    mut err: BoxError,
+) -> Result<S::Response, BoxError>
 where
     S: Service<CacheRequest> + Clone,
     S::Error: Into<BoxError>,
 {
-    let Recovery {
-        svc,
+    let Retry {
         mut req,
-        shared,
-        mut tried,
-        ..
-    } = recovery;
+        first_replica,
+    } = retry;
+    let mut tried: Vec<NodeAddr> = first_replica
+        .or_else(|| req.node().cloned())
+        .into_iter()
+        .collect();
     let policy = &shared.policy;
     loop {
         if req.attempts.failovers >= policy.max_failovers {
@@ -283,8 +301,7 @@ where
             if !tried.contains(&shard.primary.addr) && !select::primary_unusable(&shard.primary) {
                 Some((shard.primary.addr.clone(), Role::Primary))
             } else {
-                select::replicas(shard, req.consistency, policy, &tried)
-                    .first()
+                select::best_replica(shard, req.consistency, policy, &tried)
                     .map(|r| (r.addr.clone(), Role::Replica))
             };
         let Some((node, role)) = next else {

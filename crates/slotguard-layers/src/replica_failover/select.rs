@@ -44,7 +44,9 @@ fn replica_rank(
     Some((tier, suspect, h.ewma_latency().as_micros() as u64))
 }
 
-/// Eligible replicas of `shard` for a read, best first, leaving out `tried`.
+/// Eligible replicas of `shard` for a read, best first, leaving out `tried`
+/// (the ranking [`best_replica`] picks from).
+#[cfg(test)]
 pub(crate) fn replicas<'a>(
     shard: &'a Shard,
     consistency: Consistency,
@@ -59,6 +61,24 @@ pub(crate) fn replicas<'a>(
         .collect();
     ranked.sort_by_key(|(rank, _)| *rank);
     ranked.into_iter().map(|(_, r)| r).collect()
+}
+
+/// The best eligible replica of `shard` for a read, leaving out `tried`
+/// (what [`replicas`] would list first, without building the list).
+pub(crate) fn best_replica<'a>(
+    shard: &'a Shard,
+    consistency: Consistency,
+    policy: &FailoverPolicy,
+    tried: &[NodeAddr],
+) -> Option<&'a NodeInfo> {
+    shard
+        .replicas
+        .iter()
+        .filter(|r| !tried.contains(&r.addr))
+        .filter_map(|r| replica_rank(r, consistency, policy).map(|rank| (rank, r)))
+        // `min_by_key` keeps the first of equals, as the stable sort does.
+        .min_by_key(|(rank, _)| *rank)
+        .map(|(_, r)| r)
 }
 
 /// Whether the primary should be skipped up front for a read that may use a
@@ -95,6 +115,19 @@ mod tests {
         }
     }
 
+    /// `replicas`, checking that `best_replica` picks its first.
+    fn ranked<'a>(
+        s: &'a Shard,
+        c: Consistency,
+        p: &FailoverPolicy,
+        tried: &[NodeAddr],
+    ) -> Vec<&'a NodeInfo> {
+        let all = replicas(s, c, p, tried);
+        let best = best_replica(s, c, p, tried);
+        assert_eq!(best.map(|n| &n.addr), all.first().map(|n| &n.addr));
+        all
+    }
+
     fn ports(v: Vec<&NodeInfo>) -> Vec<u16> {
         v.into_iter().map(|n| n.addr.port()).collect()
     }
@@ -107,13 +140,13 @@ mod tests {
         let s = shard(vec![a, b]);
         let p = FailoverPolicy::default();
         assert_eq!(
-            ports(replicas(&s, Consistency::ReplicaOk, &p, &[])),
+            ports(ranked(&s, Consistency::ReplicaOk, &p, &[])),
             vec![3, 2]
         );
         // once the linked one was tried, the unlinked one is the fallback
         let tried = [NodeAddr::new("127.0.0.1", 3)];
         assert_eq!(
-            ports(replicas(&s, Consistency::ReplicaOk, &p, &tried)),
+            ports(ranked(&s, Consistency::ReplicaOk, &p, &tried)),
             vec![2]
         );
         // too stale to be a fallback
@@ -121,10 +154,10 @@ mod tests {
             .health
             .set_replication(false, Duration::from_secs(60));
         assert_eq!(
-            ports(replicas(&s, Consistency::ReplicaOk, &p, &tried)),
+            ports(ranked(&s, Consistency::ReplicaOk, &p, &tried)),
             Vec::<u16>::new()
         );
-        assert!(replicas(&s, Consistency::Primary, &p, &[]).is_empty());
+        assert!(ranked(&s, Consistency::Primary, &p, &[]).is_empty());
     }
 
     #[test]
@@ -134,7 +167,7 @@ mod tests {
         let s = shard(vec![a]);
         let p = FailoverPolicy::default();
         assert_eq!(
-            ports(replicas(
+            ports(ranked(
                 &s,
                 Consistency::StaleOk(Duration::from_secs(5)),
                 &p,
@@ -142,7 +175,7 @@ mod tests {
             )),
             vec![2]
         );
-        assert!(replicas(&s, Consistency::StaleOk(Duration::from_secs(3)), &p, &[]).is_empty());
+        assert!(ranked(&s, Consistency::StaleOk(Duration::from_secs(3)), &p, &[]).is_empty());
     }
 
     #[test]
@@ -158,7 +191,7 @@ mod tests {
         let p = FailoverPolicy::default();
         // c and e have no failures (c has no latency yet, e 5 ms); d failed twice
         assert_eq!(
-            ports(replicas(&s, Consistency::ReplicaOk, &p, &[])),
+            ports(ranked(&s, Consistency::ReplicaOk, &p, &[])),
             vec![4, 6, 5]
         );
     }

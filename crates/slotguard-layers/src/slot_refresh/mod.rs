@@ -50,7 +50,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use slotguard_core::{BoxError, CacheError, CacheRequest, Role, Route, Topology};
+use slotguard_core::{BoxError, CacheError, CacheRequest, Role, Route, SlotMap, Topology};
 use tokio::time::Instant;
 use tower::{Service, ServiceExt};
 
@@ -82,7 +82,18 @@ impl<S: fmt::Debug> fmt::Debug for SlotRefresh<S> {
 /// Requests already routed to a node are left alone.
 pub fn stamp(topology: &Topology, req: &mut CacheRequest) -> Result<(), CacheError> {
     if let Route::Slot = req.route {
-        let map = topology.load();
+        stamp_from(&topology.map(), topology, req)?;
+    }
+    Ok(())
+}
+
+/// [`stamp`] against a map already loaded.
+fn stamp_from(
+    map: &SlotMap,
+    topology: &Topology,
+    req: &mut CacheRequest,
+) -> Result<(), CacheError> {
+    if let Route::Slot = req.route {
         let Some(primary) = map.primary_for_slot(req.slot()) else {
             topology.request_refresh();
             return Err(CacheError::ShardUnavailable { slot: req.slot() });
@@ -113,8 +124,11 @@ where
 
     fn call(&mut self, mut req: CacheRequest) -> Self::Future {
         self.refresher.ensure_started();
-        let topology = self.refresher.topology.clone();
-        if !topology.is_loaded() {
+        let topology = &self.refresher.topology;
+        // One map load serves both the check and the stamp.
+        let map = topology.map();
+        if map.generation() == 0 {
+            drop(map);
             // Take the ready inner service; a clone stays for later calls.
             let clone = self.inner.clone();
             let inner = std::mem::replace(&mut self.inner, clone);
@@ -135,11 +149,13 @@ where
                 stamp(&t, &mut req)?;
                 inner.oneshot(req).await.map_err(Into::into)
             };
-            return ResponseFuture::waiting(Box::pin(fut), topology);
+            return ResponseFuture::waiting(Box::pin(fut), topology.clone());
         }
-        match stamp(&topology, &mut req) {
-            Ok(()) => ResponseFuture::called(self.inner.call(req), topology),
-            Err(e) => ResponseFuture::failed(e.into(), topology),
+        let stamped = stamp_from(&map, topology, &mut req);
+        drop(map);
+        match stamped {
+            Ok(()) => ResponseFuture::called(self.inner.call(req), topology.clone()),
+            Err(e) => ResponseFuture::failed(e.into(), topology.clone()),
         }
     }
 }

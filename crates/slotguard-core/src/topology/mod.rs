@@ -1,0 +1,487 @@
+//! The cluster's slot map, node health, and where views of it come from.
+//!
+//! [`Topology`] is a cheap-clone handle shared by every layer. Reads are
+//! lock-free (`arc-swap`): a request routes against an immutable [`SlotMap`]
+//! snapshot, and a refresh or a `MOVED` patch swaps in a new one. Node health
+//! lives in [`NodeHealth`] cells that survive map swaps, so what one request
+//! learns about a node (latency, failures) is seen by the next.
+
+mod health;
+mod map;
+mod view;
+
+use std::fmt;
+use std::ops::Deref;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::{ArcSwap, Guard};
+use futures_util::future::BoxFuture;
+
+use crate::addr::NodeAddr;
+use crate::error::BoxError;
+use crate::request::Role;
+use crate::slot::SLOT_COUNT;
+
+pub use health::NodeHealth;
+pub use map::{AddrHasher, AddrMap, NodeInfo, Shard, SlotMap};
+pub use view::{ClusterView, NodeView, ShardView};
+
+type Registry = AddrMap<Arc<NodeHealth>>;
+
+/// Outcome of [`Topology::patch_slot`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PatchOutcome {
+    /// The slot now points at the node's shard.
+    Patched,
+    /// The map already said so.
+    Unchanged,
+    /// The address is not a node of this map: wait for a refresh.
+    UnknownNode,
+}
+
+/// Shared handle to the current [`SlotMap`] (cheap to clone).
+#[derive(Clone, Default)]
+pub struct Topology {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    map: ArcSwap<SlotMap>,
+    // Health cells by address. Read on every completed call (the leaf
+    // records each outcome), so reads are lock-free; the mutex only orders
+    // writers (a first call to a new node, an install), which copy the map.
+    health: ArcSwap<Registry>,
+    health_write: Mutex<()>,
+    generation: AtomicU64,
+    // Wakes the refresher; one stored permit, so a burst of requests
+    // collapses into one refresh.
+    refresh: tokio::sync::Notify,
+    refresh_requests: AtomicU64,
+    // Current generation, for callers waiting on a refresh to confirm
+    // something.
+    changed: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for Inner {
+    fn default() -> Self {
+        Self {
+            map: ArcSwap::from_pointee(SlotMap::empty()),
+            health: ArcSwap::from_pointee(Registry::default()),
+            health_write: Mutex::new(()),
+            generation: AtomicU64::new(0),
+            refresh: tokio::sync::Notify::new(),
+            refresh_requests: AtomicU64::new(0),
+            changed: tokio::sync::watch::Sender::new(0),
+        }
+    }
+}
+
+impl fmt::Debug for Topology {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Topology")
+            .field("map", &self.inner.map.load())
+            .finish()
+    }
+}
+
+/// The current [`SlotMap`], borrowed from a [`Topology`]
+/// ([`Topology::map`]).
+pub struct MapRef(Guard<Arc<SlotMap>>);
+
+impl Deref for MapRef {
+    type Target = SlotMap;
+
+    fn deref(&self) -> &SlotMap {
+        &self.0
+    }
+}
+
+impl fmt::Debug for MapRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
+    }
+}
+
+impl MapRef {
+    /// The map as an owned `Arc`, to keep past the borrow.
+    pub fn to_arc(&self) -> Arc<SlotMap> {
+        Arc::clone(&self.0)
+    }
+}
+
+impl Topology {
+    /// An empty topology (generation 0, no slot covered).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The current map (lock-free), to keep: an owned `Arc`.
+    pub fn load(&self) -> Arc<SlotMap> {
+        self.inner.map.load_full()
+    }
+
+    /// The current map, borrowed: lock-free and without touching the map's
+    /// reference count, so it costs less than [`load`](Self::load) on a
+    /// request path. Hold it briefly (not across an `.await`); use
+    /// [`load`](Self::load) to keep the map.
+    pub fn map(&self) -> MapRef {
+        MapRef(self.inner.map.load())
+    }
+
+    /// Whether a map was ever installed.
+    pub fn is_loaded(&self) -> bool {
+        self.inner.map.load().generation > 0
+    }
+
+    /// The health cell of `addr` (created on first use; it outlives maps).
+    ///
+    /// Lock-free once the cell exists; only the first call for an address
+    /// takes a lock. [`with_health`](Self::with_health) avoids even the
+    /// reference-count update.
+    pub fn health(&self, addr: &NodeAddr) -> Arc<NodeHealth> {
+        if let Some(cell) = self.inner.health.load().get(addr) {
+            return cell.clone();
+        }
+        self.insert_health(addr)
+    }
+
+    /// Run `f` on the health cell of `addr` (created on first use), without
+    /// taking a lock or cloning the cell: for recording each call's outcome.
+    pub fn with_health<R>(&self, addr: &NodeAddr, f: impl FnOnce(&NodeHealth) -> R) -> R {
+        {
+            let registry = self.inner.health.load();
+            if let Some(cell) = registry.get(addr) {
+                return f(cell);
+            }
+        }
+        f(&self.insert_health(addr))
+    }
+
+    fn write_lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.inner
+            .health_write
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn insert_health(&self, addr: &NodeAddr) -> Arc<NodeHealth> {
+        let _writer = self.write_lock();
+        let current = self.inner.health.load_full();
+        if let Some(cell) = current.get(addr) {
+            return cell.clone();
+        }
+        let mut next = Registry::clone(&current);
+        let cell = Arc::new(NodeHealth::default());
+        next.insert(addr.clone(), cell.clone());
+        self.inner.health.store(Arc::new(next));
+        cell
+    }
+
+    fn next_generation(&self) -> u64 {
+        self.inner.generation.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Build a map from `view` and make it current. Returns the new map.
+    ///
+    /// Overlapping ranges are resolved in the view's order (the last shard
+    /// wins); slots out of range are ignored.
+    pub fn install(&self, view: &ClusterView) -> Arc<SlotMap> {
+        let nodes = || {
+            view.shards
+                .iter()
+                .flat_map(|s| std::iter::once(&s.primary).chain(s.replicas.iter()))
+        };
+        // The registry keeps the cells of the view's nodes (new ones start
+        // fresh) and forgets nodes that left, so it stays bounded.
+        let registry = {
+            let _writer = self.write_lock();
+            let current = self.inner.health.load();
+            let mut next = Registry::default();
+            for node in nodes() {
+                next.entry(node.addr.clone())
+                    .or_insert_with(|| current.get(&node.addr).cloned().unwrap_or_default());
+            }
+            let next = Arc::new(next);
+            self.inner.health.store(next.clone());
+            next
+        };
+        let node_info = |v: &NodeView, role: Role| NodeInfo {
+            addr: v.addr.clone(),
+            id: v.id.as_deref().map(Arc::from),
+            role,
+            health: registry.get(&v.addr).cloned().unwrap_or_default(),
+        };
+        let mut map = SlotMap::empty();
+        map.source = Some(view.source.clone());
+        for sv in &view.shards {
+            let idx = map.shards.len() as u16;
+            map.shards.push(Shard {
+                primary: node_info(&sv.primary, Role::Primary),
+                replicas: sv
+                    .replicas
+                    .iter()
+                    .map(|r| node_info(r, Role::Replica))
+                    .collect(),
+                slots: sv.slots.clone(),
+            });
+            for &(lo, hi) in &sv.slots {
+                let hi = hi.min(SLOT_COUNT - 1);
+                for slot in lo..=hi {
+                    map.slot_to_shard[slot as usize] = idx;
+                }
+            }
+        }
+        map.reindex();
+        map.generation = self.next_generation();
+        let map = Arc::new(map);
+        self.inner.map.store(map.clone());
+        self.inner.changed.send_replace(map.generation);
+        map
+    }
+
+    /// Ask the refresher (the `slot_refresh` layer) for a new map soon.
+    /// Requests made while one is pending collapse into one refresh.
+    pub fn request_refresh(&self) {
+        self.inner.refresh_requests.fetch_add(1, Ordering::Relaxed);
+        self.inner.refresh.notify_one();
+    }
+
+    /// How many times [`request_refresh`](Self::request_refresh) was called.
+    pub fn refresh_requests(&self) -> u64 {
+        self.inner.refresh_requests.load(Ordering::Relaxed)
+    }
+
+    /// Wait for the next [`request_refresh`](Self::request_refresh) (for the
+    /// refresher).
+    pub async fn refresh_requested(&self) {
+        self.inner.refresh.notified().await;
+    }
+
+    /// Wait until the map's generation is above `generation` (a refresh or a
+    /// patch happened). Callers bound this with their own deadline.
+    pub async fn changed_since(&self, generation: u64) {
+        let mut rx = self.inner.changed.subscribe();
+        // The sender lives as long as `self`, so this only ends on a change.
+        let _ = rx.wait_for(|g| *g > generation).await;
+    }
+
+    /// Point `slot` at the shard of `addr` (after a `MOVED`).
+    ///
+    /// When `addr` is a replica of the shard that owned the slot, that replica
+    /// was promoted: it becomes the shard's primary and the old primary its
+    /// replica. An address the map does not know is not trusted
+    /// ([`PatchOutcome::UnknownNode`]): a refresh must confirm it first.
+    pub fn patch_slot(&self, slot: u16, addr: &NodeAddr) -> PatchOutcome {
+        if slot >= SLOT_COUNT {
+            return PatchOutcome::UnknownNode;
+        }
+        let mut outcome = PatchOutcome::UnknownNode;
+        self.inner.map.rcu(|cur| {
+            let mut map = SlotMap::clone(cur);
+            outcome = patch(&mut map, slot, addr);
+            if outcome == PatchOutcome::Patched {
+                map.generation = self.next_generation();
+            }
+            map
+        });
+        if outcome == PatchOutcome::Patched {
+            self.inner
+                .changed
+                .send_replace(self.inner.map.load().generation);
+        }
+        outcome
+    }
+}
+
+fn patch(map: &mut SlotMap, slot: u16, addr: &NodeAddr) -> PatchOutcome {
+    let owner = map.slot_to_shard[slot as usize];
+    if let Some(idx) = map.shards.iter().position(|s| &s.primary.addr == addr) {
+        if owner == idx as u16 {
+            return PatchOutcome::Unchanged;
+        }
+        map.slot_to_shard[slot as usize] = idx as u16;
+        return PatchOutcome::Patched;
+    }
+    // A replica of the owning shard answering MOVED for its own shard's slot
+    // means it was promoted.
+    if let Some(shard) = map.shards.get_mut(owner as usize) {
+        if let Some(pos) = shard.replicas.iter().position(|r| &r.addr == addr) {
+            let mut promoted = shard.replicas.remove(pos);
+            promoted.role = Role::Primary;
+            let mut demoted = std::mem::replace(&mut shard.primary, promoted);
+            demoted.role = Role::Replica;
+            shard.replicas.push(demoted);
+            map.reindex();
+            return PatchOutcome::Patched;
+        }
+    }
+    PatchOutcome::UnknownNode
+}
+
+/// Where views of the cluster come from (implemented by `slotguard-fred`).
+pub trait TopologySource: Send + Sync + 'static {
+    /// Ask one node for its view. Must finish within the source's own
+    /// deadline: a paused node yields a timeout error, never a hang.
+    fn fetch_view(&self, node: &NodeAddr) -> BoxFuture<'static, Result<ClusterView, BoxError>>;
+
+    /// Nodes to ask when no map is known yet.
+    fn seeds(&self) -> Vec<NodeAddr>;
+
+    /// Ask `nodes` one after another and return the first view, or the last
+    /// error when none answered.
+    fn fetch_first(
+        &self,
+        nodes: Vec<NodeAddr>,
+    ) -> BoxFuture<'static, Result<ClusterView, BoxError>> {
+        let futs: Vec<_> = nodes.iter().map(|n| self.fetch_view(n)).collect();
+        Box::pin(async move {
+            let mut last: BoxError = "no node to ask for the cluster topology".into();
+            for fut in futs {
+                match fut.await {
+                    Ok(view) => return Ok(view),
+                    Err(e) => last = e,
+                }
+            }
+            Err(last)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nv(port: u16) -> NodeView {
+        NodeView {
+            addr: NodeAddr::new("127.0.0.1", port),
+            id: None,
+            online: true,
+        }
+    }
+
+    fn view() -> ClusterView {
+        ClusterView {
+            source: NodeAddr::new("127.0.0.1", 1),
+            shards: vec![
+                ShardView {
+                    slots: vec![(0, 8191)],
+                    primary: nv(1),
+                    replicas: vec![nv(11)],
+                },
+                ShardView {
+                    slots: vec![(8192, 16383)],
+                    primary: nv(2),
+                    replicas: vec![nv(12)],
+                },
+            ],
+            current_epoch: None,
+            state_ok: Some(true),
+        }
+    }
+
+    #[test]
+    fn install_and_lookup() {
+        let t = Topology::new();
+        assert!(!t.is_loaded());
+        let m = t.install(&view());
+        assert_eq!(m.covered_slots(), 16384);
+        assert_eq!(m.primary_for_slot(100).unwrap().addr.port(), 1);
+        assert_eq!(m.primary_for_slot(16383).unwrap().addr.port(), 2);
+        assert!(t.is_loaded());
+    }
+
+    #[test]
+    fn patch_moves_and_promotes() {
+        let t = Topology::new();
+        t.install(&view());
+        let g = t.load().generation();
+        assert_eq!(
+            t.patch_slot(5, &NodeAddr::new("127.0.0.1", 2)),
+            PatchOutcome::Patched
+        );
+        assert_eq!(t.load().primary_for_slot(5).unwrap().addr.port(), 2);
+        assert!(t.load().generation() > g);
+        assert_eq!(
+            t.patch_slot(5, &NodeAddr::new("127.0.0.1", 2)),
+            PatchOutcome::Unchanged
+        );
+        assert_eq!(
+            t.patch_slot(5, &NodeAddr::new("127.0.0.1", 99)),
+            PatchOutcome::UnknownNode
+        );
+        // replica 11 of shard 0 promoted
+        assert_eq!(
+            t.patch_slot(0, &NodeAddr::new("127.0.0.1", 11)),
+            PatchOutcome::Patched
+        );
+        let m = t.load();
+        let s = m.shard_for_slot(0).unwrap();
+        assert_eq!(s.primary.addr.port(), 11);
+        assert_eq!(s.replicas[0].addr.port(), 1);
+        assert_eq!(s.replicas[0].role, Role::Replica);
+    }
+
+    #[test]
+    fn health_survives_installs() {
+        let t = Topology::new();
+        t.install(&view());
+        let a = NodeAddr::new("127.0.0.1", 1);
+        t.load().node(&a).unwrap().1.health.record_failure();
+        t.install(&view());
+        assert_eq!(
+            t.load().node(&a).unwrap().1.health.consecutive_failures(),
+            1
+        );
+    }
+
+    #[test]
+    fn node_index_follows_patches() {
+        let t = Topology::new();
+        t.install(&view());
+        let m = t.load();
+        let (shard, node) = m.node(&NodeAddr::new("127.0.0.1", 12)).unwrap();
+        assert_eq!((shard.primary.addr.port(), node.role), (2, Role::Replica));
+        assert!(m.node(&NodeAddr::new("127.0.0.1", 99)).is_none());
+        assert!(!m.contains(&NodeAddr::new("127.0.0.1", 99)));
+        // replica 11 promoted: the index says so
+        t.patch_slot(0, &NodeAddr::new("127.0.0.1", 11));
+        let m = t.map();
+        let (_, promoted) = m.node(&NodeAddr::new("127.0.0.1", 11)).unwrap();
+        assert_eq!(promoted.role, Role::Primary);
+        let (shard, demoted) = m.node(&NodeAddr::new("127.0.0.1", 1)).unwrap();
+        assert_eq!(
+            (shard.primary.addr.port(), demoted.role),
+            (11, Role::Replica)
+        );
+    }
+
+    #[test]
+    fn health_cells_are_shared_and_bounded() {
+        let t = Topology::new();
+        let a = NodeAddr::new("127.0.0.1", 1);
+        let outsider = NodeAddr::new("127.0.0.1", 99);
+        // created on first use, then the same cell for everyone
+        t.with_health(&outsider, |h| h.record_failure());
+        assert_eq!(t.health(&outsider).consecutive_failures(), 1);
+        t.health(&a).record_failure();
+        t.install(&view());
+        // the map's cell is the registry's cell
+        let m = t.load();
+        assert!(Arc::ptr_eq(&m.node(&a).unwrap().1.health, &t.health(&a)));
+        assert_eq!(t.with_health(&a, |h| h.consecutive_failures()), 1);
+        // a node outside the installed view was forgotten
+        assert_eq!(t.health(&outsider).consecutive_failures(), 0);
+    }
+
+    #[test]
+    fn racing_first_uses_get_one_cell() {
+        let t = Topology::new();
+        let a = NodeAddr::new("127.0.0.1", 1);
+        let cells: Vec<Arc<NodeHealth>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8).map(|_| s.spawn(|| t.health(&a))).collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(cells.iter().all(|c| Arc::ptr_eq(c, &cells[0])));
+    }
+}

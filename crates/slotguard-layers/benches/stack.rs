@@ -1,0 +1,298 @@
+//! Per-request cost of the layers over an in-memory leaf.
+//!
+//! `cargo bench -p slotguard-layers --bench stack`
+//!
+//! The leaf answers at once from a ready future, so what is measured is the
+//! layers' own work: routing, bookkeeping, clones, locks. Each case runs
+//!
+//! - `one_thread/*`: a current-thread runtime, one request after another,
+//!   each on a fresh clone of the service (`svc.clone().oneshot(req)`, as
+//!   axum calls a service);
+//! - `eight_tasks/*`: the same loop in 8 tasks on a multi-thread runtime
+//!   (one worker per core); the time reported is wall time per call, so on
+//!   N cores with no contention it would be about 1/N of the one-thread
+//!   figure, and shared locks or contended counters push it up.
+//!
+//! Cases: the bare leaf (requests stamped by the caller from a precomputed
+//! table), the leaf recording node health the way `FredService` does, each
+//! layer alone over the leaf, and the full default stack as the README
+//! builds it (slot_refresh → redirect → replica_failover →
+//! circuit_breaker → leaf). Requests to `slot_refresh` and the full stack
+//! are routed by slot, so their figure includes the stamping that the bare
+//! leaf's caller did from its table.
+#![allow(missing_docs)]
+
+use std::future::{ready, Ready};
+use std::hint::black_box;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use futures_util::future::BoxFuture;
+use slotguard_core::{
+    BoxError, CacheError, CacheRequest, CacheResponse, ClusterView, NodeAddr, NodeView, Path, Role,
+    Route, ShardView, Topology, TopologySource,
+};
+use slotguard_layers::circuit_breaker::{BreakerConfig, CircuitBreakerLayer};
+use slotguard_layers::slot_refresh::SlotRefreshLayer;
+use slotguard_layers::ServiceBuilderExt;
+use tokio::runtime::Runtime;
+use tower::{Service, ServiceBuilder, ServiceExt};
+
+const TASKS: u64 = 8;
+const KEYS: usize = 4096;
+
+fn node(port: u16) -> NodeAddr {
+    NodeAddr::new("127.0.0.1", port)
+}
+
+/// 3 primaries (7000..7002) with one replica each (7003..7005).
+fn view() -> ClusterView {
+    let nv = |port| NodeView {
+        addr: node(port),
+        id: None,
+        online: true,
+    };
+    let ranges = [(0, 5460), (5461, 10922), (10923, 16383)];
+    ClusterView {
+        source: node(7000),
+        shards: ranges
+            .iter()
+            .zip(0u16..)
+            .map(|(&range, i)| ShardView {
+                slots: vec![range],
+                primary: nv(7000 + i),
+                replicas: vec![nv(7003 + i)],
+            })
+            .collect(),
+        current_epoch: Some(1),
+        state_ok: Some(true),
+    }
+}
+
+/// Answers every fetch with the same view, at once.
+struct StaticSource(ClusterView);
+
+impl TopologySource for StaticSource {
+    fn fetch_view(&self, _node: &NodeAddr) -> BoxFuture<'static, Result<ClusterView, BoxError>> {
+        let view = self.0.clone();
+        Box::pin(async move { Ok(view) })
+    }
+
+    fn seeds(&self) -> Vec<NodeAddr> {
+        vec![self.0.source.clone()]
+    }
+}
+
+/// The in-memory leaf: answers at once, served by the stamped node. With a
+/// topology it records each outcome in the node's health cell, as
+/// `FredService` does on every completed call.
+#[derive(Clone)]
+struct Leaf {
+    topology: Option<Topology>,
+}
+
+impl Service<CacheRequest> for Leaf {
+    type Response = CacheResponse;
+    type Error = BoxError;
+    type Future = Ready<Result<CacheResponse, BoxError>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: CacheRequest) -> Self::Future {
+        let Route::Node { addr, role, .. } = req.route else {
+            return ready(Err(CacheError::InvalidInput("unrouted".into()).into()));
+        };
+        if let Some(topology) = &self.topology {
+            topology
+                .health(&addr)
+                .record_success(Duration::from_micros(100));
+        }
+        let path = match role {
+            Role::Primary => Path::Primary,
+            Role::Replica => Path::Replica,
+        };
+        ready(Ok(CacheResponse::from_node(None, addr, path)))
+    }
+}
+
+/// Keys spread over every slot, with the primary owning each.
+struct Keys {
+    keys: Vec<(bytes::Bytes, NodeAddr)>,
+}
+
+impl Keys {
+    fn new(topology: &Topology) -> Self {
+        let map = topology.load();
+        let keys = (0..KEYS)
+            .map(|i| {
+                // Static keys: cloning one touches no shared counter, so
+                // the figures are the layers' own.
+                let key = bytes::Bytes::from_static(format!("user:{i}").leak().as_bytes());
+                let slot = slotguard_core::key_slot(&key);
+                let owner = map.primary_for_slot(slot).map(|p| p.addr.clone());
+                (key, owner.unwrap_or_else(|| node(7000)))
+            })
+            .collect();
+        Self { keys }
+    }
+
+    /// A GET routed by slot.
+    fn by_slot(&self, i: usize) -> CacheRequest {
+        CacheRequest::get(self.keys[i % KEYS].0.clone())
+    }
+
+    /// A GET the caller stamped with its owner.
+    fn stamped(&self, i: usize) -> CacheRequest {
+        let (key, owner) = &self.keys[i % KEYS];
+        CacheRequest::get(key.clone()).to_node(owner.clone(), Role::Primary)
+    }
+}
+
+type MakeRequest = fn(&Keys, usize) -> CacheRequest;
+
+async fn run<S>(svc: &S, keys: &Keys, make: MakeRequest, from: usize, n: u64)
+where
+    S: Service<CacheRequest, Response = CacheResponse> + Clone,
+    S::Error: std::fmt::Debug,
+{
+    for i in 0..n as usize {
+        let resp = svc.clone().oneshot(make(keys, from + i)).await;
+        debug_assert!(resp.is_ok(), "{:?}", resp.err());
+        let _ = black_box(resp);
+    }
+}
+
+fn bench_case<S>(
+    c: &mut Criterion,
+    rt: &Rts,
+    name: &str,
+    svc: S,
+    keys: &Arc<Keys>,
+    make: MakeRequest,
+) where
+    S: Service<CacheRequest, Response = CacheResponse> + Clone + Send + Sync + 'static,
+    S::Future: Send,
+    S::Error: std::fmt::Debug,
+{
+    c.bench_function(&format!("one_thread/{name}"), |b| {
+        b.iter_custom(|iters| {
+            rt.single.block_on(async {
+                let start = Instant::now();
+                run(&svc, keys, make, 0, iters).await;
+                start.elapsed()
+            })
+        })
+    });
+    c.bench_function(&format!("eight_tasks/{name}"), |b| {
+        b.iter_custom(|iters| {
+            let per_task = iters.div_ceil(TASKS);
+            let elapsed = rt.multi.block_on(async {
+                let start = Instant::now();
+                let tasks: Vec<_> = (0..TASKS)
+                    .map(|t| {
+                        let (svc, keys) = (svc.clone(), keys.clone());
+                        // Tasks start at different keys so they do not walk
+                        // the nodes in lockstep.
+                        let from = t as usize * (KEYS / TASKS as usize);
+                        tokio::spawn(async move { run(&svc, &keys, make, from, per_task).await })
+                    })
+                    .collect();
+                for task in tasks {
+                    let _ = task.await;
+                }
+                start.elapsed()
+            });
+            // Criterion wants the time of `iters` calls; we made
+            // `per_task × TASKS` of them.
+            elapsed.mul_f64(iters as f64 / (per_task * TASKS) as f64)
+        })
+    });
+}
+
+struct Rts {
+    single: Runtime,
+    multi: Runtime,
+}
+
+fn stack(c: &mut Criterion) {
+    let rts = Rts {
+        single: tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("runtime: {e}")),
+        multi: tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("runtime: {e}")),
+    };
+    let topology = Topology::new();
+    topology.install(&view());
+    let keys = Arc::new(Keys::new(&topology));
+    let leaf = Leaf { topology: None };
+    // The refresher task of `slot_refresh` is spawned by `load` on the
+    // multi-thread runtime; it idles for its 15 s period during a run.
+    let refresh = |t: &Topology| {
+        let layer = SlotRefreshLayer::new(t.clone(), StaticSource(view()));
+        rts.multi
+            .block_on(layer.load())
+            .unwrap_or_else(|e| panic!("load: {e}"))
+    };
+    let breakers = |t: &Topology| {
+        CircuitBreakerLayer::per_node(BreakerConfig::default()).with_topology(t.clone())
+    };
+
+    bench_case(c, &rts, "leaf", leaf.clone(), &keys, Keys::stamped);
+    let with_health = Leaf {
+        topology: Some(topology.clone()),
+    };
+    bench_case(
+        c,
+        &rts,
+        "leaf_recording_health",
+        with_health,
+        &keys,
+        Keys::stamped,
+    );
+    let svc = ServiceBuilder::new()
+        .slot_refresh(refresh(&topology))
+        .service(leaf.clone());
+    bench_case(c, &rts, "slot_refresh", svc, &keys, Keys::by_slot);
+    let svc = ServiceBuilder::new()
+        .redirect(topology.clone())
+        .service(leaf.clone());
+    bench_case(c, &rts, "redirect", svc, &keys, Keys::stamped);
+    let svc = ServiceBuilder::new()
+        .replica_failover(topology.clone())
+        .service(leaf.clone());
+    bench_case(c, &rts, "replica_failover", svc, &keys, Keys::stamped);
+    let svc = ServiceBuilder::new()
+        .circuit_breaker(breakers(&topology))
+        .service(leaf.clone());
+    bench_case(c, &rts, "circuit_breaker", svc, &keys, Keys::stamped);
+    let svc = ServiceBuilder::new()
+        .slot_refresh(refresh(&topology))
+        .redirect(topology.clone())
+        .replica_failover(topology.clone())
+        .circuit_breaker(breakers(&topology))
+        .service(leaf);
+    bench_case(c, &rts, "full_stack", svc, &keys, Keys::by_slot);
+}
+
+fn config() -> Criterion {
+    // Short enough for a shared 2-core machine (~1.5 min for all cases).
+    Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(50)
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = stack
+}
+criterion_main!(benches);

@@ -1,0 +1,152 @@
+//! The healthy path allocates nothing: once every node has been called
+//! (breakers and health cells exist), a request through the full default
+//! stack makes no heap allocation.
+//!
+//! `allocation-counter` counts the calling thread's allocations; it is the
+//! global allocator of this test binary only.
+
+use std::future::{ready, Ready};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::{BoxFuture, FutureExt};
+use slotguard_core::{
+    BoxError, CacheError, CacheRequest, CacheResponse, ClusterView, Consistency, NodeAddr,
+    NodeView, Path, Role, Route, ShardView, Topology, TopologySource,
+};
+use slotguard_layers::circuit_breaker::{BreakerConfig, CircuitBreakerLayer};
+use slotguard_layers::slot_refresh::SlotRefreshLayer;
+use slotguard_layers::ServiceBuilderExt;
+use tower::{Service, ServiceBuilder, ServiceExt};
+
+fn node(port: u16) -> NodeAddr {
+    NodeAddr::new("127.0.0.1", port)
+}
+
+/// 3 primaries (7000..7002) with one replica each (7003..7005).
+fn view() -> ClusterView {
+    let nv = |port| NodeView {
+        addr: node(port),
+        id: None,
+        online: true,
+    };
+    let ranges = [(0, 5460), (5461, 10922), (10923, 16383)];
+    ClusterView {
+        source: node(7000),
+        shards: ranges
+            .iter()
+            .zip(0u16..)
+            .map(|(&range, i)| ShardView {
+                slots: vec![range],
+                primary: nv(7000 + i),
+                replicas: vec![nv(7003 + i)],
+            })
+            .collect(),
+        current_epoch: Some(1),
+        state_ok: Some(true),
+    }
+}
+
+struct StaticSource;
+
+impl TopologySource for StaticSource {
+    fn fetch_view(&self, _node: &NodeAddr) -> BoxFuture<'static, Result<ClusterView, BoxError>> {
+        Box::pin(async { Ok(view()) })
+    }
+
+    fn seeds(&self) -> Vec<NodeAddr> {
+        vec![node(7000)]
+    }
+}
+
+/// Answers at once, served by the stamped node, recording its health as
+/// `FredService` does.
+#[derive(Clone)]
+struct Leaf(Topology);
+
+impl Service<CacheRequest> for Leaf {
+    type Response = CacheResponse;
+    type Error = BoxError;
+    type Future = Ready<Result<CacheResponse, BoxError>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: CacheRequest) -> Self::Future {
+        let Route::Node { addr, role, .. } = req.route else {
+            return ready(Err(CacheError::InvalidInput("unrouted".into()).into()));
+        };
+        self.0
+            .with_health(&addr, |h| h.record_success(Duration::from_micros(100)));
+        let path = match role {
+            Role::Primary => Path::Primary,
+            Role::Replica => Path::Replica,
+        };
+        ready(Ok(CacheResponse::from_node(None, addr, path)))
+    }
+}
+
+fn keys() -> Vec<Bytes> {
+    (0..64)
+        .map(|i| Bytes::from_static(format!("user:{i}").leak().as_bytes()))
+        .collect()
+}
+
+#[test]
+fn the_full_stack_does_not_allocate_per_request() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let topology = Topology::new();
+    let refresh = rt
+        .block_on(SlotRefreshLayer::new(topology.clone(), StaticSource).load())
+        .unwrap();
+    let svc = ServiceBuilder::new()
+        .slot_refresh(refresh)
+        .redirect(topology.clone())
+        .replica_failover(topology.clone())
+        .circuit_breaker(
+            CircuitBreakerLayer::per_node(BreakerConfig::default()).with_topology(topology.clone()),
+        )
+        .service(Leaf(topology.clone()));
+    let keys = keys();
+    let _entered = rt.enter();
+    // Every future here is ready at once, so polling once runs a request.
+    let run = |req: CacheRequest| {
+        svc.clone()
+            .oneshot(req)
+            .now_or_never()
+            .expect("an in-memory request is ready at once")
+            .expect("the leaf answers")
+    };
+    let requests = |i: usize| {
+        let key = keys[i % keys.len()].clone();
+        [
+            CacheRequest::get(key.clone()),
+            CacheRequest::get(key.clone()).with_consistency(Consistency::Primary),
+            CacheRequest::get(key.clone()).with_timeout(Duration::from_secs(1)),
+            CacheRequest::set(key.clone(), Bytes::from_static(b"v"), None),
+            CacheRequest::delete(key),
+        ]
+    };
+    // Warm up: the first call to a node creates its breaker.
+    for i in 0..keys.len() {
+        for req in requests(i) {
+            run(req);
+        }
+    }
+    // The counter sees this thread's allocations.
+    let boxed = allocation_counter::measure(|| drop(std::hint::black_box(Box::new(1u8))));
+    assert_eq!(boxed.count_total, 1);
+    let info = allocation_counter::measure(|| {
+        for i in 0..1000 {
+            for req in requests(i) {
+                assert!(run(req).served.node.is_some());
+            }
+        }
+    });
+    assert_eq!(info.count_total, 0, "{info:?}");
+}
