@@ -69,10 +69,17 @@ where
                 }
                 Poll::Ready(out)
             }
-            StateProj::Rejected { scope } => Poll::Ready(Err(match scope.take() {
-                Some(scope) => CacheError::CircuitOpen { scope }.into(),
-                None => "polled after completion".into(),
-            })),
+            StateProj::Rejected { scope } => {
+                // Ready at once, yet it spends tokio's cooperative budget
+                // like I/O would: a caller looping against open breakers
+                // still yields, so its runtime's timers and shutdown run.
+                let coop = std::task::ready!(tokio::task::coop::poll_proceed(cx));
+                coop.made_progress();
+                Poll::Ready(Err(match scope.take() {
+                    Some(scope) => CacheError::CircuitOpen { scope }.into(),
+                    None => "polled after completion".into(),
+                }))
+            }
         }
     }
 }

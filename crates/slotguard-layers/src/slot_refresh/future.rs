@@ -75,9 +75,14 @@ where
             StateProj::Called { fut } => std::task::ready!(fut.poll(cx)).map_err(Into::into),
             StateProj::Waiting { fut } => std::task::ready!(fut.as_mut().poll(cx)),
             StateProj::Failed { err } => {
+                // Failed in `call` (nothing routable): ready at once, but it
+                // spends the cooperative budget so a caller looping on it
+                // still yields to its runtime.
+                let coop = std::task::ready!(tokio::task::coop::poll_proceed(cx));
+                coop.made_progress();
                 return Poll::Ready(Err(err
                     .take()
-                    .unwrap_or_else(|| "polled after completion".into())))
+                    .unwrap_or_else(|| "polled after completion".into())));
             }
         };
         if let Err(e) = &out {
