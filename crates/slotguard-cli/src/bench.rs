@@ -201,12 +201,8 @@ pub(crate) fn run(args: FailoverArgs) -> ExitCode {
         lost_writes: tally.lost_writes,
     };
     if load.json {
-        match serde_json::to_string(&out) {
-            Ok(s) => println!("{s}"),
-            Err(e) => {
-                eprintln!("slotguard bench: could not encode the results: {e}");
-                return ExitCode::FAILURE;
-            }
+        if !crate::report::print_json("bench", &out) {
+            return ExitCode::FAILURE;
         }
     } else {
         print!("{}", render(&out));

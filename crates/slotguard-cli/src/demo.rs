@@ -132,12 +132,8 @@ pub(crate) fn run(args: DemoArgs) -> ExitCode {
             },
             aborted: aborted.clone(),
         };
-        match serde_json::to_string(&out) {
-            Ok(s) => println!("{s}"),
-            Err(e) => {
-                eprintln!("slotguard demo: could not encode the results: {e}");
-                return ExitCode::FAILURE;
-            }
+        if !crate::report::print_json("demo", &out) {
+            return ExitCode::FAILURE;
         }
     } else {
         println!();

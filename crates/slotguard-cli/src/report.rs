@@ -328,6 +328,21 @@ pub(crate) fn table(reports: &[PhaseReport]) -> String {
 }
 
 /// A percentage that never rounds a miss up to 100.
+/// Print `out` as one JSON line on stdout; `false` (after saying why on
+/// stderr) if it cannot be encoded.
+pub(crate) fn print_json(command: &str, out: &impl Serialize) -> bool {
+    match serde_json::to_string(out) {
+        Ok(s) => {
+            println!("{s}");
+            true
+        }
+        Err(e) => {
+            eprintln!("slotguard {command}: could not encode the results: {e}");
+            false
+        }
+    }
+}
+
 pub(crate) fn format_pct(p: f64) -> String {
     if p < 100.0 && p > 99.99 {
         "99.99".to_owned()

@@ -2,12 +2,9 @@
 //! cluster: one JSON object, a row per client, fred's own ratio 1.
 //! Checks the shape only: speed figures belong to the benchmark itself.
 
-use std::io::Read;
-use std::process::{Child, Command, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
+mod common;
 
-use serde_json::Value;
+use std::time::Duration;
 
 /// Generous: the run itself takes ~10 s; a slow debug build on a busy
 /// machine must not make this flaky.
@@ -15,78 +12,25 @@ const OVERALL_TIMEOUT: Duration = Duration::from_secs(300);
 
 const CLIENTS: [&str; 3] = ["fred_cluster", "leaf", "stack"];
 
-/// Kills the bench (and so, through the testkit, its redis-servers) when
-/// the test ends early.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn read_all(mut r: impl Read + Send + 'static) -> thread::JoinHandle<String> {
-    thread::spawn(move || {
-        let mut s = String::new();
-        let _ = r.read_to_string(&mut s);
-        s
-    })
-}
-
 #[test]
 fn throughput_json_has_a_row_per_client_and_cell() {
-    let mut child = KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_slotguard"))
-            .args([
-                "bench",
-                "throughput",
-                "--json",
-                "--seconds",
-                "1",
-                "--rounds",
-                "1",
-                "--concurrency",
-                "1,4",
-                "--loads",
-                "get",
-                "--keys",
-                "1000",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the slotguard binary starts"),
-    );
-    let stdout = read_all(child.0.stdout.take().unwrap());
-    let stderr = read_all(child.0.stderr.take().unwrap());
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            started.elapsed() < OVERALL_TIMEOUT,
-            "slotguard bench throughput did not finish within {OVERALL_TIMEOUT:?}"
-        );
-        thread::sleep(Duration::from_millis(100));
-    };
-    let (stdout, stderr) = (stdout.join().unwrap(), stderr.join().unwrap());
-    assert!(
-        status.success(),
-        "slotguard bench throughput exited with {status}\nstdout:\n{stdout}\nstderr:\n{stderr}"
-    );
-
-    // exactly one JSON object and nothing else
-    let mut values = serde_json::Deserializer::from_str(&stdout).into_iter::<Value>();
-    let out = values
-        .next()
-        .expect("a JSON value on stdout")
-        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{stdout}"));
-    assert!(
-        values.next().is_none(),
-        "more than one JSON value on stdout:\n{stdout}"
+    let out = common::run_json(
+        &[
+            "bench",
+            "throughput",
+            "--json",
+            "--seconds",
+            "1",
+            "--rounds",
+            "1",
+            "--concurrency",
+            "1,4",
+            "--loads",
+            "get",
+            "--keys",
+            "1000",
+        ],
+        OVERALL_TIMEOUT,
     );
     assert!(out["machine"].is_object(), "no machine: {out}");
     assert!(out["settings"].is_object(), "no settings: {out}");

@@ -1,10 +1,9 @@
 //! `slotguard demo --json` end to end: a real local cluster, every phase,
 //! one JSON object on stdout.
 
-use std::io::Read;
-use std::process::{Child, Command, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
+mod common;
+
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -44,25 +43,6 @@ const KEYS: [&str; 15] = [
     "verdict",
 ];
 
-/// Kills the demo (and so, through the testkit, its redis-servers) when the
-/// test ends early: timeout or failed assertion.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn read_all(mut r: impl Read + Send + 'static) -> thread::JoinHandle<String> {
-    thread::spawn(move || {
-        let mut s = String::new();
-        let _ = r.read_to_string(&mut s);
-        s
-    })
-}
-
 fn num(phase: &Value, key: &str) -> f64 {
     phase[key]
         .as_f64()
@@ -71,44 +51,7 @@ fn num(phase: &Value, key: &str) -> f64 {
 
 #[test]
 fn demo_json_reports_every_phase_in_order() {
-    let mut child = KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_slotguard"))
-            .args(["demo", "--json", "--seconds", "2"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the slotguard binary starts"),
-    );
-    let stdout = read_all(child.0.stdout.take().unwrap());
-    let stderr = read_all(child.0.stderr.take().unwrap());
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            started.elapsed() < OVERALL_TIMEOUT,
-            "slotguard demo did not finish within {OVERALL_TIMEOUT:?}"
-        );
-        thread::sleep(Duration::from_millis(200));
-    };
-    let (stdout, stderr) = (stdout.join().unwrap(), stderr.join().unwrap());
-    assert!(
-        status.success(),
-        "slotguard demo exited with {status}\nstdout:\n{stdout}\nstderr:\n{stderr}"
-    );
-
-    // exactly one JSON object and nothing else
-    let mut values = serde_json::Deserializer::from_str(&stdout).into_iter::<Value>();
-    let out = values
-        .next()
-        .expect("a JSON value on stdout")
-        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{stdout}"));
-    assert!(
-        values.next().is_none(),
-        "more than one JSON value on stdout:\n{stdout}"
-    );
+    let out = common::run_json(&["demo", "--json", "--seconds", "2"], OVERALL_TIMEOUT);
     assert!(out.is_object(), "not an object: {out}");
 
     let phases = out["phases"].as_array().expect("a phases array");

@@ -133,12 +133,8 @@ pub(crate) fn run(args: ThroughputArgs) -> ExitCode {
     match result {
         Ok(out) => {
             if args.json {
-                match serde_json::to_string(&out) {
-                    Ok(s) => println!("{s}"),
-                    Err(e) => {
-                        eprintln!("slotguard bench: could not encode the results: {e}");
-                        return ExitCode::FAILURE;
-                    }
+                if !crate::report::print_json("bench", &out) {
+                    return ExitCode::FAILURE;
                 }
             } else {
                 print!("{}", summary::render(&out));
