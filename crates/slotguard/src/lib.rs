@@ -9,7 +9,7 @@
 //! |---|---|
 //! | [`core`] | [`CacheRequest`], [`CacheResponse`], [`CacheError`] + [`classify`], key slots, [`Topology`] |
 //! | [`layers`] | [`slot_refresh`](layers::slot_refresh), [`redirect`](layers::redirect), [`ServiceBuilderExt`] |
-//! | [`fred`] | [`FredService`] (one centralized fred client per node), [`FredTopologySource`] |
+//! | [`fred`] | [`FredService`] (its own batched, bounded connection per node), [`FredTopologySource`] |
 //!
 //! # Recommended order
 //!
