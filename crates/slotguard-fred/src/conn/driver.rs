@@ -232,7 +232,18 @@ impl<S> Driver<S> {
     /// Close: every command outstanding fails (the first with `protocol`
     /// when its own reply broke the stream), then every queued one, unsent.
     fn fail(&mut self, reason: String, protocol: bool) {
-        if !self.pending.is_empty() || !self.held.is_empty() || protocol {
+        self.fail_as(reason, protocol, true);
+    }
+
+    /// [`Driver::fail`]; `suspect`: whether callers should fail fast until
+    /// a new connection is up (the connection broke with commands
+    /// outstanding). A stall is not: the node may only be slow (a `MIGRATE`
+    /// blocking it, a loaded machine), and callers fast-failing in a burst
+    /// would open its breaker; they wait on the new connection instead,
+    /// bounded by their deadlines, and a node that stays stalled gets its
+    /// breaker opened by those timeouts.
+    fn fail_as(&mut self, reason: String, protocol: bool, suspect: bool) {
+        if suspect && (!self.pending.is_empty() || !self.held.is_empty() || protocol) {
             self.shared.broke_busy.store(true, Ordering::Release);
         }
         self.shared.close();
@@ -402,8 +413,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Future for Driver<S> {
                 if this.stall.as_mut().poll(cx).is_ready() {
                     if Instant::now() >= due {
                         let after = this.stall_after;
-                        this.fail(
+                        this.fail_as(
                             format!("no reply for {after:?}, connection replaced"),
+                            false,
                             false,
                         );
                         return Poll::Ready(());
