@@ -559,13 +559,24 @@ impl LocalCluster {
     }
 
     fn try_start(spec: &ClusterSpec) -> Result<LocalCluster, TestkitError> {
-        let dir = tempfile::Builder::new()
-            .prefix("slotguard-testkit-")
-            .tempdir()
-            .map_err(|source| TestkitError::Io {
-                context: "creating temp dir".to_owned(),
-                source,
-            })?;
+        // Every `CLUSTER SETSLOT`, failover and epoch bump makes a node save
+        // and fsync nodes.conf with its event loop blocked. On a disk with
+        // much dirty data (a CI machine right after a build) an fsync can
+        // take longer than a client's deadline (suspected cause of timeouts
+        // mid-migration in clean-clone CI runs, seen only there). On tmpfs
+        // fsync costs nothing; $TMPDIR, when set, wins.
+        let shm = std::path::Path::new("/dev/shm");
+        let mut builder = tempfile::Builder::new();
+        builder.prefix("slotguard-testkit-");
+        let made = if std::env::var_os("TMPDIR").is_none() && shm.is_dir() {
+            builder.tempdir_in(shm).or_else(|_| builder.tempdir())
+        } else {
+            builder.tempdir()
+        };
+        let dir = made.map_err(|source| TestkitError::Io {
+            context: "creating temp dir".to_owned(),
+            source,
+        })?;
         let count = spec.node_count();
         let ports = allocate_ports(count * 2)?;
         let mut nodes = Vec::with_capacity(count);
