@@ -26,6 +26,22 @@ fn cache_err(e: &BoxError) -> CacheError {
 }
 
 /// `cmdstat_<cmd>` calls on one node.
+/// `CLIENT KILL` every client connection on node `index` but the
+/// testkit's own; at least one (ours) must go.
+fn kill_our_connections(h: &Harness, index: usize) {
+    let killed = h
+        .cluster
+        .command(
+            index,
+            &[b"CLIENT", b"KILL", b"TYPE", b"normal", b"SKIPME", b"yes"],
+        )
+        .unwrap();
+    assert!(
+        killed.as_int().unwrap_or(0) >= 1,
+        "killed our connection: {killed:?}"
+    );
+}
+
 fn calls(h: &Harness, index: usize, cmd: &str) -> u64 {
     let stats = h.cluster.info(index, "commandstats").unwrap();
     stats
@@ -186,17 +202,7 @@ async fn replica_reads_are_served_by_the_replica_also_after_reconnect() {
 
     // Kill our connection on the replica; the client reconnects, and the
     // replica still answers (READONLY is re-sent) instead of MOVED.
-    let killed = h
-        .cluster
-        .command(
-            replica,
-            &[b"CLIENT", b"KILL", b"TYPE", b"normal", b"SKIPME", b"yes"],
-        )
-        .unwrap();
-    assert!(
-        killed.as_int().unwrap_or(0) >= 1,
-        "killed our connection: {killed:?}"
-    );
+    kill_our_connections(&h, replica);
     let resp = eventually(
         "replica read after reconnect",
         Duration::from_secs(10),
@@ -360,14 +366,7 @@ async fn an_idle_connection_closed_by_the_node_is_redialled_transparently() {
     let req = CacheRequest::get(key).to_node(node.clone(), Role::Primary);
     call(&h, req.clone()).await.unwrap();
     assert!(h.leaf.is_connected(&node));
-    let killed = h
-        .cluster
-        .command(
-            owner,
-            &[b"CLIENT", b"KILL", b"TYPE", b"normal", b"SKIPME", b"yes"],
-        )
-        .unwrap();
-    assert!(killed.as_int().unwrap_or(0) >= 1, "{killed:?}");
+    kill_our_connections(&h, owner);
     eventually(
         "the leaf saw the close",
         Duration::from_secs(10),

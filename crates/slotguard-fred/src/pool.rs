@@ -68,28 +68,29 @@ impl NodeSlot {
     /// does not), else a new one is dialled, at most once per reconnect
     /// delay.
     pub(crate) fn conn(&self) -> Result<Arc<Conn>, Unavailable> {
-        if let Some(c) = self.conn.load().as_ref() {
-            if !c.is_closed() {
-                if c.is_ready() || !self.ever_connected.load(Ordering::Acquire) {
-                    return Ok(c.clone());
-                }
-                return Err(Unavailable::Reconnecting);
-            }
-        }
-        self.redial()
+        self.current().unwrap_or_else(|| self.redial())
+    }
+
+    /// What the current connection offers, `None` if there is none open: it
+    /// takes commands when up, or when it is a first connection still
+    /// connecting; a replacement still connecting makes callers fail fast.
+    fn current(&self) -> Option<Result<Arc<Conn>, Unavailable>> {
+        let guard = self.conn.load();
+        let c = guard.as_ref().filter(|c| !c.is_closed())?;
+        Some(
+            if c.is_ready() || !self.ever_connected.load(Ordering::Acquire) {
+                Ok(c.clone())
+            } else {
+                Err(Unavailable::Reconnecting)
+            },
+        )
     }
 
     fn redial(&self) -> Result<Arc<Conn>, Unavailable> {
         let mut last = self.last_dial.lock().unwrap_or_else(|p| p.into_inner());
         // Another caller may have dialled while we waited for the lock.
-        if let Some(c) = self.conn.load().as_ref() {
-            if !c.is_closed() {
-                return if c.is_ready() || !self.ever_connected.load(Ordering::Acquire) {
-                    Ok(c.clone())
-                } else {
-                    Err(Unavailable::Reconnecting)
-                };
-            }
+        if let Some(current) = self.current() {
+            return current;
         }
         // A node that closed an idle connection (its `timeout` setting, a
         // restart, `CLIENT KILL`) is dialled again at once, like a first
