@@ -7,6 +7,7 @@
 
 mod addr;
 mod error;
+pub mod invalidation;
 mod request;
 mod response;
 pub mod slot;
