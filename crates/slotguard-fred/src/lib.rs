@@ -33,5 +33,6 @@ mod source;
 
 pub use config::FredConfig;
 pub use health::{parse_replication_info, HealthProber, ProberHandle, ReplicationInfo};
+pub use resp::Frame;
 pub use service::{FredService, ResponseFuture};
 pub use source::FredTopologySource;

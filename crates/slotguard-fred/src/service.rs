@@ -109,6 +109,21 @@ impl FredService {
             .any(|slot| slot.is_connected())
     }
 
+    /// Send an administrative command (`words`, e.g. `&["CLUSTER", "INFO"]`)
+    /// to `addr` on its primary-mode connection and return the reply, within
+    /// the configured `admin_timeout`. An error reply is returned as
+    /// [`Frame::Error`](crate::Frame::Error), not as `Err`: callers such as
+    /// `slotguard doctor` report a refused command (an ACL user without
+    /// `CONFIG`) as such. `Err` means the node could not be asked.
+    pub async fn admin(
+        &self,
+        addr: &NodeAddr,
+        words: &'static [&'static str],
+    ) -> Result<crate::Frame, CacheError> {
+        let timeout = self.pool.config().admin_timeout;
+        self.pool.admin(addr, Mode::Primary, words, timeout).await
+    }
+
     /// Commands outstanding to `addr` (both modes).
     pub fn in_flight(&self, addr: &NodeAddr) -> usize {
         [Mode::Primary, Mode::Replica]

@@ -16,9 +16,11 @@ pub(crate) use encode::{encode_command, Arg};
 
 use bytes::Bytes;
 
-/// One RESP2 or RESP3 value.
+/// One RESP2 or RESP3 value, as a node sent it (public for
+/// [`FredService::admin`](crate::FredService::admin) replies).
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Frame {
+#[non_exhaustive]
+pub enum Frame {
     /// `+OK`.
     Simple(Bytes),
     /// `-ERR ...` or a RESP3 blob error.
@@ -45,7 +47,7 @@ pub(crate) enum Frame {
 
 impl Frame {
     /// A short name of the frame's type, for error messages.
-    pub(crate) fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> &'static str {
         match self {
             Frame::Simple(_) => "simple string",
             Frame::Error(_) => "error",
@@ -62,7 +64,7 @@ impl Frame {
     }
 
     /// The bytes of a simple or bulk string.
-    pub(crate) fn as_bytes(&self) -> Option<&[u8]> {
+    pub fn as_bytes(&self) -> Option<&[u8]> {
         match self {
             Frame::Simple(b) | Frame::Bulk(b) | Frame::BigNumber(b) => Some(b),
             _ => None,
@@ -70,18 +72,18 @@ impl Frame {
     }
 
     /// The text of a simple or bulk string that is valid UTF-8.
-    pub(crate) fn as_str(&self) -> Option<&str> {
+    pub fn as_str(&self) -> Option<&str> {
         self.as_bytes().and_then(|b| std::str::from_utf8(b).ok())
     }
 
     /// [`Frame::as_str`], owned.
-    pub(crate) fn as_string(&self) -> Option<String> {
+    pub fn as_string(&self) -> Option<String> {
         self.as_str().map(str::to_owned)
     }
 
     /// A non-negative integer, or a string holding one (RESP2 replies carry
     /// numbers both ways).
-    pub(crate) fn as_u64(&self) -> Option<u64> {
+    pub fn as_u64(&self) -> Option<u64> {
         match self {
             Frame::Integer(n) => u64::try_from(*n).ok(),
             other => other.as_str().and_then(|s| s.trim().parse().ok()),
@@ -89,7 +91,7 @@ impl Frame {
     }
 
     /// `+OK`.
-    pub(crate) fn is_ok(&self) -> bool {
+    pub fn is_ok(&self) -> bool {
         matches!(self, Frame::Simple(b) if b.as_ref() == b"OK")
     }
 }
