@@ -176,22 +176,54 @@ pub enum Failure {
     Other,
 }
 
+/// Whom an outcome blames: what health and breaker accounting make of it.
+///
+/// The one place that decides it, so the per-node breaker, the leaf's
+/// health records and the failover layer agree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Blame {
+    /// The node (or the path to it) looks unhealthy: count it against the
+    /// node; a read may be answered elsewhere.
+    Node,
+    /// The cluster as a whole cannot serve (`CLUSTERDOWN`): every node says
+    /// so around a promotion when `cluster-require-full-coverage` is `yes`.
+    /// No node's fault, and no evidence of its health either: per-node
+    /// accounting counts nothing; a read may still try a replica; a global
+    /// breaker counts it as a failure of the cluster.
+    Cluster,
+    /// The node answered (a redirect, a server error reply) or nothing was
+    /// sent: it says nothing bad about the node.
+    Nobody,
+}
+
 impl Failure {
+    /// Whom this failure blames. See [`Blame`].
+    pub fn blame(self) -> Blame {
+        match self {
+            Failure::Timeout
+            | Failure::Connection
+            | Failure::CircuitOpen
+            | Failure::Loading
+            | Failure::Busy
+            | Failure::Overloaded
+            | Failure::Indeterminate
+            | Failure::Protocol => Blame::Node,
+            Failure::ClusterDown => Blame::Cluster,
+            _ => Blame::Nobody,
+        }
+    }
+
     /// The node (or the path to it) looks unhealthy: a read may be answered
     /// elsewhere, and health/breaker accounting should count it.
+    /// `CLUSTERDOWN` is not a node fault ([`Blame::Cluster`]).
     pub fn is_node_fault(self) -> bool {
-        matches!(
-            self,
-            Failure::Timeout
-                | Failure::Connection
-                | Failure::CircuitOpen
-                | Failure::ClusterDown
-                | Failure::Loading
-                | Failure::Busy
-                | Failure::Overloaded
-                | Failure::Indeterminate
-                | Failure::Protocol
-        )
+        self.blame() == Blame::Node
+    }
+
+    /// A cluster-wide state (`CLUSTERDOWN`), no single node's fault.
+    pub fn is_cluster_wide(self) -> bool {
+        self.blame() == Blame::Cluster
     }
 
     /// A redirect that routing layers follow.
@@ -437,5 +469,21 @@ mod tests {
         assert_eq!(classify(&e), Failure::CircuitOpen);
         assert!(classify(&e).is_node_fault());
         assert_eq!(e.to_string(), "circuit open for global");
+    }
+
+    #[test]
+    fn clusterdown_is_the_cluster_not_a_node() {
+        let e: BoxError = Box::new(parse_error_reply(
+            "CLUSTERDOWN The cluster is down",
+            &from(),
+        ));
+        let f = classify(&e);
+        assert_eq!(f, Failure::ClusterDown);
+        assert_eq!(f.blame(), Blame::Cluster);
+        assert!(f.is_cluster_wide());
+        assert!(!f.is_node_fault());
+        assert_eq!(Failure::Timeout.blame(), Blame::Node);
+        assert_eq!(Failure::Moved.blame(), Blame::Nobody);
+        assert!(!Failure::Timeout.is_cluster_wide());
     }
 }

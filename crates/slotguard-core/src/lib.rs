@@ -15,8 +15,8 @@ pub mod topology;
 
 pub use addr::NodeAddr;
 pub use error::{
-    as_cache_error, classify, classify_dyn, parse_error_reply, BoxError, BreakerScope, CacheError,
-    Failure,
+    as_cache_error, classify, classify_dyn, parse_error_reply, Blame, BoxError, BreakerScope,
+    CacheError, Failure,
 };
 pub use request::{Attempts, CacheRequest, Consistency, Op, Role, Route};
 pub use response::{CacheResponse, Path, Served};

@@ -243,6 +243,8 @@ impl CallInfo {
         match out {
             Ok(_) => health.record_success(self.started.elapsed()),
             Err(e) if e.failure().is_node_fault() => health.record_failure(),
+            // CLUSTERDOWN: the cluster's state, not this node's health.
+            Err(e) if e.failure().is_cluster_wide() => {}
             // A server reply (MOVED, WRONGTYPE, ...) proves the node is up.
             Err(_) => health.record_success(self.started.elapsed()),
         }

@@ -10,7 +10,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use slotguard_core::{classify, BoxError, BreakerScope, Failure, Topology};
+use slotguard_core::{classify, Blame, BoxError, BreakerScope, Failure, Topology};
 use tokio::time::Instant;
 
 use super::registry::Common;
@@ -38,13 +38,38 @@ impl BreakerState {
     }
 }
 
-/// Whether an outcome is a failure of the node for the breaker.
+/// What a breaker makes of one call's outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// The guarded node (or cluster) answered.
+    Success,
+    /// A failure of what the breaker guards.
+    Failure,
+    /// No evidence either way: counted like a dropped call.
+    Neutral,
+}
+
+/// Judge an outcome for a breaker of `scope`.
 ///
-/// A refusal by an inner breaker is not: it says nothing the inner breaker
-/// has not already counted.
-pub(crate) fn is_failure(err: &BoxError) -> bool {
+/// A refusal by an inner breaker is no failure: it says nothing the inner
+/// breaker has not already counted. A cluster-wide state (`CLUSTERDOWN`,
+/// [`Blame::Cluster`]) is no node's fault and no proof of its health: a
+/// per-node breaker counts nothing (else every node's breaker opens around
+/// a promotion and all shards fail fast for a cool-down after the cluster
+/// is back); a global breaker, which guards the cluster, counts a failure.
+pub(crate) fn judge(scope: &BreakerScope, err: Option<&BoxError>) -> Outcome {
+    let Some(err) = err else {
+        return Outcome::Success;
+    };
     let failure = classify(err);
-    failure.is_node_fault() && failure != Failure::CircuitOpen
+    match failure.blame() {
+        Blame::Node if failure != Failure::CircuitOpen => Outcome::Failure,
+        Blame::Cluster => match scope {
+            BreakerScope::Node(_) => Outcome::Neutral,
+            _ => Outcome::Failure,
+        },
+        _ => Outcome::Success,
+    }
 }
 
 /// `(epoch << 2) | state`: what a call reads to be admitted.
@@ -372,9 +397,14 @@ pub(crate) struct Permit {
 impl Permit {
     /// Record the call's outcome.
     pub(crate) fn finish<T>(mut self, out: &Result<T, BoxError>) {
+        let failure = match judge(&self.breaker.scope, out.as_ref().err()) {
+            Outcome::Success => false,
+            Outcome::Failure => true,
+            // Dropped armed: a probe gives its slot back, nothing counted.
+            Outcome::Neutral => return,
+        };
         self.armed = false;
         let now = Instant::now();
-        let failure = out.as_ref().err().is_some_and(is_failure);
         let config = &self.breaker.common.config;
         let slow = now.saturating_duration_since(self.start) > config.slow_call_duration;
         self.breaker

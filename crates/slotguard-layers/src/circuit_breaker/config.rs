@@ -11,8 +11,8 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 pub struct BreakerConfig {
     /// Open when at least this share of the calls in the window failed (a
-    /// node fault: timeout, connection, `CLUSTERDOWN`, `LOADING`, `BUSY`,
-    /// overloaded, indeterminate). Default 0.5.
+    /// node fault: timeout, connection, `LOADING`, `BUSY`, overloaded,
+    /// indeterminate; `CLUSTERDOWN` only for a global breaker). Default 0.5.
     pub failure_rate_threshold: f64,
     /// Open when at least this share of the calls in the window were slow.
     /// Default 0.8.

@@ -22,10 +22,13 @@
 //!   cool-down.
 //!
 //! A **failure** is a node fault ([`Failure::is_node_fault`]): timeout,
-//! connection, `CLUSTERDOWN`, `LOADING`, `BUSY`, overloaded, indeterminate;
-//! except an inner breaker's `CircuitOpen`, which says nothing new. Anything
-//! else (a value, `MOVED`/`ASK`/`TRYAGAIN`, `WRONGTYPE`, invalid input)
-//! means the node answered. A call whose future is dropped before it
+//! connection, `LOADING`, `BUSY`, overloaded, indeterminate; except an inner
+//! breaker's `CircuitOpen`, which says nothing new. `CLUSTERDOWN` is a
+//! cluster-wide state ([`Blame::Cluster`]), no node's fault: a per-node
+//! breaker counts it as nothing (neither failure nor success; a half-open
+//! probe answered so gives its slot back), a global breaker as a failure.
+//! Anything else (a value, `MOVED`/`ASK`/`TRYAGAIN`, `WRONGTYPE`, invalid
+//! input) means the node answered. A call whose future is dropped before it
 //! completes counts as nothing.
 //!
 //! The layer reads the live state for telemetry
@@ -84,6 +87,7 @@
 //!
 //! [`CacheError::CircuitOpen`]: slotguard_core::CacheError::CircuitOpen
 //! [`Failure::is_node_fault`]: slotguard_core::Failure::is_node_fault
+//! [`Blame::Cluster`]: slotguard_core::Blame::Cluster
 
 mod breaker;
 mod config;
@@ -149,3 +153,5 @@ where
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_cluster_down;

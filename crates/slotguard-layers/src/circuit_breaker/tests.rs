@@ -13,16 +13,16 @@ use tower_test::mock;
 use super::{BreakerConfig, BreakerState, CircuitBreaker, CircuitBreakerLayer};
 use crate::test_support::addr;
 
-type Handle = mock::Handle<CacheRequest, CacheResponse>;
-type Svc = CircuitBreaker<mock::Mock<CacheRequest, CacheResponse>>;
+pub(super) type Handle = mock::Handle<CacheRequest, CacheResponse>;
+pub(super) type Svc = CircuitBreaker<mock::Mock<CacheRequest, CacheResponse>>;
 
-fn setup(layer: &CircuitBreakerLayer) -> (Svc, Handle) {
+pub(super) fn setup(layer: &CircuitBreakerLayer) -> (Svc, Handle) {
     let (svc, handle) = mock::pair::<CacheRequest, CacheResponse>();
     (layer.layer(svc), handle)
 }
 
 /// Small numbers so tests stay short; the defaults otherwise.
-fn small() -> BreakerConfig {
+pub(super) fn small() -> BreakerConfig {
     BreakerConfig {
         minimum_calls: 4,
         ..rates_only()
@@ -37,7 +37,7 @@ fn rates_only() -> BreakerConfig {
     }
 }
 
-fn node(port: u16) -> BreakerScope {
+pub(super) fn node(port: u16) -> BreakerScope {
     BreakerScope::Node(addr(port))
 }
 
@@ -54,7 +54,7 @@ fn timeout(port: u16) -> CacheError {
 }
 
 /// One call to `port` that reaches the leaf and gets `outcome`.
-async fn round_trip(
+pub(super) async fn round_trip(
     svc: &mut Svc,
     handle: &mut Handle,
     port: u16,
@@ -74,7 +74,7 @@ async fn round_trip(
     fut.await
 }
 
-async fn fail(svc: &mut Svc, handle: &mut Handle, port: u16, times: usize) {
+pub(super) async fn fail(svc: &mut Svc, handle: &mut Handle, port: u16, times: usize) {
     for _ in 0..times {
         let err = round_trip(svc, handle, port, Err(timeout(port)))
             .await
@@ -83,7 +83,7 @@ async fn fail(svc: &mut Svc, handle: &mut Handle, port: u16, times: usize) {
     }
 }
 
-async fn succeed(svc: &mut Svc, handle: &mut Handle, port: u16, times: usize) {
+pub(super) async fn succeed(svc: &mut Svc, handle: &mut Handle, port: u16, times: usize) {
     for _ in 0..times {
         round_trip(svc, handle, port, Ok(())).await.unwrap();
     }
@@ -111,7 +111,7 @@ async fn refused(svc: &mut Svc, handle: &mut Handle, port: u16, scope: BreakerSc
 }
 
 /// Open the breaker of `port` with `minimum_calls` failures.
-async fn trip(svc: &mut Svc, handle: &mut Handle, layer: &CircuitBreakerLayer, port: u16) {
+pub(super) async fn trip(svc: &mut Svc, handle: &mut Handle, layer: &CircuitBreakerLayer, port: u16) {
     let n = layer.config().minimum_calls as usize;
     fail(svc, handle, port, n).await;
     assert_eq!(layer.state(&node(port)), BreakerState::Open);
@@ -479,7 +479,6 @@ async fn every_node_fault_counts_as_a_failure() {
             node: addr(1),
             detail: "reset".into(),
         },
-        CacheError::ClusterDown,
         CacheError::Loading,
         CacheError::Busy,
         CacheError::Indeterminate {

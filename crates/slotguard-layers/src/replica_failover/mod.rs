@@ -102,7 +102,9 @@ pub struct ReplicaFailover<S> {
 fn fails_over(failure: Failure) -> bool {
     // Node faults, as the shared classification defines them; an
     // indeterminate outcome only concerns writes, which never fail over.
-    failure.is_node_fault() && failure != Failure::Indeterminate
+    // CLUSTERDOWN is no node's fault, yet a replica may still answer
+    // (`cluster-allow-reads-when-down yes`), so a read tries one.
+    (failure.is_node_fault() && failure != Failure::Indeterminate) || failure.is_cluster_wide()
 }
 
 fn replica_route(addr: NodeAddr) -> Route {
@@ -328,10 +330,16 @@ where
             Ok(resp) => return Ok(resp),
             Err(e) => {
                 let e: BoxError = e.into();
-                if !fails_over(classify(&e)) {
+                let failure = classify(&e);
+                if !fails_over(failure) {
                     return Err(e);
                 }
-                err = e;
+                // Once any node said the cluster is down, the caller hears
+                // that (a cluster-wide state, for Fallback to answer), not
+                // a replica's refusal that follows from it.
+                if !classify(&err).is_cluster_wide() || failure.is_cluster_wide() {
+                    err = e;
+                }
             }
         }
     }

@@ -239,3 +239,44 @@ async fn replica_preferred_reads_start_on_a_replica() {
     send.send_response(CacheResponse::from_node(None, addr(101), Path::Replica));
     call.await.unwrap().unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_clusterdown_read_tries_a_replica_and_stays_typed() {
+    let (_topology, svc, mut handle) = setup(FailoverPolicy::default());
+    let call = tokio::spawn(svc.oneshot(get().with_timeout(Duration::from_secs(2))));
+    let (r, send) = handle.next_request().await.unwrap();
+    assert_eq!(node_of(&r), (1, Role::Primary));
+    send.send_error(CacheError::ClusterDown);
+    // a replica may still answer (`cluster-allow-reads-when-down`)
+    let (r, send) = handle.next_request().await.unwrap();
+    assert_eq!(node_of(&r).1, Role::Replica);
+    send.send_error(CacheError::ClusterDown);
+    // the other replica refuses for a reason that follows from it
+    let (r, send) = handle.next_request().await.unwrap();
+    assert_eq!(node_of(&r).1, Role::Replica);
+    send.send_error(CacheError::CircuitOpen {
+        scope: slotguard_core::BreakerScope::Node(addr(node_of(&r).0)),
+    });
+    // the caller hears the cluster-wide state, for Fallback to answer
+    assert_eq!(
+        classify(&call.await.unwrap().unwrap_err()),
+        Failure::ClusterDown
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_replica_answers_a_clusterdown_read() {
+    let (_topology, svc, mut handle) = setup(FailoverPolicy::default());
+    let call = tokio::spawn(svc.oneshot(get().with_timeout(Duration::from_secs(2))));
+    let (_r, send) = handle.next_request().await.unwrap();
+    send.send_error(CacheError::ClusterDown);
+    let (r, send) = handle.next_request().await.unwrap();
+    let (port, role) = node_of(&r);
+    assert_eq!(role, Role::Replica);
+    send.send_response(CacheResponse::from_node(
+        Some("v".into()),
+        addr(port),
+        Path::Replica,
+    ));
+    assert_eq!(call.await.unwrap().unwrap().served.path, Path::Replica);
+}
