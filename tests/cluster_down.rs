@@ -34,8 +34,8 @@ async fn clusterdown_around_a_promotion_opens_no_breaker_of_a_live_node() {
     };
     let h = Harness::start_with(spec, FredConfig::default()).await;
     let refresh = h.refresh_layer(RefreshConfig::default());
-    let breakers = CircuitBreakerLayer::per_node(BreakerConfig::default())
-        .with_topology(h.topology.clone());
+    let breakers =
+        CircuitBreakerLayer::per_node(BreakerConfig::default()).with_topology(h.topology.clone());
     let stack = tower::ServiceBuilder::new()
         .layer(refresh)
         .layer(RedirectLayer::new(h.topology.clone()))
@@ -117,14 +117,18 @@ async fn clusterdown_around_a_promotion_opens_no_breaker_of_a_live_node() {
     .unwrap();
     // Every live node says the cluster is ok again.
     let live: Vec<usize> = (0..h.cluster.len()).filter(|&i| i != victim).collect();
-    eventually("cluster_state:ok on every live node", Duration::from_secs(20), || {
-        let ok = live.iter().all(|&i| {
-            h.cluster
-                .cluster_info(i)
-                .is_ok_and(|info| info.get("cluster_state").map(String::as_str) == Some("ok"))
-        });
-        std::future::ready(ok.then_some(()))
-    })
+    eventually(
+        "cluster_state:ok on every live node",
+        Duration::from_secs(20),
+        || {
+            let ok = live.iter().all(|&i| {
+                h.cluster
+                    .cluster_info(i)
+                    .is_ok_and(|info| info.get("cluster_state").map(String::as_str) == Some("ok"))
+            });
+            std::future::ready(ok.then_some(()))
+        },
+    )
     .await;
     // Reads keep going a while after the cluster is back: a breaker opened
     // by the storm would still be refusing now.

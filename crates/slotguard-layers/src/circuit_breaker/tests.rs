@@ -111,7 +111,12 @@ async fn refused(svc: &mut Svc, handle: &mut Handle, port: u16, scope: BreakerSc
 }
 
 /// Open the breaker of `port` with `minimum_calls` failures.
-pub(super) async fn trip(svc: &mut Svc, handle: &mut Handle, layer: &CircuitBreakerLayer, port: u16) {
+pub(super) async fn trip(
+    svc: &mut Svc,
+    handle: &mut Handle,
+    layer: &CircuitBreakerLayer,
+    port: u16,
+) {
     let n = layer.config().minimum_calls as usize;
     fail(svc, handle, port, n).await;
     assert_eq!(layer.state(&node(port)), BreakerState::Open);
