@@ -7,10 +7,12 @@
 //! slotguard bench throughput [--seconds N] [--rounds N] [--concurrency 1,16,64,256]
 //!                            [--loads get,set,mix] [--keys N] [--value-size N]
 //!                            [--warmup-ms N] [--seeds host:port,...] [--json]
+//! slotguard doctor [SEED ...] [--timeout-ms N] [--json]
 //! ```
 
 mod bench;
 mod demo;
+mod doctor;
 mod load;
 mod progress;
 mod report;
@@ -46,6 +48,12 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Benchmarks against a local cluster.
     Bench(bench::BenchArgs),
+    /// The degradation runbook against a running cluster: cluster state,
+    /// slot coverage, migrations, replica links, settings, evictions.
+    ///
+    /// Prints one row per check (`--json`: one object). Exit 0 when no check
+    /// failed (warnings allowed), 1 when one did, 2 when no seed answered.
+    Doctor(doctor::DoctorArgs),
 }
 
 /// The load options `demo` and `bench` share.
@@ -92,6 +100,7 @@ fn main() -> ExitCode {
             bench::Bench::Failover(args) => bench::run(args),
             bench::Bench::Throughput(args) => throughput::run(args),
         },
+        Command::Doctor(args) => doctor::run(args),
     }
 }
 

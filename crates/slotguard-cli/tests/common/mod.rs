@@ -28,13 +28,19 @@ fn read_all(mut r: impl Read + Send + 'static) -> thread::JoinHandle<String> {
     })
 }
 
-/// Run `slotguard <args>`, wait at most `timeout` (a hang guard, not a
-/// speed check), require success and exactly one JSON value on stdout.
-pub(crate) fn run_json(args: &[&str], timeout: Duration) -> Value {
+/// Run `slotguard <args>` with `env` added, wait at most `timeout` (a hang
+/// guard, not a speed check), and return its exit status, stdout and stderr.
+#[allow(dead_code)] // not every test binary uses every helper
+pub(crate) fn run(
+    args: &[&str],
+    env: &[(&str, &str)],
+    timeout: Duration,
+) -> (std::process::ExitStatus, String, String) {
     let what = format!("slotguard {}", args.join(" "));
     let mut child = KillOnDrop(
         Command::new(env!("CARGO_BIN_EXE_slotguard"))
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -54,12 +60,13 @@ pub(crate) fn run_json(args: &[&str], timeout: Duration) -> Value {
         );
         thread::sleep(Duration::from_millis(100));
     };
-    let (stdout, stderr) = (stdout.join().unwrap(), stderr.join().unwrap());
-    assert!(
-        status.success(),
-        "{what} exited with {status}\nstdout:\n{stdout}\nstderr:\n{stderr}"
-    );
-    let mut values = serde_json::Deserializer::from_str(&stdout).into_iter::<Value>();
+    (status, stdout.join().unwrap(), stderr.join().unwrap())
+}
+
+/// Exactly one JSON value from `stdout`.
+#[allow(dead_code)]
+pub(crate) fn one_json(stdout: &str) -> Value {
+    let mut values = serde_json::Deserializer::from_str(stdout).into_iter::<Value>();
     let out = values
         .next()
         .expect("a JSON value on stdout")
@@ -69,4 +76,17 @@ pub(crate) fn run_json(args: &[&str], timeout: Duration) -> Value {
         "more than one JSON value on stdout:\n{stdout}"
     );
     out
+}
+
+/// Run `slotguard <args>`, wait at most `timeout` (a hang guard, not a
+/// speed check), require success and exactly one JSON value on stdout.
+#[allow(dead_code)]
+pub(crate) fn run_json(args: &[&str], timeout: Duration) -> Value {
+    let (status, stdout, stderr) = run(args, &[], timeout);
+    assert!(
+        status.success(),
+        "slotguard {} exited with {status}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        args.join(" ")
+    );
+    one_json(&stdout)
 }
