@@ -46,6 +46,11 @@ impl Harness {
     /// Start a cluster from `spec` with a leaf configured by `config`.
     pub async fn start_with(spec: ClusterSpec, config: FredConfig) -> Harness {
         let cluster = LocalCluster::start(spec).expect("cluster starts");
+        Self::on(cluster, config).await
+    }
+
+    /// A leaf configured by `config` on an already started `cluster`.
+    pub async fn on(cluster: LocalCluster, config: FredConfig) -> Harness {
         let topology = Topology::new();
         let leaf = FredService::new(config).with_topology(topology.clone());
         let source = FredTopologySource::new(&leaf, seeds(&cluster));

@@ -130,6 +130,26 @@ pub enum CacheError {
         /// The saturated node.
         node: NodeAddr,
     },
+    /// The node refused the credentials (wrong password or user, or none
+    /// given where one is required): nothing was sent. A configuration
+    /// problem, not a node fault; the detail is the server's text and never
+    /// holds the secret.
+    #[error("authentication to {node} failed: {detail}")]
+    Auth {
+        /// The node that refused.
+        node: NodeAddr,
+        /// The server's reason (`WRONGPASS ...`, `NOAUTH ...`).
+        detail: String,
+    },
+    /// The TLS handshake with the node failed (unknown CA, a certificate
+    /// for another name, a plaintext port): nothing was sent.
+    #[error("tls handshake with {node} failed: {detail}")]
+    Tls {
+        /// The node.
+        node: NodeAddr,
+        /// What rustls reported.
+        detail: String,
+    },
 }
 
 /// The small set of classes that layers decide on.
@@ -172,6 +192,10 @@ pub enum Failure {
     Server,
     /// A reply that broke the protocol.
     Protocol,
+    /// The node refused the credentials.
+    Auth,
+    /// The TLS handshake failed.
+    Tls,
     /// Anything else.
     Other,
 }
@@ -300,6 +324,8 @@ impl CacheError {
             CacheError::Server(_) => Failure::Server,
             CacheError::Protocol(_) => Failure::Protocol,
             CacheError::Overloaded { .. } => Failure::Overloaded,
+            CacheError::Auth { .. } => Failure::Auth,
+            CacheError::Tls { .. } => Failure::Tls,
         }
     }
 }

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::credentials::Credentials;
+
 /// How [`FredService`](crate::FredService) talks to nodes.
 ///
 /// Every network call has a deadline: `command_timeout` per command (or the
@@ -41,6 +43,9 @@ pub struct FredConfig {
     /// Most commands outstanding on one node connection; past it, calls fail
     /// at once with `CacheError::Overloaded`. Default 10,000.
     pub max_in_flight: usize,
+    /// Credentials sent on every connection (commands, topology fetch,
+    /// probes). Default `None`: no `AUTH`.
+    pub credentials: Option<Credentials>,
 }
 
 impl FredConfig {
@@ -64,6 +69,7 @@ impl Default for FredConfig {
             max_reply_depth: 32,
             max_reply_elements: 1 << 20,
             max_in_flight: 10_000,
+            credentials: None,
         }
     }
 }

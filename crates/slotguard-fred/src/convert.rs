@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use slotguard_core::{parse_error_reply, CacheError, NodeAddr};
 
-use crate::conn::{ConnError, SendError};
+use crate::conn::{ConnError, Refused, SendError};
 use crate::pool::Unavailable;
 use crate::resp::Frame;
 
@@ -11,6 +11,9 @@ use crate::resp::Frame;
 /// and then lost its connection may have applied: that is
 /// [`CacheError::Indeterminate`], never a plain connection error.
 pub(crate) fn conn_error(err: ConnError, node: &NodeAddr, is_write: bool) -> CacheError {
+    if let Some(kind) = err.refused {
+        return refused(kind, &err.reason, node);
+    }
     if err.protocol {
         if is_write {
             return CacheError::Indeterminate {
@@ -32,6 +35,20 @@ pub(crate) fn conn_error(err: ConnError, node: &NodeAddr, is_write: bool) -> Cac
     }
 }
 
+/// A refused handshake: nothing was sent.
+pub(crate) fn refused(kind: Refused, reason: &str, node: &NodeAddr) -> CacheError {
+    match kind {
+        Refused::Auth => CacheError::Auth {
+            node: node.clone(),
+            detail: reason.to_owned(),
+        },
+        Refused::Tls => CacheError::Tls {
+            node: node.clone(),
+            detail: reason.to_owned(),
+        },
+    }
+}
+
 pub(crate) fn send_error(err: SendError, node: &NodeAddr) -> CacheError {
     match err {
         SendError::Closed => CacheError::Connection {
@@ -39,11 +56,13 @@ pub(crate) fn send_error(err: SendError, node: &NodeAddr) -> CacheError {
             detail: "connection closed".into(),
         },
         SendError::Overloaded => CacheError::Overloaded { node: node.clone() },
+        SendError::Refused(kind, reason) => refused(kind, &reason, node),
     }
 }
 
 pub(crate) fn unavailable(err: Unavailable, node: &NodeAddr) -> CacheError {
     match err {
+        Unavailable::Refused(kind, reason) => refused(kind, &reason, node),
         Unavailable::Reconnecting => CacheError::Connection {
             node: node.clone(),
             detail: "not connected (reconnecting)".into(),
@@ -111,6 +130,7 @@ mod tests {
         let err = |written, protocol| ConnError {
             written,
             protocol,
+            refused: None,
             reason: "broken pipe".into(),
         };
         assert!(matches!(

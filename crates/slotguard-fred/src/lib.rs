@@ -25,6 +25,7 @@
 mod config;
 mod conn;
 mod convert;
+mod credentials;
 mod health;
 mod pool;
 mod resp;
@@ -32,6 +33,7 @@ mod service;
 mod source;
 
 pub use config::FredConfig;
+pub use credentials::{Credentials, Secret};
 pub use health::{parse_replication_info, HealthProber, ProberHandle, ReplicationInfo};
 pub use resp::Frame;
 pub use service::{FredService, ResponseFuture};

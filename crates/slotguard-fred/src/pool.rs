@@ -16,7 +16,7 @@ use slotguard_core::{NodeAddr, Role};
 use tokio::time::Instant;
 
 use crate::config::FredConfig;
-use crate::conn::{Conn, ConnConfig};
+use crate::conn::{Conn, ConnConfig, Refused};
 use crate::resp::Limits;
 
 /// Which kind of connection to a node.
@@ -36,12 +36,22 @@ impl From<Role> for Mode {
 }
 
 /// Why no connection can take a command now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Unavailable {
     /// The connection was lost and a new one is being made (or waits for the
     /// reconnect delay): fail fast instead of queueing behind it.
     Reconnecting,
+    /// The last handshake was refused (credentials, TLS) and the next try is
+    /// not due yet: the same error again, without dialling.
+    Refused(Refused, Arc<str>),
 }
+
+/// Least time between two dials to a node whose last handshake was
+/// refused. A wrong password is a configuration error: retrying it every
+/// `reconnect_delay` (100 ms) would hammer the server (and fill its ACL
+/// log) without a chance of success, while a fixed configuration or a
+/// rotated secret should take effect soon.
+const REFUSED_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// One node in one mode: its current connection, replaced when it closes.
 pub(crate) struct NodeSlot {
@@ -97,8 +107,14 @@ impl NodeSlot {
         // time: callers wait for the new connection. One that broke under
         // load (or refused the dial) is dialled at most once per reconnect
         // delay, and callers fail fast until the new connection is up.
-        let broke_busy = self.conn.load().as_ref().is_some_and(|c| c.broke_busy());
+        let old = self.conn.load_full();
+        let broke_busy = old.as_ref().is_some_and(|c| c.broke_busy());
         let now = Instant::now();
+        if let Some((kind, reason)) = old.as_ref().and_then(|c| c.refused()) {
+            if last.is_some_and(|t| now.duration_since(t) < REFUSED_RETRY) {
+                return Err(Unavailable::Refused(*kind, reason.clone()));
+            }
+        }
         if broke_busy && last.is_some_and(|t| now.duration_since(t) < self.reconnect_delay) {
             return Err(Unavailable::Reconnecting);
         }
@@ -179,6 +195,7 @@ impl NodePool {
             },
             readonly: mode == Mode::Replica,
             max_in_flight: cfg.max_in_flight,
+            credentials: cfg.credentials.clone(),
         }
     }
 

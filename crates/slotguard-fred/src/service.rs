@@ -245,6 +245,8 @@ impl CallInfo {
             Err(e) if e.failure().is_node_fault() => health.record_failure(),
             // CLUSTERDOWN: the cluster's state, not this node's health.
             Err(e) if e.failure().is_cluster_wide() => {}
+            // Refused credentials or TLS say nothing about the node's health.
+            Err(CacheError::Auth { .. } | CacheError::Tls { .. }) => {}
             // A server reply (MOVED, WRONGTYPE, ...) proves the node is up.
             Err(_) => health.record_success(self.started.elapsed()),
         }

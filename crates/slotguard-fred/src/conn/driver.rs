@@ -17,7 +17,8 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, Sleep};
 
-use super::{Cmd, ConnConfig, ConnError, Reply, Request, Shared, CLOSED, READY};
+use super::handshake::{handshake, HandshakeError};
+use super::{Cmd, ConnConfig, ConnError, Refused, Reply, Request, Shared, CLOSED, READY};
 use crate::resp::{encode_command, Arg, Decoder, Frame};
 
 /// Stop taking new commands into one write past this many bytes, so one
@@ -32,23 +33,23 @@ pub(super) async fn run(
     mut rx: mpsc::UnboundedReceiver<Request>,
     shared: Arc<Shared>,
 ) {
-    let connect = TcpStream::connect((addr.host(), addr.port()));
-    let stream = match tokio::time::timeout(config.connect_timeout, connect).await {
+    // One deadline for the whole setup: TCP connect, TLS, HELLO/AUTH,
+    // READONLY.
+    let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
+    let setup = connect(&addr, &config, &mut rbuf);
+    let stream = match tokio::time::timeout(config.connect_timeout, setup).await {
         Ok(Ok(s)) => s,
-        Ok(Err(e)) => return refuse(&mut rx, &shared, format!("connect failed: {e}")),
-        Err(_) => return refuse(&mut rx, &shared, "connect timed out".to_owned()),
+        Ok(Err(e)) => return refuse(&mut rx, &shared, e),
+        Err(_) => {
+            return refuse(
+                &mut rx,
+                &shared,
+                HandshakeError::Other("connect timed out".to_owned()),
+            )
+        }
     };
-    // Without TCP_NODELAY, Nagle plus delayed ACKs add ~40 ms to a small
-    // write that follows another before its reply.
-    let _ = stream.set_nodelay(true);
     let mut driver = Driver::new(addr, stream, rx, shared.clone(), &config);
-    if config.readonly {
-        // First on the wire, before any queued command: no replica read can
-        // overtake it, after every (re)connect.
-        encode_command(&mut driver.wbuf, &[Arg::Static("READONLY")]);
-        driver.pending.push_back(Pending::Ignore);
-        driver.activity = Instant::now();
-    }
+    driver.rbuf = rbuf;
     shared.state.store(READY, Ordering::Release);
     // After READY: a caller that sees `ever_connected` and a connection not
     // yet ready is looking at a replacement, never at this first one.
@@ -56,17 +57,42 @@ pub(super) async fn run(
     driver.await;
 }
 
+/// Dial `addr` and run the handshake.
+async fn connect(
+    addr: &NodeAddr,
+    config: &ConnConfig,
+    rbuf: &mut BytesMut,
+) -> Result<TcpStream, HandshakeError> {
+    let mut stream = TcpStream::connect((addr.host(), addr.port()))
+        .await
+        .map_err(|e| HandshakeError::Other(format!("connect failed: {e}")))?;
+    // Without TCP_NODELAY, Nagle plus delayed ACKs add ~40 ms to a small
+    // write that follows another before its reply.
+    let _ = stream.set_nodelay(true);
+    handshake(&mut stream, config, rbuf).await?;
+    Ok(stream)
+}
+
 /// The connection never came up: every queued command fails, unsent.
-fn refuse(rx: &mut mpsc::UnboundedReceiver<Request>, shared: &Shared, reason: String) {
+fn refuse(rx: &mut mpsc::UnboundedReceiver<Request>, shared: &Shared, err: HandshakeError) {
+    let (refused, reason) = match err {
+        HandshakeError::Auth(r) => (Some(Refused::Auth), r),
+        HandshakeError::Tls(r) => (Some(Refused::Tls), r),
+        HandshakeError::Other(r) => (None, r),
+    };
+    let reason: Arc<str> = reason.into();
+    if let Some(kind) = refused {
+        let _ = shared.refused.set((kind, reason.clone()));
+    }
     shared.broke_busy.store(true, Ordering::Release);
     shared.close();
     rx.close();
-    let reason: Arc<str> = reason.into();
     while let Ok(req) = rx.try_recv() {
         shared.done(1);
         let _ = req.tx.send(Err(ConnError {
             written: false,
             protocol: false,
+            refused,
             reason: reason.clone(),
         }));
     }
@@ -78,7 +104,7 @@ enum Pending {
         tx: oneshot::Sender<Reply>,
         cmd: Cmd,
     },
-    /// `ASKING`, `READONLY`: reply read and dropped.
+    /// `ASKING`: reply read and dropped.
     Ignore,
     /// The end-of-batch `PING <token>`.
     Marker(u64),
@@ -252,6 +278,7 @@ impl<S> Driver<S> {
         let err = |protocol| ConnError {
             written: true,
             protocol,
+            refused: None,
             reason: reason.clone(),
         };
         let mut n = 0;
@@ -274,6 +301,7 @@ impl<S> Driver<S> {
             let _ = req.tx.send(Err(ConnError {
                 written: false,
                 protocol: false,
+                refused: None,
                 reason: reason.clone(),
             }));
         }

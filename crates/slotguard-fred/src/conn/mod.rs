@@ -22,22 +22,27 @@
 //! - *Bounded decoding*: see [`crate::resp`].
 //! - *Replacement*: a connection with commands outstanding that reads
 //!   nothing for the stall timeout is closed; the pool dials anew.
-//! - *Replica mode*: `READONLY` is the first command written on a replica
-//!   connection, before anything queued, so no read can overtake it.
+//! - *Handshake* ([`handshake`]): `HELLO 3` (with `AUTH` when there are
+//!   credentials) and, on a replica connection, `READONLY`, answered before
+//!   the connection takes commands, so no read can overtake `READONLY` and a
+//!   refused password is one typed error ([`Refused`]) for the callers
+//!   waiting, not an error reply each.
 //! - *Back-pressure*: at most `max_in_flight` commands outstanding; beyond,
 //!   a send fails with [`SendError::Overloaded`] at once.
 
 mod driver;
+mod handshake;
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use slotguard_core::NodeAddr;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::credentials::Credentials;
 use crate::resp::{encode_command, Arg, Frame, Limits};
 
 /// Settings of one connection.
@@ -48,6 +53,8 @@ pub(crate) struct ConnConfig {
     pub(crate) limits: Limits,
     pub(crate) readonly: bool,
     pub(crate) max_in_flight: usize,
+    /// Sent in the handshake; redacted in `Debug`.
+    pub(crate) credentials: Option<Credentials>,
 }
 
 /// A command to send.
@@ -122,7 +129,19 @@ pub(crate) struct ConnError {
     pub(crate) written: bool,
     /// This command's own reply broke the protocol (vs. another's).
     pub(crate) protocol: bool,
+    /// The connection was never set up because the node (or its TLS layer)
+    /// refused us: a configuration problem, not a node fault.
+    pub(crate) refused: Option<Refused>,
     pub(crate) reason: Arc<str>,
+}
+
+/// Why a handshake was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// Wrong or missing credentials.
+    Auth,
+    /// Certificate or TLS protocol failure.
+    Tls,
 }
 
 pub(crate) type Reply = Result<Frame, ConnError>;
@@ -134,6 +153,8 @@ pub(crate) enum SendError {
     Closed,
     /// `max_in_flight` commands are outstanding; nothing was sent.
     Overloaded,
+    /// The handshake was refused; nothing was sent.
+    Refused(Refused, Arc<str>),
 }
 
 pub(crate) struct Request {
@@ -156,6 +177,9 @@ struct Shared {
     /// The connection broke with commands outstanding (or stalled), as
     /// opposed to a node closing an idle connection.
     broke_busy: AtomicBool,
+    /// Set when the handshake was refused: the pool answers with it, without
+    /// dialling, until a retry is due.
+    refused: OnceLock<(Refused, Arc<str>)>,
 }
 
 impl Shared {
@@ -199,6 +223,7 @@ impl Conn {
             max_in_flight: config.max_in_flight.max(1),
             ever_connected,
             broke_busy: AtomicBool::new(false),
+            refused: OnceLock::new(),
         });
         tokio::spawn(driver::run(addr, config, rx, shared.clone()));
         Self { tx, shared }
@@ -212,6 +237,11 @@ impl Conn {
     /// node is suspect, so callers fail fast until a new one is up.
     pub(crate) fn broke_busy(&self) -> bool {
         self.shared.broke_busy.load(Ordering::Acquire)
+    }
+
+    /// Why the handshake was refused, if it was.
+    pub(crate) fn refused(&self) -> Option<&(Refused, Arc<str>)> {
+        self.shared.refused.get()
     }
 
     pub(crate) fn is_ready(&self) -> bool {
@@ -232,7 +262,7 @@ impl Conn {
         asking: bool,
     ) -> Result<oneshot::Receiver<Reply>, SendError> {
         if self.is_closed() {
-            return Err(SendError::Closed);
+            return Err(self.closed());
         }
         let prev = self.shared.in_flight.fetch_add(1, Ordering::AcqRel);
         if prev >= self.shared.max_in_flight {
@@ -242,9 +272,18 @@ impl Conn {
         let (tx, rx) = oneshot::channel();
         if self.tx.send(Request { cmd, asking, tx }).is_err() {
             self.shared.done(1);
-            return Err(SendError::Closed);
+            return Err(self.closed());
         }
         Ok(rx)
+    }
+
+    /// Why a send to this closed connection fails: its refusal, if the
+    /// handshake failed before the command arrived.
+    fn closed(&self) -> SendError {
+        match self.refused() {
+            Some((kind, reason)) => SendError::Refused(*kind, reason.clone()),
+            None => SendError::Closed,
+        }
     }
 }
 
