@@ -40,6 +40,14 @@
 //! } // Drop SIGKILLs and reaps every server and removes the temp dir.
 //! ```
 //!
+//! With `ClusterSpec { proxied: true, .. }` every node sits behind a
+//! [`FaultProxy`] that clients learn from the cluster itself
+//! (`cluster-announce-port`): latency with jitter, bandwidth limits, black
+//! holes, resets and replies cut after N bytes, per node and direction, at
+//! run time ([`LocalCluster::proxy`]); the bus ports are proxied too, so
+//! [`LocalCluster::partition`] cuts a node off its peers while clients still
+//! reach it (a minority partition, no firewall rules involved).
+//!
 //! For replies no real server sends (garbage, absurd lengths, deep nesting,
 //! silence, a connection cut mid-reply), [`ScriptedNode`] plays a one-node
 //! cluster whose answers a test scripts per key.
@@ -81,6 +89,7 @@
 
 mod cluster;
 mod error;
+mod proxy;
 mod resp;
 mod scripted;
 mod slot;
@@ -89,12 +98,15 @@ mod topology;
 #[cfg(test)]
 mod live_tests;
 #[cfg(test)]
+mod proxied_tests;
+#[cfg(test)]
 mod scripted_tests;
 
 pub use cluster::{
     ClusterSpec, FailoverMode, LocalCluster, NodeInfo, NodeState, KEEP_DIR_ENV, REDIS_SERVER_ENV,
 };
 pub use error::TestkitError;
+pub use proxy::{Direction, FaultProxy, Faults};
 pub use resp::Reply;
 pub use scripted::{Action, ScriptedNode};
 pub use slot::{key_in_slot, key_slot, SLOT_COUNT};

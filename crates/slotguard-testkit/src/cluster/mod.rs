@@ -9,6 +9,7 @@ mod faults;
 mod formation;
 mod migration;
 mod process;
+mod proxied;
 mod queries;
 
 use std::fmt;
@@ -22,7 +23,8 @@ use tempfile::TempDir;
 use crate::error::TestkitError;
 use crate::topology::ClusterNode;
 
-use process::{lock, Node};
+pub(crate) use process::lock;
+use process::Node;
 
 /// How often a whole cluster start is retried with fresh ports.
 const START_ATTEMPTS: usize = 3;
@@ -70,6 +72,11 @@ pub struct ClusterSpec {
     /// Extra `redis.conf` directives appended verbatim as `key value` lines
     /// (later lines override the testkit's defaults).
     pub extra_config: Vec<(String, String)>,
+    /// Put a [`FaultProxy`](crate::FaultProxy) in front of every node's
+    /// client port and one in front of its bus port, announced to clients
+    /// and peers ([`LocalCluster::proxy`], [`LocalCluster::partition`])
+    /// (default false).
+    pub proxied: bool,
 }
 
 impl Default for ClusterSpec {
@@ -79,6 +86,7 @@ impl Default for ClusterSpec {
             replicas_per_primary: 1,
             node_timeout_ms: 1000,
             extra_config: Vec::new(),
+            proxied: false,
         }
     }
 }
@@ -134,10 +142,12 @@ impl fmt::Display for NodeState {
 pub struct NodeInfo {
     /// Position in the cluster (primaries first, then replicas grouped by primary).
     pub index: usize,
-    /// `127.0.0.1:PORT`.
+    /// `127.0.0.1:PORT` as clients see it (with `client_port`).
     pub addr: String,
-    /// The client port.
+    /// The node's own client port (the testkit's admin commands use it).
     pub port: u16,
+    /// The port clients use: the client proxy's in a proxied cluster, else `port`.
+    pub client_port: u16,
     /// The cluster-bus port (not `port + 10000`: both are allocated independently).
     pub bus_port: u16,
     /// The redis-server pid, `None` while the node is killed.

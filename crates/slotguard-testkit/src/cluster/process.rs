@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill as send_signal, Signal};
 use nix::unistd::Pid;
 
+use super::proxied::Proxies;
 use super::queries::{parse_info, reply_text};
 use super::{
     NodeState, CONNECT_TIMEOUT, IO_TIMEOUT, LOG_TAIL_LINES, POLL_INTERVAL, REDIS_SERVER_ENV,
@@ -34,9 +35,11 @@ pub(super) struct Node {
     /// A cached connection, so polling loops do not churn through ephemeral
     /// ports; dropped on any error so a timed-out reply is never read later.
     pub(super) conn: Mutex<Option<Conn>>,
+    /// The node's fault proxies, in a proxied cluster.
+    pub(super) proxies: Option<Proxies>,
 }
 
-pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding the lock cannot leave a connection half-used in a
     // way we rely on, so poisoning is ignored.
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -66,6 +69,25 @@ fn is_stale(err: &io::Error) -> bool {
 impl Node {
     pub(super) fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Where clients reach the node: its client proxy, if any.
+    pub(super) fn client_port(&self) -> u16 {
+        self.proxies
+            .as_ref()
+            .map_or(self.port, Proxies::client_port)
+    }
+
+    /// The bus port peers reach: the bus proxy's, if any.
+    pub(super) fn announced_bus_port(&self) -> u16 {
+        self.proxies
+            .as_ref()
+            .map_or(self.bus_port, Proxies::bus_port)
+    }
+
+    /// `127.0.0.1:PORT` with the port clients use.
+    pub(super) fn client_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.client_port())
     }
 
     pub(super) fn socket_addr(&self) -> SocketAddr {

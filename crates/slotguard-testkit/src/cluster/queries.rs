@@ -43,8 +43,9 @@ impl LocalCluster {
             .iter()
             .map(|n| NodeInfo {
                 index: n.index,
-                addr: n.addr(),
+                addr: n.client_addr(),
                 port: n.port,
+                client_port: n.client_port(),
                 bus_port: n.bus_port,
                 pid: n.pid(),
                 state: n.state(),
@@ -63,18 +64,19 @@ impl LocalCluster {
         self.nodes.is_empty()
     }
 
-    /// `127.0.0.1:PORT` of node `index`.
+    /// `127.0.0.1:PORT` of node `index`, as clients see it (its client
+    /// proxy's in a proxied cluster).
     ///
     /// # Panics
     ///
     /// If `index` is out of range (a bug in the calling test).
     pub fn addr(&self, index: usize) -> String {
-        self.nodes[index].addr()
+        self.nodes[index].client_addr()
     }
 
     /// Addresses of all nodes, to use as client seeds.
     pub fn seeds(&self) -> Vec<String> {
-        self.nodes.iter().map(Node::addr).collect()
+        self.nodes.iter().map(Node::client_addr).collect()
     }
 
     /// The node's state as tracked by the testkit.
@@ -92,7 +94,8 @@ impl LocalCluster {
     }
 
     /// The index of the node listening on `addr` (`127.0.0.1:PORT` or
-    /// `localhost:PORT`; a `@busport` suffix as in CLUSTER NODES is ignored).
+    /// `localhost:PORT`, its own port or its client proxy's; a `@busport`
+    /// suffix as in CLUSTER NODES is ignored).
     pub fn index_of(&self, addr: &str) -> Option<usize> {
         let addr = addr.split('@').next().unwrap_or(addr);
         let (host, port) = addr.rsplit_once(':')?;
@@ -100,7 +103,9 @@ impl LocalCluster {
             return None;
         }
         let port: u16 = port.parse().ok()?;
-        self.nodes.iter().position(|n| n.port == port)
+        self.nodes
+            .iter()
+            .position(|n| n.port == port || n.client_port() == port)
     }
 
     /// Path of node `index`'s `redis.log`.
