@@ -5,7 +5,6 @@
 //! (DESIGN.md §3), plus the replication health prober.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use slotguard::fred::{HealthProber, ProberHandle};
 use slotguard::layers::circuit_breaker::{BreakerConfig, CircuitBreakerLayer};
@@ -26,10 +25,6 @@ pub(crate) type Stack = BoxCloneService<CacheRequest, CacheResponse, BoxError>;
 /// The layers [`build`] stacks, outermost first (printed with the results).
 pub(crate) const DESCRIPTION: &str =
     "slot_refresh → redirect → replica_failover → circuit_breaker → fred leaf";
-
-/// Deadline of one attempt on one node. Shorter than the demo's request
-/// deadline, so a stalled node leaves time for another attempt elsewhere.
-const COMMAND_TIMEOUT: Duration = Duration::from_millis(100);
 
 /// What the demo needs besides the service itself.
 #[derive(Debug, Clone)]
@@ -54,11 +49,9 @@ impl Handles {
 /// slot map loaded.
 pub(crate) async fn build(seeds: Vec<NodeAddr>) -> Result<(Stack, Handles), BoxError> {
     let topology = Topology::new();
-    let leaf = FredService::new(FredConfig {
-        command_timeout: COMMAND_TIMEOUT,
-        ..FredConfig::default()
-    })
-    .with_topology(topology.clone());
+    // The defaults, as a user gets them: the demo shows the product, not a
+    // tuning of it.
+    let leaf = FredService::new(FredConfig::default()).with_topology(topology.clone());
     let source = FredTopologySource::new(&leaf, seeds);
     let refresh = SlotRefreshLayer::new(topology.clone(), source)
         .load()

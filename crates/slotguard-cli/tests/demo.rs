@@ -98,10 +98,9 @@ fn demo_json_reports_every_phase_in_order() {
                 "{name} must answer every read: {p}"
             );
             assert_eq!(num(p, "stale_reads"), 0.0, "{name} stale reads: {p}");
-            assert!(
-                num(p, "worst_second_pct") >= 50.0,
-                "{name} must keep half the healthy rate in every second: {p}"
-            );
+            // The worst second's share of the healthy rate is a speed
+            // figure: the demo reports it against its target (verdict), and
+            // a test on a shared machine does not assert it.
         }
     }
 }
