@@ -11,6 +11,14 @@
 //! | [`layers`] | [`slot_refresh`](layers::slot_refresh), [`redirect`](layers::redirect), [`ServiceBuilderExt`] |
 //! | [`fred`] | [`FredService`] (its own batched, bounded connection per node), [`FredTopologySource`] |
 //!
+//! # One handle
+//!
+//! [`SlotGuard`] builds the recommended stack with every default, loads the
+//! slot map and runs its background tasks; `get`/`set`/`delete` return typed
+//! [`CacheError`]s and [`SlotGuard::service`] hands out the same stack as a
+//! tower service. Compose the layers yourself, as below, for another order
+//! or for tower's own layers between them.
+//!
 //! # Recommended order
 //!
 //! ```no_run
@@ -38,6 +46,10 @@
 //! that slot is stamped right the first time; `redirect` right above the
 //! node-level layers, so each hop is one node-level attempt.
 #![forbid(unsafe_code)]
+
+mod handle;
+
+pub use handle::{CacheService, SlotGuard, SlotGuardBuilder, DEFAULT_REQUEST_TIMEOUT};
 
 /// The tower version slotguard's layers are built on.
 pub use tower;

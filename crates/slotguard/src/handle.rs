@@ -1,0 +1,226 @@
+//! [`SlotGuard`]: the recommended stack behind one handle.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use slotguard_core::{
+    as_cache_error, BoxError, CacheError, CacheRequest, CacheResponse, NodeAddr, Topology,
+};
+use slotguard_fred::{FredConfig, FredService, FredTopologySource, HealthProber, ProberHandle};
+use slotguard_layers::circuit_breaker::{BreakerConfig, CircuitBreakerLayer};
+use slotguard_layers::replica_failover::{FailoverPolicy, ReplicaFailoverLayer};
+use slotguard_layers::slot_refresh::{RefreshConfig, SlotRefreshLayer};
+use slotguard_layers::ServiceBuilderExt;
+use tower::util::BoxCloneSyncService;
+use tower::{ServiceBuilder, ServiceExt};
+
+/// The stack as one cloneable, `Sync` tower service, for axum state or
+/// further layering.
+pub type CacheService = BoxCloneSyncService<CacheRequest, CacheResponse, BoxError>;
+
+/// The recommended stack over one cluster, with its background tasks, behind
+/// one cheap-clone handle.
+///
+/// `slot_refresh → redirect → replica_failover → circuit_breaker (per node)
+/// → leaf`, plus the replication health prober, every setting at its
+/// default unless the [`SlotGuardBuilder`] says otherwise. Use
+/// [`get`](Self::get)/[`set`](Self::set)/[`delete`](Self::delete) directly,
+/// or [`service`](Self::service) as a tower service.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), slotguard::CacheError> {
+/// use std::time::Duration;
+/// use slotguard::SlotGuard;
+///
+/// let cache = SlotGuard::builder(["127.0.0.1:7000".parse().unwrap()]).connect().await?;
+/// cache.set("user:42", "ada", Some(Duration::from_secs(60))).await?;
+/// assert_eq!(cache.get("user:42").await?.as_deref(), Some(&b"ada"[..]));
+/// cache.delete("user:42").await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct SlotGuard {
+    service: CacheService,
+    topology: Topology,
+    leaf: FredService,
+    refresh: SlotRefreshLayer,
+    request_timeout: Duration,
+    _prober: Arc<ProberHandle>,
+}
+
+impl fmt::Debug for SlotGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SlotGuard")
+            .field("leaf", &self.leaf)
+            .field("request_timeout", &self.request_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Settings of a [`SlotGuard`]; every one has a default.
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct SlotGuardBuilder {
+    seeds: Vec<NodeAddr>,
+    leaf: FredConfig,
+    breaker: BreakerConfig,
+    failover: FailoverPolicy,
+    refresh: RefreshConfig,
+    request_timeout: Duration,
+}
+
+/// Deadline of each request made through the handle's methods, across every
+/// retry and failover. One second: a healthy cluster answers in well under a
+/// millisecond, and a read whose primary stalls is answered by a replica
+/// within the failover policy's primary deadline (100 ms).
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
+
+impl SlotGuardBuilder {
+    /// The leaf's settings (deadlines, limits; later credentials and TLS).
+    pub fn leaf(mut self, config: FredConfig) -> Self {
+        self.leaf = config;
+        self
+    }
+
+    /// The per-node circuit breakers' settings.
+    pub fn breaker(mut self, config: BreakerConfig) -> Self {
+        self.breaker = config;
+        self
+    }
+
+    /// The replica failover policy.
+    pub fn failover(mut self, policy: FailoverPolicy) -> Self {
+        self.failover = policy;
+        self
+    }
+
+    /// The slot map refresher's settings.
+    pub fn refresh(mut self, config: RefreshConfig) -> Self {
+        self.refresh = config;
+        self
+    }
+
+    /// Deadline of each request made through [`SlotGuard`]'s methods
+    /// (default [`DEFAULT_REQUEST_TIMEOUT`]). Requests sent through
+    /// [`SlotGuard::service`] carry their own.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// Load the slot map from the seeds (the first that answers), start the
+    /// refresher and the health prober, and build the stack. Fails when no
+    /// seed answers within the leaf's admin deadline.
+    pub async fn connect(self) -> Result<SlotGuard, CacheError> {
+        if self.seeds.is_empty() {
+            return Err(CacheError::InvalidInput("no seed node given".into()));
+        }
+        let topology = Topology::new();
+        let leaf = FredService::new(self.leaf).with_topology(topology.clone());
+        let source = FredTopologySource::new(&leaf, self.seeds);
+        let refresh = SlotRefreshLayer::with_config(topology.clone(), source, self.refresh)
+            .load()
+            .await
+            .map_err(into_cache_error)?;
+        let breakers = CircuitBreakerLayer::per_node(self.breaker).with_topology(topology.clone());
+        let prober = HealthProber::new(&leaf, topology.clone()).spawn();
+        let stack = ServiceBuilder::new()
+            .slot_refresh(refresh.clone())
+            .redirect(topology.clone())
+            .layer(ReplicaFailoverLayer::with_policy(
+                topology.clone(),
+                self.failover,
+            ))
+            .layer(breakers)
+            .service(leaf.clone());
+        Ok(SlotGuard {
+            service: BoxCloneSyncService::new(stack),
+            topology,
+            leaf,
+            refresh,
+            request_timeout: self.request_timeout,
+            _prober: Arc::new(prober),
+        })
+    }
+}
+
+impl SlotGuard {
+    /// Settings for a stack over the cluster that `seeds` belong to.
+    pub fn builder(seeds: impl IntoIterator<Item = NodeAddr>) -> SlotGuardBuilder {
+        SlotGuardBuilder {
+            seeds: seeds.into_iter().collect(),
+            leaf: FredConfig::default(),
+            breaker: BreakerConfig::default(),
+            failover: FailoverPolicy::default(),
+            refresh: RefreshConfig::default(),
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+        }
+    }
+
+    /// The stack as a tower service (a clone; cheap).
+    pub fn service(&self) -> CacheService {
+        self.service.clone()
+    }
+
+    /// The slot map the stack routes by (read-only use: health, coverage).
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    /// The leaf, for its connection state (`is_connected`, `in_flight`) and
+    /// administrative commands.
+    pub fn leaf(&self) -> &FredService {
+        &self.leaf
+    }
+
+    /// Refresh the slot map now and wait for it.
+    pub async fn refresh_now(&self) -> Result<(), CacheError> {
+        self.refresh.refresh_now().await.map_err(into_cache_error)
+    }
+
+    /// Send one request through the stack (its own deadline, if any, or the
+    /// handle's request timeout).
+    pub async fn call(&self, mut req: CacheRequest) -> Result<CacheResponse, CacheError> {
+        if req.deadline.is_none() {
+            req = req.with_timeout(self.request_timeout);
+        }
+        self.service
+            .clone()
+            .oneshot(req)
+            .await
+            .map_err(into_cache_error)
+    }
+
+    /// The value of `key`, `None` when absent.
+    pub async fn get(&self, key: impl Into<Bytes>) -> Result<Option<Bytes>, CacheError> {
+        Ok(self.call(CacheRequest::get(key)).await?.value)
+    }
+
+    /// Store `value` under `key`, expiring after `ttl` when given.
+    pub async fn set(
+        &self,
+        key: impl Into<Bytes>,
+        value: impl Into<Bytes>,
+        ttl: Option<Duration>,
+    ) -> Result<(), CacheError> {
+        self.call(CacheRequest::set(key, value, ttl))
+            .await
+            .map(drop)
+    }
+
+    /// Remove `key`; `true` when it existed.
+    pub async fn delete(&self, key: impl Into<Bytes>) -> Result<bool, CacheError> {
+        Ok(self.call(CacheRequest::delete(key)).await?.deleted > 0)
+    }
+}
+
+/// Every error the stack returns is a `CacheError` somewhere in its chain;
+/// anything else (a user's own layer) keeps its text as a server error.
+fn into_cache_error(err: BoxError) -> CacheError {
+    match as_cache_error(&err) {
+        Some(e) => e.clone(),
+        None => CacheError::Server(err.to_string()),
+    }
+}

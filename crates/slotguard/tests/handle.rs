@@ -1,0 +1,75 @@
+//! The `SlotGuard` handle against a real local cluster.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use slotguard::{CacheError, CacheRequest, Path, SlotGuard};
+use slotguard_testkit::{ClusterSpec, LocalCluster};
+use tower::ServiceExt;
+
+fn seeds(cluster: &LocalCluster) -> Vec<slotguard::NodeAddr> {
+    cluster.seeds().iter().map(|s| s.parse().unwrap()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_handle_sets_gets_and_deletes_on_every_shard() {
+    let cluster = LocalCluster::start(ClusterSpec::default()).unwrap();
+    let cache = SlotGuard::builder(seeds(&cluster)).connect().await.unwrap();
+    assert_eq!(cache.topology().map().covered_slots(), 16384);
+
+    // One key per primary, so every shard is used.
+    for p in cluster.primaries().unwrap() {
+        let key = cluster.key_for_slot_of(p, 1).unwrap().remove(0);
+        assert_eq!(cache.get(key.clone()).await.unwrap(), None);
+        cache
+            .set(key.clone(), "v1", Some(Duration::from_secs(30)))
+            .await
+            .unwrap();
+        assert_eq!(
+            cache.get(key.clone()).await.unwrap().as_deref(),
+            Some(&b"v1"[..])
+        );
+        assert!(cache.delete(key.clone()).await.unwrap());
+        assert!(!cache.delete(key.clone()).await.unwrap());
+        assert_eq!(cache.get(key).await.unwrap(), None);
+    }
+
+    // The same stack as a tower service; its answers say who served them.
+    let resp = cache
+        .service()
+        .oneshot(CacheRequest::get("absent"))
+        .await
+        .unwrap();
+    assert_eq!(resp.served.path, Path::Primary);
+
+    // Bad input is a typed error, nothing sent.
+    let huge = vec![b'k'; 1 << 20];
+    assert!(matches!(
+        cache.get(huge).await,
+        Err(CacheError::InvalidInput(_))
+    ));
+}
+
+#[tokio::test]
+async fn no_seed_or_no_answer_is_a_typed_error() {
+    assert!(matches!(
+        SlotGuard::builder([]).connect().await,
+        Err(CacheError::InvalidInput(_))
+    ));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let err = SlotGuard::builder([format!("127.0.0.1:{port}").parse().unwrap()])
+        .connect()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CacheError::Connection { .. } | CacheError::Timeout { .. }
+        ),
+        "{err:?}"
+    );
+}
