@@ -10,6 +10,7 @@ mod error;
 pub mod invalidation;
 mod request;
 mod response;
+mod secondary;
 pub mod slot;
 pub mod topology;
 
@@ -20,6 +21,7 @@ pub use error::{
 };
 pub use request::{Attempts, CacheRequest, Consistency, Op, Role, Route};
 pub use response::{CacheResponse, Path, Served};
+pub use secondary::{LoadCause, SecondaryRequest};
 pub use slot::{key_slot, SLOT_COUNT};
 pub use topology::{
     ClusterView, MapRef, NodeHealth, NodeInfo, NodeView, PatchOutcome, Shard, ShardView, SlotMap,
