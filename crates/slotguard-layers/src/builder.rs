@@ -5,6 +5,7 @@ use tower::layer::util::Stack;
 use tower::ServiceBuilder;
 
 use crate::circuit_breaker::CircuitBreakerLayer;
+use crate::fallback::FallbackLayer;
 use crate::redirect::RedirectLayer;
 use crate::replica_failover::ReplicaFailoverLayer;
 use crate::slot_refresh::SlotRefreshLayer;
@@ -52,6 +53,10 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed {
         self,
         layer: CircuitBreakerLayer,
     ) -> ServiceBuilder<Stack<CircuitBreakerLayer, L>>;
+
+    /// Answer misses and cluster failures from a near-cache and the
+    /// authoritative store: [`FallbackLayer`].
+    fn fallback<St>(self, layer: FallbackLayer<St>) -> ServiceBuilder<Stack<FallbackLayer<St>, L>>;
 }
 
 impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
@@ -74,6 +79,10 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
         self,
         layer: CircuitBreakerLayer,
     ) -> ServiceBuilder<Stack<CircuitBreakerLayer, L>> {
+        self.layer(layer)
+    }
+
+    fn fallback<St>(self, layer: FallbackLayer<St>) -> ServiceBuilder<Stack<FallbackLayer<St>, L>> {
         self.layer(layer)
     }
 }

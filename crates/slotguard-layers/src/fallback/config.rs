@@ -1,0 +1,243 @@
+//! Settings of the fallback layer.
+
+use std::time::Duration;
+
+/// How the fallback layer loads from the store, writes back and keeps its
+/// near-cache. Start from [`FallbackConfig::default`] and change what you
+/// need with the `with_*` methods.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct FallbackConfig {
+    /// Cache-aside: after a miss answered by the store, write the value
+    /// back to the cluster. `None` turns it off. Default on
+    /// ([`WriteBack::default`]).
+    pub write_back: Option<WriteBack>,
+    /// Deadline of the cluster attempt of a read, so a sick cluster leaves
+    /// time for the fallback within the caller's own deadline. `None`: the
+    /// request's deadline only. Default 300 ms.
+    pub cluster_read_timeout: Option<Duration>,
+    /// Deadline of one store load. Each caller also waits at most until its
+    /// own deadline. Default 1 s.
+    pub store_timeout: Duration,
+    /// Store loads in flight at most (over all keys; one per key at most
+    /// anyway). A load waits for a slot within its deadline. Default 32.
+    pub store_concurrency: usize,
+    /// Largest value accepted from the store; a larger one is an error
+    /// and is neither returned, cached nor written back. Default 16 MiB.
+    pub max_value_bytes: usize,
+    /// The store's own breaker.
+    pub store_breaker: StoreBreakerConfig,
+    /// How long a key stays marked after an explicit invalidation when no
+    /// authoritative read clears it sooner. Default 5 min.
+    pub invalidation_ttl: Duration,
+    /// Most keys marked at once (a bound on memory; past it the oldest mark
+    /// of the key's shard is dropped). Default 100,000.
+    pub max_invalidations: usize,
+    /// The near-cache; `None` turns it off. Default on
+    /// ([`NearCacheConfig::default`]).
+    pub near_cache: Option<NearCacheConfig>,
+}
+
+impl Default for FallbackConfig {
+    fn default() -> Self {
+        FallbackConfig {
+            write_back: Some(WriteBack::default()),
+            cluster_read_timeout: Some(Duration::from_millis(300)),
+            store_timeout: Duration::from_secs(1),
+            store_concurrency: 32,
+            max_value_bytes: 16 * 1024 * 1024,
+            store_breaker: StoreBreakerConfig::default(),
+            invalidation_ttl: Duration::from_secs(300),
+            max_invalidations: 100_000,
+            near_cache: Some(NearCacheConfig::default()),
+        }
+    }
+}
+
+impl FallbackConfig {
+    /// Set [`write_back`](Self::write_back).
+    pub fn with_write_back(mut self, write_back: Option<WriteBack>) -> Self {
+        self.write_back = write_back;
+        self
+    }
+
+    /// Set [`cluster_read_timeout`](Self::cluster_read_timeout).
+    pub fn with_cluster_read_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.cluster_read_timeout = timeout;
+        self
+    }
+
+    /// Set [`store_timeout`](Self::store_timeout).
+    pub fn with_store_timeout(mut self, timeout: Duration) -> Self {
+        self.store_timeout = timeout;
+        self
+    }
+
+    /// Set [`store_concurrency`](Self::store_concurrency).
+    pub fn with_store_concurrency(mut self, n: usize) -> Self {
+        self.store_concurrency = n;
+        self
+    }
+
+    /// Set [`max_value_bytes`](Self::max_value_bytes).
+    pub fn with_max_value_bytes(mut self, n: usize) -> Self {
+        self.max_value_bytes = n;
+        self
+    }
+
+    /// Set [`store_breaker`](Self::store_breaker).
+    pub fn with_store_breaker(mut self, breaker: StoreBreakerConfig) -> Self {
+        self.store_breaker = breaker;
+        self
+    }
+
+    /// Set [`invalidation_ttl`](Self::invalidation_ttl).
+    pub fn with_invalidation_ttl(mut self, ttl: Duration) -> Self {
+        self.invalidation_ttl = ttl;
+        self
+    }
+
+    /// Set [`near_cache`](Self::near_cache).
+    pub fn with_near_cache(mut self, near_cache: Option<NearCacheConfig>) -> Self {
+        self.near_cache = near_cache;
+        self
+    }
+}
+
+/// Cache-aside write-back of store answers to the cluster.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct WriteBack {
+    /// Expiry of written-back values: bounds how long a value written back
+    /// by a racing reader can outlive a change made elsewhere. Default 5 min.
+    pub ttl: Duration,
+    /// Deadline of one write-back. Default 250 ms.
+    pub timeout: Duration,
+    /// Write-backs in flight at most; past it a write-back is skipped (the
+    /// next miss loads again). Default 64.
+    pub max_in_flight: usize,
+}
+
+impl Default for WriteBack {
+    fn default() -> Self {
+        WriteBack {
+            ttl: Duration::from_secs(300),
+            timeout: Duration::from_millis(250),
+            max_in_flight: 64,
+        }
+    }
+}
+
+impl WriteBack {
+    /// Write back with expiry `ttl`, other settings default.
+    pub fn with_ttl(ttl: Duration) -> Self {
+        WriteBack {
+            ttl,
+            ..WriteBack::default()
+        }
+    }
+}
+
+/// When the store's breaker opens and how it recovers.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct StoreBreakerConfig {
+    /// Open after this many failed loads in a row (errors and timeouts; at
+    /// least 1). Default 5.
+    pub consecutive_failures: u32,
+    /// How long an open breaker refuses loads before one probe goes
+    /// through. Default 1 s.
+    pub open_duration: Duration,
+}
+
+impl Default for StoreBreakerConfig {
+    fn default() -> Self {
+        StoreBreakerConfig {
+            consecutive_failures: 5,
+            open_duration: Duration::from_secs(1),
+        }
+    }
+}
+
+impl StoreBreakerConfig {
+    /// A breaker that opens after `failures` in a row for `open_duration`.
+    pub fn new(failures: u32, open_duration: Duration) -> Self {
+        StoreBreakerConfig {
+            consecutive_failures: failures,
+            open_duration,
+        }
+    }
+}
+
+/// The near-cache of hot keys.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct NearCacheConfig {
+    /// Total size of the entries (key + value + overhead) at most.
+    /// Default 64 MiB.
+    pub max_bytes: u64,
+    /// Larger values are never kept. Default 256 KiB.
+    pub max_entry_bytes: usize,
+    /// A key is kept after this many reads within
+    /// [`admission_window`](Self::admission_window) (at least 1). Default 2.
+    pub admit_after: u32,
+    /// The window admission counts reads in. Default 10 s.
+    pub admission_window: Duration,
+    /// How long an entry answers healthy reads without asking the cluster.
+    /// Default 0: healthy reads always go to the cluster, and the near-cache
+    /// answers only when the cluster cannot. Raise it only when another
+    /// client's writes reach this one as invalidations (an
+    /// [`InvalidationBus`](slotguard_core::invalidation::InvalidationBus)
+    /// fed by client tracking): otherwise they stay unseen this long.
+    pub fresh_for: Duration,
+    /// While the cluster is failing, entries answer up to this long past
+    /// [`fresh_for`](Self::fresh_for). Default 2 s.
+    pub max_stale: Duration,
+}
+
+impl Default for NearCacheConfig {
+    fn default() -> Self {
+        NearCacheConfig {
+            max_bytes: 64 * 1024 * 1024,
+            max_entry_bytes: 256 * 1024,
+            admit_after: 2,
+            admission_window: Duration::from_secs(10),
+            fresh_for: Duration::ZERO,
+            max_stale: Duration::from_secs(2),
+        }
+    }
+}
+
+impl NearCacheConfig {
+    /// Set [`max_bytes`](Self::max_bytes).
+    pub fn with_max_bytes(mut self, n: u64) -> Self {
+        self.max_bytes = n;
+        self
+    }
+
+    /// Set [`max_entry_bytes`](Self::max_entry_bytes).
+    pub fn with_max_entry_bytes(mut self, n: usize) -> Self {
+        self.max_entry_bytes = n;
+        self
+    }
+
+    /// Set [`admit_after`](Self::admit_after) and
+    /// [`admission_window`](Self::admission_window).
+    pub fn with_admission(mut self, reads: u32, window: Duration) -> Self {
+        self.admit_after = reads;
+        self.admission_window = window;
+        self
+    }
+
+    /// Set [`fresh_for`](Self::fresh_for).
+    pub fn with_fresh_for(mut self, fresh_for: Duration) -> Self {
+        self.fresh_for = fresh_for;
+        self
+    }
+
+    /// Set [`max_stale`](Self::max_stale).
+    pub fn with_max_stale(mut self, max_stale: Duration) -> Self {
+        self.max_stale = max_stale;
+        self
+    }
+}

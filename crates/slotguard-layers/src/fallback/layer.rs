@@ -1,0 +1,147 @@
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use slotguard_core::invalidation::InvalidationBus;
+use slotguard_core::Topology;
+use tokio::time::Instant;
+use tower::Layer;
+
+use super::config::FallbackConfig;
+use super::state::State;
+use super::store::StoreGuard;
+use super::{Core, Fallback};
+use crate::circuit_breaker::BreakerState;
+
+/// Applies [`Fallback`] to a service. See the [module docs](super).
+///
+/// Clones share one near-cache, one set of marks, one store breaker and one
+/// load per key with each other and with every service they made.
+pub struct FallbackLayer<St> {
+    config: Arc<FallbackConfig>,
+    bus: Option<InvalidationBus>,
+    topology: Option<Topology>,
+    pub(super) state: Arc<State>,
+    store: Arc<StoreGuard<St>>,
+}
+
+impl<St> Clone for FallbackLayer<St> {
+    fn clone(&self) -> Self {
+        FallbackLayer {
+            config: self.config.clone(),
+            bus: self.bus.clone(),
+            topology: self.topology.clone(),
+            state: self.state.clone(),
+            store: self.store.clone(),
+        }
+    }
+}
+
+impl<St> std::fmt::Debug for FallbackLayer<St> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FallbackLayer")
+            .field("config", &self.config)
+            .field("invalidations", &self.bus.is_some())
+            .field("topology", &self.topology.is_some())
+            .field("store", &self.store)
+            .finish()
+    }
+}
+
+impl<St: Clone> FallbackLayer<St> {
+    /// Fall back to `store`, default settings, no invalidation bus, no
+    /// slot-move flushes.
+    pub fn new(store: St) -> Self {
+        Self::build(store, FallbackConfig::default(), None, None)
+    }
+
+    fn build(
+        store: St,
+        config: FallbackConfig,
+        bus: Option<InvalidationBus>,
+        topology: Option<Topology>,
+    ) -> Self {
+        let state = State::new(
+            &config,
+            bus.as_ref().map(InvalidationBus::subscribe),
+            topology.clone(),
+        );
+        let store = Arc::new(StoreGuard::new(store, &config));
+        FallbackLayer {
+            config: Arc::new(config),
+            bus,
+            topology,
+            state,
+            store,
+        }
+    }
+
+    fn rebuild(self, config: FallbackConfig) -> Self {
+        let store = self.store.store();
+        Self::build(store, config, self.bus, self.topology)
+    }
+
+    /// Use `config` (starts from a fresh near-cache: call before use).
+    pub fn with_config(self, config: FallbackConfig) -> Self {
+        self.rebuild(config)
+    }
+
+    /// Evict and mark keys the cluster says changed, flush what was read
+    /// through a node whose tracking was reset, flush everything after lost
+    /// events (starts from a fresh near-cache: call before use).
+    pub fn with_invalidations(mut self, bus: &InvalidationBus) -> Self {
+        self.bus = Some(bus.clone());
+        let config = FallbackConfig::clone(&self.config);
+        self.rebuild(config)
+    }
+
+    /// Flush a slot's entries when it changes owner in `topology`, and
+    /// never serve an entry read from the slot's previous owner (starts
+    /// from a fresh near-cache: call before use).
+    pub fn with_topology(mut self, topology: Topology) -> Self {
+        self.topology = Some(topology);
+        let config = FallbackConfig::clone(&self.config);
+        self.rebuild(config)
+    }
+}
+
+impl<St> FallbackLayer<St> {
+    /// The settings.
+    pub fn config(&self) -> &FallbackConfig {
+        &self.config
+    }
+
+    /// The state of the store's breaker.
+    pub fn store_breaker_state(&self) -> BreakerState {
+        self.store.breaker().state(Instant::now())
+    }
+
+    /// Treat `key` as changed (as a `Delete` through the stack does):
+    /// evicted from the near-cache, never served from it or a replica
+    /// until an authoritative read.
+    pub fn invalidate(&self, key: impl Into<Bytes>) {
+        self.state.invalidate_key(&key.into());
+    }
+
+    /// Forget every near-cache entry.
+    pub fn flush(&self) {
+        self.state.flush_all();
+    }
+}
+
+impl<S: Clone, St> Layer<S> for FallbackLayer<St> {
+    type Service = Fallback<S, St>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        // Inside a runtime the watch task starts now; else at the first call.
+        self.state.ensure_watch();
+        Fallback {
+            core: Arc::new(Core {
+                state: self.state.clone(),
+                store: self.store.clone(),
+                config: self.config.clone(),
+                spare: Mutex::new(inner.clone()),
+            }),
+            inner,
+        }
+    }
+}

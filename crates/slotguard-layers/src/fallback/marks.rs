@@ -1,0 +1,154 @@
+//! Keys explicitly invalidated and not yet re-read from an authoritative
+//! source.
+//!
+//! Not a cache: a cache may refuse or evict an entry to make room, and a
+//! lost mark lets a replica or near-cache serve the old value. The bound
+//! is explicit instead: marks expire after the invalidation TTL, and a full
+//! shard drops its oldest mark (documented in the module docs).
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use bytes::Bytes;
+
+use super::clock::Clock;
+
+const SHARDS: usize = 32;
+
+#[derive(Debug, Clone, Copy)]
+struct Mark {
+    epoch: u64,
+    at: u64,
+}
+
+#[derive(Debug)]
+pub(crate) struct Marks {
+    shards: Box<[Mutex<HashMap<Bytes, Mark>>]>,
+    hasher: RandomState,
+    clock: Clock,
+    ttl: u64,
+    per_shard: usize,
+    // When the last mark was set (0: never). Every live mark is younger
+    // than the TTL, so reads skip the lookup when this is older: the
+    // healthy path of a workload without recent writes takes no lock.
+    last: AtomicU64,
+}
+
+impl Marks {
+    pub(crate) fn new(clock: Clock, ttl: std::time::Duration, max: usize) -> Self {
+        Marks {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            hasher: RandomState::new(),
+            clock,
+            ttl: u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX),
+            per_shard: (max / SHARDS).max(1),
+            last: AtomicU64::new(0),
+        }
+    }
+
+    fn shard(&self, key: &[u8]) -> std::sync::MutexGuard<'_, HashMap<Bytes, Mark>> {
+        let i = (self.hasher.hash_one(key) as usize) % SHARDS;
+        // A panic under this lock leaves a usable map.
+        self.shards[i]
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn live(&self, mark: &Mark, now: u64) -> bool {
+        now.saturating_sub(mark.at) < self.ttl
+    }
+
+    /// Mark `key` as invalidated at `epoch`.
+    pub(crate) fn mark(&self, key: &Bytes, epoch: u64) {
+        let now = self.clock.now();
+        let mut shard = self.shard(key);
+        if shard.len() >= self.per_shard && !shard.contains_key(key) {
+            shard.retain(|_, m| now.saturating_sub(m.at) < self.ttl);
+            if shard.len() >= self.per_shard {
+                if let Some(oldest) = shard
+                    .iter()
+                    .min_by_key(|(_, m)| m.at)
+                    .map(|(k, _)| k.clone())
+                {
+                    shard.remove(&oldest);
+                }
+            }
+        }
+        shard.insert(key.clone(), Mark { epoch, at: now });
+        self.last.fetch_max(now, Ordering::SeqCst);
+    }
+
+    /// The epoch of `key`'s live mark, if it has one.
+    pub(crate) fn get(&self, key: &[u8]) -> Option<u64> {
+        let last = self.last.load(Ordering::SeqCst);
+        if last == 0 {
+            return None;
+        }
+        let now = self.clock.now();
+        if now.saturating_sub(last) >= self.ttl {
+            return None;
+        }
+        let shard = self.shard(key);
+        shard
+            .get(key)
+            .filter(|m| self.live(m, now))
+            .map(|m| m.epoch)
+    }
+
+    /// An authoritative read that started at epoch `start` answered: drop
+    /// the mark if it was set before that read began.
+    pub(crate) fn clear(&self, key: &[u8], start: u64) {
+        if self.last.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        let mut shard = self.shard(key);
+        if shard.get(key).is_some_and(|m| m.epoch <= start) {
+            shard.remove(key);
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().map(|m| m.len()).unwrap_or(0))
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn marks_clear_only_for_reads_that_started_after_them_and_expire() {
+        let marks = Marks::new(Clock::new(), Duration::from_secs(10), 1000);
+        let k = Bytes::from_static(b"k");
+        assert_eq!(marks.get(b"k"), None);
+        marks.mark(&k, 5);
+        assert_eq!(marks.get(b"k"), Some(5));
+        marks.clear(b"k", 4); // a read that began before the mark
+        assert_eq!(marks.get(b"k"), Some(5));
+        marks.clear(b"k", 5);
+        assert_eq!(marks.get(b"k"), None);
+        marks.mark(&k, 6);
+        tokio::time::advance(Duration::from_secs(11)).await;
+        assert_eq!(marks.get(b"k"), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn marks_are_bounded() {
+        let marks = Marks::new(Clock::new(), Duration::from_secs(10), SHARDS * 4);
+        for i in 0..10_000u64 {
+            marks.mark(&Bytes::from(i.to_string()), i + 1);
+            tokio::time::advance(Duration::from_nanos(1)).await;
+        }
+        assert!(marks.len() <= SHARDS * 4, "{}", marks.len());
+        // the newest survives
+        assert_eq!(marks.get(b"9999"), Some(10_000));
+    }
+}

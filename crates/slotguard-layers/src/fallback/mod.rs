@@ -1,0 +1,419 @@
+//! The secondary path: a near-cache of hot keys and the authoritative
+//! store, for reads the cluster cannot answer or does not hold.
+//!
+//! The store is any `Service<SecondaryRequest, Response = Option<Bytes>>`
+//! (a database, an HTTP API, `slotguard-store`'s SQLite example).
+//!
+//! # Reads
+//!
+//! - **Hit**: the cluster's value is returned as it came; a key read
+//!   [`admit_after`](NearCacheConfig::admit_after) times within the
+//!   admission window is kept in the near-cache (values up to
+//!   [`max_entry_bytes`](NearCacheConfig::max_entry_bytes), all entries up
+//!   to [`max_bytes`](NearCacheConfig::max_bytes)).
+//! - **Miss** (the cluster answered, without the key): the key is loaded
+//!   from the store ([`Path::Secondary`]) and, when the primary answered,
+//!   written back with a TTL ([`WriteBack`]): fire-and-forget, with its own
+//!   deadline and a bound on write-backs in flight, so it never delays the
+//!   answer nor piles up on a sick cluster.
+//! - **Cluster failure** of any class (timeouts, connection, open
+//!   breakers, `CLUSTERDOWN`, `ShardUnavailable`, overload, unresolved
+//!   redirects, protocol errors): the near-cache entry when it is at most
+//!   [`fresh_for`](NearCacheConfig::fresh_for) +
+//!   [`max_stale`](NearCacheConfig::max_stale) old (a `StaleOk(d)` read:
+//!   `d`; a `Primary` read: never) and was not invalidated
+//!   ([`Path::NearCache`], `Served.age` its age), else the store. Caller
+//!   errors (`InvalidInput`, server replies such as `WRONGTYPE`) are
+//!   returned as they are.
+//! - Healthy reads go to the cluster unless
+//!   [`fresh_for`](NearCacheConfig::fresh_for) is raised (0 by default).
+//!
+//! The cluster attempt of a read gets at most
+//! [`cluster_read_timeout`](FallbackConfig::cluster_read_timeout) (300 ms),
+//! so the fallback has time within the caller's deadline.
+//!
+//! # The store is protected
+//!
+//! One load per key at a time: callers of a key whose load is in flight
+//! share it (each waits at most until its own deadline; the load goes on
+//! for the others). At most
+//! [`store_concurrency`](FallbackConfig::store_concurrency) loads at once,
+//! each with [`store_timeout`](FallbackConfig::store_timeout). A breaker
+//! opens after a run of failed loads and lets one probe through after its
+//! cool-down. Store errors, timeouts and values over
+//! [`max_value_bytes`](FallbackConfig::max_value_bytes) are typed errors
+//! ([`CacheError::Secondary`](slotguard_core::CacheError::Secondary) holding a [`SecondaryError`]) and are never
+//! cached or written back.
+//!
+//! # Invalidation
+//!
+//! A `Set` or `Delete` through the layer, an
+//! [`Invalidation::Keys`](slotguard_core::invalidation::Invalidation::Keys)
+//! from the bus ([`FallbackLayer::with_invalidations`]) or
+//! [`FallbackLayer::invalidate`] *marks* the key: it is evicted, a load in
+//! flight for it is no longer shared with later callers, and until a read
+//! that started after the mark is answered by the **primary**, reads of the
+//! key are sent with `Consistency::Primary` (no replica), never answered
+//! from the near-cache, and not written back. When the cluster cannot
+//! answer them, the store does; a store answer does not clear the mark,
+//! since a replica may still hold the old value. A `Set` or `Delete` that
+//! **fails** on the cluster leaves the key marked the same way: the write
+//! may have applied (or not), so only the primary or the store is trusted
+//! for it. Marks expire after
+//! [`invalidation_ttl`](FallbackConfig::invalidation_ttl) (5 min) and are
+//! bounded by [`max_invalidations`](FallbackConfig::max_invalidations)
+//! (past it, the oldest mark of the key's shard is dropped).
+//!
+//! A value read before an invalidation and returned after it is never
+//! kept: every read records an epoch when it starts, and a fill checks it
+//! against the invalidations since. An
+//! [`Invalidation::Node`](slotguard_core::invalidation::Invalidation::Node)
+//! flushes the entries read through that node;
+//! [`Received::Lost`](slotguard_core::invalidation::Received::Lost) flushes
+//! everything. With [`FallbackLayer::with_topology`], a slot's entries are
+//! flushed when the slot changes owner, and an entry read from a slot's
+//! previous owner is never served. The task applying these ends when the
+//! layer and every service made from it are dropped.
+//!
+//! What remains possible: a reader that loaded a value from the store just
+//! before another *process* changed it may write that value back after the
+//! other process's `DEL`; it lives until the write-back TTL. Within one
+//! process the write-back is skipped when the key was invalidated meanwhile.
+//!
+//! # Example
+//!
+//! ```
+//! use bytes::Bytes;
+//! use slotguard_core::{CacheError, CacheRequest, CacheResponse, NodeAddr, Path, SecondaryRequest};
+//! use slotguard_layers::fallback::FallbackLayer;
+//! use tower::{service_fn, ServiceBuilder, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! // A toy store and a toy cluster whose node is down.
+//! let store = service_fn(|req: SecondaryRequest| async move {
+//!     Ok::<_, CacheError>(Some(Bytes::from(format!("value of {:?}", req.key()))))
+//! });
+//! let cluster = service_fn(|_req: CacheRequest| async move {
+//!     let node: NodeAddr = "127.0.0.1:7000".parse().unwrap();
+//!     Err::<CacheResponse, _>(CacheError::Connection { node, detail: "down".into() })
+//! });
+//! let svc = ServiceBuilder::new().layer(FallbackLayer::new(store)).service(cluster);
+//! let resp = svc.oneshot(CacheRequest::get("user:1")).await.unwrap();
+//! assert_eq!(resp.served.path, Path::Secondary);
+//! assert!(resp.value.is_some());
+//! # }
+//! ```
+
+mod clock;
+mod config;
+pub mod future;
+mod layer;
+mod marks;
+mod near;
+mod state;
+mod store;
+
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use slotguard_core::{
+    classify, BoxError, CacheRequest, CacheResponse, Consistency, Failure, LoadCause, Path,
+    SecondaryRequest, Served,
+};
+use tokio::time::Instant;
+use tower::{Service, ServiceExt};
+
+pub use config::{FallbackConfig, NearCacheConfig, StoreBreakerConfig, WriteBack};
+pub use layer::FallbackLayer;
+pub use store::SecondaryError;
+
+use future::ResponseFuture;
+use near::Fill;
+use state::State;
+use store::StoreGuard;
+
+/// Answers reads from the near-cache or the store when the cluster cannot.
+/// See the [module docs](self).
+pub struct Fallback<S, St> {
+    inner: S,
+    core: Arc<Core<S, St>>,
+}
+
+impl<S: Clone, St> Clone for Fallback<S, St> {
+    fn clone(&self) -> Self {
+        Fallback {
+            inner: self.inner.clone(),
+            core: self.core.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug, St> fmt::Debug for Fallback<S, St> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Fallback")
+            .field("inner", &self.inner)
+            .field("store", &self.core.store)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the services made by one `layer` call share; the spare inner
+/// service sends write-backs (only misses clone it).
+pub(crate) struct Core<S, St> {
+    state: Arc<State>,
+    store: Arc<StoreGuard<St>>,
+    config: Arc<FallbackConfig>,
+    spare: Mutex<S>,
+}
+
+/// Failures a read falls back on: anything that says the cluster could not
+/// answer, not that the request was wrong.
+fn falls_back(failure: Failure) -> bool {
+    !matches!(
+        failure,
+        Failure::InvalidInput | Failure::Server | Failure::Secondary | Failure::Other
+    )
+}
+
+fn secondary_response(value: Option<Bytes>) -> CacheResponse {
+    CacheResponse {
+        value,
+        deleted: 0,
+        served: Served {
+            path: Path::Secondary,
+            node: None,
+            age: Some(Duration::ZERO),
+        },
+    }
+}
+
+impl<S, St> Service<CacheRequest> for Fallback<S, St>
+where
+    S: Service<CacheRequest, Response = CacheResponse> + Clone + Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+    St: Service<SecondaryRequest, Response = Option<Bytes>> + Clone + Send + 'static,
+    St::Error: Into<BoxError>,
+    St::Future: Send + 'static,
+{
+    type Response = CacheResponse;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future, S, St>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut req: CacheRequest) -> Self::Future {
+        let state = &self.core.state;
+        state.ensure_watch();
+        if !req.op.is_read() {
+            // Before the write is sent: a read racing it cannot keep or
+            // serve the old value (see the module docs for failed writes).
+            state.invalidate_key(req.key());
+            return ResponseFuture::cluster(self.inner.call(req), None);
+        }
+        let start = state.begin();
+        let marked = state.marks.get(req.key()).is_some();
+        let consistency = req.consistency;
+        if marked {
+            req.consistency = Consistency::Primary;
+        } else {
+            let budget = state.fresh_budget(consistency);
+            if !budget.is_zero() {
+                if let Some((value, node, age)) = state.serve(req.key(), req.slot(), budget) {
+                    return ResponseFuture::ready(CacheResponse {
+                        value: Some(value),
+                        deleted: 0,
+                        served: Served {
+                            path: Path::NearCache,
+                            node,
+                            age: Some(age),
+                        },
+                    });
+                }
+            }
+        }
+        let deadline = req.deadline;
+        let now = Instant::now();
+        if let Some(t) = self.core.config.cluster_read_timeout {
+            let cap = now + t;
+            req.deadline = Some(deadline.map_or(cap, |d| d.min(cap)));
+        }
+        let ctx = ReadCtx {
+            core: self.core.clone(),
+            key: req.key().clone(),
+            slot: req.slot(),
+            start,
+            started_at: state.clock.nanos(now),
+            marked,
+            consistency,
+            deadline,
+        };
+        ResponseFuture::cluster(self.inner.call(req), Some(ctx))
+    }
+}
+
+/// What a read keeps for after the cluster answered.
+pub(crate) struct ReadCtx<S, St> {
+    core: Arc<Core<S, St>>,
+    key: Bytes,
+    slot: u16,
+    start: u64,
+    // When the read began (clock nanos): a value it returns is at most this
+    // old, whatever the cluster's latency.
+    started_at: u64,
+    marked: bool,
+    consistency: Consistency,
+    deadline: Option<Instant>,
+}
+
+impl<S, St> ReadCtx<S, St>
+where
+    S: Service<CacheRequest, Response = CacheResponse> + Clone + Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+    St: Service<SecondaryRequest, Response = Option<Bytes>> + Clone + Send + 'static,
+    St::Error: Into<BoxError>,
+    St::Future: Send + 'static,
+{
+    /// The cluster answered: the final result, or the fallback to run.
+    pub(crate) fn after_cluster(
+        self,
+        out: Result<CacheResponse, BoxError>,
+    ) -> Result<Result<CacheResponse, BoxError>, BoxFuture<'static, Result<CacheResponse, BoxError>>>
+    {
+        let state = &self.core.state;
+        match out {
+            Ok(resp) => {
+                let from_primary = resp.served.path == Path::Primary;
+                if self.marked && from_primary {
+                    // An authoritative answer of a read that began after
+                    // the mark.
+                    state.marks.clear(&self.key, self.start);
+                }
+                match &resp.value {
+                    Some(value) => {
+                        if matches!(resp.served.path, Path::Primary | Path::Replica) {
+                            self.keep(value, resp.served.node.clone());
+                        }
+                        Ok(Ok(resp))
+                    }
+                    None => Err(Box::pin(self.miss(from_primary))),
+                }
+            }
+            Err(err) => {
+                if !falls_back(classify(&err)) {
+                    return Ok(Err(err));
+                }
+                Err(Box::pin(self.degraded(err)))
+            }
+        }
+    }
+
+    /// Keep a value in the near-cache once the key is hot.
+    fn keep(&self, value: &Bytes, node: Option<slotguard_core::NodeAddr>) {
+        let state = &self.core.state;
+        let Some(near) = &state.near else { return };
+        let now = state.clock.now();
+        if !near.admit(&self.key, value.len(), now) {
+            return;
+        }
+        state.fill(
+            &self.key,
+            Fill {
+                value: value.clone(),
+                node,
+                owner: state.owner(self.slot),
+                slot: self.slot,
+                epoch: self.start,
+                fetched: self.started_at,
+            },
+        );
+    }
+
+    /// The store's answer, and whether this read started the load.
+    async fn load(&self, cause: LoadCause) -> (Result<Option<Bytes>, BoxError>, bool) {
+        let state = &self.core.state;
+        let (out, leader) = self
+            .core
+            .store
+            .load(&state.flights, &self.key, cause, self.deadline)
+            .await;
+        (out.map_err(Into::into), leader)
+    }
+
+    async fn miss(self, from_primary: bool) -> Result<CacheResponse, BoxError> {
+        let (value, leader) = self.load(LoadCause::Miss).await;
+        let value = value?;
+        if let Some(v) = &value {
+            // One write-back per load, by the read that started it.
+            if from_primary && leader {
+                self.write_back(v.clone());
+            }
+            self.keep(v, None);
+        }
+        Ok(secondary_response(value))
+    }
+
+    async fn degraded(self, err: BoxError) -> Result<CacheResponse, BoxError> {
+        let state = &self.core.state;
+        if !self.marked {
+            if let Some(budget) = state.degraded_budget(self.consistency) {
+                if let Some((value, node, age)) = state.serve(&self.key, self.slot, budget) {
+                    return Ok(CacheResponse {
+                        value: Some(value),
+                        deleted: 0,
+                        served: Served {
+                            path: Path::NearCache,
+                            node,
+                            age: Some(age),
+                        },
+                    });
+                }
+            }
+        }
+        if self.deadline.is_some_and(|d| d <= Instant::now()) {
+            return Err(err);
+        }
+        tracing::debug!(target: "slotguard::fallback", error = %err, "secondary_fallback");
+        let value = self.load(LoadCause::ClusterFailure).await.0?;
+        if let Some(v) = &value {
+            self.keep(v, None);
+        }
+        Ok(secondary_response(value))
+    }
+
+    /// Cache-aside: write the store's value back, without waiting for it.
+    fn write_back(&self, value: Bytes) {
+        let Some(wb) = self.core.config.write_back.clone() else {
+            return;
+        };
+        let state = &self.core.state;
+        // Invalidated while we loaded: the value may be the replaced one.
+        if state.marks.get(&self.key).is_some() {
+            return;
+        }
+        let Ok(permit) = state.write_backs.clone().try_acquire_owned() else {
+            return;
+        };
+        let svc = self
+            .core
+            .spare
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        let req = CacheRequest::set(self.key.clone(), value, Some(wb.ttl)).with_timeout(wb.timeout);
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(wb.timeout, svc.oneshot(req)).await;
+            drop(permit);
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,226 @@
+//! The near-cache: a bounded `moka` cache of hot keys, with admission after
+//! a few reads in a window.
+
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use slotguard_core::NodeAddr;
+
+use super::clock::Clock;
+use super::config::NearCacheConfig;
+
+/// Bytes counted per entry on top of key and value (the entry, moka's
+/// bookkeeping), so a flood of tiny values is bounded too.
+const OVERHEAD: usize = 96;
+
+/// One cached value.
+#[derive(Debug)]
+pub(crate) struct Entry {
+    pub(crate) value: Bytes,
+    // When a read that returned this value started (clock nanos); touched
+    // by later reads of the same value.
+    fetched: AtomicU64,
+    // The node that answered (`Invalidation::Node` flushes by it).
+    pub(crate) node: Option<NodeAddr>,
+    // The slot's primary when the value was read: an entry whose slot
+    // changed owner is not served.
+    pub(crate) owner: Option<NodeAddr>,
+    pub(crate) slot: u16,
+    // The epoch the filling read started at: a flush after it makes the
+    // entry unservable even before moka drops it.
+    pub(crate) epoch: u64,
+}
+
+impl Entry {
+    pub(crate) fn age(&self, clock: &Clock) -> Duration {
+        Duration::from_nanos(
+            clock
+                .now()
+                .saturating_sub(self.fetched.load(Ordering::Acquire)),
+        )
+    }
+}
+
+/// What a fill knows about the value.
+#[derive(Debug)]
+pub(crate) struct Fill {
+    pub(crate) value: Bytes,
+    pub(crate) node: Option<NodeAddr>,
+    pub(crate) owner: Option<NodeAddr>,
+    pub(crate) slot: u16,
+    pub(crate) epoch: u64,
+    pub(crate) fetched: u64,
+}
+
+/// A count-min sketch of recent reads (two counters per key, saturating),
+/// reset every window: admission costs a hash and two atomic loads.
+#[derive(Debug)]
+struct Sketch {
+    counters: Box<[AtomicU8]>,
+    hasher: RandomState,
+    window_start: AtomicU64,
+    window: u64,
+    admit_after: u8,
+}
+
+const SKETCH_BITS: u32 = 16;
+
+impl Sketch {
+    fn new(config: &NearCacheConfig) -> Self {
+        Sketch {
+            counters: (0..1usize << SKETCH_BITS)
+                .map(|_| AtomicU8::new(0))
+                .collect(),
+            hasher: RandomState::new(),
+            window_start: AtomicU64::new(0),
+            window: u64::try_from(config.admission_window.as_nanos())
+                .unwrap_or(u64::MAX)
+                .max(1),
+            admit_after: config.admit_after.clamp(1, 255) as u8,
+        }
+    }
+
+    /// Count one read of `key`; whether it is now admitted.
+    fn hit(&self, key: &[u8], now: u64) -> bool {
+        if self.admit_after <= 1 {
+            return true;
+        }
+        let start = self.window_start.load(Ordering::Relaxed);
+        if now.saturating_sub(start) >= self.window
+            && self
+                .window_start
+                .compare_exchange(start, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            // Once per window, by whoever noticed first.
+            for c in self.counters.iter() {
+                c.store(0, Ordering::Relaxed);
+            }
+        }
+        let h = self.hasher.hash_one(key);
+        let mask = (1u64 << SKETCH_BITS) - 1;
+        let a = &self.counters[(h & mask) as usize];
+        let b = &self.counters[((h >> 32) & mask) as usize];
+        let mut min = u8::MAX;
+        for c in [a, b] {
+            let v = c.load(Ordering::Relaxed);
+            // Saturated counters are not written again: a hot key costs
+            // reads only.
+            let v = if v < self.admit_after {
+                c.fetch_add(1, Ordering::Relaxed).saturating_add(1)
+            } else {
+                v
+            };
+            min = min.min(v);
+        }
+        min >= self.admit_after
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct NearCache {
+    cache: moka::sync::Cache<Bytes, Arc<Entry>>,
+    sketch: Sketch,
+    pub(crate) config: NearCacheConfig,
+}
+
+impl NearCache {
+    pub(crate) fn new(config: NearCacheConfig) -> Self {
+        // moka's own expiry runs on the real clock and only frees memory;
+        // whether an entry may answer is decided from its age on tokio's
+        // clock.
+        let keep = config
+            .fresh_for
+            .saturating_add(config.max_stale)
+            .saturating_mul(2)
+            .max(Duration::from_secs(1));
+        let cache = moka::sync::Cache::builder()
+            .max_capacity(config.max_bytes)
+            .weigher(|k: &Bytes, e: &Arc<Entry>| {
+                u32::try_from(k.len() + e.value.len() + OVERHEAD).unwrap_or(u32::MAX)
+            })
+            .time_to_live(keep)
+            .build();
+        NearCache {
+            cache,
+            sketch: Sketch::new(&config),
+            config,
+        }
+    }
+
+    pub(crate) fn get(&self, key: &Bytes) -> Option<Arc<Entry>> {
+        self.cache.get(key)
+    }
+
+    /// Count a read of `key`; whether its value may be kept.
+    pub(crate) fn admit(&self, key: &[u8], len: usize, now: u64) -> bool {
+        len <= self.config.max_entry_bytes && self.sketch.hit(key, now)
+    }
+
+    /// Keep `fill` for `key`: a read of the same value from the same owner
+    /// only refreshes the entry's age, without an insert.
+    pub(crate) fn fill(&self, key: &Bytes, fill: Fill) {
+        if let Some(e) = self.cache.get(key) {
+            if e.value == fill.value && e.owner == fill.owner && e.epoch <= fill.epoch {
+                e.fetched.fetch_max(fill.fetched, Ordering::AcqRel);
+                return;
+            }
+        }
+        let entry = Entry {
+            value: fill.value,
+            fetched: AtomicU64::new(fill.fetched),
+            node: fill.node,
+            owner: fill.owner,
+            slot: fill.slot,
+            epoch: fill.epoch,
+        };
+        self.cache.insert(key.clone(), Arc::new(entry));
+    }
+
+    pub(crate) fn evict(&self, key: &[u8]) {
+        self.cache.invalidate(key);
+    }
+
+    pub(crate) fn evict_all(&self) {
+        self.cache.invalidate_all();
+    }
+
+    /// Evict every entry `pred` selects (a scan: for rare events only).
+    pub(crate) fn evict_where(&self, pred: impl Fn(&Entry) -> bool) {
+        let doomed: Vec<Arc<Bytes>> = self
+            .cache
+            .iter()
+            .filter(|(_, e)| pred(e))
+            .map(|(k, _)| k)
+            .collect();
+        for k in doomed {
+            self.cache.invalidate(k.as_ref());
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn contains(&self, key: &[u8]) -> bool {
+        self.cache.contains_key(key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admission_counts_reads_in_a_window() {
+        let config = NearCacheConfig::default().with_admission(3, Duration::from_secs(1));
+        let sketch = Sketch::new(&config);
+        let s = 1_000_000_000;
+        assert!(!sketch.hit(b"k", s));
+        assert!(!sketch.hit(b"k", s + 1));
+        assert!(sketch.hit(b"k", s + 2));
+        assert!(sketch.hit(b"k", s + 3));
+        // a new window starts from zero
+        assert!(!sketch.hit(b"k", 3 * s));
+    }
+}

@@ -1,0 +1,304 @@
+//! What every service of one fallback layer shares, whatever its store:
+//! the near-cache, the invalidation marks, the in-flight loads, and the
+//! task that applies invalidations and slot moves.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use slotguard_core::invalidation::{Invalidation, InvalidationReceiver, Received};
+use slotguard_core::{Consistency, NodeAddr, SlotMap, Topology, SLOT_COUNT};
+use tokio::sync::{oneshot, Semaphore};
+
+use super::clock::Clock;
+use super::config::FallbackConfig;
+use super::marks::Marks;
+use super::near::{Fill, NearCache};
+use super::store::Flights;
+
+#[derive(Debug)]
+pub(crate) struct State {
+    pub(crate) clock: Clock,
+    pub(crate) near: Option<NearCache>,
+    pub(crate) marks: Marks,
+    pub(crate) flights: Arc<Flights>,
+    pub(crate) topology: Option<Topology>,
+    pub(crate) write_backs: Arc<Semaphore>,
+    // Bumped by every invalidation; a read records it when it starts, so a
+    // fill can tell whether an invalidation happened meanwhile.
+    epoch: AtomicU64,
+    // Entries filled by reads that started before this epoch are never
+    // served (a flush of everything).
+    flushed: AtomicU64,
+    // Fills of reads that started before this epoch are dropped (a node's
+    // or slot's flush: rare, so rejecting every in-flight fill is cheap).
+    fills_from: AtomicU64,
+    watch: Mutex<Option<Watch>>,
+    started: AtomicBool,
+    // Dropped with the state: the watch task sees its channel close and
+    // ends (it holds the state only weakly).
+    _stop: Option<oneshot::Sender<()>>,
+}
+
+/// What the watch task needs, taken when it is spawned.
+#[derive(Debug)]
+struct Watch {
+    bus: Option<InvalidationReceiver>,
+    stop: oneshot::Receiver<()>,
+}
+
+impl State {
+    pub(crate) fn new(
+        config: &FallbackConfig,
+        bus: Option<InvalidationReceiver>,
+        topology: Option<Topology>,
+    ) -> Arc<State> {
+        let clock = Clock::new();
+        let near = config.near_cache.clone().map(NearCache::new);
+        let needs_watch = near.is_some() && (bus.is_some() || topology.is_some());
+        let (watch, stop) = if needs_watch {
+            let (tx, rx) = oneshot::channel();
+            (Some(Watch { bus, stop: rx }), Some(tx))
+        } else {
+            (None, None)
+        };
+        let state = State {
+            clock,
+            near,
+            marks: Marks::new(clock, config.invalidation_ttl, config.max_invalidations),
+            flights: Arc::new(Flights::default()),
+            topology,
+            write_backs: Arc::new(Semaphore::new(
+                config.write_back.as_ref().map_or(0, |w| w.max_in_flight),
+            )),
+            epoch: AtomicU64::new(1),
+            flushed: AtomicU64::new(0),
+            fills_from: AtomicU64::new(0),
+            started: AtomicBool::new(watch.is_none()),
+            watch: Mutex::new(watch),
+            _stop: stop,
+        };
+        Arc::new(state)
+    }
+
+    /// The epoch a read starts at.
+    pub(crate) fn begin(&self) -> u64 {
+        self.epoch.load(Ordering::SeqCst)
+    }
+
+    fn bump(&self) -> u64 {
+        self.epoch.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    /// Start the watch task once, from inside a runtime.
+    pub(crate) fn ensure_watch(self: &Arc<Self>) {
+        if self.started.load(Ordering::Relaxed) {
+            return;
+        }
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let taken = self
+            .watch
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        self.started.store(true, Ordering::Relaxed);
+        if let Some(w) = taken {
+            // The map to compare the next one with is taken now, not when
+            // the task first runs: a change in between is not missed.
+            let map = self.topology.as_ref().map(Topology::load);
+            handle.spawn(watch(Arc::downgrade(self), w, self.topology.clone(), map));
+        }
+    }
+
+    /// `key` changed: never serve it from the near-cache or a replica until
+    /// an authoritative read that started after now.
+    pub(crate) fn invalidate_key(&self, key: &Bytes) {
+        let e = self.bump();
+        self.marks.mark(key, e);
+        if let Some(near) = &self.near {
+            near.evict(key);
+        }
+        self.flights.detach(key);
+    }
+
+    pub(crate) fn flush_all(&self) {
+        let e = self.bump();
+        self.flushed.fetch_max(e, Ordering::SeqCst);
+        self.fills_from.fetch_max(e, Ordering::SeqCst);
+        if let Some(near) = &self.near {
+            near.evict_all();
+        }
+    }
+
+    fn flush_node(&self, node: &NodeAddr) {
+        let e = self.bump();
+        self.fills_from.fetch_max(e, Ordering::SeqCst);
+        if let Some(near) = &self.near {
+            near.evict_where(|entry| entry.node.as_ref() == Some(node));
+        }
+    }
+
+    fn flush_slots(&self, moved: &[bool]) {
+        let e = self.bump();
+        self.fills_from.fetch_max(e, Ordering::SeqCst);
+        if let Some(near) = &self.near {
+            near.evict_where(|entry| moved.get(entry.slot as usize).copied().unwrap_or(true));
+        }
+    }
+
+    fn may_fill(&self, key: &[u8], start: u64) -> bool {
+        start >= self.fills_from.load(Ordering::SeqCst)
+            && start >= self.flushed.load(Ordering::SeqCst)
+            && self.marks.get(key).is_none()
+    }
+
+    /// The slot's primary in the current map.
+    pub(crate) fn owner(&self, slot: u16) -> Option<NodeAddr> {
+        let topology = self.topology.as_ref()?;
+        let map = topology.map();
+        map.primary_for_slot(slot).map(|p| p.addr.clone())
+    }
+
+    /// Keep a value read by a read that started at `start`, unless an
+    /// invalidation happened since.
+    pub(crate) fn fill(&self, key: &Bytes, fill: Fill) {
+        let Some(near) = &self.near else { return };
+        let start = fill.epoch;
+        if !self.may_fill(key, start) {
+            return;
+        }
+        near.fill(key, fill);
+        // An invalidation racing the insert either evicted after it, or is
+        // seen here.
+        if !self.may_fill(key, start) {
+            near.evict(key);
+        }
+    }
+
+    /// A near-cache answer for `key`, if it may answer a read of
+    /// `consistency` with this much staleness allowed.
+    pub(crate) fn serve(
+        &self,
+        key: &Bytes,
+        slot: u16,
+        budget: Duration,
+    ) -> Option<(Bytes, Option<NodeAddr>, Duration)> {
+        let near = self.near.as_ref()?;
+        let entry = near.get(key)?;
+        if entry.epoch < self.flushed.load(Ordering::SeqCst) {
+            return None;
+        }
+        let age = entry.age(&self.clock);
+        if age > budget {
+            return None;
+        }
+        if entry.slot != slot || (entry.owner.is_some() && entry.owner != self.owner(slot)) {
+            return None;
+        }
+        if self.marks.get(key).is_some() {
+            return None;
+        }
+        Some((entry.value.clone(), entry.node.clone(), age))
+    }
+
+    /// How stale a near-cache answer may be for a healthy read.
+    pub(crate) fn fresh_budget(&self, consistency: Consistency) -> Duration {
+        let Some(near) = &self.near else {
+            return Duration::ZERO;
+        };
+        match consistency {
+            Consistency::Primary => Duration::ZERO,
+            Consistency::ReplicaOk => near.config.fresh_for,
+            Consistency::StaleOk(d) => d.max(near.config.fresh_for),
+        }
+    }
+
+    /// How stale a near-cache answer may be while the cluster is failing.
+    pub(crate) fn degraded_budget(&self, consistency: Consistency) -> Option<Duration> {
+        let near = self.near.as_ref()?;
+        match consistency {
+            Consistency::Primary => None,
+            Consistency::ReplicaOk => {
+                Some(near.config.fresh_for.saturating_add(near.config.max_stale))
+            }
+            Consistency::StaleOk(d) => Some(d),
+        }
+    }
+}
+
+async fn next_event(bus: &mut Option<InvalidationReceiver>) -> Option<Received> {
+    match bus {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn next_map(topology: &Option<Topology>, generation: u64) {
+    match topology {
+        Some(t) => t.changed_since(generation).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Slots whose primary differs between two maps.
+fn moved_slots(old: &SlotMap, new: &SlotMap) -> Vec<bool> {
+    (0..SLOT_COUNT)
+        .map(|s| {
+            old.primary_for_slot(s).map(|p| &p.addr) != new.primary_for_slot(s).map(|p| &p.addr)
+        })
+        .collect()
+}
+
+/// Applies invalidations and slot moves to the near-cache until the state
+/// is dropped.
+async fn watch(
+    state: Weak<State>,
+    w: Watch,
+    topology: Option<Topology>,
+    mut map: Option<Arc<SlotMap>>,
+) {
+    let Watch { mut bus, mut stop } = w;
+    loop {
+        let generation = map.as_ref().map_or(0, |m| m.generation());
+        tokio::select! {
+            _ = &mut stop => return,
+            event = next_event(&mut bus) => {
+                let Some(state) = state.upgrade() else { return };
+                match event {
+                    Some(Received::Event(Invalidation::Keys { keys, .. })) => {
+                        for key in &keys {
+                            state.invalidate_key(key);
+                        }
+                    }
+                    Some(Received::Event(Invalidation::Node { node })) => state.flush_node(&node),
+                    // Lost events, an event of a kind this version does not
+                    // know, or a bus that is gone: nothing cached can be
+                    // trusted any more.
+                    Some(_) => state.flush_all(),
+                    None => {
+                        state.flush_all();
+                        bus = None;
+                        if topology.is_none() {
+                            return;
+                        }
+                    }
+                }
+            }
+            _ = next_map(&topology, generation) => {
+                let Some(state) = state.upgrade() else { return };
+                let Some(t) = &topology else { return };
+                let new = t.load();
+                if let Some(old) = &map {
+                    let moved = moved_slots(old, &new);
+                    if moved.iter().any(|m| *m) {
+                        state.flush_slots(&moved);
+                    }
+                }
+                map = Some(new);
+            }
+        }
+    }
+}

@@ -1,0 +1,321 @@
+//! Loads from the secondary store: one per key at a time, a bounded number
+//! in all, behind the store's own breaker, each with a deadline.
+
+use std::collections::HashMap;
+use std::error::Error as StdError;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures_util::future::{BoxFuture, FutureExt, Shared};
+use slotguard_core::{BoxError, CacheError, LoadCause, SecondaryRequest};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use tower::{Service, ServiceExt};
+
+use super::config::{FallbackConfig, StoreBreakerConfig};
+use crate::circuit_breaker::BreakerState;
+
+/// Why a store load failed. Travels inside
+/// [`CacheError::Secondary`], so [`classify`](slotguard_core::classify)
+/// says [`Failure::Secondary`](slotguard_core::Failure::Secondary).
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum SecondaryError {
+    /// The store did not answer within the load's deadline.
+    #[error("store load timed out")]
+    Timeout,
+    /// The store's breaker is open: the store was not called.
+    #[error("store circuit open")]
+    CircuitOpen,
+    /// As many loads as allowed are in flight and none finished in time.
+    #[error("store is overloaded: too many loads in flight")]
+    Overloaded,
+    /// The store answered a value larger than allowed (not returned, not
+    /// cached).
+    #[error("store value of {len} bytes is over the {max} byte limit")]
+    Oversize {
+        /// Its size.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The store returned an error.
+    #[error("store error: {0}")]
+    Store(Arc<dyn StdError + Send + Sync + 'static>),
+}
+
+pub(crate) fn secondary(err: SecondaryError) -> CacheError {
+    CacheError::Secondary(Arc::new(err))
+}
+
+/// A breaker for the store: opens after a run of failures, lets one probe
+/// through after the cool-down.
+#[derive(Debug)]
+pub(crate) struct StoreBreaker {
+    config: StoreBreakerConfig,
+    state: Mutex<BreakerInner>,
+}
+
+#[derive(Debug, Default)]
+struct BreakerInner {
+    failures: u32,
+    open_until: Option<Instant>,
+    probing: bool,
+}
+
+impl StoreBreaker {
+    pub(crate) fn new(config: StoreBreakerConfig) -> Self {
+        StoreBreaker {
+            config,
+            state: Mutex::new(BreakerInner::default()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BreakerInner> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// `Some(is_probe)` when a load may go.
+    fn admit(&self, now: Instant) -> Option<bool> {
+        let mut s = self.lock();
+        match s.open_until {
+            None => Some(false),
+            Some(until) if now < until => None,
+            Some(_) if s.probing => None,
+            Some(_) => {
+                s.probing = true;
+                Some(true)
+            }
+        }
+    }
+
+    fn record(&self, probe: bool, ok: bool, now: Instant) {
+        let mut s = self.lock();
+        if probe {
+            s.probing = false;
+        }
+        if ok {
+            s.failures = 0;
+            if probe || s.open_until.is_some_and(|u| now >= u) {
+                s.open_until = None;
+                tracing::info!(target: "slotguard::fallback", "store_breaker_closed");
+            }
+            return;
+        }
+        s.failures = s.failures.saturating_add(1);
+        if probe
+            || (s.open_until.is_none() && s.failures >= self.config.consecutive_failures.max(1))
+        {
+            s.open_until = Some(now + self.config.open_duration);
+            tracing::info!(target: "slotguard::fallback", "store_breaker_open");
+        }
+    }
+
+    /// A load admitted but never sent: a probe gives its turn back.
+    fn release(&self, probe: bool) {
+        if probe {
+            self.lock().probing = false;
+        }
+    }
+
+    pub(crate) fn state(&self, now: Instant) -> BreakerState {
+        let s = self.lock();
+        match s.open_until {
+            None => BreakerState::Closed,
+            Some(until) if now < until => BreakerState::Open,
+            Some(_) => BreakerState::HalfOpen,
+        }
+    }
+}
+
+pub(crate) type LoadResult = Result<Option<Bytes>, CacheError>;
+type Flight = Shared<BoxFuture<'static, LoadResult>>;
+
+/// In-flight loads by key. Not generic over the store, so invalidations
+/// (which detach a key's load) need not know the store's type.
+#[derive(Default)]
+pub(crate) struct Flights {
+    map: Mutex<HashMap<Bytes, (u64, Flight)>>,
+    next: AtomicU64,
+}
+
+impl fmt::Debug for Flights {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.map.lock().map(|m| m.len()).unwrap_or(0);
+        f.debug_struct("Flights").field("in_flight", &n).finish()
+    }
+}
+
+impl Flights {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Bytes, (u64, Flight)>> {
+        self.map
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Later callers for `key` start a new load: the one in flight may have
+    /// read the value the invalidation replaced.
+    pub(crate) fn detach(&self, key: &[u8]) {
+        self.lock().remove(key);
+    }
+
+    fn finish(&self, key: &[u8], id: u64) {
+        let mut map = self.lock();
+        if map.get(key).is_some_and(|(i, _)| *i == id) {
+            map.remove(key);
+        }
+    }
+}
+
+/// The store and what guards it.
+pub(crate) struct StoreGuard<St> {
+    store: Mutex<St>,
+    breaker: StoreBreaker,
+    limit: Arc<Semaphore>,
+    timeout: std::time::Duration,
+    max_value_bytes: usize,
+}
+
+impl<St> fmt::Debug for StoreGuard<St> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoreGuard")
+            .field("breaker", &self.breaker)
+            .field("free_slots", &self.limit.available_permits())
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<St> StoreGuard<St> {
+    pub(crate) fn new(store: St, config: &FallbackConfig) -> Self {
+        StoreGuard {
+            store: Mutex::new(store),
+            breaker: StoreBreaker::new(config.store_breaker.clone()),
+            limit: Arc::new(Semaphore::new(config.store_concurrency.max(1))),
+            timeout: config.store_timeout,
+            max_value_bytes: config.max_value_bytes,
+        }
+    }
+
+    pub(crate) fn breaker(&self) -> &StoreBreaker {
+        &self.breaker
+    }
+
+    /// A clone of the store.
+    pub(crate) fn store(&self) -> St
+    where
+        St: Clone,
+    {
+        self.store
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+}
+
+impl<St> StoreGuard<St>
+where
+    St: Service<SecondaryRequest, Response = Option<Bytes>> + Clone + Send + 'static,
+    St::Error: Into<BoxError>,
+    St::Future: Send + 'static,
+{
+    /// Load `key`, joining the load already in flight for it if there is
+    /// one; waits at most until `deadline` (the load itself goes on for the
+    /// others). Also says whether this caller started the load (it alone
+    /// writes the value back).
+    pub(crate) async fn load(
+        self: &Arc<Self>,
+        flights: &Arc<Flights>,
+        key: &Bytes,
+        cause: LoadCause,
+        deadline: Option<Instant>,
+    ) -> (LoadResult, bool) {
+        let mut leader = false;
+        let flight = {
+            let mut map = flights.lock();
+            match map.get(key) {
+                Some((_, f)) => f.clone(),
+                None => {
+                    let id = flights.next.fetch_add(1, Ordering::Relaxed);
+                    let run = {
+                        let (guard, flights, key) = (self.clone(), flights.clone(), key.clone());
+                        async move {
+                            let out = guard.run(&key, cause).await;
+                            flights.finish(&key, id);
+                            out
+                        }
+                    };
+                    // Spawned: the load's outcome does not depend on which
+                    // caller stays, and it always ends (its own deadline).
+                    let task = tokio::spawn(run);
+                    let flight = async move {
+                        task.await
+                            .unwrap_or_else(|e| Err(secondary(SecondaryError::Store(Arc::new(e)))))
+                    }
+                    .boxed()
+                    .shared();
+                    map.insert(key.clone(), (id, flight.clone()));
+                    leader = true;
+                    flight
+                }
+            }
+        };
+        let out = match deadline {
+            Some(d) => tokio::time::timeout_at(d, flight)
+                .await
+                .unwrap_or_else(|_| Err(secondary(SecondaryError::Timeout))),
+            None => flight.await,
+        };
+        (out, leader)
+    }
+
+    async fn run(&self, key: &Bytes, cause: LoadCause) -> LoadResult {
+        let deadline = Instant::now() + self.timeout;
+        let Some(probe) = self.breaker.admit(Instant::now()) else {
+            return Err(secondary(SecondaryError::CircuitOpen));
+        };
+        let permit =
+            match tokio::time::timeout_at(deadline, self.limit.clone().acquire_owned()).await {
+                Ok(Ok(p)) => p,
+                // Not the store's fault: the breaker counts nothing.
+                _ => {
+                    self.breaker.release(probe);
+                    return Err(secondary(SecondaryError::Overloaded));
+                }
+            };
+        let store = self.store();
+        let req = SecondaryRequest::load(key.clone())
+            .with_cause(cause)
+            .with_deadline(deadline);
+        let out = tokio::time::timeout_at(deadline, store.oneshot(req)).await;
+        drop(permit);
+        let now = Instant::now();
+        match out {
+            Ok(Ok(Some(v))) if v.len() > self.max_value_bytes => {
+                // A data problem of one key, not a sick store.
+                self.breaker.record(probe, true, now);
+                Err(secondary(SecondaryError::Oversize {
+                    len: v.len(),
+                    max: self.max_value_bytes,
+                }))
+            }
+            Ok(Ok(v)) => {
+                self.breaker.record(probe, true, now);
+                Ok(v)
+            }
+            Ok(Err(e)) => {
+                self.breaker.record(probe, false, now);
+                let e: BoxError = e.into();
+                Err(secondary(SecondaryError::Store(Arc::from(e))))
+            }
+            Err(_) => {
+                self.breaker.record(probe, false, now);
+                Err(secondary(SecondaryError::Timeout))
+            }
+        }
+    }
+}
