@@ -1,0 +1,174 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use slotguard_core::{
+    BoxError, CacheError, CacheRequest, CacheResponse, Op, Path, SecondaryRequest,
+};
+use tower::util::BoxCloneService;
+use tower::{service_fn, Layer, ServiceExt};
+
+use super::*;
+use crate::test_support::addr;
+
+mod invalidation;
+mod reads;
+
+/// What the fake cluster does with the next requests.
+#[derive(Clone, Debug)]
+pub(super) enum Mode {
+    /// Answer from its own key → value map (primary).
+    Serve,
+    /// Fail every request with this error.
+    Fail(CacheError),
+}
+
+#[derive(Clone)]
+pub(super) struct FakeCluster {
+    pub(super) mode: Arc<Mutex<Mode>>,
+    pub(super) data: Arc<Mutex<std::collections::HashMap<Bytes, Bytes>>>,
+    pub(super) seen: Arc<Mutex<Vec<CacheRequest>>>,
+    pub(super) delay: Arc<Mutex<Duration>>,
+}
+
+impl FakeCluster {
+    pub(super) fn new() -> Self {
+        FakeCluster {
+            mode: Arc::new(Mutex::new(Mode::Serve)),
+            data: Arc::default(),
+            seen: Arc::default(),
+            delay: Arc::new(Mutex::new(Duration::ZERO)),
+        }
+    }
+
+    pub(super) fn set_mode(&self, mode: Mode) {
+        *self.mode.lock().unwrap() = mode;
+    }
+
+    pub(super) fn put(&self, k: &str, v: &str) {
+        self.data.lock().unwrap().insert(
+            Bytes::copy_from_slice(k.as_bytes()),
+            Bytes::copy_from_slice(v.as_bytes()),
+        );
+    }
+
+    pub(super) fn seen(&self) -> Vec<CacheRequest> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    pub(super) fn service(&self) -> BoxCloneService<CacheRequest, CacheResponse, BoxError> {
+        let me = self.clone();
+        BoxCloneService::new(service_fn(move |req: CacheRequest| {
+            let me = me.clone();
+            async move {
+                me.seen.lock().unwrap().push(req.clone());
+                let delay = *me.delay.lock().unwrap();
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+                let mode = me.mode.lock().unwrap().clone();
+                let node = addr(1);
+                match mode {
+                    Mode::Fail(e) => Err::<CacheResponse, BoxError>(e.into()),
+                    Mode::Serve => {
+                        let mut data = me.data.lock().unwrap();
+                        let value = match &req.op {
+                            Op::Get => data.get(req.key()).cloned(),
+                            Op::Set { value, .. } => {
+                                data.insert(req.key().clone(), value.clone());
+                                None
+                            }
+                            _ => {
+                                data.remove(req.key());
+                                None
+                            }
+                        };
+                        Ok(CacheResponse::from_node(value, node, Path::Primary))
+                    }
+                }
+            }
+        }))
+    }
+}
+
+#[derive(Clone)]
+pub(super) struct FakeStore {
+    pub(super) data: Arc<Mutex<std::collections::HashMap<Bytes, Bytes>>>,
+    pub(super) loads: Arc<AtomicUsize>,
+    pub(super) in_flight: Arc<AtomicUsize>,
+    pub(super) max_in_flight: Arc<AtomicUsize>,
+    pub(super) delay: Duration,
+    pub(super) fail: Arc<Mutex<bool>>,
+}
+
+impl FakeStore {
+    pub(super) fn new(delay: Duration) -> Self {
+        FakeStore {
+            data: Arc::default(),
+            loads: Arc::default(),
+            in_flight: Arc::default(),
+            max_in_flight: Arc::default(),
+            delay,
+            fail: Arc::new(Mutex::new(false)),
+        }
+    }
+
+    pub(super) fn put(&self, k: &str, v: &[u8]) {
+        self.data.lock().unwrap().insert(
+            Bytes::copy_from_slice(k.as_bytes()),
+            Bytes::copy_from_slice(v),
+        );
+    }
+
+    pub(super) fn loads(&self) -> usize {
+        self.loads.load(Ordering::SeqCst)
+    }
+
+    pub(super) fn service(&self) -> BoxCloneService<SecondaryRequest, Option<Bytes>, BoxError> {
+        let me = self.clone();
+        BoxCloneService::new(service_fn(move |req: SecondaryRequest| {
+            let me = me.clone();
+            async move {
+                me.loads.fetch_add(1, Ordering::SeqCst);
+                let n = me.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                me.max_in_flight.fetch_max(n, Ordering::SeqCst);
+                tokio::time::sleep(me.delay).await;
+                me.in_flight.fetch_sub(1, Ordering::SeqCst);
+                if *me.fail.lock().unwrap() {
+                    return Err::<Option<Bytes>, BoxError>("store exploded".into());
+                }
+                Ok(me.data.lock().unwrap().get(req.key()).cloned())
+            }
+        }))
+    }
+}
+
+pub(super) fn timeout_err() -> CacheError {
+    CacheError::Timeout { node: addr(1) }
+}
+
+pub(super) type Svc = Fallback<
+    BoxCloneService<CacheRequest, CacheResponse, BoxError>,
+    BoxCloneService<SecondaryRequest, Option<Bytes>, BoxError>,
+>;
+
+pub(super) fn stack(
+    layer: &FallbackLayer<BoxCloneService<SecondaryRequest, Option<Bytes>, BoxError>>,
+    cluster: &FakeCluster,
+) -> Svc {
+    layer.layer(cluster.service())
+}
+
+pub(super) fn get(
+    svc: &Svc,
+    key: &str,
+) -> impl std::future::Future<Output = Result<CacheResponse, BoxError>> + Send + 'static {
+    svc.clone().oneshot(CacheRequest::get(key.to_owned()))
+}
+
+pub(super) fn near_config() -> FallbackConfig {
+    FallbackConfig::default()
+}
