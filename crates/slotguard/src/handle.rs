@@ -5,11 +5,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use slotguard_core::invalidation::InvalidationBus;
 use slotguard_core::{
-    as_cache_error, BoxError, CacheError, CacheRequest, CacheResponse, NodeAddr, Topology,
+    as_cache_error, BoxError, CacheError, CacheRequest, CacheResponse, NodeAddr, SecondaryRequest,
+    Topology,
 };
 use slotguard_fred::{FredConfig, FredService, FredTopologySource, HealthProber, ProberHandle};
 use slotguard_layers::circuit_breaker::{BreakerConfig, CircuitBreakerLayer};
+use slotguard_layers::fallback::{FallbackConfig, FallbackLayer};
 use slotguard_layers::replica_failover::{FailoverPolicy, ReplicaFailoverLayer};
 use slotguard_layers::slot_refresh::{RefreshConfig, SlotRefreshLayer};
 use slotguard_layers::ServiceBuilderExt;
@@ -20,12 +23,19 @@ use tower::{ServiceBuilder, ServiceExt};
 /// further layering.
 pub type CacheService = BoxCloneSyncService<CacheRequest, CacheResponse, BoxError>;
 
+/// An authoritative store, boxed (see [`SlotGuardBuilder::store`]).
+pub type StoreService = BoxCloneSyncService<SecondaryRequest, Option<Bytes>, BoxError>;
+
 /// The recommended stack over one cluster, with its background tasks, behind
 /// one cheap-clone handle.
 ///
-/// `slot_refresh → redirect → replica_failover → circuit_breaker (per node)
-/// → leaf`, plus the replication health prober, every setting at its
-/// default unless the [`SlotGuardBuilder`] says otherwise. Use
+/// `[fallback →] slot_refresh → redirect → replica_failover →
+/// circuit_breaker (per node) → leaf`, plus the replication health prober,
+/// every setting at its default unless the [`SlotGuardBuilder`] says
+/// otherwise. With a [store](SlotGuardBuilder::store), misses are loaded
+/// from it and written back, and reads the cluster cannot answer are served
+/// from the near-cache or the store (see
+/// [`fallback`](slotguard_layers::fallback)). Use
 /// [`get`](Self::get)/[`set`](Self::set)/[`delete`](Self::delete) directly,
 /// or [`service`](Self::service) as a tower service.
 ///
@@ -46,6 +56,7 @@ pub struct SlotGuard {
     topology: Topology,
     leaf: FredService,
     refresh: SlotRefreshLayer,
+    fallback: Option<FallbackLayer<StoreService>>,
     request_timeout: Duration,
     _prober: Arc<ProberHandle>,
 }
@@ -54,16 +65,19 @@ impl fmt::Debug for SlotGuard {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SlotGuard")
             .field("leaf", &self.leaf)
+            .field("fallback", &self.fallback)
             .field("request_timeout", &self.request_timeout)
             .finish_non_exhaustive()
     }
 }
 
 /// Settings of a [`SlotGuard`]; every one has a default.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 #[must_use]
 pub struct SlotGuardBuilder {
     seeds: Vec<NodeAddr>,
+    store: Option<StoreService>,
+    fallback: FallbackConfig,
     leaf: FredConfig,
     breaker: BreakerConfig,
     failover: FailoverPolicy,
@@ -77,7 +91,46 @@ pub struct SlotGuardBuilder {
 /// within the failover policy's primary deadline (100 ms).
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
 
+impl fmt::Debug for SlotGuardBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SlotGuardBuilder")
+            .field("seeds", &self.seeds)
+            .field("store", &self.store.is_some())
+            .field("fallback", &self.fallback)
+            .field("leaf", &self.leaf)
+            .field("breaker", &self.breaker)
+            .field("failover", &self.failover)
+            .field("refresh", &self.refresh)
+            .field("request_timeout", &self.request_timeout)
+            .finish()
+    }
+}
+
 impl SlotGuardBuilder {
+    /// The authoritative store behind the cache: any
+    /// `Service<SecondaryRequest, Response = Option<Bytes>>`, such as
+    /// `slotguard-store`'s SQLite example. Adds the
+    /// [`fallback`](slotguard_layers::fallback) layer on top of the stack.
+    pub fn store<St>(mut self, store: St) -> Self
+    where
+        St: tower::Service<SecondaryRequest, Response = Option<Bytes>>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        St::Error: Into<BoxError>,
+        St::Future: Send + 'static,
+    {
+        self.store = Some(BoxCloneSyncService::new(store.map_err(Into::into)));
+        self
+    }
+
+    /// The fallback layer's settings (used with a [store](Self::store)).
+    pub fn fallback(mut self, config: FallbackConfig) -> Self {
+        self.fallback = config;
+        self
+    }
+
     /// The leaf's settings (deadlines, limits; later credentials and TLS).
     pub fn leaf(mut self, config: FredConfig) -> Self {
         self.leaf = config;
@@ -126,7 +179,7 @@ impl SlotGuardBuilder {
             .map_err(into_cache_error)?;
         let breakers = CircuitBreakerLayer::per_node(self.breaker).with_topology(topology.clone());
         let prober = HealthProber::new(&leaf, topology.clone()).spawn();
-        let stack = ServiceBuilder::new()
+        let cluster = ServiceBuilder::new()
             .slot_refresh(refresh.clone())
             .redirect(topology.clone())
             .layer(ReplicaFailoverLayer::with_policy(
@@ -135,8 +188,24 @@ impl SlotGuardBuilder {
             ))
             .layer(breakers)
             .service(leaf.clone());
+        let bus = InvalidationBus::default();
+        let fallback = self.store.map(|store| {
+            FallbackLayer::new(store)
+                .with_config(self.fallback)
+                .with_invalidations(&bus)
+                .with_topology(topology.clone())
+        });
+        let service = match &fallback {
+            Some(layer) => BoxCloneSyncService::new(
+                ServiceBuilder::new()
+                    .fallback(layer.clone())
+                    .service(cluster),
+            ),
+            None => BoxCloneSyncService::new(cluster),
+        };
         Ok(SlotGuard {
-            service: BoxCloneSyncService::new(stack),
+            service,
+            fallback,
             topology,
             leaf,
             refresh,
@@ -151,6 +220,8 @@ impl SlotGuard {
     pub fn builder(seeds: impl IntoIterator<Item = NodeAddr>) -> SlotGuardBuilder {
         SlotGuardBuilder {
             seeds: seeds.into_iter().collect(),
+            store: None,
+            fallback: FallbackConfig::default(),
             leaf: FredConfig::default(),
             breaker: BreakerConfig::default(),
             failover: FailoverPolicy::default(),
@@ -173,6 +244,16 @@ impl SlotGuard {
     /// administrative commands.
     pub fn leaf(&self) -> &FredService {
         &self.leaf
+    }
+
+    /// Mark `key` invalidated in the near-cache (an application that changed
+    /// the store by another way than this handle): it is not served from the
+    /// near-cache or a replica until re-read from the primary or the store.
+    /// Without a store there is no near-cache and this does nothing.
+    pub fn invalidate(&self, key: impl Into<Bytes>) {
+        if let Some(f) = &self.fallback {
+            f.invalidate(key);
+        }
     }
 
     /// Refresh the slot map now and wait for it.

@@ -49,7 +49,9 @@
 
 mod handle;
 
-pub use handle::{CacheService, SlotGuard, SlotGuardBuilder, DEFAULT_REQUEST_TIMEOUT};
+pub use handle::{
+    CacheService, SlotGuard, SlotGuardBuilder, StoreService, DEFAULT_REQUEST_TIMEOUT,
+};
 
 /// The tower version slotguard's layers are built on.
 pub use tower;

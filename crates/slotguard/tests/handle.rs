@@ -73,3 +73,43 @@ async fn no_seed_or_no_answer_is_a_typed_error() {
         "{err:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_store_misses_are_loaded_and_outages_answered() {
+    let cluster = LocalCluster::start(ClusterSpec::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = slotguard_store::SqliteStore::open(dir.path().join("items.db")).unwrap();
+    let cache = SlotGuard::builder(seeds(&cluster))
+        .store(store.clone())
+        .connect()
+        .await
+        .unwrap();
+
+    store.put("item:1", "from the store").await.unwrap();
+    let resp = cache.call(CacheRequest::get("item:1")).await.unwrap();
+    assert_eq!(resp.value.as_deref(), Some(&b"from the store"[..]));
+    assert_eq!(resp.served.path, Path::Secondary);
+    // Written back to the cluster: a later read is a cluster hit (poll: the
+    // write-back is fire-and-forget).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let resp = cache.call(CacheRequest::get("item:1")).await.unwrap();
+        if resp.served.path == Path::Primary {
+            assert_eq!(resp.value.as_deref(), Some(&b"from the store"[..]));
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never written back");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Every node stopped: the store answers.
+    store.put("item:2", "only in the store").await.unwrap();
+    for i in 0..cluster.len() {
+        cluster.pause(i).unwrap();
+    }
+    let got = cache.get("item:2").await;
+    for i in 0..cluster.len() {
+        cluster.resume(i).unwrap();
+    }
+    assert_eq!(got.unwrap().as_deref(), Some(&b"only in the store"[..]));
+}
