@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use pin_project_lite::pin_project;
 use slotguard_core::{
-    BoxError, CacheError, CacheRequest, CacheResponse, NodeAddr, Op, Path, Role, Route, Topology,
+    BoxError, CacheError, CacheRequest, CacheResponse, Failure, NodeAddr, Op, Path, Role, Route,
+    Topology,
 };
 use tokio::sync::oneshot;
 use tokio::time::{Instant, Timeout};
@@ -32,8 +33,12 @@ use crate::resp::Frame;
 /// `MOVED`/`ASK` are [`CacheError::Moved`]/[`CacheError::Ask`] for the
 /// routing layers; a reply that breaks the protocol or the bounds of
 /// [`FredConfig`] is [`CacheError::Protocol`] and a new connection. A
-/// connection lost after a write was sent makes that write
-/// [`CacheError::Indeterminate`].
+/// write that was sent and then timed out, or whose connection was lost
+/// after it was sent, is [`CacheError::Indeterminate`] (it may still
+/// apply). With [`with_topology`](Self::with_topology), a node that times
+/// out or cannot be reached has its writes fenced
+/// ([`NodeHealth::fence_writes`](slotguard_core::NodeHealth::fence_writes))
+/// until a fresh view confirms it.
 ///
 /// The leaf never decides where a key lives: a request still routed by
 /// [`Route::Slot`] is an [`CacheError::InvalidInput`] (put `SlotRefresh` in
@@ -242,7 +247,16 @@ impl CallInfo {
         let health = topology.health(&self.addr);
         match out {
             Ok(_) => health.record_success(self.started.elapsed()),
-            Err(e) if e.failure().is_node_fault() => health.record_failure(),
+            Err(e) if e.failure().is_node_fault() => {
+                health.record_failure();
+                if fences_writes(e.failure()) {
+                    // The node may be stalled or cut off past a promotion:
+                    // no write goes to it until a fresh view confirms it
+                    // (slot_refresh asks for one and checks the fence).
+                    health.fence_writes();
+                    topology.request_refresh();
+                }
+            }
             // CLUSTERDOWN: the cluster's state, not this node's health.
             Err(e) if e.failure().is_cluster_wide() => {}
             // Refused credentials or TLS say nothing about the node's health.
@@ -251,6 +265,19 @@ impl CallInfo {
             Err(_) => health.record_success(self.started.elapsed()),
         }
     }
+}
+
+/// Failures that mean we lost touch with the node (or it says it lost
+/// touch with its cluster), as opposed to a node that answered busy.
+fn fences_writes(failure: Failure) -> bool {
+    matches!(
+        failure,
+        Failure::Timeout
+            | Failure::Connection
+            | Failure::Indeterminate
+            | Failure::Protocol
+            | Failure::ClusterDown
+    )
 }
 
 pin_project! {
@@ -309,8 +336,13 @@ impl Future for ResponseFuture {
                             node: info.addr.clone(),
                             detail: "connection closed".into(),
                         }),
-                        // A timed-out write may still apply when the node
-                        // wakes; callers that care treat it as unknown.
+                        // A write that may have left applies when a stalled
+                        // node wakes: its outcome is unknown, and nothing
+                        // may retry it as if it had failed.
+                        Err(_elapsed) if info.is_write() => Err(CacheError::Indeterminate {
+                            node: info.addr.clone(),
+                            detail: "no reply within the deadline".into(),
+                        }),
                         Err(_elapsed) => Err(CacheError::Timeout {
                             node: info.addr.clone(),
                         }),

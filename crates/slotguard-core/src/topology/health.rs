@@ -30,10 +30,17 @@ pub struct NodeHealth {
     // node again when the cool-down ends without waiting for a call to flip it.
     breaker_open_until: AtomicU64,
     probed: AtomicBool,
+    // Nanoseconds after `clock_base()` of the last time the node was
+    // unreachable (or its breaker opened); 0 = writes may go to it. A time
+    // rather than a flag: only a view fetched *after* it can clear it.
+    write_fence: AtomicU64,
 }
 
 impl Default for NodeHealth {
     fn default() -> Self {
+        // Fix the clock's base before any instant this node's fences and
+        // deadlines are compared with (earlier instants all map to 0).
+        let _ = clock_base();
         Self {
             ewma_latency_us: AtomicU64::new(0),
             consecutive_failures: AtomicU32::new(0),
@@ -42,6 +49,7 @@ impl Default for NodeHealth {
             in_majority: AtomicBool::new(true),
             breaker_open_until: AtomicU64::new(0),
             probed: AtomicBool::new(false),
+            write_fence: AtomicU64::new(0),
         }
     }
 }
@@ -131,5 +139,69 @@ impl NodeHealth {
     /// Mark the node as inside or outside the majority view.
     pub fn set_in_majority(&self, yes: bool) {
         self.in_majority.store(yes, Ordering::Relaxed);
+    }
+
+    /// Stop writes to this node until a fresh view confirms it still owns
+    /// its slots: it was unreachable, timed out, or its breaker opened, so
+    /// it may have been stalled or cut off past a promotion, and a replaced
+    /// primary acknowledges writes that are then lost. Later calls move
+    /// the fence forward, so only a view fetched after the last fault lifts it.
+    pub fn fence_writes(&self) {
+        let now = since_base(tokio::time::Instant::now()).max(1);
+        self.write_fence.fetch_max(now, Ordering::Relaxed);
+    }
+
+    /// Whether writes to this node wait for a confirmation
+    /// ([`fence_writes`](Self::fence_writes)).
+    pub fn writes_fenced(&self) -> bool {
+        self.write_fence.load(Ordering::Relaxed) != 0
+    }
+
+    /// Lift the write fence if it was set no later than `since` (when the
+    /// view that confirmed the node as its slots' primary was requested).
+    /// Returns whether writes may go to the node now.
+    pub fn confirm_writes(&self, since: tokio::time::Instant) -> bool {
+        // `max(1)` as in `fence_writes`: a fence set at the clock's base
+        // instant is 1, and a round requested then must be able to lift it.
+        let since = since_base(since).max(1);
+        self.write_fence
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |fence| {
+                (fence != 0 && fence <= since).then_some(0)
+            })
+            .is_ok()
+            || !self.writes_fenced()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::time::Instant;
+
+    #[test]
+    fn only_a_view_requested_after_the_last_fault_lifts_the_fence() {
+        let h = NodeHealth::default();
+        assert!(!h.writes_fenced());
+        let before = Instant::now();
+        h.fence_writes();
+        assert!(h.writes_fenced());
+        // A view requested before the fault proves nothing.
+        assert!(!h.confirm_writes(
+            before
+                .checked_sub(Duration::from_millis(1))
+                .unwrap_or(before)
+        ));
+        assert!(h.writes_fenced());
+        // One requested after it does.
+        let later = Instant::now() + Duration::from_millis(1);
+        assert!(h.confirm_writes(later));
+        assert!(!h.writes_fenced());
+        // A later fault fences again; a round requested before it does not
+        // lift it, one requested after it does.
+        h.fence_writes();
+        assert!(!h.confirm_writes(before));
+        assert!(h.confirm_writes(Instant::now() + Duration::from_secs(1)));
+        // Confirming an unfenced node is a no-op that says yes.
+        assert!(h.confirm_writes(before));
     }
 }

@@ -204,8 +204,13 @@ impl Breaker {
         }
     }
 
-    /// Admit a call, or `None` when it must fail fast.
-    pub(crate) fn admit(self: &Arc<Self>, now: Instant) -> Option<Permit> {
+    /// Admit a call, or `None` when it must fail fast. A `write` is never
+    /// a half-open probe: the node may be a primary replaced while it was
+    /// failing, which would acknowledge the write and lose it. While
+    /// half-open a write passes (uncounted) only once the topology confirms
+    /// the node's writes (see `NodeHealth::writes_fenced`), else it fails
+    /// fast like a call over the probe limit.
+    pub(crate) fn admit(self: &Arc<Self>, now: Instant, write: bool) -> Option<Permit> {
         let (epoch, state) = unpack(self.current.load(Ordering::Acquire));
         match state {
             // The common case, without the lock.
@@ -222,6 +227,15 @@ impl Breaker {
         let probe = match inner.state {
             BreakerState::Closed => false,
             BreakerState::Open => return None,
+            BreakerState::HalfOpen if write => {
+                drop(inner);
+                if !self.writes_confirmed() {
+                    return None;
+                }
+                // Not a probe: its outcome is not counted (the permit's
+                // epoch is a half-open one, which `record_closed` ignores).
+                false
+            }
             BreakerState::HalfOpen => {
                 if inner.probes_in_flight.saturating_add(inner.probes_ok) >= self.probes() {
                     return None;
@@ -230,7 +244,22 @@ impl Breaker {
                 true
             }
         };
-        Some(self.permit(inner.epoch, probe, now))
+        Some(self.permit(self.epoch_now(), probe, now))
+    }
+
+    fn epoch_now(&self) -> u64 {
+        unpack(self.current.load(Ordering::Acquire)).0
+    }
+
+    /// Whether the topology says writes may go to this breaker's node
+    /// again: not fenced, in the majority. Without a topology, or for a
+    /// global breaker, nobody can confirm it: no.
+    fn writes_confirmed(&self) -> bool {
+        let (BreakerScope::Node(addr), Some(topology)) = (&self.scope, self.common.topology())
+        else {
+            return false;
+        };
+        topology.with_health(addr, |h| !h.writes_fenced() && h.in_majority())
     }
 
     fn permit(self: &Arc<Self>, epoch: u64, probe: bool, start: Instant) -> Permit {
@@ -348,7 +377,17 @@ impl Breaker {
             // Open: routing avoids the node until the cool-down ends, then
             // sends it the half-open probes.
             let until = (to == BreakerState::Open).then(|| now + self.common.config.open_duration);
-            topology.health(addr).set_breaker_open_until(until);
+            topology.with_health(addr, |h| {
+                h.set_breaker_open_until(until);
+                if to == BreakerState::Open {
+                    // A node failing this much may be stalled past a
+                    // promotion: writes wait for a fresh view to confirm it.
+                    h.fence_writes();
+                }
+            });
+            if to == BreakerState::Open {
+                topology.request_refresh();
+            }
         }
         emit(&self.scope, to);
     }
@@ -450,7 +489,7 @@ mod tests {
             for _ in 0..8 {
                 s.spawn(|| {
                     for _ in 0..500 {
-                        if let Some(permit) = breaker.admit(Instant::now()) {
+                        if let Some(permit) = breaker.admit(Instant::now(), false) {
                             permit.finish(&timeout);
                         }
                     }
@@ -459,7 +498,7 @@ mod tests {
         });
         assert_eq!(shared.counters().opened.load(Ordering::Relaxed), 1);
         assert_eq!(breaker.state(Instant::now()), BreakerState::Open);
-        assert!(breaker.admit(Instant::now()).is_none());
+        assert!(breaker.admit(Instant::now(), false).is_none());
     }
 
     #[test]
@@ -477,7 +516,7 @@ mod tests {
             for _ in 0..8 {
                 s.spawn(|| {
                     for _ in 0..500 {
-                        breaker.admit(Instant::now()).unwrap().finish(&ok);
+                        breaker.admit(Instant::now(), false).unwrap().finish(&ok);
                     }
                 });
             }

@@ -138,7 +138,7 @@ where
         let Some(breaker) = self.shared.breaker_for(&req) else {
             return ResponseFuture::called(self.inner.call(req), None);
         };
-        match breaker.admit(Instant::now()) {
+        match breaker.admit(Instant::now(), !req.op.is_read()) {
             Some(permit) => ResponseFuture::called(self.inner.call(req), Some(permit)),
             None => {
                 self.shared
@@ -155,3 +155,5 @@ where
 mod tests;
 #[cfg(test)]
 mod tests_cluster_down;
+#[cfg(test)]
+mod write_tests;

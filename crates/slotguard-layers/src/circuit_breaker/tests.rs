@@ -45,7 +45,7 @@ fn req_to(port: u16) -> CacheRequest {
     CacheRequest::get("k").to_node(addr(port), Role::Primary)
 }
 
-fn ok(port: u16) -> CacheResponse {
+pub(super) fn ok(port: u16) -> CacheResponse {
     CacheResponse::from_node(None, addr(port), Path::Primary)
 }
 

@@ -23,6 +23,17 @@
 //! A request whose slot no node serves fails fast with
 //! [`CacheError::ShardUnavailable`] and triggers a refresh.
 //!
+//! **Writes go only to a confirmed primary.** A primary that timed out,
+//! could not be reached or had its breaker opened is fenced
+//! ([`NodeHealth::fence_writes`](slotguard_core::NodeHealth::fence_writes)):
+//! a stalled or partitioned primary may be replaced meanwhile and would
+//! acknowledge writes that are then lost. Writes to its slots fail fast with
+//! `ShardUnavailable` (and ask for a refresh) until a refresh round
+//! *requested after the last fault* shows the node, in its own view and in
+//! the majority's, as the primary of its slots; a primary outside the
+//! majority gets no writes either. Reads are not held back: failover
+//! answers them from a replica.
+//!
 //! # Example
 //!
 //! ```no_run
@@ -98,6 +109,15 @@ fn stamp_from(
             topology.request_refresh();
             return Err(CacheError::ShardUnavailable { slot: req.slot() });
         };
+        // A write goes only to a confirmed primary: not to one the majority
+        // does not follow, and not to one that was unreachable since the
+        // last view that confirmed it (it may have been replaced meanwhile
+        // and would acknowledge writes that are then lost). Reads go on:
+        // failover sends them elsewhere.
+        if !req.op.is_read() && (primary.health.writes_fenced() || !primary.health.in_majority()) {
+            topology.request_refresh();
+            return Err(CacheError::ShardUnavailable { slot: req.slot() });
+        }
         req.route = Route::Node {
             addr: primary.addr.clone(),
             role: Role::Primary,

@@ -84,6 +84,8 @@ impl Refresher {
     /// One refresh round: ask several nodes, install the majority view.
     pub(crate) async fn refresh_once(&self) -> Result<(), BoxError> {
         self.stats.refreshes.fetch_add(1, Ordering::Relaxed);
+        // Only faults before this instant can be lifted by this round.
+        let requested = Instant::now();
         let map = self.topology.load();
         // Primaries first (they know their slots best), then replicas, then
         // the configured seeds, without duplicates.
@@ -103,6 +105,12 @@ impl Refresher {
             }
         }
         candidates.truncate(self.config.views.max(1));
+        // A fenced primary is lifted only by its own answer: always ask it.
+        for shard in map.shards() {
+            if shard.primary.health.writes_fenced() && !candidates.contains(&shard.primary.addr) {
+                candidates.push(shard.primary.addr.clone());
+            }
+        }
         self.stats
             .views_fetched
             .fetch_add(candidates.len() as u64, Ordering::Relaxed);
@@ -156,6 +164,13 @@ impl Refresher {
         // asks for another round to converge.
         let chosen_epoch = chosen.current_epoch.unwrap_or(0);
         let mut ahead = false;
+        // Nodes whose own answer makes them a primary with slots: only they
+        // can have their writes confirmed by this round.
+        let self_primary: Vec<&NodeAddr> = views
+            .iter()
+            .filter(|v| is_primary_in(v, &v.source))
+            .map(|v| &v.source)
+            .collect();
         let agree: HashMap<&NodeAddr, bool> = views
             .iter()
             .map(|v| {
@@ -185,6 +200,20 @@ impl Refresher {
             let verdict = agree.get(&node.addr).copied().unwrap_or(true)
                 && online.get(&node.addr).copied().unwrap_or(true);
             node.health.set_in_majority(verdict);
+        }
+        // Writes go again to a fenced primary once this round — requested
+        // after its last fault — heard it answer as the primary of its
+        // slots, agreeing with the majority, which also has it as primary.
+        for shard in installed.shards() {
+            let p = &shard.primary;
+            if p.health.writes_fenced()
+                && p.health.in_majority()
+                && agree.get(&p.addr).copied().unwrap_or(false)
+                && self_primary.contains(&&p.addr)
+                && !shard.slots.is_empty()
+            {
+                p.health.confirm_writes(requested);
+            }
         }
         Ok(())
     }
@@ -236,12 +265,14 @@ fn fingerprint(view: &ClusterView) -> Fingerprint<'_> {
 /// majority also has as a primary but that disagrees about single slots is
 /// a migration in flight (the importing node learns first), not stale.
 fn claims_more(view: &ClusterView, chosen: &ClusterView, node: &NodeAddr) -> bool {
-    let primary_in = |v: &ClusterView| {
-        v.shards
-            .iter()
-            .any(|s| &s.primary.addr == node && !s.slots.is_empty())
-    };
-    primary_in(view) && !primary_in(chosen)
+    is_primary_in(view, node) && !is_primary_in(chosen, node)
+}
+
+/// Whether `view` has `node` as the primary of some slots.
+fn is_primary_in(view: &ClusterView, node: &NodeAddr) -> bool {
+    view.shards
+        .iter()
+        .any(|s| &s.primary.addr == node && !s.slots.is_empty())
 }
 
 /// Size of the largest group of healthy views that agree.

@@ -143,3 +143,114 @@ async fn refresh_follows_the_majority_and_marks_the_minority() {
     layer.refresh_now().await.unwrap();
     assert_eq!(topology.load().primary_for_slot(0).unwrap().addr, addr(101));
 }
+
+/// A source whose `silent` nodes do not answer (a stalled or cut-off node).
+#[derive(Clone)]
+struct PartlySilent {
+    inner: FakeSource,
+    silent: std::sync::Arc<std::sync::Mutex<Vec<slotguard_core::NodeAddr>>>,
+}
+
+impl slotguard_core::TopologySource for PartlySilent {
+    fn fetch_view(
+        &self,
+        node: &slotguard_core::NodeAddr,
+    ) -> futures_util::future::BoxFuture<
+        'static,
+        Result<slotguard_core::ClusterView, slotguard_core::BoxError>,
+    > {
+        if self.silent.lock().unwrap().contains(node) {
+            return Box::pin(async { Err("timed out".into()) });
+        }
+        self.inner.fetch_view(node)
+    }
+
+    fn seeds(&self) -> Vec<slotguard_core::NodeAddr> {
+        self.inner.seeds()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn writes_to_a_fenced_primary_wait_for_its_own_answer_in_a_fresh_round() {
+    let topology = Topology::new();
+    let source = PartlySilent {
+        inner: FakeSource::new(two_shards(), Duration::ZERO),
+        silent: Default::default(),
+    };
+    let layer = SlotRefreshLayer::with_config(topology.clone(), source.clone(), config())
+        .load()
+        .await
+        .unwrap();
+    let (svc, mut handle) = mock::pair::<CacheRequest, CacheResponse>();
+    let svc = layer.layer(svc);
+    let key = "bar"; // slot < 8192: node 1
+    let health = topology.health(&addr(1));
+    // Node 1 timed out (the leaf fences it) and stops answering.
+    source.silent.lock().unwrap().push(addr(1));
+    health.fence_writes();
+    let before = topology.refresh_requests();
+    let write = CacheRequest::set(key, "v", None);
+    let err = svc.clone().oneshot(write.clone()).await.unwrap_err();
+    assert_eq!(classify(&err), Failure::ShardUnavailable);
+    assert!(topology.refresh_requests() > before, "asks for a view");
+    // Reads are not held back (failover decides about them).
+    let read = tokio::spawn(svc.clone().oneshot(CacheRequest::get(key)));
+    let (r, send) = handle.next_request().await.unwrap();
+    assert!(matches!(&r.route, Route::Node { addr: a, .. } if a == &addr(1)));
+    send.send_response(CacheResponse::from_node(None, addr(1), Path::Primary));
+    read.await.unwrap().unwrap();
+    // The majority still has node 1 as primary, but node 1 did not answer:
+    // that proves nothing about it.
+    layer.refresh_now().await.unwrap();
+    assert!(health.writes_fenced());
+    let err = svc.clone().oneshot(write.clone()).await.unwrap_err();
+    assert_eq!(classify(&err), Failure::ShardUnavailable);
+    // Node 1 answers as primary of its slots, with the majority: writes go.
+    source.silent.lock().unwrap().clear();
+    layer.refresh_now().await.unwrap();
+    assert!(!health.writes_fenced());
+    let call = tokio::spawn(svc.clone().oneshot(write));
+    let (r, send) = handle.next_request().await.unwrap();
+    assert!(matches!(&r.route, Route::Node { addr: a, .. } if a == &addr(1)));
+    send.send_response(CacheResponse::from_node(None, addr(1), Path::Primary));
+    call.await.unwrap().unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fault_during_a_round_is_not_lifted_by_it() {
+    let topology = Topology::new();
+    let source = FakeSource::new(two_shards(), Duration::from_millis(200));
+    let layer = SlotRefreshLayer::with_config(topology.clone(), source.clone(), config())
+        .load()
+        .await
+        .unwrap();
+    let health = topology.health(&addr(1));
+    let round = {
+        let layer = layer.clone();
+        tokio::spawn(async move { layer.refresh_now().await })
+    };
+    settle().await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The node answered (or will) but timed out after the round began.
+    health.fence_writes();
+    round.await.unwrap().unwrap();
+    assert!(health.writes_fenced());
+    layer.refresh_now().await.unwrap();
+    assert!(!health.writes_fenced());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_primary_outside_the_majority_gets_no_writes() {
+    let topology = Topology::new();
+    let source = FakeSource::new(two_shards(), Duration::ZERO);
+    let layer = SlotRefreshLayer::with_config(topology.clone(), source.clone(), config())
+        .load()
+        .await
+        .unwrap();
+    let (svc, _handle) = mock::pair::<CacheRequest, CacheResponse>();
+    let svc = layer.layer(svc);
+    topology.health(&addr(2)).set_in_majority(false);
+    let key = "foo"; // slot 12182: node 2
+    let err = svc.oneshot(CacheRequest::delete(key)).await.unwrap_err();
+    assert_eq!(classify(&err), Failure::ShardUnavailable);
+}
