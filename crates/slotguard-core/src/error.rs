@@ -123,6 +123,10 @@ pub enum CacheError {
     /// connection it came on was replaced).
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// The request's own deadline passed while it waited for an answer it
+    /// did not send itself (e.g. a coalesced read sharing another call).
+    #[error("request deadline passed")]
+    DeadlineExceeded,
     /// The node has as many commands outstanding as allowed: nothing was
     /// sent.
     #[error("node {node} is overloaded: too many commands in flight")]
@@ -326,6 +330,7 @@ impl CacheError {
             CacheError::Overloaded { .. } => Failure::Overloaded,
             CacheError::Auth { .. } => Failure::Auth,
             CacheError::Tls { .. } => Failure::Tls,
+            CacheError::DeadlineExceeded => Failure::Timeout,
         }
     }
 }

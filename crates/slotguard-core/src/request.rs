@@ -52,7 +52,7 @@ pub enum Role {
 }
 
 /// Where the request goes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Route {
     /// To the primary that owns the key's slot in the current map; a routing
     /// layer (`SlotRefresh`) turns this into [`Route::Node`].
@@ -69,7 +69,7 @@ pub enum Route {
 }
 
 /// How fresh the answer to a read must be.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Consistency {
     /// Only the primary may answer.
     Primary,

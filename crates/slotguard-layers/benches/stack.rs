@@ -17,7 +17,8 @@
 //! table), the leaf recording node health the way `FredService` does, each
 //! layer alone over the leaf, and the full default stack as the README
 //! builds it (slot_refresh → redirect → replica_failover →
-//! circuit_breaker → leaf). Requests to `slot_refresh` and the full stack
+//! circuit_breaker → leaf), and that stack under `coalesce` (every request
+//! a different key: the healthy miss path, each read its own flight). Requests to `slot_refresh` and the full stack
 //! are routed by slot, so their figure includes the stamping that the bare
 //! leaf's caller did from its table.
 #![allow(missing_docs)]
@@ -35,6 +36,7 @@ use slotguard_core::{
     Route, ShardView, Topology, TopologySource,
 };
 use slotguard_layers::circuit_breaker::{BreakerConfig, CircuitBreakerLayer};
+use slotguard_layers::coalesce::CoalesceLayer;
 use slotguard_layers::slot_refresh::SlotRefreshLayer;
 use slotguard_layers::ServiceBuilderExt;
 use tokio::runtime::Runtime;
@@ -273,13 +275,27 @@ fn stack(c: &mut Criterion) {
         .circuit_breaker(breakers(&topology))
         .service(leaf.clone());
     bench_case(c, &rts, "circuit_breaker", svc, &keys, Keys::stamped);
+    // Every request a new key, one after another: each leads its own
+    // flight, so this is the cost of the layer on a healthy miss path.
+    let svc = ServiceBuilder::new()
+        .coalesce(CoalesceLayer::new())
+        .service(leaf.clone());
+    bench_case(c, &rts, "coalesce", svc, &keys, Keys::stamped);
     let svc = ServiceBuilder::new()
         .slot_refresh(refresh(&topology))
         .redirect(topology.clone())
         .replica_failover(topology.clone())
         .circuit_breaker(breakers(&topology))
-        .service(leaf);
+        .service(leaf.clone());
     bench_case(c, &rts, "full_stack", svc, &keys, Keys::by_slot);
+    let svc = ServiceBuilder::new()
+        .coalesce(CoalesceLayer::new())
+        .slot_refresh(refresh(&topology))
+        .redirect(topology.clone())
+        .replica_failover(topology.clone())
+        .circuit_breaker(breakers(&topology))
+        .service(leaf);
+    bench_case(c, &rts, "full_stack_coalesced", svc, &keys, Keys::by_slot);
 }
 
 fn config() -> Criterion {

@@ -6,6 +6,7 @@ use tower::ServiceBuilder;
 
 use crate::circuit_breaker::CircuitBreakerLayer;
 use crate::fallback::FallbackLayer;
+use crate::coalesce::CoalesceLayer;
 use crate::redirect::RedirectLayer;
 use crate::replica_failover::ReplicaFailoverLayer;
 use crate::slot_refresh::SlotRefreshLayer;
@@ -57,6 +58,9 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed {
     /// Answer misses and cluster failures from a near-cache and the
     /// authoritative store: [`FallbackLayer`].
     fn fallback<St>(self, layer: FallbackLayer<St>) -> ServiceBuilder<Stack<FallbackLayer<St>, L>>;
+    /// Share one call among identical in-flight reads: [`CoalesceLayer`]
+    /// (pass a clone of the layer to read its counters).
+    fn coalesce(self, layer: CoalesceLayer) -> ServiceBuilder<Stack<CoalesceLayer, L>>;
 }
 
 impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
@@ -85,6 +89,10 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
     fn fallback<St>(self, layer: FallbackLayer<St>) -> ServiceBuilder<Stack<FallbackLayer<St>, L>> {
         self.layer(layer)
     }
+
+    fn coalesce(self, layer: CoalesceLayer) -> ServiceBuilder<Stack<CoalesceLayer, L>> {
+        self.layer(layer)
+    }
 }
 
 #[cfg(test)]
@@ -109,6 +117,7 @@ mod tests {
             }));
         let topology = Topology::new();
         let svc = ServiceBuilder::new()
+            .coalesce(crate::coalesce::CoalesceLayer::new())
             .redirect(topology.clone())
             .replica_failover(topology.clone())
             .circuit_breaker(CircuitBreakerLayer::per_node(BreakerConfig::default()))

@@ -27,6 +27,7 @@ pub mod attempt;
 mod builder;
 pub mod circuit_breaker;
 pub mod fallback;
+pub mod coalesce;
 pub mod redirect;
 pub mod replica_failover;
 pub mod slot_refresh;
