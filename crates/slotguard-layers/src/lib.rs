@@ -9,9 +9,11 @@
 //! `ServiceBuilder` lists layers outermost first:
 //!
 //! ```text
-//! slot_refresh → redirect → (replica_failover → circuit_breaker →) leaf
+//! (coalesce →) slot_refresh → redirect → (replica_failover → circuit_breaker →) leaf
 //! ```
 //!
+//! - `coalesce` outermost (above Fallback when there is one): a herd of
+//!   identical reads makes one call through everything below it.
 //! - `slot_refresh` outside `redirect`: the first attempt is stamped from
 //!   the current map, and every `MOVED` the redirect layer sees patches that
 //!   same map, so the next request for the slot goes straight to its owner.

@@ -1,79 +1,36 @@
-//! The table of reads in flight: one shared call per (key, consistency,
-//! route), sharded by slot.
+//! The table of reads in flight, sharded by slot, and the board on which a
+//! flight's driver leaves its outcome (or, when it gives up, the call
+//! itself) for its followers.
+//!
+//! Why not `futures::future::Shared` (measured first): it costs a boxed
+//! future, an `Arc` and a waker table per read, and every poll goes through
+//! its notifier — about 1.3 µs per healthy miss, more than the rest of the
+//! stack. Here a read with no follower costs one hash, two short locks and
+//! one box; the board is made by the first follower.
 
+use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
-use std::error::Error as StdError;
 use std::fmt;
-use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
-use futures_util::future::{BoxFuture, FutureExt, Shared, WeakShared};
-use slotguard_core::{BoxError, CacheError, CacheRequest, CacheResponse, Consistency, Route};
+use futures_util::future::BoxFuture;
+use slotguard_core::{BoxError, CacheRequest, CacheResponse, Consistency, Route};
 
-/// Shards of the table. The slot picks one, so the hash already computed
-/// for routing spreads unrelated keys over separate locks, and a write
-/// finds every flight of its key in one shard.
+use super::shared_error::{Outcome, Shareable};
+
+/// Shards of the table. The slot picks one, so unrelated keys spread over
+/// separate locks, and a write finds every flight of its key in one shard.
 const SHARDS: usize = 32;
 
-/// An error shared by the callers of one coalesced read.
-///
-/// Errors travel as [`BoxError`], which cannot be cloned: a
-/// [`CacheError`] is cloned for each caller as is; any other error (tower's
-/// `Elapsed`, a custom leaf's) is shared behind an `Arc`, wrapped in this
-/// type, whose [`source`](StdError::source) is the original, so
-/// [`classify`](slotguard_core::classify) and
-/// [`as_cache_error`](slotguard_core::as_cache_error) see through it.
-#[derive(Clone)]
-pub struct SharedError(Arc<dyn StdError + Send + Sync + 'static>);
-
-impl fmt::Debug for SharedError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("SharedError").field(&self.0).finish()
-    }
-}
-
-impl fmt::Display for SharedError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "coalesced read failed: {}", self.0)
-    }
-}
-
-impl StdError for SharedError {
-    fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        Some(&*self.0)
-    }
-}
-
-/// An outcome every caller of a flight can take a copy of.
-#[derive(Debug, Clone)]
-pub(crate) enum Shareable {
-    Cache(CacheError),
-    Other(SharedError),
-}
-
-impl Shareable {
-    pub(crate) fn new(err: BoxError) -> Self {
-        match err.downcast::<CacheError>() {
-            Ok(e) => Shareable::Cache(*e),
-            Err(other) => Shareable::Other(SharedError(Arc::from(other))),
-        }
-    }
-
-    pub(crate) fn into_box(self) -> BoxError {
-        match self {
-            Shareable::Cache(e) => Box::new(e),
-            Shareable::Other(e) => Box::new(e),
-        }
-    }
-}
-
-pub(crate) type Outcome = Result<CacheResponse, Shareable>;
-pub(crate) type Flight = Shared<BoxFuture<'static, Outcome>>;
+/// The inner call of a flight, boxed so that a driver that gives up can
+/// hand it, mid-flight, to a follower.
+pub(crate) type Call = BoxFuture<'static, Result<CacheResponse, BoxError>>;
 
 /// What makes two reads identical.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct FlightKey {
     key: Bytes,
     consistency: Consistency,
@@ -81,159 +38,139 @@ struct FlightKey {
 }
 
 impl FlightKey {
-    fn of(req: &CacheRequest) -> Self {
-        Self {
-            key: req.key().clone(),
-            consistency: req.consistency,
-            route: req.route.clone(),
+    fn matches(&self, req: &CacheRequest) -> bool {
+        self.key == *req.key() && self.consistency == req.consistency && self.route == req.route
+    }
+}
+
+/// The table is keyed by the key's hash, computed once per read: the map
+/// itself need not hash again.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
         }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
     }
 }
 
 struct Entry {
+    key: FlightKey,
     // Tells this flight from a later one for the same key.
     id: u64,
-    // Tickets not yet given back; counted under the shard's lock, so the
-    // last caller out knows it is the last.
-    tickets: usize,
-    // Weak: the callers own the flight; when every one of them is gone,
-    // the call is dropped (cancelled) rather than kept alive by the table.
-    flight: WeakShared<BoxFuture<'static, Outcome>>,
+    // A write to the key went out after this flight started: no newcomer
+    // may join it.
+    closed: bool,
+    // Made by the first follower.
+    board: Option<Arc<Board>>,
 }
+
+#[derive(Default)]
+struct Table {
+    entries: HashMap<u64, Entry, BuildHasherDefault<IdHasher>>,
+    next_id: u64,
+    led: u64,
+    joined: u64,
+}
+
+/// One shard of the table. A flight's callers hold its shard (not the whole
+/// table), so their reference counts spread over the shards too.
+// A lock per cache line pair: shards used by different cores do not share
+// a line.
+#[repr(align(128))]
+#[derive(Default)]
+pub(crate) struct Shard(Mutex<Table>);
 
 /// The layer's table, shared by every service it made.
 pub(crate) struct Flights {
-    shards: Vec<Mutex<HashMap<FlightKey, Entry>>>,
-    next_id: AtomicU64,
-    pub(crate) led: AtomicU64,
-    pub(crate) joined: AtomicU64,
+    hasher: RandomState,
+    shards: Box<[Arc<Shard>]>,
 }
 
 impl fmt::Debug for Flights {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Flights")
-            .field("led", &self.led.load(Ordering::Relaxed))
-            .field("joined", &self.joined.load(Ordering::Relaxed))
+            .field("in_flight", &self.in_flight())
             .finish_non_exhaustive()
     }
 }
 
-/// A caller's place in a flight.
+/// Names one flight's entry in its shard.
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct Ticket {
-    pub(crate) flight: Flight,
-    key: FlightKey,
+    hash: u64,
     id: u64,
-    shard: usize,
-    pub(crate) leader: bool,
 }
 
-impl fmt::Debug for Ticket {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Ticket")
-            .field("id", &self.id)
-            .field("leader", &self.leader)
-            .finish_non_exhaustive()
-    }
+/// How a read takes part.
+pub(crate) enum Joined {
+    /// It makes the call and reports the outcome.
+    Lead(Arc<Shard>, Ticket),
+    /// It waits on the board of another read's call.
+    Follow(Arc<Shard>, Ticket, Arc<Board>),
+    /// It cannot be coalesced now (a different read with the same hash, or
+    /// a flight closed by a write): it calls on its own, uncounted.
+    Alone,
 }
 
 impl Flights {
     pub(crate) fn new() -> Self {
         Self {
-            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
-            next_id: AtomicU64::new(0),
-            led: AtomicU64::new(0),
-            joined: AtomicU64::new(0),
+            hasher: RandomState::new(),
+            shards: (0..SHARDS).map(|_| Arc::default()).collect(),
         }
     }
 
-    fn shard(&self, index: usize) -> MutexGuard<'_, HashMap<FlightKey, Entry>> {
-        // Every critical section is a lookup, insert, remove or retain that
-        // cannot panic halfway: a poisoned map is still consistent.
-        self.shards[index]
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn shard(&self, index: usize) -> MutexGuard<'_, Table> {
+        self.shards[index % SHARDS].lock()
     }
 
-    /// Join the flight of an identical read, or start one with `start`.
-    ///
-    /// `start` runs under the shard's lock, so it only builds a lazy future
-    /// (an `async` block that calls the inner service when first polled):
-    /// no inner code runs under the lock, which could be this same layer
-    /// again and deadlock.
-    pub(crate) fn join_or_start<F, Fut>(&self, req: CacheRequest, start: F) -> Ticket
-    where
-        F: FnOnce(CacheRequest) -> Fut,
-        Fut: Future<Output = Result<CacheResponse, BoxError>> + Send + 'static,
-    {
-        let shard = usize::from(req.slot()) % SHARDS;
-        let key = FlightKey::of(&req);
-        let mut table = self.shard(shard);
-        if let Some(entry) = table.get_mut(&key) {
-            // Always upgradable while tickets are out; a flight whose
-            // callers all left was removed by the last of them.
-            if let Some(flight) = entry.flight.upgrade() {
-                entry.tickets += 1;
-                let id = entry.id;
-                drop(table);
-                self.joined.fetch_add(1, Ordering::Relaxed);
-                return Ticket {
-                    flight,
-                    key,
-                    id,
-                    shard,
-                    leader: false,
-                };
+    /// Join the flight of an identical read, or register a new one.
+    pub(crate) fn join(&self, req: &CacheRequest) -> Joined {
+        let hash = self
+            .hasher
+            .hash_one((req.key(), req.consistency, &req.route));
+        let shard = &self.shards[usize::from(req.slot()) % SHARDS];
+        let mut table = shard.lock();
+        if let Some(entry) = table.entries.get_mut(&hash) {
+            if entry.closed || !entry.key.matches(req) {
+                table.led += 1;
+                return Joined::Alone;
             }
+            let board = entry.board.get_or_insert_with(Arc::default).clone();
+            board.lock().waiting += 1;
+            let id = entry.id;
+            table.joined += 1;
+            drop(table);
+            return Joined::Follow(shard.clone(), Ticket { hash, id }, board);
         }
-        let fut = start(req);
-        let flight: Flight = async move { fut.await.map_err(Shareable::new) }
-            .boxed()
-            .shared();
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        if let Some(weak) = flight.downgrade() {
-            let entry = Entry {
-                id,
-                tickets: 1,
-                flight: weak,
-            };
-            table.insert(key.clone(), entry);
-        }
-        drop(table);
-        self.led.fetch_add(1, Ordering::Relaxed);
-        Ticket {
-            flight,
+        let id = table.next_id;
+        table.next_id += 1;
+        table.led += 1;
+        let key = FlightKey {
+            key: req.key().clone(),
+            consistency: req.consistency,
+            route: req.route.clone(),
+        };
+        let entry = Entry {
             key,
             id,
-            shard,
-            leader: true,
-        }
-    }
-
-    /// The flight finished: later reads start a new one. Every caller of
-    /// it calls this (the first one removes the entry).
-    pub(crate) fn finished(&self, ticket: &Ticket) {
-        let mut table = self.shard(ticket.shard);
-        if table.get(&ticket.key).is_some_and(|e| e.id == ticket.id) {
-            table.remove(&ticket.key);
-        }
-    }
-
-    /// A caller gives its ticket back before the flight finished (dropped,
-    /// or its own deadline passed). The last one out removes the entry, and
-    /// the call is dropped with its handle, after the lock is released (the
-    /// inner future's drop may run anything, even another coalesce layer).
-    pub(crate) fn leave(&self, ticket: Ticket) {
-        let mut table = self.shard(ticket.shard);
-        if let Some(entry) = table.get_mut(&ticket.key) {
-            if entry.id == ticket.id {
-                entry.tickets = entry.tickets.saturating_sub(1);
-                if entry.tickets == 0 {
-                    table.remove(&ticket.key);
-                }
-            }
-        }
+            closed: false,
+            board: None,
+        };
+        table.entries.insert(hash, entry);
         drop(table);
-        drop(ticket);
+        Joined::Lead(shard.clone(), Ticket { hash, id })
     }
 
     /// A write to `req`'s key went out: reads arriving from now on must not
@@ -241,15 +178,169 @@ impl Flights {
     /// after the write was acknowledged). Callers already in a flight keep
     /// it.
     pub(crate) fn invalidate(&self, req: &CacheRequest) {
-        let shard = usize::from(req.slot()) % SHARDS;
-        let mut table = self.shard(shard);
-        if !table.is_empty() {
-            table.retain(|k, _| k.key != *req.key());
+        let mut table = self.shard(usize::from(req.slot()));
+        if table.entries.is_empty() {
+            return;
+        }
+        for e in table.entries.values_mut() {
+            if e.key.key == *req.key() {
+                e.closed = true;
+            }
         }
     }
 
-    /// Reads in flight now (entries in the table).
+    /// Flights in progress now.
     pub(crate) fn in_flight(&self) -> usize {
-        (0..SHARDS).map(|i| self.shard(i).len()).sum()
+        (0..SHARDS).map(|i| self.shard(i).entries.len()).sum()
+    }
+
+    /// Reads that made an inner call, and reads that shared one.
+    pub(crate) fn totals(&self) -> (u64, u64) {
+        (0..SHARDS).fold((0, 0), |(led, joined), i| {
+            let t = self.shard(i);
+            (led + t.led, joined + t.joined)
+        })
+    }
+}
+
+impl Shard {
+    fn lock(&self) -> MutexGuard<'_, Table> {
+        // Every critical section is a lookup, insert, remove or flag that
+        // cannot panic halfway: a poisoned table is still consistent.
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Take `ticket`'s entry out of the table (if it is still that flight's).
+    fn remove(table: &mut Table, ticket: &Ticket) -> Option<Entry> {
+        match table.entries.get(&ticket.hash) {
+            Some(e) if e.id == ticket.id => table.entries.remove(&ticket.hash),
+            _ => None,
+        }
+    }
+
+    /// The driver's call completed: later reads start a new flight, and the
+    /// followers get a copy of the outcome. Returns the driver's own.
+    pub(crate) fn finish(
+        &self,
+        ticket: &Ticket,
+        out: Result<CacheResponse, BoxError>,
+    ) -> Result<CacheResponse, BoxError> {
+        let entry = Self::remove(&mut self.lock(), ticket);
+        let Some(board) = entry.and_then(|e| e.board) else {
+            // Nobody followed: the outcome is the driver's alone, untouched.
+            return out;
+        };
+        let shared = out.map_err(Shareable::new);
+        let wakers = {
+            let mut b = board.lock();
+            b.outcome = Some(shared.clone());
+            std::mem::take(&mut b.wakers)
+        };
+        wakers.into_iter().for_each(Waker::wake);
+        shared.map_err(Shareable::into_box)
+    }
+
+    /// The driver gives up before the outcome (dropped, or its own deadline
+    /// passed): a waiting follower takes the call over, mid-flight; with
+    /// none, the call is dropped (after the locks are released: its drop
+    /// may run anything, even this layer again).
+    pub(crate) fn abandon(&self, ticket: &Ticket, call: Call) {
+        let mut table = self.lock();
+        let board = match table.entries.get(&ticket.hash) {
+            Some(e) if e.id == ticket.id => e.board.clone(),
+            // Not in the table: nobody can be waiting for it.
+            _ => None,
+        };
+        if let Some(board) = board {
+            let mut b = board.lock();
+            if b.waiting > 0 {
+                b.orphan = Some(call);
+                let wakers = b.wakers.clone();
+                drop(b);
+                drop(table);
+                wakers.into_iter().for_each(Waker::wake);
+                return;
+            }
+        }
+        let entry = Self::remove(&mut table, ticket);
+        drop(table);
+        drop(entry);
+        drop(call);
+    }
+
+    /// A follower gives up before the outcome. The last one out of a flight
+    /// whose call nobody drives drops it.
+    pub(crate) fn leave(&self, ticket: &Ticket, board: &Board) {
+        let mut table = self.lock();
+        let mut b = board.lock();
+        b.waiting = b.waiting.saturating_sub(1);
+        if b.waiting > 0 || b.orphan.is_none() {
+            return;
+        }
+        let orphan = b.orphan.take();
+        drop(b);
+        let entry = Self::remove(&mut table, ticket);
+        drop(table);
+        drop(entry);
+        drop(orphan);
+    }
+}
+
+/// Where a flight's followers wait.
+#[derive(Default)]
+pub(crate) struct Board(Mutex<BoardState>);
+
+#[derive(Default)]
+struct BoardState {
+    outcome: Option<Outcome>,
+    // The call, while no one drives it (its driver gave up).
+    orphan: Option<Call>,
+    // Followers still waiting (neither answered nor gone).
+    waiting: usize,
+    // One slot per follower that polled.
+    wakers: Vec<Waker>,
+}
+
+/// What a waiting follower finds on the board.
+pub(crate) enum Found {
+    Outcome(Result<CacheResponse, BoxError>),
+    /// The call, to drive from now on.
+    Call(Call),
+}
+
+impl Board {
+    fn lock(&self) -> MutexGuard<'_, BoardState> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Poll for the outcome, or for the call when its driver gave up.
+    /// `slot` is this follower's place among the wakers.
+    pub(crate) fn poll(&self, slot: &mut Option<usize>, cx: &mut Context<'_>) -> Poll<Found> {
+        let mut b = self.lock();
+        if let Some(out) = &b.outcome {
+            let out = out.clone().map_err(Shareable::into_box);
+            b.waiting = b.waiting.saturating_sub(1);
+            return Poll::Ready(Found::Outcome(out));
+        }
+        if let Some(call) = b.orphan.take() {
+            b.waiting = b.waiting.saturating_sub(1);
+            return Poll::Ready(Found::Call(call));
+        }
+        match slot.and_then(|i| b.wakers.get_mut(i)) {
+            Some(w) => {
+                if !w.will_wake(cx.waker()) {
+                    *w = cx.waker().clone();
+                }
+            }
+            None => {
+                b.wakers.push(cx.waker().clone());
+                *slot = Some(b.wakers.len() - 1);
+            }
+        }
+        Poll::Pending
     }
 }

@@ -10,15 +10,16 @@ use pin_project_lite::pin_project;
 use slotguard_core::{BoxError, CacheError, CacheResponse};
 use tokio::time::{Instant, Sleep};
 
-use super::flights::{Flights, Shareable, Ticket};
+use super::flights::{Board, Call, Found, Shard, Ticket};
 
 pin_project! {
     /// Response future of [`Coalesce`](super::Coalesce).
     ///
-    /// A write (or any request that is not coalesced) is the inner future,
-    /// polled in place. A read waits for its flight; a follower also for
-    /// its own deadline. Dropping a caller's future never cancels the
-    /// flight for the others: whichever caller is still waiting drives it.
+    /// A write (or a read that cannot be coalesced now) is the inner future,
+    /// polled in place. A read takes part in a flight: it drives the call
+    /// or waits for its outcome (a follower also for its own deadline).
+    /// Dropping a caller's future never fails the others: a driver that
+    /// goes hands the call, mid-flight, to a waiting follower.
     pub struct ResponseFuture<F> {
         #[pin]
         state: State<F>,
@@ -29,59 +30,99 @@ pin_project! {
     #[project = StateProj]
     enum State<F> {
         Direct { #[pin] fut: F },
-        Flight { wait: Wait },
+        Flight { flight: Flight },
     }
 }
 
-/// One caller's wait for a flight. Gives its ticket back when dropped
-/// before the flight finished.
-pub(crate) struct Wait {
-    ticket: Option<Ticket>,
-    flights: Arc<Flights>,
+/// One caller's part in a flight.
+pub(crate) struct Flight {
+    shard: Arc<Shard>,
+    ticket: Ticket,
+    role: Role,
     // Followers with a deadline only: the leader's own deadline travels
     // with the call it made.
     deadline: Option<Pin<Box<Sleep>>>,
 }
 
-impl Wait {
-    pub(crate) fn new(ticket: Ticket, flights: Arc<Flights>, deadline: Option<Instant>) -> Self {
-        let deadline = deadline
-            .filter(|_| !ticket.leader)
-            .map(|d| Box::pin(tokio::time::sleep_until(d)));
+enum Role {
+    Driving(Call),
+    Waiting {
+        board: Arc<Board>,
+        slot: Option<usize>,
+    },
+    Done,
+}
+
+impl Flight {
+    pub(crate) fn lead(shard: Arc<Shard>, ticket: Ticket, call: Call) -> Self {
         Self {
-            ticket: Some(ticket),
-            flights,
-            deadline,
+            shard,
+            ticket,
+            role: Role::Driving(call),
+            deadline: None,
+        }
+    }
+
+    pub(crate) fn follow(
+        shard: Arc<Shard>,
+        ticket: Ticket,
+        board: Arc<Board>,
+        deadline: Option<Instant>,
+    ) -> Self {
+        Self {
+            shard,
+            ticket,
+            role: Role::Waiting { board, slot: None },
+            deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
         }
     }
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<CacheResponse, BoxError>> {
-        let Some(ticket) = self.ticket.as_mut() else {
-            return Poll::Ready(Err("polled after completion".into()));
-        };
-        if let Poll::Ready(out) = Pin::new(&mut ticket.flight).poll(cx) {
-            if let Some(ticket) = self.ticket.take() {
-                self.flights.finished(&ticket);
+        loop {
+            match &mut self.role {
+                Role::Driving(call) => {
+                    if let Poll::Ready(out) = call.as_mut().poll(cx) {
+                        self.role = Role::Done;
+                        return Poll::Ready(self.shard.finish(&self.ticket, out));
+                    }
+                }
+                Role::Waiting { board, slot } => match board.poll(slot, cx) {
+                    Poll::Ready(Found::Outcome(out)) => {
+                        self.role = Role::Done;
+                        return Poll::Ready(out);
+                    }
+                    Poll::Ready(Found::Call(call)) => {
+                        self.role = Role::Driving(call);
+                        continue;
+                    }
+                    Poll::Pending => {}
+                },
+                Role::Done => return Poll::Ready(Err("polled after completion".into())),
             }
-            return Poll::Ready(out.map_err(Shareable::into_box));
+            break;
         }
         if let Some(sleep) = self.deadline.as_mut() {
             if sleep.as_mut().poll(cx).is_ready() {
-                if let Some(ticket) = self.ticket.take() {
-                    self.flights.leave(ticket);
-                }
+                self.give_up();
                 return Poll::Ready(Err(CacheError::DeadlineExceeded.into()));
             }
         }
         Poll::Pending
     }
+
+    /// Leave the flight without its outcome.
+    fn give_up(&mut self) {
+        match std::mem::replace(&mut self.role, Role::Done) {
+            Role::Driving(call) => self.shard.abandon(&self.ticket, call),
+            Role::Waiting { board, .. } => self.shard.leave(&self.ticket, &board),
+            Role::Done => {}
+        }
+    }
 }
 
-impl Drop for Wait {
+impl Drop for Flight {
     fn drop(&mut self) {
-        if let Some(ticket) = self.ticket.take() {
-            self.flights.leave(ticket);
-        }
+        self.give_up();
     }
 }
 
@@ -98,9 +139,9 @@ impl<F> ResponseFuture<F> {
         }
     }
 
-    pub(crate) fn flight(wait: Wait) -> Self {
+    pub(crate) fn flight(flight: Flight) -> Self {
         Self {
-            state: State::Flight { wait },
+            state: State::Flight { flight },
         }
     }
 }
@@ -115,7 +156,7 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().state.project() {
             StateProj::Direct { fut } => fut.poll(cx).map_err(Into::into),
-            StateProj::Flight { wait } => wait.poll(cx),
+            StateProj::Flight { flight } => flight.poll(cx),
         }
     }
 }

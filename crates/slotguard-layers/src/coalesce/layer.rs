@@ -1,7 +1,6 @@
 //! [`CoalesceLayer`].
 
 use std::fmt;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use tower::Layer;
@@ -29,12 +28,12 @@ impl CoalesceLayer {
 
     /// Reads that made an inner call (led a flight), since creation.
     pub fn led_total(&self) -> u64 {
-        self.flights.led.load(Ordering::Relaxed)
+        self.flights.totals().0
     }
 
     /// Reads that shared another read's call instead of making their own.
     pub fn joined_total(&self) -> u64 {
-        self.flights.joined.load(Ordering::Relaxed)
+        self.flights.totals().1
     }
 
     /// Flights in progress now.

@@ -15,9 +15,10 @@
 //!   `CacheError` (it is `Clone`); any other error as a [`SharedError`]
 //!   whose `source()` is the original, so
 //!   [`classify`](slotguard_core::classify) gives the same class to all.
-//! - **A dropped caller never fails the others**, the leader included: the
-//!   call is a shared future that whichever waiting caller polls drives (no
-//!   task is spawned). When every caller is gone, the call is dropped.
+//! - **A dropped caller never fails the others**, the leader included: a
+//!   leader that goes hands its call, mid-flight, to a waiting follower,
+//!   which drives it from then on (no task is spawned, no second call is
+//!   made). When every caller is gone, the call is dropped.
 //! - **A follower never waits past its own deadline**
 //!   ([`CacheRequest::deadline`]): it then fails with
 //!   [`CacheError::DeadlineExceeded`] (class `Timeout`) and leaves the flight
@@ -26,8 +27,9 @@
 //!   outcome (a timeout too).
 //!
 //! The table of flights is sharded by slot, behind short locks never held
-//! across an await; the inner service is called (clone + `mem::replace`)
-//! lazily, on the flight's first poll, so nothing of it runs under a lock.
+//! across an await; the inner service is called in `call`, outside them.
+//! A read nobody follows costs one hash, two short locks and one boxed
+//! future; the first follower makes the board the others wait on.
 //! Place it outermost, above Fallback (DESIGN.md §3): a herd of identical
 //! misses then makes one secondary load.
 //!
@@ -78,6 +80,7 @@
 mod flights;
 pub mod future;
 mod layer;
+mod shared_error;
 
 use std::fmt;
 use std::sync::Arc;
@@ -86,11 +89,12 @@ use std::task::{Context, Poll};
 use slotguard_core::{BoxError, CacheRequest, CacheResponse};
 use tower::Service;
 
-pub use flights::SharedError;
 pub use layer::CoalesceLayer;
+pub use shared_error::SharedError;
 
-use flights::Flights;
-use future::{ResponseFuture, Wait};
+use flights::{Call, Flights, Joined};
+use future::{Flight, ResponseFuture};
+use futures_util::TryFutureExt;
 
 /// Coalesces identical in-flight reads. See the [module docs](self).
 #[derive(Clone)]
@@ -110,9 +114,9 @@ impl<S: fmt::Debug> fmt::Debug for Coalesce<S> {
 
 impl<S> Service<CacheRequest> for Coalesce<S>
 where
-    S: Service<CacheRequest, Response = CacheResponse> + Clone + Send + 'static,
+    S: Service<CacheRequest, Response = CacheResponse>,
     S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
+    S::Error: Into<BoxError> + 'static,
 {
     type Response = CacheResponse;
     type Error = BoxError;
@@ -127,15 +131,19 @@ where
             self.flights.invalidate(&req);
             return ResponseFuture::direct(self.inner.call(req));
         }
-        let deadline = req.deadline;
-        let inner = &mut self.inner;
-        let ticket = self.flights.join_or_start(req, |req| {
-            // The readied service makes the call; a clone takes its place.
-            let clone = inner.clone();
-            let mut svc = std::mem::replace(inner, clone);
-            async move { svc.call(req).await.map_err(Into::into) }
-        });
-        ResponseFuture::flight(Wait::new(ticket, self.flights.clone(), deadline))
+        match self.flights.join(&req) {
+            Joined::Lead(shard, ticket) => {
+                // Called here, outside any lock; boxed so that, should
+                // this caller go, a follower can take the call over.
+                let call: Call = Box::pin(self.inner.call(req).map_err(Into::into));
+                ResponseFuture::flight(Flight::lead(shard, ticket, call))
+            }
+            // The service readied for this call stays ready for the next.
+            Joined::Follow(shard, ticket, board) => {
+                ResponseFuture::flight(Flight::follow(shard, ticket, board, req.deadline))
+            }
+            Joined::Alone => ResponseFuture::direct(self.inner.call(req)),
+        }
     }
 }
 

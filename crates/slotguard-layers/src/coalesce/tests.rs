@@ -269,3 +269,48 @@ async fn different_keys_or_consistency_are_different_flights() {
     assert_eq!(layer.joined_total(), 0);
     assert_eq!(layer.led_total(), 3);
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_call_passes_from_hand_to_hand_until_someone_stays() {
+    let (layer, svc, mut handle) = setup();
+    let leader = spawn_get(&svc, CacheRequest::get("k"));
+    let (_req, send) = handle.next_request().await.unwrap();
+    // a follower that gives up after 50 ms, and one that stays
+    let short = spawn_get(
+        &svc,
+        CacheRequest::get("k").with_timeout(Duration::from_millis(50)),
+    );
+    let stays = spawn_get(&svc, CacheRequest::get("k"));
+    settle(|| layer.joined_total() == 2).await;
+    // the leader goes: a follower takes the call over
+    leader.abort();
+    let _ = leader.await;
+    tokio::time::advance(Duration::from_millis(10)).await;
+    // whoever drives it now, the short one goes at 50 ms
+    let err = short.await.unwrap().unwrap_err();
+    assert!(matches!(
+        as_cache_error(&err),
+        Some(CacheError::DeadlineExceeded)
+    ));
+    assert_eq!(layer.in_flight(), 1, "the flight lives on");
+    // a newcomer still joins the same call
+    let late = spawn_get(&svc, CacheRequest::get("k"));
+    settle(|| layer.joined_total() == 3).await;
+    send.send_response(value("v"));
+    for c in [stays, late] {
+        assert_eq!(c.await.unwrap().unwrap().value.as_deref(), Some(&b"v"[..]));
+    }
+    assert!(no_more_requests(&mut handle), "one inner call in all");
+    assert_eq!(layer.led_total(), 1);
+    assert_eq!(layer.in_flight(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_leader_alone_gets_its_own_error_untouched() {
+    let (_layer, svc, mut handle) = setup();
+    let call = spawn_get(&svc, CacheRequest::get("k"));
+    let (_req, send) = handle.next_request().await.unwrap();
+    send.send_error(tower::timeout::error::Elapsed::new());
+    let err = call.await.unwrap().unwrap_err();
+    assert!(err.is::<tower::timeout::error::Elapsed>());
+}
