@@ -5,8 +5,8 @@ use tower::layer::util::Stack;
 use tower::ServiceBuilder;
 
 use crate::circuit_breaker::CircuitBreakerLayer;
-use crate::fallback::FallbackLayer;
 use crate::coalesce::CoalesceLayer;
+use crate::fallback::FallbackLayer;
 use crate::redirect::RedirectLayer;
 use crate::replica_failover::ReplicaFailoverLayer;
 use crate::slot_refresh::SlotRefreshLayer;
@@ -58,6 +58,7 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed {
     /// Answer misses and cluster failures from a near-cache and the
     /// authoritative store: [`FallbackLayer`].
     fn fallback<St>(self, layer: FallbackLayer<St>) -> ServiceBuilder<Stack<FallbackLayer<St>, L>>;
+
     /// Share one call among identical in-flight reads: [`CoalesceLayer`]
     /// (pass a clone of the layer to read its counters).
     fn coalesce(self, layer: CoalesceLayer) -> ServiceBuilder<Stack<CoalesceLayer, L>>;

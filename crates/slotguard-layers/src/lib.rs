@@ -28,8 +28,8 @@
 pub mod attempt;
 mod builder;
 pub mod circuit_breaker;
-pub mod fallback;
 pub mod coalesce;
+pub mod fallback;
 pub mod redirect;
 pub mod replica_failover;
 pub mod slot_refresh;
