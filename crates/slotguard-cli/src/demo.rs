@@ -147,7 +147,7 @@ pub(crate) fn run(args: DemoArgs) -> ExitCode {
         );
         println!(
             "worst% = slowest whole second's successful ops as % of the healthy mean; \
-             prim/rep% = share of answered reads"
+             p/r/near/st% = share of answered reads from primary, replica, near-cache, store"
         );
         println!();
         print!("{}", report::table(&reports));
@@ -179,7 +179,7 @@ mod tests {
         let names = |p: Vec<PhasePlan>| -> Vec<(&str, bool)> {
             p.iter().map(|p| (p.name.as_str(), p.hidden)).collect()
         };
-        assert_eq!(plan(&[], s).len(), 5);
+        assert_eq!(plan(&[], s).len(), PhaseName::ALL.len());
         assert_eq!(
             names(plan(
                 &[

@@ -2,7 +2,10 @@
 //! per operation (as an application's request handlers do), 90 % GET and
 //! 10 % SET by default, every request with a deadline.
 //!
-//! Every write stores `v<seq>` with a global, monotonic `seq`, and each
+//! Every write stores `v<seq>` in the authoritative store first, then in the
+//! cache through the stack (write-through: the store always holds the
+//! newest value, so an answer from it is never stale). `seq` is global and
+//! monotonic, and each
 //! key's [`KeyState`] says which values a read may legally return; a read
 //! that returns an older value is checked against the primary to tell a
 //! stale read from a write lost in a promotion (see [`KeyState::judge`]).
@@ -27,6 +30,7 @@ use tokio::time::Instant;
 
 use crate::stack::Stack;
 use crate::stats::{encode_value, parse_seq, read_is_suspect, Judgement, KeyState};
+use slotguard_store::SqliteStore;
 
 /// What the load looks like.
 #[derive(Debug, Clone)]
@@ -160,6 +164,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 #[derive(Debug)]
 struct Shared {
     config: LoadConfig,
+    store: SqliteStore,
     keys: Vec<Bytes>,
     slots: Vec<u16>,
     state: Vec<Mutex<KeyState>>,
@@ -222,6 +227,7 @@ impl Load {
     /// node addresses to the indices used in records.
     pub(crate) async fn prepare(
         stack: Stack,
+        store: SqliteStore,
         config: LoadConfig,
         nodes: HashMap<NodeAddr, u8>,
         phases: usize,
@@ -244,6 +250,7 @@ impl Load {
             counters: (0..phases).map(|_| PhaseCounters::default()).collect(),
             nodes,
             config,
+            store,
         });
         let load = Load {
             shared,
@@ -267,9 +274,13 @@ impl Load {
                     loop {
                         let seq = shared.seq.fetch_add(1, Ordering::Relaxed) + 1;
                         lock(&shared.state[k]).begin_write(seq);
-                        let req =
-                            CacheRequest::set(shared.keys[k].clone(), encode_value(seq), None)
-                                .with_timeout(Duration::from_secs(1));
+                        let value = encode_value(seq);
+                        let stored = shared.store.put(shared.keys[k].clone(), value.clone());
+                        if let Err(e) = stored.await {
+                            return Err(format!("could not write the store: {e}"));
+                        }
+                        let req = CacheRequest::set(shared.keys[k].clone(), value, None)
+                            .with_timeout(Duration::from_secs(1));
                         match stack.clone().oneshot(req).await {
                             Ok(_) => {
                                 lock(&shared.state[k]).ack(seq);
@@ -466,7 +477,11 @@ async fn read_primary(shared: &Shared, stack: Stack, k: usize, tries: u64) -> Op
         if let Ok(Ok(resp)) =
             tokio::time::timeout(Duration::from_secs(1), stack.clone().oneshot(req)).await
         {
-            return Some(parse_seq(resp.value.as_deref()));
+            // Only the primary's own answer tells a lost write: the fallback
+            // would answer from the store, which has every value.
+            if resp.served.path == Path::Primary {
+                return Some(parse_seq(resp.value.as_deref()));
+            }
         }
         if attempt + 1 < tries {
             tokio::time::sleep(Duration::from_millis(50 * (attempt + 1))).await;
@@ -532,8 +547,19 @@ async fn worker(shared: Arc<Shared>, stack: Stack, id: usize) -> Vec<Record> {
         let outcome = if write {
             let seq = shared.seq.fetch_add(1, Ordering::Relaxed) + 1;
             lock(&shared.state[k]).begin_write(seq);
-            let req = CacheRequest::set(key, encode_value(seq), None).with_timeout(timeout);
-            let (_, out) = call(&shared, stack.clone(), req).await;
+            let value = encode_value(seq);
+            let out = match shared.store.put(key.clone(), value.clone()).await {
+                Ok(()) => {
+                    let req = CacheRequest::set(key, value, None).with_timeout(timeout);
+                    call(&shared, stack.clone(), req).await.1
+                }
+                // The store refused: the write did not happen anywhere.
+                Err(_) => Outcome {
+                    ok: false,
+                    code: failure_code(Failure::Secondary),
+                    node: NO_NODE,
+                },
+            };
             let mut st = lock(&shared.state[k]);
             if out.ok {
                 st.ack(seq);

@@ -193,7 +193,9 @@ pub(crate) fn summarize(
 /// - healthy, live-migration, manual-failover: no error, no lost write;
 /// - primary-sigstop, primary-sigkill: every read answered, and the worst
 ///   second kept at least 50 % of the healthy rate (lost writes are
-///   reported: asynchronous replication loses them by design).
+///   reported: asynchronous replication loses them by design);
+/// - cluster-outage: every read answered (by the near-cache or the store);
+///   writes fail, typed, while nothing can take them.
 pub(crate) fn misses(run: &PhaseRun, r: &PhaseReport) -> Vec<String> {
     let mut out = Vec::new();
     match run.plan.name {
@@ -220,6 +222,14 @@ pub(crate) fn misses(run: &PhaseRun, r: &PhaseReport) -> Vec<String> {
                 Some(_) => {}
             }
         }
+        PhaseName::ClusterOutage => {
+            if r.read_errors > 0 {
+                out.push(format!(
+                    "reads answered {:.2}% ({} failed; target 100%)",
+                    r.reads_answered_pct, r.read_errors
+                ));
+            }
+        }
     }
     if r.stale_reads > 0 {
         out.push(format!("{} stale reads (target 0)", r.stale_reads));
@@ -244,7 +254,7 @@ pub(crate) fn table(reports: &[PhaseReport]) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{:<16} {:>9} {:>7} {:>8} {:>7} {:>7} {:>7} {:>7} {:>7} {:>9} {:>6} {:>5}  verdict",
+        "{:<16} {:>9} {:>7} {:>8} {:>7} {:>7} {:>7} {:>7} {:>7} {:>12} {:>6} {:>5}  verdict",
         "phase",
         "ops",
         "errors",
@@ -254,7 +264,7 @@ pub(crate) fn table(reports: &[PhaseReport]) -> String {
         "p99ms",
         "maxms",
         "worst%",
-        "prim/rep%",
+        "p/r/near/st%",
         "stale",
         "lost"
     );
@@ -273,10 +283,9 @@ pub(crate) fn table(reports: &[PhaseReport]) -> String {
             Some(w) if w < 10.0 => format!("{w:.1}"),
             Some(w) => format!("{w:.0}"),
         };
-        let _ =
-            writeln!(
+        let _ = writeln!(
             s,
-            "{:<16} {:>9} {:>7} {:>8} {:>7} {:>7.2} {:>7.2} {:>7.1} {:>7} {:>9} {:>6} {:>5}  {}",
+            "{:<16} {:>9} {:>7} {:>8} {:>7} {:>7.2} {:>7.2} {:>7.1} {:>7} {:>12} {:>6} {:>5}  {}",
             r.name,
             r.ops,
             r.errors,
@@ -286,7 +295,13 @@ pub(crate) fn table(reports: &[PhaseReport]) -> String {
             r.p99_ms,
             r.max_ms,
             worst,
-            format!("{:.0}/{:.0}", share(r.served.primary), share(r.served.replica)),
+            format!(
+                "{:.0}/{:.0}/{:.0}/{:.0}",
+                share(r.served.primary),
+                share(r.served.replica),
+                share(r.served.near_cache),
+                share(r.served.secondary)
+            ),
             r.stale_reads,
             r.lost_writes,
             r.verdict

@@ -20,6 +20,7 @@ use slotguard_testkit::{ClusterSpec, LocalCluster, NodeState, TestkitError, REDI
 use crate::load::{Load, LoadConfig, Record, Tally};
 use crate::progress::{PhaseBar, Progress};
 use crate::stack::{self, Handles};
+use slotguard_store::SqliteStore;
 
 /// How long the cluster may take to become healthy again between phases.
 const SETTLE_DEADLINE: Duration = Duration::from_secs(60);
@@ -27,6 +28,8 @@ const SETTLE_DEADLINE: Duration = Duration::from_secs(60);
 const FAULT_TAIL: Duration = Duration::from_secs(1);
 /// Slots moved by the live-migration phase.
 const MIGRATION_SLOTS: u16 = 520;
+/// How long the cluster-outage phase keeps every node frozen.
+const OUTAGE: Duration = Duration::from_secs(3);
 
 /// The phases, in their canonical order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, clap::ValueEnum, Serialize)]
@@ -42,16 +45,20 @@ pub(crate) enum PhaseName {
     LiveMigration,
     /// `CLUSTER FAILOVER` on a replica.
     ManualFailover,
+    /// Every node frozen (SIGSTOP) for a few seconds, then resumed: the
+    /// cluster answers nothing, the near-cache and the store answer reads.
+    ClusterOutage,
 }
 
 impl PhaseName {
     /// Every phase, in order.
-    pub(crate) const ALL: [PhaseName; 5] = [
+    pub(crate) const ALL: [PhaseName; 6] = [
         PhaseName::Healthy,
         PhaseName::PrimarySigstop,
         PhaseName::PrimarySigkill,
         PhaseName::LiveMigration,
         PhaseName::ManualFailover,
+        PhaseName::ClusterOutage,
     ];
 
     /// The name on the command line, in tables and in JSON.
@@ -62,6 +69,7 @@ impl PhaseName {
             PhaseName::PrimarySigkill => "primary-sigkill",
             PhaseName::LiveMigration => "live-migration",
             PhaseName::ManualFailover => "manual-failover",
+            PhaseName::ClusterOutage => "cluster-outage",
         }
     }
 }
@@ -172,6 +180,8 @@ pub(crate) struct Runner {
     // before the cluster's processes are killed.
     rt: tokio::runtime::Runtime,
     handles: Handles,
+    /// Where the store's SQLite file lives (removed after the runtime).
+    _store_dir: tempfile::TempDir,
     load: Load,
     cluster: LocalCluster,
     progress: Progress,
@@ -224,7 +234,19 @@ impl Runner {
             return Err(not_installed(&program));
         }
         progress.note("starting a local Redis Cluster (3 primaries, 1 replica each)...");
-        let cluster = LocalCluster::start(ClusterSpec::default()).map_err(cluster_start_error)?;
+        // Redis's own default, as most clusters run: a shard without a
+        // primary makes every node refuse with CLUSTERDOWN until a promotion.
+        let spec = ClusterSpec {
+            extra_config: vec![("cluster-require-full-coverage".into(), "yes".into())],
+            ..ClusterSpec::default()
+        };
+        let cluster = LocalCluster::start(spec).map_err(cluster_start_error)?;
+        let store_dir = tempfile::Builder::new()
+            .prefix("slotguard-demo-store")
+            .tempdir()
+            .map_err(|e| StartError(format!("could not create the store's directory: {e}")))?;
+        let store = SqliteStore::open(store_dir.path().join("store.db"))
+            .map_err(|e| StartError(format!("could not open the SQLite store: {e}")))?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -245,16 +267,22 @@ impl Runner {
             config.keys
         ));
         let (stack, handles) = rt
-            .block_on(stack::build(seeds))
+            .block_on(stack::build(seeds, store))
             .map_err(|e| StartError(format!("could not build the slotguard stack: {e}")))?;
-        let map = handles.topology.load();
+        let map = handles.topology().load();
         progress.note(&format!(
             "slot map loaded: {} shards, {} slots covered",
             map.shards().len(),
             map.covered_slots()
         ));
         let mut load = rt
-            .block_on(Load::prepare(stack, config, nodes, phases))
+            .block_on(Load::prepare(
+                stack,
+                handles.store.clone(),
+                config,
+                nodes,
+                phases,
+            ))
             .map_err(|e| StartError(format!("could not write the initial keys: {e}")))?;
         {
             let _guard = rt.enter();
@@ -263,6 +291,7 @@ impl Runner {
         Ok(Runner {
             rt,
             handles,
+            _store_dir: store_dir,
             load,
             cluster,
             progress,
@@ -291,6 +320,7 @@ impl Runner {
             PhaseName::PrimarySigkill => Some(self.sigkill(start, &bar)),
             PhaseName::LiveMigration => Some(self.migrate(start, &bar)),
             PhaseName::ManualFailover => Some(self.manual_failover(start, &bar)),
+            PhaseName::ClusterOutage => Some(self.outage(start, &bar)),
         };
         if let Some(f) = &fault {
             bar.status(match &f.report.error {
@@ -529,6 +559,41 @@ impl Runner {
             f.report.promoted = Some(self.node_name(replica));
             Ok(())
         })();
+        self.close_fault(f, start, result)
+    }
+
+    /// Every node frozen for [`OUTAGE`], then resumed (also when freezing
+    /// one failed, so no node stays stopped).
+    fn outage(&mut self, start: Instant, bar: &PhaseBar) -> FaultRun {
+        let mut f = FaultRun {
+            affected: vec![0..=slotguard::core::SLOT_COUNT - 1],
+            ..FaultRun::default()
+        };
+        f.report.action = format!(
+            "SIGSTOP every node ({}) for {} s",
+            self.cluster.len(),
+            OUTAGE.as_secs()
+        );
+        bar.status(f.report.action.clone());
+        f.t_fault = start.elapsed();
+        let mut result = Ok(());
+        for i in 0..self.cluster.len() {
+            if let Err(e) = self.cluster.pause(i) {
+                result = Err(e);
+                break;
+            }
+        }
+        if result.is_ok() {
+            std::thread::sleep(OUTAGE);
+        }
+        for i in 0..self.cluster.len() {
+            if self.cluster.node_state(i).ok() == Some(NodeState::Paused) {
+                if let Err(e) = self.cluster.resume(i) {
+                    result = result.and(Err(e));
+                }
+            }
+        }
+        f.t_back = Some(start.elapsed());
         self.close_fault(f, start, result)
     }
 

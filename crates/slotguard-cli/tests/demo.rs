@@ -17,12 +17,13 @@ const FAILOVER_LAYERS_READY: bool = true;
 /// a slow debug build must not make this flaky.
 const OVERALL_TIMEOUT: Duration = Duration::from_secs(600);
 
-const PHASES: [&str; 5] = [
+const PHASES: [&str; 6] = [
     "healthy",
     "primary-sigstop",
     "primary-sigkill",
     "live-migration",
     "manual-failover",
+    "cluster-outage",
 ];
 
 const KEYS: [&str; 15] = [
@@ -90,7 +91,7 @@ fn demo_json_reports_every_phase_in_order() {
     }
 
     if FAILOVER_LAYERS_READY {
-        for name in ["primary-sigstop", "primary-sigkill"] {
+        for name in ["primary-sigstop", "primary-sigkill", "cluster-outage"] {
             let p = phase(name);
             assert_eq!(
                 num(p, "reads_answered_pct"),

@@ -13,8 +13,9 @@ pub struct FallbackConfig {
     /// ([`WriteBack::default`]).
     pub write_back: Option<WriteBack>,
     /// Deadline of the cluster attempt of a read, so a sick cluster leaves
-    /// time for the fallback within the caller's own deadline. `None`: the
-    /// request's deadline only. Default 300 ms.
+    /// time for the fallback within the caller's own deadline: at most this
+    /// long, and never the last quarter of the caller's remaining time.
+    /// `None`: the request's deadline only. Default 300 ms.
     pub cluster_read_timeout: Option<Duration>,
     /// Deadline of one store load. Each caller also waits at most until its
     /// own deadline. Default 1 s.

@@ -172,3 +172,24 @@ pub(super) fn get(
 pub(super) fn near_config() -> FallbackConfig {
     FallbackConfig::default()
 }
+
+#[test]
+fn the_cluster_attempt_leaves_a_quarter_of_the_callers_time_for_the_store() {
+    use super::cluster_deadline;
+    use std::time::Duration;
+    let now = tokio::time::Instant::now();
+    let ms = Duration::from_millis;
+    // A 200 ms caller: 150 ms for the cluster.
+    assert_eq!(
+        cluster_deadline(now, ms(300), Some(now + ms(200))),
+        now + ms(150)
+    );
+    // A 1 s caller: the cap.
+    assert_eq!(
+        cluster_deadline(now, ms(300), Some(now + ms(1000))),
+        now + ms(300)
+    );
+    // No caller deadline: the cap; a deadline already past stays past.
+    assert_eq!(cluster_deadline(now, ms(300), None), now + ms(300));
+    assert_eq!(cluster_deadline(now, ms(300), Some(now)), now);
+}
