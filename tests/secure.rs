@@ -3,11 +3,13 @@
 // Test helpers outside #[test] fns panic on failure too.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::time::Duration;
+
 use slotguard_core::{as_cache_error, CacheError, CacheRequest};
-use slotguard_fred::{Credentials, FredConfig};
+use slotguard_fred::{Credentials, FredConfig, HealthProber, TlsConfig};
 use slotguard_layers::slot_refresh::RefreshConfig;
 use slotguard_testkit::{ClusterSpec, LocalCluster};
-use slotguard_tests::{addr, Harness};
+use slotguard_tests::{addr, eventually, Harness};
 use tower::ServiceExt;
 
 const PASSWORD: &str = "pw-Zq81-never-printed";
@@ -117,6 +119,9 @@ async fn a_wrong_password_is_a_typed_auth_error_on_the_first_call_without_hammer
     let cluster = cluster_with_cache_user();
     let leaf = slotguard_fred::FredService::new(FredConfig {
         credentials: Some(Credentials::user("cache", "wrong-password-xyz")),
+        // The first call waits for the handshake; this test is about the
+        // error, not speed.
+        command_timeout: Duration::from_secs(2),
         ..FredConfig::default()
     });
     let node = addr(&cluster, 0);
@@ -158,4 +163,147 @@ async fn a_wrong_password_is_a_typed_auth_error_on_the_first_call_without_hammer
         matches!(as_cache_error(&err), Some(CacheError::Auth { .. })),
         "{err}"
     );
+}
+
+// ----- TLS ---------------------------------------------------------------
+
+fn tls_cluster() -> LocalCluster {
+    LocalCluster::start(ClusterSpec {
+        tls: true,
+        ..ClusterSpec::default()
+    })
+    .expect("tls cluster starts")
+}
+
+fn tls_config(cluster: &LocalCluster) -> TlsConfig {
+    TlsConfig::with_ca_pem(cluster.tls().unwrap().ca_pem.as_bytes()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_full_stack_works_over_tls_and_reads_survive_a_stopped_primary() {
+    let cluster = tls_cluster();
+    let config = FredConfig::default().with_tls(tls_config(&cluster));
+    let h = Harness::on(cluster, config).await;
+    // The map names the TLS ports (what the cluster announces to TLS clients).
+    let map = h.topology.load();
+    for node in map.nodes() {
+        let i = h.cluster.index_of(&node.addr.to_string()).unwrap();
+        assert_eq!(node.addr.port(), h.cluster.nodes()[i].client_port);
+        assert_ne!(node.addr.port(), h.cluster.nodes()[i].port);
+    }
+    let refresh = h.refresh_layer(RefreshConfig::default());
+    let stack = h.full_stack(&refresh);
+    let _prober = HealthProber::new(&h.leaf, h.topology.clone()).spawn();
+    let victim = h.cluster.primary_of_slot(0).unwrap();
+    let keys = h.cluster.key_for_slot_of(victim, 20).unwrap();
+    for k in &keys {
+        stack
+            .clone()
+            .oneshot(CacheRequest::set(k.clone(), k.clone(), None))
+            .await
+            .unwrap();
+    }
+    // Replicas have the keys before the primary stops.
+    let replica = h.cluster.replicas_of(victim).unwrap()[0];
+    eventually("replica has the keys", Duration::from_secs(10), || async {
+        h.cluster.command_str(replica, &["READONLY"]).ok()?;
+        let r = h
+            .cluster
+            .command(replica, &[b"EXISTS", keys.last().unwrap().as_bytes()])
+            .ok()?;
+        (r.as_int() == Some(1)).then_some(())
+    })
+    .await;
+
+    h.cluster.pause(victim).unwrap();
+    let stopped = std::time::Instant::now();
+    let mut reads = 0;
+    let mut by_replica = 0u32;
+    let mut failed = Vec::new();
+    // Every read of the stopped shard is answered (by its replica, over
+    // TLS) for 3 s, until promotion or not.
+    while stopped.elapsed() < Duration::from_secs(3) {
+        for k in &keys {
+            let req = CacheRequest::get(k.clone()).with_timeout(Duration::from_millis(500));
+            match stack.clone().oneshot(req).await {
+                Ok(resp) => {
+                    assert_eq!(resp.value.as_deref(), Some(k.as_bytes()));
+                    by_replica += u32::from(resp.served.path == slotguard_core::Path::Replica);
+                }
+                Err(e) => failed.push(format!("{:?} after the stop: {e}", stopped.elapsed())),
+            }
+            reads += 1;
+        }
+    }
+    h.cluster.resume(victim).unwrap();
+    let (vp, rp) = (addr(&h.cluster, victim), addr(&h.cluster, replica));
+    assert!(
+        failed.is_empty(),
+        "{} of {reads} reads failed (primary {vp}, replica {rp}): {:?}",
+        failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    assert!(by_replica > 0, "the replica answered during the stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_ca_a_wrong_name_or_a_plaintext_port_is_a_typed_tls_error() {
+    let cluster = tls_cluster();
+    let files = cluster.tls().unwrap().clone();
+    let node = addr(&cluster, 0);
+    let get = |leaf: &slotguard_fred::FredService, node: &slotguard_core::NodeAddr| {
+        leaf.clone()
+            .oneshot(CacheRequest::get("k").to_node(node.clone(), slotguard_core::Role::Primary))
+    };
+    // The first call waits for the handshake: on a loaded machine give it
+    // the whole connect timeout (this test is about the error, not speed).
+    let slow_ok = |tls| FredConfig {
+        command_timeout: Duration::from_secs(2),
+        ..FredConfig::default().with_tls(tls)
+    };
+    let tls_err = |err: slotguard_core::BoxError| match as_cache_error(&err) {
+        Some(CacheError::Tls { node, detail }) => (node.clone(), detail.clone()),
+        other => panic!("expected a tls error, got {other:?} ({err})"),
+    };
+
+    let wrong_ca = TlsConfig::with_ca_pem(files.unrelated_ca_pem.as_bytes()).unwrap();
+    let leaf = slotguard_fred::FredService::new(slow_ok(wrong_ca));
+    let (n, detail) = tls_err(get(&leaf, &node).await.unwrap_err());
+    assert_eq!(n, node);
+    assert!(detail.contains("UnknownIssuer"), "{detail}");
+
+    let wrong_name = tls_config(&cluster).server_name("other.slotguard.test");
+    let leaf = slotguard_fred::FredService::new(slow_ok(wrong_name));
+    let (_, detail) = tls_err(get(&leaf, &node).await.unwrap_err());
+    assert!(detail.contains("not valid for name"), "{detail}");
+
+    // The node's plaintext port does not speak TLS: Redis reads the
+    // ClientHello as an unfinished inline command and waits, so the call
+    // ends at its deadline (or with a TLS error if the node closes first).
+    let leaf =
+        slotguard_fred::FredService::new(FredConfig::default().with_tls(tls_config(&cluster)));
+    let plain = slotguard_core::NodeAddr::new("127.0.0.1", cluster.nodes()[0].port);
+    let err = get(&leaf, &plain).await.unwrap_err();
+    assert!(
+        matches!(
+            as_cache_error(&err),
+            Some(CacheError::Timeout { .. } | CacheError::Tls { .. })
+        ),
+        "{err}"
+    );
+
+    // The right CA with a fixed name on the certificate, and mTLS.
+    let fixed = tls_config(&cluster)
+        .server_name(slotguard_testkit::TlsFiles::SERVER_NAME)
+        .client_cert_pem(
+            files.client_cert_pem.as_bytes(),
+            files.client_key_pem.as_bytes(),
+        )
+        .unwrap();
+    assert!(!format!("{fixed:?}").contains("PRIVATE"));
+    let leaf = slotguard_fred::FredService::new(slow_ok(fixed));
+    let owner = cluster
+        .primary_of_slot(slotguard_core::key_slot(b"k"))
+        .unwrap();
+    get(&leaf, &addr(&cluster, owner)).await.unwrap();
 }

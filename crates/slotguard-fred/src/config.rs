@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::credentials::Credentials;
+use crate::tls::TlsConfig;
 
 /// How [`FredService`](crate::FredService) talks to nodes.
 ///
@@ -46,9 +47,23 @@ pub struct FredConfig {
     /// Credentials sent on every connection (commands, topology fetch,
     /// probes). Default `None`: no `AUTH`.
     pub credentials: Option<Credentials>,
+    /// TLS on every connection. Default `None`: plaintext.
+    pub tls: Option<TlsConfig>,
 }
 
 impl FredConfig {
+    /// These settings with `credentials` on every connection.
+    pub fn with_credentials(mut self, credentials: Credentials) -> Self {
+        self.credentials = Some(credentials);
+        self
+    }
+
+    /// These settings with TLS on every connection.
+    pub fn with_tls(mut self, tls: TlsConfig) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
     /// The stall timeout in force.
     pub fn stall_timeout(&self) -> Duration {
         self.stall_timeout
@@ -70,6 +85,7 @@ impl Default for FredConfig {
             max_reply_elements: 1 << 20,
             max_in_flight: 10_000,
             credentials: None,
+            tls: None,
         }
     }
 }

@@ -31,6 +31,7 @@ mod pool;
 mod resp;
 mod service;
 mod source;
+mod tls;
 
 pub use config::FredConfig;
 pub use credentials::{Credentials, Secret};
@@ -38,3 +39,4 @@ pub use health::{parse_replication_info, HealthProber, ProberHandle, Replication
 pub use resp::Frame;
 pub use service::{FredService, ResponseFuture};
 pub use source::FredTopologySource;
+pub use tls::{ServerNameFn, TlsConfig};

@@ -196,6 +196,7 @@ impl NodePool {
             readonly: mode == Mode::Replica,
             max_in_flight: cfg.max_in_flight,
             credentials: cfg.credentials.clone(),
+            tls: cfg.tls.clone(),
         }
     }
 

@@ -48,6 +48,7 @@ impl TopologySource for FredTopologySource {
         let node = node.clone();
         Box::pin(async move {
             let timeout = pool.config().admin_timeout;
+            let tls = pool.config().tls.is_some();
             let fetch = async {
                 let ask = |words: &'static [&'static str]| {
                     pool.admin(&node, Mode::Primary, words, timeout)
@@ -65,7 +66,7 @@ impl TopologySource for FredTopologySource {
                     }
                     Frame::Error(e) => return Err(error_reply(&e, &node)),
                     v => {
-                        let view = parse_cluster_shards(v, &node)?;
+                        let view = parse_cluster_shards(v, &node, tls)?;
                         if view.covered_slots() < usize::from(SLOT_COUNT) {
                             // Redis 7.0's CLUSTER SHARDS can list a shard
                             // without its slots around a failover; CLUSTER
@@ -177,6 +178,7 @@ fn addr_of(host: &str, port: u16, from: &NodeAddr) -> Result<NodeAddr, CacheErro
 pub(crate) fn parse_cluster_shards(
     reply: Frame,
     from: &NodeAddr,
+    tls: bool,
 ) -> Result<ClusterView, CacheError> {
     let Frame::Array(shards) = reply else {
         return Err(bad("expected an array of shards"));
@@ -208,20 +210,28 @@ pub(crate) fn parse_cluster_shards(
                         return Err(bad("nodes"));
                     };
                     for node in nodes {
-                        let (mut id, mut ip, mut endpoint, mut port) = (None, None, None, None);
+                        let (mut id, mut ip, mut endpoint) = (None, None, None);
+                        let (mut plain_port, mut tls_port) = (None, None);
                         let (mut role, mut health) = (String::new(), String::new());
                         for (k, v) in fields(node)? {
                             match k.as_str() {
                                 "id" => id = v.as_string(),
                                 "ip" => ip = v.as_string(),
                                 "endpoint" => endpoint = v.as_string(),
-                                "port" => port = port_of(&v),
-                                "tls-port" if port.is_none() => port = port_of(&v),
+                                "port" => plain_port = port_of(&v),
+                                "tls-port" => tls_port = port_of(&v),
                                 "role" => role = v.as_string().unwrap_or_default(),
                                 "health" => health = v.as_string().unwrap_or_default(),
                                 _ => {}
                             }
                         }
+                        // A node serving both lists both; a TLS client
+                        // takes `tls-port`, a plaintext one `port`.
+                        let port = if tls {
+                            tls_port.or(plain_port)
+                        } else {
+                            plain_port.or(tls_port)
+                        };
                         let port = port.ok_or_else(|| bad("node port"))?;
                         let host = endpoint
                             .filter(|e| !e.is_empty() && e != "?")
@@ -230,7 +240,13 @@ pub(crate) fn parse_cluster_shards(
                         let view = NodeView {
                             addr: addr_of(&host, port, from)?,
                             id,
-                            online: health.is_empty() || health == "online",
+                            // Only `fail` is a failed node. Redis 7.0 says
+                            // `loading` for any replica whose replication
+                            // offset it has not heard yet (0): a fresh or
+                            // write-idle replica, perfectly readable. One
+                            // that really is loading answers `-LOADING`,
+                            // which the failover layer already skips.
+                            online: !health.starts_with("fail"),
                         };
                         if role == "master" {
                             primaries.push(view);
@@ -387,12 +403,26 @@ mod tests {
                 ]),
             ]),
         ]);
-        let v = parse_cluster_shards(reply, &from()).unwrap();
+        let v = parse_cluster_shards(reply, &from(), false).unwrap();
         assert_eq!(v.shards.len(), 2);
         assert_eq!(v.shards[0].primary.addr.port(), 7000);
         assert_eq!(v.shards[0].replicas[0].addr.port(), 7003);
         assert_eq!(v.shards[1].primary.addr.port(), 7004);
         assert_eq!(v.shards[1].replicas[0].addr.port(), 7001);
+        assert!(!v.shards[1].replicas[0].online);
+        assert!(v.shards[0].replicas[0].online);
+        // `loading` is what 7.0 says of a replica whose offset is 0.
+        let reply = Frame::Array(vec![Frame::Array(vec![
+            s("slots"),
+            Frame::Array(vec![i(0), i(16383)]),
+            s("nodes"),
+            Frame::Array(vec![
+                node(7000, "master", "online"),
+                node(7003, "replica", "loading"),
+            ]),
+        ])]);
+        let v = parse_cluster_shards(reply, &from(), false).unwrap();
+        assert!(v.shards[0].replicas[0].online);
     }
 
     #[test]
@@ -427,7 +457,7 @@ mod tests {
             ])]),
         ] {
             assert!(
-                parse_cluster_shards(reply.clone(), &from()).is_err(),
+                parse_cluster_shards(reply.clone(), &from(), false).is_err(),
                 "{reply:?}"
             );
         }

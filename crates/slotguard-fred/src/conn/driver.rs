@@ -35,42 +35,99 @@ pub(super) async fn run(
 ) {
     // One deadline for the whole setup: TCP connect, TLS, HELLO/AUTH,
     // READONLY.
+    let deadline = Instant::now() + config.connect_timeout;
     let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
-    let setup = connect(&addr, &config, &mut rbuf);
-    let stream = match tokio::time::timeout(config.connect_timeout, setup).await {
+    let timed_out = || HandshakeError::Other("connect timed out".to_owned());
+    let tcp = match tokio::time::timeout_at(deadline, dial(&addr)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => return refuse(&mut rx, &shared, e),
-        Err(_) => {
-            return refuse(
-                &mut rx,
-                &shared,
-                HandshakeError::Other("connect timed out".to_owned()),
-            )
-        }
+        Err(_) => return refuse(&mut rx, &shared, timed_out()),
     };
-    let mut driver = Driver::new(addr, stream, rx, shared.clone(), &config);
+    match &config.tls {
+        None => {
+            let setup = setup(tcp, &config, &mut rbuf);
+            match tokio::time::timeout_at(deadline, setup).await {
+                Ok(Ok(s)) => drive(addr, s, rbuf, rx, shared, &config).await,
+                Ok(Err(e)) => refuse(&mut rx, &shared, e),
+                Err(_) => refuse(&mut rx, &shared, timed_out()),
+            }
+        }
+        Some(tls) => {
+            let setup = async {
+                let name = tls.name_for(&addr).map_err(HandshakeError::Tls)?;
+                let stream = tls
+                    .connector()
+                    .connect(name, tcp)
+                    .await
+                    .map_err(tls_error)?;
+                setup(stream, &config, &mut rbuf).await
+            };
+            match tokio::time::timeout_at(deadline, setup).await {
+                Ok(Ok(s)) => drive(addr, s, rbuf, rx, shared, &config).await,
+                Ok(Err(e)) => refuse(&mut rx, &shared, e),
+                Err(_) => refuse(&mut rx, &shared, timed_out()),
+            }
+        }
+    }
+}
+
+async fn dial(addr: &NodeAddr) -> Result<TcpStream, HandshakeError> {
+    let stream = TcpStream::connect((addr.host(), addr.port()))
+        .await
+        .map_err(|e| HandshakeError::Other(format!("connect failed: {e}")))?;
+    // Without TCP_NODELAY, Nagle plus delayed ACKs add ~40 ms to a small
+    // write that follows another before its reply.
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
+
+async fn setup<S>(
+    mut stream: S,
+    config: &ConnConfig,
+    rbuf: &mut BytesMut,
+) -> Result<S, HandshakeError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    handshake(&mut stream, config, rbuf).await?;
+    Ok(stream)
+}
+
+/// rustls reports certificate and protocol failures as `InvalidData` with
+/// its own error inside: those are [`HandshakeError::Tls`]; a connection
+/// lost during the TLS handshake is not.
+fn tls_error(e: io::Error) -> HandshakeError {
+    match e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        Some(tls) => HandshakeError::Tls(tls.to_string()),
+        // Closed in the middle of a handshake: the port does not speak TLS.
+        None if e.kind() == io::ErrorKind::UnexpectedEof => HandshakeError::Tls(
+            "the node closed the connection during the tls handshake (not a tls port?)".into(),
+        ),
+        None => HandshakeError::Other(format!("tls handshake failed: {e}")),
+    }
+}
+
+/// Run the connection on a stream whose handshake is done.
+async fn drive<S>(
+    addr: NodeAddr,
+    stream: S,
+    rbuf: BytesMut,
+    rx: mpsc::UnboundedReceiver<Request>,
+    shared: Arc<Shared>,
+    config: &ConnConfig,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut driver = Driver::new(addr, stream, rx, shared.clone(), config);
     driver.rbuf = rbuf;
     shared.state.store(READY, Ordering::Release);
     // After READY: a caller that sees `ever_connected` and a connection not
     // yet ready is looking at a replacement, never at this first one.
     shared.ever_connected.store(true, Ordering::Release);
     driver.await;
-}
-
-/// Dial `addr` and run the handshake.
-async fn connect(
-    addr: &NodeAddr,
-    config: &ConnConfig,
-    rbuf: &mut BytesMut,
-) -> Result<TcpStream, HandshakeError> {
-    let mut stream = TcpStream::connect((addr.host(), addr.port()))
-        .await
-        .map_err(|e| HandshakeError::Other(format!("connect failed: {e}")))?;
-    // Without TCP_NODELAY, Nagle plus delayed ACKs add ~40 ms to a small
-    // write that follows another before its reply.
-    let _ = stream.set_nodelay(true);
-    handshake(&mut stream, config, rbuf).await?;
-    Ok(stream)
 }
 
 /// The connection never came up: every queued command fails, unsent.

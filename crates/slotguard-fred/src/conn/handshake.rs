@@ -27,7 +27,6 @@ pub(super) enum HandshakeError {
     /// The node refused the credentials (or asked for some).
     Auth(String),
     /// The TLS handshake failed (certificate, name, protocol).
-    #[allow(dead_code)] // made by the TLS connector
     Tls(String),
     /// The connection broke or the node answered nonsense.
     Other(String),
@@ -240,6 +239,7 @@ mod tests {
             readonly,
             max_in_flight: 10,
             credentials: creds,
+            tls: None,
         }
     }
 

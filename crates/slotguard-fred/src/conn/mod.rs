@@ -44,6 +44,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::credentials::Credentials;
 use crate::resp::{encode_command, Arg, Frame, Limits};
+use crate::tls::TlsConfig;
 
 /// Settings of one connection.
 #[derive(Debug, Clone)]
@@ -55,6 +56,7 @@ pub(crate) struct ConnConfig {
     pub(crate) max_in_flight: usize,
     /// Sent in the handshake; redacted in `Debug`.
     pub(crate) credentials: Option<Credentials>,
+    pub(crate) tls: Option<TlsConfig>,
 }
 
 /// A command to send.

@@ -11,6 +11,9 @@ mod migration;
 mod process;
 mod proxied;
 mod queries;
+mod tls;
+
+pub use tls::TlsFiles;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -77,6 +80,16 @@ pub struct ClusterSpec {
     /// and peers ([`LocalCluster::proxy`], [`LocalCluster::partition`])
     /// (default false).
     pub proxied: bool,
+    /// Serve clients over TLS: each node gets a `tls-port` (what
+    /// [`LocalCluster::addr`] and the cluster's own views name), with
+    /// `tls-cluster yes` and `tls-replication yes`; the plaintext port stays
+    /// for the testkit's admin client. Certificates are generated per
+    /// cluster ([`LocalCluster::tls`]) (default false).
+    pub tls: bool,
+    /// Extra ACL users, one `user` directive each, e.g.
+    /// `"cache on >secret ~* -@all +@read"`. The `default` user stays open
+    /// for the testkit's admin client (default none).
+    pub acl_users: Vec<String>,
 }
 
 impl Default for ClusterSpec {
@@ -87,6 +100,8 @@ impl Default for ClusterSpec {
             node_timeout_ms: 1000,
             extra_config: Vec::new(),
             proxied: false,
+            tls: false,
+            acl_users: Vec::new(),
         }
     }
 }
@@ -196,6 +211,8 @@ pub struct LocalCluster {
     /// failover/migration), used to remember who replicated whom after the
     /// live views have moved on.
     snapshot: Mutex<Vec<ClusterNode>>,
+    /// Certificates of a TLS cluster.
+    tls: Option<TlsFiles>,
     /// `Option` only so that Drop can keep it on request.
     dir: Option<TempDir>,
 }

@@ -37,6 +37,8 @@ pub(super) struct Node {
     pub(super) conn: Mutex<Option<Conn>>,
     /// The node's fault proxies, in a proxied cluster.
     pub(super) proxies: Option<Proxies>,
+    /// The TLS client port, in a TLS cluster.
+    pub(super) tls_port: Option<u16>,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -71,11 +73,14 @@ impl Node {
         format!("127.0.0.1:{}", self.port)
     }
 
-    /// Where clients reach the node: its client proxy, if any.
+    /// Where clients reach the node: its client proxy, if any, else its
+    /// TLS port, if any.
     pub(super) fn client_port(&self) -> u16 {
         self.proxies
             .as_ref()
-            .map_or(self.port, Proxies::client_port)
+            .map(Proxies::client_port)
+            .or(self.tls_port)
+            .unwrap_or(self.port)
     }
 
     /// The bus port peers reach: the bus proxy's, if any.

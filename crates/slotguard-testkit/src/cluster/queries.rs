@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use tempfile::TempDir;
 
 use super::process::Node;
-use super::{ClusterSpec, LocalCluster, NodeInfo, NodeState};
+use super::{ClusterSpec, LocalCluster, NodeInfo, NodeState, TlsFiles};
 use crate::error::TestkitError;
 use crate::resp::Reply;
 use crate::slot::key_slot;
@@ -31,6 +31,11 @@ pub(super) fn reply_text(index: usize, what: &str, reply: &Reply) -> Result<Stri
 
 impl LocalCluster {
     // ----- introspection -------------------------------------------------
+
+    /// The certificates of a TLS cluster ([`ClusterSpec::tls`]).
+    pub fn tls(&self) -> Option<&TlsFiles> {
+        self.tls.as_ref()
+    }
 
     /// The spec the cluster was started with.
     pub fn spec(&self) -> &ClusterSpec {
