@@ -12,6 +12,7 @@ use slotguard_core::{
 };
 use slotguard_fred::{FredConfig, FredService, FredTopologySource, HealthProber, ProberHandle};
 use slotguard_layers::circuit_breaker::{BreakerConfig, CircuitBreakerLayer};
+use slotguard_layers::coalesce::CoalesceLayer;
 use slotguard_layers::fallback::{FallbackConfig, FallbackLayer};
 use slotguard_layers::replica_failover::{FailoverPolicy, ReplicaFailoverLayer};
 use slotguard_layers::slot_refresh::{RefreshConfig, SlotRefreshLayer};
@@ -29,7 +30,7 @@ pub type StoreService = BoxCloneSyncService<SecondaryRequest, Option<Bytes>, Box
 /// The recommended stack over one cluster, with its background tasks, behind
 /// one cheap-clone handle.
 ///
-/// `[fallback →] slot_refresh → redirect → replica_failover →
+/// `coalesce → [fallback →] slot_refresh → redirect → replica_failover →
 /// circuit_breaker (per node) → leaf`, plus the replication health prober,
 /// every setting at its default unless the [`SlotGuardBuilder`] says
 /// otherwise. With a [store](SlotGuardBuilder::store), misses are loaded
@@ -195,13 +196,19 @@ impl SlotGuardBuilder {
                 .with_invalidations(&bus)
                 .with_topology(topology.clone())
         });
+        // Coalesce outermost: a herd of identical misses makes one cluster
+        // call and, behind it, one store load (DESIGN.md §3).
+        let coalesce = CoalesceLayer::new();
         let service = match &fallback {
             Some(layer) => BoxCloneSyncService::new(
                 ServiceBuilder::new()
+                    .coalesce(coalesce)
                     .fallback(layer.clone())
                     .service(cluster),
             ),
-            None => BoxCloneSyncService::new(cluster),
+            None => {
+                BoxCloneSyncService::new(ServiceBuilder::new().coalesce(coalesce).service(cluster))
+            }
         };
         Ok(SlotGuard {
             service,

@@ -9,14 +9,13 @@ use std::future::Future;
 use bytes::Bytes;
 use fred::prelude::{Builder, Client, ClientLike, Config, KeysInterface, ServerConfig};
 use fred::types::InfoKind;
-use slotguard::fred::{HealthProber, ProberHandle};
-use slotguard::layers::circuit_breaker::{BreakerConfig, CircuitBreakerLayer};
 use slotguard::layers::slot_refresh::SlotRefreshLayer;
 use slotguard::tower::{Service, ServiceBuilder, ServiceExt};
 use slotguard::{
-    BoxError, CacheRequest, CacheResponse, FredConfig, FredService, FredTopologySource, NodeAddr,
-    ServiceBuilderExt, Topology,
+    BoxError, CacheRequest, CacheResponse, CacheService, FredConfig, FredService,
+    FredTopologySource, NodeAddr, ServiceBuilderExt, SlotGuard, Topology,
 };
+use slotguard_store::SqliteStore;
 
 /// One operation of the closed loop. `Ok(false)` is a GET that found no
 /// value: every key was written before the run, so that counts as an error
@@ -121,40 +120,23 @@ pub(crate) async fn leaf(
     Ok(Tower(svc))
 }
 
-/// The recommended stack exactly as the README's "Use" section builds it,
-/// with the health prober running (it lives as long as the handle).
+/// The full recommended stack as a user gets it: [`SlotGuard`] with every
+/// default (coalesce → fallback → slot_refresh → redirect →
+/// replica_failover → circuit_breaker → leaf, the health prober running)
+/// over an SQLite store in a temporary directory. Keep the returned guard
+/// alive while measuring.
 pub(crate) async fn stack(
     seeds: &[NodeAddr],
-) -> Result<
-    (
-        Tower<
-            impl Service<CacheRequest, Response = CacheResponse, Error = BoxError, Future: Send>
-                + Clone
-                + Send
-                + Sync
-                + 'static,
-        >,
-        ProberHandle,
-    ),
-    BoxError,
-> {
-    let topology = Topology::new();
-    let leaf = FredService::new(FredConfig::default()).with_topology(topology.clone());
-    let source = FredTopologySource::new(&leaf, seeds.to_vec());
-    let cache = ServiceBuilder::new()
-        .slot_refresh(
-            SlotRefreshLayer::new(topology.clone(), source)
-                .load()
-                .await?,
-        )
-        .redirect(topology.clone())
-        .replica_failover(topology.clone())
-        .circuit_breaker(
-            CircuitBreakerLayer::per_node(BreakerConfig::default()).with_topology(topology.clone()),
-        )
-        .service(leaf.clone());
-    let prober = HealthProber::new(&leaf, topology).spawn();
-    Ok((Tower(cache), prober))
+) -> Result<(Tower<CacheService>, (SlotGuard, tempfile::TempDir)), BoxError> {
+    let dir = tempfile::Builder::new()
+        .prefix("slotguard-bench-store")
+        .tempdir()?;
+    let store = SqliteStore::open(dir.path().join("store.db"))?;
+    let guard = SlotGuard::builder(seeds.to_vec())
+        .store(store)
+        .connect()
+        .await?;
+    Ok((Tower(guard.service()), (guard, dir)))
 }
 
 /// `redis_version` of the node at `addr` (for the report header).
