@@ -51,6 +51,14 @@ impl<F, S, St> ResponseFuture<F, S, St> {
         }
     }
 
+    /// A write that must wait for something first.
+    pub(super) fn boxed(fut: BoxFuture<'static, Result<CacheResponse, BoxError>>) -> Self {
+        ResponseFuture {
+            state: State::Fallback { fut },
+            ctx: None,
+        }
+    }
+
     /// An answer known in `call` (a fresh near-cache entry).
     pub(super) fn ready(resp: CacheResponse) -> Self {
         ResponseFuture {

@@ -21,6 +21,10 @@ const SHARDS: usize = 32;
 struct Mark {
     epoch: u64,
     at: u64,
+    // An authoritative read answered since: the key is trusted again, but
+    // the epoch stays, so a read (or write-back) that began before the
+    // invalidation still knows it happened.
+    cleared: bool,
 }
 
 #[derive(Debug)]
@@ -76,12 +80,19 @@ impl Marks {
                 }
             }
         }
-        shard.insert(key.clone(), Mark { epoch, at: now });
+        shard.insert(
+            key.clone(),
+            Mark {
+                epoch,
+                at: now,
+                cleared: false,
+            },
+        );
         self.last.fetch_max(now, Ordering::SeqCst);
     }
 
-    /// The epoch of `key`'s live mark, if it has one.
-    pub(crate) fn get(&self, key: &[u8]) -> Option<u64> {
+    /// `(epoch, cleared)` of `key`'s last invalidation within the TTL.
+    fn lookup(&self, key: &[u8]) -> Option<(u64, bool)> {
         let last = self.last.load(Ordering::SeqCst);
         if last == 0 {
             return None;
@@ -94,7 +105,28 @@ impl Marks {
         shard
             .get(key)
             .filter(|m| self.live(m, now))
-            .map(|m| m.epoch)
+            .map(|m| (m.epoch, m.cleared))
+    }
+
+    /// The epoch of `key`'s mark, while no authoritative read cleared it.
+    pub(crate) fn get(&self, key: &[u8]) -> Option<u64> {
+        self.lookup(key)
+            .filter(|(_, cleared)| !cleared)
+            .map(|(e, _)| e)
+    }
+
+    /// Whether `key` was invalidated after epoch `start` (cleared or not).
+    pub(crate) fn invalidated_since(&self, key: &[u8], start: u64) -> bool {
+        self.lookup(key).is_some_and(|(e, _)| e > start)
+    }
+
+    /// Whether a value read by a read that began at `start` may be kept:
+    /// no mark, or a cleared one older than the read.
+    pub(crate) fn may_keep(&self, key: &[u8], start: u64) -> bool {
+        match self.lookup(key) {
+            None => true,
+            Some((e, cleared)) => cleared && e <= start,
+        }
     }
 
     /// An authoritative read that started at epoch `start` answered: drop
@@ -104,8 +136,8 @@ impl Marks {
             return;
         }
         let mut shard = self.shard(key);
-        if shard.get(key).is_some_and(|m| m.epoch <= start) {
-            shard.remove(key);
+        if let Some(m) = shard.get_mut(key).filter(|m| m.epoch <= start) {
+            m.cleared = true;
         }
     }
 
@@ -133,8 +165,13 @@ mod tests {
         assert_eq!(marks.get(b"k"), Some(5));
         marks.clear(b"k", 4); // a read that began before the mark
         assert_eq!(marks.get(b"k"), Some(5));
+        assert!(!marks.may_keep(b"k", 9));
         marks.clear(b"k", 5);
         assert_eq!(marks.get(b"k"), None);
+        // Cleared, yet a read that began before the mark still sees it.
+        assert!(marks.invalidated_since(b"k", 4));
+        assert!(!marks.may_keep(b"k", 4));
+        assert!(marks.may_keep(b"k", 5));
         marks.mark(&k, 6);
         tokio::time::advance(Duration::from_secs(11)).await;
         assert_eq!(marks.get(b"k"), None);

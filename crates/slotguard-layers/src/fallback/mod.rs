@@ -76,10 +76,14 @@
 //! previous owner is never served. The task applying these ends when the
 //! layer and every service made from it are dropped.
 //!
-//! What remains possible: a reader that loaded a value from the store just
-//! before another *process* changed it may write that value back after the
-//! other process's `DEL`; it lives until the write-back TTL. Within one
-//! process the write-back is skipped when the key was invalidated meanwhile.
+//! Cache-aside races within one process are closed: a write-back is skipped
+//! when its key was invalidated after the read that loaded the value began,
+//! and a `Set`/`Delete` of a key whose write-back is in flight is sent once
+//! that write-back ends (at most [`WriteBack::timeout`] later), so the `DEL`
+//! reaches the node after the write-back's `SET`. What remains possible: a
+//! reader in *another process* that loaded a value from the store just
+//! before it changed may write it back after this process's `DEL`; it lives
+//! until the write-back TTL.
 //!
 //! # Example
 //!
@@ -215,8 +219,23 @@ where
         if !req.op.is_read() {
             // Before the write is sent: a read racing it cannot keep or
             // serve the old value (see the module docs for failed writes).
-            state.invalidate_key(req.key());
-            return ResponseFuture::cluster(self.inner.call(req), None);
+            let Some(mut pending) = state.before_write(req.key()) else {
+                return ResponseFuture::cluster(self.inner.call(req), None);
+            };
+            // A write-back of this key is in flight: send the write after
+            // it, or the old value could land after this write.
+            let clone = self.inner.clone();
+            let inner = std::mem::replace(&mut self.inner, clone);
+            let wait = self
+                .core
+                .config
+                .write_back
+                .as_ref()
+                .map_or(Duration::ZERO, |w| w.timeout);
+            return ResponseFuture::boxed(Box::pin(async move {
+                let _ = tokio::time::timeout(wait, pending.changed()).await;
+                inner.oneshot(req).await.map_err(Into::into)
+            }));
         }
         let start = state.begin();
         let marked = state.marks.get(req.key()).is_some();
@@ -409,11 +428,11 @@ where
             return;
         };
         let state = &self.core.state;
-        // Invalidated while we loaded: the value may be the replaced one.
-        if state.marks.get(&self.key).is_some() {
-            return;
-        }
         let Ok(permit) = state.write_backs.clone().try_acquire_owned() else {
+            return;
+        };
+        // Invalidated while we loaded: the value may be the replaced one.
+        let Some(done) = state.begin_write_back(&self.key, self.start) else {
             return;
         };
         let svc = self
@@ -423,8 +442,10 @@ where
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clone();
         let req = CacheRequest::set(self.key.clone(), value, Some(wb.ttl)).with_timeout(wb.timeout);
+        let (state, key) = (state.clone(), self.key.clone());
         tokio::spawn(async move {
             let _ = tokio::time::timeout(wb.timeout, svc.oneshot(req)).await;
+            state.end_write_back(&key, done);
             drop(permit);
         });
     }

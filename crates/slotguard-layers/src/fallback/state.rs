@@ -2,6 +2,7 @@
 //! the near-cache, the invalidation marks, the in-flight loads, and the
 //! task that applies invalidations and slot moves.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -9,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use slotguard_core::invalidation::{Invalidation, InvalidationReceiver, Received};
 use slotguard_core::{Consistency, NodeAddr, SlotMap, Topology, SLOT_COUNT};
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::{oneshot, watch, Semaphore};
 
 use super::clock::Clock;
 use super::config::FallbackConfig;
@@ -36,6 +37,10 @@ pub(crate) struct State {
     fills_from: AtomicU64,
     watch: Mutex<Option<Watch>>,
     started: AtomicBool,
+    // Write-backs in flight by key; each entry's sender is dropped when its
+    // write-back ends. A write of the key waits for it, so its `DEL`/`SET`
+    // reaches the node after the write-back's `SET`, never before.
+    writing_back: Mutex<HashMap<Bytes, watch::Receiver<()>>>,
     // Dropped with the state: the watch task sees its channel close and
     // ends (it holds the state only weakly).
     _stop: Option<oneshot::Sender<()>>,
@@ -77,6 +82,7 @@ impl State {
             fills_from: AtomicU64::new(0),
             started: AtomicBool::new(watch.is_none()),
             watch: Mutex::new(watch),
+            writing_back: Mutex::new(HashMap::new()),
             _stop: stop,
         };
         Arc::new(state)
@@ -124,6 +130,48 @@ impl State {
         self.flights.detach(key);
     }
 
+    fn writing_back(&self) -> std::sync::MutexGuard<'_, HashMap<Bytes, watch::Receiver<()>>> {
+        self.writing_back
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A write of `key` goes through: invalidate it, and say which
+    /// write-back of it (if any) the write must wait for.
+    pub(crate) fn before_write(&self, key: &Bytes) -> Option<watch::Receiver<()>> {
+        let pending = self.writing_back();
+        self.invalidate_key(key);
+        pending.get(key).cloned()
+    }
+
+    /// Register a write-back of a value read by a read that began at
+    /// `start`; `None` when the key was invalidated since (the value may be
+    /// the replaced one) or one is in flight already. The write-back ends
+    /// when the returned sender is dropped.
+    pub(crate) fn begin_write_back(&self, key: &Bytes, start: u64) -> Option<watch::Sender<()>> {
+        let mut pending = self.writing_back();
+        if self.marks.invalidated_since(key, start) || self.marks.get(key).is_some() {
+            return None;
+        }
+        if pending.get(key).is_some_and(|rx| rx.has_changed().is_ok()) {
+            return None;
+        }
+        let (tx, rx) = watch::channel(());
+        pending.insert(key.clone(), rx);
+        Some(tx)
+    }
+
+    pub(crate) fn end_write_back(&self, key: &Bytes, tx: watch::Sender<()>) {
+        let mut pending = self.writing_back();
+        if pending
+            .get(key)
+            .is_some_and(|rx| rx.same_channel(&tx.subscribe()))
+        {
+            pending.remove(key);
+        }
+        drop(tx);
+    }
+
     pub(crate) fn flush_all(&self) {
         let e = self.bump();
         self.flushed.fetch_max(e, Ordering::SeqCst);
@@ -152,7 +200,7 @@ impl State {
     fn may_fill(&self, key: &[u8], start: u64) -> bool {
         start >= self.fills_from.load(Ordering::SeqCst)
             && start >= self.flushed.load(Ordering::SeqCst)
-            && self.marks.get(key).is_none()
+            && self.marks.may_keep(key, start)
     }
 
     /// The slot's primary in the current map.

@@ -220,3 +220,30 @@ async fn a_slot_that_changes_owner_is_flushed() {
     assert!(!near().contains(low.as_bytes()));
     assert!(near().contains(high.as_bytes()));
 }
+
+/// A miss's write-back `SET` still in flight when the application deletes
+/// the key: the `DEL` reaches the node after it, so the old value does not
+/// outlive the delete in the cluster.
+#[tokio::test(start_paused = true)]
+async fn a_write_waits_for_the_write_back_in_flight() {
+    let cluster = FakeCluster::new();
+    *cluster.set_delay.lock().unwrap() = Duration::from_millis(100);
+    let store = FakeStore::new(Duration::from_millis(1));
+    store.put("k", b"old");
+    let layer = FallbackLayer::new(store.service());
+    let svc = stack(&layer, &cluster);
+    assert_eq!(get(&svc, "k").await.unwrap().served.path, Path::Secondary);
+    // The write-back is on its way (100 ms); the application changes the
+    // store and deletes.
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    store.put("k", b"new");
+    svc.clone()
+        .oneshot(CacheRequest::delete("k"))
+        .await
+        .unwrap();
+    // (paused time: past the write-back's arrival)
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!cluster.data.lock().unwrap().contains_key(&b"k"[..]));
+    let resp = get(&svc, "k").await.unwrap();
+    assert_eq!(resp.value.as_deref(), Some(&b"new"[..]));
+}

@@ -32,6 +32,8 @@ pub(super) struct FakeCluster {
     pub(super) data: Arc<Mutex<std::collections::HashMap<Bytes, Bytes>>>,
     pub(super) seen: Arc<Mutex<Vec<CacheRequest>>>,
     pub(super) delay: Arc<Mutex<Duration>>,
+    // Extra delay of `SET`s only.
+    pub(super) set_delay: Arc<Mutex<Duration>>,
 }
 
 impl FakeCluster {
@@ -41,6 +43,7 @@ impl FakeCluster {
             data: Arc::default(),
             seen: Arc::default(),
             delay: Arc::new(Mutex::new(Duration::ZERO)),
+            set_delay: Arc::new(Mutex::new(Duration::ZERO)),
         }
     }
 
@@ -65,7 +68,10 @@ impl FakeCluster {
             let me = me.clone();
             async move {
                 me.seen.lock().unwrap().push(req.clone());
-                let delay = *me.delay.lock().unwrap();
+                let mut delay = *me.delay.lock().unwrap();
+                if matches!(req.op, Op::Set { .. }) {
+                    delay += *me.set_delay.lock().unwrap();
+                }
                 if !delay.is_zero() {
                     tokio::time::sleep(delay).await;
                 }
