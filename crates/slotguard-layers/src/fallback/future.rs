@@ -3,15 +3,28 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use pin_project_lite::pin_project;
-use slotguard_core::{BoxError, CacheRequest, CacheResponse, SecondaryRequest};
-use tower::Service;
+use slotguard_core::{BoxError, CacheResponse};
 
+use super::state::State as Shared;
 use super::ReadCtx;
+
+/// The final answer, or the fallback to run.
+pub(super) type Outcome =
+    Result<Result<CacheResponse, BoxError>, BoxFuture<'static, Result<CacheResponse, BoxError>>>;
+
+/// What a read does once the cluster answered, chosen in `call` where the
+/// service's bounds are known. A function pointer rather than a bound on
+/// this future's `Future` impl: bounds on the inner services there would
+/// have to be proven again wherever the future is awaited, and the
+/// compiler fails to for some stacks inside spawned async blocks
+/// ("implementation of `From` is not general enough").
+pub(super) type After<S> = fn(ReadCtx<S>, Result<CacheResponse, BoxError>) -> Outcome;
 
 pin_project! {
     /// Response future of [`Fallback`](super::Fallback).
@@ -20,11 +33,19 @@ pin_project! {
     /// handed back without an allocation; only a miss or a cluster failure
     /// moves the read into one boxed fallback (near-cache, then store). A
     /// fresh near-cache answer is ready at once.
-    pub struct ResponseFuture<F, S, St> {
+    pub struct ResponseFuture<F, S> {
         #[pin]
         state: State<F>,
-        ctx: Option<ReadCtx<S, St>>,
+        ctx: Option<Ctx<S>>,
     }
+}
+
+/// What the future does once the cluster answered.
+pub(super) enum Ctx<S> {
+    /// A read: its context and what to do with the answer.
+    Read(ReadCtx<S>, After<S>),
+    /// A write of this key: invalidate it again once it is done.
+    Write(Arc<Shared>, Bytes),
 }
 
 pin_project! {
@@ -36,18 +57,18 @@ pin_project! {
     }
 }
 
-impl<F, S, St> fmt::Debug for ResponseFuture<F, S, St> {
+impl<F, S> fmt::Debug for ResponseFuture<F, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseFuture").finish_non_exhaustive()
     }
 }
 
-impl<F, S, St> ResponseFuture<F, S, St> {
-    /// A cluster call; `ctx` is `None` for writes (nothing to fall back to).
-    pub(super) fn cluster(fut: F, ctx: Option<ReadCtx<S, St>>) -> Self {
+impl<F, S> ResponseFuture<F, S> {
+    /// A cluster call.
+    pub(super) fn cluster(fut: F, ctx: Ctx<S>) -> Self {
         ResponseFuture {
             state: State::Cluster { fut },
-            ctx,
+            ctx: Some(ctx),
         }
     }
 
@@ -68,16 +89,10 @@ impl<F, S, St> ResponseFuture<F, S, St> {
     }
 }
 
-impl<F, E, S, St> Future for ResponseFuture<F, S, St>
+impl<F, E, S> Future for ResponseFuture<F, S>
 where
     F: Future<Output = Result<CacheResponse, E>>,
     E: Into<BoxError>,
-    S: Service<CacheRequest, Response = CacheResponse> + Clone + Send + 'static,
-    S::Error: Into<BoxError>,
-    S::Future: Send + 'static,
-    St: Service<SecondaryRequest, Response = Option<Bytes>> + Clone + Send + 'static,
-    St::Error: Into<BoxError>,
-    St::Future: Send + 'static,
 {
     type Output = Result<CacheResponse, BoxError>;
 
@@ -87,12 +102,19 @@ where
             match this.state.as_mut().project() {
                 StateProj::Cluster { fut } => {
                     let out = std::task::ready!(fut.poll(cx)).map_err(Into::into);
-                    let Some(ctx) = this.ctx.take() else {
-                        return Poll::Ready(out);
-                    };
-                    match ctx.after_cluster(out) {
-                        Ok(done) => return Poll::Ready(done),
-                        Err(fut) => this.state.set(State::Fallback { fut }),
+                    match this.ctx.take() {
+                        Some(Ctx::Read(ctx, after)) => match after(ctx, out) {
+                            Ok(done) => return Poll::Ready(done),
+                            Err(fut) => this.state.set(State::Fallback { fut }),
+                        },
+                        Some(Ctx::Write(state, key)) => {
+                            // A read that began while the write was on its
+                            // way may have read (and kept) the old value:
+                            // its mark cannot clear this one.
+                            state.invalidate_key(&key);
+                            return Poll::Ready(out);
+                        }
+                        None => return Poll::Ready(out),
                     }
                 }
                 StateProj::Fallback { fut } => return fut.as_mut().poll(cx),

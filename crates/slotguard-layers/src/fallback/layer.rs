@@ -1,14 +1,16 @@
+use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use slotguard_core::invalidation::InvalidationBus;
 use slotguard_core::Topology;
+use slotguard_core::{BoxError, SecondaryRequest};
 use tokio::time::Instant;
-use tower::Layer;
+use tower::{Layer, Service};
 
 use super::config::FallbackConfig;
 use super::state::State;
-use super::store::StoreGuard;
+use super::store::{loader, Loader, StoreGuard};
 use super::{Core, Fallback};
 use crate::circuit_breaker::BreakerState;
 
@@ -21,7 +23,9 @@ pub struct FallbackLayer<St> {
     bus: Option<InvalidationBus>,
     topology: Option<Topology>,
     pub(super) state: Arc<State>,
-    store: Arc<StoreGuard<St>>,
+    store: Arc<StoreGuard>,
+    loader: Loader,
+    _store: PhantomData<fn() -> St>,
 }
 
 impl<St> Clone for FallbackLayer<St> {
@@ -32,6 +36,8 @@ impl<St> Clone for FallbackLayer<St> {
             topology: self.topology.clone(),
             state: self.state.clone(),
             store: self.store.clone(),
+            loader: self.loader.clone(),
+            _store: PhantomData,
         }
     }
 }
@@ -47,15 +53,22 @@ impl<St> std::fmt::Debug for FallbackLayer<St> {
     }
 }
 
-impl<St: Clone> FallbackLayer<St> {
+impl<St> FallbackLayer<St>
+where
+    St: Service<SecondaryRequest, Response = Option<Bytes>> + Clone + Send + 'static,
+    St::Error: Into<BoxError>,
+    St::Future: Send + 'static,
+{
     /// Fall back to `store`, default settings, no invalidation bus, no
     /// slot-move flushes.
     pub fn new(store: St) -> Self {
-        Self::build(store, FallbackConfig::default(), None, None)
+        Self::build(loader(store), FallbackConfig::default(), None, None)
     }
+}
 
+impl<St> FallbackLayer<St> {
     fn build(
-        store: St,
+        loader: Loader,
         config: FallbackConfig,
         bus: Option<InvalidationBus>,
         topology: Option<Topology>,
@@ -65,19 +78,20 @@ impl<St: Clone> FallbackLayer<St> {
             bus.as_ref().map(InvalidationBus::subscribe),
             topology.clone(),
         );
-        let store = Arc::new(StoreGuard::new(store, &config));
+        let store = Arc::new(StoreGuard::new(loader.clone(), &config));
         FallbackLayer {
             config: Arc::new(config),
             bus,
             topology,
             state,
             store,
+            loader,
+            _store: PhantomData,
         }
     }
 
     fn rebuild(self, config: FallbackConfig) -> Self {
-        let store = self.store.store();
-        Self::build(store, config, self.bus, self.topology)
+        Self::build(self.loader, config, self.bus, self.topology)
     }
 
     /// Use `config` (starts from a fresh near-cache: call before use).
@@ -102,9 +116,7 @@ impl<St: Clone> FallbackLayer<St> {
         let config = FallbackConfig::clone(&self.config);
         self.rebuild(config)
     }
-}
 
-impl<St> FallbackLayer<St> {
     /// The settings.
     pub fn config(&self) -> &FallbackConfig {
         &self.config
@@ -142,6 +154,7 @@ impl<S: Clone, St> Layer<S> for FallbackLayer<St> {
                 spare: Mutex::new(inner.clone()),
             }),
             inner,
+            _store: PhantomData,
         }
     }
 }

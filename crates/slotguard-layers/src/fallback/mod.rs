@@ -11,8 +11,9 @@
 //!   admission window is kept in the near-cache (values up to
 //!   [`max_entry_bytes`](NearCacheConfig::max_entry_bytes), all entries up
 //!   to [`max_bytes`](NearCacheConfig::max_bytes)).
-//! - **Miss** (the cluster answered, without the key): the key is loaded
-//!   from the store ([`Path::Secondary`]) and, when the primary answered,
+//! - **Miss** (the cluster answered, without the key): when a replica
+//!   answered because the primary failed, the near-cache entry if it may
+//!   answer a failed read (below); else the key is loaded from the store ([`Path::Secondary`]) and, when the primary answered,
 //!   written back with a TTL ([`WriteBack`]): fire-and-forget, with its own
 //!   deadline and a bound on write-backs in flight, so it never delays the
 //!   answer nor piles up on a sick cluster.
@@ -37,7 +38,9 @@
 //!
 //! One load per key at a time: callers of a key whose load is in flight
 //! share it (each waits at most until its own deadline; the load goes on
-//! for the others). At most
+//! for the others), and a miss's answer stays shared for the write-back's
+//! deadline after the load, so a herd's stragglers do not load again before
+//! the write-back lands (an invalidation of the key ends the sharing). At most
 //! [`store_concurrency`](FallbackConfig::store_concurrency) loads at once,
 //! each with [`store_timeout`](FallbackConfig::store_timeout). A breaker
 //! opens after a run of failed loads and lets one probe through after its
@@ -48,7 +51,8 @@
 //!
 //! # Invalidation
 //!
-//! A `Set` or `Delete` through the layer, an
+//! A `Set` or `Delete` through the layer (both before it is sent and again
+//! once it is done, so a read that overlapped it cannot clear the mark), an
 //! [`Invalidation::Keys`](slotguard_core::invalidation::Invalidation::Keys)
 //! from the bus ([`FallbackLayer::with_invalidations`]) or
 //! [`FallbackLayer::invalidate`] *marks* the key: it is evicted, a load in
@@ -124,10 +128,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::future::BoxFuture;
 use slotguard_core::{
-    classify, BoxError, CacheRequest, CacheResponse, Consistency, Failure, LoadCause, Path,
-    SecondaryRequest, Served,
+    classify, BoxError, CacheRequest, CacheResponse, Consistency, Failure, LoadCause, Path, Served,
 };
 use tokio::time::Instant;
 use tower::{Service, ServiceExt};
@@ -145,7 +147,10 @@ use store::StoreGuard;
 /// See the [module docs](self).
 pub struct Fallback<S, St> {
     inner: S,
-    core: Arc<Core<S, St>>,
+    core: Arc<Core<S>>,
+    // The store is called through the shared core; the type stays in the
+    // service's name.
+    _store: std::marker::PhantomData<fn() -> St>,
 }
 
 impl<S: Clone, St> Clone for Fallback<S, St> {
@@ -153,6 +158,7 @@ impl<S: Clone, St> Clone for Fallback<S, St> {
         Fallback {
             inner: self.inner.clone(),
             core: self.core.clone(),
+            _store: std::marker::PhantomData,
         }
     }
 }
@@ -168,9 +174,9 @@ impl<S: fmt::Debug, St> fmt::Debug for Fallback<S, St> {
 
 /// What the services made by one `layer` call share; the spare inner
 /// service sends write-backs (only misses clone it).
-pub(crate) struct Core<S, St> {
+pub(crate) struct Core<S> {
     state: Arc<State>,
-    store: Arc<StoreGuard<St>>,
+    store: Arc<StoreGuard>,
     config: Arc<FallbackConfig>,
     spare: Mutex<S>,
 }
@@ -201,13 +207,10 @@ where
     S: Service<CacheRequest, Response = CacheResponse> + Clone + Send + 'static,
     S::Error: Into<BoxError>,
     S::Future: Send + 'static,
-    St: Service<SecondaryRequest, Response = Option<Bytes>> + Clone + Send + 'static,
-    St::Error: Into<BoxError>,
-    St::Future: Send + 'static,
 {
     type Response = CacheResponse;
     type Error = BoxError;
-    type Future = ResponseFuture<S::Future, S, St>;
+    type Future = ResponseFuture<S::Future, S>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
@@ -219,8 +222,10 @@ where
         if !req.op.is_read() {
             // Before the write is sent: a read racing it cannot keep or
             // serve the old value (see the module docs for failed writes).
-            let Some(mut pending) = state.before_write(req.key()) else {
-                return ResponseFuture::cluster(self.inner.call(req), None);
+            let key = req.key().clone();
+            let Some(mut pending) = state.before_write(&key) else {
+                let write = future::Ctx::Write(state.clone(), key);
+                return ResponseFuture::cluster(self.inner.call(req), write);
             };
             // A write-back of this key is in flight: send the write after
             // it, or the old value could land after this write.
@@ -232,9 +237,12 @@ where
                 .write_back
                 .as_ref()
                 .map_or(Duration::ZERO, |w| w.timeout);
+            let state = state.clone();
             return ResponseFuture::boxed(Box::pin(async move {
                 let _ = tokio::time::timeout(wait, pending.changed()).await;
-                inner.oneshot(req).await.map_err(Into::into)
+                let out = inner.oneshot(req).await.map_err(Into::into);
+                state.invalidate_key(&key);
+                out
             }));
         }
         let start = state.begin();
@@ -273,7 +281,8 @@ where
             consistency,
             deadline,
         };
-        ResponseFuture::cluster(self.inner.call(req), Some(ctx))
+        let ctx = future::Ctx::Read(ctx, ReadCtx::after_cluster);
+        ResponseFuture::cluster(self.inner.call(req), ctx)
     }
 }
 
@@ -293,8 +302,8 @@ pub(crate) fn cluster_deadline(now: Instant, cap: Duration, caller: Option<Insta
 }
 
 /// What a read keeps for after the cluster answered.
-pub(crate) struct ReadCtx<S, St> {
-    core: Arc<Core<S, St>>,
+pub(crate) struct ReadCtx<S> {
+    core: Arc<Core<S>>,
     key: Bytes,
     slot: u16,
     start: u64,
@@ -306,21 +315,14 @@ pub(crate) struct ReadCtx<S, St> {
     deadline: Option<Instant>,
 }
 
-impl<S, St> ReadCtx<S, St>
+impl<S> ReadCtx<S>
 where
     S: Service<CacheRequest, Response = CacheResponse> + Clone + Send + 'static,
     S::Error: Into<BoxError>,
     S::Future: Send + 'static,
-    St: Service<SecondaryRequest, Response = Option<Bytes>> + Clone + Send + 'static,
-    St::Error: Into<BoxError>,
-    St::Future: Send + 'static,
 {
     /// The cluster answered: the final result, or the fallback to run.
-    pub(crate) fn after_cluster(
-        self,
-        out: Result<CacheResponse, BoxError>,
-    ) -> Result<Result<CacheResponse, BoxError>, BoxFuture<'static, Result<CacheResponse, BoxError>>>
-    {
+    pub(crate) fn after_cluster(self, out: Result<CacheResponse, BoxError>) -> future::Outcome {
         let state = &self.core.state;
         match out {
             Ok(resp) => {
@@ -381,7 +383,34 @@ where
         (out.map_err(Into::into), leader)
     }
 
+    /// A near-cache answer for a read the cluster could not answer well.
+    fn stale_answer(&self) -> Option<CacheResponse> {
+        if self.marked {
+            return None;
+        }
+        let state = &self.core.state;
+        let budget = state.degraded_budget(self.consistency)?;
+        let (value, node, age) = state.serve(&self.key, self.slot, budget)?;
+        Some(CacheResponse {
+            value: Some(value),
+            deleted: 0,
+            served: Served {
+                path: Path::NearCache,
+                node,
+                age: Some(age),
+            },
+        })
+    }
+
     async fn miss(self, from_primary: bool) -> Result<CacheResponse, BoxError> {
+        if !from_primary {
+            // A replica's miss while the primary failed: the cluster is
+            // degraded, and a recent copy (from the store or the primary)
+            // is as good as another store load.
+            if let Some(resp) = self.stale_answer() {
+                return Ok(resp);
+            }
+        }
         let (value, leader) = self.load(LoadCause::Miss).await;
         let value = value?;
         if let Some(v) = &value {
@@ -395,21 +424,8 @@ where
     }
 
     async fn degraded(self, err: BoxError) -> Result<CacheResponse, BoxError> {
-        let state = &self.core.state;
-        if !self.marked {
-            if let Some(budget) = state.degraded_budget(self.consistency) {
-                if let Some((value, node, age)) = state.serve(&self.key, self.slot, budget) {
-                    return Ok(CacheResponse {
-                        value: Some(value),
-                        deleted: 0,
-                        served: Served {
-                            path: Path::NearCache,
-                            node,
-                            age: Some(age),
-                        },
-                    });
-                }
-            }
+        if let Some(resp) = self.stale_answer() {
+            return Ok(resp);
         }
         if self.deadline.is_some_and(|d| d <= Instant::now()) {
             return Err(err);

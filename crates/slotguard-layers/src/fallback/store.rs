@@ -171,16 +171,45 @@ impl Flights {
     }
 }
 
+/// Calls the store: the store service behind one boxed function, so the
+/// layer's `Service` impl needs no bounds on the store (loads are rare; one
+/// allocation each costs nothing next to the store's round trip).
+pub(crate) type Loader = Arc<
+    dyn Fn(SecondaryRequest) -> BoxFuture<'static, Result<Option<Bytes>, BoxError>> + Send + Sync,
+>;
+
+/// Wrap a store service as a [`Loader`].
+pub(crate) fn loader<St>(store: St) -> Loader
+where
+    St: Service<SecondaryRequest, Response = Option<Bytes>> + Clone + Send + 'static,
+    St::Error: Into<BoxError>,
+    St::Future: Send + 'static,
+{
+    // A mutex so a store that is `Send` but not `Sync` can be shared; only
+    // loads take it, to clone the store.
+    let store = Mutex::new(store);
+    Arc::new(move |req| {
+        let svc = store
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        Box::pin(async move { svc.oneshot(req).await.map_err(Into::into) })
+    })
+}
+
 /// The store and what guards it.
-pub(crate) struct StoreGuard<St> {
-    store: Mutex<St>,
+pub(crate) struct StoreGuard {
+    loader: Loader,
     breaker: StoreBreaker,
     limit: Arc<Semaphore>,
     timeout: std::time::Duration,
     max_value_bytes: usize,
+    // How long a miss's answer stays shared after its load: the write-back's
+    // deadline (zero without write-back).
+    linger: std::time::Duration,
 }
 
-impl<St> fmt::Debug for StoreGuard<St> {
+impl fmt::Debug for StoreGuard {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StoreGuard")
             .field("breaker", &self.breaker)
@@ -190,14 +219,18 @@ impl<St> fmt::Debug for StoreGuard<St> {
     }
 }
 
-impl<St> StoreGuard<St> {
-    pub(crate) fn new(store: St, config: &FallbackConfig) -> Self {
+impl StoreGuard {
+    pub(crate) fn new(loader: Loader, config: &FallbackConfig) -> Self {
         StoreGuard {
-            store: Mutex::new(store),
+            loader,
             breaker: StoreBreaker::new(config.store_breaker.clone()),
             limit: Arc::new(Semaphore::new(config.store_concurrency.max(1))),
             timeout: config.store_timeout,
             max_value_bytes: config.max_value_bytes,
+            linger: config
+                .write_back
+                .as_ref()
+                .map_or(std::time::Duration::ZERO, |w| w.timeout),
         }
     }
 
@@ -205,24 +238,6 @@ impl<St> StoreGuard<St> {
         &self.breaker
     }
 
-    /// A clone of the store.
-    pub(crate) fn store(&self) -> St
-    where
-        St: Clone,
-    {
-        self.store
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
-    }
-}
-
-impl<St> StoreGuard<St>
-where
-    St: Service<SecondaryRequest, Response = Option<Bytes>> + Clone + Send + 'static,
-    St::Error: Into<BoxError>,
-    St::Future: Send + 'static,
-{
     /// Load `key`, joining the load already in flight for it if there is
     /// one; waits at most until `deadline` (the load itself goes on for the
     /// others). Also says whether this caller started the load (it alone
@@ -245,7 +260,19 @@ where
                         let (guard, flights, key) = (self.clone(), flights.clone(), key.clone());
                         async move {
                             let out = guard.run(&key, cause).await;
-                            flights.finish(&key, id);
+                            if cause == LoadCause::Miss && out.is_ok() && !guard.linger.is_zero() {
+                                // Callers that missed just after the load
+                                // share its answer until the write-back has
+                                // had time to land, rather than load again.
+                                // An invalidation detaches it at once.
+                                let linger = guard.linger;
+                                tokio::spawn(async move {
+                                    tokio::time::sleep(linger).await;
+                                    flights.finish(&key, id);
+                                });
+                            } else {
+                                flights.finish(&key, id);
+                            }
                             out
                         }
                     };
@@ -287,11 +314,10 @@ where
                     return Err(secondary(SecondaryError::Overloaded));
                 }
             };
-        let store = self.store();
         let req = SecondaryRequest::load(key.clone())
             .with_cause(cause)
             .with_deadline(deadline);
-        let out = tokio::time::timeout_at(deadline, store.oneshot(req)).await;
+        let out = tokio::time::timeout_at(deadline, (self.loader)(req)).await;
         drop(permit);
         let now = Instant::now();
         match out {
@@ -309,7 +335,6 @@ where
             }
             Ok(Err(e)) => {
                 self.breaker.record(probe, false, now);
-                let e: BoxError = e.into();
                 Err(secondary(SecondaryError::Store(Arc::from(e))))
             }
             Err(_) => {

@@ -247,3 +247,36 @@ async fn a_write_waits_for_the_write_back_in_flight() {
     let resp = get(&svc, "k").await.unwrap();
     assert_eq!(resp.value.as_deref(), Some(&b"new"[..]));
 }
+
+/// A read sent while a `Delete` is on its way may get the old value from
+/// the primary (the `DEL` not applied yet): it must not clear the key's
+/// mark for good, nor leave that value in the near-cache.
+#[tokio::test(start_paused = true)]
+async fn a_read_overlapping_a_delete_does_not_outlive_it() {
+    let cluster = FakeCluster::new();
+    cluster.put("k", "old");
+    let store = FakeStore::new(Duration::from_millis(1));
+    store.put("k", b"new");
+    let layer = FallbackLayer::new(store.service());
+    let svc = stack(&layer, &cluster);
+    get(&svc, "k").await.unwrap();
+    get(&svc, "k").await.unwrap();
+    *cluster.del_delay.lock().unwrap() = Duration::from_millis(100);
+    let del = tokio::spawn(svc.clone().oneshot(CacheRequest::delete("k")));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let overlapping = get(&svc, "k").await.unwrap();
+    assert_eq!(overlapping.value.as_deref(), Some(&b"old"[..]));
+    del.await.unwrap().unwrap();
+    cluster.set_mode(Mode::Fail(timeout_err()));
+    let resp = get(&svc, "k").await.unwrap();
+    assert_eq!(
+        resp.value.as_deref(),
+        Some(&b"new"[..]),
+        "{:?}",
+        resp.served
+    );
+    assert_eq!(
+        cluster.seen().last().unwrap().consistency,
+        Consistency::Primary
+    );
+}

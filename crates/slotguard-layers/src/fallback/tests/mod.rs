@@ -34,6 +34,8 @@ pub(super) struct FakeCluster {
     pub(super) delay: Arc<Mutex<Duration>>,
     // Extra delay of `SET`s only.
     pub(super) set_delay: Arc<Mutex<Duration>>,
+    // Extra delay of `DEL`s only.
+    pub(super) del_delay: Arc<Mutex<Duration>>,
 }
 
 impl FakeCluster {
@@ -44,6 +46,7 @@ impl FakeCluster {
             seen: Arc::default(),
             delay: Arc::new(Mutex::new(Duration::ZERO)),
             set_delay: Arc::new(Mutex::new(Duration::ZERO)),
+            del_delay: Arc::new(Mutex::new(Duration::ZERO)),
         }
     }
 
@@ -69,8 +72,10 @@ impl FakeCluster {
             async move {
                 me.seen.lock().unwrap().push(req.clone());
                 let mut delay = *me.delay.lock().unwrap();
-                if matches!(req.op, Op::Set { .. }) {
-                    delay += *me.set_delay.lock().unwrap();
+                match req.op {
+                    Op::Set { .. } => delay += *me.set_delay.lock().unwrap(),
+                    Op::Delete => delay += *me.del_delay.lock().unwrap(),
+                    _ => {}
                 }
                 if !delay.is_zero() {
                     tokio::time::sleep(delay).await;
