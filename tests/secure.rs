@@ -341,3 +341,161 @@ async fn a_wrong_ca_a_wrong_name_or_a_plaintext_port_is_a_typed_tls_error() {
         .unwrap();
     get(&leaf, &addr(&cluster, owner)).await.unwrap();
 }
+
+// ----- address remapping -------------------------------------------------
+
+/// A cluster whose nodes announce addresses this client cannot use: every
+/// node announces its client proxy (`cluster-announce-port`), and each
+/// proxy black-holes connections from 127.0.0.1, where this test's client
+/// lives. Replication and the nodes' own traffic (from 127.0.0.x) still go
+/// through. (Announcing ports where nothing listens at all would cut the
+/// replicas off too: they replicate from the announced address.)
+fn unreachable_announcements() -> (LocalCluster, slotguard_fred::AddressRemap) {
+    let cluster = LocalCluster::start(ClusterSpec {
+        proxied: true,
+        ..ClusterSpec::default()
+    })
+    .expect("proxied cluster starts");
+    let me = std::net::IpAddr::from([127, 0, 0, 1]);
+    let mut table = Vec::new();
+    for n in cluster.nodes() {
+        cluster.proxy(n.index).unwrap().cut_peer(me, true);
+        assert_ne!(n.client_port, n.port);
+        table.push((
+            slotguard_core::NodeAddr::new("127.0.0.1", n.client_port),
+            slotguard_core::NodeAddr::new("127.0.0.1", n.port),
+        ));
+    }
+    (cluster, slotguard_fred::AddressRemap::table(table))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remap_makes_a_cluster_with_unreachable_announcements_usable_through_migration_and_failover(
+) {
+    let (cluster, remap) = unreachable_announcements();
+    let ports: Vec<u16> = cluster.nodes().iter().map(|n| n.port).collect();
+    let real = |i: usize| slotguard_core::NodeAddr::new("127.0.0.1", ports[i]);
+    let seeds: Vec<_> = (0..cluster.len()).map(real).collect();
+    let topology = slotguard_core::Topology::new();
+    let leaf = slotguard_fred::FredService::new(FredConfig::default().with_remap(remap))
+        .with_topology(topology.clone());
+    let source = slotguard_fred::FredTopologySource::new(&leaf, seeds.clone());
+    let h = Harness {
+        cluster,
+        leaf,
+        source,
+        topology,
+    };
+    h.reload().await;
+    // The map names every node by its dialable address.
+    let map = h.topology.load();
+    let mut named: Vec<_> = map.nodes().map(|n| n.addr.clone()).collect();
+    named.sort_by_key(|a| a.port());
+    let mut want = seeds.clone();
+    want.sort_by_key(|a| a.port());
+    assert_eq!(named, want);
+
+    let refresh = h.refresh_layer(RefreshConfig::default());
+    let stack = h.full_stack(&refresh);
+    let call = |req: CacheRequest| {
+        stack
+            .clone()
+            .oneshot(req.with_timeout(Duration::from_secs(2)))
+    };
+    for i in 0..30 {
+        let k = format!("remap:{i}");
+        call(CacheRequest::set(k.clone(), k.clone(), None))
+            .await
+            .unwrap();
+        let got = call(CacheRequest::get(k.clone())).await.unwrap();
+        assert_eq!(got.value.as_deref(), Some(k.as_bytes()));
+    }
+
+    // A live migration: ASK during it, MOVED after, both remapped.
+    let from = h.cluster.primary_of_slot(0).unwrap();
+    let to = h
+        .cluster
+        .primaries()
+        .unwrap()
+        .into_iter()
+        .find(|p| *p != from)
+        .unwrap();
+    let keys: Vec<String> = (0..200).map(|i| format!("{{m}}:{i}")).collect();
+    let slot = slotguard_core::key_slot(keys[0].as_bytes());
+    let owner = h.cluster.primary_of_slot(slot).unwrap();
+    let target = if owner == to { from } else { to };
+    for k in &keys {
+        call(CacheRequest::set(k.clone(), k.clone(), None))
+            .await
+            .unwrap();
+    }
+    h.cluster.begin_migration(slot, owner, target).unwrap();
+    // Keys the source no longer (or never) has get ASK to the target.
+    let fresh: Vec<String> = (0..50).map(|i| format!("{{m}}:new:{i}")).collect();
+    for k in &fresh {
+        call(CacheRequest::set(k.clone(), k.clone(), None))
+            .await
+            .unwrap();
+    }
+    for k in keys.iter().chain(&fresh) {
+        let got = call(CacheRequest::get(k.clone())).await.unwrap();
+        assert_eq!(
+            got.value.as_deref(),
+            Some(k.as_bytes()),
+            "{k} mid-migration"
+        );
+    }
+    let on_target = h
+        .cluster
+        .command_str(target, &["CLUSTER", "COUNTKEYSINSLOT", &slot.to_string()])
+        .unwrap();
+    assert_eq!(
+        on_target.as_int(),
+        Some(fresh.len() as i64),
+        "the new keys went to the target (ASK)"
+    );
+    h.cluster.migrate_keys(slot, owner, target).unwrap();
+    h.cluster.finish_migration(slot, target).unwrap();
+    for k in keys.iter().chain(&fresh) {
+        let got = call(CacheRequest::get(k.clone())).await.unwrap();
+        assert_eq!(
+            got.value.as_deref(),
+            Some(k.as_bytes()),
+            "{k} after the move"
+        );
+        assert_eq!(got.served.node.as_ref(), Some(&real(target)));
+    }
+
+    // A failover: the old primary answers MOVED with the new one's
+    // announced address.
+    let primary = h.cluster.primary_of_slot(slot).unwrap();
+    let replica = h.cluster.replicas_of(primary).unwrap()[0];
+    h.cluster.failover(replica).unwrap();
+    for k in &keys {
+        call(CacheRequest::set(k.clone(), k.clone(), None))
+            .await
+            .unwrap();
+        let got = call(
+            CacheRequest::get(k.clone()).with_consistency(slotguard_core::Consistency::Primary),
+        )
+        .await
+        .unwrap();
+        assert_eq!(got.value.as_deref(), Some(k.as_bytes()));
+    }
+    let owner_now = h
+        .topology
+        .load()
+        .primary_for_slot(slot)
+        .unwrap()
+        .addr
+        .clone();
+    assert_eq!(owner_now, real(replica));
+    // No connection ever went to an announced address.
+    for n in h.cluster.nodes() {
+        assert!(!h
+            .leaf
+            .connected_nodes()
+            .iter()
+            .any(|a| a.port() == n.client_port));
+    }
+}

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::credentials::Credentials;
+use crate::remap::AddressRemap;
 use crate::tls::TlsConfig;
 
 /// How [`FredService`](crate::FredService) talks to nodes.
@@ -49,12 +50,22 @@ pub struct FredConfig {
     pub credentials: Option<Credentials>,
     /// TLS on every connection. Default `None`: plaintext.
     pub tls: Option<TlsConfig>,
+    /// Announced addresses → dialable ones, for topology views and
+    /// `MOVED`/`ASK` alike. Default `None`: announced addresses are dialled
+    /// (IPv6 hosts still in canonical form).
+    pub remap: Option<AddressRemap>,
 }
 
 impl FredConfig {
     /// These settings with `credentials` on every connection.
     pub fn with_credentials(mut self, credentials: Credentials) -> Self {
         self.credentials = Some(credentials);
+        self
+    }
+
+    /// These settings with announced addresses remapped.
+    pub fn with_remap(mut self, remap: AddressRemap) -> Self {
+        self.remap = Some(remap);
         self
     }
 
@@ -86,6 +97,7 @@ impl Default for FredConfig {
             max_in_flight: 10_000,
             credentials: None,
             tls: None,
+            remap: None,
         }
     }
 }

@@ -19,6 +19,7 @@ use crate::config::FredConfig;
 use crate::conn::{Cmd, Reply};
 use crate::convert::{conn_error, del_reply, get_reply, send_error, set_reply, unavailable};
 use crate::pool::{Mode, NodePool};
+use crate::remap::{identity, AddressRemap};
 use crate::resp::Frame;
 
 /// The leaf: sends each request to the node stamped on it.
@@ -212,6 +213,8 @@ struct CallInfo {
     op: OpKind,
     started: Instant,
     topology: Option<Topology>,
+    /// Applied to `MOVED`/`ASK` targets, as to the topology views.
+    remap: Option<AddressRemap>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -228,12 +231,25 @@ impl CallInfo {
             _ => Path::Primary,
         };
         let mut resp = CacheResponse::from_node(None, self.addr.clone(), path);
-        match self.op {
-            OpKind::Get => resp.value = get_reply(reply, &self.addr)?,
-            OpKind::Set => set_reply(reply, &self.addr)?,
-            OpKind::Del => resp.deleted = del_reply(reply, &self.addr)?,
+        let out = match self.op {
+            OpKind::Get => get_reply(reply, &self.addr).map(|v| resp.value = v),
+            OpKind::Set => set_reply(reply, &self.addr),
+            OpKind::Del => del_reply(reply, &self.addr).map(|n| resp.deleted = n),
+        };
+        match out {
+            Ok(()) => Ok(resp),
+            // A redirect names the target as the cluster announces it: the
+            // same remap as the map's, so both name one node alike.
+            Err(CacheError::Moved { slot, addr }) => Err(CacheError::Moved {
+                slot,
+                addr: identity(self.remap.as_ref(), &addr),
+            }),
+            Err(CacheError::Ask { slot, addr }) => Err(CacheError::Ask {
+                slot,
+                addr: identity(self.remap.as_ref(), &addr),
+            }),
+            Err(e) => Err(e),
         }
-        Ok(resp)
     }
 
     fn is_write(&self) -> bool {
@@ -387,6 +403,7 @@ impl tower::Service<CacheRequest> for FredService {
             op,
             started: now,
             topology: self.topology.clone(),
+            remap: self.pool.config().remap.clone(),
         });
         let state = match self.start(&req, now) {
             Ok(w) => State::Waiting { rx: w.rx },

@@ -10,6 +10,7 @@ use slotguard_core::{
 
 use crate::convert::error_reply;
 use crate::pool::Mode;
+use crate::remap::{canonical, identity, AddressRemap};
 use crate::resp::Frame;
 use crate::service::FredService;
 
@@ -49,6 +50,7 @@ impl TopologySource for FredTopologySource {
         Box::pin(async move {
             let timeout = pool.config().admin_timeout;
             let tls = pool.config().tls.is_some();
+            let remap = pool.config().remap.as_ref();
             let fetch = async {
                 let ask = |words: &'static [&'static str]| {
                     pool.admin(&node, Mode::Primary, words, timeout)
@@ -61,24 +63,28 @@ impl TopologySource for FredTopologySource {
                     {
                         match ask(&["CLUSTER", "SLOTS"]).await? {
                             Frame::Error(e) => return Err(error_reply(&e, &node)),
-                            v => parse_cluster_slots(v, &node)?,
+                            v => parse_cluster_slots(v, &node, remap)?,
                         }
                     }
                     Frame::Error(e) => return Err(error_reply(&e, &node)),
                     v => {
-                        let view = parse_cluster_shards(v, &node, tls)?;
+                        let view = parse_cluster_shards(v, &node, tls, remap)?;
                         if view.covered_slots() < usize::from(SLOT_COUNT) {
                             // Redis 7.0's CLUSTER SHARDS can list a shard
                             // without its slots around a failover; CLUSTER
                             // SLOTS is built differently: take whichever
                             // covers more.
                             match ask(&["CLUSTER", "SLOTS"]).await {
-                                Ok(v @ Frame::Array(_)) => match parse_cluster_slots(v, &node) {
-                                    Ok(slots) if slots.covered_slots() > view.covered_slots() => {
-                                        slots
+                                Ok(v @ Frame::Array(_)) => {
+                                    match parse_cluster_slots(v, &node, remap) {
+                                        Ok(slots)
+                                            if slots.covered_slots() > view.covered_slots() =>
+                                        {
+                                            slots
+                                        }
+                                        _ => view,
                                     }
-                                    _ => view,
-                                },
+                                }
                                 _ => view,
                             }
                         } else {
@@ -179,6 +185,7 @@ pub(crate) fn parse_cluster_shards(
     reply: Frame,
     from: &NodeAddr,
     tls: bool,
+    remap: Option<&AddressRemap>,
 ) -> Result<ClusterView, CacheError> {
     let Frame::Array(shards) = reply else {
         return Err(bad("expected an array of shards"));
@@ -210,7 +217,7 @@ pub(crate) fn parse_cluster_shards(
                         return Err(bad("nodes"));
                     };
                     for node in nodes {
-                        let (mut id, mut ip, mut endpoint) = (None, None, None);
+                        let (mut id, mut ip, mut endpoint, mut hostname) = (None, None, None, None);
                         let (mut plain_port, mut tls_port) = (None, None);
                         let (mut role, mut health) = (String::new(), String::new());
                         for (k, v) in fields(node)? {
@@ -218,6 +225,7 @@ pub(crate) fn parse_cluster_shards(
                                 "id" => id = v.as_string(),
                                 "ip" => ip = v.as_string(),
                                 "endpoint" => endpoint = v.as_string(),
+                                "hostname" => hostname = v.as_string(),
                                 "port" => plain_port = port_of(&v),
                                 "tls-port" => tls_port = port_of(&v),
                                 "role" => role = v.as_string().unwrap_or_default(),
@@ -233,12 +241,28 @@ pub(crate) fn parse_cluster_shards(
                             plain_port.or(tls_port)
                         };
                         let port = port.ok_or_else(|| bad("node port"))?;
-                        let host = endpoint
-                            .filter(|e| !e.is_empty() && e != "?")
-                            .or(ip)
-                            .unwrap_or_default();
+                        // The names this node is announced by, best first:
+                        // the endpoint clients are told to use, then its IP
+                        // and hostname (a remap table may know either).
+                        let usable = |h: &Option<String>| {
+                            h.as_ref().filter(|e| !e.is_empty() && *e != "?").cloned()
+                        };
+                        let mut names = Vec::with_capacity(3);
+                        for h in [usable(&endpoint), usable(&ip), usable(&hostname)]
+                            .into_iter()
+                            .flatten()
+                        {
+                            names.push(addr_of(&h, port, from)?);
+                        }
+                        if names.is_empty() {
+                            names.push(addr_of("", port, from)?);
+                        }
+                        let addr = match remap {
+                            Some(r) => r.apply_first(&names),
+                            None => names.first().map(canonical),
+                        };
                         let view = NodeView {
-                            addr: addr_of(&host, port, from)?,
+                            addr: addr.ok_or_else(|| bad("node address"))?,
                             id,
                             online: health.is_empty() || health == "online",
                         };
@@ -280,6 +304,7 @@ pub(crate) fn parse_cluster_shards(
 pub(crate) fn parse_cluster_slots(
     reply: Frame,
     from: &NodeAddr,
+    remap: Option<&AddressRemap>,
 ) -> Result<ClusterView, CacheError> {
     let Frame::Array(ranges) = reply else {
         return Err(bad("expected an array of slot ranges"));
@@ -310,7 +335,7 @@ pub(crate) fn parse_cluster_slots(
                 .and_then(port_of)
                 .ok_or_else(|| bad("node port"))?;
             nodes.push(NodeView {
-                addr: addr_of(&host, port, from)?,
+                addr: identity(remap, &addr_of(&host, port, from)?),
                 id: parts.get(2).and_then(|v| v.as_string()),
                 online: true,
             });
@@ -397,7 +422,7 @@ mod tests {
                 ]),
             ]),
         ]);
-        let v = parse_cluster_shards(reply, &from(), false).unwrap();
+        let v = parse_cluster_shards(reply, &from(), false, None).unwrap();
         assert_eq!(v.shards.len(), 2);
         assert_eq!(v.shards[0].primary.addr.port(), 7000);
         assert_eq!(v.shards[0].replicas[0].addr.port(), 7003);
@@ -405,6 +430,94 @@ mod tests {
         assert_eq!(v.shards[1].replicas[0].addr.port(), 7001);
         assert!(!v.shards[1].replicas[0].online);
         assert!(v.shards[0].replicas[0].online);
+    }
+
+    /// A RESP3 `CLUSTER SHARDS` node (a map), announced by hostname.
+    fn named(endpoint: &str, ip: &str, hostname: &str, port: i64, role: &str) -> Frame {
+        let kv = |k: &str, v: Frame| (s(k), v);
+        Frame::Map(vec![
+            kv("id", s("abc")),
+            kv("port", i(port)),
+            kv("ip", s(ip)),
+            kv("endpoint", s(endpoint)),
+            kv("hostname", s(hostname)),
+            kv("role", s(role)),
+            kv("health", s("online")),
+        ])
+    }
+
+    #[test]
+    fn hostname_and_ipv6_endpoints_are_remapped_without_dns() {
+        let reply = Frame::Array(vec![Frame::Map(vec![
+            (s("slots"), Frame::Array(vec![i(0), i(16383)])),
+            (
+                s("nodes"),
+                Frame::Array(vec![
+                    // endpoint a hostname that exists nowhere; the table knows its IP
+                    named(
+                        "redis-0.redis.svc.cluster.local",
+                        "10.0.0.1",
+                        "redis-0",
+                        6379,
+                        "master",
+                    ),
+                    // the table knows its hostname endpoint
+                    named(
+                        "redis-1.redis.svc.cluster.local",
+                        "10.0.0.2",
+                        "",
+                        6379,
+                        "replica",
+                    ),
+                    // IPv6 in expanded form
+                    named("0:0:0:0:0:0:0:1", "0:0:0:0:0:0:0:1", "", 7002, "replica"),
+                    // unknown to the table: kept as announced
+                    named(
+                        "redis-3.redis.svc.cluster.local",
+                        "10.0.0.4",
+                        "",
+                        6379,
+                        "replica",
+                    ),
+                ]),
+            ),
+        ])]);
+        let a = |x: &str| x.parse::<NodeAddr>().unwrap();
+        let remap = AddressRemap::table([
+            (a("10.0.0.1:6379"), a("127.0.0.1:17000")),
+            (
+                a("redis-1.redis.svc.cluster.local:6379"),
+                a("127.0.0.1:17001"),
+            ),
+            (a("[::1]:7002"), a("127.0.0.1:17002")),
+        ]);
+        let v = parse_cluster_shards(reply.clone(), &from(), false, Some(&remap)).unwrap();
+        let shard = &v.shards[0];
+        assert_eq!(shard.primary.addr, a("127.0.0.1:17000"));
+        let replicas: Vec<String> = shard.replicas.iter().map(|r| r.addr.to_string()).collect();
+        assert_eq!(
+            replicas,
+            [
+                "127.0.0.1:17001",
+                "127.0.0.1:17002",
+                "redis-3.redis.svc.cluster.local:6379"
+            ]
+        );
+        // Without a remap: the endpoints as announced, IPv6 canonical.
+        let v = parse_cluster_shards(reply, &from(), false, None).unwrap();
+        assert_eq!(
+            v.shards[0].primary.addr.host(),
+            "redis-0.redis.svc.cluster.local"
+        );
+        assert_eq!(v.shards[0].replicas[1].addr.to_string(), "[::1]:7002");
+        // CLUSTER SLOTS, IPv6 as Redis prints it there.
+        let slots = Frame::Array(vec![Frame::Array(vec![
+            i(0),
+            i(16383),
+            Frame::Array(vec![s("::1"), i(7002), s("id")]),
+        ])]);
+        let v = parse_cluster_slots(slots, &from(), Some(&remap)).unwrap();
+        assert_eq!(v.shards[0].primary.addr, a("127.0.0.1:17002"));
     }
 
     #[test]
@@ -439,7 +552,7 @@ mod tests {
             ])]),
         ] {
             assert!(
-                parse_cluster_shards(reply.clone(), &from(), false).is_err(),
+                parse_cluster_shards(reply.clone(), &from(), false, None).is_err(),
                 "{reply:?}"
             );
         }
@@ -453,11 +566,12 @@ mod tests {
             Frame::Array(vec![i(101), i(16383), n(7001)]),
             Frame::Array(vec![i(200), i(300), n(7000)]),
         ]);
-        let v = parse_cluster_slots(reply, &from()).unwrap();
+        let v = parse_cluster_slots(reply, &from(), None).unwrap();
         assert_eq!(v.shards.len(), 2);
         assert_eq!(v.shards[0].slots, vec![(0, 100), (200, 300)]);
         assert!(
-            parse_cluster_slots(Frame::Array(vec![Frame::Array(vec![i(0)])]), &from()).is_err()
+            parse_cluster_slots(Frame::Array(vec![Frame::Array(vec![i(0)])]), &from(), None)
+                .is_err()
         );
         // an empty endpoint means the host we asked
         let reply = Frame::Array(vec![Frame::Array(vec![
@@ -465,7 +579,7 @@ mod tests {
             i(1),
             Frame::Array(vec![s(""), i(7005)]),
         ])]);
-        let v = parse_cluster_slots(reply, &from()).unwrap();
+        let v = parse_cluster_slots(reply, &from(), None).unwrap();
         assert_eq!(v.shards[0].primary.addr.to_string(), "127.0.0.1:7005");
     }
 }
