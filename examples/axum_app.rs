@@ -1,58 +1,67 @@
-//! An HTTP cache API on slotguard, with axum.
+//! An items API on slotguard's full stack, with axum, and SQLite as the
+//! authoritative store behind the cache.
 //!
 //! ```text
-//! cargo run -p slotguard-examples --bin axum_app                      # own local cluster
-//! SLOTGUARD_SEEDS=127.0.0.1:7000 cargo run -p slotguard-examples --bin axum_app -- 127.0.0.1:3000
+//! cargo run -p slotguard-examples --bin axum_app      # a throwaway local cluster, a temp database
+//! SLOTGUARD_SEEDS=127.0.0.1:7000,127.0.0.1:7001 SLOTGUARD_DB=items.db SLOTGUARD_HTTP=127.0.0.1:3000 \
+//!     cargo run -p slotguard-examples --bin axum_app
 //!
-//! curl -X PUT 'http://127.0.0.1:3000/cache/user:42?ttl=60' -d 'ada'
-//! curl -i http://127.0.0.1:3000/cache/user:42        # x-served-by: primary|replica
-//! curl -X DELETE http://127.0.0.1:3000/cache/user:42
-//! curl http://127.0.0.1:3000/health                  # slot map and breaker states
+//! curl -X PUT http://127.0.0.1:3000/items/42 -H 'content-type: application/json' -d '{"name":"ada"}'
+//! curl -i http://127.0.0.1:3000/items/42   # the same JSON; x-served-by: primary|replica|near_cache|secondary
+//! curl -i http://127.0.0.1:3000/items/7    # 404
+//! curl http://127.0.0.1:3000/healthz       # slot coverage of the cluster
 //! ```
 //!
-//! The full degradation stack: slot_refresh → redirect → replica_failover →
-//! circuit_breaker → fred leaf, plus a replication health prober. Errors
-//! map to HTTP statuses: bad input 400, a shard that cannot answer 503.
+//! - `GET /items/{id}` reads `item:{id}` through the stack: coalesce →
+//!   fallback (near-cache, SQLite) → slot_refresh → redirect →
+//!   replica_failover → circuit_breaker → leaf ([`SlotGuard`] builds it). A
+//!   miss is loaded from SQLite and written back to the cluster; a read the
+//!   cluster cannot answer comes from the near-cache or SQLite. It returns
+//!   exactly the JSON body last stored (404 when there is none).
+//! - `PUT /items/{id}` takes any JSON body (anything else is a 400), writes
+//!   it to SQLite, then invalidates the cached copy through the stack (a
+//!   `Delete`, so neither the near-cache nor a replica serves the old one);
+//!   it answers 204 only once both are done. When the invalidation fails
+//!   (the key's shard is down), it answers 503: SQLite holds the new body,
+//!   and reads of the item go to its primary or SQLite until one answers.
+//! - Errors map to statuses: bad input 400, a cluster or store that cannot
+//!   answer 503, anything else 502.
+//!
+//! `SLOTGUARD_SEEDS`: comma-separated `host:port` of cluster nodes (without
+//! it, a local cluster is started: 3 primaries, 3 replicas).
+//! `SLOTGUARD_HTTP`: where to listen (default `127.0.0.1:3000`).
+//! `SLOTGUARD_DB`: the SQLite file (default: one in a temporary folder,
+//! removed on exit). Requests are traced with tower-http's `TraceLayer`.
 
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Path as UrlPath, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::Deserialize;
-use slotguard::fred::HealthProber;
-use slotguard::layers::circuit_breaker::{BreakerConfig, CircuitBreakerLayer};
-use slotguard::layers::slot_refresh::SlotRefreshLayer;
-use slotguard::tower::util::BoxCloneSyncService;
-use slotguard::{
-    classify, BoxError, CacheRequest, CacheResponse, Failure, FredConfig, FredService,
-    FredTopologySource, NodeAddr, ServiceBuilderExt, Topology,
-};
+use slotguard::{CacheError, CacheRequest, CacheResponse, Failure, NodeAddr, SlotGuard};
+use slotguard_store::SqliteStore;
 use slotguard_testkit::{ClusterSpec, LocalCluster};
-use tower::{ServiceBuilder, ServiceExt};
+use tower_http::trace::TraceLayer;
 
-type Cache = BoxCloneSyncService<CacheRequest, CacheResponse, BoxError>;
+/// Deadline of each request through the stack, across every retry,
+/// failover and store load.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
 
 #[derive(Clone)]
 struct App {
-    cache: Cache,
-    topology: Topology,
-    breakers: CircuitBreakerLayer,
+    cache: SlotGuard,
+    store: SqliteStore,
 }
 
-const REQUEST_TIMEOUT: Duration = Duration::from_millis(500);
-
-#[derive(Deserialize)]
-struct PutParams {
-    /// Expiry in seconds.
-    ttl: Option<u64>,
+fn item_key(id: &str) -> String {
+    format!("item:{id}")
 }
 
-fn error_response(err: BoxError) -> Response {
-    let status = match classify(&err) {
+fn status_of(failure: Failure) -> StatusCode {
+    match failure {
         Failure::InvalidInput => StatusCode::BAD_REQUEST,
         Failure::Timeout
         | Failure::Connection
@@ -62,10 +71,15 @@ fn error_response(err: BoxError) -> Response {
         | Failure::Loading
         | Failure::Busy
         | Failure::Overloaded
-        | Failure::TooManyRedirects => StatusCode::SERVICE_UNAVAILABLE,
+        | Failure::TooManyRedirects
+        | Failure::Indeterminate
+        | Failure::Secondary => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::BAD_GATEWAY,
-    };
-    (status, format!("{err}\n")).into_response()
+    }
+}
+
+fn error_response(err: &CacheError) -> Response {
+    (status_of(err.failure()), format!("{err}\n")).into_response()
 }
 
 fn served_headers(resp: &CacheResponse) -> HeaderMap {
@@ -79,134 +93,118 @@ fn served_headers(resp: &CacheResponse) -> HeaderMap {
             h.insert("x-node", v);
         }
     }
+    if let Some(age) = resp.served.age {
+        if let Ok(v) = HeaderValue::from_str(&age.as_millis().to_string()) {
+            h.insert("x-age-ms", v);
+        }
+    }
     h
 }
 
-async fn get_key(State(app): State<App>, UrlPath(key): UrlPath<String>) -> Response {
-    let req = CacheRequest::get(key).with_timeout(REQUEST_TIMEOUT);
-    match app.cache.oneshot(req).await {
+async fn get_item(State(app): State<App>, UrlPath(id): UrlPath<String>) -> Response {
+    let req = CacheRequest::get(item_key(&id)).with_timeout(REQUEST_TIMEOUT);
+    match app.cache.call(req).await {
         Ok(resp) => {
-            let headers = served_headers(&resp);
+            let mut headers = served_headers(&resp);
             match resp.value {
-                Some(v) => (StatusCode::OK, headers, v).into_response(),
+                Some(body) => {
+                    headers.insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/json"),
+                    );
+                    (StatusCode::OK, headers, body).into_response()
+                }
                 None => (StatusCode::NOT_FOUND, headers, "not found\n").into_response(),
             }
         }
-        Err(e) => error_response(e),
+        Err(e) => error_response(&e),
     }
 }
 
-async fn put_key(
-    State(app): State<App>,
-    UrlPath(key): UrlPath<String>,
-    Query(params): Query<PutParams>,
-    body: Bytes,
-) -> Response {
-    let ttl = params.ttl.map(Duration::from_secs);
-    let req = CacheRequest::set(key, body, ttl).with_timeout(REQUEST_TIMEOUT);
-    match app.cache.oneshot(req).await {
-        Ok(resp) => (StatusCode::NO_CONTENT, served_headers(&resp)).into_response(),
-        Err(e) => error_response(e),
+async fn put_item(State(app): State<App>, UrlPath(id): UrlPath<String>, body: Bytes) -> Response {
+    // Any JSON, stored byte for byte; only its validity is checked.
+    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&body) {
+        return (StatusCode::BAD_REQUEST, format!("body is not JSON: {e}\n")).into_response();
+    }
+    let key = item_key(&id);
+    if let Err(e) = app.store.put(key.clone(), body).await {
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}\n")).into_response();
+    }
+    // Then the cached copy goes, through the stack: the fallback layer
+    // marks the key, so the old body is served neither from the near-cache
+    // nor from a replica.
+    let del = CacheRequest::delete(key).with_timeout(REQUEST_TIMEOUT);
+    match app.cache.call(del).await {
+        Ok(_) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => error_response(&e),
     }
 }
 
-async fn delete_key(State(app): State<App>, UrlPath(key): UrlPath<String>) -> Response {
-    let req = CacheRequest::delete(key).with_timeout(REQUEST_TIMEOUT);
-    match app.cache.oneshot(req).await {
-        Ok(resp) if resp.deleted() => StatusCode::NO_CONTENT.into_response(),
-        Ok(_) => (StatusCode::NOT_FOUND, "not found\n").into_response(),
-        Err(e) => error_response(e),
-    }
-}
-
-async fn health(State(app): State<App>) -> Json<serde_json::Value> {
-    let map = app.topology.load();
-    let shards: Vec<_> = map
-        .shards()
-        .iter()
-        .map(|s| {
-            serde_json::json!({
-                "primary": s.primary.addr.to_string(),
-                "replicas": s.replicas.iter().map(|r| serde_json::json!({
-                    "addr": r.addr.to_string(),
-                    "link_up": r.health.link_up(),
-                    "in_majority": r.health.in_majority(),
-                })).collect::<Vec<_>>(),
-                "slots": s.slots,
-            })
-        })
-        .collect();
-    let breakers: Vec<_> = app
-        .breakers
-        .states()
-        .into_iter()
-        .map(
-            |(scope, state)| serde_json::json!({"scope": scope.to_string(), "state": state.name()}),
-        )
-        .collect();
+async fn healthz(State(app): State<App>) -> Json<serde_json::Value> {
+    let map = app.cache.topology().load();
     Json(serde_json::json!({
-        "generation": map.generation(),
+        "status": "ok",
+        "cluster_ok": map.covered_slots() == 16384,
         "slots_covered": map.covered_slots(),
-        "shards": shards,
-        "breakers": breakers,
+        "generation": map.generation(),
+        "shards": map.shards().len(),
+        "store": app.store.path().display().to_string(),
     }))
 }
 
-#[tokio::main]
-async fn main() -> Result<(), BoxError> {
-    let listen = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:3000".into());
-    let (_cluster, seeds): (Option<LocalCluster>, Vec<NodeAddr>) =
-        match std::env::var("SLOTGUARD_SEEDS") {
-            Ok(list) => (
-                None,
-                list.split(',')
-                    .map(|s| s.trim().parse())
-                    .collect::<Result<_, _>>()?,
-            ),
-            Err(_) => {
-                eprintln!("starting a local cluster (3 primaries, 3 replicas)...");
-                let cluster = LocalCluster::start(ClusterSpec::default())?;
-                let seeds = cluster
-                    .seeds()
-                    .iter()
-                    .map(|s| s.parse())
-                    .collect::<Result<_, _>>()?;
-                (Some(cluster), seeds)
-            }
-        };
+fn router(app: App) -> Router {
+    Router::new()
+        .route("/items/{id}", get(get_item).put(put_item))
+        .route("/healthz", get(healthz))
+        .layer(TraceLayer::new_for_http())
+        .with_state(app)
+}
 
-    let topology = Topology::new();
-    let leaf = FredService::new(FredConfig::default()).with_topology(topology.clone());
-    let source = FredTopologySource::new(&leaf, seeds);
-    let breakers =
-        CircuitBreakerLayer::per_node(BreakerConfig::default()).with_topology(topology.clone());
-    let cache = ServiceBuilder::new()
-        .slot_refresh(
-            SlotRefreshLayer::new(topology.clone(), source)
-                .load()
-                .await?,
-        )
-        .redirect(topology.clone())
-        .replica_failover(topology.clone())
-        .circuit_breaker(breakers.clone())
-        .service(leaf.clone());
-    let _prober = HealthProber::new(&leaf, topology.clone()).spawn();
-
-    let app = App {
-        cache: BoxCloneSyncService::new(cache),
-        topology,
-        breakers,
+fn env_seeds() -> Result<Option<Vec<NodeAddr>>, Box<dyn std::error::Error>> {
+    let Ok(list) = std::env::var("SLOTGUARD_SEEDS") else {
+        return Ok(None);
     };
-    let router = Router::new()
-        .route("/cache/{key}", get(get_key).put(put_key).delete(delete_key))
-        .route("/health", get(health))
-        .with_state(app);
+    let seeds = list
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::parse)
+        .collect::<Result<Vec<NodeAddr>, _>>()?;
+    Ok(Some(seeds))
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let listen = std::env::var("SLOTGUARD_HTTP").unwrap_or_else(|_| "127.0.0.1:3000".into());
+    let (_cluster, seeds): (Option<LocalCluster>, Vec<NodeAddr>) = match env_seeds()? {
+        Some(seeds) => (None, seeds),
+        None => {
+            eprintln!("starting a local cluster (3 primaries, 3 replicas)...");
+            let cluster = LocalCluster::start(ClusterSpec::default())?;
+            let seeds = cluster
+                .seeds()
+                .iter()
+                .map(|s| s.parse())
+                .collect::<Result<_, _>>()?;
+            (Some(cluster), seeds)
+        }
+    };
+    // Kept until exit: a default database lives in it.
+    let tmp = tempfile::tempdir()?;
+    let db = std::env::var("SLOTGUARD_DB")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| tmp.path().join("items.db"));
+    let store = SqliteStore::open(&db)?;
+    let cache = SlotGuard::builder(seeds)
+        .store(store.clone())
+        .request_timeout(REQUEST_TIMEOUT)
+        .connect()
+        .await?;
+
     let listener = tokio::net::TcpListener::bind(&listen).await?;
     // The first stdout line says where we listen (tests read it).
     println!("listening on http://{}", listener.local_addr()?);
-    axum::serve(listener, router)
+    axum::serve(listener, router(App { cache, store }))
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
         })
