@@ -30,6 +30,7 @@ mod builder;
 pub mod circuit_breaker;
 pub mod coalesce;
 pub mod fallback;
+pub mod invalidation;
 pub mod redirect;
 pub mod replica_failover;
 pub mod slot_refresh;

@@ -82,6 +82,13 @@ impl LocalCluster {
         Ok(&self.proxies(index)?.client)
     }
 
+    /// The loopback address node `index`'s outgoing connections come from
+    /// (its replication link, its bus connections), as the proxies of
+    /// other nodes see it: what [`FaultProxy::cut_peer`] takes.
+    pub fn source_ip(&self, index: usize) -> Result<IpAddr, TestkitError> {
+        Ok(IpAddr::V4(self.proxies(index)?.source_ip))
+    }
+
     /// The fault proxy in front of node `index`'s cluster-bus port.
     pub fn bus_proxy(&self, index: usize) -> Result<&FaultProxy, TestkitError> {
         Ok(&self.proxies(index)?.bus)

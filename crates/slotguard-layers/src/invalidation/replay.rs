@@ -1,0 +1,112 @@
+//! The task that sends logged deletes again to their slot's new owner.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+
+use futures_util::StreamExt;
+use slotguard_core::{key_slot, BoxError, CacheRequest, CacheResponse, Path, Role, Topology};
+use tower::{Service, ServiceExt};
+
+use super::log::{Log, Replay};
+
+/// Start the replayer once, on the current runtime (if there is one: else
+/// the next delete tries again).
+pub(crate) fn ensure<S>(log: &Arc<Log>, topology: &Topology, svc: impl FnOnce() -> S)
+where
+    S: Service<CacheRequest, Response = CacheResponse> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+{
+    if log.replayer.load(Ordering::Relaxed) || log.replayer.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) => {
+            handle.spawn(run(svc(), Arc::downgrade(log), topology.clone()));
+        }
+        Err(_) => log.replayer.store(false, Ordering::Release),
+    }
+}
+
+/// Until the log is dropped: on every map change, every wake-up and, while
+/// something is unconfirmed, every retry interval, replay what is pending.
+async fn run<S>(svc: S, log: Weak<Log>, topology: Topology)
+where
+    S: Service<CacheRequest, Response = CacheResponse> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+{
+    // Behind a lock so the task is `Send` for services that are not `Sync`
+    // (e.g. `BoxCloneService`); each replay takes a clone.
+    let svc = std::sync::Mutex::new(svc);
+    let mut generation = topology.load().generation();
+    let mut retry = false;
+    loop {
+        let Some(l) = log.upgrade() else { return };
+        // Without anything pending, still wake up now and then to notice
+        // that the layer is gone.
+        let wait = if retry {
+            l.config.retry_interval
+        } else {
+            l.config.window
+        };
+        {
+            let woken = l.wake.notified();
+            tokio::select! {
+                _ = topology.changed_since(generation) => {}
+                _ = woken => {}
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+        let map = topology.load();
+        generation = map.generation();
+        let work = l.pending(&map);
+        drop(map);
+        retry = !work.is_empty();
+        if retry {
+            replay_all(&svc, &l, work).await;
+        }
+    }
+}
+
+async fn replay_all<S>(svc: &std::sync::Mutex<S>, log: &Log, work: Vec<Replay>)
+where
+    S: Service<CacheRequest, Response = CacheResponse> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+{
+    let timeout = log.config.replay_timeout;
+    futures_util::stream::iter(work)
+        .for_each_concurrent(log.config.replay_concurrency, |r| async move {
+            let req = CacheRequest::delete(r.key.clone())
+                .to_node(r.target.clone(), Role::Primary)
+                .with_timeout(timeout);
+            // The request carries its deadline; this bounds a leaf that
+            // ignores it.
+            let one = svc.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            let out = tokio::time::timeout(timeout, one.oneshot(req)).await;
+            match out {
+                Ok(Ok(resp)) if resp.served.path == Path::Primary => {
+                    if let Some(node) = resp.served.node {
+                        tracing::info!(
+                            target: "slotguard::invalidation",
+                            node = %node,
+                            slot = key_slot(&r.key),
+                            "delete_replayed"
+                        );
+                        log.confirm(&r.key, key_slot(&r.key), r.seq, node);
+                        log.counters.replayed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    let e: BoxError = e.into();
+                    tracing::debug!(target: "slotguard::invalidation", error = %e, "delete_replay_failed");
+                }
+                Err(_) => {
+                    tracing::debug!(target: "slotguard::invalidation", "delete_replay_timed_out");
+                }
+            }
+        })
+        .await;
+}
