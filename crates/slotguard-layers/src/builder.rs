@@ -7,6 +7,7 @@ use tower::ServiceBuilder;
 use crate::circuit_breaker::CircuitBreakerLayer;
 use crate::coalesce::CoalesceLayer;
 use crate::fallback::FallbackLayer;
+use crate::invalidation::InvalidationLogLayer;
 use crate::redirect::RedirectLayer;
 use crate::replica_failover::ReplicaFailoverLayer;
 use crate::slot_refresh::SlotRefreshLayer;
@@ -62,6 +63,13 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed {
     /// Share one call among identical in-flight reads: [`CoalesceLayer`]
     /// (pass a clone of the layer to read its counters).
     fn coalesce(self, layer: CoalesceLayer) -> ServiceBuilder<Stack<CoalesceLayer, L>>;
+
+    /// Replay recent deletes to a slot's new owner after a failover:
+    /// [`InvalidationLogLayer`].
+    fn invalidation_log(
+        self,
+        layer: InvalidationLogLayer,
+    ) -> ServiceBuilder<Stack<InvalidationLogLayer, L>>;
 }
 
 impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
@@ -94,6 +102,13 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
     fn coalesce(self, layer: CoalesceLayer) -> ServiceBuilder<Stack<CoalesceLayer, L>> {
         self.layer(layer)
     }
+
+    fn invalidation_log(
+        self,
+        layer: InvalidationLogLayer,
+    ) -> ServiceBuilder<Stack<InvalidationLogLayer, L>> {
+        self.layer(layer)
+    }
 }
 
 #[cfg(test)]
@@ -119,6 +134,9 @@ mod tests {
         let topology = Topology::new();
         let svc = ServiceBuilder::new()
             .coalesce(crate::coalesce::CoalesceLayer::new())
+            .invalidation_log(crate::invalidation::InvalidationLogLayer::new(
+                topology.clone(),
+            ))
             .redirect(topology.clone())
             .replica_failover(topology.clone())
             .circuit_breaker(CircuitBreakerLayer::per_node(BreakerConfig::default()))
