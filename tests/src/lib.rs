@@ -14,6 +14,8 @@ use slotguard_layers::replica_failover::{ReplicaFailover, ReplicaFailoverLayer};
 use slotguard_layers::slot_refresh::{RefreshConfig, SlotRefresh, SlotRefreshLayer};
 pub use slotguard_testkit::{ClusterSpec, LocalCluster};
 
+pub mod writes;
+
 /// A started cluster plus a leaf and a loaded topology.
 #[derive(Debug)]
 pub struct Harness {

@@ -120,7 +120,7 @@ impl Shared {
 /// - latency with jitter (each chunk is delayed, order is kept);
 /// - a bandwidth limit;
 /// - a black hole: connections are accepted, bytes are read and dropped,
-///   nothing is ever answered;
+///   nothing is ever answered (ending it resets the open connections);
 /// - close after N bytes: each connection carries at most N more bytes in
 ///   that direction, then both sides are closed (a reply cut mid-bulk);
 /// - resets: [`FaultProxy::reset_connections`] sends RST on every open
@@ -223,16 +223,27 @@ impl FaultProxy {
         self.upstream
     }
 
-    /// Replace the faults of one direction (applies to open connections too).
+    /// Replace the faults of one direction (applies to open connections
+    /// too). Ending a black hole resets the open connections: bytes it
+    /// swallowed are gone, and a stream must not resume with a gap (a real
+    /// black hole ends with the connection, not with lost bytes).
     pub fn set(&self, dir: Direction, faults: Faults) {
-        lock(&self.shared.faults)[dir.index()] = faults;
+        let ended = {
+            let mut all = lock(&self.shared.faults);
+            let ended = all[dir.index()].black_hole && !faults.black_hole;
+            all[dir.index()] = faults;
+            ended
+        };
         self.shared.generation.fetch_add(1, Ordering::SeqCst);
+        if ended {
+            self.shared.bump_reset();
+        }
     }
 
     /// The same faults in both directions.
     pub fn set_both(&self, faults: Faults) {
-        *lock(&self.shared.faults) = [faults.clone(), faults];
-        self.shared.generation.fetch_add(1, Ordering::SeqCst);
+        self.set(Direction::ToServer, faults.clone());
+        self.set(Direction::ToClient, faults);
     }
 
     /// The current faults of one direction.
@@ -241,12 +252,21 @@ impl FaultProxy {
     }
 
     /// No faults at all: a plain pipe again (also ends refusing, isolation
-    /// and cut peers). Open connections stay open.
+    /// and cut peers). Open connections stay open, unless a black hole,
+    /// isolation or a cut peer ends (see [`set`](Self::set)).
     pub fn clear(&self) {
         self.set_both(Faults::default());
         self.shared.refuse.store(false, Ordering::SeqCst);
-        self.shared.isolated.store(false, Ordering::SeqCst);
-        lock(&self.shared.cut_peers).clear();
+        let was_isolated = self.shared.isolated.swap(false, Ordering::SeqCst);
+        let had_cuts = {
+            let mut peers = lock(&self.shared.cut_peers);
+            let had = !peers.is_empty();
+            peers.clear();
+            had
+        };
+        if was_isolated || had_cuts {
+            self.shared.bump_reset();
+        }
     }
 
     /// Send RST on every open connection (both sides) now.

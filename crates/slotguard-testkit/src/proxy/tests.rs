@@ -82,6 +82,17 @@ fn a_black_hole_accepts_and_never_answers() {
         matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
         "{err:?}"
     );
+    // Its end resets the connection rather than resume with a gap.
+    proxy.clear();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 16];
+    match s.read(&mut buf) {
+        Ok(0) => {}
+        Err(e) => assert_eq!(e.kind(), ErrorKind::ConnectionReset, "{e:?}"),
+        Ok(n) => panic!("{n} swallowed bytes came back"),
+    }
+    let mut s = dial(&proxy);
+    assert_eq!(roundtrip(&mut s, b"fresh").unwrap(), b"fresh");
 }
 
 #[test]
