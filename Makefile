@@ -45,7 +45,9 @@ deny:
 
 # Every test kills what it started; prove it. redis-server rewrites its
 # process title, so look at its working directory (the testkit's temp dir);
-# zombies waiting to be reaped have none and are ignored.
+# zombies waiting to be reaped have none and are ignored. Fault proxies and
+# partitions live inside the test process (no firewall rules, no system
+# state), so a process check is all there is to check.
 check-leftovers:
 	@left=""; for pid in $$(pgrep -x redis-server); do \
 		case "$$(readlink /proc/$$pid/cwd 2>/dev/null)" in *slotguard-testkit*) left="$$left $$pid";; esac; \

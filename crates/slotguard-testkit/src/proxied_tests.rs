@@ -86,3 +86,32 @@ fn a_partitioned_primary_is_replaced_while_clients_still_reach_it() {
     cluster.restart(0).unwrap();
     cluster.wait_until_ok(DEADLINE).unwrap();
 }
+
+#[test]
+fn a_panicking_test_leaves_no_process_no_proxy_and_no_partition() {
+    let mut seen: Vec<(u32, u16, u16, u16)> = Vec::new();
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let cluster = proxied();
+        cluster.partition(0).unwrap();
+        for n in cluster.nodes() {
+            let bus = cluster.bus_proxy(n.index).unwrap().listen_addr().port();
+            seen.push((n.pid.unwrap(), n.port, n.client_port, bus));
+        }
+        panic!("a test failing mid-partition");
+    }));
+    assert!(outcome.is_err());
+    assert_eq!(seen.len(), 6);
+    for (pid, port, client_port, bus) in seen {
+        // Reaped, not just killed: no /proc entry, not even a zombie.
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "redis-server {pid} outlived its cluster"
+        );
+        for p in [port, client_port, bus] {
+            assert!(
+                TcpStream::connect(("127.0.0.1", p)).is_err(),
+                "port {p} still accepts connections"
+            );
+        }
+    }
+}
