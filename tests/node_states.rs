@@ -20,8 +20,8 @@ use slotguard_layers::circuit_breaker::{BreakerConfig, CircuitBreakerLayer};
 use slotguard_layers::redirect::RedirectLayer;
 use slotguard_layers::replica_failover::ReplicaFailoverLayer;
 use slotguard_layers::slot_refresh::{RefreshConfig, SlotRefreshLayer};
-use slotguard_testkit::{Action, ClusterSpec, LocalCluster, Reply, ScriptedNode};
-use slotguard_tests::{eventually, FullStack, Harness};
+use slotguard_testkit::{Action, ClusterSpec, LocalCluster, ScriptedNode};
+use slotguard_tests::{eventually, no_replica_reported_loading, FullStack, Harness};
 use tokio::time::Instant;
 use tower::{Service, ServiceBuilder, ServiceExt};
 
@@ -122,32 +122,6 @@ async fn reads_elsewhere_writes_bounded(
     }
 }
 
-/// Whether any string in `reply` is `word`.
-fn mentions(reply: &Reply, word: &[u8]) -> bool {
-    match reply {
-        Reply::Bulk(Some(b)) => b == word,
-        Reply::Simple(s) => s.as_bytes() == word,
-        Reply::Array(Some(items)) => items.iter().any(|r| mentions(r, word)),
-        _ => false,
-    }
-}
-
-/// Redis 7.0's CLUSTER SHARDS calls a replica `loading` until its peers
-/// heard a non-zero replication offset from it (a young cluster, slowly
-/// with a long node timeout), and the map takes that as not online, which
-/// leaves failover no replica: wait for every view to age past that.
-async fn no_replica_reported_loading(h: &Harness) {
-    eventually("no replica reported loading", WAIT, || async {
-        let loading = (0..h.cluster.len()).any(|i| {
-            h.cluster
-                .command_str(i, &["CLUSTER", "SHARDS"])
-                .map_or(true, |r| mentions(&r, b"loading"))
-        });
-        (!loading).then_some(())
-    })
-    .await;
-}
-
 /// Kills the script on drop, so a failing test leaves no node busy.
 struct ScriptKill<'a>(&'a LocalCluster, usize);
 
@@ -183,7 +157,7 @@ async fn busy_and_client_pause_write_send_reads_elsewhere_and_bound_writes() {
     let keys = keys_on(&h, &stack, busy, 10).await;
     let other = h.cluster.primary_of_slot(16383).unwrap();
     let other_keys = keys_on(&h, &stack, other, 10).await;
-    no_replica_reported_loading(&h).await;
+    no_replica_reported_loading(&h.cluster).await;
 
     // BUSY: an endless read-only script, killable with SCRIPT KILL.
     let port = h.cluster.nodes()[busy].port;

@@ -13,7 +13,7 @@ use slotguard_core::{as_cache_error, classify, CacheError, CacheRequest, Failure
 use slotguard_fred::{FredConfig, HealthProber};
 use slotguard_layers::slot_refresh::RefreshConfig;
 use slotguard_testkit::{ClusterSpec, Direction, Faults};
-use slotguard_tests::{eventually, Harness};
+use slotguard_tests::{eventually, no_replica_reported_loading, Harness};
 use tokio::time::Instant;
 use tower::ServiceExt;
 
@@ -60,6 +60,7 @@ async fn latency_on_one_primary_sends_its_reads_to_the_replica_and_spares_the_re
     }
     // The replica must hold the keys before its reads are compared.
     h.cluster.command_ok(slow, &["WAIT", "1", "2000"]).unwrap();
+    no_replica_reported_loading(&h.cluster).await;
     h.cluster.proxy(slow).unwrap().set(
         Direction::ToClient,
         Faults::default().with_latency(Duration::from_millis(200), Duration::from_millis(50)),

@@ -165,3 +165,34 @@ impl Harness {
             .service(self.leaf.clone())
     }
 }
+
+/// Whether any string in `reply` is `word`.
+fn mentions(reply: &slotguard_testkit::Reply, word: &[u8]) -> bool {
+    use slotguard_testkit::Reply;
+    match reply {
+        Reply::Bulk(Some(b)) => b == word,
+        Reply::Simple(s) => s.as_bytes() == word,
+        Reply::Array(Some(items)) => items.iter().any(|r| mentions(r, word)),
+        _ => false,
+    }
+}
+
+/// Redis 7.0's CLUSTER SHARDS calls a replica `loading` until its peers
+/// heard a non-zero replication offset from it (a young cluster, slowly
+/// with a long node timeout), and the map takes that as not online, which
+/// leaves failover no replica: wait for every view to age past that.
+pub async fn no_replica_reported_loading(cluster: &LocalCluster) {
+    eventually(
+        "no replica reported loading",
+        Duration::from_secs(30),
+        || async {
+            let loading = (0..cluster.len()).any(|i| {
+                cluster
+                    .command_str(i, &["CLUSTER", "SHARDS"])
+                    .map_or(true, |r| mentions(&r, b"loading"))
+            });
+            (!loading).then_some(())
+        },
+    )
+    .await;
+}
