@@ -14,6 +14,7 @@ use slotguard_fred::{FredConfig, FredService, FredTopologySource, HealthProber, 
 use slotguard_layers::circuit_breaker::{BreakerConfig, CircuitBreakerLayer};
 use slotguard_layers::coalesce::CoalesceLayer;
 use slotguard_layers::fallback::{FallbackConfig, FallbackLayer};
+use slotguard_layers::invalidation::InvalidationLogLayer;
 use slotguard_layers::replica_failover::{FailoverPolicy, ReplicaFailoverLayer};
 use slotguard_layers::slot_refresh::{RefreshConfig, SlotRefreshLayer};
 use slotguard_layers::ServiceBuilderExt;
@@ -30,8 +31,8 @@ pub type StoreService = BoxCloneSyncService<SecondaryRequest, Option<Bytes>, Box
 /// The recommended stack over one cluster, with its background tasks, behind
 /// one cheap-clone handle.
 ///
-/// `coalesce → [fallback →] slot_refresh → redirect → replica_failover →
-/// circuit_breaker (per node) → leaf`, plus the replication health prober,
+/// `coalesce → [fallback →] invalidation_log → slot_refresh → redirect →
+/// replica_failover → circuit_breaker (per node) → leaf`, plus the replication health prober,
 /// every setting at its default unless the [`SlotGuardBuilder`] says
 /// otherwise. With a [store](SlotGuardBuilder::store), misses are loaded
 /// from it and written back, and reads the cluster cannot answer are served
@@ -180,7 +181,11 @@ impl SlotGuardBuilder {
             .map_err(into_cache_error)?;
         let breakers = CircuitBreakerLayer::per_node(self.breaker).with_topology(topology.clone());
         let prober = HealthProber::new(&leaf, topology.clone()).spawn();
+        // The delete log sits right above routing: it replays deletes a
+        // promotion lost and turns answers it cannot trust into misses,
+        // which the fallback above then loads from the store.
         let cluster = ServiceBuilder::new()
+            .invalidation_log(InvalidationLogLayer::new(topology.clone()))
             .slot_refresh(refresh.clone())
             .redirect(topology.clone())
             .layer(ReplicaFailoverLayer::with_policy(

@@ -121,7 +121,7 @@ pub(crate) async fn leaf(
 }
 
 /// The full recommended stack as a user gets it: [`SlotGuard`] with every
-/// default (coalesce → fallback → slot_refresh → redirect →
+/// default (coalesce → fallback → invalidation_log → slot_refresh → redirect →
 /// replica_failover → circuit_breaker → leaf, the health prober running)
 /// over an SQLite store in a temporary directory. Keep the returned guard
 /// alive while measuring.
