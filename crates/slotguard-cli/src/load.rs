@@ -473,7 +473,9 @@ async fn read_primary(shared: &Shared, stack: Stack, k: usize, tries: u64) -> Op
     for attempt in 0..tries {
         let req = CacheRequest::get(shared.keys[k].clone())
             .with_consistency(Consistency::Primary)
-            .with_timeout(Duration::from_millis(200));
+            // A check, not the measured load: time enough for a busy
+            // primary, so a slow answer is not taken for a missing one.
+            .with_timeout(Duration::from_millis(500));
         if let Ok(Ok(resp)) =
             tokio::time::timeout(Duration::from_secs(1), stack.clone().oneshot(req)).await
         {
