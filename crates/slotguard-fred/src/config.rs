@@ -54,6 +54,12 @@ pub struct FredConfig {
     /// `MOVED`/`ASK` alike. Default `None`: announced addresses are dialled
     /// (IPv6 hosts still in canonical form).
     pub remap: Option<AddressRemap>,
+    /// How long the connections of a node that left the slot map are kept
+    /// before they are closed and forgotten (checked by the leaf's
+    /// lifecycle task, started by `FredService::with_topology`). A node
+    /// that comes back within it keeps its connections: a view that
+    /// briefly misses a node (mid-failover) costs no reconnect. Default 30 s.
+    pub node_grace: Duration,
 }
 
 impl FredConfig {
@@ -98,6 +104,7 @@ impl Default for FredConfig {
             credentials: None,
             tls: None,
             remap: None,
+            node_grace: Duration::from_secs(30),
         }
     }
 }

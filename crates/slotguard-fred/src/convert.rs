@@ -63,6 +63,10 @@ pub(crate) fn send_error(err: SendError, node: &NodeAddr) -> CacheError {
 pub(crate) fn unavailable(err: Unavailable, node: &NodeAddr) -> CacheError {
     match err {
         Unavailable::Refused(kind, reason) => refused(kind, &reason, node),
+        Unavailable::ShutDown => CacheError::Connection {
+            node: node.clone(),
+            detail: "the leaf was shut down".into(),
+        },
         Unavailable::Reconnecting => CacheError::Connection {
             node: node.clone(),
             detail: "not connected (reconnecting)".into(),

@@ -143,14 +143,18 @@ impl HealthProber {
         }
     }
 
-    /// Run the prober in the background until the handle is dropped.
+    /// Run the prober in the background until the handle is dropped or
+    /// the leaf is shut down ([`FredService::shutdown`] waits for it).
     pub fn spawn(self) -> ProberHandle {
-        ProberHandle(tokio::spawn(async move {
+        let pool = self.leaf.pool().clone();
+        let task = async move {
             loop {
                 self.probe_once().await;
                 tokio::time::sleep(self.interval).await;
             }
-        }))
+        };
+        // After shutdown: a task that ends at once.
+        ProberHandle(pool.spawn(task).unwrap_or_else(|| tokio::spawn(async {})))
     }
 }
 

@@ -27,6 +27,7 @@ mod conn;
 mod convert;
 mod credentials;
 mod health;
+mod lifecycle;
 mod pool;
 mod remap;
 mod resp;

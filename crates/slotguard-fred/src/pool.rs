@@ -18,6 +18,8 @@ use tokio::time::Instant;
 use crate::config::FredConfig;
 use crate::conn::{Conn, ConnConfig, Refused};
 use crate::resp::Limits;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// Which kind of connection to a node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -44,6 +46,8 @@ pub(crate) enum Unavailable {
     /// The last handshake was refused (credentials, TLS) and the next try is
     /// not due yet: the same error again, without dialling.
     Refused(Refused, Arc<str>),
+    /// The leaf was shut down: nothing is dialled any more.
+    ShutDown,
 }
 
 /// Least time between two dials to a node whose last handshake was
@@ -61,6 +65,10 @@ pub(crate) struct NodeSlot {
     conn: ArcSwapOption<Conn>,
     ever_connected: Arc<AtomicBool>,
     last_dial: Mutex<Option<Instant>>,
+    /// When the lifecycle task first found this node missing from the map.
+    departed: Mutex<Option<Instant>>,
+    tasks: TaskTracker,
+    shut_down: Arc<AtomicBool>,
 }
 
 impl fmt::Debug for NodeSlot {
@@ -97,6 +105,9 @@ impl NodeSlot {
     }
 
     fn redial(&self) -> Result<Arc<Conn>, Unavailable> {
+        if self.shut_down.load(Ordering::Acquire) {
+            return Err(Unavailable::ShutDown);
+        }
         let mut last = self.last_dial.lock().unwrap_or_else(|p| p.into_inner());
         // Another caller may have dialled while we waited for the lock.
         if let Some(current) = self.current() {
@@ -129,6 +140,7 @@ impl NodeSlot {
             self.addr.clone(),
             self.config.clone(),
             self.ever_connected.clone(),
+            &self.tasks,
         ));
         self.conn.store(Some(conn.clone()));
         if replacement {
@@ -157,6 +169,12 @@ pub(crate) struct NodePool {
     // Lock-free reads on the hot path; the mutex only serialises creation.
     slots: ArcSwap<HashMap<(NodeAddr, Mode), Arc<NodeSlot>>>,
     create: Mutex<()>,
+    /// Every task the leaf owns: connections, the lifecycle task, probers.
+    tasks: TaskTracker,
+    /// Cancelled by shutdown: the lifecycle task and probers stop.
+    stop: CancellationToken,
+    shut_down: Arc<AtomicBool>,
+    lifecycle_started: AtomicBool,
 }
 
 impl fmt::Debug for NodePool {
@@ -173,7 +191,97 @@ impl NodePool {
             config,
             slots: ArcSwap::from_pointee(HashMap::new()),
             create: Mutex::new(()),
+            tasks: TaskTracker::new(),
+            stop: CancellationToken::new(),
+            shut_down: Arc::new(AtomicBool::new(false)),
+            lifecycle_started: AtomicBool::new(false),
         }
+    }
+
+    /// Run `task` as one of the leaf's own (shutdown stops and awaits it)
+    /// until shutdown; `None` once the leaf was shut down.
+    pub(crate) fn spawn<F>(&self, task: F) -> Option<tokio::task::JoinHandle<()>>
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        if self.shut_down.load(Ordering::Acquire) {
+            return None;
+        }
+        let stop = self.stop.clone();
+        Some(self.tasks.spawn(async move {
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = task => {}
+            }
+        }))
+    }
+
+    /// Whether the lifecycle task is to be started now (only once).
+    pub(crate) fn claim_lifecycle(&self) -> bool {
+        !self.lifecycle_started.swap(true, Ordering::AcqRel)
+    }
+
+    /// Tasks still running (connections, lifecycle, probers).
+    pub(crate) fn running_tasks(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// Stop everything and wait: the lifecycle task and probers stop, every
+    /// connection is released (its task ends once the replies it waits for
+    /// are in, or its stall timeout fires), and nothing is dialled again.
+    pub(crate) async fn shutdown(&self) {
+        self.shut_down.store(true, Ordering::Release);
+        self.stop.cancel();
+        {
+            let _guard = self.create.lock().unwrap_or_else(|p| p.into_inner());
+            let slots = self.slots.swap(Arc::new(HashMap::new()));
+            for slot in slots.values() {
+                slot.conn.store(None);
+            }
+        }
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+
+    /// One lifecycle pass: slots of nodes `in_map` says are gone get their
+    /// departure time; those gone for `grace` are dropped (their
+    /// connections close once their replies are in). A node back in the
+    /// map keeps its slots.
+    pub(crate) fn sweep(&self, in_map: &dyn Fn(&NodeAddr) -> bool, grace: std::time::Duration) {
+        let now = Instant::now();
+        let mut expired = false;
+        for ((addr, _), slot) in self.slots.load().iter() {
+            let mut departed = slot.departed.lock().unwrap_or_else(|p| p.into_inner());
+            if in_map(addr) {
+                *departed = None;
+            } else {
+                let since = *departed.get_or_insert(now);
+                expired |= now.duration_since(since) >= grace;
+            }
+        }
+        if !expired {
+            return;
+        }
+        let gone = |slot: &NodeSlot| {
+            slot.departed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_some_and(|t| now.duration_since(t) >= grace)
+        };
+        let _guard = self.create.lock().unwrap_or_else(|p| p.into_inner());
+        let cur = self.slots.load_full();
+        let map: HashMap<_, _> = cur
+            .iter()
+            .filter(|(_, s)| !gone(s))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for ((addr, mode), slot) in cur.iter() {
+            if gone(slot) {
+                tracing::debug!(node = %addr, ?mode, "closing the connection of a node that left");
+                slot.conn.store(None);
+            }
+        }
+        self.slots.store(Arc::new(map));
     }
 
     pub(crate) fn config(&self) -> &FredConfig {
@@ -250,6 +358,9 @@ impl NodePool {
             conn: ArcSwapOption::empty(),
             ever_connected: Arc::new(AtomicBool::new(false)),
             last_dial: Mutex::new(None),
+            departed: Mutex::new(None),
+            tasks: self.tasks.clone(),
+            shut_down: self.shut_down.clone(),
         });
         let mut map = HashMap::clone(&self.slots.load());
         map.insert(key, slot.clone());

@@ -82,9 +82,37 @@ impl FredService {
 
     /// Record each call's outcome (latency EWMA, consecutive failures) in
     /// the health cells of `topology`, where failover and breakers read it.
+    ///
+    /// Inside a tokio runtime this also starts the leaf's lifecycle task:
+    /// connections of nodes that left the map are closed after
+    /// [`FredConfig::node_grace`]. [`FredService::shutdown`] stops it.
     pub fn with_topology(mut self, topology: Topology) -> Self {
+        if tokio::runtime::Handle::try_current().is_ok() && self.pool.claim_lifecycle() {
+            let grace = self.pool.config().node_grace;
+            let weak = Arc::downgrade(&self.pool);
+            let _ = self
+                .pool
+                .spawn(crate::lifecycle::run(weak, topology.clone(), grace));
+        }
         self.topology = Some(topology);
         self
+    }
+
+    /// Stop the lifecycle task and every prober spawned on this leaf,
+    /// release every connection, and wait until all of their tasks have
+    /// ended: a connection still waiting for replies ends when they are in
+    /// (or at its stall timeout), so this returns within about
+    /// `2 × command_timeout` plus `connect_timeout`. Later calls fail at once
+    /// with [`CacheError::Connection`], and nothing is dialled again.
+    /// Every clone of this leaf shares the shutdown.
+    pub async fn shutdown(&self) {
+        self.pool.shutdown().await;
+    }
+
+    /// Tasks this leaf still runs (connections, lifecycle, probers): 0 after
+    /// [`FredService::shutdown`] returned.
+    pub fn running_tasks(&self) -> usize {
+        self.pool.running_tasks()
     }
 
     /// The settings.

@@ -217,6 +217,7 @@ impl Conn {
         addr: NodeAddr,
         config: ConnConfig,
         ever_connected: Arc<AtomicBool>,
+        tasks: &tokio_util::task::TaskTracker,
     ) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
@@ -227,7 +228,8 @@ impl Conn {
             broke_busy: AtomicBool::new(false),
             refused: OnceLock::new(),
         });
-        tokio::spawn(driver::run(addr, config, rx, shared.clone()));
+        // On the leaf's tracker: `FredService::shutdown` waits for it.
+        tasks.spawn(driver::run(addr, config, rx, shared.clone()));
         Self { tx, shared }
     }
 

@@ -1,0 +1,205 @@
+//! Node lifecycle and shutdown against a real cluster: a node removed from
+//! the cluster loses its connection after the grace period and is never
+//! dialled again; `shutdown` returns once every task and connection of the
+//! leaf has ended.
+
+// Test helpers outside #[test] fns panic on failure too.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use slotguard_core::{as_cache_error, CacheError, CacheRequest};
+use slotguard_fred::{FredConfig, HealthProber};
+use slotguard_layers::slot_refresh::RefreshConfig;
+use slotguard_testkit::{ClusterSpec, LocalCluster};
+use slotguard_tests::{addr, eventually, Harness};
+use tower::ServiceExt;
+
+/// Client connections on node `index` other than the testkit's own.
+fn our_connections(cluster: &LocalCluster, index: usize) -> usize {
+    let list = cluster
+        .command_str(index, &["CLIENT", "LIST", "TYPE", "normal"])
+        .unwrap();
+    let text = list.as_str().unwrap_or_default().to_owned();
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .count()
+        .saturating_sub(1)
+}
+
+fn stat(cluster: &LocalCluster, index: usize, name: &str) -> u64 {
+    cluster.info(index, "stats").unwrap()[name].parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_node_is_closed_after_the_grace_period_and_never_redialled() {
+    let cluster = LocalCluster::start(ClusterSpec {
+        primaries: 3,
+        replicas_per_primary: 0,
+        ..ClusterSpec::default()
+    })
+    .unwrap();
+    let config = FredConfig {
+        node_grace: Duration::from_millis(300),
+        ..FredConfig::default()
+    };
+    // The node to remove is no seed: the refresher asks seeds as well as
+    // the map's nodes (a seed is configuration, e.g. a DNS name that never
+    // shows up in the map), so a removed seed would be asked again.
+    let gone = 2;
+    let seeds = (0..cluster.len())
+        .filter(|&i| i != gone)
+        .map(|i| addr(&cluster, i))
+        .collect();
+    let topology = slotguard_core::Topology::new();
+    let leaf = slotguard_fred::FredService::new(config).with_topology(topology.clone());
+    let source = slotguard_fred::FredTopologySource::new(&leaf, seeds);
+    let h = Harness {
+        cluster,
+        leaf,
+        source,
+        topology,
+    };
+    h.reload().await;
+    let refresh = h.refresh_layer(RefreshConfig::default());
+    let stack = h.routing_stack(&refresh);
+    let gone_addr = addr(&h.cluster, gone);
+    let keys: Vec<String> = h.cluster.key_for_slot_of(gone, 20).unwrap();
+    for k in &keys {
+        stack
+            .clone()
+            .oneshot(CacheRequest::set(k.clone(), k.clone(), None))
+            .await
+            .unwrap();
+    }
+    assert!(h.leaf.is_connected(&gone_addr));
+    assert!(our_connections(&h.cluster, gone) >= 1);
+
+    // Move its slots away, then forget it everywhere.
+    for range in h.cluster.slots_of(gone).unwrap() {
+        h.cluster.move_slots(range, gone, 0).unwrap();
+    }
+    let id = h.cluster.node_id(gone).unwrap();
+    for i in 0..h.cluster.len() {
+        if i != gone {
+            h.cluster
+                .command_ok(i, &["CLUSTER", "FORGET", &id])
+                .unwrap();
+        }
+    }
+    // Traffic goes on (the moved keys answer from their new owner) and the
+    // refresher installs a map without the node.
+    eventually(
+        "a map without the removed node",
+        Duration::from_secs(10),
+        || async {
+            for k in &keys {
+                let got = stack
+                    .clone()
+                    .oneshot(CacheRequest::get(k.clone()))
+                    .await
+                    .ok()?;
+                assert_eq!(got.value.as_deref(), Some(k.as_bytes()));
+            }
+            (!h.topology.load().contains(&gone_addr)).then_some(())
+        },
+    )
+    .await;
+    // Within the grace period (plus a lifecycle tick) its client is closed,
+    // on our side and on the node's.
+    eventually(
+        "the client of the removed node closed",
+        Duration::from_secs(10),
+        || async {
+            let closed = !h.leaf.connected_nodes().contains(&gone_addr)
+                && our_connections(&h.cluster, gone) == 0;
+            closed.then_some(())
+        },
+    )
+    .await;
+    // Nothing dials it again: not the requests, not the refresher, not a
+    // probe.
+    let dials = stat(&h.cluster, gone, "total_connections_received");
+    let prober = HealthProber::new(&h.leaf, h.topology.clone());
+    for _ in 0..5 {
+        prober.probe_once().await;
+        for k in &keys {
+            stack
+                .clone()
+                .oneshot(CacheRequest::get(k.clone()))
+                .await
+                .unwrap();
+        }
+        h.topology.request_refresh();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(stat(&h.cluster, gone, "total_connections_received"), dials);
+    assert_eq!(our_connections(&h.cluster, gone), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_returns_once_every_task_and_connection_has_ended() {
+    let h = Harness::start().await;
+    let refresh = h.refresh_layer(RefreshConfig::default());
+    let stack = h.full_stack(&refresh);
+    let _prober = HealthProber::new(&h.leaf, h.topology.clone())
+        .interval(Duration::from_millis(50))
+        .spawn();
+    // Connections to every node in both modes, and calls in flight.
+    for i in 0..100u32 {
+        let k = format!("sd:{i}");
+        stack
+            .clone()
+            .oneshot(CacheRequest::set(k.clone(), "v", None))
+            .await
+            .unwrap();
+    }
+    let readers: Vec<_> = (0..64u32)
+        .map(|i| {
+            let s = stack.clone();
+            tokio::spawn(async move { s.oneshot(CacheRequest::get(format!("sd:{i}"))).await })
+        })
+        .collect();
+    eventually(
+        "probes connected to the replicas",
+        Duration::from_secs(5),
+        || async {
+            let map = h.topology.load();
+            let all = map.nodes().all(|n| h.leaf.is_connected(&n.addr));
+            all.then_some(())
+        },
+    )
+    .await;
+    assert!(h.leaf.running_tasks() > 0);
+
+    h.leaf.shutdown().await;
+    assert_eq!(h.leaf.running_tasks(), 0, "every task ended");
+    for r in readers {
+        // Each finished, one way or another, and none hangs.
+        let _ = r.await.unwrap();
+    }
+    // Nothing is dialled again: calls fail fast, typed.
+    let node = addr(&h.cluster, 0);
+    let err = h
+        .leaf
+        .clone()
+        .oneshot(CacheRequest::get("k").to_node(node, slotguard_core::Role::Primary))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(as_cache_error(&err), Some(CacheError::Connection { .. })),
+        "{err}"
+    );
+    // And the nodes see every connection closed (they learn it a moment
+    // after our side).
+    eventually(
+        "every node sees our connections closed",
+        Duration::from_secs(5),
+        || async {
+            (0..h.cluster.len())
+                .all(|i| our_connections(&h.cluster, i) == 0)
+                .then_some(())
+        },
+    )
+    .await;
+}
