@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use slotguard_core::invalidation::InvalidationBus;
+
 use crate::credentials::Credentials;
 use crate::remap::AddressRemap;
 use crate::tls::TlsConfig;
@@ -60,6 +62,16 @@ pub struct FredConfig {
     /// that comes back within it keeps its connections: a view that
     /// briefly misses a node (mid-failover) costs no reconnect. Default 30 s.
     pub node_grace: Duration,
+    /// Where RESP3 client tracking invalidations go. With a bus, every node
+    /// connection that speaks RESP3 enables `CLIENT TRACKING ON` after its
+    /// handshake, on every (re)connect, and publishes the server's
+    /// `invalidate` pushes as [`Invalidation::Keys`]; a connect, a lost
+    /// connection or a flush (null key list) as [`Invalidation::Node`].
+    /// Default `None`: no tracking.
+    ///
+    /// [`Invalidation::Keys`]: slotguard_core::invalidation::Invalidation::Keys
+    /// [`Invalidation::Node`]: slotguard_core::invalidation::Invalidation::Node
+    pub invalidations: Option<InvalidationBus>,
 }
 
 impl FredConfig {
@@ -72,6 +84,13 @@ impl FredConfig {
     /// These settings with announced addresses remapped.
     pub fn with_remap(mut self, remap: AddressRemap) -> Self {
         self.remap = Some(remap);
+        self
+    }
+
+    /// These settings with client tracking on every connection, publishing
+    /// to `bus` (see [`invalidations`](Self::invalidations)).
+    pub fn with_invalidations(mut self, bus: InvalidationBus) -> Self {
+        self.invalidations = Some(bus);
         self
     }
 
@@ -105,6 +124,7 @@ impl Default for FredConfig {
             tls: None,
             remap: None,
             node_grace: Duration::from_secs(30),
+            invalidations: None,
         }
     }
 }

@@ -305,6 +305,7 @@ impl NodePool {
             max_in_flight: cfg.max_in_flight,
             credentials: cfg.credentials.clone(),
             tls: cfg.tls.clone(),
+            tracking: cfg.invalidations.clone(),
         }
     }
 

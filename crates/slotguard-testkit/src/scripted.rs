@@ -124,6 +124,8 @@ struct Shared {
     me: Identity,
     addr: SocketAddr,
     stopping: AtomicBool,
+    // Answer `HELLO 3` (else: unknown command, as a RESP2-only server).
+    resp3: AtomicBool,
     // Arc so that a connection can use a 400 KB reply without copying it.
     scripts: Mutex<HashMap<Vec<u8>, Arc<Action>>>,
     store: Store,
@@ -156,6 +158,10 @@ impl Shared {
     }
 
     /// The script for a command, if it is a GET/SET/DEL on a scripted key.
+    fn speaks_resp3(&self) -> bool {
+        self.resp3.load(Ordering::SeqCst)
+    }
+
     fn script_for(&self, name: &str, cmd: &parse::Command) -> Option<Arc<Action>> {
         if !matches!(name, "GET" | "SET" | "DEL") {
             return None;
@@ -242,6 +248,7 @@ impl ScriptedNode {
             },
             addr,
             stopping: AtomicBool::new(false),
+            resp3: AtomicBool::new(false),
             scripts: Mutex::default(),
             store: Store::default(),
             accepted: AtomicUsize::new(0),
@@ -269,6 +276,14 @@ impl ScriptedNode {
     /// The 40-hex-digit node id reported by `CLUSTER SHARDS`/`SLOTS`/`NODES`.
     pub fn node_id(&self) -> &str {
         &self.shared.me.id
+    }
+
+    /// While on, `HELLO 3` is answered with a RESP3 map (so a client
+    /// switches to RESP3 and may enable client tracking); the other replies
+    /// stay RESP2, which RESP3 clients read too. Off by default: `HELLO` is
+    /// an unknown command, as on a server before Redis 6.
+    pub fn speak_resp3(&self, on: bool) {
+        self.shared.resp3.store(on, Ordering::SeqCst);
     }
 
     /// Applies `action` to every later GET/SET/DEL on `key` (replacing any

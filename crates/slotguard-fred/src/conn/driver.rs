@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, Sleep};
 
 use super::handshake::{handshake, HandshakeError};
+use super::tracking::{self, Tracker};
 use super::{Cmd, ConnConfig, ConnError, Refused, Reply, Request, Shared, CLOSED, READY};
 use crate::resp::{encode_command, Arg, Decoder, Frame};
 
@@ -47,7 +48,7 @@ pub(super) async fn run(
         None => {
             let setup = setup(tcp, &config, &mut rbuf);
             match tokio::time::timeout_at(deadline, setup).await {
-                Ok(Ok(s)) => drive(addr, s, rbuf, rx, shared, &config).await,
+                Ok(Ok((s, tracked))) => drive(addr, s, rbuf, rx, shared, &config, tracked).await,
                 Ok(Err(e)) => refuse(&mut rx, &shared, e),
                 Err(_) => refuse(&mut rx, &shared, timed_out()),
             }
@@ -63,7 +64,7 @@ pub(super) async fn run(
                 setup(stream, &config, &mut rbuf).await
             };
             match tokio::time::timeout_at(deadline, setup).await {
-                Ok(Ok(s)) => drive(addr, s, rbuf, rx, shared, &config).await,
+                Ok(Ok((s, tracked))) => drive(addr, s, rbuf, rx, shared, &config, tracked).await,
                 Ok(Err(e)) => refuse(&mut rx, &shared, e),
                 Err(_) => refuse(&mut rx, &shared, timed_out()),
             }
@@ -81,16 +82,22 @@ async fn dial(addr: &NodeAddr) -> Result<TcpStream, HandshakeError> {
     Ok(stream)
 }
 
+/// The handshake, then client tracking when asked for and the connection
+/// speaks RESP3. `true` in the second place: tracking is on.
 async fn setup<S>(
     mut stream: S,
     config: &ConnConfig,
     rbuf: &mut BytesMut,
-) -> Result<S, HandshakeError>
+) -> Result<(S, bool), HandshakeError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    handshake(&mut stream, config, rbuf).await?;
-    Ok(stream)
+    let resp3 = handshake(&mut stream, config, rbuf).await?;
+    let tracked = match &config.tracking {
+        Some(_) if resp3 => tracking::enable(&mut stream, config, rbuf).await?,
+        _ => false,
+    };
+    Ok((stream, tracked))
 }
 
 /// rustls reports certificate and protocol failures as `InvalidData` with
@@ -118,16 +125,33 @@ async fn drive<S>(
     rx: mpsc::UnboundedReceiver<Request>,
     shared: Arc<Shared>,
     config: &ConnConfig,
+    tracked: bool,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut driver = Driver::new(addr, stream, rx, shared.clone(), config);
+    let mut driver = Driver::new(addr.clone(), stream, rx, shared.clone(), config);
     driver.rbuf = rbuf;
+    // With a bus, every connect says "anything read through this node may
+    // have changed" (tracked or not: see `tracking`); a tracked one then
+    // publishes the server's pushes, and its end says so again.
+    let tracker = config
+        .tracking
+        .as_ref()
+        .map(|bus| Tracker::new(bus.clone(), addr));
+    if tracked {
+        driver.tracker = tracker.clone();
+    }
     shared.state.store(READY, Ordering::Release);
     // After READY: a caller that sees `ever_connected` and a connection not
     // yet ready is looking at a replacement, never at this first one.
     shared.ever_connected.store(true, Ordering::Release);
+    if let Some(t) = &tracker {
+        t.node_invalidated();
+    }
     driver.await;
+    if let Some(t) = &tracker {
+        t.node_invalidated();
+    }
 }
 
 /// The connection never came up: every queued command fails, unsent.
@@ -196,6 +220,8 @@ struct Driver<S> {
     batch_open: bool,
     /// The task yielded once since the batch opened.
     yielded: bool,
+    /// Client tracking is on: `invalidate` pushes go to its bus.
+    tracker: Option<Tracker>,
 }
 
 impl<S> Driver<S> {
@@ -226,6 +252,7 @@ impl<S> Driver<S> {
             stall_armed: false,
             batch_open: false,
             yielded: false,
+            tracker: None,
         }
     }
 
@@ -273,8 +300,11 @@ impl<S> Driver<S> {
     /// Match one reply to its command. `Err` means the reply stream no
     /// longer lines up: the connection must go.
     fn on_frame(&mut self, frame: Frame) -> Result<(), &'static str> {
-        if let Frame::Push(_) = frame {
+        if let Frame::Push(items) = &frame {
             // Out of band (client tracking, pub/sub): not a command's reply.
+            if let Some(tracker) = &self.tracker {
+                tracker.on_push(items);
+            }
             return Ok(());
         }
         match self.pending.pop_front() {

@@ -64,12 +64,12 @@ fn is_no_hello(e: &[u8]) -> bool {
 
 /// Run the handshake on a fresh `stream`. Bytes read past the last reply
 /// stay in `rbuf` for the connection. The caller bounds it with the connect
-/// deadline.
+/// deadline. `Ok(true)` when the connection speaks RESP3.
 pub(super) async fn handshake<S>(
     stream: &mut S,
     config: &ConnConfig,
     rbuf: &mut BytesMut,
-) -> Result<(), HandshakeError>
+) -> Result<bool, HandshakeError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -101,7 +101,7 @@ where
                 readonly_done = io.read().await?.is_ok();
             }
             legacy_auth(&mut io, config, readonly_done).await?;
-            return Ok(());
+            return Ok(false);
         }
         Frame::Error(e) if is_auth_error(&e) => return Err(HandshakeError::Auth(text(&e))),
         Frame::Error(e) => {
@@ -121,7 +121,7 @@ where
     if !readonly_done {
         expect_ok(io.read().await?, "READONLY")?;
     }
-    Ok(())
+    Ok(true)
 }
 
 /// RESP2: `AUTH [user] password`, then `READONLY` unless it already went
@@ -240,6 +240,7 @@ mod tests {
             max_in_flight: 10,
             credentials: creds,
             tls: None,
+            tracking: None,
         }
     }
 
@@ -255,7 +256,7 @@ mod tests {
             got
         });
         let mut rbuf = BytesMut::new();
-        let out = handshake(&mut client, &cfg, &mut rbuf).await;
+        let out = handshake(&mut client, &cfg, &mut rbuf).await.map(|_| ());
         drop(client);
         (out, peer.await.unwrap_or_default())
     }

@@ -27,11 +27,15 @@
 //!   the connection takes commands, so no read can overtake `READONLY` and a
 //!   refused password is one typed error ([`Refused`]) for the callers
 //!   waiting, not an error reply each.
+//! - *Client tracking* ([`tracking`]), when the leaf has an invalidation
+//!   bus: `CLIENT TRACKING ON` after a RESP3 handshake, `invalidate` pushes
+//!   published to the bus.
 //! - *Back-pressure*: at most `max_in_flight` commands outstanding; beyond,
 //!   a send fails with [`SendError::Overloaded`] at once.
 
 mod driver;
 mod handshake;
+mod tracking;
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
@@ -39,6 +43,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use slotguard_core::invalidation::InvalidationBus;
 use slotguard_core::NodeAddr;
 use tokio::sync::{mpsc, oneshot};
 
@@ -57,6 +62,8 @@ pub(crate) struct ConnConfig {
     /// Sent in the handshake; redacted in `Debug`.
     pub(crate) credentials: Option<Credentials>,
     pub(crate) tls: Option<TlsConfig>,
+    /// Client tracking on, publishing here ([`tracking`]).
+    pub(crate) tracking: Option<InvalidationBus>,
 }
 
 /// A command to send.

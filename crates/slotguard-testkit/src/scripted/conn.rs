@@ -118,6 +118,11 @@ impl Conn<'_> {
     }
 
     fn command(&mut self, name: &str, cmd: &Command) -> Flow {
+        if name == "HELLO" && self.shared.speaks_resp3() {
+            self.out
+                .extend_from_slice(b"%2\r\n+server\r\n+scripted\r\n+proto\r\n:3\r\n");
+            return Flow::Continue;
+        }
         let Some(action) = self.shared.script_for(name, cmd) else {
             return self.default(cmd);
         };
