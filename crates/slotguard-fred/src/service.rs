@@ -36,8 +36,8 @@ use crate::resp::Frame;
 /// [`FredConfig`] is [`CacheError::Protocol`] and a new connection. A
 /// write that was sent and then timed out, or whose connection was lost
 /// after it was sent, is [`CacheError::Indeterminate`] (it may still
-/// apply). With [`with_topology`](Self::with_topology), a node that times
-/// out or cannot be reached has its writes fenced
+/// apply). With [`with_topology`](Self::with_topology), a node that let a
+/// write time out or cannot be reached has its writes fenced
 /// ([`NodeHealth::fence_writes`](slotguard_core::NodeHealth::fence_writes))
 /// until a fresh view confirms it.
 ///
@@ -312,15 +312,15 @@ impl CallInfo {
 }
 
 /// Failures that mean we lost touch with the node (or it says it lost
-/// touch with its cluster), as opposed to a node that answered busy.
+/// touch with its cluster), as opposed to a node that answered busy. A
+/// read's timeout is not among them: failover gives a primary's read a
+/// short deadline of its own, and a slow primary is not a lost one (its
+/// breaker, opened by such timeouts, fences it if they go on); a write's
+/// timeout is `Indeterminate`.
 fn fences_writes(failure: Failure) -> bool {
     matches!(
         failure,
-        Failure::Timeout
-            | Failure::Connection
-            | Failure::Indeterminate
-            | Failure::Protocol
-            | Failure::ClusterDown
+        Failure::Connection | Failure::Indeterminate | Failure::Protocol | Failure::ClusterDown
     )
 }
 

@@ -23,8 +23,8 @@
 //! A request whose slot no node serves fails fast with
 //! [`CacheError::ShardUnavailable`] and triggers a refresh.
 //!
-//! **Writes go only to a confirmed primary.** A primary that timed out,
-//! could not be reached or had its breaker opened is fenced
+//! **Writes go only to a confirmed primary.** A primary that let a write
+//! time out, could not be reached or had its breaker opened is fenced
 //! ([`NodeHealth::fence_writes`](slotguard_core::NodeHealth::fence_writes)):
 //! a stalled or partitioned primary may be replaced meanwhile and would
 //! acknowledge writes that are then lost. Writes to its slots fail fast with
