@@ -197,3 +197,67 @@ async fn a_write_from_another_client_invalidates_a_key_this_client_read() {
     .await;
     assert_eq!(got, primary);
 }
+
+/// Issue 9, acceptance 5 (second half): a write from another client evicts
+/// this client's near-cache entry, through the tracking invalidation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_from_another_client_evicts_the_near_cache_entry() {
+    use slotguard_core::{Path, SecondaryRequest};
+    use slotguard_layers::fallback::{FallbackConfig, FallbackLayer, NearCacheConfig};
+    use slotguard_layers::slot_refresh::RefreshConfig;
+    use tower::Layer;
+
+    let bus = InvalidationBus::new(1024);
+    let h = Harness::start_with(
+        slotguard_testkit::ClusterSpec::default(),
+        FredConfig::default().with_invalidations(bus.clone()),
+    )
+    .await;
+    // Near-cache entries answer healthy reads for 30 s: only an
+    // invalidation makes the next read go to the cluster sooner.
+    let near = NearCacheConfig::default()
+        .with_admission(1, Duration::from_secs(10))
+        .with_fresh_for(Duration::from_secs(30));
+    let store =
+        tower::service_fn(|_req: SecondaryRequest| async { Ok::<Option<Bytes>, BoxError>(None) });
+    let fallback = FallbackLayer::new(store)
+        .with_config(FallbackConfig::default().with_near_cache(Some(near)))
+        .with_invalidations(&bus);
+    let refresh = h.refresh_layer(RefreshConfig::default());
+    let stack = fallback.layer(h.full_stack(&refresh));
+    let key = "near:{7}";
+    stack
+        .clone()
+        .oneshot(CacheRequest::set(key, "v1", None))
+        .await
+        .unwrap();
+    let read = || {
+        let stack = stack.clone();
+        async move {
+            stack
+                .oneshot(CacheRequest::get(key).with_timeout(Duration::from_secs(2)))
+                .await
+                .unwrap()
+        }
+    };
+    eventually("a near-cache hit", Duration::from_secs(10), || async {
+        let resp = read().await;
+        assert_eq!(resp.value.as_deref(), Some(&b"v1"[..]));
+        (resp.served.path == Path::NearCache).then_some(())
+    })
+    .await;
+    // another client writes the key
+    let primary = h
+        .to_primary(CacheRequest::get(key))
+        .node()
+        .unwrap()
+        .to_string();
+    let index = h.cluster.index_of(&primary).unwrap();
+    h.cluster.command_str(index, &["SET", key, "v2"]).unwrap();
+    let resp = eventually("the new value", Duration::from_secs(10), || async {
+        let resp = read().await;
+        (resp.value.as_deref() == Some(&b"v2"[..])).then_some(resp)
+    })
+    .await;
+    assert_ne!(resp.served.path, Path::NearCache);
+}

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use slotguard_core::invalidation::InvalidationBus;
 use slotguard_core::{
     as_cache_error, BoxError, CacheError, CacheRequest, CacheResponse, NodeAddr, SecondaryRequest,
     Topology,
@@ -173,7 +172,16 @@ impl SlotGuardBuilder {
             return Err(CacheError::InvalidInput("no seed node given".into()));
         }
         let topology = Topology::new();
-        let leaf = FredService::new(self.leaf).with_topology(topology.clone());
+        // With a near-cache, the node connections track what they read
+        // (RESP3 client tracking), so other clients' writes evict it; a bus
+        // the caller put in the leaf's settings is the one used.
+        let bus = self.leaf.invalidations.clone().unwrap_or_default();
+        let mut leaf_config = self.leaf;
+        let near_cache = self.store.is_some() && self.fallback.near_cache.is_some();
+        if near_cache && leaf_config.invalidations.is_none() {
+            leaf_config = leaf_config.with_invalidations(bus.clone());
+        }
+        let leaf = FredService::new(leaf_config).with_topology(topology.clone());
         let source = FredTopologySource::new(&leaf, self.seeds);
         let refresh = SlotRefreshLayer::with_config(topology.clone(), source, self.refresh)
             .load()
@@ -194,7 +202,6 @@ impl SlotGuardBuilder {
             ))
             .layer(breakers)
             .service(leaf.clone());
-        let bus = InvalidationBus::default();
         let fallback = self.store.map(|store| {
             FallbackLayer::new(store)
                 .with_config(self.fallback)
