@@ -203,3 +203,89 @@ async fn shutdown_returns_once_every_task_and_connection_has_ended() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saturated_node_answers_overloaded_and_leaves_the_others_alone() {
+    const BOUND: usize = 64;
+    let config = FredConfig {
+        max_in_flight: BOUND,
+        // Long enough that the sleeping node's commands wait rather than
+        // time out: this test is about the bound, not about deadlines.
+        command_timeout: Duration::from_secs(5),
+        stall_timeout: Some(Duration::from_secs(10)),
+        ..FredConfig::default()
+    };
+    let h = Harness::start_with(ClusterSpec::default(), config).await;
+    let primaries = h.cluster.primaries().unwrap();
+    let (slow, other) = (primaries[0], primaries[1]);
+    let (slow_addr, other_addr) = (addr(&h.cluster, slow), addr(&h.cluster, other));
+    let to = |a: &slotguard_core::NodeAddr, k: String| {
+        CacheRequest::get(k).to_node(a.clone(), slotguard_core::Role::Primary)
+    };
+    let slow_keys = h.cluster.key_for_slot_of(slow, 501).unwrap();
+    let other_keys = h.cluster.key_for_slot_of(other, 100).unwrap();
+    // Both connections up.
+    h.leaf
+        .clone()
+        .oneshot(to(&slow_addr, slow_keys[500].clone()))
+        .await
+        .unwrap();
+    h.leaf
+        .clone()
+        .oneshot(to(&other_addr, other_keys[0].clone()))
+        .await
+        .unwrap();
+    let gets_before = slotguard_tests::command_calls(&h.cluster, slow, "get");
+
+    h.cluster.debug_sleep(slow, 2.0).unwrap();
+    // Asleep once a probe read stops being answered.
+    let probes = std::sync::atomic::AtomicU64::new(0);
+    eventually("the node is asleep", Duration::from_secs(5), || async {
+        probes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let probe = to(&slow_addr, slow_keys[500].clone()).with_timeout(Duration::from_millis(50));
+        h.leaf.clone().oneshot(probe).await.is_err().then_some(())
+    })
+    .await;
+    let probes = probes.into_inner();
+
+    // A flood of 500 reads at the sleeping node, and reads of another node
+    // at the same time.
+    let flood: Vec<_> = (0..500)
+        .map(|i| {
+            let (leaf, req) = (h.leaf.clone(), to(&slow_addr, slow_keys[i].clone()));
+            tokio::spawn(async move { leaf.oneshot(req).await })
+        })
+        .collect();
+    let mut peak = 0;
+    for key in &other_keys {
+        peak = peak.max(h.leaf.in_flight(&slow_addr));
+        h.leaf
+            .clone()
+            .oneshot(to(&other_addr, key.clone()).with_timeout(Duration::from_secs(1)))
+            .await
+            .expect("the other node answers while one is saturated");
+    }
+    let (mut ok, mut overloaded) = (0usize, 0usize);
+    for f in flood {
+        match f.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(e) => match as_cache_error(&e) {
+                Some(CacheError::Overloaded { node }) => {
+                    assert_eq!(node, &slow_addr);
+                    overloaded += 1;
+                }
+                _ => panic!("unexpected error: {e}"),
+            },
+        }
+    }
+    assert!(peak <= BOUND, "in flight peaked at {peak}");
+    assert!(ok <= BOUND, "{ok} flood reads were sent");
+    assert!(overloaded >= 500 - BOUND, "{overloaded} overloaded");
+    // The node itself saw the probes and at most the bound of the flood:
+    // nothing queued past it. (Read once it is awake again.)
+    let gets = slotguard_tests::command_calls(&h.cluster, slow, "get") - gets_before;
+    assert!(
+        gets <= probes + BOUND as u64,
+        "{gets} GETs reached the node"
+    );
+}

@@ -275,9 +275,18 @@ impl Conn {
         if self.is_closed() {
             return Err(self.closed());
         }
-        let prev = self.shared.in_flight.fetch_add(1, Ordering::AcqRel);
-        if prev >= self.shared.max_in_flight {
-            self.shared.done(1);
+        // Take a place only below the bound, so the count never exceeds it,
+        // not even for a moment (an add-then-undo would let concurrent
+        // callers overshoot it briefly).
+        let max = self.shared.max_in_flight;
+        if self
+            .shared
+            .in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_err()
+        {
             return Err(SendError::Overloaded);
         }
         let (tx, rx) = oneshot::channel();
