@@ -31,7 +31,10 @@
 //! it, a local cluster is started: 3 primaries, 3 replicas).
 //! `SLOTGUARD_HTTP`: where to listen (default `127.0.0.1:3000`).
 //! `SLOTGUARD_DB`: the SQLite file (default: one in a temporary folder,
-//! removed on exit). Requests are traced with tower-http's `TraceLayer`.
+//! removed on exit).
+//! `SLOTGUARD_USERNAME`, `SLOTGUARD_PASSWORD`: credentials (an ACL user, or
+//! a password alone for `requirepass`); `SLOTGUARD_TLS_CA`: a PEM file of CA
+//! certificates, TLS on when set (`FredConfig::from_env`). Requests are traced with tower-http's `TraceLayer`.
 
 use std::time::Duration;
 
@@ -196,6 +199,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or_else(|_| tmp.path().join("items.db"));
     let store = SqliteStore::open(&db)?;
     let cache = SlotGuard::builder(seeds)
+        .leaf(slotguard::FredConfig::from_env()?)
         .store(store.clone())
         .request_timeout(REQUEST_TIMEOUT)
         .connect()

@@ -269,10 +269,7 @@ async fn readonly_is_sent_once_per_replica_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_saturated_connection_refuses_past_its_bound() {
     let (node, addr) = node_with_keys();
-    let leaf = FredService::new(FredConfig {
-        max_in_flight: 4,
-        ..FredConfig::default()
-    });
+    let leaf = FredService::new(FredConfig::default().with_max_in_flight(4));
     recovers(&leaf, &addr).await;
     node.script("bad", Action::Delay(Duration::from_millis(30)));
     // `call` sends at once: these four are in flight before anyone polls.

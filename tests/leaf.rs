@@ -220,10 +220,7 @@ async fn replica_reads_are_served_by_the_replica_also_after_reconnect() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_primary_does_not_delay_other_shards() {
-    let config = FredConfig {
-        command_timeout: Duration::from_secs(3),
-        ..FredConfig::default()
-    };
+    let config = FredConfig::default().with_command_timeout(Duration::from_secs(3));
     let h = Harness::start_with(ClusterSpec::default(), config).await;
     let primaries = h.cluster.primaries().unwrap();
     let paused = primaries[0];
@@ -285,11 +282,9 @@ async fn a_paused_primary_does_not_delay_other_shards() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversize_input_is_rejected_without_network() {
-    let config = FredConfig {
-        max_key_len: 8,
-        max_value_len: 16,
-        ..FredConfig::default()
-    };
+    let config = FredConfig::default()
+        .with_max_key_len(8)
+        .with_max_value_len(16);
     let h = Harness::start_with(ClusterSpec::default(), config).await;
     let nodes_before = h.leaf.connected_nodes().len();
     // a node address nobody listens on: touching the network would fail differently

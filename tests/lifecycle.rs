@@ -39,10 +39,7 @@ async fn a_removed_node_is_closed_after_the_grace_period_and_never_redialled() {
         ..ClusterSpec::default()
     })
     .unwrap();
-    let config = FredConfig {
-        node_grace: Duration::from_millis(300),
-        ..FredConfig::default()
-    };
+    let config = FredConfig::default().with_node_grace(Duration::from_millis(300));
     // The node to remove is no seed: the refresher asks seeds as well as
     // the map's nodes (a seed is configuration, e.g. a DNS name that never
     // shows up in the map), so a removed seed would be asked again.
@@ -207,14 +204,12 @@ async fn shutdown_returns_once_every_task_and_connection_has_ended() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_saturated_node_answers_overloaded_and_leaves_the_others_alone() {
     const BOUND: usize = 64;
-    let config = FredConfig {
-        max_in_flight: BOUND,
-        // Long enough that the sleeping node's commands wait rather than
-        // time out: this test is about the bound, not about deadlines.
-        command_timeout: Duration::from_secs(5),
-        stall_timeout: Some(Duration::from_secs(10)),
-        ..FredConfig::default()
-    };
+    // Long enough that the sleeping node's commands wait rather than time
+    // out: this test is about the bound, not about deadlines.
+    let config = FredConfig::default()
+        .with_max_in_flight(BOUND)
+        .with_command_timeout(Duration::from_secs(5))
+        .with_stall_timeout(Duration::from_secs(10));
     let h = Harness::start_with(ClusterSpec::default(), config).await;
     let primaries = h.cluster.primaries().unwrap();
     let (slow, other) = (primaries[0], primaries[1]);

@@ -122,10 +122,7 @@ async fn latency_on_one_primary_sends_its_reads_to_the_replica_and_spares_the_re
 /// request on that node gets its own reply.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn black_hole_reset_and_cut_reply_are_told_apart() {
-    let config = FredConfig {
-        command_timeout: Duration::from_millis(300),
-        ..FredConfig::default()
-    };
+    let config = FredConfig::default().with_command_timeout(Duration::from_millis(300));
     let h = Harness::start_with(proxied(), config).await;
     let node = h.cluster.primary_of_slot(0).unwrap();
     let proxy = h.cluster.proxy(node).unwrap();

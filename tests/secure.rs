@@ -62,10 +62,7 @@ fn stat(cluster: &LocalCluster, index: usize, name: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_limited_acl_user_works_through_the_full_stack() {
     let cluster = cluster_with_cache_user();
-    let config = FredConfig {
-        credentials: Some(Credentials::user("cache", PASSWORD)),
-        ..FredConfig::default()
-    };
+    let config = FredConfig::default().with_credentials(Credentials::user("cache", PASSWORD));
     let h = Harness::on(cluster, config).await;
     let refresh = h.refresh_layer(RefreshConfig::default());
     let stack = h.full_stack(&refresh);
@@ -117,13 +114,13 @@ async fn a_limited_acl_user_works_through_the_full_stack() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_password_is_a_typed_auth_error_on_the_first_call_without_hammering() {
     let cluster = cluster_with_cache_user();
-    let leaf = slotguard_fred::FredService::new(FredConfig {
-        credentials: Some(Credentials::user("cache", "wrong-password-xyz")),
-        // The first call waits for the handshake; this test is about the
-        // error, not speed.
-        command_timeout: Duration::from_secs(2),
-        ..FredConfig::default()
-    });
+    // The first call waits for the handshake; this test is about the error,
+    // not speed.
+    let leaf = slotguard_fred::FredService::new(
+        FredConfig::default()
+            .with_credentials(Credentials::user("cache", "wrong-password-xyz"))
+            .with_command_timeout(Duration::from_secs(2)),
+    );
     let node = addr(&cluster, 0);
     let dials_before = stat(&cluster, 0, "total_connections_received");
     let started = std::time::Instant::now();
@@ -291,9 +288,10 @@ async fn a_wrong_ca_a_wrong_name_or_a_plaintext_port_is_a_typed_tls_error() {
     };
     // The first call waits for the handshake: on a loaded machine give it
     // the whole connect timeout (this test is about the error, not speed).
-    let slow_ok = |tls| FredConfig {
-        command_timeout: Duration::from_secs(2),
-        ..FredConfig::default().with_tls(tls)
+    let slow_ok = |tls| {
+        FredConfig::default()
+            .with_tls(tls)
+            .with_command_timeout(Duration::from_secs(2))
     };
     let tls_err = |err: slotguard_core::BoxError| match as_cache_error(&err) {
         Some(CacheError::Tls { node, detail }) => (node.clone(), detail.clone()),

@@ -15,7 +15,23 @@ use crate::tls::TlsConfig;
 /// connection attempt; a connection that stops answering is replaced after
 /// the stall timeout. Replies are bounded: nesting depth, element counts and
 /// bulk lengths over the limits are a typed error and a new connection.
+///
+/// Built from [`FredConfig::default`] (or [`FredConfig::from_env`]) with the
+/// `with_*` methods; the fields are public to read. The struct is
+/// `#[non_exhaustive]` so that settings can be added without breaking
+/// users.
+///
+/// ```
+/// use std::time::Duration;
+/// use slotguard_fred::{Credentials, FredConfig};
+/// let config = FredConfig::default()
+///     .with_command_timeout(Duration::from_millis(100))
+///     .with_max_in_flight(1_000)
+///     .with_credentials(Credentials::user("cache", "s3cret"));
+/// assert_eq!(config.command_timeout, Duration::from_millis(100));
+/// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct FredConfig {
     /// Deadline for one command on one node when the request has none sooner.
     /// Default 250 ms: a healthy node answers in well under a millisecond, and
@@ -75,6 +91,72 @@ pub struct FredConfig {
 }
 
 impl FredConfig {
+    /// These settings with [`command_timeout`](Self::command_timeout).
+    pub fn with_command_timeout(mut self, timeout: Duration) -> Self {
+        self.command_timeout = timeout;
+        self
+    }
+
+    /// These settings with [`connect_timeout`](Self::connect_timeout).
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// These settings with [`admin_timeout`](Self::admin_timeout).
+    pub fn with_admin_timeout(mut self, timeout: Duration) -> Self {
+        self.admin_timeout = timeout;
+        self
+    }
+
+    /// These settings with [`reconnect_delay`](Self::reconnect_delay).
+    pub fn with_reconnect_delay(mut self, delay: Duration) -> Self {
+        self.reconnect_delay = delay;
+        self
+    }
+
+    /// These settings with a fixed [`stall_timeout`](Self::stall_timeout).
+    pub fn with_stall_timeout(mut self, timeout: Duration) -> Self {
+        self.stall_timeout = Some(timeout);
+        self
+    }
+
+    /// These settings with [`max_key_len`](Self::max_key_len).
+    pub fn with_max_key_len(mut self, len: usize) -> Self {
+        self.max_key_len = len;
+        self
+    }
+
+    /// These settings with [`max_value_len`](Self::max_value_len).
+    pub fn with_max_value_len(mut self, len: usize) -> Self {
+        self.max_value_len = len;
+        self
+    }
+
+    /// These settings with [`max_reply_depth`](Self::max_reply_depth).
+    pub fn with_max_reply_depth(mut self, depth: usize) -> Self {
+        self.max_reply_depth = depth;
+        self
+    }
+
+    /// These settings with [`max_reply_elements`](Self::max_reply_elements).
+    pub fn with_max_reply_elements(mut self, elements: usize) -> Self {
+        self.max_reply_elements = elements;
+        self
+    }
+
+    /// These settings with [`max_in_flight`](Self::max_in_flight).
+    pub fn with_max_in_flight(mut self, max: usize) -> Self {
+        self.max_in_flight = max;
+        self
+    }
+
+    /// These settings with [`node_grace`](Self::node_grace).
+    pub fn with_node_grace(mut self, grace: Duration) -> Self {
+        self.node_grace = grace;
+        self
+    }
+
     /// These settings with `credentials` on every connection.
     pub fn with_credentials(mut self, credentials: Credentials) -> Self {
         self.credentials = Some(credentials);

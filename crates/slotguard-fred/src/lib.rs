@@ -26,6 +26,7 @@ mod config;
 mod conn;
 mod convert;
 mod credentials;
+mod env;
 mod health;
 mod lifecycle;
 mod pool;
@@ -37,6 +38,7 @@ mod tls;
 
 pub use config::FredConfig;
 pub use credentials::{Credentials, Secret};
+pub use env::{ENV_PASSWORD, ENV_TLS_CA, ENV_TLS_SERVER_NAME, ENV_USERNAME};
 pub use health::{parse_replication_info, HealthProber, ProberHandle, ReplicationInfo};
 pub use remap::{AddressRemap, RemapFn};
 pub use resp::Frame;

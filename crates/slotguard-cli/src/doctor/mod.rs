@@ -120,11 +120,9 @@ fn seeds(args: &DoctorArgs) -> Result<Vec<NodeAddr>, String> {
 }
 
 async fn examine(seeds: Vec<NodeAddr>, timeout: Duration) -> Result<Report, String> {
-    let config = FredConfig {
-        admin_timeout: timeout,
-        connect_timeout: timeout,
-        ..FredConfig::default()
-    };
+    let config = FredConfig::default()
+        .with_admin_timeout(timeout)
+        .with_connect_timeout(timeout);
     let leaf = FredService::new(config);
     let source = FredTopologySource::new(&leaf, seeds.clone());
     let view = source
