@@ -355,8 +355,7 @@ where
     fn keep(&self, value: &Bytes, node: Option<slotguard_core::NodeAddr>) {
         let state = &self.core.state;
         let Some(near) = &state.near else { return };
-        let now = state.clock.now();
-        if !near.admit(&self.key, value.len(), now) {
+        if !near.admit(&self.key, value.len(), self.started_at) {
             return;
         }
         state.fill(

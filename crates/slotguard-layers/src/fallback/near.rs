@@ -60,7 +60,7 @@ pub(crate) struct Fill {
 #[derive(Debug)]
 struct Sketch {
     counters: Box<[AtomicU8]>,
-    hasher: RandomState,
+    seed: u64,
     window_start: AtomicU64,
     window: u64,
     admit_after: u8,
@@ -74,7 +74,7 @@ impl Sketch {
             counters: (0..1usize << SKETCH_BITS)
                 .map(|_| AtomicU8::new(0))
                 .collect(),
-            hasher: RandomState::new(),
+            seed: RandomState::new().hash_one(0u64),
             window_start: AtomicU64::new(0),
             window: u64::try_from(config.admission_window.as_nanos())
                 .unwrap_or(u64::MAX)
@@ -83,8 +83,31 @@ impl Sketch {
         }
     }
 
-    /// Count one read of `key`; whether it is now admitted.
-    fn hit(&self, key: &[u8], now: u64) -> bool {
+    /// A fast seeded hash (FxHash's mixing, 8 bytes at a time, then a
+    /// final avalanche): admission only needs spread, and every hit pays
+    /// for it. A crafted collision only admits a cold key early.
+    fn hash(&self, key: &[u8]) -> u64 {
+        const K: u64 = 0x517c_c1b7_2722_0a95;
+        let mut h = self.seed;
+        let mut chunks = key.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            h = (h.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(K);
+        }
+        let mut w = [0u8; 8];
+        let rest = chunks.remainder();
+        w[..rest.len()].copy_from_slice(rest);
+        h = (h.rotate_left(5) ^ u64::from_le_bytes(w) ^ key.len() as u64).wrapping_mul(K);
+        // murmur3's finaliser: every output bit depends on every input bit.
+        h ^= h >> 33;
+        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        h ^= h >> 33;
+        h
+    }
+
+    /// Count one read of the key hashed to `h`; whether it is now admitted.
+    fn hit(&self, h: u64, now: u64) -> bool {
         if self.admit_after <= 1 {
             return true;
         }
@@ -100,7 +123,6 @@ impl Sketch {
                 c.store(0, Ordering::Relaxed);
             }
         }
-        let h = self.hasher.hash_one(key);
         let mask = (1u64 << SKETCH_BITS) - 1;
         let a = &self.counters[(h & mask) as usize];
         let b = &self.counters[((h >> 32) & mask) as usize];
@@ -124,6 +146,13 @@ impl Sketch {
 pub(crate) struct NearCache {
     cache: moka::sync::Cache<Bytes, Arc<Entry>>,
     sketch: Sketch,
+    // Which key hashed to each slot was last kept, and when: `(tag << 32) |
+    // clock milliseconds` (wrapping; 0: never, or evicted since). A hot key
+    // is kept again at most once per `refresh_ms`, so most hits cost no
+    // cache lookup; a key whose slot another key took is kept at once (two
+    // hot keys sharing a slot lose the saving, neither starves).
+    kept: Box<[AtomicU64]>,
+    refresh_ms: u32,
     pub(crate) config: NearCacheConfig,
 }
 
@@ -144,9 +173,16 @@ impl NearCache {
             })
             .time_to_live(keep)
             .build();
+        // An eighth of the staleness budget: an entry kept answering
+        // degraded reads is at most that much older than the last read.
+        let refresh_ms = (config.max_stale.as_millis() / 8).clamp(1, 250) as u32;
         NearCache {
             cache,
             sketch: Sketch::new(&config),
+            kept: (0..1usize << SKETCH_BITS)
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            refresh_ms,
             config,
         }
     }
@@ -155,9 +191,31 @@ impl NearCache {
         self.cache.get(key)
     }
 
-    /// Count a read of `key`; whether its value may be kept.
+    fn kept_slot(&self, h: u64) -> &AtomicU64 {
+        &self.kept[((h >> 16) & ((1 << SKETCH_BITS) - 1)) as usize]
+    }
+
+    /// Count a read of `key`; whether its value should be kept now: the key
+    /// is hot, the value not too large, and it was not kept in the last
+    /// refresh interval.
     pub(crate) fn admit(&self, key: &[u8], len: usize, now: u64) -> bool {
-        len <= self.config.max_entry_bytes && self.sketch.hit(key, now)
+        if len > self.config.max_entry_bytes {
+            return false;
+        }
+        let h = self.sketch.hash(key);
+        let ms = ((now / 1_000_000) as u32).max(1);
+        let tag = h >> 32;
+        let slot = self.kept_slot(h);
+        let last = slot.load(Ordering::Relaxed);
+        // Checked first: a hot key kept a moment ago touches one word.
+        if last != 0 && last >> 32 == tag && ms.wrapping_sub(last as u32) < self.refresh_ms {
+            return false;
+        }
+        if !self.sketch.hit(h, now) {
+            return false;
+        }
+        slot.store((tag << 32) | u64::from(ms), Ordering::Relaxed);
+        true
     }
 
     /// Keep `fill` for `key`: a read of the same value from the same owner
@@ -181,10 +239,16 @@ impl NearCache {
     }
 
     pub(crate) fn evict(&self, key: &[u8]) {
+        // The next read keeps the key again at once.
+        self.kept_slot(self.sketch.hash(key))
+            .store(0, Ordering::Relaxed);
         self.cache.invalidate(key);
     }
 
     pub(crate) fn evict_all(&self) {
+        for k in self.kept.iter() {
+            k.store(0, Ordering::Relaxed);
+        }
         self.cache.invalidate_all();
     }
 
@@ -197,7 +261,7 @@ impl NearCache {
             .map(|(k, _)| k)
             .collect();
         for k in doomed {
-            self.cache.invalidate(k.as_ref());
+            self.evict(k.as_ref());
         }
     }
 
@@ -216,11 +280,24 @@ mod tests {
         let config = NearCacheConfig::default().with_admission(3, Duration::from_secs(1));
         let sketch = Sketch::new(&config);
         let s = 1_000_000_000;
-        assert!(!sketch.hit(b"k", s));
-        assert!(!sketch.hit(b"k", s + 1));
-        assert!(sketch.hit(b"k", s + 2));
-        assert!(sketch.hit(b"k", s + 3));
+        let h = sketch.hash(b"k");
+        assert!(!sketch.hit(h, s));
+        assert!(!sketch.hit(h, s + 1));
+        assert!(sketch.hit(h, s + 2));
+        assert!(sketch.hit(h, s + 3));
         // a new window starts from zero
-        assert!(!sketch.hit(b"k", 3 * s));
+        assert!(!sketch.hit(h, 3 * s));
+    }
+
+    #[test]
+    fn a_hot_key_is_kept_once_per_refresh_interval_and_at_once_after_an_eviction() {
+        let config = NearCacheConfig::default().with_admission(1, Duration::from_secs(10));
+        let near = NearCache::new(config);
+        let ms = 1_000_000;
+        assert!(near.admit(b"k", 1, 1000 * ms));
+        assert!(!near.admit(b"k", 1, 1100 * ms));
+        assert!(near.admit(b"k", 1, 1300 * ms));
+        near.evict(b"k");
+        assert!(near.admit(b"k", 1, 1301 * ms));
     }
 }
