@@ -36,18 +36,16 @@ const CACHE_USER_RULES: &[&str] = &[
     "+cluster|nodes",
 ];
 
-/// A started cluster with the limited user `cache` on every node (the
-/// testkit's own admin client stays on the open `default` user).
+/// A started cluster with the limited user `cache` on every node
+/// (`ClusterSpec::acl_users`; the testkit's own admin client stays on the
+/// open `default` user).
 fn cluster_with_cache_user() -> LocalCluster {
-    let cluster = LocalCluster::start(ClusterSpec::default()).expect("cluster starts");
-    let pass = format!(">{PASSWORD}");
-    for i in 0..cluster.len() {
-        let mut args = vec!["ACL", "SETUSER", "cache"];
-        args.extend_from_slice(CACHE_USER_RULES);
-        args.push(&pass);
-        cluster.command_ok(i, &args).unwrap();
-    }
-    cluster
+    let user = format!("cache >{PASSWORD} {}", CACHE_USER_RULES.join(" "));
+    LocalCluster::start(ClusterSpec {
+        acl_users: vec![user],
+        ..ClusterSpec::default()
+    })
+    .expect("cluster starts")
 }
 
 fn stat(cluster: &LocalCluster, index: usize, name: &str) -> u64 {
