@@ -525,3 +525,43 @@ async fn a_remap_makes_a_cluster_with_unreachable_announcements_usable_through_m
             .any(|a| a.port() == n.client_port));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_that_requires_client_certificates_takes_ours_and_refuses_none() {
+    let cluster = LocalCluster::start(ClusterSpec {
+        tls: true,
+        // Later lines override the testkit's `optional`.
+        extra_config: vec![("tls-auth-clients".into(), "yes".into())],
+        ..ClusterSpec::default()
+    })
+    .expect("mTLS cluster starts");
+    let files = cluster.tls().unwrap().clone();
+    let owner = cluster
+        .primary_of_slot(slotguard_core::key_slot(b"k"))
+        .unwrap();
+    let node = addr(&cluster, owner);
+    let get = |leaf: slotguard_fred::FredService| {
+        leaf.oneshot(CacheRequest::get("k").to_node(node.clone(), slotguard_core::Role::Primary))
+    };
+    let patient = |tls| {
+        FredConfig::default()
+            .with_tls(tls)
+            .with_command_timeout(Duration::from_secs(2))
+    };
+    // Without a client certificate the node refuses the handshake.
+    let leaf = slotguard_fred::FredService::new(patient(tls_config(&cluster)));
+    let err = get(leaf).await.unwrap_err();
+    assert!(
+        matches!(as_cache_error(&err), Some(CacheError::Tls { .. })),
+        "{err}"
+    );
+    // With ours, it answers.
+    let mtls = tls_config(&cluster)
+        .client_cert_pem(
+            files.client_cert_pem.as_bytes(),
+            files.client_key_pem.as_bytes(),
+        )
+        .unwrap();
+    let leaf = slotguard_fred::FredService::new(patient(mtls));
+    get(leaf).await.unwrap();
+}

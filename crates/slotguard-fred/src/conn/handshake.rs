@@ -221,7 +221,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Io<'_, S> {
 }
 
 fn io_error(e: io::Error) -> HandshakeError {
-    HandshakeError::Other(format!("handshake failed: {e}"))
+    // Over TLS 1.3 a server that refuses the client's certificate (or its
+    // absence) says so after the client's side of the TLS handshake is
+    // done: the alert arrives on the first read, here.
+    match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+        Some(tls) => HandshakeError::Tls(tls.to_string()),
+        None => HandshakeError::Other(format!("handshake failed: {e}")),
+    }
 }
 
 #[cfg(test)]
