@@ -92,3 +92,56 @@ fn doctor_exits_2_when_no_seed_answers() {
     let (status, _, stderr) = common::run(&["doctor"], &[("SLOTGUARD_SEEDS", "")], HANG_GUARD);
     assert_eq!(status.code(), Some(2), "{stderr}");
 }
+
+/// A limited ACL user (a cache client's commands, no `CONFIG`): doctor
+/// authenticates from the environment, every check it may run passes, the
+/// refused settings are `unknown`, and a wrong password is a clear exit 2.
+#[test]
+fn doctor_authenticates_from_the_environment() {
+    let rules = [
+        "on",
+        "~*",
+        "-@all",
+        "+@read",
+        "+@write",
+        "+@connection",
+        "-@admin",
+        "-@dangerous",
+        "+info",
+        "+role",
+        "+cluster|shards",
+        "+cluster|slots",
+        "+cluster|info",
+        "+cluster|nodes",
+    ];
+    let cluster = LocalCluster::start(ClusterSpec {
+        acl_users: vec![format!("doctor >s3cret {}", rules.join(" "))],
+        ..ClusterSpec::default()
+    })
+    .unwrap();
+    let seed = cluster.addr(0);
+    let env = [
+        ("SLOTGUARD_USERNAME", "doctor"),
+        ("SLOTGUARD_PASSWORD", "s3cret"),
+    ];
+    let (status, stdout, stderr) = common::run(&["doctor", &seed, "--json"], &env, HANG_GUARD);
+    assert!(status.success(), "exit {status}\n{stdout}\n{stderr}");
+    let report = common::one_json(&stdout);
+    assert_eq!(check(&report, "slots_ok")["status"], "ok", "{report}");
+    assert_eq!(check(&report, "replica_links")["status"], "ok", "{report}");
+    let coverage = check(&report, "require_full_coverage");
+    assert_eq!(coverage["status"], "unknown", "CONFIG is refused: {report}");
+
+    let env = [
+        ("SLOTGUARD_USERNAME", "doctor"),
+        ("SLOTGUARD_PASSWORD", "wrong"),
+    ];
+    let (status, stdout, stderr) =
+        common::run(&["doctor", &seed, "--timeout-ms", "500"], &env, HANG_GUARD);
+    assert_eq!(status.code(), Some(2), "{stdout}\n{stderr}");
+    assert!(stderr.contains("authentication"), "{stderr}");
+    assert!(
+        !stderr.contains("wrong"),
+        "the password is never printed: {stderr}"
+    );
+}

@@ -9,6 +9,10 @@
 //! that refuses `CONFIG` (managed services, an ACL user without it) makes
 //! those checks `unknown`, not failed.
 //!
+//! Credentials and TLS come from the environment, as for the examples:
+//! `SLOTGUARD_USERNAME`, `SLOTGUARD_PASSWORD`, `SLOTGUARD_TLS_CA` (a PEM
+//! file; TLS is on when set), see `docs/security.md`.
+//!
 //! Exit status: 0 when no check failed (warnings allowed), 1 when one did,
 //! 2 when no seed answered or the arguments are wrong.
 
@@ -120,7 +124,10 @@ fn seeds(args: &DoctorArgs) -> Result<Vec<NodeAddr>, String> {
 }
 
 async fn examine(seeds: Vec<NodeAddr>, timeout: Duration) -> Result<Report, String> {
-    let config = FredConfig::default()
+    // Credentials and TLS as the applications get them
+    // (SLOTGUARD_USERNAME, SLOTGUARD_PASSWORD, SLOTGUARD_TLS_CA, ...).
+    let config = FredConfig::from_env()
+        .map_err(|e| format!("settings from the environment: {e}"))?
         .with_admin_timeout(timeout)
         .with_connect_timeout(timeout);
     let leaf = FredService::new(config);
