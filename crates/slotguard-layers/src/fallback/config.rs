@@ -98,6 +98,12 @@ impl FallbackConfig {
         self
     }
 
+    /// Set [`max_invalidations`](Self::max_invalidations).
+    pub fn with_max_invalidations(mut self, n: usize) -> Self {
+        self.max_invalidations = n;
+        self
+    }
+
     /// Set [`near_cache`](Self::near_cache).
     pub fn with_near_cache(mut self, near_cache: Option<NearCacheConfig>) -> Self {
         self.near_cache = near_cache;
@@ -131,11 +137,23 @@ impl Default for WriteBack {
 
 impl WriteBack {
     /// Write back with expiry `ttl`, other settings default.
-    pub fn with_ttl(ttl: Duration) -> Self {
+    pub fn new(ttl: Duration) -> Self {
         WriteBack {
             ttl,
             ..WriteBack::default()
         }
+    }
+
+    /// Set [`timeout`](Self::timeout).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Set [`max_in_flight`](Self::max_in_flight).
+    pub fn with_max_in_flight(mut self, n: usize) -> Self {
+        self.max_in_flight = n;
+        self
     }
 }
 
