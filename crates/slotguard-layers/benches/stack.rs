@@ -17,7 +17,8 @@
 //! table), the leaf recording node health the way `FredService` does, each
 //! layer alone over the leaf, and the full default stack as the README
 //! builds it (slot_refresh → redirect → replica_failover →
-//! circuit_breaker → leaf), and that stack under `coalesce` (every request
+//! circuit_breaker → leaf), `invalidation_log` with nothing logged, and
+//! that stack under `coalesce` (every request
 //! a different key: the healthy miss path, each read its own flight). Requests to `slot_refresh` and the full stack
 //! are routed by slot, so their figure includes the stamping that the bare
 //! leaf's caller did from its table.
@@ -37,6 +38,7 @@ use slotguard_core::{
 };
 use slotguard_layers::circuit_breaker::{BreakerConfig, CircuitBreakerLayer};
 use slotguard_layers::coalesce::CoalesceLayer;
+use slotguard_layers::invalidation::InvalidationLogLayer;
 use slotguard_layers::slot_refresh::SlotRefreshLayer;
 use slotguard_layers::ServiceBuilderExt;
 use tokio::runtime::Runtime;
@@ -281,6 +283,11 @@ fn stack(c: &mut Criterion) {
         .coalesce(CoalesceLayer::new())
         .service(leaf.clone());
     bench_case(c, &rts, "coalesce", svc, &keys, Keys::stamped);
+    // Reads with no recent delete logged: one atomic load per read.
+    let svc = ServiceBuilder::new()
+        .invalidation_log(InvalidationLogLayer::new(topology.clone()))
+        .service(leaf.clone());
+    bench_case(c, &rts, "invalidation_log", svc, &keys, Keys::stamped);
     let svc = ServiceBuilder::new()
         .slot_refresh(refresh(&topology))
         .redirect(topology.clone())
