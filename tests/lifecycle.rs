@@ -1,7 +1,8 @@
 //! Node lifecycle and shutdown against a real cluster: a node removed from
 //! the cluster loses its connection after the grace period and is never
-//! dialled again; `shutdown` returns once every task and connection of the
-//! leaf has ended.
+//! dialled again; `shutdown` (the refresher's, then the leaf's) returns
+//! once every task and connection has ended; a saturated node answers
+//! `Overloaded` past its bound.
 
 // Test helpers outside #[test] fns panic on failure too.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -169,8 +170,18 @@ async fn shutdown_returns_once_every_task_and_connection_has_ended() {
     .await;
     assert!(h.leaf.running_tasks() > 0);
 
+    // The refresher first (it would dial for its views), then the leaf.
+    refresh.shutdown().await;
     h.leaf.shutdown().await;
     assert_eq!(h.leaf.running_tasks(), 0, "every task ended");
+    let refreshes = refresh.stats().refreshes();
+    h.topology.request_refresh();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        refresh.stats().refreshes(),
+        refreshes,
+        "the refresher stopped"
+    );
     for r in readers {
         // Each finished, one way or another, and none hangs.
         let _ = r.await.unwrap();

@@ -61,6 +61,14 @@ impl SlotRefreshLayer {
         self.refresher.refresh_once().await
     }
 
+    /// Stop the background refresher and wait until its task has ended
+    /// (a round in progress is abandoned); it is not started again. With
+    /// `FredService::shutdown` (connections, probers), this stops every
+    /// task the stack runs.
+    pub async fn shutdown(&self) {
+        self.refresher.shutdown().await;
+    }
+
     /// The topology this layer keeps fresh.
     pub fn topology(&self) -> &Topology {
         &self.refresher.topology

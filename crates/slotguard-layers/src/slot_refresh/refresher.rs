@@ -43,6 +43,9 @@ pub(crate) struct Refresher {
     pub(crate) config: RefreshConfig,
     pub(crate) stats: Arc<RefreshStats>,
     started: AtomicBool,
+    /// Set by shutdown: the background task stops at its next wait.
+    stop: tokio::sync::watch::Sender<bool>,
+    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl fmt::Debug for Refresher {
@@ -66,6 +69,24 @@ impl Refresher {
             config,
             stats: Arc::new(RefreshStats::default()),
             started: AtomicBool::new(false),
+            stop: tokio::sync::watch::Sender::new(false),
+            task: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Stop the background task and wait for it to end; it does not start
+    /// again. A refresh round in progress is abandoned.
+    pub(crate) async fn shutdown(&self) {
+        // Marked started so that no later request starts it again.
+        self.started.store(true, Ordering::Release);
+        self.stop.send_replace(true);
+        let task = self
+            .task
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(task) = task {
+            let _ = task.await;
         }
     }
 
@@ -78,7 +99,17 @@ impl Refresher {
         let weak = Arc::downgrade(self);
         let topology = self.topology.clone();
         let (period, min_gap) = (self.config.period, self.config.min_gap);
-        tokio::spawn(run(weak, topology, period, min_gap));
+        let mut stop = self.stop.subscribe();
+        let task = tokio::spawn(async move {
+            tokio::select! {
+                _ = stop.wait_for(|stopped| *stopped) => {}
+                _ = run(weak, topology, period, min_gap) => {}
+            }
+        });
+        *self
+            .task
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(task);
     }
 
     /// One refresh round: ask several nodes, install the majority view.
