@@ -18,10 +18,10 @@
 //! layer alone over the leaf, and the full default stack as the README
 //! builds it (slot_refresh → redirect → replica_failover →
 //! circuit_breaker → leaf), `invalidation_log` with nothing logged, and
-//! that stack under `coalesce` (every request
-//! a different key: the healthy miss path, each read its own flight). Requests to `slot_refresh` and the full stack
-//! are routed by slot, so their figure includes the stamping that the bare
-//! leaf's caller did from its table.
+//! that stack under `coalesce` (every request a different key: the healthy
+//! miss path, each read its own flight). Requests to `slot_refresh` and the
+//! full stack are routed by slot, so their figure includes the stamping
+//! that the bare leaf's caller did from its table.
 #![allow(missing_docs)]
 
 use std::future::{ready, Ready};
