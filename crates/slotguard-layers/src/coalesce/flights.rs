@@ -68,9 +68,6 @@ struct Entry {
     key: FlightKey,
     // Tells this flight from a later one for the same key.
     id: u64,
-    // A write to the key went out after this flight started: no newcomer
-    // may join it.
-    closed: bool,
     // Made by the first follower.
     board: Option<Arc<Board>>,
 }
@@ -78,9 +75,42 @@ struct Entry {
 #[derive(Default)]
 struct Table {
     entries: HashMap<u64, Entry, BuildHasherDefault<IdHasher>>,
+    // Flights a write closed to newcomers, still running for their callers
+    // (a read after the write starts a new flight in `entries`). Few: only
+    // flights in progress when a write to their key went out.
+    closed: Vec<(u64, Entry)>,
     next_id: u64,
     led: u64,
     joined: u64,
+}
+
+impl Table {
+    fn entry(&self, ticket: &Ticket) -> Option<&Entry> {
+        match self.entries.get(&ticket.hash) {
+            Some(e) if e.id == ticket.id => Some(e),
+            _ => self
+                .closed
+                .iter()
+                .find(|(h, e)| *h == ticket.hash && e.id == ticket.id)
+                .map(|(_, e)| e),
+        }
+    }
+
+    /// Take `ticket`'s entry out (if it is still that flight's).
+    fn remove(&mut self, ticket: &Ticket) -> Option<Entry> {
+        if self
+            .entries
+            .get(&ticket.hash)
+            .is_some_and(|e| e.id == ticket.id)
+        {
+            return self.entries.remove(&ticket.hash);
+        }
+        let i = self
+            .closed
+            .iter()
+            .position(|(h, e)| *h == ticket.hash && e.id == ticket.id)?;
+        Some(self.closed.swap_remove(i).1)
+    }
 }
 
 /// One shard of the table. A flight's callers hold its shard (not the whole
@@ -118,8 +148,8 @@ pub(crate) enum Joined {
     Lead(Arc<Shard>, Ticket),
     /// It waits on the board of another read's call.
     Follow(Arc<Shard>, Ticket, Arc<Board>),
-    /// It cannot be coalesced now (a different read with the same hash, or
-    /// a flight closed by a write): it calls on its own, uncounted.
+    /// It cannot be coalesced now (a different read with the same hash):
+    /// it calls on its own.
     Alone,
 }
 
@@ -143,7 +173,7 @@ impl Flights {
         let shard = &self.shards[usize::from(req.slot()) % SHARDS];
         let mut table = shard.lock();
         if let Some(entry) = table.entries.get_mut(&hash) {
-            if entry.closed || !entry.key.matches(req) {
+            if !entry.key.matches(req) {
                 table.led += 1;
                 return Joined::Alone;
             }
@@ -165,7 +195,6 @@ impl Flights {
         let entry = Entry {
             key,
             id,
-            closed: false,
             board: None,
         };
         table.entries.insert(hash, entry);
@@ -182,16 +211,28 @@ impl Flights {
         if table.entries.is_empty() {
             return;
         }
-        for e in table.entries.values_mut() {
-            if e.key.key == *req.key() {
-                e.closed = true;
+        let key = req.key();
+        let hashes: Vec<u64> = table
+            .entries
+            .iter()
+            .filter(|(_, e)| e.key.key == *key)
+            .map(|(h, _)| *h)
+            .collect();
+        for hash in hashes {
+            if let Some(entry) = table.entries.remove(&hash) {
+                table.closed.push((hash, entry));
             }
         }
     }
 
     /// Flights in progress now.
     pub(crate) fn in_flight(&self) -> usize {
-        (0..SHARDS).map(|i| self.shard(i).entries.len()).sum()
+        (0..SHARDS)
+            .map(|i| {
+                let t = self.shard(i);
+                t.entries.len() + t.closed.len()
+            })
+            .sum()
     }
 
     /// Reads that made an inner call, and reads that shared one.
@@ -212,14 +253,6 @@ impl Shard {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Take `ticket`'s entry out of the table (if it is still that flight's).
-    fn remove(table: &mut Table, ticket: &Ticket) -> Option<Entry> {
-        match table.entries.get(&ticket.hash) {
-            Some(e) if e.id == ticket.id => table.entries.remove(&ticket.hash),
-            _ => None,
-        }
-    }
-
     /// The driver's call completed: later reads start a new flight, and the
     /// followers get a copy of the outcome. Returns the driver's own.
     pub(crate) fn finish(
@@ -227,7 +260,7 @@ impl Shard {
         ticket: &Ticket,
         out: Result<CacheResponse, BoxError>,
     ) -> Result<CacheResponse, BoxError> {
-        let entry = Self::remove(&mut self.lock(), ticket);
+        let entry = self.lock().remove(ticket);
         let Some(board) = entry.and_then(|e| e.board) else {
             // Nobody followed: the outcome is the driver's alone, untouched.
             return out;
@@ -248,11 +281,8 @@ impl Shard {
     /// may run anything, even this layer again).
     pub(crate) fn abandon(&self, ticket: &Ticket, call: Call) {
         let mut table = self.lock();
-        let board = match table.entries.get(&ticket.hash) {
-            Some(e) if e.id == ticket.id => e.board.clone(),
-            // Not in the table: nobody can be waiting for it.
-            _ => None,
-        };
+        // Not in the table: nobody can be waiting for it.
+        let board = table.entry(ticket).and_then(|e| e.board.clone());
         if let Some(board) = board {
             let mut b = board.lock();
             if b.waiting > 0 {
@@ -264,7 +294,7 @@ impl Shard {
                 return;
             }
         }
-        let entry = Self::remove(&mut table, ticket);
+        let entry = table.remove(ticket);
         drop(table);
         drop(entry);
         drop(call);
@@ -281,7 +311,7 @@ impl Shard {
         }
         let orphan = b.orphan.take();
         drop(b);
-        let entry = Self::remove(&mut table, ticket);
+        let entry = table.remove(ticket);
         drop(table);
         drop(entry);
         drop(orphan);

@@ -210,6 +210,10 @@ async fn writes_pass_through_and_close_the_flight_to_newcomers() {
     let (layer, svc, mut handle) = setup();
     let old_read = spawn_get(&svc, CacheRequest::get("k"));
     let (_r, old_send) = handle.next_request().await.unwrap();
+    // a follower from before the write, whose leader then goes: the closed
+    // flight is still handed over
+    let old_follower = spawn_get(&svc, CacheRequest::get("k"));
+    settle(|| layer.joined_total() == 1).await;
     // two identical writes: two inner calls
     let w1 = spawn_get(&svc, CacheRequest::set("k", "v2", None));
     let w2 = spawn_get(&svc, CacheRequest::set("k", "v2", None));
@@ -220,20 +224,30 @@ async fn writes_pass_through_and_close_the_flight_to_newcomers() {
     }
     w1.await.unwrap().unwrap();
     w2.await.unwrap().unwrap();
-    // a read after the write does not share the read from before it
+    // a read after the write does not share the read from before it, but
+    // reads after the write share theirs
     let new_read = spawn_get(&svc, CacheRequest::get("k"));
     let (_r, new_send) = handle.next_request().await.unwrap();
-    assert_eq!(layer.joined_total(), 0);
+    assert_eq!(layer.joined_total(), 1, "only the follower from before");
+    let new_follower = spawn_get(&svc, CacheRequest::get("k"));
+    settle(|| layer.joined_total() == 2).await;
+    assert_eq!(
+        layer.in_flight(),
+        2,
+        "the closed flight runs on beside the new one"
+    );
+    old_read.abort();
+    let _ = old_read.await;
     old_send.send_response(value("v1"));
     new_send.send_response(value("v2"));
     assert_eq!(
-        old_read.await.unwrap().unwrap().value.as_deref(),
+        old_follower.await.unwrap().unwrap().value.as_deref(),
         Some(&b"v1"[..])
     );
-    assert_eq!(
-        new_read.await.unwrap().unwrap().value.as_deref(),
-        Some(&b"v2"[..])
-    );
+    for c in [new_read, new_follower] {
+        assert_eq!(c.await.unwrap().unwrap().value.as_deref(), Some(&b"v2"[..]));
+    }
+    assert!(no_more_requests(&mut handle));
     let del = spawn_get(&svc, CacheRequest::delete("k"));
     let (r, send) = handle.next_request().await.unwrap();
     assert_eq!(r.op, slotguard_core::Op::Delete);
