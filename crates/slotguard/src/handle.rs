@@ -275,6 +275,17 @@ impl SlotGuard {
         }
     }
 
+    /// Stop every task the stack runs — the slot map refresher, the health
+    /// prober, the node connections — and wait until they have ended.
+    /// Calls after it fail fast with a typed error (or are answered by the
+    /// store, when there is one); nothing is dialled again. Every clone of
+    /// this handle shares the shutdown.
+    pub async fn shutdown(&self) {
+        // The refresher first, so it does not dial the nodes the leaf closes.
+        self.refresh.shutdown().await;
+        self.leaf.shutdown().await;
+    }
+
     /// Refresh the slot map now and wait for it.
     pub async fn refresh_now(&self) -> Result<(), CacheError> {
         self.refresh.refresh_now().await.map_err(into_cache_error)

@@ -48,6 +48,15 @@ async fn the_handle_sets_gets_and_deletes_on_every_shard() {
         cache.get(huge).await,
         Err(CacheError::InvalidInput(_))
     ));
+
+    // Shutdown ends every task the stack runs; later calls fail fast, typed.
+    cache.shutdown().await;
+    assert_eq!(cache.leaf().running_tasks(), 0);
+    let after = tokio::time::timeout(Duration::from_secs(5), cache.get("k")).await;
+    assert!(
+        matches!(after, Ok(Err(_))),
+        "a call after shutdown fails at once: {after:?}"
+    );
 }
 
 #[tokio::test]
