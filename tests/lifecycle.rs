@@ -135,8 +135,21 @@ async fn a_removed_node_is_closed_after_the_grace_period_and_never_redialled() {
         h.topology.request_refresh();
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(stat(&h.cluster, gone, "total_connections_received"), dials);
-    assert_eq!(our_connections(&h.cluster, gone), 0);
+    let clients = || {
+        h.cluster
+            .command_str(gone, &["CLIENT", "LIST"])
+            .ok()
+            .and_then(|r| r.as_str().map(str::to_owned))
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        stat(&h.cluster, gone, "total_connections_received"),
+        dials,
+        "dialled again; clients now: {}; pool: {:?}",
+        clients(),
+        h.leaf.connected_nodes()
+    );
+    assert_eq!(our_connections(&h.cluster, gone), 0, "{}", clients());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
