@@ -264,7 +264,15 @@ pub(crate) fn parse_cluster_shards(
                         let view = NodeView {
                             addr: addr.ok_or_else(|| bad("node address"))?,
                             id,
-                            online: health.is_empty() || health == "online",
+                            // Only `failed` is down. Redis 7.0 says `loading`
+                            // of any replica whose replication offset its
+                            // peers have not heard yet (every replica of a
+                            // young or write-idle cluster), which is perfectly
+                            // readable; one that really is loading answers
+                            // `-LOADING`, which failover already skips. Taking
+                            // `loading` for offline left shards of young
+                            // clusters with no replica to fail over to.
+                            online: !health.starts_with("fail"),
                         };
                         if role == "master" {
                             primaries.push(view);

@@ -69,6 +69,24 @@ fn shards_reply() {
     assert!(v.shards[0].replicas[0].online);
 }
 
+#[test]
+fn a_replica_reported_loading_is_online() {
+    // What 7.0 says of a replica whose offset its peers have not heard.
+    let reply = Frame::Array(vec![Frame::Array(vec![
+        s("slots"),
+        Frame::Array(vec![i(0), i(16383)]),
+        s("nodes"),
+        Frame::Array(vec![
+            node(7000, "master", "online"),
+            node(7003, "replica", "loading"),
+            node(7004, "replica", "failed"),
+        ]),
+    ])]);
+    let v = parse_cluster_shards(reply, &from(), false, None).unwrap();
+    assert!(v.shards[0].replicas[0].online);
+    assert!(!v.shards[0].replicas[1].online);
+}
+
 /// A RESP3 `CLUSTER SHARDS` node (a map), announced by hostname.
 fn named(endpoint: &str, ip: &str, hostname: &str, port: i64, role: &str) -> Frame {
     let kv = |k: &str, v: Frame| (s(k), v);
