@@ -1,4 +1,4 @@
-//! The three clients `bench throughput` compares, behind one small trait so
+//! The four clients `bench throughput` compares, behind one small trait so
 //! the closed loop ([`super::cell`]) is the same code for all of them.
 //!
 //! Each is built exactly as a user would build it, with default settings:
@@ -123,19 +123,21 @@ pub(crate) async fn leaf(
 /// The full recommended stack as a user gets it: [`SlotGuard`] with every
 /// default (coalesce → fallback → invalidation_log → slot_refresh → redirect →
 /// replica_failover → circuit_breaker → leaf, the health prober running)
-/// over an SQLite store in a temporary directory. Keep the returned guard
-/// alive while measuring.
+/// and, with `store`, over an SQLite store in a temporary directory (the
+/// fallback layer with its near-cache and client tracking on top). Keep the
+/// returned guard alive while measuring.
 pub(crate) async fn stack(
     seeds: &[NodeAddr],
+    store: bool,
 ) -> Result<(Tower<CacheService>, (SlotGuard, tempfile::TempDir)), BoxError> {
     let dir = tempfile::Builder::new()
         .prefix("slotguard-bench-store")
         .tempdir()?;
-    let store = SqliteStore::open(dir.path().join("store.db"))?;
-    let guard = SlotGuard::builder(seeds.to_vec())
-        .store(store)
-        .connect()
-        .await?;
+    let mut builder = SlotGuard::builder(seeds.to_vec());
+    if store {
+        builder = builder.store(SqliteStore::open(dir.path().join("store.db"))?);
+    }
+    let guard = builder.connect().await?;
     Ok((Tower(guard.service()), (guard, dir)))
 }
 

@@ -1,7 +1,7 @@
 //! `slotguard bench throughput`: healthy-path speed of slotguard's leaf and
 //! full stack, side by side with fred's own cluster client.
 //!
-//! One process, one cluster, all three clients connected for the whole run;
+//! One process, one cluster, all four clients connected for the whole run;
 //! rounds alternate the client order, and each (load, concurrency, client)
 //! cell reports the median over rounds, so drift (CPU frequency, another
 //! build on the machine) hits every client alike.
@@ -166,16 +166,19 @@ async fn bench(
         .await
         .map_err(|e| format!("could not read the redis version from {first}: {e}"))?;
 
-    progress.note("connecting fred_cluster, leaf and stack...");
+    progress.note("connecting fred_cluster, leaf, stack and stack_store...");
     let fred = clients::fred_cluster(seeds)
         .await
         .map_err(|e| format!("fred cluster client: {e}"))?;
     let leaf = clients::leaf(seeds)
         .await
         .map_err(|e| format!("leaf: {e}"))?;
-    let (stack, _prober) = clients::stack(seeds)
+    let (stack, _guard) = clients::stack(seeds, false)
         .await
         .map_err(|e| format!("stack: {e}"))?;
+    let (stack_store, _guard_store) = clients::stack(seeds, true)
+        .await
+        .map_err(|e| format!("stack_store: {e}"))?;
 
     progress.note(&format!(
         "writing {} keys of {} B...",
@@ -208,6 +211,7 @@ async fn bench(
                         ClientName::FredCluster => cell::run(&fred, &data, spec).await,
                         ClientName::Leaf => cell::run(&leaf, &data, spec).await,
                         ClientName::Stack => cell::run(&stack, &data, spec).await,
+                        ClientName::StackStore => cell::run(&stack_store, &data, spec).await,
                     };
                     let sample = result.sample();
                     progress.note(&format!(

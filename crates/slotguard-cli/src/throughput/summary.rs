@@ -35,27 +35,35 @@ pub(crate) enum ClientName {
     FredCluster,
     /// slotguard's leaf with routing only (slot_refresh → FredService).
     Leaf,
-    /// The full recommended stack.
+    /// The recommended stack without a store: `SlotGuard` with defaults.
     Stack,
+    /// The same with an SQLite store behind it (fallback, near-cache,
+    /// client tracking): `SlotGuard::builder(..).store(..)`.
+    StackStore,
 }
 
 impl ClientName {
     /// Every client; fred first, the reference of the ratios.
-    pub(crate) const ALL: [ClientName; 3] =
-        [ClientName::FredCluster, ClientName::Leaf, ClientName::Stack];
+    pub(crate) const ALL: [ClientName; 4] = [
+        ClientName::FredCluster,
+        ClientName::Leaf,
+        ClientName::Stack,
+        ClientName::StackStore,
+    ];
 
     pub(crate) fn as_str(self) -> &'static str {
         match self {
             ClientName::FredCluster => "fred_cluster",
             ClientName::Leaf => "leaf",
             ClientName::Stack => "stack",
+            ClientName::StackStore => "stack_store",
         }
     }
 
     /// The order the clients run in during round `round`: rotated each
     /// round, so none always runs first (on a cold cache, connections, CPU
-    /// frequency) over a run of three or more rounds.
-    pub(crate) fn order(round: usize) -> [ClientName; 3] {
+    /// frequency) over a run of four or more rounds.
+    pub(crate) fn order(round: usize) -> [ClientName; 4] {
         let mut all = Self::ALL;
         let n = all.len();
         all.rotate_left(round % n);
@@ -218,7 +226,7 @@ pub(crate) struct Settings {
     /// `local (3 primaries, 1 replica each)` or the seeds given.
     pub(crate) cluster: String,
     /// The client order of each round.
-    pub(crate) client_order: Vec<[ClientName; 3]>,
+    pub(crate) client_order: Vec<[ClientName; 4]>,
     pub(crate) clients: Clients,
 }
 
@@ -228,14 +236,18 @@ pub(crate) struct Clients {
     pub(crate) fred_cluster: &'static str,
     pub(crate) leaf: &'static str,
     pub(crate) stack: &'static str,
+    pub(crate) stack_store: &'static str,
 }
 
 /// The descriptions printed with the results.
 pub(crate) const CLIENTS: Clients = Clients {
     fred_cluster: "fred 10.1 cluster client, Builder + ServerConfig::new_clustered, default config",
     leaf: "slot_refresh → FredService (FredConfig::default, with_topology as the docs build it)",
-    stack: "slot_refresh → redirect → replica_failover → circuit_breaker(per_node) → FredService, \
-            HealthProber running; all defaults (README \"Use\")",
+    stack: "SlotGuard::builder(seeds).connect(): coalesce → invalidation_log → slot_refresh → \
+            redirect → replica_failover → circuit_breaker(per_node) → FredService, HealthProber \
+            running; all defaults",
+    stack_store: "SlotGuard::builder(seeds).store(SqliteStore).connect(): the same with fallback \
+                  (near-cache, RESP3 client tracking) on top; all defaults",
 };
 
 /// The one JSON object `--json` prints.
@@ -272,7 +284,8 @@ pub(crate) fn render(o: &Output) -> String {
     );
     let _ = writeln!(out, "  fred_cluster: {}", CLIENTS.fred_cluster);
     let _ = writeln!(out, "  leaf:         {}", CLIENTS.leaf);
-    let _ = writeln!(out, "  stack:        {}\n", CLIENTS.stack);
+    let _ = writeln!(out, "  stack:        {}", CLIENTS.stack);
+    let _ = writeln!(out, "  stack_store:  {}\n", CLIENTS.stack_store);
     let _ = writeln!(
         out,
         "{:<5} {:>5} {:<13} {:>10} {:>7} {:>9} {:>9} {:>9} {:>8} {:>7} {:>6}",
@@ -369,12 +382,11 @@ mod tests {
     #[test]
     fn client_order_rotates() {
         use ClientName::*;
-        assert_eq!(ClientName::order(0), [FredCluster, Leaf, Stack]);
-        assert_eq!(ClientName::order(1), [Leaf, Stack, FredCluster]);
-        assert_eq!(ClientName::order(2), [Stack, FredCluster, Leaf]);
-        assert_eq!(ClientName::order(3), ClientName::order(0));
-        // over three rounds each client goes first once
-        let firsts: Vec<ClientName> = (0..3).map(|r| ClientName::order(r)[0]).collect();
+        assert_eq!(ClientName::order(0), [FredCluster, Leaf, Stack, StackStore]);
+        assert_eq!(ClientName::order(1), [Leaf, Stack, StackStore, FredCluster]);
+        assert_eq!(ClientName::order(4), ClientName::order(0));
+        // over four rounds each client goes first once
+        let firsts: Vec<ClientName> = (0..4).map(|r| ClientName::order(r)[0]).collect();
         for c in ClientName::ALL {
             assert_eq!(firsts.iter().filter(|&&f| f == c).count(), 1);
         }
