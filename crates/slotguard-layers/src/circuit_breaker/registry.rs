@@ -149,6 +149,16 @@ impl Shared {
                     self.common.clone(),
                 ));
                 let mut next = AddrMap::clone(&current);
+                // A new node usually means the topology changed: drop the
+                // breakers of nodes that left it, so the registry holds the
+                // cluster's nodes, not every node it ever had. A node that
+                // comes back starts with a closed breaker.
+                if let Some(topology) = self.common.topology() {
+                    let map = topology.map();
+                    if map.covered_slots() > 0 {
+                        next.retain(|a, _| map.contains(a));
+                    }
+                }
                 next.insert(addr.clone(), breaker.clone());
                 map.store(Arc::new(next));
                 Some(breaker)
