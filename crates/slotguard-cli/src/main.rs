@@ -39,9 +39,10 @@ enum Command {
     /// A local cluster, real load through the slotguard stack, faults injected, results per phase.
     ///
     /// Starts a local Redis Cluster (3 primaries, 1 replica each), drives a
-    /// mixed load (90 % GET, 10 % SET by default) through the slotguard stack
-    /// and injects faults one phase at a time: healthy, primary-sigstop,
-    /// primary-sigkill, live-migration, manual-failover. Prints one row per
+    /// mixed load (90 % GET, 10 % SET by default) through `SlotGuard` over
+    /// an SQLite store and injects faults one phase at a time: healthy,
+    /// primary-sigstop, primary-sigkill, live-migration, manual-failover,
+    /// cluster-outage. Prints one row per
     /// phase with a verdict against its targets; misses are reported, not
     /// fatal (exit 0 when the run completed, 1 when it stopped early, 2 when
     /// the cluster could not start).
