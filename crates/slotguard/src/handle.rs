@@ -183,10 +183,18 @@ impl SlotGuardBuilder {
         }
         let leaf = FredService::new(leaf_config).with_topology(topology.clone());
         let source = FredTopologySource::new(&leaf, self.seeds);
-        let refresh = SlotRefreshLayer::with_config(topology.clone(), source, self.refresh)
+        let refresh = match SlotRefreshLayer::with_config(topology.clone(), source, self.refresh)
             .load()
             .await
-            .map_err(into_cache_error)?;
+        {
+            Ok(refresh) => refresh,
+            Err(e) => {
+                // Nothing may outlive a failed connect: the leaf's lifecycle
+                // task and any connection the seeds were asked on.
+                leaf.shutdown().await;
+                return Err(into_cache_error(e));
+            }
+        };
         let breakers = CircuitBreakerLayer::per_node(self.breaker).with_topology(topology.clone());
         let prober = HealthProber::new(&leaf, topology.clone()).spawn();
         // The delete log sits right above routing: it replays deletes a
