@@ -163,35 +163,23 @@ fn router(app: App) -> Router {
         .with_state(app)
 }
 
-fn env_seeds() -> Result<Option<Vec<NodeAddr>>, Box<dyn std::error::Error>> {
-    let Ok(list) = std::env::var("SLOTGUARD_SEEDS") else {
-        return Ok(None);
-    };
-    let seeds = list
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::parse)
-        .collect::<Result<Vec<NodeAddr>, _>>()?;
-    Ok(Some(seeds))
-}
-
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let listen = std::env::var("SLOTGUARD_HTTP").unwrap_or_else(|_| "127.0.0.1:3000".into());
-    let (_cluster, seeds): (Option<LocalCluster>, Vec<NodeAddr>) = match env_seeds()? {
-        Some(seeds) => (None, seeds),
-        None => {
-            eprintln!("starting a local cluster (3 primaries, 3 replicas)...");
-            let cluster = LocalCluster::start(ClusterSpec::default())?;
-            let seeds = cluster
-                .seeds()
-                .iter()
-                .map(|s| s.parse())
-                .collect::<Result<_, _>>()?;
-            (Some(cluster), seeds)
-        }
-    };
+    let (_cluster, seeds): (Option<LocalCluster>, Vec<NodeAddr>) =
+        match slotguard::fred::seeds_from_env()? {
+            Some(seeds) => (None, seeds),
+            None => {
+                eprintln!("starting a local cluster (3 primaries, 3 replicas)...");
+                let cluster = LocalCluster::start(ClusterSpec::default())?;
+                let seeds = cluster
+                    .seeds()
+                    .iter()
+                    .map(|s| s.parse())
+                    .collect::<Result<_, _>>()?;
+                (Some(cluster), seeds)
+            }
+        };
     // Kept until exit: a default database lives in it.
     let tmp = tempfile::tempdir()?;
     let db = std::env::var("SLOTGUARD_DB")

@@ -20,14 +20,9 @@ use tower::{ServiceBuilder, ServiceExt};
 async fn main() -> Result<(), BoxError> {
     // Use the given cluster, or start a throwaway one on loopback.
     let (_cluster, seeds): (Option<LocalCluster>, Vec<NodeAddr>) =
-        match std::env::var("SLOTGUARD_SEEDS") {
-            Ok(list) => (
-                None,
-                list.split(',')
-                    .map(|s| s.trim().parse())
-                    .collect::<Result<_, _>>()?,
-            ),
-            Err(_) => {
+        match slotguard::fred::seeds_from_env()? {
+            Some(seeds) => (None, seeds),
+            None => {
                 println!("starting a local cluster (3 primaries, 3 replicas)...");
                 let cluster = LocalCluster::start(ClusterSpec::default())?;
                 let seeds = cluster

@@ -2,12 +2,14 @@
 //! operator can point an application (or `slotguard doctor`) at a secured
 //! cluster without code.
 
-use slotguard_core::CacheError;
+use slotguard_core::{CacheError, NodeAddr};
 
 use crate::config::FredConfig;
 use crate::credentials::Credentials;
 use crate::tls::TlsConfig;
 
+/// Comma-separated `host:port` of cluster nodes to start from.
+pub const ENV_SEEDS: &str = "SLOTGUARD_SEEDS";
 /// ACL user name (needs `SLOTGUARD_PASSWORD`).
 pub const ENV_USERNAME: &str = "SLOTGUARD_USERNAME";
 /// Password: with `SLOTGUARD_USERNAME` for an ACL user, alone for
@@ -58,6 +60,36 @@ impl FredConfig {
     }
 }
 
+/// The seeds in `SLOTGUARD_SEEDS` (comma-separated `host:port`, blanks
+/// ignored): `Ok(None)` when it is unset, an error
+/// ([`CacheError::InvalidInput`]) for an entry that is not an address or a
+/// list with none.
+pub fn seeds_from_env() -> Result<Option<Vec<NodeAddr>>, CacheError> {
+    seeds_from_lookup(|name| std::env::var(name).ok())
+}
+
+/// [`seeds_from_env`] with another source of variables.
+pub fn seeds_from_lookup(
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<Option<Vec<NodeAddr>>, CacheError> {
+    let Some(list) = lookup(ENV_SEEDS) else {
+        return Ok(None);
+    };
+    let seeds = list
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<NodeAddr>()
+                .map_err(|e| CacheError::InvalidInput(format!("{ENV_SEEDS}: {s:?}: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if seeds.is_empty() {
+        return Err(CacheError::InvalidInput(format!("{ENV_SEEDS} is empty")));
+    }
+    Ok(Some(seeds))
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -105,5 +137,24 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
         let err = from(&[(ENV_TLS_CA, "/nonexistent/ca.pem")]).unwrap_err();
         assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
+    }
+
+    #[test]
+    fn seeds_parse_from_a_comma_list() {
+        let seeds = |v: Option<&str>| seeds_from_lookup(|_| v.map(str::to_owned));
+        assert_eq!(seeds(None).unwrap(), None);
+        let got = seeds(Some(" 127.0.0.1:7000, ,127.0.0.1:7001 "))
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[1].port(), 7001);
+        assert!(matches!(
+            seeds(Some(" , ")),
+            Err(CacheError::InvalidInput(_))
+        ));
+        assert!(matches!(
+            seeds(Some("nohost")),
+            Err(CacheError::InvalidInput(_))
+        ));
     }
 }

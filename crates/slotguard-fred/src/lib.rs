@@ -38,7 +38,10 @@ mod tls;
 
 pub use config::FredConfig;
 pub use credentials::{Credentials, Secret};
-pub use env::{ENV_PASSWORD, ENV_TLS_CA, ENV_TLS_SERVER_NAME, ENV_USERNAME};
+pub use env::{
+    seeds_from_env, seeds_from_lookup, ENV_PASSWORD, ENV_SEEDS, ENV_TLS_CA, ENV_TLS_SERVER_NAME,
+    ENV_USERNAME,
+};
 pub use health::{parse_replication_info, HealthProber, ProberHandle, ReplicationInfo};
 pub use remap::{AddressRemap, RemapFn};
 pub use resp::Frame;

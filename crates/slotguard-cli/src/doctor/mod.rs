@@ -31,9 +31,6 @@ use slotguard::{
 use checks::{Check, Status};
 use facts::{NodeFacts, Setting};
 
-/// Environment variable with comma-separated seeds, used when none is given.
-const SEEDS_ENV: &str = "SLOTGUARD_SEEDS";
-
 /// `slotguard doctor` options.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct DoctorArgs {
@@ -103,24 +100,14 @@ fn seeds(args: &DoctorArgs) -> Result<Vec<NodeAddr>, String> {
     if !args.seeds.is_empty() {
         return Ok(args.seeds.clone());
     }
-    let Ok(list) = std::env::var(SEEDS_ENV) else {
-        return Err(format!("no seed given: pass host:port or set {SEEDS_ENV}"));
-    };
-    list.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| {
-            s.parse::<NodeAddr>()
-                .map_err(|e| format!("{SEEDS_ENV}: {s:?}: {e}"))
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .and_then(|v| {
-            if v.is_empty() {
-                Err(format!("{SEEDS_ENV} is empty"))
-            } else {
-                Ok(v)
-            }
-        })
+    match slotguard::fred::seeds_from_env() {
+        Ok(Some(seeds)) => Ok(seeds),
+        Ok(None) => Err(format!(
+            "no seed given: pass host:port or set {}",
+            slotguard::fred::ENV_SEEDS
+        )),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 async fn examine(seeds: Vec<NodeAddr>, timeout: Duration) -> Result<Report, String> {
