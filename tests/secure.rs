@@ -14,33 +14,14 @@ use tower::ServiceExt;
 
 const PASSWORD: &str = "pw-Zq81-never-printed";
 
-/// What a cache client needs and nothing else: data commands, connection
-/// commands (HELLO, READONLY, ASKING, PING, CLIENT TRACKING), and the
-/// topology and health reads. No `@admin`, no `@dangerous`.
-const CACHE_USER_RULES: &[&str] = &[
-    "on",
-    "resetkeys",
-    "~*",
-    "resetchannels",
-    "-@all",
-    "+@read",
-    "+@write",
-    "+@connection",
-    "-@admin",
-    "-@dangerous",
-    "+info",
-    "+role",
-    "+cluster|shards",
-    "+cluster|slots",
-    "+cluster|info",
-    "+cluster|nodes",
-];
-
 /// A started cluster with the limited user `cache` on every node
 /// (`ClusterSpec::acl_users`; the testkit's own admin client stays on the
 /// open `default` user).
 fn cluster_with_cache_user() -> LocalCluster {
-    let user = format!("cache >{PASSWORD} {}", CACHE_USER_RULES.join(" "));
+    let user = format!(
+        "cache >{PASSWORD} {}",
+        slotguard_testkit::CACHE_USER_RULES.join(" ")
+    );
     LocalCluster::start(ClusterSpec {
         acl_users: vec![user],
         ..ClusterSpec::default()

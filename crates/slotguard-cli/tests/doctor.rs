@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use serde_json::Value;
-use slotguard_testkit::{ClusterSpec, LocalCluster};
+use slotguard_testkit::{ClusterSpec, LocalCluster, CACHE_USER_RULES};
 
 const HANG_GUARD: Duration = Duration::from_secs(60);
 
@@ -98,24 +98,8 @@ fn doctor_exits_2_when_no_seed_answers() {
 /// refused settings are `unknown`, and a wrong password is a clear exit 2.
 #[test]
 fn doctor_authenticates_from_the_environment() {
-    let rules = [
-        "on",
-        "~*",
-        "-@all",
-        "+@read",
-        "+@write",
-        "+@connection",
-        "-@admin",
-        "-@dangerous",
-        "+info",
-        "+role",
-        "+cluster|shards",
-        "+cluster|slots",
-        "+cluster|info",
-        "+cluster|nodes",
-    ];
     let cluster = LocalCluster::start(ClusterSpec {
-        acl_users: vec![format!("doctor >s3cret {}", rules.join(" "))],
+        acl_users: vec![format!("doctor >s3cret {}", CACHE_USER_RULES.join(" "))],
         ..ClusterSpec::default()
     })
     .unwrap();

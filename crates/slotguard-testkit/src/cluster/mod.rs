@@ -62,6 +62,31 @@ pub const KEEP_DIR_ENV: &str = "SLOTGUARD_TESTKIT_KEEP_DIR";
 /// Where `setpriv` is looked for; when present it ties each server's life to the spawning thread.
 const SETPRIV: &str = "/usr/bin/setpriv";
 
+/// ACL rules for a user limited to what a cache client needs (for
+/// [`ClusterSpec::acl_users`]), as `docs/security.md` lists them.
+///
+/// What a cache client needs and nothing else: data commands, connection
+/// commands (HELLO, READONLY, ASKING, PING, CLIENT TRACKING), and the
+/// topology and health reads. No `@admin`, no `@dangerous`.
+pub const CACHE_USER_RULES: &[&str] = &[
+    "on",
+    "resetkeys",
+    "~*",
+    "resetchannels",
+    "-@all",
+    "+@read",
+    "+@write",
+    "+@connection",
+    "-@admin",
+    "-@dangerous",
+    "+info",
+    "+role",
+    "+cluster|shards",
+    "+cluster|slots",
+    "+cluster|info",
+    "+cluster|nodes",
+];
+
 /// The shape and tuning of a [`LocalCluster`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterSpec {
