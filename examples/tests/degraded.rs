@@ -7,10 +7,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -18,54 +17,7 @@ use std::time::{Duration, Instant};
 use slotguard::core::key_slot;
 use slotguard_testkit::{ClusterSpec, LocalCluster};
 
-/// Stops the example when the test ends, also on panic.
-struct App(Child);
-
-impl Drop for App {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-INT", &self.0.id().to_string()])
-            .status();
-        for _ in 0..250 {
-            if matches!(self.0.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// One HTTP/1.1 request; (status, body). Status 0: no answer.
-fn http(addr: &str, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
-    let Ok(mut s) = TcpStream::connect(addr) else {
-        return (0, Vec::new());
-    };
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    if s.write_all(head.as_bytes())
-        .and_then(|_| s.write_all(body))
-        .is_err()
-    {
-        return (0, Vec::new());
-    }
-    let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw);
-    let Some(split) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
-        return (0, Vec::new());
-    };
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, raw[split + 4..].to_vec())
-}
+use common::{http, App};
 
 fn version_of(body: &[u8]) -> u64 {
     let v: serde_json::Value = serde_json::from_slice(body).unwrap();
@@ -78,24 +30,8 @@ fn run(full_coverage: &str) {
         ..ClusterSpec::default()
     };
     let cluster = LocalCluster::start(spec).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_axum_app"))
-        .env("SLOTGUARD_HTTP", "127.0.0.1:0")
-        .env("SLOTGUARD_SEEDS", cluster.seeds().join(","))
-        .env_remove("SLOTGUARD_DB")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let app = App(child);
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    let addr = Arc::new(
-        line.trim()
-            .strip_prefix("listening on http://")
-            .expect("listen line")
-            .to_owned(),
-    );
+    let (app, addr) = App::start(Some(cluster.seeds().join(",")));
+    let addr = Arc::new(addr);
 
     // Items spread over the shards; which ones live on the victim.
     let victim = cluster.primary_of_slot(0).unwrap();
@@ -110,7 +46,7 @@ fn run(full_coverage: &str) {
     let victim_id = (1000..).find(|&id| on_victim(id)).unwrap();
     let acked: Arc<Mutex<HashMap<usize, u64>>> = Arc::default();
     for &id in ids.iter().chain([&victim_id]) {
-        let (status, _) = http(&addr, "PUT", &format!("/items/{id}"), br#"{"v":0}"#);
+        let (status, _, _) = http(&addr, "PUT", &format!("/items/{id}"), br#"{"v":0}"#);
         assert_eq!(status, 204);
         acked.lock().unwrap().insert(id, 0);
     }
@@ -133,7 +69,7 @@ fn run(full_coverage: &str) {
                 i += 1;
                 let id = ids[i % ids.len()];
                 let floor = acked.lock().unwrap()[&id];
-                let (status, body) = http(&addr, "GET", &format!("/items/{id}"), b"");
+                let (status, _, body) = http(&addr, "GET", &format!("/items/{id}"), b"");
                 gets.fetch_add(1, Ordering::Relaxed);
                 if status != 200 || version_of(&body) < floor {
                     eprintln!(
@@ -156,7 +92,7 @@ fn run(full_coverage: &str) {
                 let n = version.entry(id).or_default();
                 *n += 1;
                 let body = format!(r#"{{"v":{n}}}"#);
-                let (status, _) = http(&addr, "PUT", &format!("/items/{id}"), body.as_bytes());
+                let (status, _, _) = http(&addr, "PUT", &format!("/items/{id}"), body.as_bytes());
                 if status == 204 {
                     let mut acked = acked.lock().unwrap();
                     let a = acked.get_mut(&id).unwrap();
@@ -179,7 +115,7 @@ fn run(full_coverage: &str) {
     loop {
         n += 1;
         let body = format!(r#"{{"v":{n}}}"#);
-        let (status, _) = http(
+        let (status, _, _) = http(
             &addr,
             "PUT",
             &format!("/items/{victim_id}"),
