@@ -27,21 +27,7 @@ const DEADLINE: Duration = Duration::from_millis(500);
 async fn seed_keys(h: &Harness, stack: &FullStack, n: usize) -> HashMap<usize, Vec<Bytes>> {
     let mut by_primary = HashMap::new();
     for p in h.cluster.primaries().unwrap() {
-        let keys: Vec<Bytes> = h
-            .cluster
-            .key_for_slot_of(p, n)
-            .unwrap()
-            .into_iter()
-            .map(Bytes::from)
-            .collect();
-        for k in &keys {
-            stack
-                .clone()
-                .oneshot(CacheRequest::set(k.clone(), k.clone(), None))
-                .await
-                .unwrap();
-        }
-        by_primary.insert(p, keys);
+        by_primary.insert(p, h.write_keys_of(stack, p, n).await);
     }
     by_primary
 }

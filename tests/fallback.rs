@@ -92,15 +92,6 @@ async fn setup(spec: ClusterSpec, store_delay: Duration) -> Setup {
     }
 }
 
-fn keys_of(h: &Harness, primary: usize, n: usize) -> Vec<Bytes> {
-    h.cluster
-        .key_for_slot_of(primary, n)
-        .unwrap()
-        .into_iter()
-        .map(Bytes::from)
-        .collect()
-}
-
 /// Acceptance 1: a herd of 1,000 concurrent misses on one key makes one
 /// store load and every caller gets the value, with the key's primary up
 /// and with it stopped.
@@ -115,7 +106,7 @@ async fn a_thousand_concurrent_misses_make_one_store_load() {
     };
     let s = setup(spec, Duration::from_millis(100)).await;
     let victim = s.h.cluster.primary_of_slot(0).unwrap();
-    let keys = keys_of(&s.h, victim, 2);
+    let keys = s.h.keys_of(victim, 2);
     for (round, key) in keys.iter().enumerate() {
         let stopped = round == 1;
         let value = Bytes::from(format!("value of {key:?}"));
@@ -159,7 +150,7 @@ async fn with_every_primary_paused_reads_come_from_the_near_cache_then_the_store
     let primaries = s.h.cluster.primaries().unwrap();
     let mut hot = Vec::new();
     for &p in &primaries {
-        hot.extend(keys_of(&s.h, p, 4));
+        hot.extend(s.h.keys_of(p, 4));
     }
     for k in &hot {
         s.store.put(k.clone(), k.clone()).await.unwrap();
@@ -260,7 +251,7 @@ async fn with_every_primary_paused_reads_come_from_the_near_cache_then_the_store
 async fn a_deleted_key_never_comes_back_while_the_cluster_degrades() {
     let s = setup(ClusterSpec::default(), Duration::from_millis(1)).await;
     let victim = s.h.cluster.primary_of_slot(0).unwrap();
-    let key = keys_of(&s.h, victim, 1).remove(0);
+    let key = s.h.keys_of(victim, 1).remove(0);
     s.store.put(key.clone(), "old").await.unwrap();
     let set = CacheRequest::set(key.clone(), "old", None);
     s.stack.clone().oneshot(set).await.unwrap();
@@ -335,7 +326,7 @@ async fn full_coverage_and_a_stopped_primary_answer_every_read_with_nothing_stal
     let victim = s.h.cluster.primary_of_slot(0).unwrap();
     let mut keys = Vec::new();
     for p in s.h.cluster.primaries().unwrap() {
-        keys.extend(keys_of(&s.h, p, 10));
+        keys.extend(s.h.keys_of(p, 10));
     }
     for k in &keys {
         s.store.put(k.clone(), "0").await.unwrap();

@@ -50,20 +50,7 @@ where
 
 /// Seeded keys of `primary`, replicated to its replica.
 async fn keys_on(h: &Harness, stack: &FullStack, primary: usize, n: usize) -> Vec<Bytes> {
-    let keys: Vec<Bytes> = h
-        .cluster
-        .key_for_slot_of(primary, n)
-        .unwrap()
-        .into_iter()
-        .map(Bytes::from)
-        .collect();
-    for k in &keys {
-        stack
-            .clone()
-            .oneshot(CacheRequest::set(k.clone(), k.clone(), None))
-            .await
-            .unwrap();
-    }
+    let keys = h.write_keys_of(stack, primary, n).await;
     h.cluster
         .command_ok(primary, &["WAIT", "1", "2000"])
         .unwrap();

@@ -151,6 +151,36 @@ pub fn command_calls(cluster: &LocalCluster, index: usize, name: &str) -> u64 {
 pub type FullStack = SlotRefresh<Redirect<ReplicaFailover<CircuitBreaker<FredService>>>>;
 
 impl Harness {
+    /// `n` keys that hash to slots of `primary`.
+    pub fn keys_of(&self, primary: usize, n: usize) -> Vec<bytes::Bytes> {
+        self.cluster
+            .key_for_slot_of(primary, n)
+            .unwrap()
+            .into_iter()
+            .map(bytes::Bytes::from)
+            .collect()
+    }
+
+    /// `n` keys of `primary`, each written through `stack` with itself as
+    /// its value.
+    pub async fn write_keys_of(
+        &self,
+        stack: &FullStack,
+        primary: usize,
+        n: usize,
+    ) -> Vec<bytes::Bytes> {
+        use tower::ServiceExt;
+        let keys = self.keys_of(primary, n);
+        for k in &keys {
+            stack
+                .clone()
+                .oneshot(CacheRequest::set(k.clone(), k.clone(), None))
+                .await
+                .unwrap();
+        }
+        keys
+    }
+
     /// slot_refresh → redirect → replica_failover → circuit_breaker (per
     /// node, publishing to the topology) → leaf.
     pub fn full_stack(&self, refresh: &SlotRefreshLayer) -> FullStack {
