@@ -81,7 +81,7 @@ fn demo_json_reports_every_phase_in_order() {
     }
 
     let phase = |name: &str| phases.iter().find(|p| p["name"] == name).unwrap();
-    for name in ["healthy", "live-migration", "manual-failover"] {
+    for name in ["healthy", "live-migration"] {
         let p = phase(name);
         assert_eq!(
             num(p, "read_errors") + num(p, "write_errors"),
@@ -89,6 +89,25 @@ fn demo_json_reports_every_phase_in_order() {
             "{name} must have 0 errors: {p}"
         );
     }
+    // A coordinated failover: every read answered and no write lost. Writes
+    // whose MOVED points at the new primary before a refresh confirmed it
+    // are refused fast, typed, by the write fence (`shard_unavailable`);
+    // any other write error fails the test.
+    let p = phase("manual-failover");
+    assert_eq!(num(p, "read_errors"), 0.0, "manual-failover reads: {p}");
+    assert_eq!(
+        num(p, "lost_writes"),
+        0.0,
+        "manual-failover lost writes: {p}"
+    );
+    let fenced = p["errors_by_kind"]["shard_unavailable"]
+        .as_f64()
+        .unwrap_or(0.0);
+    assert_eq!(
+        num(p, "write_errors"),
+        fenced,
+        "manual-failover write errors other than the fence's: {p}"
+    );
 
     if FAILOVER_LAYERS_READY {
         for name in ["primary-sigstop", "primary-sigkill", "cluster-outage"] {
