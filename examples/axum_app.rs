@@ -34,7 +34,7 @@
 //! removed on exit).
 //! `SLOTGUARD_USERNAME`, `SLOTGUARD_PASSWORD`: credentials (an ACL user, or
 //! a password alone for `requirepass`); `SLOTGUARD_TLS_CA`: a PEM file of CA
-//! certificates, TLS on when set (`FredConfig::from_env`). Requests are traced with tower-http's `TraceLayer`.
+//! certificates, TLS on when set (`NodeConfig::from_env`). Requests are traced with tower-http's `TraceLayer`.
 
 use std::time::Duration;
 
@@ -167,7 +167,7 @@ fn router(app: App) -> Router {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let listen = std::env::var("SLOTGUARD_HTTP").unwrap_or_else(|_| "127.0.0.1:3000".into());
     let (_cluster, seeds): (Option<LocalCluster>, Vec<NodeAddr>) =
-        match slotguard::fred::seeds_from_env()? {
+        match slotguard::node::seeds_from_env()? {
             Some(seeds) => (None, seeds),
             None => {
                 eprintln!("starting a local cluster (3 primaries, 3 replicas)...");
@@ -187,7 +187,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or_else(|_| tmp.path().join("items.db"));
     let store = SqliteStore::open(&db)?;
     let cache = SlotGuard::builder(seeds)
-        .leaf(slotguard::FredConfig::from_env()?)
+        .leaf(slotguard::NodeConfig::from_env()?)
         .store(store.clone())
         .request_timeout(REQUEST_TIMEOUT)
         .connect()

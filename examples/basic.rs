@@ -1,5 +1,5 @@
 //! The smallest useful slotguard stack: slot refresh + redirect over the
-//! fred leaf.
+//! default leaf (`slotguard-node`).
 //!
 //! ```text
 //! cargo run -p slotguard-examples --bin basic                 # starts its own local cluster
@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use slotguard::layers::slot_refresh::SlotRefreshLayer;
 use slotguard::{
-    BoxError, CacheRequest, FredConfig, FredService, FredTopologySource, NodeAddr,
+    BoxError, CacheRequest, NodeAddr, NodeConfig, NodeService, NodeTopologySource,
     ServiceBuilderExt, Topology,
 };
 use slotguard_testkit::{ClusterSpec, LocalCluster};
@@ -20,7 +20,7 @@ use tower::{ServiceBuilder, ServiceExt};
 async fn main() -> Result<(), BoxError> {
     // Use the given cluster, or start a throwaway one on loopback.
     let (_cluster, seeds): (Option<LocalCluster>, Vec<NodeAddr>) =
-        match slotguard::fred::seeds_from_env()? {
+        match slotguard::node::seeds_from_env()? {
             Some(seeds) => (None, seeds),
             None => {
                 println!("starting a local cluster (3 primaries, 3 replicas)...");
@@ -35,8 +35,8 @@ async fn main() -> Result<(), BoxError> {
         };
 
     let topology = Topology::new();
-    let leaf = FredService::new(FredConfig::default()).with_topology(topology.clone());
-    let source = FredTopologySource::new(&leaf, seeds);
+    let leaf = NodeService::new(NodeConfig::default()).with_topology(topology.clone());
+    let source = NodeTopologySource::new(&leaf, seeds);
     let cache = ServiceBuilder::new()
         .slot_refresh(
             SlotRefreshLayer::new(topology.clone(), source)

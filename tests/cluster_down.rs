@@ -13,11 +13,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use slotguard_core::{classify, BreakerScope, CacheRequest, Failure, NodeAddr};
-use slotguard_fred::{FredConfig, HealthProber};
 use slotguard_layers::circuit_breaker::{BreakerConfig, BreakerState, CircuitBreakerLayer};
 use slotguard_layers::redirect::RedirectLayer;
 use slotguard_layers::replica_failover::ReplicaFailoverLayer;
 use slotguard_layers::slot_refresh::RefreshConfig;
+use slotguard_node::{HealthProber, NodeConfig};
 use slotguard_testkit::ClusterSpec;
 use slotguard_tests::{addr, eventually, Harness};
 use tower::ServiceExt;
@@ -32,7 +32,7 @@ async fn clusterdown_around_a_promotion_opens_no_breaker_of_a_live_node() {
         ],
         ..ClusterSpec::default()
     };
-    let h = Harness::start_with(spec, FredConfig::default()).await;
+    let h = Harness::start_with(spec, NodeConfig::default()).await;
     let refresh = h.refresh_layer(RefreshConfig::default());
     let breakers =
         CircuitBreakerLayer::per_node(BreakerConfig::default()).with_topology(h.topology.clone());

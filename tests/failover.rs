@@ -15,8 +15,8 @@ use bytes::Bytes;
 use slotguard_core::{
     as_cache_error, classify, CacheError, CacheRequest, Consistency, Failure, NodeAddr, Path,
 };
-use slotguard_fred::HealthProber;
 use slotguard_layers::slot_refresh::RefreshConfig;
+use slotguard_node::HealthProber;
 use slotguard_testkit::{ClusterSpec, LocalCluster};
 use slotguard_tests::{addr, eventually, FullStack, Harness};
 use tower::ServiceExt;
@@ -217,7 +217,7 @@ async fn replicas_are_chosen_by_link_health_and_staleness_budget() {
         replicas_per_primary: 2,
         ..ClusterSpec::default()
     };
-    let h = Harness::start_with(spec, slotguard_fred::FredConfig::default()).await;
+    let h = Harness::start_with(spec, slotguard_node::NodeConfig::default()).await;
     let refresh = h.refresh_layer(RefreshConfig::default());
     let stack = h.full_stack(&refresh);
     let prober = HealthProber::new(&h.leaf, h.topology.clone());

@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use slotguard_core::{BoxError, CacheRequest, Path, SecondaryRequest};
-use slotguard_fred::{HealthProber, ProberHandle};
 use slotguard_layers::fallback::{Fallback, FallbackLayer};
 use slotguard_layers::slot_refresh::RefreshConfig;
+use slotguard_node::{HealthProber, ProberHandle};
 use slotguard_store::SqliteStore;
 use slotguard_testkit::ClusterSpec;
 use slotguard_tests::{FullStack, Harness};

@@ -9,8 +9,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::future::join_all;
 use slotguard_core::{as_cache_error, BoxError, CacheError, CacheRequest, NodeAddr, Role};
-use slotguard_fred::{FredConfig, FredService, FredTopologySource};
 use slotguard_layers::slot_refresh::SlotRefreshLayer;
+use slotguard_node::{NodeConfig, NodeService, NodeTopologySource};
 use slotguard_testkit::{Action, ScriptedNode};
 use slotguard_tests::eventually;
 use tower::{Layer, ServiceExt};
@@ -37,7 +37,7 @@ fn cache_err(e: &BoxError) -> CacheError {
         .unwrap_or_else(|| panic!("not a CacheError: {e}"))
 }
 
-async fn get(leaf: &FredService, addr: &NodeAddr, key: &str) -> Result<Option<Bytes>, BoxError> {
+async fn get(leaf: &NodeService, addr: &NodeAddr, key: &str) -> Result<Option<Bytes>, BoxError> {
     let req = CacheRequest::get(key.to_owned()).to_node(addr.clone(), Role::Primary);
     // Hang guard only: every call has the leaf's own deadline.
     tokio::time::timeout(Duration::from_secs(10), leaf.clone().oneshot(req))
@@ -59,7 +59,7 @@ fn rss() -> u64 {
 
 /// Normal GETs of every key, many in flight at once with the bad one:
 /// each gets its own value or a typed error, never another key's value.
-async fn traffic_with(leaf: &FredService, addr: &NodeAddr) -> (CacheError, usize) {
+async fn traffic_with(leaf: &NodeService, addr: &NodeAddr) -> (CacheError, usize) {
     let normal = (0..KEYS).map(|i| async move {
         let got = get(leaf, addr, &format!("key-{i}")).await;
         match got {
@@ -88,7 +88,7 @@ async fn traffic_with(leaf: &FredService, addr: &NodeAddr) -> (CacheError, usize
 }
 
 /// Once the node answers normally, requests to it succeed again.
-async fn recovers(leaf: &FredService, addr: &NodeAddr) {
+async fn recovers(leaf: &NodeService, addr: &NodeAddr) {
     eventually(
         "the node is used again",
         Duration::from_secs(10),
@@ -106,7 +106,7 @@ async fn recovers(leaf: &FredService, addr: &NodeAddr) {
 
 async fn scenario(action: Action, expect: fn(&CacheError) -> bool) {
     let (node, addr) = node_with_keys();
-    let leaf = FredService::new(FredConfig::default());
+    let leaf = NodeService::new(NodeConfig::default());
     // Warm: the connection exists, so the fault hits a live connection.
     recovers(&leaf, &addr).await;
     let before = node.connections_accepted();
@@ -190,7 +190,7 @@ async fn a_silent_connection_is_replaced() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_abandoned_request_keeps_later_replies_in_place() {
     let (node, addr) = node_with_keys();
-    let leaf = FredService::new(FredConfig::default());
+    let leaf = NodeService::new(NodeConfig::default());
     recovers(&leaf, &addr).await;
     // A slow reply: its caller gives up, the reply arrives later and must
     // be dropped, not handed to the next request.
@@ -221,8 +221,8 @@ async fn an_abandoned_request_keeps_later_replies_in_place() {
 async fn the_stack_routes_through_the_scripted_node() {
     let (node, addr) = node_with_keys();
     let topology = slotguard_core::Topology::new();
-    let leaf = FredService::new(FredConfig::default()).with_topology(topology.clone());
-    let source = FredTopologySource::new(&leaf, vec![addr.clone()]);
+    let leaf = NodeService::new(NodeConfig::default()).with_topology(topology.clone());
+    let source = NodeTopologySource::new(&leaf, vec![addr.clone()]);
     let refresh = SlotRefreshLayer::new(topology.clone(), source)
         .load()
         .await
@@ -243,7 +243,7 @@ async fn the_stack_routes_through_the_scripted_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readonly_is_sent_once_per_replica_connection() {
     let (node, addr) = node_with_keys();
-    let leaf = FredService::new(FredConfig::default());
+    let leaf = NodeService::new(NodeConfig::default());
     for i in 0..KEYS {
         let req = CacheRequest::get(format!("key-{i}")).to_node(addr.clone(), Role::Replica);
         let resp = leaf.clone().oneshot(req).await.unwrap();
@@ -269,7 +269,7 @@ async fn readonly_is_sent_once_per_replica_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_saturated_connection_refuses_past_its_bound() {
     let (node, addr) = node_with_keys();
-    let leaf = FredService::new(FredConfig::default().with_max_in_flight(4));
+    let leaf = NodeService::new(NodeConfig::default().with_max_in_flight(4));
     recovers(&leaf, &addr).await;
     node.script("bad", Action::Delay(Duration::from_millis(30)));
     // `call` sends at once: these four are in flight before anyone polls.

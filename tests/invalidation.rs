@@ -48,7 +48,7 @@ async fn measure_wait_cost() {
         let t = Instant::now();
         del().await.unwrap();
         let r = h.leaf.admin(&primary, &["WAIT", "1", "100"]).await.unwrap();
-        assert!(matches!(r, slotguard_fred::Frame::Integer(1)), "{r:?}");
+        assert!(matches!(r, slotguard_node::Frame::Integer(1)), "{r:?}");
         waited.push(t.elapsed());
     }
     // GETs on the same node while another task confirms DELs with WAIT:
@@ -119,12 +119,12 @@ async fn a_delete_lost_in_a_failover_does_not_bring_the_old_value_back() {
     use std::sync::Arc;
 
     use slotguard_core::{classify, Failure, Path};
-    use slotguard_fred::{FredConfig, HealthProber};
     use slotguard_layers::circuit_breaker::{BreakerConfig, CircuitBreakerLayer};
     use slotguard_layers::invalidation::InvalidationLogLayer;
     use slotguard_layers::redirect::RedirectLayer;
     use slotguard_layers::replica_failover::ReplicaFailoverLayer;
     use slotguard_layers::slot_refresh::RefreshConfig;
+    use slotguard_node::{HealthProber, NodeConfig};
     use slotguard_testkit::ClusterSpec;
     use slotguard_tests::eventually;
 
@@ -132,7 +132,7 @@ async fn a_delete_lost_in_a_failover_does_not_bring_the_old_value_back() {
         proxied: true,
         ..ClusterSpec::default()
     };
-    let mut h = Harness::start_with(spec, FredConfig::default()).await;
+    let mut h = Harness::start_with(spec, NodeConfig::default()).await;
     let log = InvalidationLogLayer::new(h.topology.clone());
     let stack = tower::ServiceBuilder::new()
         .layer(log.clone())

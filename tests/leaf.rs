@@ -1,4 +1,4 @@
-//! The fred leaf against a real cluster: round trips, raw redirects,
+//! The default leaf (`NodeService`) against a real cluster: round trips, raw redirects,
 //! replica reads, per-node isolation, input limits.
 
 // Test helpers outside #[test] fns panic on failure too.
@@ -10,7 +10,7 @@ use bytes::Bytes;
 use slotguard_core::{
     as_cache_error, key_slot, BoxError, CacheError, CacheRequest, CacheResponse, Path, Role, Route,
 };
-use slotguard_fred::FredConfig;
+use slotguard_node::NodeConfig;
 use slotguard_testkit::ClusterSpec;
 use slotguard_tests::{addr, eventually, Harness};
 use tower::ServiceExt;
@@ -220,7 +220,7 @@ async fn replica_reads_are_served_by_the_replica_also_after_reconnect() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_primary_does_not_delay_other_shards() {
-    let config = FredConfig::default().with_command_timeout(Duration::from_secs(3));
+    let config = NodeConfig::default().with_command_timeout(Duration::from_secs(3));
     let h = Harness::start_with(ClusterSpec::default(), config).await;
     let primaries = h.cluster.primaries().unwrap();
     let paused = primaries[0];
@@ -282,7 +282,7 @@ async fn a_paused_primary_does_not_delay_other_shards() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversize_input_is_rejected_without_network() {
-    let config = FredConfig::default()
+    let config = NodeConfig::default()
         .with_max_key_len(8)
         .with_max_value_len(16);
     let h = Harness::start_with(ClusterSpec::default(), config).await;
@@ -324,7 +324,7 @@ async fn a_node_down_at_first_use_is_reached_once_it_is_back() {
     let key = h.cluster.key_for_slot_of(primary, 1).unwrap().remove(0);
     h.cluster.kill(replica).unwrap();
     // a fresh leaf: no client for the node exists yet
-    let leaf = slotguard_fred::FredService::new(FredConfig::default());
+    let leaf = slotguard_node::NodeService::new(NodeConfig::default());
     let req = CacheRequest::get(key).to_node(node.clone(), Role::Replica);
     let err = tokio::time::timeout(Duration::from_secs(10), leaf.clone().oneshot(req.clone()))
         .await

@@ -10,8 +10,8 @@
 use std::time::Duration;
 
 use slotguard_core::{as_cache_error, CacheError, CacheRequest};
-use slotguard_fred::{FredConfig, HealthProber};
 use slotguard_layers::slot_refresh::RefreshConfig;
+use slotguard_node::{HealthProber, NodeConfig};
 use slotguard_testkit::{ClusterSpec, LocalCluster};
 use slotguard_tests::{addr, eventually, Harness};
 use tower::ServiceExt;
@@ -44,7 +44,7 @@ async fn a_removed_node_is_closed_after_the_grace_period_and_never_redialled() {
         ..ClusterSpec::default()
     })
     .unwrap();
-    let config = FredConfig::default().with_node_grace(Duration::from_millis(300));
+    let config = NodeConfig::default().with_node_grace(Duration::from_millis(300));
     // The node to remove is no seed: the refresher asks seeds as well as
     // the map's nodes (a seed is configuration, e.g. a DNS name that never
     // shows up in the map), so a removed seed would be asked again.
@@ -54,8 +54,8 @@ async fn a_removed_node_is_closed_after_the_grace_period_and_never_redialled() {
         .map(|i| addr(&cluster, i))
         .collect();
     let topology = slotguard_core::Topology::new();
-    let leaf = slotguard_fred::FredService::new(config).with_topology(topology.clone());
-    let source = slotguard_fred::FredTopologySource::new(&leaf, seeds);
+    let leaf = slotguard_node::NodeService::new(config).with_topology(topology.clone());
+    let source = slotguard_node::NodeTopologySource::new(&leaf, seeds);
     let h = Harness {
         cluster,
         leaf,
@@ -234,7 +234,7 @@ async fn a_saturated_node_answers_overloaded_and_leaves_the_others_alone() {
     const BOUND: usize = 64;
     // Long enough that the sleeping node's commands wait rather than time
     // out: this test is about the bound, not about deadlines.
-    let config = FredConfig::default()
+    let config = NodeConfig::default()
         .with_max_in_flight(BOUND)
         .with_command_timeout(Duration::from_secs(5))
         .with_stall_timeout(Duration::from_secs(10));

@@ -15,11 +15,11 @@ use slotguard_core::{
     classify, key_slot, BoxError, CacheRequest, CacheResponse, ClusterView, Failure, NodeAddr,
     NodeView, Path, Role, ShardView, Topology,
 };
-use slotguard_fred::{FredConfig, FredService, FredTopologySource, HealthProber};
 use slotguard_layers::circuit_breaker::{BreakerConfig, CircuitBreakerLayer};
 use slotguard_layers::redirect::RedirectLayer;
 use slotguard_layers::replica_failover::ReplicaFailoverLayer;
 use slotguard_layers::slot_refresh::{RefreshConfig, SlotRefreshLayer};
+use slotguard_node::{HealthProber, NodeConfig, NodeService, NodeTopologySource};
 use slotguard_testkit::{Action, ClusterSpec, LocalCluster, ScriptedNode};
 use slotguard_tests::{eventually, no_replica_reported_loading, FullStack, Harness};
 use tokio::time::Instant;
@@ -136,7 +136,7 @@ async fn busy_and_client_pause_write_send_reads_elsewhere_and_bound_writes() {
         extra_config: vec![("lua-time-limit".into(), "100".into())],
         ..ClusterSpec::default()
     };
-    let h = Harness::start_with(spec, FredConfig::default()).await;
+    let h = Harness::start_with(spec, NodeConfig::default()).await;
     let refresh = h.refresh_layer(RefreshConfig::default());
     let stack = h.full_stack(&refresh);
     let _prober = HealthProber::new(&h.leaf, h.topology.clone()).spawn();
@@ -236,7 +236,7 @@ async fn loading_sends_reads_to_the_replica_and_fails_writes_typed() {
         Action::error("LOADING Redis is loading the dataset in memory"),
     );
     replica.set("k", "v");
-    let leaf = FredService::new(FredConfig::default()).with_topology(topology.clone());
+    let leaf = NodeService::new(NodeConfig::default()).with_topology(topology.clone());
     let stack = ServiceBuilder::new()
         .layer(ReplicaFailoverLayer::new(topology.clone()))
         .layer(CircuitBreakerLayer::per_node(BreakerConfig::default()).with_topology(topology))
@@ -277,8 +277,8 @@ async fn moved_outside_the_topology_is_never_dialled_and_circular_moved_ends() {
         Action::error(&format!("MOVED {slot} {}", stranger.addr())),
     );
     let topology = Topology::new();
-    let leaf = FredService::new(FredConfig::default()).with_topology(topology.clone());
-    let source = FredTopologySource::new(&leaf, vec![node_addr(&a)]);
+    let leaf = NodeService::new(NodeConfig::default()).with_topology(topology.clone());
+    let source = NodeTopologySource::new(&leaf, vec![node_addr(&a)]);
     let refresh = SlotRefreshLayer::with_config(topology.clone(), source, RefreshConfig::default())
         .load()
         .await
@@ -334,7 +334,7 @@ async fn moved_outside_the_topology_is_never_dialled_and_circular_moved_ends() {
     assert!(slot <= 8191);
     x.script(key, Action::error(&format!("MOVED {slot} {}", y.addr())));
     y.script(key, Action::error(&format!("MOVED {slot} {}", x.addr())));
-    let leaf = FredService::new(FredConfig::default()).with_topology(topology.clone());
+    let leaf = NodeService::new(NodeConfig::default()).with_topology(topology.clone());
     let stack = ServiceBuilder::new()
         .layer(RedirectLayer::new(topology.clone()))
         .service(leaf);

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use slotguard_core::{as_cache_error, classify, CacheError, CacheRequest, Failure, Path};
-use slotguard_fred::{FredConfig, HealthProber};
 use slotguard_layers::slot_refresh::RefreshConfig;
+use slotguard_node::{HealthProber, NodeConfig};
 use slotguard_testkit::{ClusterSpec, Direction, Faults};
 use slotguard_tests::{eventually, no_replica_reported_loading, Harness};
 use tokio::time::Instant;
@@ -40,7 +40,7 @@ fn cache_err(e: &slotguard_core::BoxError) -> CacheError {
 /// shards are served by their primaries as before.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn latency_on_one_primary_sends_its_reads_to_the_replica_and_spares_the_rest() {
-    let h = Harness::start_with(proxied(), FredConfig::default()).await;
+    let h = Harness::start_with(proxied(), NodeConfig::default()).await;
     let refresh = h.refresh_layer(RefreshConfig::default());
     let stack = h.full_stack(&refresh);
     let _prober = HealthProber::new(&h.leaf, h.topology.clone()).spawn();
@@ -122,7 +122,7 @@ async fn latency_on_one_primary_sends_its_reads_to_the_replica_and_spares_the_re
 /// request on that node gets its own reply.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn black_hole_reset_and_cut_reply_are_told_apart() {
-    let config = FredConfig::default().with_command_timeout(Duration::from_millis(300));
+    let config = NodeConfig::default().with_command_timeout(Duration::from_millis(300));
     let h = Harness::start_with(proxied(), config).await;
     let node = h.cluster.primary_of_slot(0).unwrap();
     let proxy = h.cluster.proxy(node).unwrap();

@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use slotguard_core::{as_cache_error, CacheError, CacheRequest};
-use slotguard_fred::{Credentials, FredConfig, HealthProber, TlsConfig};
 use slotguard_layers::slot_refresh::RefreshConfig;
+use slotguard_node::{Credentials, HealthProber, NodeConfig, TlsConfig};
 use slotguard_testkit::{ClusterSpec, LocalCluster};
 use slotguard_tests::{addr, eventually, Harness};
 use tower::ServiceExt;
@@ -41,7 +41,7 @@ fn stat(cluster: &LocalCluster, index: usize, name: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_limited_acl_user_works_through_the_full_stack() {
     let cluster = cluster_with_cache_user();
-    let config = FredConfig::default().with_credentials(Credentials::user("cache", PASSWORD));
+    let config = NodeConfig::default().with_credentials(Credentials::user("cache", PASSWORD));
     let h = Harness::on(cluster, config).await;
     let refresh = h.refresh_layer(RefreshConfig::default());
     let stack = h.full_stack(&refresh);
@@ -68,7 +68,7 @@ async fn a_limited_acl_user_works_through_the_full_stack() {
     // Replica reads (READONLY) and the health probe (INFO) as that user.
     let read = h.to_replica(CacheRequest::get("acl:replica"));
     h.leaf.clone().oneshot(read).await.unwrap();
-    let prober = slotguard_fred::HealthProber::new(&h.leaf, h.topology.clone());
+    let prober = slotguard_node::HealthProber::new(&h.leaf, h.topology.clone());
     prober.probe_once().await;
     let map = h.topology.load();
     let replica = map
@@ -95,8 +95,8 @@ async fn a_wrong_password_is_a_typed_auth_error_on_the_first_call_without_hammer
     let cluster = cluster_with_cache_user();
     // The first call waits for the handshake; this test is about the error,
     // not speed.
-    let leaf = slotguard_fred::FredService::new(
-        FredConfig::default()
+    let leaf = slotguard_node::NodeService::new(
+        NodeConfig::default()
             .with_credentials(Credentials::user("cache", "wrong-password-xyz"))
             .with_command_timeout(Duration::from_secs(2)),
     );
@@ -131,7 +131,7 @@ async fn a_wrong_password_is_a_typed_auth_error_on_the_first_call_without_hammer
         "{dials} dials in {elapsed:?}"
     );
     // The topology fetch says the same.
-    let source = slotguard_fred::FredTopologySource::new(&leaf, vec![node.clone()]);
+    let source = slotguard_node::NodeTopologySource::new(&leaf, vec![node.clone()]);
     let err = slotguard_core::TopologySource::fetch_view(&source, &node)
         .await
         .unwrap_err();
@@ -169,7 +169,7 @@ fn tls_config(cluster: &LocalCluster) -> TlsConfig {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_full_stack_works_over_tls_and_reads_survive_a_stopped_primary() {
     let cluster = tls_cluster();
-    let config = FredConfig::default().with_tls(tls_config(&cluster));
+    let config = NodeConfig::default().with_tls(tls_config(&cluster));
     let h = Harness::on(cluster, config).await;
     // The map names the TLS ports (what the cluster announces to TLS clients).
     let map = h.topology.load();
@@ -261,14 +261,14 @@ async fn a_wrong_ca_a_wrong_name_or_a_plaintext_port_is_a_typed_tls_error() {
     let cluster = tls_cluster();
     let files = cluster.tls().unwrap().clone();
     let node = addr(&cluster, 0);
-    let get = |leaf: &slotguard_fred::FredService, node: &slotguard_core::NodeAddr| {
+    let get = |leaf: &slotguard_node::NodeService, node: &slotguard_core::NodeAddr| {
         leaf.clone()
             .oneshot(CacheRequest::get("k").to_node(node.clone(), slotguard_core::Role::Primary))
     };
     // The first call waits for the handshake: on a loaded machine give it
     // the whole connect timeout (this test is about the error, not speed).
     let slow_ok = |tls| {
-        FredConfig::default()
+        NodeConfig::default()
             .with_tls(tls)
             .with_command_timeout(Duration::from_secs(2))
     };
@@ -278,13 +278,13 @@ async fn a_wrong_ca_a_wrong_name_or_a_plaintext_port_is_a_typed_tls_error() {
     };
 
     let wrong_ca = TlsConfig::with_ca_pem(files.unrelated_ca_pem.as_bytes()).unwrap();
-    let leaf = slotguard_fred::FredService::new(slow_ok(wrong_ca));
+    let leaf = slotguard_node::NodeService::new(slow_ok(wrong_ca));
     let (n, detail) = tls_err(get(&leaf, &node).await.unwrap_err());
     assert_eq!(n, node);
     assert!(detail.contains("UnknownIssuer"), "{detail}");
 
     let wrong_name = tls_config(&cluster).server_name("other.slotguard.test");
-    let leaf = slotguard_fred::FredService::new(slow_ok(wrong_name));
+    let leaf = slotguard_node::NodeService::new(slow_ok(wrong_name));
     let (_, detail) = tls_err(get(&leaf, &node).await.unwrap_err());
     assert!(detail.contains("not valid for name"), "{detail}");
 
@@ -292,7 +292,7 @@ async fn a_wrong_ca_a_wrong_name_or_a_plaintext_port_is_a_typed_tls_error() {
     // ClientHello as an unfinished inline command and waits, so the call
     // ends at its deadline (or with a TLS error if the node closes first).
     let leaf =
-        slotguard_fred::FredService::new(FredConfig::default().with_tls(tls_config(&cluster)));
+        slotguard_node::NodeService::new(NodeConfig::default().with_tls(tls_config(&cluster)));
     let plain = slotguard_core::NodeAddr::new("127.0.0.1", cluster.nodes()[0].port);
     let err = get(&leaf, &plain).await.unwrap_err();
     assert!(
@@ -312,7 +312,7 @@ async fn a_wrong_ca_a_wrong_name_or_a_plaintext_port_is_a_typed_tls_error() {
         )
         .unwrap();
     assert!(!format!("{fixed:?}").contains("PRIVATE"));
-    let leaf = slotguard_fred::FredService::new(slow_ok(fixed));
+    let leaf = slotguard_node::NodeService::new(slow_ok(fixed));
     let owner = cluster
         .primary_of_slot(slotguard_core::key_slot(b"k"))
         .unwrap();
@@ -327,7 +327,7 @@ async fn a_wrong_ca_a_wrong_name_or_a_plaintext_port_is_a_typed_tls_error() {
 /// lives. Replication and the nodes' own traffic (from 127.0.0.x) still go
 /// through. (Announcing ports where nothing listens at all would cut the
 /// replicas off too: they replicate from the announced address.)
-fn unreachable_announcements() -> (LocalCluster, slotguard_fred::AddressRemap) {
+fn unreachable_announcements() -> (LocalCluster, slotguard_node::AddressRemap) {
     let cluster = LocalCluster::start(ClusterSpec {
         proxied: true,
         ..ClusterSpec::default()
@@ -343,7 +343,7 @@ fn unreachable_announcements() -> (LocalCluster, slotguard_fred::AddressRemap) {
             slotguard_core::NodeAddr::new("127.0.0.1", n.port),
         ));
     }
-    (cluster, slotguard_fred::AddressRemap::table(table))
+    (cluster, slotguard_node::AddressRemap::table(table))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -354,9 +354,9 @@ async fn a_remap_makes_a_cluster_with_unreachable_announcements_usable_through_m
     let real = |i: usize| slotguard_core::NodeAddr::new("127.0.0.1", ports[i]);
     let seeds: Vec<_> = (0..cluster.len()).map(real).collect();
     let topology = slotguard_core::Topology::new();
-    let leaf = slotguard_fred::FredService::new(FredConfig::default().with_remap(remap))
+    let leaf = slotguard_node::NodeService::new(NodeConfig::default().with_remap(remap))
         .with_topology(topology.clone());
-    let source = slotguard_fred::FredTopologySource::new(&leaf, seeds.clone());
+    let source = slotguard_node::NodeTopologySource::new(&leaf, seeds.clone());
     let h = Harness {
         cluster,
         leaf,
@@ -521,16 +521,16 @@ async fn a_cluster_that_requires_client_certificates_takes_ours_and_refuses_none
         .primary_of_slot(slotguard_core::key_slot(b"k"))
         .unwrap();
     let node = addr(&cluster, owner);
-    let get = |leaf: slotguard_fred::FredService| {
+    let get = |leaf: slotguard_node::NodeService| {
         leaf.oneshot(CacheRequest::get("k").to_node(node.clone(), slotguard_core::Role::Primary))
     };
     let patient = |tls| {
-        FredConfig::default()
+        NodeConfig::default()
             .with_tls(tls)
             .with_command_timeout(Duration::from_secs(2))
     };
     // Without a client certificate the node refuses the handshake.
-    let leaf = slotguard_fred::FredService::new(patient(tls_config(&cluster)));
+    let leaf = slotguard_node::NodeService::new(patient(tls_config(&cluster)));
     let err = get(leaf).await.unwrap_err();
     assert!(
         matches!(as_cache_error(&err), Some(CacheError::Tls { .. })),
@@ -543,6 +543,6 @@ async fn a_cluster_that_requires_client_certificates_takes_ours_and_refuses_none
             files.client_key_pem.as_bytes(),
         )
         .unwrap();
-    let leaf = slotguard_fred::FredService::new(patient(mtls));
+    let leaf = slotguard_node::NodeService::new(patient(mtls));
     get(leaf).await.unwrap();
 }

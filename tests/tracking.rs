@@ -10,12 +10,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use slotguard_core::invalidation::{Invalidation, InvalidationBus, InvalidationReceiver, Received};
 use slotguard_core::{BoxError, CacheRequest, NodeAddr, Role};
-use slotguard_fred::{FredConfig, FredService};
+use slotguard_node::{NodeConfig, NodeService};
 use slotguard_testkit::{Action, ScriptedNode};
 use slotguard_tests::{eventually, Harness};
 use tower::ServiceExt;
 
-async fn get(leaf: &FredService, addr: &NodeAddr, key: &str) -> Result<Option<Bytes>, BoxError> {
+async fn get(leaf: &NodeService, addr: &NodeAddr, key: &str) -> Result<Option<Bytes>, BoxError> {
     let req = CacheRequest::get(key.to_owned())
         .to_node(addr.clone(), Role::Primary)
         .with_timeout(Duration::from_secs(2));
@@ -30,13 +30,13 @@ async fn next(rx: &mut InvalidationReceiver) -> Received {
         .expect("the bus is open")
 }
 
-fn scripted() -> (ScriptedNode, NodeAddr, InvalidationBus, FredService) {
+fn scripted() -> (ScriptedNode, NodeAddr, InvalidationBus, NodeService) {
     let node = ScriptedNode::start().unwrap();
     node.speak_resp3(true);
     node.set("a", "1");
     let addr: NodeAddr = node.addr().to_string().parse().unwrap();
     let bus = InvalidationBus::new(64);
-    let leaf = FredService::new(FredConfig::default().with_invalidations(bus.clone()));
+    let leaf = NodeService::new(NodeConfig::default().with_invalidations(bus.clone()));
     (node, addr, bus, leaf)
 }
 
@@ -148,7 +148,7 @@ async fn a_resp2_node_gets_no_tracking_but_still_flushes_on_connect() {
 #[tokio::test]
 async fn without_a_bus_nothing_is_tracked() {
     let (node, addr, _bus, _) = scripted();
-    let leaf = FredService::new(FredConfig::default());
+    let leaf = NodeService::new(NodeConfig::default());
     get(&leaf, &addr, "a").await.unwrap();
     assert_eq!(node.command_count("CLIENT"), 0);
 }
@@ -160,7 +160,7 @@ async fn a_write_from_another_client_invalidates_a_key_this_client_read() {
     let bus = InvalidationBus::new(1024);
     let h = Harness::start_with(
         slotguard_testkit::ClusterSpec::default(),
-        FredConfig::default().with_invalidations(bus.clone()),
+        NodeConfig::default().with_invalidations(bus.clone()),
     )
     .await;
     let mut rx = bus.subscribe();
@@ -210,7 +210,7 @@ async fn a_write_from_another_client_evicts_the_near_cache_entry() {
     let bus = InvalidationBus::new(1024);
     let h = Harness::start_with(
         slotguard_testkit::ClusterSpec::default(),
-        FredConfig::default().with_invalidations(bus.clone()),
+        NodeConfig::default().with_invalidations(bus.clone()),
     )
     .await;
     // Near-cache entries answer healthy reads for 30 s: only an

@@ -12,10 +12,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use slotguard_core::{key_slot, BoxError, CacheRequest, CacheResponse, Failure};
-use slotguard_fred::{FredConfig, HealthProber};
 use slotguard_layers::redirect::RedirectLayer;
 use slotguard_layers::replica_failover::ReplicaFailoverLayer;
 use slotguard_layers::slot_refresh::RefreshConfig;
+use slotguard_node::{HealthProber, NodeConfig};
 use slotguard_testkit::ClusterSpec;
 use slotguard_tests::writes::{missing_on, typed_write_failure, Outcome, WriteLoad, WriteReport};
 use slotguard_tests::{addr, eventually, Harness};
@@ -247,7 +247,7 @@ async fn a_partitioned_primary_loses_no_acknowledged_write_and_reads_follow_the_
         proxied: true,
         ..ClusterSpec::default()
     };
-    let h = Harness::start_with(spec, FredConfig::default()).await;
+    let h = Harness::start_with(spec, NodeConfig::default()).await;
     let refresh = h.refresh_layer(RefreshConfig::default());
     let stack = h.full_stack(&refresh);
     primary_replaced_under_writes(h, stack, Fault::Partition).await;

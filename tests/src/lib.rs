@@ -1,5 +1,5 @@
 //! Shared set-up for slotguard's scenario tests: a real [`LocalCluster`],
-//! the fred leaf, and the topology read from the cluster itself.
+//! the default leaf (`slotguard-node`), and the topology read from the cluster itself.
 //!
 //! This crate only runs tests: a panic here is how a scenario reports failure.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -7,11 +7,11 @@
 use std::time::Duration;
 
 use slotguard_core::{CacheRequest, NodeAddr, Role, SlotMap, Topology, TopologySource};
-use slotguard_fred::{FredConfig, FredService, FredTopologySource};
 use slotguard_layers::circuit_breaker::{BreakerConfig, CircuitBreaker, CircuitBreakerLayer};
 use slotguard_layers::redirect::{Redirect, RedirectLayer};
 use slotguard_layers::replica_failover::{ReplicaFailover, ReplicaFailoverLayer};
 use slotguard_layers::slot_refresh::{RefreshConfig, SlotRefresh, SlotRefreshLayer};
+use slotguard_node::{NodeConfig, NodeService, NodeTopologySource};
 pub use slotguard_testkit::{ClusterSpec, LocalCluster};
 
 pub mod writes;
@@ -22,9 +22,9 @@ pub struct Harness {
     /// The real cluster (dropped last: kills its processes).
     pub cluster: LocalCluster,
     /// The leaf under test.
-    pub leaf: FredService,
+    pub leaf: NodeService,
     /// Reads views through the leaf's clients.
-    pub source: FredTopologySource,
+    pub source: NodeTopologySource,
     /// The map loaded from the cluster.
     pub topology: Topology,
 }
@@ -42,20 +42,20 @@ pub fn addr(cluster: &LocalCluster, index: usize) -> NodeAddr {
 impl Harness {
     /// Start a default cluster (3 primaries, 1 replica each) and load its map.
     pub async fn start() -> Harness {
-        Self::start_with(ClusterSpec::default(), FredConfig::default()).await
+        Self::start_with(ClusterSpec::default(), NodeConfig::default()).await
     }
 
     /// Start a cluster from `spec` with a leaf configured by `config`.
-    pub async fn start_with(spec: ClusterSpec, config: FredConfig) -> Harness {
+    pub async fn start_with(spec: ClusterSpec, config: NodeConfig) -> Harness {
         let cluster = LocalCluster::start(spec).expect("cluster starts");
         Self::on(cluster, config).await
     }
 
     /// A leaf configured by `config` on an already started `cluster`.
-    pub async fn on(cluster: LocalCluster, config: FredConfig) -> Harness {
+    pub async fn on(cluster: LocalCluster, config: NodeConfig) -> Harness {
         let topology = Topology::new();
-        let leaf = FredService::new(config).with_topology(topology.clone());
-        let source = FredTopologySource::new(&leaf, seeds(&cluster));
+        let leaf = NodeService::new(config).with_topology(topology.clone());
+        let source = NodeTopologySource::new(&leaf, seeds(&cluster));
         let h = Harness {
             cluster,
             leaf,
@@ -116,7 +116,7 @@ where
 }
 
 /// The routing stack: slot_refresh → redirect → leaf.
-pub type RoutingStack = SlotRefresh<Redirect<FredService>>;
+pub type RoutingStack = SlotRefresh<Redirect<NodeService>>;
 
 impl Harness {
     /// A refresh layer over this harness's topology and source; the map is
@@ -148,7 +148,7 @@ pub fn command_calls(cluster: &LocalCluster, index: usize, name: &str) -> u64 {
 
 /// The full degradation stack:
 /// slot_refresh → redirect → replica_failover → circuit_breaker → leaf.
-pub type FullStack = SlotRefresh<Redirect<ReplicaFailover<CircuitBreaker<FredService>>>>;
+pub type FullStack = SlotRefresh<Redirect<ReplicaFailover<CircuitBreaker<NodeService>>>>;
 
 impl Harness {
     /// `n` keys that hash to slots of `primary`.

@@ -14,7 +14,7 @@
 //!   figure, and shared locks or contended counters push it up.
 //!
 //! Cases: the bare leaf (requests stamped by the caller from a precomputed
-//! table), the leaf recording node health the way `FredService` does, each
+//! table), the leaf recording node health the way `NodeService` does, each
 //! layer alone over the leaf, and the full default stack as the README
 //! builds it (slot_refresh → redirect → replica_failover →
 //! circuit_breaker → leaf), `invalidation_log` with nothing logged, and
@@ -91,7 +91,7 @@ impl TopologySource for StaticSource {
 
 /// The in-memory leaf: answers at once, served by the stamped node. With a
 /// topology it records each outcome in the node's health cell, as
-/// `FredService` does on every completed call.
+/// `NodeService` does on every completed call.
 #[derive(Clone)]
 struct Leaf {
     topology: Option<Topology>,

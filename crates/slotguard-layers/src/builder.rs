@@ -21,15 +21,15 @@ mod sealed {
 ///
 /// ```no_run
 /// use slotguard_core::Topology;
-/// use slotguard_fred::{FredConfig, FredService, FredTopologySource};
+/// use slotguard_node::{NodeConfig, NodeService, NodeTopologySource};
 /// use slotguard_layers::circuit_breaker::{BreakerConfig, CircuitBreakerLayer};
 /// use slotguard_layers::{slot_refresh::SlotRefreshLayer, ServiceBuilderExt};
 /// use tower::ServiceBuilder;
 ///
 /// # async fn run() -> Result<(), slotguard_core::BoxError> {
 /// let topology = Topology::new();
-/// let leaf = FredService::new(FredConfig::default()).with_topology(topology.clone());
-/// let source = FredTopologySource::new(&leaf, vec!["127.0.0.1:7000".parse()?]);
+/// let leaf = NodeService::new(NodeConfig::default()).with_topology(topology.clone());
+/// let source = NodeTopologySource::new(&leaf, vec!["127.0.0.1:7000".parse()?]);
 /// let svc = ServiceBuilder::new()
 ///     .slot_refresh(SlotRefreshLayer::new(topology.clone(), source).load().await?)
 ///     .redirect(topology.clone())

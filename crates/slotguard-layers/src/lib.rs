@@ -1,7 +1,7 @@
 //! The tower layers of [slotguard], one module each.
 //!
 //! Every layer is generic over any `Service<CacheRequest>` and reads the
-//! shared [`Topology`](slotguard_core::Topology); none depends on fred, so
+//! shared [`Topology`](slotguard_core::Topology); none depends on a leaf, so
 //! each is unit-tested with `tower-test` mocks and paused time.
 //!
 //! # Recommended order

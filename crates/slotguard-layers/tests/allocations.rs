@@ -61,7 +61,7 @@ impl TopologySource for StaticSource {
 }
 
 /// Answers at once, served by the stamped node, recording its health as
-/// `FredService` does.
+/// `NodeService` does.
 #[derive(Clone)]
 struct Leaf(Topology);
 

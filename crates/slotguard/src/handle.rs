@@ -9,7 +9,6 @@ use slotguard_core::{
     as_cache_error, BoxError, CacheError, CacheRequest, CacheResponse, NodeAddr, SecondaryRequest,
     Topology,
 };
-use slotguard_fred::{FredConfig, FredService, FredTopologySource, HealthProber, ProberHandle};
 use slotguard_layers::circuit_breaker::{BreakerConfig, CircuitBreakerLayer};
 use slotguard_layers::coalesce::CoalesceLayer;
 use slotguard_layers::fallback::{FallbackConfig, FallbackLayer};
@@ -17,6 +16,7 @@ use slotguard_layers::invalidation::InvalidationLogLayer;
 use slotguard_layers::replica_failover::{FailoverPolicy, ReplicaFailoverLayer};
 use slotguard_layers::slot_refresh::{RefreshConfig, SlotRefreshLayer};
 use slotguard_layers::ServiceBuilderExt;
+use slotguard_node::{HealthProber, NodeConfig, NodeService, NodeTopologySource, ProberHandle};
 use tower::util::BoxCloneSyncService;
 use tower::{ServiceBuilder, ServiceExt};
 
@@ -55,7 +55,7 @@ pub type StoreService = BoxCloneSyncService<SecondaryRequest, Option<Bytes>, Box
 pub struct SlotGuard {
     service: CacheService,
     topology: Topology,
-    leaf: FredService,
+    leaf: NodeService,
     refresh: SlotRefreshLayer,
     fallback: Option<FallbackLayer<StoreService>>,
     request_timeout: Duration,
@@ -79,7 +79,7 @@ pub struct SlotGuardBuilder {
     seeds: Vec<NodeAddr>,
     store: Option<StoreService>,
     fallback: FallbackConfig,
-    leaf: FredConfig,
+    leaf: NodeConfig,
     breaker: BreakerConfig,
     failover: FailoverPolicy,
     refresh: RefreshConfig,
@@ -133,7 +133,7 @@ impl SlotGuardBuilder {
     }
 
     /// The leaf's settings (deadlines, limits; later credentials and TLS).
-    pub fn leaf(mut self, config: FredConfig) -> Self {
+    pub fn leaf(mut self, config: NodeConfig) -> Self {
         self.leaf = config;
         self
     }
@@ -181,8 +181,8 @@ impl SlotGuardBuilder {
         if near_cache && leaf_config.invalidations.is_none() {
             leaf_config = leaf_config.with_invalidations(bus.clone());
         }
-        let leaf = FredService::new(leaf_config).with_topology(topology.clone());
-        let source = FredTopologySource::new(&leaf, self.seeds);
+        let leaf = NodeService::new(leaf_config).with_topology(topology.clone());
+        let source = NodeTopologySource::new(&leaf, self.seeds);
         let refresh = match SlotRefreshLayer::with_config(topology.clone(), source, self.refresh)
             .load()
             .await
@@ -249,7 +249,7 @@ impl SlotGuard {
             seeds: seeds.into_iter().collect(),
             store: None,
             fallback: FallbackConfig::default(),
-            leaf: FredConfig::default(),
+            leaf: NodeConfig::default(),
             breaker: BreakerConfig::default(),
             failover: FailoverPolicy::default(),
             refresh: RefreshConfig::default(),
@@ -269,7 +269,7 @@ impl SlotGuard {
 
     /// The leaf, for its connection state (`is_connected`, `in_flight`) and
     /// administrative commands.
-    pub fn leaf(&self) -> &FredService {
+    pub fn leaf(&self) -> &NodeService {
         &self.leaf
     }
 

@@ -1,6 +1,6 @@
 //! **slotguard** keeps a Redis Cluster cache answering while the cluster
-//! degrades. It is a stack of [`tower`] layers around a fred-backed leaf
-//! [`Service`](tower::Service): each layer is its own `Layer`, so an axum or
+//! degrades. It is a stack of [`tower`] layers around a leaf
+//! [`Service`](tower::Service) with its own connection to every node: each layer is its own `Layer`, so an axum or
 //! tonic application composes them with `ServiceBuilder` in the order it
 //! wants, and can put tower's own layers (timeout, load-shed, concurrency
 //! limit, buffer) between them.
@@ -9,7 +9,7 @@
 //! |---|---|
 //! | [`core`] | [`CacheRequest`], [`CacheResponse`], [`CacheError`] + [`classify`], key slots, [`Topology`] |
 //! | [`layers`] | [`slot_refresh`](layers::slot_refresh), [`redirect`](layers::redirect), [`ServiceBuilderExt`] |
-//! | [`fred`] | [`FredService`] (its own batched, bounded connection per node), [`FredTopologySource`] |
+//! | [`node`] | [`NodeService`] (its own batched, bounded connection per node), [`NodeTopologySource`] |
 //!
 //! # One handle
 //!
@@ -22,14 +22,14 @@
 //! # Recommended order
 //!
 //! ```no_run
-//! use slotguard::{CacheRequest, FredConfig, FredService, FredTopologySource, ServiceBuilderExt, Topology};
+//! use slotguard::{CacheRequest, NodeConfig, NodeService, NodeTopologySource, ServiceBuilderExt, Topology};
 //! use slotguard::layers::slot_refresh::SlotRefreshLayer;
 //! use tower::{ServiceBuilder, ServiceExt};
 //!
 //! # async fn run() -> Result<(), slotguard::BoxError> {
 //! let topology = Topology::new();
-//! let leaf = FredService::new(FredConfig::default()).with_topology(topology.clone());
-//! let source = FredTopologySource::new(&leaf, vec!["127.0.0.1:7000".parse()?]);
+//! let leaf = NodeService::new(NodeConfig::default()).with_topology(topology.clone());
+//! let source = NodeTopologySource::new(&leaf, vec!["127.0.0.1:7000".parse()?]);
 //! let cache = ServiceBuilder::new()
 //!     // outermost: stamp each request from the slot map, keep the map fresh
 //!     .slot_refresh(SlotRefreshLayer::new(topology.clone(), source).load().await?)
@@ -57,15 +57,15 @@ pub use handle::{
 pub use tower;
 
 pub use slotguard_core as core;
-pub use slotguard_fred as fred;
 pub use slotguard_layers as layers;
+pub use slotguard_node as node;
 
 pub use slotguard_core::{
     classify, BoxError, CacheError, CacheRequest, CacheResponse, Consistency, Failure, NodeAddr,
     Op, Path, Role, Route, Served, Topology, TopologySource,
 };
-pub use slotguard_fred::{FredConfig, FredService, FredTopologySource};
 pub use slotguard_layers::ServiceBuilderExt;
+pub use slotguard_node::{NodeConfig, NodeService, NodeTopologySource};
 
 // The README's example is compiled as a doctest, so it cannot rot.
 #[cfg(doctest)]

@@ -23,9 +23,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use serde::Serialize;
-use slotguard::fred::Frame;
+use slotguard::node::Frame;
 use slotguard::{
-    core::ClusterView, FredConfig, FredService, FredTopologySource, NodeAddr, TopologySource,
+    core::ClusterView, NodeAddr, NodeConfig, NodeService, NodeTopologySource, TopologySource,
 };
 
 use checks::{Check, Status};
@@ -100,11 +100,11 @@ fn seeds(args: &DoctorArgs) -> Result<Vec<NodeAddr>, String> {
     if !args.seeds.is_empty() {
         return Ok(args.seeds.clone());
     }
-    match slotguard::fred::seeds_from_env() {
+    match slotguard::node::seeds_from_env() {
         Ok(Some(seeds)) => Ok(seeds),
         Ok(None) => Err(format!(
             "no seed given: pass host:port or set {}",
-            slotguard::fred::ENV_SEEDS
+            slotguard::node::ENV_SEEDS
         )),
         Err(e) => Err(e.to_string()),
     }
@@ -113,12 +113,12 @@ fn seeds(args: &DoctorArgs) -> Result<Vec<NodeAddr>, String> {
 async fn examine(seeds: Vec<NodeAddr>, timeout: Duration) -> Result<Report, String> {
     // Credentials and TLS as the applications get them
     // (SLOTGUARD_USERNAME, SLOTGUARD_PASSWORD, SLOTGUARD_TLS_CA, ...).
-    let config = FredConfig::from_env()
+    let config = NodeConfig::from_env()
         .map_err(|e| format!("settings from the environment: {e}"))?
         .with_admin_timeout(timeout)
         .with_connect_timeout(timeout);
-    let leaf = FredService::new(config);
-    let source = FredTopologySource::new(&leaf, seeds.clone());
+    let leaf = NodeService::new(config);
+    let source = NodeTopologySource::new(&leaf, seeds.clone());
     let view = source
         .fetch_first(seeds.clone())
         .await
@@ -210,7 +210,7 @@ fn setting(reply: Result<Frame, slotguard::CacheError>) -> Setting {
 }
 
 async fn read_node(
-    leaf: &FredService,
+    leaf: &NodeService,
     addr: NodeAddr,
     role: &'static str,
     id: Option<String>,

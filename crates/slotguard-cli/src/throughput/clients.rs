@@ -12,8 +12,8 @@ use fred::types::InfoKind;
 use slotguard::layers::slot_refresh::SlotRefreshLayer;
 use slotguard::tower::{Service, ServiceBuilder, ServiceExt};
 use slotguard::{
-    BoxError, CacheRequest, CacheResponse, CacheService, FredConfig, FredService,
-    FredTopologySource, NodeAddr, ServiceBuilderExt, SlotGuard, Topology,
+    BoxError, CacheRequest, CacheResponse, CacheService, NodeAddr, NodeConfig, NodeService,
+    NodeTopologySource, ServiceBuilderExt, SlotGuard, Topology,
 };
 use slotguard_store::SqliteStore;
 
@@ -96,7 +96,7 @@ pub(crate) async fn fred_cluster(seeds: &[NodeAddr]) -> Result<FredCluster, BoxE
     Ok(FredCluster(client))
 }
 
-/// The leaf with routing only: `SlotRefreshLayer` over `FredService`, both
+/// The leaf with routing only: `SlotRefreshLayer` over `NodeService`, both
 /// with their defaults. The leaf records call health in the topology, as
 /// every documented build does: that cost belongs to the leaf.
 pub(crate) async fn leaf(
@@ -112,8 +112,8 @@ pub(crate) async fn leaf(
     BoxError,
 > {
     let topology = Topology::new();
-    let leaf = FredService::new(FredConfig::default()).with_topology(topology.clone());
-    let source = FredTopologySource::new(&leaf, seeds.to_vec());
+    let leaf = NodeService::new(NodeConfig::default()).with_topology(topology.clone());
+    let source = NodeTopologySource::new(&leaf, seeds.to_vec());
     let svc = ServiceBuilder::new()
         .slot_refresh(SlotRefreshLayer::new(topology, source).load().await?)
         .service(leaf);

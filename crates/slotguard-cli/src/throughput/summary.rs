@@ -33,7 +33,7 @@ impl LoadKind {
 pub(crate) enum ClientName {
     /// fred 10.1's own cluster client, default config.
     FredCluster,
-    /// slotguard's leaf with routing only (slot_refresh → FredService).
+    /// slotguard's leaf with routing only (slot_refresh → NodeService).
     Leaf,
     /// The recommended stack without a store: `SlotGuard` with defaults.
     Stack,
@@ -242,9 +242,9 @@ pub(crate) struct Clients {
 /// The descriptions printed with the results.
 pub(crate) const CLIENTS: Clients = Clients {
     fred_cluster: "fred 10.1 cluster client, Builder + ServerConfig::new_clustered, default config",
-    leaf: "slot_refresh → FredService (FredConfig::default, with_topology as the docs build it)",
+    leaf: "slot_refresh → NodeService (NodeConfig::default, with_topology as the docs build it)",
     stack: "SlotGuard::builder(seeds).connect(): coalesce → invalidation_log → slot_refresh → \
-            redirect → replica_failover → circuit_breaker(per_node) → FredService, HealthProber \
+            redirect → replica_failover → circuit_breaker(per_node) → NodeService, HealthProber \
             running; all defaults",
     stack_store: "SlotGuard::builder(seeds).store(SqliteStore).connect(): the same with fallback \
                   (near-cache, RESP3 client tracking) on top; all defaults",

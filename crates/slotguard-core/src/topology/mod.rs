@@ -319,7 +319,7 @@ fn patch(map: &mut SlotMap, slot: u16, addr: &NodeAddr) -> PatchOutcome {
     PatchOutcome::UnknownNode
 }
 
-/// Where views of the cluster come from (implemented by `slotguard-fred`).
+/// Where views of the cluster come from (implemented by `slotguard-node`).
 pub trait TopologySource: Send + Sync + 'static {
     /// Ask one node for its view. Must finish within the source's own
     /// deadline: a paused node yields a timeout error, never a hang.

@@ -63,7 +63,7 @@ impl SlotRefreshLayer {
 
     /// Stop the background refresher and wait until its task has ended
     /// (a round in progress is abandoned); it is not started again. With
-    /// `FredService::shutdown` (connections, probers), this stops every
+    /// `NodeService::shutdown` (connections, probers), this stops every
     /// task the stack runs.
     pub async fn shutdown(&self) {
         self.refresher.shutdown().await;

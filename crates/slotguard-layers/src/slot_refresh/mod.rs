@@ -38,14 +38,14 @@
 //!
 //! ```no_run
 //! use slotguard_core::{CacheRequest, Topology};
-//! use slotguard_fred::{FredConfig, FredService, FredTopologySource};
+//! use slotguard_node::{NodeConfig, NodeService, NodeTopologySource};
 //! use slotguard_layers::slot_refresh::SlotRefreshLayer;
 //! use tower::{ServiceBuilder, ServiceExt};
 //!
 //! # async fn run() -> Result<(), slotguard_core::BoxError> {
 //! let topology = Topology::new();
-//! let leaf = FredService::new(FredConfig::default()).with_topology(topology.clone());
-//! let source = FredTopologySource::new(&leaf, vec!["127.0.0.1:7000".parse()?]);
+//! let leaf = NodeService::new(NodeConfig::default()).with_topology(topology.clone());
+//! let source = NodeTopologySource::new(&leaf, vec!["127.0.0.1:7000".parse()?]);
 //! let refresh = SlotRefreshLayer::new(topology, source).load().await?;
 //! let svc = ServiceBuilder::new().layer(refresh).service(leaf);
 //! let resp = svc.oneshot(CacheRequest::get("user:42")).await?;

@@ -15,7 +15,7 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use slotguard_core::{NodeAddr, Role};
 use tokio::time::Instant;
 
-use crate::config::FredConfig;
+use crate::config::NodeConfig;
 use crate::conn::{Conn, ConnConfig, Refused};
 use crate::resp::Limits;
 use tokio_util::sync::CancellationToken;
@@ -165,7 +165,7 @@ impl NodeSlot {
 }
 
 pub(crate) struct NodePool {
-    config: FredConfig,
+    config: NodeConfig,
     // Lock-free reads on the hot path; the mutex only serialises creation.
     slots: ArcSwap<HashMap<(NodeAddr, Mode), Arc<NodeSlot>>>,
     create: Mutex<()>,
@@ -186,7 +186,7 @@ impl fmt::Debug for NodePool {
 }
 
 impl NodePool {
-    pub(crate) fn new(config: FredConfig) -> Self {
+    pub(crate) fn new(config: NodeConfig) -> Self {
         Self {
             config,
             slots: ArcSwap::from_pointee(HashMap::new()),
@@ -284,7 +284,7 @@ impl NodePool {
         self.slots.store(Arc::new(map));
     }
 
-    pub(crate) fn config(&self) -> &FredConfig {
+    pub(crate) fn config(&self) -> &NodeConfig {
         &self.config
     }
 

@@ -12,30 +12,30 @@ use crate::convert::error_reply;
 use crate::pool::Mode;
 use crate::remap::{canonical, identity, AddressRemap};
 use crate::resp::Frame;
-use crate::service::FredService;
+use crate::service::NodeService;
 
 /// A [`TopologySource`] that asks nodes through the leaf's per-node clients.
 ///
-/// Each fetch has the leaf's [`admin_timeout`](crate::FredConfig::admin_timeout):
+/// Each fetch has the leaf's [`admin_timeout`](crate::NodeConfig::admin_timeout):
 /// a paused node yields [`CacheError::Timeout`], and
 /// [`TopologySource::fetch_first`] moves on to the next node.
 #[derive(Clone)]
-pub struct FredTopologySource {
-    leaf: FredService,
+pub struct NodeTopologySource {
+    leaf: NodeService,
     seeds: Vec<NodeAddr>,
 }
 
-impl fmt::Debug for FredTopologySource {
+impl fmt::Debug for NodeTopologySource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FredTopologySource")
+        f.debug_struct("NodeTopologySource")
             .field("seeds", &self.seeds)
             .finish_non_exhaustive()
     }
 }
 
-impl FredTopologySource {
+impl NodeTopologySource {
     /// A source sharing `leaf`'s connections, starting from `seeds`.
-    pub fn new(leaf: &FredService, seeds: Vec<NodeAddr>) -> Self {
+    pub fn new(leaf: &NodeService, seeds: Vec<NodeAddr>) -> Self {
         Self {
             leaf: leaf.clone(),
             seeds,
@@ -43,7 +43,7 @@ impl FredTopologySource {
     }
 }
 
-impl TopologySource for FredTopologySource {
+impl TopologySource for NodeTopologySource {
     fn fetch_view(&self, node: &NodeAddr) -> BoxFuture<'static, Result<ClusterView, BoxError>> {
         let pool = self.leaf.pool().clone();
         let node = node.clone();

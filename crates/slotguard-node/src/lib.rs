@@ -1,5 +1,5 @@
-//! The leaf of [slotguard]: [`FredService`] sends each request to one Redis
-//! Cluster node over that node's own connection, and [`FredTopologySource`]
+//! The leaf of [slotguard]: [`NodeService`] sends each request to one Redis
+//! Cluster node over that node's own connection, and [`NodeTopologySource`]
 //! reads the slot map (`CLUSTER SHARDS`, falling back to `CLUSTER SLOTS`).
 //!
 //! Why per-node connections and not a cluster client: fred's cluster client
@@ -9,14 +9,14 @@
 //! routing.
 //!
 //! Why slotguard's own connection and not fred's centralized client (the
-//! first version of this crate, hence its name): measured in
+//! first version of this crate, once named `slotguard-fred`): measured in
 //! `docs/leaf-connections.md`, it did not batch commands from many callers
 //! into shared writes (~1.2 `writev` per command, 0.35–0.6× the throughput of
 //! fred's own cluster client), its reply decoder recurses (a reply nested
 //! ~1,150 deep aborted the process), a stalled connection was never
 //! replaced, and after one missing reply it handed later replies to the
 //! wrong requests. The connection here is one task per node connection with
-//! a bounded, iterative RESP decoder; see [`FredService`] for what it
+//! a bounded, iterative RESP decoder; see [`NodeService`] for what it
 //! guarantees.
 //!
 //! [slotguard]: https://docs.rs/slotguard
@@ -36,7 +36,7 @@ mod service;
 mod source;
 mod tls;
 
-pub use config::FredConfig;
+pub use config::NodeConfig;
 pub use credentials::{Credentials, Secret};
 pub use env::{
     seeds_from_env, seeds_from_lookup, ENV_PASSWORD, ENV_SEEDS, ENV_TLS_CA, ENV_TLS_SERVER_NAME,
@@ -45,6 +45,6 @@ pub use env::{
 pub use health::{parse_replication_info, HealthProber, ProberHandle, ReplicationInfo};
 pub use remap::{AddressRemap, RemapFn};
 pub use resp::Frame;
-pub use service::{FredService, ResponseFuture};
-pub use source::FredTopologySource;
+pub use service::{NodeService, ResponseFuture};
+pub use source::NodeTopologySource;
 pub use tls::{ServerNameFn, TlsConfig};

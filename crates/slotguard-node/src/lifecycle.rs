@@ -1,5 +1,5 @@
 //! The leaf's lifecycle task: connections of nodes that left the slot map
-//! are closed after [`FredConfig::node_grace`](crate::FredConfig::node_grace).
+//! are closed after [`NodeConfig::node_grace`](crate::NodeConfig::node_grace).
 //!
 //! Why a grace period and not at once: views disagree for a moment around a
 //! failover or a migration (a node missing from one view, back in the next),

@@ -15,7 +15,7 @@ use slotguard_core::{
 use tokio::sync::oneshot;
 use tokio::time::{Instant, Timeout};
 
-use crate::config::FredConfig;
+use crate::config::NodeConfig;
 use crate::conn::{Cmd, Reply};
 use crate::convert::{conn_error, del_reply, get_reply, send_error, set_reply, unavailable};
 use crate::pool::{Mode, NodePool};
@@ -28,12 +28,12 @@ use crate::resp::Frame;
 /// below), created on first use and replaced when it breaks or stalls, so a
 /// stalled node never delays another. Commands from many callers to one
 /// node leave in shared writes. Each call has a deadline: the request's own,
-/// capped by [`FredConfig::command_timeout`]. `asking` routes send `ASKING`
+/// capped by [`NodeConfig::command_timeout`]. `asking` routes send `ASKING`
 /// just before the command; replica routes use a connection that sent
 /// `READONLY` first, after every (re)connect. Replies come back raw:
 /// `MOVED`/`ASK` are [`CacheError::Moved`]/[`CacheError::Ask`] for the
 /// routing layers; a reply that breaks the protocol or the bounds of
-/// [`FredConfig`] is [`CacheError::Protocol`] and a new connection. A
+/// [`NodeConfig`] is [`CacheError::Protocol`] and a new connection. A
 /// write that was sent and then timed out, or whose connection was lost
 /// after it was sent, is [`CacheError::Indeterminate`] (it may still
 /// apply). With [`with_topology`](Self::with_topology), a node that let a
@@ -47,33 +47,33 @@ use crate::resp::Frame;
 ///
 /// ```no_run
 /// use slotguard_core::{CacheRequest, Role};
-/// use slotguard_fred::{FredConfig, FredService};
+/// use slotguard_node::{NodeConfig, NodeService};
 /// use tower::ServiceExt;
 ///
 /// # async fn run() -> Result<(), slotguard_core::BoxError> {
-/// let leaf = FredService::new(FredConfig::default());
+/// let leaf = NodeService::new(NodeConfig::default());
 /// let node = "127.0.0.1:7000".parse()?;
 /// let resp = leaf.oneshot(CacheRequest::get("k").to_node(node, Role::Primary)).await?;
 /// println!("{:?}", resp.value);
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
-pub struct FredService {
+pub struct NodeService {
     pool: Arc<NodePool>,
     topology: Option<Topology>,
 }
 
-impl fmt::Debug for FredService {
+impl fmt::Debug for NodeService {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FredService")
+        f.debug_struct("NodeService")
             .field("pool", &self.pool)
             .finish_non_exhaustive()
     }
 }
 
-impl FredService {
+impl NodeService {
     /// A leaf with no clients yet; they are made on first use of each node.
-    pub fn new(config: FredConfig) -> Self {
+    pub fn new(config: NodeConfig) -> Self {
         Self {
             pool: Arc::new(NodePool::new(config)),
             topology: None,
@@ -85,7 +85,7 @@ impl FredService {
     ///
     /// Inside a tokio runtime this also starts the leaf's lifecycle task:
     /// connections of nodes that left the map are closed after
-    /// [`FredConfig::node_grace`]. [`FredService::shutdown`] stops it.
+    /// [`NodeConfig::node_grace`]. [`NodeService::shutdown`] stops it.
     pub fn with_topology(mut self, topology: Topology) -> Self {
         if tokio::runtime::Handle::try_current().is_ok() && self.pool.claim_lifecycle() {
             let grace = self.pool.config().node_grace;
@@ -110,13 +110,13 @@ impl FredService {
     }
 
     /// Tasks this leaf still runs (connections, lifecycle, probers): 0 after
-    /// [`FredService::shutdown`] returned.
+    /// [`NodeService::shutdown`] returned.
     pub fn running_tasks(&self) -> usize {
         self.pool.running_tasks()
     }
 
     /// The settings.
-    pub fn config(&self) -> &FredConfig {
+    pub fn config(&self) -> &NodeConfig {
         self.pool.config()
     }
 
@@ -333,7 +333,7 @@ pin_project! {
 }
 
 pin_project! {
-    /// Response future of [`FredService`].
+    /// Response future of [`NodeService`].
     pub struct ResponseFuture {
         #[pin]
         state: State,
@@ -401,7 +401,7 @@ impl Future for ResponseFuture {
     }
 }
 
-impl tower::Service<CacheRequest> for FredService {
+impl tower::Service<CacheRequest> for NodeService {
     type Response = CacheResponse;
     type Error = BoxError;
     type Future = ResponseFuture;

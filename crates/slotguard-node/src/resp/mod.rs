@@ -17,7 +17,7 @@ pub(crate) use encode::{encode_command, Arg};
 use bytes::Bytes;
 
 /// One RESP2 or RESP3 value, as a node sent it (public for
-/// [`FredService::admin`](crate::FredService::admin) replies).
+/// [`NodeService::admin`](crate::NodeService::admin) replies).
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum Frame {

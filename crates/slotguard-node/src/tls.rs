@@ -33,12 +33,12 @@ enum Names {
 /// rustls and its `ring` provider.
 ///
 /// ```no_run
-/// use slotguard_fred::{FredConfig, TlsConfig};
+/// use slotguard_node::{NodeConfig, TlsConfig};
 /// # fn run() -> Result<(), slotguard_core::CacheError> {
 /// let tls = TlsConfig::with_ca_file("/etc/redis/ca.pem")?
 ///     .client_cert_pem(&std::fs::read("client.pem").unwrap(), &std::fs::read("client.key").unwrap())?
 ///     .server_name("redis.internal");
-/// let config = FredConfig::default().with_tls(tls);
+/// let config = NodeConfig::default().with_tls(tls);
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]

@@ -8,7 +8,7 @@ use std::sync::Arc;
 /// reaches a log line or an error message by accident.
 ///
 /// ```
-/// use slotguard_fred::Secret;
+/// use slotguard_node::Secret;
 /// let s = Secret::new("hunter2");
 /// assert_eq!(format!("{s:?} {s}"), "Secret(***) ***");
 /// assert_eq!(s.expose(), "hunter2");
@@ -49,7 +49,7 @@ impl fmt::Display for Secret {
 /// server without `HELLO`.
 ///
 /// ```
-/// use slotguard_fred::Credentials;
+/// use slotguard_node::Credentials;
 /// let acl = Credentials::user("cache", "s3cret");
 /// let legacy = Credentials::password("s3cret");
 /// assert!(!format!("{acl:?}{legacy:?}").contains("s3cret"));

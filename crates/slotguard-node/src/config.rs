@@ -8,7 +8,7 @@ use crate::credentials::Credentials;
 use crate::remap::AddressRemap;
 use crate::tls::TlsConfig;
 
-/// How [`FredService`](crate::FredService) talks to nodes.
+/// How [`NodeService`](crate::NodeService) talks to nodes.
 ///
 /// Every network call has a deadline: `command_timeout` per command (or the
 /// request's own deadline when that is sooner) and `connect_timeout` per
@@ -16,15 +16,15 @@ use crate::tls::TlsConfig;
 /// the stall timeout. Replies are bounded: nesting depth, element counts and
 /// bulk lengths over the limits are a typed error and a new connection.
 ///
-/// Built from [`FredConfig::default`] (or [`FredConfig::from_env`]) with the
+/// Built from [`NodeConfig::default`] (or [`NodeConfig::from_env`]) with the
 /// `with_*` methods; the fields are public to read. The struct is
 /// `#[non_exhaustive]` so that settings can be added without breaking
 /// users.
 ///
 /// ```
 /// use std::time::Duration;
-/// use slotguard_fred::{Credentials, FredConfig};
-/// let config = FredConfig::default()
+/// use slotguard_node::{Credentials, NodeConfig};
+/// let config = NodeConfig::default()
 ///     .with_command_timeout(Duration::from_millis(100))
 ///     .with_max_in_flight(1_000)
 ///     .with_credentials(Credentials::user("cache", "s3cret"));
@@ -32,7 +32,7 @@ use crate::tls::TlsConfig;
 /// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct FredConfig {
+pub struct NodeConfig {
     /// Deadline for one command on one node when the request has none sooner.
     /// Default 250 ms: a healthy node answers in well under a millisecond, and
     /// a read that misses this is better served elsewhere.
@@ -74,7 +74,7 @@ pub struct FredConfig {
     pub remap: Option<AddressRemap>,
     /// How long the connections of a node that left the slot map are kept
     /// before they are closed and forgotten (checked by the leaf's
-    /// lifecycle task, started by `FredService::with_topology`). A node
+    /// lifecycle task, started by `NodeService::with_topology`). A node
     /// that comes back within it keeps its connections: a view that
     /// briefly misses a node (mid-failover) costs no reconnect. Default 30 s.
     pub node_grace: Duration,
@@ -90,7 +90,7 @@ pub struct FredConfig {
     pub invalidations: Option<InvalidationBus>,
 }
 
-impl FredConfig {
+impl NodeConfig {
     /// These settings with [`command_timeout`](Self::command_timeout).
     pub fn with_command_timeout(mut self, timeout: Duration) -> Self {
         self.command_timeout = timeout;
@@ -189,7 +189,7 @@ impl FredConfig {
     }
 }
 
-impl Default for FredConfig {
+impl Default for NodeConfig {
     fn default() -> Self {
         Self {
             command_timeout: Duration::from_millis(250),

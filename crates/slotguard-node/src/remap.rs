@@ -25,13 +25,13 @@ pub type RemapFn = dyn Fn(&NodeAddr) -> Option<NodeAddr> + Send + Sync;
 /// `0:0:0:0:0:0:0:1`), whichever form a node printed.
 ///
 /// ```
-/// use slotguard_fred::{AddressRemap, FredConfig};
+/// use slotguard_node::{AddressRemap, NodeConfig};
 /// let remap = AddressRemap::table([
 ///     ("10.0.0.5:6379".parse().unwrap(), "127.0.0.1:16379".parse().unwrap()),
 /// ]);
 /// assert_eq!(remap.apply(&"10.0.0.5:6379".parse().unwrap()).to_string(), "127.0.0.1:16379");
 /// assert_eq!(remap.apply(&"10.0.0.6:6379".parse().unwrap()).to_string(), "10.0.0.6:6379");
-/// let config = FredConfig::default().with_remap(remap);
+/// let config = NodeConfig::default().with_remap(remap);
 /// ```
 #[derive(Clone)]
 pub struct AddressRemap {

@@ -235,7 +235,7 @@ impl Conn {
             broke_busy: AtomicBool::new(false),
             refused: OnceLock::new(),
         });
-        // On the leaf's tracker: `FredService::shutdown` waits for it.
+        // On the leaf's tracker: `NodeService::shutdown` waits for it.
         tasks.spawn(driver::run(addr, config, rx, shared.clone()));
         Self { tx, shared }
     }

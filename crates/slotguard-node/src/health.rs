@@ -10,7 +10,7 @@ use tokio::task::JoinHandle;
 
 use crate::pool::Mode;
 use crate::resp::Frame;
-use crate::service::FredService;
+use crate::service::NodeService;
 
 /// What `INFO replication` says about a replica's link to its primary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,7 +68,7 @@ pub fn parse_replication_info(text: &str) -> Option<ReplicationInfo> {
 /// recorded failure.
 #[derive(Clone)]
 pub struct HealthProber {
-    leaf: FredService,
+    leaf: NodeService,
     topology: Topology,
     interval: Duration,
 }
@@ -93,7 +93,7 @@ impl Drop for ProberHandle {
 
 impl HealthProber {
     /// A prober using `leaf`'s connections, every 500 ms by default.
-    pub fn new(leaf: &FredService, topology: Topology) -> Self {
+    pub fn new(leaf: &NodeService, topology: Topology) -> Self {
         Self {
             leaf: leaf.clone(),
             topology,
@@ -144,7 +144,7 @@ impl HealthProber {
     }
 
     /// Run the prober in the background until the handle is dropped or
-    /// the leaf is shut down ([`FredService::shutdown`] waits for it).
+    /// the leaf is shut down ([`NodeService::shutdown`] waits for it).
     pub fn spawn(self) -> ProberHandle {
         let pool = self.leaf.pool().clone();
         let task = async move {

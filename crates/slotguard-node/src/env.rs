@@ -1,10 +1,10 @@
-//! [`FredConfig::from_env`]: credentials and TLS from the environment, so an
+//! [`NodeConfig::from_env`]: credentials and TLS from the environment, so an
 //! operator can point an application (or `slotguard doctor`) at a secured
 //! cluster without code.
 
 use slotguard_core::{CacheError, NodeAddr};
 
-use crate::config::FredConfig;
+use crate::config::NodeConfig;
 use crate::credentials::Credentials;
 use crate::tls::TlsConfig;
 
@@ -21,7 +21,7 @@ pub const ENV_TLS_CA: &str = "SLOTGUARD_TLS_CA";
 /// not name the nodes' IP addresses (optional, with `SLOTGUARD_TLS_CA`).
 pub const ENV_TLS_SERVER_NAME: &str = "SLOTGUARD_TLS_SERVER_NAME";
 
-impl FredConfig {
+impl NodeConfig {
     /// The defaults plus what the environment says: `SLOTGUARD_USERNAME` and
     /// `SLOTGUARD_PASSWORD` (credentials), `SLOTGUARD_TLS_CA` (a PEM file:
     /// TLS on, trusting those CAs) and `SLOTGUARD_TLS_SERVER_NAME`. Unset or
@@ -34,11 +34,11 @@ impl FredConfig {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
 
-    /// [`FredConfig::from_env`] with another source of variables (tests,
+    /// [`NodeConfig::from_env`] with another source of variables (tests,
     /// a config file).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, CacheError> {
         let get = |name| lookup(name).filter(|v| !v.is_empty());
-        let mut config = FredConfig::default();
+        let mut config = NodeConfig::default();
         match (get(ENV_USERNAME), get(ENV_PASSWORD)) {
             (Some(user), Some(pass)) => config.credentials = Some(Credentials::user(user, pass)),
             (None, Some(pass)) => config.credentials = Some(Credentials::password(pass)),
@@ -97,12 +97,12 @@ mod tests {
 
     use super::*;
 
-    fn from(vars: &[(&str, &str)]) -> Result<FredConfig, CacheError> {
+    fn from(vars: &[(&str, &str)]) -> Result<NodeConfig, CacheError> {
         let map: HashMap<String, String> = vars
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
-        FredConfig::from_lookup(|k| map.get(k).cloned())
+        NodeConfig::from_lookup(|k| map.get(k).cloned())
     }
 
     #[test]
