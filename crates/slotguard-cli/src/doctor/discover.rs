@@ -1,0 +1,259 @@
+//! Reading the cluster: the seed's topology view, then every node the
+//! cluster knows. The topology view lists only nodes that serve slots or
+//! replicate them, so a primary that failed and was replaced drops out of
+//! it; every node's own `CLUSTER NODES` still lists it (flagged `fail`).
+//! So doctor asks every node of the view, then every node any of them lists
+//! that it has not asked yet, until no new node turns up.
+
+use std::time::Duration;
+
+use slotguard::node::Frame;
+use slotguard::{
+    core::ClusterView, node::AddressRemap, CacheError, NodeAddr, NodeConfig, NodeService,
+    NodeTopologySource, TopologySource,
+};
+
+use super::facts::{NodeFacts, Setting};
+use super::nodes::{self, PeerLine};
+
+/// Rounds of "ask the nodes the others listed": one is enough unless
+/// nodes are being added while doctor runs; the bound keeps it finite.
+const MAX_ROUNDS: usize = 3;
+
+/// What doctor learned about the cluster.
+pub(super) struct Discovery {
+    /// The node whose topology view was used.
+    pub(super) source: String,
+    pub(super) facts: Vec<NodeFacts>,
+    /// Shards of the topology view without a replica whose link is up.
+    pub(super) shards_without_replica: usize,
+}
+
+/// A node to ask: its address (none when the cluster knows none), role and id.
+struct Candidate {
+    addr: Option<NodeAddr>,
+    role: &'static str,
+    id: Option<String>,
+    outside_topology: bool,
+}
+
+pub(super) async fn discover(seeds: Vec<NodeAddr>, timeout: Duration) -> Result<Discovery, String> {
+    // Credentials and TLS as the applications get them
+    // (SLOTGUARD_USERNAME, SLOTGUARD_PASSWORD, SLOTGUARD_TLS_CA, ...).
+    let config = NodeConfig::from_env()
+        .map_err(|e| format!("settings from the environment: {e}"))?
+        .with_admin_timeout(timeout)
+        .with_connect_timeout(timeout);
+    let remap = config.remap.clone();
+    let leaf = NodeService::new(config);
+    let source = NodeTopologySource::new(&leaf, seeds.clone());
+    let view = source
+        .fetch_first(seeds.clone())
+        .await
+        .map_err(|e| format!("no seed answered ({}): {e}", list(&seeds)))?;
+    let mut facts = read_all(&leaf, of_view(&view)).await?;
+    for _ in 0..MAX_ROUNDS {
+        let more = unknown_peers(&facts, remap.as_ref());
+        if more.is_empty() {
+            break;
+        }
+        facts.extend(read_all(&leaf, more).await?);
+    }
+    annotate(&mut facts);
+    // A replica counts when it says its link to the primary is up; the
+    // view's `health` is no help here: Redis 7.0 reports a replica as
+    // `loading` while its replication offset is 0 (an empty dataset).
+    let shards_without_replica = view
+        .shards
+        .iter()
+        .filter(|s| {
+            !s.replicas.iter().any(|r| {
+                let addr = r.addr.to_string();
+                facts
+                    .iter()
+                    .any(|f| f.addr == addr && f.master_link_status.as_deref() == Some("up"))
+            })
+        })
+        .count();
+    Ok(Discovery {
+        source: view.source.to_string(),
+        facts,
+        shards_without_replica,
+    })
+}
+
+fn list(seeds: &[NodeAddr]) -> String {
+    seeds
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn of_view(view: &ClusterView) -> Vec<Candidate> {
+    let mut out = Vec::new();
+    for shard in &view.shards {
+        let nodes = std::iter::once((&shard.primary, "primary"))
+            .chain(shard.replicas.iter().map(|r| (r, "replica")));
+        for (node, role) in nodes {
+            out.push(Candidate {
+                addr: Some(node.addr.clone()),
+                role,
+                id: node.id.clone(),
+                outside_topology: false,
+            });
+        }
+    }
+    out
+}
+
+/// Nodes some answering node lists that no fact covers yet (by id, or by
+/// address for facts without an id).
+fn unknown_peers(facts: &[NodeFacts], remap: Option<&AddressRemap>) -> Vec<Candidate> {
+    let mut out: Vec<Candidate> = Vec::new();
+    let lines = facts.iter().flat_map(|f| f.peers.iter());
+    for line in lines {
+        let addr = line.addr.as_ref().map(|a| match remap {
+            Some(r) => r.apply(a),
+            None => a.clone(),
+        });
+        let known = facts.iter().any(|f| {
+            f.id.as_deref() == Some(line.id.as_str())
+                || (f.id.is_none() && addr.as_ref().is_some_and(|a| f.addr == a.to_string()))
+        });
+        let queued = out
+            .iter()
+            .any(|c| c.id.as_deref() == Some(line.id.as_str()));
+        if !known && !queued {
+            out.push(Candidate {
+                addr,
+                role: line.role(),
+                id: Some(line.id.clone()),
+                outside_topology: true,
+            });
+        }
+    }
+    out
+}
+
+async fn read_all(leaf: &NodeService, nodes: Vec<Candidate>) -> Result<Vec<NodeFacts>, String> {
+    let handles: Vec<_> = nodes
+        .into_iter()
+        .map(|c| {
+            let leaf = leaf.clone();
+            // The CLI's own runtime: every node is asked at once, so a
+            // paused node costs one deadline, not one per node.
+            tokio::spawn(async move { read_node(&leaf, c).await })
+        })
+        .collect();
+    let mut facts = Vec::with_capacity(handles.len());
+    for h in handles {
+        facts.push(h.await.map_err(|e| format!("a node check failed: {e}"))?);
+    }
+    Ok(facts)
+}
+
+/// Every node's `CLUSTER NODES` together: how the others flag each node and
+/// whether its view of slot owners is the majority's.
+fn annotate(facts: &mut [NodeFacts]) {
+    let (marks, agreement) = {
+        let views: Vec<&[PeerLine]> = facts
+            .iter()
+            .filter(|f| !f.peers.is_empty())
+            .map(|f| f.peers.as_slice())
+            .collect();
+        let beliefs: Vec<_> = views.iter().map(|v| nodes::belief(v)).collect();
+        (nodes::marks(&views), nodes::agreement(&beliefs))
+    };
+    let mut agreement = agreement.into_iter();
+    for f in facts.iter_mut() {
+        if let Some(m) = f.id.as_ref().and_then(|id| marks.get(id)) {
+            f.marked = m.clone();
+        }
+        if !f.peers.is_empty() {
+            f.view = agreement.next();
+        }
+    }
+}
+
+/// The text of a string reply, or what went wrong.
+fn text(reply: Result<Frame, CacheError>) -> Result<String, String> {
+    match reply {
+        Ok(Frame::Error(e)) => Err(String::from_utf8_lossy(&e).into_owned()),
+        Ok(f) => f
+            .as_string()
+            .ok_or_else(|| format!("unexpected {} reply", f.kind())),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// The value of a `CONFIG GET name` reply (RESP2 array or RESP3 map).
+fn setting(reply: Result<Frame, CacheError>) -> Setting {
+    let value = match reply {
+        Ok(Frame::Array(items)) => items.get(1).and_then(Frame::as_string),
+        Ok(Frame::Map(pairs)) => pairs.first().and_then(|(_, v)| v.as_string()),
+        Ok(Frame::Error(e)) => return Setting::Unknown(String::from_utf8_lossy(&e).into_owned()),
+        Ok(other) => return Setting::Unknown(format!("unexpected {} reply", other.kind())),
+        Err(e) => return Setting::Unknown(e.to_string()),
+    };
+    match value {
+        Some(v) => Setting::Value(v),
+        None => Setting::Unknown("not supported by this server".to_owned()),
+    }
+}
+
+async fn read_node(leaf: &NodeService, c: Candidate) -> NodeFacts {
+    let mut f = NodeFacts {
+        addr: c
+            .addr
+            .as_ref()
+            .map_or_else(|| "-".to_owned(), ToString::to_string),
+        role: c.role,
+        id: c.id,
+        outside_topology: c.outside_topology,
+        ..NodeFacts::default()
+    };
+    let Some(addr) = c.addr else {
+        f.error = Some("the cluster knows no address for it".to_owned());
+        return f;
+    };
+    match text(leaf.admin(&addr, &["CLUSTER", "INFO"]).await) {
+        Ok(t) => f.read_cluster_info(&t),
+        Err(e) => {
+            // Unreachable: the other commands would only wait out their deadlines too.
+            f.error = Some(e);
+            return f;
+        }
+    }
+    const INFO: [&[&str]; 3] = [
+        &["INFO", "replication"],
+        &["INFO", "memory"],
+        &["INFO", "stats"],
+    ];
+    for words in INFO {
+        if let Ok(t) = text(leaf.admin(&addr, words).await) {
+            f.read_info(&t);
+        }
+    }
+    if let Ok(t) = text(leaf.admin(&addr, &["CLUSTER", "NODES"]).await) {
+        f.peers = nodes::parse_cluster_nodes(&t);
+        if let Some(me) = nodes::myself(&f.peers) {
+            f.slot_moves = me.moves.clone();
+            f.id.get_or_insert_with(|| me.id.clone());
+        }
+    }
+    let config = |words: &'static [&'static str]| leaf.admin(&addr, words);
+    f.require_full_coverage = Some(setting(
+        config(&["CONFIG", "GET", "cluster-require-full-coverage"]).await,
+    ));
+    f.node_timeout_ms = Some(setting(
+        config(&["CONFIG", "GET", "cluster-node-timeout"]).await,
+    ));
+    f.migration_barrier = Some(setting(
+        config(&["CONFIG", "GET", "cluster-migration-barrier"]).await,
+    ));
+    f.allow_replica_migration = Some(setting(
+        config(&["CONFIG", "GET", "cluster-allow-replica-migration"]).await,
+    ));
+    f
+}
