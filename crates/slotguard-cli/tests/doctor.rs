@@ -75,6 +75,18 @@ fn node<'a>(report: &'a Value, addr: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("{addr} is missing from the report: {report:#}"))
 }
 
+/// The table output exits 1 and names the failed checks on its last line.
+fn table_names_failures(seed: &str, names: &[&str]) {
+    let (status, stdout, stderr) =
+        common::run(&["doctor", seed, "--timeout-ms", "300"], &[], HANG_GUARD);
+    eprintln!("{stdout}"); // the table, for --nocapture readers
+    assert_eq!(status.code(), Some(1), "{stdout}\n{stderr}");
+    let last = stdout.lines().last().unwrap_or_default();
+    for name in names {
+        assert!(last.contains(name), "{name} not in {last:?}");
+    }
+}
+
 /// Whether any running node other than `index` flags it `fail`.
 fn marked_fail(cluster: &LocalCluster, index: usize) -> bool {
     let id = cluster.node_id(index).unwrap();
@@ -210,6 +222,7 @@ fn doctor_reports_a_paused_primary_before_and_after_its_promotion() {
     assert_eq!(code, Some(1), "{report:#}");
     assert_fails(&report, "reachable", &paused);
     assert_eq!(report["nodes"].as_array().unwrap().len(), cluster.len());
+    table_names_failures(&seed, &["reachable"]);
 
     cluster
         .wait_for_failover(primary, Duration::from_secs(60))
@@ -225,6 +238,7 @@ fn doctor_reports_a_paused_primary_before_and_after_its_promotion() {
     let old = node(&report, &paused);
     assert!(old["error"].is_string(), "{old}");
     assert!(old["marked"]["fail"].as_u64() >= Some(1), "{old}");
+    table_names_failures(&seed, &["reachable", "node_flags"]);
     cluster.resume(primary).unwrap();
 }
 
