@@ -200,6 +200,7 @@ fn doctor_names_each_fault_of_one_cluster() {
         &format!("run CLUSTER FAILOVER TAKEOVER on {orphan_addr}"),
     );
     assert_fails(&report, "reachable", &cluster.addr(dead));
+    table_names_failures(&seed, &["reachable", "replica_links"]);
 }
 
 /// A paused primary is reported before its replica is promoted (it does
