@@ -243,6 +243,44 @@ fn doctor_reports_a_paused_primary_before_and_after_its_promotion() {
     cluster.resume(primary).unwrap();
 }
 
+/// A primary cut off the cluster bus (clients still reach it) while the
+/// majority promotes its replica: it still routes its old slots to itself,
+/// so doctor names it outside the majority view; the majority flags it
+/// `fail`, and its own flags on the others (it sees them all failed) do not
+/// count.
+#[test]
+fn doctor_names_a_partitioned_primary_outside_the_majority_view() {
+    let cluster = LocalCluster::start(ClusterSpec {
+        proxied: true,
+        ..ClusterSpec::default()
+    })
+    .unwrap();
+    let primaries = cluster.primaries().unwrap();
+    let (cut, seed) = (primaries[0], cluster.addr(primaries[1]));
+    let cut_addr = cluster.addr(cut);
+    cluster.partition(cut).unwrap();
+    cluster
+        .wait_for_failover(cut, Duration::from_secs(60))
+        .unwrap();
+    poll("the partitioned primary marked fail", || {
+        marked_fail(&cluster, cut)
+    });
+
+    let (code, report) = doctor(&seed);
+    assert_eq!(code, Some(1), "{report:#}");
+    assert_fails(&report, "view_agreement", &cut_addr);
+    assert_eq!(node(&report, &cut_addr)["view"], "slots_differ");
+    assert_fails(&report, "node_flags", &cut_addr);
+    let flags = check(&report, "node_flags")["detail"].as_str().unwrap();
+    assert!(
+        !flags.contains(&seed),
+        "the cut-off node's view of the others is not trusted: {flags}"
+    );
+    assert_eq!(check(&report, "reachable")["status"], "ok", "{report:#}");
+    table_names_failures(&seed, &["node_flags", "view_agreement"]);
+    cluster.heal(cut).unwrap();
+}
+
 #[test]
 fn doctor_exits_2_when_no_seed_answers() {
     // A port nothing listens on: bind one, note it, close it.

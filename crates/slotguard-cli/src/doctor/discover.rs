@@ -14,7 +14,7 @@ use slotguard::{
 };
 
 use super::facts::{NodeFacts, Setting};
-use super::nodes::{self, PeerLine};
+use super::nodes::{self, Agreement, PeerLine};
 
 /// Rounds of "ask the nodes the others listed": one is enough unless
 /// nodes are being added while doctor runs; the bound keeps it finite.
@@ -153,8 +153,8 @@ async fn read_all(leaf: &NodeService, nodes: Vec<Candidate>) -> Result<Vec<NodeF
     Ok(facts)
 }
 
-/// Every node's `CLUSTER NODES` together: how the others flag each node and
-/// whether its view of slot owners is the majority's.
+/// Every node's `CLUSTER NODES` together: whether its view of slot owners
+/// is the majority's, and how the others flag each node.
 fn annotate(facts: &mut [NodeFacts]) {
     let (marks, agreement) = {
         let views: Vec<&[PeerLine]> = facts
@@ -163,7 +163,17 @@ fn annotate(facts: &mut [NodeFacts]) {
             .map(|f| f.peers.as_slice())
             .collect();
         let beliefs: Vec<_> = views.iter().map(|v| nodes::belief(v)).collect();
-        (nodes::marks(&views), nodes::agreement(&beliefs))
+        let agreement = nodes::agreement(&beliefs);
+        // Flags only count from nodes that share the majority's slot owners:
+        // a node cut off in a minority flags every other node `fail`, which
+        // says nothing about them (view_agreement names that node instead).
+        let trusted: Vec<&[PeerLine]> = views
+            .iter()
+            .zip(&agreement)
+            .filter(|(_, a)| **a != Agreement::SlotsDiffer)
+            .map(|(v, _)| *v)
+            .collect();
+        (nodes::marks(&trusted), agreement)
     };
     let mut agreement = agreement.into_iter();
     for f in facts.iter_mut() {
@@ -256,4 +266,43 @@ async fn read_node(leaf: &NodeService, c: Candidate) -> NodeFacts {
         config(&["CONFIG", "GET", "cluster-allow-replica-migration"]).await,
     ));
     f
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts(id: &str, cluster_nodes: &str) -> NodeFacts {
+        NodeFacts {
+            addr: format!("{id}:1"),
+            id: Some(id.to_owned()),
+            peers: nodes::parse_cluster_nodes(cluster_nodes),
+            ..NodeFacts::default()
+        }
+    }
+
+    #[test]
+    fn a_minority_nodes_flags_do_not_count() {
+        // a and b agree that b took over c's slots and flag c failed; c,
+        // cut off, still owns its slots and flags a and b pfail.
+        let majority = "aaa 1.1.1.1:1@2 master - 0 0 1 connected 0-8191\n\
+                        bbb 1.1.1.2:1@2 master - 0 0 3 connected 8192-16383\n\
+                        ccc 1.1.1.3:1@2 master,fail - 0 0 2 connected\n";
+        let mut all = vec![
+            facts("aaa", &majority.replacen("master -", "myself,master -", 1)),
+            facts("bbb", majority),
+            facts(
+                "ccc",
+                "aaa 1.1.1.1:1@2 master,fail? - 0 0 1 connected 0-8191\n\
+                 bbb 1.1.1.2:1@2 slave,fail? ccc 0 0 2 connected\n\
+                 ccc 1.1.1.3:1@2 myself,master - 0 0 2 connected 8192-16383\n",
+            ),
+        ];
+        annotate(&mut all);
+        assert_eq!(all[2].view, Some(Agreement::SlotsDiffer));
+        assert_eq!(all[0].view, Some(Agreement::Majority));
+        assert_eq!(all[2].marked.get("fail"), Some(&2), "{:?}", all[2].marked);
+        assert!(all[0].marked.is_empty(), "{:?}", all[0].marked);
+        assert!(all[1].marked.is_empty(), "{:?}", all[1].marked);
+    }
 }
