@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use slotguard::node::Frame;
 use slotguard::{
-    core::ClusterView, node::AddressRemap, CacheError, NodeAddr, NodeConfig, NodeService,
-    NodeTopologySource, TopologySource,
+    core::ClusterView, node::AddressRemap, NodeAddr, NodeConfig, NodeService, NodeTopologySource,
+    TopologySource,
 };
 
 use super::facts::{NodeFacts, Setting};
@@ -186,25 +186,23 @@ fn annotate(facts: &mut [NodeFacts]) {
     }
 }
 
-/// The text of a string reply, or what went wrong.
-fn text(reply: Result<Frame, CacheError>) -> Result<String, String> {
+/// The text of a string reply, or what the node answered instead.
+fn text(reply: Frame) -> Result<String, String> {
     match reply {
-        Ok(Frame::Error(e)) => Err(String::from_utf8_lossy(&e).into_owned()),
-        Ok(f) => f
+        Frame::Error(e) => Err(String::from_utf8_lossy(&e).into_owned()),
+        f => f
             .as_string()
             .ok_or_else(|| format!("unexpected {} reply", f.kind())),
-        Err(e) => Err(e.to_string()),
     }
 }
 
 /// The value of a `CONFIG GET name` reply (RESP2 array or RESP3 map).
-fn setting(reply: Result<Frame, CacheError>) -> Setting {
+fn setting(reply: Frame) -> Setting {
     let value = match reply {
-        Ok(Frame::Array(items)) => items.get(1).and_then(Frame::as_string),
-        Ok(Frame::Map(pairs)) => pairs.first().and_then(|(_, v)| v.as_string()),
-        Ok(Frame::Error(e)) => return Setting::Unknown(String::from_utf8_lossy(&e).into_owned()),
-        Ok(other) => return Setting::Unknown(format!("unexpected {} reply", other.kind())),
-        Err(e) => return Setting::Unknown(e.to_string()),
+        Frame::Array(items) => items.get(1).and_then(Frame::as_string),
+        Frame::Map(pairs) => pairs.first().and_then(|(_, v)| v.as_string()),
+        Frame::Error(e) => return Setting::Unknown(String::from_utf8_lossy(&e).into_owned()),
+        other => return Setting::Unknown(format!("unexpected {} reply", other.kind())),
     };
     match value {
         Some(v) => Setting::Value(v),
@@ -223,49 +221,56 @@ async fn read_node(leaf: &NodeService, c: Candidate) -> NodeFacts {
         outside_topology: c.outside_topology,
         ..NodeFacts::default()
     };
-    let Some(addr) = c.addr else {
-        f.error = Some("the cluster knows no address for it".to_owned());
-        return f;
-    };
-    match text(leaf.admin(&addr, &["CLUSTER", "INFO"]).await) {
-        Ok(t) => f.read_cluster_info(&t),
-        Err(e) => {
-            // Unreachable: the other commands would only wait out their deadlines too.
-            f.error = Some(e);
-            return f;
+    match c.addr {
+        None => f.error = Some("the cluster knows no address for it".to_owned()),
+        Some(addr) => {
+            if let Err(e) = ask_all(leaf, &addr, &mut f).await {
+                f.error = Some(e);
+            }
         }
     }
+    f
+}
+
+/// Asks one node everything doctor reads, filling `f`. `Err` when the node
+/// could not be asked (or stopped answering): the remaining commands would
+/// only wait out their deadlines too, so a node that stalls midway costs
+/// two deadlines, not nine. A refused command (an error reply) is not that.
+async fn ask_all(leaf: &NodeService, addr: &NodeAddr, f: &mut NodeFacts) -> Result<(), String> {
+    let ask = |words: &'static [&'static str]| async move {
+        leaf.admin(addr, words).await.map_err(|e| e.to_string())
+    };
+    f.read_cluster_info(&text(ask(&["CLUSTER", "INFO"]).await?)?);
     const INFO: [&[&str]; 3] = [
         &["INFO", "replication"],
         &["INFO", "memory"],
         &["INFO", "stats"],
     ];
     for words in INFO {
-        if let Ok(t) = text(leaf.admin(&addr, words).await) {
+        if let Ok(t) = text(ask(words).await?) {
             f.read_info(&t);
         }
     }
-    if let Ok(t) = text(leaf.admin(&addr, &["CLUSTER", "NODES"]).await) {
+    if let Ok(t) = text(ask(&["CLUSTER", "NODES"]).await?) {
         f.peers = nodes::parse_cluster_nodes(&t);
         if let Some(me) = nodes::myself(&f.peers) {
             f.slot_moves = me.moves.clone();
             f.id.get_or_insert_with(|| me.id.clone());
         }
     }
-    let config = |words: &'static [&'static str]| leaf.admin(&addr, words);
     f.require_full_coverage = Some(setting(
-        config(&["CONFIG", "GET", "cluster-require-full-coverage"]).await,
+        ask(&["CONFIG", "GET", "cluster-require-full-coverage"]).await?,
     ));
     f.node_timeout_ms = Some(setting(
-        config(&["CONFIG", "GET", "cluster-node-timeout"]).await,
+        ask(&["CONFIG", "GET", "cluster-node-timeout"]).await?,
     ));
     f.migration_barrier = Some(setting(
-        config(&["CONFIG", "GET", "cluster-migration-barrier"]).await,
+        ask(&["CONFIG", "GET", "cluster-migration-barrier"]).await?,
     ));
     f.allow_replica_migration = Some(setting(
-        config(&["CONFIG", "GET", "cluster-allow-replica-migration"]).await,
+        ask(&["CONFIG", "GET", "cluster-allow-replica-migration"]).await?,
     ));
-    f
+    Ok(())
 }
 
 #[cfg(test)]
