@@ -258,17 +258,36 @@ fn doctor_names_a_partitioned_primary_outside_the_majority_view() {
     let primaries = cluster.primaries().unwrap();
     let (cut, seed) = (primaries[0], cluster.addr(primaries[1]));
     let cut_addr = cluster.addr(cut);
+    let slot = *cluster.slots_of(cut).unwrap()[0].start();
     cluster.partition(cut).unwrap();
-    cluster
+    let promoted = cluster
         .wait_for_failover(cut, Duration::from_secs(60))
         .unwrap();
     poll("the partitioned primary marked fail", || {
         marked_fail(&cluster, cut)
     });
+    // Every other node has learned the new owner, so the cut-off node is
+    // the only one outside the majority view.
+    let promoted_id = cluster.node_id(promoted).unwrap();
+    poll(
+        "every other node routing the slot to the promoted replica",
+        || {
+            (0..cluster.len()).filter(|&i| i != cut).all(|i| {
+                cluster.cluster_nodes(i).is_ok_and(|view| {
+                    view.iter()
+                        .any(|n| n.id == promoted_id && n.slots.iter().any(|r| r.contains(&slot)))
+                })
+            })
+        },
+    );
 
     let (code, report) = doctor(&seed);
     assert_eq!(code, Some(1), "{report:#}");
-    assert_fails(&report, "view_agreement", &cut_addr);
+    assert_fails(
+        &report,
+        "view_agreement",
+        &format!("share it) at {cut_addr}"),
+    );
     assert_eq!(node(&report, &cut_addr)["view"], "slots_differ");
     assert_fails(&report, "node_flags", &cut_addr);
     let flags = check(&report, "node_flags")["detail"].as_str().unwrap();

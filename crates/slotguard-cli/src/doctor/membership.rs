@@ -1,7 +1,7 @@
 //! Checks over what the nodes say about each other: nodes the cluster
 //! flags (`fail`, `pfail`, still in handshake, without an address), and
-//! nodes whose view of slot owners is not the majority's (a partition, or a
-//! node that missed a failover).
+//! nodes whose view of slot owners is not the majority view (a partition,
+//! or a node that missed a failover; see [`super::nodes::agreement`]).
 
 use super::checks::{check, Check, Status};
 use super::facts::NodeFacts;
@@ -69,7 +69,7 @@ pub(crate) fn view_agreement(nodes: &[NodeFacts]) -> Check {
             NAME,
             Status::Fail,
             format!(
-                "slot owners differ from the majority's ({} of {total} nodes) at {}",
+                "slot owners differ from the majority view (newest claim per slot; {} of {total} nodes share it) at {}",
                 total - slots.len(),
                 slots.join(", ")
             ),
@@ -144,7 +144,11 @@ mod tests {
         ];
         let c = view_agreement(&split);
         assert_eq!(c.status, Status::Fail);
-        assert!(c.detail.ends_with("(2 of 3 nodes) at c:1"), "{}", c.detail);
+        assert!(
+            c.detail.ends_with("2 of 3 nodes share it) at c:1"),
+            "{}",
+            c.detail
+        );
         assert_eq!(view_agreement(&[]).status, Status::Unknown);
     }
 }

@@ -160,54 +160,99 @@ pub(crate) fn belief(view: &[PeerLine]) -> Belief {
     Belief { owners, epochs }
 }
 
-/// How far a node's view is from the majority's.
+/// How far a node's view is from the majority view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum Agreement {
-    /// Same slot owners and epochs as the majority.
+    /// The majority view's slot owners and epochs.
     Majority,
-    /// Same slot owners, other config epochs (gossip still converging).
+    /// The same slot owners with older config epochs (gossip converging).
     EpochsDiffer,
     /// Other slot owners: this node routes some slots elsewhere.
     SlotsDiffer,
 }
 
-/// Compares each view (by position) with the majority view: the most
-/// common slot ownership, ties going to the higher epochs (the view Redis
-/// itself converges to).
+const SLOTS: usize = slotguard::core::SLOT_COUNT as usize;
+
+/// Compares each view (by position) with the majority view: for every
+/// slot, the owner claimed with the highest config epoch, which is how
+/// Redis itself settles conflicting claims. Why not the most common view:
+/// right after a failover most nodes may not have heard of it yet, and
+/// counting heads would call the up-to-date nodes the dissenters. Only a
+/// majority of primaries can elect a new owner (and so raise an epoch), so
+/// the newest claim is the majority side's, and a node cut off in a
+/// minority, or one that missed the change, is named.
 pub(crate) fn agreement(beliefs: &[Belief]) -> Vec<Agreement> {
-    let mut count: BTreeMap<&Owners, (usize, Vec<&Belief>)> = BTreeMap::new();
-    for b in beliefs {
-        let e = count.entry(&b.owners).or_default();
-        e.0 += 1;
-        e.1.push(b);
+    let owners: Vec<Vec<Option<(&str, u64)>>> = beliefs.iter().map(slot_owners).collect();
+    let newest: Vec<Option<&str>> = (0..SLOTS)
+        .map(|slot| newest_claim(owners.iter().filter_map(|o| o[slot])))
+        .collect();
+    let same_owners: Vec<bool> = owners
+        .iter()
+        .map(|o| {
+            o.iter()
+                .zip(&newest)
+                .all(|(c, n)| c.map(|(id, _)| id) == *n)
+        })
+        .collect();
+    // The newest epoch of each owner, among the views with the right owners.
+    let mut epochs: Vec<(&str, u64)> = Vec::new();
+    for (b, _) in beliefs.iter().zip(&same_owners).filter(|(_, same)| **same) {
+        for (id, e) in &b.epochs {
+            match epochs.iter_mut().find(|(i, _)| i == id) {
+                Some((_, max)) => *max = (*max).max(*e),
+                None => epochs.push((id, *e)),
+            }
+        }
     }
-    let max_epoch = |b: &Belief| b.epochs.iter().map(|(_, e)| *e).max().unwrap_or(0);
-    let Some((owners, (_, members))) = count.iter().max_by(|(_, (na, ma)), (_, (nb, mb))| {
-        let ea = ma.iter().map(|b| max_epoch(b)).max();
-        let eb = mb.iter().map(|b| max_epoch(b)).max();
-        na.cmp(nb).then(ea.cmp(&eb))
-    }) else {
-        return Vec::new();
-    };
-    // Within the majority's slot owners, the most common epochs.
-    let mut epochs: BTreeMap<&Vec<(String, u64)>, usize> = BTreeMap::new();
-    for b in members {
-        *epochs.entry(&b.epochs).or_default() += 1;
-    }
-    let common = epochs.iter().max_by_key(|(_, n)| **n).map(|(e, _)| *e);
     beliefs
         .iter()
-        .map(|b| {
-            if &b.owners != *owners {
-                Agreement::SlotsDiffer
-            } else if Some(&b.epochs) != common {
-                Agreement::EpochsDiffer
-            } else {
-                Agreement::Majority
+        .zip(&same_owners)
+        .map(|(b, same)| {
+            let stale = b
+                .epochs
+                .iter()
+                .any(|(id, e)| epochs.iter().any(|(i, max)| *i == id.as_str() && e < max));
+            match (same, stale) {
+                (false, _) => Agreement::SlotsDiffer,
+                (true, true) => Agreement::EpochsDiffer,
+                (true, false) => Agreement::Majority,
             }
         })
         .collect()
+}
+
+/// Slot → (owner id, the owner's config epoch) as one view has it.
+fn slot_owners(b: &Belief) -> Vec<Option<(&str, u64)>> {
+    let mut out = vec![None; SLOTS];
+    for (first, last, id) in &b.owners {
+        let epoch = b
+            .epochs
+            .iter()
+            .find(|(i, _)| i == id)
+            .map_or(0, |(_, e)| *e);
+        let range = usize::from(*first)..=usize::from(*last).min(SLOTS - 1);
+        for slot in out.get_mut(range).into_iter().flatten() {
+            *slot = Some((id.as_str(), epoch));
+        }
+    }
+    out
+}
+
+/// The owner with the highest epoch among `claims`; among equal epochs the
+/// most claimed, then the smallest id (so the answer is deterministic).
+fn newest_claim<'a>(claims: impl Iterator<Item = (&'a str, u64)>) -> Option<&'a str> {
+    let mut tally: Vec<(&str, u64, usize)> = Vec::new();
+    for (id, epoch) in claims {
+        match tally.iter_mut().find(|(i, e, _)| *i == id && *e == epoch) {
+            Some((_, _, n)) => *n += 1,
+            None => tally.push((id, epoch, 1)),
+        }
+    }
+    tally
+        .into_iter()
+        .max_by(|(ia, ea, na), (ib, eb, nb)| ea.cmp(eb).then(na.cmp(nb)).then(ib.cmp(ia)))
+        .map(|(id, _, _)| id)
 }
 
 #[cfg(test)]
@@ -272,18 +317,20 @@ eee :0@0 noaddr,handshake - 0 0 0 disconnected
     }
 
     #[test]
-    fn the_majority_wins_and_dissenters_are_named() {
+    fn the_newest_claim_is_the_majority_view_and_dissenters_are_named() {
         let view = |owner_of_high: &str, epoch: u64| {
             parse_cluster_nodes(&format!(
                 "aaa 1.1.1.1:1@2 master - 0 0 1 connected 0-8191\n\
                  {owner_of_high} 1.1.1.2:1@2 master - 0 0 {epoch} connected 8192-16383\n"
             ))
         };
+        // A cut-off primary (ccc, epoch 2) still claims what the others
+        // gave to ddd (epoch 3); one node knows ddd with an older epoch.
         let beliefs = [
-            belief(&view("bbb", 2)),
-            belief(&view("bbb", 2)),
-            belief(&view("ccc", 3)),
-            belief(&view("bbb", 4)),
+            belief(&view("ddd", 3)),
+            belief(&view("ddd", 3)),
+            belief(&view("ccc", 2)),
+            belief(&view("ddd", 1)),
         ];
         assert_eq!(
             agreement(&beliefs),
@@ -294,11 +341,35 @@ eee :0@0 noaddr,handshake - 0 0 0 disconnected
                 Agreement::EpochsDiffer
             ]
         );
-        // A tie goes to the view with the higher epochs.
-        let tie = [belief(&view("bbb", 2)), belief(&view("ccc", 3))];
+        // Right after a failover most nodes have not heard of it: the
+        // promoted owner's newer epoch wins over the head count.
+        let converging = [
+            belief(&view("ccc", 2)),
+            belief(&view("ccc", 2)),
+            belief(&view("ccc", 2)),
+            belief(&view("ddd", 3)),
+        ];
         assert_eq!(
-            agreement(&tie),
-            vec![Agreement::SlotsDiffer, Agreement::Majority]
+            agreement(&converging),
+            vec![
+                Agreement::SlotsDiffer,
+                Agreement::SlotsDiffer,
+                Agreement::SlotsDiffer,
+                Agreement::Majority
+            ]
+        );
+        // Equal epochs: the most claimed owner.
+        let tie = [
+            belief(&view("bbb", 2)),
+            belief(&view("bbb", 2)),
+            belief(&view("ccc", 2)),
+        ];
+        assert_eq!(agreement(&tie)[2], Agreement::SlotsDiffer);
+        // Unassigned slots agree with unassigned slots.
+        let partial = parse_cluster_nodes("aaa 1.1.1.1:1@2 master - 0 0 1 connected 0-100\n");
+        assert_eq!(
+            agreement(&[belief(&partial), belief(&partial)]),
+            vec![Agreement::Majority; 2]
         );
         assert!(agreement(&[]).is_empty());
     }

@@ -74,8 +74,10 @@ fn marks(n: &NodeFacts) -> String {
         );
     }
     match n.view {
-        Some(Agreement::SlotsDiffer) => parts.push("slot owners differ from the majority".into()),
-        Some(Agreement::EpochsDiffer) => parts.push("epochs differ from the majority".into()),
+        Some(Agreement::SlotsDiffer) => {
+            parts.push("slot owners differ from the majority view".into())
+        }
+        Some(Agreement::EpochsDiffer) => parts.push("older epochs than the majority view".into()),
         _ => {}
     }
     if n.outside_topology {
