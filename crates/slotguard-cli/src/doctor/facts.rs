@@ -2,9 +2,11 @@
 //! servers' text replies (kept apart from the network so they are tested on
 //! fixed text).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
+
+use super::nodes::{Agreement, PeerLine, SlotMove};
 
 /// Parses `INFO`-style text (`key:value` lines; `#` headers and blank lines
 /// ignored).
@@ -13,47 +15,6 @@ pub(crate) fn parse_info(text: &str) -> HashMap<String, String> {
         .filter(|l| !l.starts_with('#'))
         .filter_map(|l| l.trim_end_matches('\r').split_once(':'))
         .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-        .collect()
-}
-
-/// A slot a node is handing over or taking in (its own line of `CLUSTER NODES`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub(crate) struct SlotMove {
-    /// The slot.
-    pub(crate) slot: u16,
-    /// `migrating` (this node is the source) or `importing` (the target).
-    pub(crate) state: &'static str,
-    /// The node id on the other side.
-    pub(crate) peer: String,
-}
-
-/// The `[slot->-id]` / `[slot-<-id]` entries of the `myself` line of
-/// `CLUSTER NODES`.
-pub(crate) fn parse_slot_moves(cluster_nodes: &str) -> Vec<SlotMove> {
-    let Some(myself) = cluster_nodes.lines().find(|line| {
-        line.split_whitespace()
-            .nth(2)
-            .is_some_and(|flags| flags.split(',').any(|f| f == "myself"))
-    }) else {
-        return Vec::new();
-    };
-    myself
-        .split_whitespace()
-        .skip(8)
-        .filter_map(|entry| {
-            let inner = entry.strip_prefix('[')?.strip_suffix(']')?;
-            let (slot, state, peer) = if let Some((s, p)) = inner.split_once("->-") {
-                (s, "migrating", p)
-            } else {
-                let (s, p) = inner.split_once("-<-")?;
-                (s, "importing", p)
-            };
-            Some(SlotMove {
-                slot: slot.parse().ok()?,
-                state,
-                peer: peer.to_owned(),
-            })
-        })
         .collect()
 }
 
@@ -102,14 +63,36 @@ pub(crate) struct NodeFacts {
     /// `master_link_status` (replicas).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) master_link_status: Option<String>,
+    /// `master_host:master_port` (replicas): the primary it replicates.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) primary: Option<String>,
     /// `master_last_io_seconds_ago` (replicas).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) master_last_io_seconds_ago: Option<i64>,
     pub(crate) slot_moves: Vec<SlotMove>,
+    /// How the other nodes flag this one (`fail`, `pfail`, `handshake`,
+    /// `noaddr`) and how many of them say so.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) marked: BTreeMap<String, usize>,
+    /// How this node's view of slot owners compares with the majority's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) view: Option<Agreement>,
+    /// Found in some node's `CLUSTER NODES` but not in the topology view
+    /// (a failed primary that was replaced, a node being added).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) outside_topology: bool,
+    /// This node's `CLUSTER NODES` (not printed: it is summed up in
+    /// `marked` and `view` of every node).
+    #[serde(skip)]
+    pub(crate) peers: Vec<PeerLine>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) require_full_coverage: Option<Setting>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) node_timeout_ms: Option<Setting>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) migration_barrier: Option<Setting>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) allow_replica_migration: Option<Setting>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) maxmemory_policy: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -135,6 +118,9 @@ impl NodeFacts {
         let info = parse_info(text);
         if let Some(link) = info.get("master_link_status") {
             self.master_link_status = Some(link.clone());
+        }
+        if let (Some(host), Some(port)) = (info.get("master_host"), info.get("master_port")) {
+            self.primary = Some(format!("{host}:{port}"));
         }
         if let Some(io) = info.get("master_last_io_seconds_ago") {
             self.master_last_io_seconds_ago = io.parse().ok();
@@ -167,46 +153,19 @@ mod tests {
     }
 
     #[test]
-    fn slot_moves_come_from_the_myself_line_only() {
-        let text = "\
-aaa 127.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-5460 [93->-bbb] [7000-<-ccc]
-bbb 127.0.0.1:7001@17001 master - 0 0 2 connected 5461-10922 [93-<-aaa]
-";
-        assert_eq!(
-            parse_slot_moves(text),
-            vec![
-                SlotMove {
-                    slot: 93,
-                    state: "migrating",
-                    peer: "bbb".into()
-                },
-                SlotMove {
-                    slot: 7000,
-                    state: "importing",
-                    peer: "ccc".into()
-                },
-            ]
-        );
-        assert!(parse_slot_moves("garbage\n").is_empty());
-        assert!(parse_slot_moves(
-            "aaa 127.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-5460 [x->-y] [7-?-z]"
-        )
-        .is_empty());
-    }
-
-    #[test]
     fn node_facts_read_cluster_info_and_info() {
         let mut f = NodeFacts::default();
         f.read_cluster_info(
             "cluster_state:fail\r\ncluster_slots_assigned:16384\r\ncluster_slots_ok:10000\r\ncluster_slots_pfail:0\r\ncluster_slots_fail:6384\r\n",
         );
-        f.read_info("master_link_status:up\r\nmaster_last_io_seconds_ago:1\r\nmaxmemory:0\r\nmaxmemory_policy:noeviction\r\nevicted_keys:3\r\n");
+        f.read_info("master_host:127.0.0.1\r\nmaster_port:7000\r\nmaster_link_status:up\r\nmaster_last_io_seconds_ago:1\r\nmaxmemory:0\r\nmaxmemory_policy:noeviction\r\nevicted_keys:3\r\n");
         assert_eq!(f.cluster_state.as_deref(), Some("fail"));
         assert_eq!(
             (f.slots_assigned, f.slots_ok, f.slots_fail),
             (Some(16384), Some(10000), Some(6384))
         );
         assert_eq!(f.master_link_status.as_deref(), Some("up"));
+        assert_eq!(f.primary.as_deref(), Some("127.0.0.1:7000"));
         assert_eq!(f.master_last_io_seconds_ago, Some(1));
         assert_eq!(f.maxmemory_policy.as_deref(), Some("noeviction"));
         assert_eq!((f.maxmemory, f.evicted_keys), (Some(0), Some(3)));
