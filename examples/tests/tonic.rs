@@ -1,0 +1,330 @@
+//! The tonic example, run as a user would: start the binary, call it with
+//! a real tonic client. Once on its own local cluster (round trip,
+//! not-found, invalid input, what answered), and once on a cluster whose
+//! primary is stopped (SIGSTOP) for 6 s, past its promotion, under
+//! concurrent `Get`s and `Put`s, with `cluster-require-full-coverage no`
+//! and with Redis's default `yes`: every `Get` answered with a body at
+//! least as new as the last acknowledged `Put` of its item, a failed `Put`
+//! is a typed `UNAVAILABLE`/`DEADLINE_EXCEEDED`, and `Put`s of the stopped
+//! shard's items succeed again once the promotion is visible.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+#[path = "../items_grpc.rs"]
+mod items_grpc;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use slotguard::core::key_slot;
+use slotguard_testkit::{ClusterSpec, LocalCluster};
+use tokio::task::block_in_place;
+use tonic::transport::Channel;
+use tonic::{Code, Request, Response, Status};
+
+use common::{App, Bin};
+use items_grpc::items_client::ItemsClient;
+use items_grpc::{GetRequest, GetResponse, PutRequest};
+
+type Client = ItemsClient<Channel>;
+
+async fn connect(addr: &str) -> Client {
+    ItemsClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap()
+}
+
+/// A client-side deadline, so a hung server fails the test instead of
+/// hanging it.
+fn with_deadline<T>(msg: T) -> Request<T> {
+    let mut req = Request::new(msg);
+    req.set_timeout(Duration::from_secs(10));
+    req
+}
+
+async fn get(client: &mut Client, id: &str) -> Result<Response<GetResponse>, Status> {
+    client
+        .get(with_deadline(GetRequest { id: id.into() }))
+        .await
+}
+
+async fn put(client: &mut Client, id: &str, body: &[u8]) -> Result<(), Status> {
+    let req = PutRequest {
+        id: id.into(),
+        body: Bytes::copy_from_slice(body),
+    };
+    client.put(with_deadline(req)).await.map(drop)
+}
+
+fn served_by<T>(resp: &Response<T>) -> String {
+    let v = resp.metadata().get("x-served-by").expect("x-served-by");
+    v.to_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tonic_example_serves_items_over_grpc() {
+    let (app, addr) = block_in_place(|| App::start_bin(Bin::Tonic, None));
+    let mut client = connect(&addr).await;
+
+    let err = get(&mut client, "42").await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "no item yet: {err:?}");
+    // Any bytes, returned byte for byte.
+    let first = b"\x00{ \"name\": \"ada\" }\xff";
+    put(&mut client, "42", first).await.unwrap();
+    let resp = get(&mut client, "42").await.unwrap();
+    // The first read was a miss: loaded from SQLite (and written back).
+    assert_eq!(served_by(&resp), "secondary");
+    assert_eq!(resp.get_ref().id, "42");
+    assert_eq!(resp.get_ref().body, &first[..]);
+    // Read again until the write-back is visible: the cluster answers,
+    // and the metadata names the node.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let resp = get(&mut client, "42").await.unwrap();
+        assert_eq!(resp.get_ref().body, &first[..]);
+        if served_by(&resp) == "primary" {
+            assert!(resp.metadata().get("x-node").is_some());
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the write-back reached the cluster"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A new body replaces the cached one at once.
+    put(&mut client, "42", b"[1,2,3]").await.unwrap();
+    let resp = get(&mut client, "42").await.unwrap();
+    assert_eq!(resp.get_ref().body, &b"[1,2,3]"[..]);
+    // An empty id: INVALID_ARGUMENT, nothing stored.
+    let err = put(&mut client, "", b"x").await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    let err = get(&mut client, "").await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    // An oversize key, refused by the stack: a typed INVALID_ARGUMENT.
+    let long = "k".repeat(20_000);
+    let err = get(&mut client, &long).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    let err = get(&mut client, "43").await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    drop(client);
+    block_in_place(|| drop(app));
+}
+
+fn version_of(body: &[u8]) -> u64 {
+    std::str::from_utf8(body)
+        .unwrap()
+        .strip_prefix("v=")
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// How many `Get`s, how many not answered or stale, who answered them.
+#[derive(Default)]
+struct Reads {
+    total: AtomicUsize,
+    bad: AtomicUsize,
+    served: Mutex<HashMap<String, usize>>,
+}
+
+type Acked = Arc<Mutex<HashMap<String, u64>>>;
+
+/// Reads `ids` round-robin until `stop`; a read is bad unless answered
+/// with a version at least the last acknowledged one.
+async fn reader(
+    addr: String,
+    ids: Vec<String>,
+    acked: Acked,
+    stop: Arc<AtomicBool>,
+    reads: Arc<Reads>,
+    t: usize,
+) {
+    let mut client = connect(&addr).await;
+    let mut i = t * 17;
+    while !stop.load(Ordering::Relaxed) {
+        i += 1;
+        let id = &ids[i % ids.len()];
+        let floor = acked.lock().unwrap()[id];
+        let answer = get(&mut client, id).await;
+        reads.total.fetch_add(1, Ordering::Relaxed);
+        match answer {
+            Ok(resp) if version_of(&resp.get_ref().body) >= floor => {
+                *reads
+                    .served
+                    .lock()
+                    .unwrap()
+                    .entry(served_by(&resp))
+                    .or_default() += 1;
+            }
+            other => {
+                eprintln!("Get {id}: {other:?} (floor {floor})");
+                reads.bad.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Puts new versions of `ids` until `stop`; returns the codes of the
+/// failed ones.
+async fn writer(addr: String, ids: Vec<String>, acked: Acked, stop: Arc<AtomicBool>) -> Vec<Code> {
+    let mut client = connect(&addr).await;
+    let mut version: HashMap<String, u64> = HashMap::new();
+    let mut failed = Vec::new();
+    let mut i = 0usize;
+    while !stop.load(Ordering::Relaxed) {
+        i += 1;
+        let id = &ids[(i * 7) % ids.len()];
+        let n = version.entry(id.clone()).or_default();
+        *n += 1;
+        match put(&mut client, id, format!("v={n}").as_bytes()).await {
+            Ok(()) => {
+                let mut acked = acked.lock().unwrap();
+                let a = acked.get_mut(id).unwrap();
+                *a = (*a).max(*n);
+            }
+            Err(e) => failed.push(e.code()),
+        }
+        // pacing of the write load, not synchronisation
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    failed
+}
+
+/// How long the primary stays stopped.
+const STALL: Duration = Duration::from_secs(6);
+
+async fn run(full_coverage: &str) {
+    let spec = ClusterSpec {
+        extra_config: vec![("cluster-require-full-coverage".into(), full_coverage.into())],
+        ..ClusterSpec::default()
+    };
+    let cluster = block_in_place(|| LocalCluster::start(spec)).unwrap();
+    let seeds = cluster.seeds().join(",");
+    let (app, addr) = block_in_place(|| App::start_bin(Bin::Tonic, Some(seeds)));
+
+    // Items spread over the shards; which ones live on the victim.
+    let victim = cluster.primary_of_slot(0).unwrap();
+    let victim_slots = cluster.slots_of(victim).unwrap();
+    let on_victim = |id: usize| {
+        let slot = key_slot(format!("item:{id}").as_bytes());
+        victim_slots.iter().any(|r| r.contains(&slot))
+    };
+    let ids: Vec<String> = (0..60).map(|id| id.to_string()).collect();
+    assert!((0..60).any(on_victim));
+    // Written only by the recovery loop below (its own versions).
+    let victim_id = (1000..).find(|&id| on_victim(id)).unwrap().to_string();
+    let acked: Acked = Arc::default();
+    let mut client = connect(&addr).await;
+    for id in ids.iter().chain([&victim_id]) {
+        put(&mut client, id, b"v=0").await.unwrap();
+        acked.lock().unwrap().insert(id.clone(), 0);
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let reads = Arc::new(Reads::default());
+    let readers: Vec<_> = (0..3)
+        .map(|t| {
+            let fut = reader(
+                addr.clone(),
+                ids.clone(),
+                acked.clone(),
+                stop.clone(),
+                reads.clone(),
+                t,
+            );
+            tokio::spawn(fut)
+        })
+        .collect();
+    let writes = tokio::spawn(writer(
+        addr.clone(),
+        ids.clone(),
+        acked.clone(),
+        stop.clone(),
+    ));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cluster.pause(victim).unwrap();
+    let paused = Instant::now();
+    block_in_place(|| cluster.wait_for_failover(victim, Duration::from_secs(20))).unwrap();
+    // Puts of the stopped shard's items succeed again once the promotion
+    // is visible to the app.
+    let mut n = 0u64;
+    loop {
+        n += 1;
+        let result = put(&mut client, &victim_id, format!("v={n}").as_bytes()).await;
+        if result.is_ok() {
+            let mut acked = acked.lock().unwrap();
+            let a = acked.get_mut(&victim_id).unwrap();
+            *a = (*a).max(n);
+            break;
+        }
+        assert!(
+            paused.elapsed() < Duration::from_secs(30),
+            "Puts recover after the promotion (last {result:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The stall lasts STALL whatever the promotion took (the fault's
+    // length, not synchronisation), then a second of reads after it.
+    tokio::time::sleep(STALL.saturating_sub(paused.elapsed())).await;
+    cluster.resume(victim).unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::Relaxed);
+    for r in readers {
+        r.await.unwrap();
+    }
+    let failed_puts = writes.await.unwrap();
+
+    let (total, bad) = (
+        reads.total.load(Ordering::SeqCst),
+        reads.bad.load(Ordering::SeqCst),
+    );
+    let served = reads.served.lock().unwrap().clone();
+    let mut put_codes: HashMap<String, usize> = HashMap::new();
+    for c in &failed_puts {
+        *put_codes.entry(format!("{c:?}")).or_default() += 1;
+    }
+    println!(
+        "full coverage {full_coverage}: {total} Gets, {bad} not answered or stale, \
+         served {served:?}; failed Puts {put_codes:?}"
+    );
+    assert!(total > 0);
+    assert_eq!(
+        bad, 0,
+        "every Get answered, none older than the last acknowledged Put"
+    );
+    // The stopped shard's items were answered by something other than
+    // their primary while it was stopped, and the metadata says so.
+    assert!(
+        served.iter().any(|(path, n)| path != "primary" && *n > 0),
+        "{served:?}"
+    );
+    for path in served.keys() {
+        assert!(
+            ["primary", "replica", "near_cache", "secondary"].contains(&path.as_str()),
+            "{path}"
+        );
+    }
+    assert!(
+        failed_puts
+            .iter()
+            .all(|c| matches!(c, Code::Unavailable | Code::DeadlineExceeded)),
+        "a failed Put is typed: {failed_puts:?}"
+    );
+    drop(client);
+    block_in_place(|| drop(app));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gets_answered_and_fresh_through_a_6s_stall_without_full_coverage() {
+    run("no").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gets_answered_and_fresh_through_a_6s_stall_with_full_coverage() {
+    run("yes").await;
+}
