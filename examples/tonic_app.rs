@@ -25,10 +25,13 @@
 //!   the invalidation fails (the key's shard is down), the call fails
 //!   `UNAVAILABLE`: SQLite holds the new body, and reads of the item go to
 //!   its primary or SQLite until one answers.
-//! - Errors are typed gRPC status codes, from [`CacheError::failure`]: an empty id or
-//!   a request the stack refuses as bad (an oversize key) is
-//!   `INVALID_ARGUMENT`; a deadline that passed (the stack's 1 s per
-//!   request) `DEADLINE_EXCEEDED`; a cluster or store that cannot answer
+//! - Each call gets the stack's deadline of 1 s, or the caller's gRPC
+//!   deadline (`grpc-timeout`, less a tenth) when shorter: retries,
+//!   failover and the fallback all fit within what the caller waits. A
+//!   caller leaving under 5 ms is refused `DEADLINE_EXCEEDED` at once.
+//! - Errors are typed gRPC status codes, from [`CacheError::failure`]: an
+//!   empty id or a request the stack refuses as bad (an oversize key) is
+//!   `INVALID_ARGUMENT`; a deadline that passed `DEADLINE_EXCEEDED`; a cluster or store that cannot answer
 //!   (connection, breaker open, shard unavailable, `CLUSTERDOWN`, overload,
 //!   a write of unknown outcome) `UNAVAILABLE`, safe to retry since `Get`
 //!   and `Put` are idempotent; anything else `INTERNAL`.
@@ -85,6 +88,10 @@ use tower_http::trace::TraceLayer;
 /// failover and store load.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// The least time a call is sent through the stack with (see
+/// [`timeout_for`]).
+const MIN_CALL_TIME: Duration = Duration::from_millis(5);
+
 #[derive(Clone)]
 struct App {
     cache: SlotGuard,
@@ -122,6 +129,53 @@ fn status_of(err: &CacheError) -> Status {
     Status::new(code_of(err.failure()), err.to_string())
 }
 
+/// The deadline of a call through the stack: ours, or the caller's gRPC
+/// deadline (`grpc-timeout`) less a tenth for the reply's way back when
+/// that is shorter. So the stack plans its fallback within what the caller
+/// will wait and fails with a typed `DEADLINE_EXCEEDED` before the caller
+/// gives up; tonic on its own would only cancel the call at that moment.
+///
+/// A caller that leaves less than [`MIN_CALL_TIME`] is refused at once:
+/// such a call would only time out waiting for its node, and the node's
+/// breaker counts that timeout against the node, however healthy it is
+/// (measured: five calls with a 1 ns deadline opened a healthy primary's
+/// breaker).
+fn timeout_for(metadata: &MetadataMap) -> Result<Duration, Status> {
+    let Some(t) = caller_timeout(metadata) else {
+        return Ok(REQUEST_TIMEOUT);
+    };
+    let t = (t - t / 10).min(REQUEST_TIMEOUT);
+    if t < MIN_CALL_TIME {
+        return Err(Status::deadline_exceeded(
+            "the caller's deadline leaves no time for the call",
+        ));
+    }
+    Ok(t)
+}
+
+/// `grpc-timeout`: at most 8 digits and a unit (gRPC over HTTP/2); `None`
+/// when absent or malformed (then tonic ignores it too).
+fn caller_timeout(metadata: &MetadataMap) -> Option<Duration> {
+    // `to_str` admits visible ASCII only, so the slicing below is on
+    // character boundaries.
+    let v = metadata.get("grpc-timeout")?.to_str().ok()?;
+    let unit = v.chars().last()?;
+    let digits = &v[..v.len() - unit.len_utf8()];
+    if digits.is_empty() || digits.len() > 8 {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        'H' => Duration::from_secs(n * 3600),
+        'M' => Duration::from_secs(n * 60),
+        'S' => Duration::from_secs(n),
+        'm' => Duration::from_millis(n),
+        'u' => Duration::from_micros(n),
+        'n' => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
 /// What answered, as response metadata.
 fn served_metadata(resp: &CacheResponse, md: &mut MetadataMap) {
     md.insert(
@@ -143,8 +197,9 @@ fn served_metadata(resp: &CacheResponse, md: &mut MetadataMap) {
 #[tonic::async_trait]
 impl Items for App {
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
+        let timeout = timeout_for(request.metadata())?;
         let id = request.into_inner().id;
-        let req = CacheRequest::get(item_key(&id)?).with_timeout(REQUEST_TIMEOUT);
+        let req = CacheRequest::get(item_key(&id)?).with_timeout(timeout);
         let resp = self.cache.call(req).await.map_err(|e| status_of(&e))?;
         let Some(body) = resp.value.clone() else {
             let mut status = Status::not_found(format!("no item {id}"));
@@ -157,6 +212,7 @@ impl Items for App {
     }
 
     async fn put(&self, request: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        let timeout = timeout_for(request.metadata())?;
         let PutRequest { id, body } = request.into_inner();
         let key = item_key(&id)?;
         self.store
@@ -166,7 +222,7 @@ impl Items for App {
         // Then the cached copy goes, through the stack: the fallback layer
         // marks the key, so the old body is served neither from the
         // near-cache nor from a replica.
-        let del = CacheRequest::delete(key).with_timeout(REQUEST_TIMEOUT);
+        let del = CacheRequest::delete(key).with_timeout(timeout);
         let resp = self.cache.call(del).await.map_err(|e| status_of(&e))?;
         let mut reply = Response::new(PutResponse {});
         served_metadata(&resp, reply.metadata_mut());
@@ -226,4 +282,41 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     cache.shutdown().await;
     drop(cluster);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_timeout(v: &'static str) -> MetadataMap {
+        let mut md = MetadataMap::new();
+        md.insert("grpc-timeout", MetadataValue::from_static(v));
+        md
+    }
+
+    #[test]
+    fn the_callers_grpc_timeout_bounds_the_stack_deadline() {
+        let timeout = |v| timeout_for(&with_timeout(v)).map_err(|s| s.code());
+        assert_eq!(timeout_for(&MetadataMap::new()).unwrap(), REQUEST_TIMEOUT);
+        assert_eq!(timeout("200m"), Ok(Duration::from_millis(180)));
+        assert_eq!(timeout("500000u"), Ok(Duration::from_millis(450)));
+        // Longer than ours: ours.
+        assert_eq!(timeout("5S"), Ok(REQUEST_TIMEOUT));
+        assert_eq!(timeout("1H"), Ok(REQUEST_TIMEOUT));
+        // No time left for the call: refused.
+        assert_eq!(timeout("5m"), Err(Code::DeadlineExceeded));
+        assert_eq!(timeout("1n"), Err(Code::DeadlineExceeded));
+        // Malformed (no unit, unknown unit, over 8 digits): ignored.
+        for bad in ["200", "200x", "m", "123456789m", "-5m", ""] {
+            assert_eq!(caller_timeout(&with_timeout(bad)), None, "{bad}");
+        }
+        assert_eq!(
+            caller_timeout(&with_timeout("3M")),
+            Some(Duration::from_secs(180))
+        );
+        assert_eq!(
+            caller_timeout(&with_timeout("7n")),
+            Some(Duration::from_nanos(7))
+        );
+    }
 }

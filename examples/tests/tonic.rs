@@ -120,6 +120,18 @@ async fn the_tonic_example_serves_items_over_grpc() {
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
     let err = get(&mut client, "43").await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    // A caller's gRPC deadline that leaves no time for the call: a typed
+    // DEADLINE_EXCEEDED at once (tonic alone would answer CANCELLED when
+    // its own timer fired), and no node is blamed for it: the primary
+    // still answers afterwards (its breaker opens after 5 timeouts).
+    for _ in 0..20 {
+        let mut req = Request::new(GetRequest { id: "42".into() });
+        req.set_timeout(Duration::from_nanos(1));
+        let err = client.get(req).await.unwrap_err();
+        assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
+    }
+    let resp = get(&mut client, "42").await.unwrap();
+    assert_eq!(served_by(&resp), "primary");
     drop(client);
     block_in_place(|| drop(app));
 }
