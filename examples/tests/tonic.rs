@@ -105,6 +105,22 @@ async fn the_tonic_example_serves_items_over_grpc() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // A caller's gRPC deadline that leaves no time for the call is
+    // refused before it reaches a node (DEADLINE_EXCEEDED from the app, or
+    // CANCELLED when tonic's own timer wins), and no node is blamed for
+    // it: the primary still answers the next read (its breaker opens after
+    // 5 timeouts in a row, and a call sent with no time left times out).
+    for _ in 0..20 {
+        let mut req = Request::new(GetRequest { id: "42".into() });
+        req.set_timeout(Duration::from_nanos(1));
+        let err = client.get(req).await.unwrap_err();
+        assert!(
+            matches!(err.code(), Code::DeadlineExceeded | Code::Cancelled),
+            "{err:?}"
+        );
+    }
+    let resp = get(&mut client, "42").await.unwrap();
+    assert_eq!(served_by(&resp), "primary");
     // A new body replaces the cached one at once.
     put(&mut client, "42", b"[1,2,3]").await.unwrap();
     let resp = get(&mut client, "42").await.unwrap();
@@ -120,18 +136,6 @@ async fn the_tonic_example_serves_items_over_grpc() {
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
     let err = get(&mut client, "43").await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound, "{err:?}");
-    // A caller's gRPC deadline that leaves no time for the call: a typed
-    // DEADLINE_EXCEEDED at once (tonic alone would answer CANCELLED when
-    // its own timer fired), and no node is blamed for it: the primary
-    // still answers afterwards (its breaker opens after 5 timeouts).
-    for _ in 0..20 {
-        let mut req = Request::new(GetRequest { id: "42".into() });
-        req.set_timeout(Duration::from_nanos(1));
-        let err = client.get(req).await.unwrap_err();
-        assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
-    }
-    let resp = get(&mut client, "42").await.unwrap();
-    assert_eq!(served_by(&resp), "primary");
     drop(client);
     block_in_place(|| drop(app));
 }
@@ -145,79 +149,106 @@ fn version_of(body: &[u8]) -> u64 {
         .unwrap()
 }
 
-/// How many `Get`s, how many not answered or stale, who answered them.
+/// The concurrent load on the app and what it saw.
 #[derive(Default)]
-struct Reads {
-    total: AtomicUsize,
+struct Load {
+    addr: String,
+    ids: Vec<String>,
+    /// The last acknowledged version of each item.
+    acked: Mutex<HashMap<String, u64>>,
+    stop: AtomicBool,
+    gets: AtomicUsize,
+    /// `Get`s not answered, or answered older than the last acknowledged
+    /// `Put` of their item when they were sent.
     bad: AtomicUsize,
+    /// What answered the good `Get`s (`x-served-by`).
     served: Mutex<HashMap<String, usize>>,
 }
 
-type Acked = Arc<Mutex<HashMap<String, u64>>>;
+impl Load {
+    fn ack(&self, id: &str, version: u64) {
+        let mut acked = self.acked.lock().unwrap();
+        let a = acked.entry(id.to_owned()).or_default();
+        *a = (*a).max(version);
+    }
 
-/// Reads `ids` round-robin until `stop`; a read is bad unless answered
-/// with a version at least the last acknowledged one.
-async fn reader(
-    addr: String,
-    ids: Vec<String>,
-    acked: Acked,
-    stop: Arc<AtomicBool>,
-    reads: Arc<Reads>,
-    t: usize,
-) {
-    let mut client = connect(&addr);
-    let mut i = t * 17;
-    while !stop.load(Ordering::Relaxed) {
-        i += 1;
-        let id = &ids[i % ids.len()];
-        let floor = acked.lock().unwrap()[id];
-        let answer = get(&mut client, id).await;
-        reads.total.fetch_add(1, Ordering::Relaxed);
-        match answer {
-            Ok(resp) if version_of(&resp.get_ref().body) >= floor => {
-                *reads
-                    .served
-                    .lock()
-                    .unwrap()
-                    .entry(served_by(&resp))
-                    .or_default() += 1;
-            }
-            other => {
-                eprintln!("Get {id}: {other:?} (floor {floor})");
-                reads.bad.fetch_add(1, Ordering::Relaxed);
+    /// Reads the items round-robin until stopped.
+    async fn read(self: Arc<Self>, t: usize) {
+        let mut client = connect(&self.addr);
+        let mut i = t * 17;
+        while !self.stop.load(Ordering::Relaxed) {
+            i += 1;
+            let id = &self.ids[i % self.ids.len()];
+            let floor = self.acked.lock().unwrap()[id];
+            let answer = get(&mut client, id).await;
+            self.gets.fetch_add(1, Ordering::Relaxed);
+            match answer {
+                Ok(resp) if version_of(&resp.get_ref().body) >= floor => {
+                    let mut served = self.served.lock().unwrap();
+                    *served.entry(served_by(&resp)).or_default() += 1;
+                }
+                other => {
+                    eprintln!("Get {id}: {other:?} (floor {floor})");
+                    self.bad.fetch_add(1, Ordering::Relaxed);
+                }
             }
         }
     }
-}
 
-/// Puts new versions of `ids` until `stop`; returns the codes of the
-/// failed ones.
-async fn writer(addr: String, ids: Vec<String>, acked: Acked, stop: Arc<AtomicBool>) -> Vec<Code> {
-    let mut client = connect(&addr);
-    let mut version: HashMap<String, u64> = HashMap::new();
-    let mut failed = Vec::new();
-    let mut i = 0usize;
-    while !stop.load(Ordering::Relaxed) {
-        i += 1;
-        let id = &ids[(i * 7) % ids.len()];
-        let n = version.entry(id.clone()).or_default();
-        *n += 1;
-        match put(&mut client, id, format!("v={n}").as_bytes()).await {
-            Ok(()) => {
-                let mut acked = acked.lock().unwrap();
-                let a = acked.get_mut(id).unwrap();
-                *a = (*a).max(*n);
+    /// Puts new versions of the items until stopped; the codes of the
+    /// failed ones.
+    async fn write(self: Arc<Self>) -> Vec<Code> {
+        let mut client = connect(&self.addr);
+        let mut version: HashMap<String, u64> = HashMap::new();
+        let mut failed = Vec::new();
+        let mut i = 0usize;
+        while !self.stop.load(Ordering::Relaxed) {
+            i += 1;
+            let id = &self.ids[(i * 7) % self.ids.len()];
+            let n = version.entry(id.clone()).or_default();
+            *n += 1;
+            match put(&mut client, id, format!("v={n}").as_bytes()).await {
+                Ok(()) => self.ack(id, *n),
+                Err(e) => failed.push(e.code()),
             }
-            Err(e) => failed.push(e.code()),
+            // pacing of the write load, not synchronisation
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        // pacing of the write load, not synchronisation
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        failed
     }
-    failed
 }
 
 /// How long the primary stays stopped.
 const STALL: Duration = Duration::from_secs(6);
+
+/// Stop the `victim` primary for [`STALL`]; meanwhile `Put` `victim_id`
+/// until one succeeds after the promotion.
+async fn stall(cluster: &LocalCluster, victim: usize, load: &Load, victim_id: &str) {
+    let mut client = connect(&load.addr);
+    cluster.pause(victim).unwrap();
+    let paused = Instant::now();
+    block_in_place(|| cluster.wait_for_failover(victim, Duration::from_secs(20))).unwrap();
+    // Puts of the stopped shard's items succeed again once the promotion
+    // is visible to the app.
+    let mut n = 0u64;
+    loop {
+        n += 1;
+        let result = put(&mut client, victim_id, format!("v={n}").as_bytes()).await;
+        if result.is_ok() {
+            load.ack(victim_id, n);
+            break;
+        }
+        assert!(
+            paused.elapsed() < Duration::from_secs(30),
+            "Puts recover after the promotion (last {result:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The stall lasts STALL whatever the promotion took (the fault's
+    // length, not synchronisation).
+    tokio::time::sleep(STALL.saturating_sub(paused.elapsed())).await;
+    cluster.resume(victim).unwrap();
+}
 
 async fn run(full_coverage: &str) {
     let spec = ClusterSpec {
@@ -235,85 +266,51 @@ async fn run(full_coverage: &str) {
         let slot = key_slot(format!("item:{id}").as_bytes());
         victim_slots.iter().any(|r| r.contains(&slot))
     };
-    let ids: Vec<String> = (0..60).map(|id| id.to_string()).collect();
     assert!((0..60).any(on_victim));
-    // Written only by the recovery loop below (its own versions).
+    // Written only by the recovery loop in `stall` (its own versions).
     let victim_id = (1000..).find(|&id| on_victim(id)).unwrap().to_string();
-    let acked: Acked = Arc::default();
+    let load = Arc::new(Load {
+        addr: addr.clone(),
+        ids: (0..60).map(|id| id.to_string()).collect(),
+        ..Load::default()
+    });
     let mut client = connect(&addr);
-    for id in ids.iter().chain([&victim_id]) {
+    for id in load.ids.iter().chain([&victim_id]) {
         put(&mut client, id, b"v=0").await.unwrap();
-        acked.lock().unwrap().insert(id.clone(), 0);
+        load.ack(id, 0);
     }
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let reads = Arc::new(Reads::default());
-    let readers: Vec<_> = (0..3)
-        .map(|t| {
-            let fut = reader(
-                addr.clone(),
-                ids.clone(),
-                acked.clone(),
-                stop.clone(),
-                reads.clone(),
-                t,
-            );
-            tokio::spawn(fut)
-        })
-        .collect();
-    let writes = tokio::spawn(writer(
-        addr.clone(),
-        ids.clone(),
-        acked.clone(),
-        stop.clone(),
-    ));
+    let readers: Vec<_> = (0..3).map(|t| tokio::spawn(load.clone().read(t))).collect();
+    let writer = tokio::spawn(load.clone().write());
     tokio::time::sleep(Duration::from_millis(500)).await;
-    cluster.pause(victim).unwrap();
-    let paused = Instant::now();
-    block_in_place(|| cluster.wait_for_failover(victim, Duration::from_secs(20))).unwrap();
-    // Puts of the stopped shard's items succeed again once the promotion
-    // is visible to the app.
-    let mut n = 0u64;
-    loop {
-        n += 1;
-        let result = put(&mut client, &victim_id, format!("v={n}").as_bytes()).await;
-        if result.is_ok() {
-            let mut acked = acked.lock().unwrap();
-            let a = acked.get_mut(&victim_id).unwrap();
-            *a = (*a).max(n);
-            break;
-        }
-        assert!(
-            paused.elapsed() < Duration::from_secs(30),
-            "Puts recover after the promotion (last {result:?})"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    // The stall lasts STALL whatever the promotion took (the fault's
-    // length, not synchronisation), then a second of reads after it.
-    tokio::time::sleep(STALL.saturating_sub(paused.elapsed())).await;
-    cluster.resume(victim).unwrap();
+    stall(&cluster, victim, &load, &victim_id).await;
+    // A second of reads after the stall.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    stop.store(true, Ordering::Relaxed);
+    load.stop.store(true, Ordering::Relaxed);
     for r in readers {
         r.await.unwrap();
     }
-    let failed_puts = writes.await.unwrap();
+    let failed_puts = writer.await.unwrap();
+    check(full_coverage, &load, &failed_puts);
+    drop(client);
+    block_in_place(|| drop(app));
+}
 
-    let (total, bad) = (
-        reads.total.load(Ordering::SeqCst),
-        reads.bad.load(Ordering::SeqCst),
+fn check(full_coverage: &str, load: &Load, failed_puts: &[Code]) {
+    let (gets, bad) = (
+        load.gets.load(Ordering::SeqCst),
+        load.bad.load(Ordering::SeqCst),
     );
-    let served = reads.served.lock().unwrap().clone();
+    let served = load.served.lock().unwrap().clone();
     let mut put_codes: HashMap<String, usize> = HashMap::new();
-    for c in &failed_puts {
+    for c in failed_puts {
         *put_codes.entry(format!("{c:?}")).or_default() += 1;
     }
     println!(
-        "full coverage {full_coverage}: {total} Gets, {bad} not answered or stale, \
+        "full coverage {full_coverage}: {gets} Gets, {bad} not answered or stale, \
          served {served:?}; failed Puts {put_codes:?}"
     );
-    assert!(total > 0);
+    assert!(gets > 0);
     assert_eq!(
         bad, 0,
         "every Get answered, none older than the last acknowledged Put"
@@ -336,8 +333,6 @@ async fn run(full_coverage: &str) {
             .all(|c| matches!(c, Code::Unavailable | Code::DeadlineExceeded)),
         "a failed Put is typed: {failed_puts:?}"
     );
-    drop(client);
-    block_in_place(|| drop(app));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
