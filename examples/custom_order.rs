@@ -226,7 +226,7 @@ async fn stall_shard(stack: &Stack, cluster: &LocalCluster, key: &str) -> Result
         shard.len()
     );
     let global = || stack.global.state(&BreakerScope::Global);
-    let limit = Duration::from_secs(30);
+    let limit = Duration::from_secs(45);
     // Every read answered (near-cache or SQLite) until the breaker opens.
     let mut reads = 0;
     while global() == BreakerState::Closed {
