@@ -7,7 +7,7 @@
 //! SLOTGUARD_SEEDS=127.0.0.1:7000 cargo run -p slotguard-examples --bin custom_order
 //! ```
 //!
-//! The stack, outermost first (each position is explained where it is
+//! The stack, outermost first (each position is also explained where it is
 //! built, in [`build`]):
 //!
 //! ```text
@@ -24,6 +24,32 @@
 //! CircuitBreaker     per node: fail fast on a sick node
 //! NodeService        the leaf: one connection per node
 //! ```
+//!
+//! Why this order (DESIGN.md §3; the handle's order with tower's layers
+//! added and a second breaker):
+//!
+//! - **Timeout outermost**: the caller's whole budget, coalesced waits and
+//!   store loads included. Requests also carry a 1 s deadline, which the
+//!   layers plan their retries and the fallback's share of time with; the
+//!   tower timeout (1.5 s) only fires when something does not honour it.
+//! - **LoadShed + ConcurrencyLimit outside coalesce and fallback**: they
+//!   bound everything a call can cost this process, store loads and
+//!   write-backs included, and refuse at once (`Overloaded`) instead of
+//!   queueing. Inside the fallback, a shed call would count as a cluster
+//!   failure and be answered by the store: overload moved onto the database.
+//! - **Coalesce outside fallback**: a herd of identical misses makes one
+//!   store load.
+//! - **Fallback outside the cluster path**: it sees every cluster failure,
+//!   a fast `CircuitOpen` included.
+//! - **Global breaker just inside the fallback**: it sees one outcome per
+//!   request, after redirects, replica failover and the per-node breakers
+//!   had their chance, so it opens only when the cluster cannot answer as a
+//!   whole, not for one sick node; open, it fails in microseconds and the
+//!   fallback answers at once instead of after its 300 ms cluster attempt.
+//!   Outside the fallback it would refuse reads the store could answer;
+//!   deeper, each redirect hop and failover attempt would count as a call.
+//! - **Per-node breakers inside replica failover**: an open breaker on a
+//!   primary is a fast failure that sends the read to a replica.
 //!
 //! It writes an item to SQLite and invalidates its cached copy (a `Delete`
 //! through the stack), reads it (a miss: loaded from SQLite, written back),
