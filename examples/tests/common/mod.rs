@@ -1,5 +1,6 @@
-//! Running the axum example from a test: start the binary as a user would
-//! and talk HTTP to it.
+//! Running the examples from a test: start the binary (`axum_app` or
+//! `tonic_app`) as a user would and talk to it (HTTP here; gRPC with the
+//! tonic client in `tests/tonic.rs`).
 // Test support: a panic is how it reports a failure.
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
 
@@ -11,13 +12,38 @@ use std::time::Duration;
 /// The running example; stopped when the test ends, also on panic.
 pub(crate) struct App(Child);
 
+/// Which example server to run.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Bin {
+    /// `axum_app`, HTTP on `SLOTGUARD_HTTP`.
+    Axum,
+    /// `tonic_app`, gRPC on `SLOTGUARD_GRPC`.
+    Tonic,
+}
+
+impl Bin {
+    /// The binary and the variable that says where it listens.
+    fn exe_and_listen_var(self) -> (&'static str, &'static str) {
+        match self {
+            Bin::Axum => (env!("CARGO_BIN_EXE_axum_app"), "SLOTGUARD_HTTP"),
+            Bin::Tonic => (env!("CARGO_BIN_EXE_tonic_app"), "SLOTGUARD_GRPC"),
+        }
+    }
+}
+
 impl App {
-    /// Start the example on a free port, with `SLOTGUARD_SEEDS` set to
+    /// Start the axum example (see [`App::start_bin`]).
+    pub(crate) fn start(seeds: Option<String>) -> (App, String) {
+        App::start_bin(Bin::Axum, seeds)
+    }
+
+    /// Start the example `bin` on a free port, with `SLOTGUARD_SEEDS` set to
     /// `seeds` (or unset: it starts its own local cluster) and a temporary
     /// database; returns it and the address it listens on.
-    pub(crate) fn start(seeds: Option<String>) -> (App, String) {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_axum_app"));
-        cmd.env("SLOTGUARD_HTTP", "127.0.0.1:0")
+    pub(crate) fn start_bin(bin: Bin, seeds: Option<String>) -> (App, String) {
+        let (exe, listen_var) = bin.exe_and_listen_var();
+        let mut cmd = Command::new(exe);
+        cmd.env(listen_var, "127.0.0.1:0")
             .env_remove("SLOTGUARD_DB")
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
