@@ -1,14 +1,38 @@
-//! `slotguard demo`: a local cluster, a mixed load through the slotguard
-//! stack, and fault phases one after another, with one result row per phase.
+//! `slotguard demo`: a local cluster on Redis's defaults, a mixed load
+//! through the slotguard stack on the handle's defaults, and fault phases
+//! one after another, with one result row per phase judged against
+//! DESIGN.md §9, and optionally an HTML report with a chart per phase.
+//!
+//! The parts: [`phases`] (what a run is made of), [`runner`] (cluster,
+//! stack, load, settling between phases) and [`faults`] (the fault
+//! sequences), [`load`] and [`record`] (the closed-loop load and what it
+//! records), [`stats`] (pure measurement), [`report`] (per-phase figures),
+//! [`targets`] (which targets a phase missed), [`table`] and [`html`]
+//! (the output), [`progress`] (live lines on stderr).
 
+mod faults;
+mod html;
+pub(crate) mod load;
+mod phases;
+pub(crate) mod progress;
+mod record;
+pub(crate) mod report;
+pub(crate) mod runner;
+pub(crate) mod stats;
+mod table;
+mod targets;
+
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use serde::Serialize;
+use slotguard_testkit::{redis_default, ServerSetting};
 
-use crate::progress::Progress;
-use crate::report::{self, PhaseReport};
-use crate::runner::{PhaseName, PhasePlan, Runner};
+use progress::Progress;
+use report::{Baseline, PhaseReport, Setting};
+use runner::{PhaseName, PhasePlan, Runner};
+
 use crate::LoadArgs;
 
 /// Arguments of `slotguard demo`.
@@ -20,6 +44,12 @@ pub(crate) struct DemoArgs {
     /// Without `healthy`, a short unreported baseline runs first.
     #[arg(long, value_enum, value_delimiter = ',')]
     pub(crate) phases: Vec<PhaseName>,
+    /// Skip the slow `default-node-timeout` phase (a 20 s primary stall).
+    #[arg(long)]
+    pub(crate) quick: bool,
+    /// Also write a self-contained HTML report (inline SVG charts) here.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) report: Option<PathBuf>,
 }
 
 /// The one JSON object `--json` prints.
@@ -42,16 +72,33 @@ struct Config {
     timeout_ms: u64,
     write_pct: u64,
     stack: &'static str,
+    /// Server settings of the whole run that differ from Redis's defaults
+    /// (each phase lists its own in `settings`).
+    server_settings: Vec<ServerSettingOut>,
+    /// Client settings that differ from the `SlotGuard` handle's defaults.
+    client_settings: Vec<String>,
 }
 
-/// The phases to run: the requested ones in canonical order, after a short
-/// hidden baseline when `healthy` is not among them.
-pub(crate) fn plan(requested: &[PhaseName], seconds: Duration) -> Vec<PhasePlan> {
+#[derive(Debug, Serialize)]
+struct ServerSettingOut {
+    name: String,
+    value: String,
+    redis_default: Option<&'static str>,
+    why: &'static str,
+}
+
+/// The phases to run: the requested ones in canonical order (without
+/// `default-node-timeout` when `quick`), after a short hidden baseline when
+/// `healthy` is not among them.
+pub(crate) fn plan(requested: &[PhaseName], quick: bool, seconds: Duration) -> Vec<PhasePlan> {
     let mut names: Vec<PhaseName> = if requested.is_empty() {
         PhaseName::ALL.to_vec()
     } else {
         requested.to_vec()
     };
+    if quick {
+        names.retain(|&n| n != PhaseName::DefaultNodeTimeout);
+    }
     names.sort_unstable();
     names.dedup();
     let mut plans = Vec::new();
@@ -70,9 +117,47 @@ pub(crate) fn plan(requested: &[PhaseName], seconds: Duration) -> Vec<PhasePlan>
     plans
 }
 
+/// The server settings phase `name` ran with that differ from Redis's
+/// defaults: the cluster's, overridden by the phase's own.
+fn phase_settings(cluster: &[ServerSetting], name: PhaseName) -> Vec<Setting> {
+    let mut out: Vec<Setting> = cluster
+        .iter()
+        .map(|s| Setting {
+            name: s.name.clone(),
+            value: s.value.clone(),
+            redis_default: s.redis_default,
+        })
+        .collect();
+    for (key, value) in name.settings() {
+        out.retain(|s| s.name != *key);
+        let default = redis_default(key);
+        if default != Some(*value) {
+            out.push(Setting {
+                name: (*key).to_owned(),
+                value: (*value).to_owned(),
+                redis_default: default,
+            });
+        }
+    }
+    out
+}
+
+/// Client settings that differ from the handle's defaults.
+fn client_settings(load: &LoadArgs) -> Vec<String> {
+    let handle = slotguard::DEFAULT_REQUEST_TIMEOUT.as_millis();
+    let mut out = Vec::new();
+    if u128::from(load.timeout_ms) != handle {
+        out.push(format!(
+            "request deadline {} ms (handle: {handle} ms)",
+            load.timeout_ms
+        ));
+    }
+    out
+}
+
 pub(crate) fn run(args: DemoArgs) -> ExitCode {
     let load = &args.load;
-    let plans = plan(&args.phases, Duration::from_secs(load.seconds));
+    let plans = plan(&args.phases, args.quick, Duration::from_secs(load.seconds));
     let progress = Progress::new(load.json);
     let mut runner = match Runner::start(load.config(), plans.len(), progress.clone()) {
         Ok(r) => r,
@@ -81,6 +166,7 @@ pub(crate) fn run(args: DemoArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let server = runner.server_settings();
     let mut runs = Vec::new();
     let mut aborted = None;
     for (i, plan) in plans.iter().enumerate() {
@@ -100,73 +186,125 @@ pub(crate) fn run(args: DemoArgs) -> ExitCode {
     let baseline = runs
         .iter()
         .find(|r| r.plan.name == PhaseName::Healthy)
-        .map(|r| report::baseline_rate(&done.records_of(r.index), r.duration))
-        .unwrap_or(0.0);
+        .map(|r| Baseline {
+            records: done.records_of(r.index),
+            duration: r.duration,
+        })
+        .unwrap_or_default();
     let slot_of = |k: u32| done.slot_of(k);
     let reports: Vec<PhaseReport> = runs
         .iter()
         .filter(|r| !r.plan.hidden)
         .map(|r| {
-            report::summarize(
+            let mut rep = report::summarize(
                 r,
                 &done.records_of(r.index),
                 &done.tallies[r.index],
-                baseline,
+                &baseline,
                 &slot_of,
-            )
+                phase_settings(&server, r.plan.name),
+            );
+            targets::judge(r, &mut rep);
+            rep
         })
         .collect();
     let all_targets_met = aborted.is_none() && reports.iter().all(|r| r.misses.is_empty());
-
+    let config = Config {
+        seconds: load.seconds,
+        workers: load.workers,
+        keys: load.keys,
+        timeout_ms: load.timeout_ms,
+        write_pct: load.write_pct,
+        stack: crate::stack::DESCRIPTION,
+        server_settings: server
+            .iter()
+            .map(|s| ServerSettingOut {
+                name: s.name.clone(),
+                value: s.value.clone(),
+                redis_default: s.redis_default,
+                why: s.why,
+            })
+            .collect(),
+        client_settings: client_settings(load),
+    };
+    let mut code = if aborted.is_some() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    };
+    if let Some(path) = &args.report {
+        let page = html::page(&header(&config), &reports);
+        if let Err(e) = std::fs::write(path, page) {
+            eprintln!("slotguard demo: could not write {}: {e}", path.display());
+            code = ExitCode::FAILURE;
+        }
+    }
     if load.json {
         let out = Output {
             phases: reports,
             all_targets_met,
-            config: Config {
-                seconds: load.seconds,
-                workers: load.workers,
-                keys: load.keys,
-                timeout_ms: load.timeout_ms,
-                write_pct: load.write_pct,
-                stack: crate::stack::DESCRIPTION,
-            },
-            aborted: aborted.clone(),
+            config,
+            aborted,
         };
-        if !crate::report::print_json("demo", &out) {
+        if !report::print_json("demo", &out) {
             return ExitCode::FAILURE;
         }
     } else {
         println!();
+        print!("{}", header(&config));
         println!(
-            "slotguard demo — stack: {}; {} workers, {} keys, {} % writes, {} ms deadline",
-            crate::stack::DESCRIPTION,
-            load.workers,
-            load.keys,
-            load.write_pct,
-            load.timeout_ms
-        );
-        println!(
-            "worst% = slowest whole second's successful ops as % of the healthy mean; \
-             p/r/near/st% = share of answered reads from primary, replica, near-cache, store"
+            "worst% = slowest whole second's successful ops as % of the healthy mean (shard%: \
+             the faulted shard's keys only); p/r/near/st% = share of answered reads from \
+             primary, replica, near-cache, store; lost b/a = lost writes acknowledged \
+             before/after the fault began"
         );
         println!();
-        print!("{}", report::table(&reports));
+        print!("{}", table::table(&reports));
         println!();
         if all_targets_met {
             println!("every phase met its targets");
         } else {
             let missed = reports.iter().filter(|r| !r.misses.is_empty()).count();
-            println!("{missed} of {} phases missed their targets", reports.len());
+            println!("{missed} of {} phases missed targets", reports.len());
         }
         if let Some(a) = &aborted {
             println!("{a}");
         }
     }
-    if aborted.is_some() {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
+    code
+}
+
+/// The lines above the table: the stack, the load, and every setting that
+/// differs from Redis's and the handle's defaults.
+fn header(c: &Config) -> String {
+    let mut s = format!(
+        "slotguard demo — stack: {}\nload: {} workers, {} keys, {} % writes, {} ms request \
+         deadline\n",
+        c.stack, c.workers, c.keys, c.write_pct, c.timeout_ms
+    );
+    s.push_str("server settings that differ from Redis's defaults:\n");
+    for st in &c.server_settings {
+        s.push_str(&format!(
+            "  {} {} (Redis: {}) — {}\n",
+            st.name,
+            st.value,
+            st.redis_default.unwrap_or("?"),
+            st.why
+        ));
     }
+    s.push_str(
+        "  per phase: primary-sigstop cluster-require-full-coverage no; default-node-timeout \
+         cluster-node-timeout 15000 (Redis's)\n",
+    );
+    if c.client_settings.is_empty() {
+        s.push_str("client settings that differ from the SlotGuard handle's defaults: none\n");
+    } else {
+        s.push_str("client settings that differ from the SlotGuard handle's defaults:\n");
+        for cs in &c.client_settings {
+            s.push_str(&format!("  {cs}\n"));
+        }
+    }
+    s
 }
 
 #[cfg(test)]
@@ -179,7 +317,12 @@ mod tests {
         let names = |p: Vec<PhasePlan>| -> Vec<(&str, bool)> {
             p.iter().map(|p| (p.name.as_str(), p.hidden)).collect()
         };
-        assert_eq!(plan(&[], s).len(), PhaseName::ALL.len());
+        assert_eq!(plan(&[], false, s).len(), PhaseName::ALL.len());
+        let quick = plan(&[], true, s);
+        assert_eq!(quick.len(), PhaseName::ALL.len() - 1);
+        assert!(quick
+            .iter()
+            .all(|p| p.name != PhaseName::DefaultNodeTimeout));
         assert_eq!(
             names(plan(
                 &[
@@ -187,6 +330,7 @@ mod tests {
                     PhaseName::PrimarySigstop,
                     PhaseName::ManualFailover
                 ],
+                false,
                 s
             )),
             vec![
@@ -196,8 +340,37 @@ mod tests {
             ]
         );
         assert_eq!(
-            names(plan(&[PhaseName::LiveMigration, PhaseName::Healthy], s)),
+            names(plan(
+                &[PhaseName::LiveMigration, PhaseName::Healthy],
+                false,
+                s
+            )),
             vec![("healthy", false), ("live-migration", false)]
         );
+    }
+}
+
+#[cfg(test)]
+mod settings_tests {
+    use super::*;
+
+    #[test]
+    fn a_phase_setting_that_is_redis_default_leaves_the_list() {
+        let cluster = slotguard_testkit::ClusterSpec::default().non_default_settings();
+        let names = |p: PhaseName| -> Vec<String> {
+            phase_settings(&cluster, p)
+                .into_iter()
+                .map(|s| format!("{}={}", s.name, s.value))
+                .collect()
+        };
+        assert!(names(PhaseName::Healthy).contains(&"cluster-node-timeout=1000".to_owned()));
+        assert!(!names(PhaseName::DefaultNodeTimeout)
+            .iter()
+            .any(|s| s.starts_with("cluster-node-timeout")));
+        assert!(names(PhaseName::PrimarySigstop)
+            .contains(&"cluster-require-full-coverage=no".to_owned()));
+        assert!(!names(PhaseName::FullCoverageSigstop)
+            .iter()
+            .any(|s| s.starts_with("cluster-require-full-coverage")));
     }
 }

@@ -1,15 +1,17 @@
-//! From records to per-phase results: the JSON shape, the targets each phase
-//! is held to, and the table.
+//! From records to per-phase results: the JSON shape of one phase and the
+//! figures its targets are judged on ([`super::targets`]).
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::load::{Record, Tally, ERROR_KINDS, NO_NODE, PATHS, PATH_REPLICA};
-use crate::runner::{ms, round3, FaultReport, FaultRun, PhaseName, PhaseRun};
-use crate::stats::{mean_rate, pct, per_second_counts, percentile_ms, worst_second_pct};
+use super::load::{Record, Tally, ERROR_KINDS, NO_NODE, PATHS, PATH_REPLICA};
+use super::phases::{ms, round3, FaultReport, FaultRun, PhaseRun};
+use super::stats::{
+    mean_rate, pct, per_second_counts, per_second_p99_ms, percentile_ms, worst_second_pct,
+};
+pub(crate) use super::table::{format_pct, print_json};
 
 /// Successful reads by the path that answered them.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
@@ -18,6 +20,22 @@ pub(crate) struct ServedBy {
     pub(crate) replica: u64,
     pub(crate) near_cache: u64,
     pub(crate) secondary: u64,
+}
+
+impl ServedBy {
+    /// Every answered read.
+    pub(crate) fn total(&self) -> u64 {
+        self.primary + self.replica + self.near_cache + self.secondary
+    }
+}
+
+/// A server setting a phase ran with that differs from Redis's default.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub(crate) struct Setting {
+    pub(crate) name: String,
+    pub(crate) value: String,
+    /// Redis's default, when known.
+    pub(crate) redis_default: Option<&'static str>,
 }
 
 /// One phase's results (one element of `"phases"` in `--json`).
@@ -43,32 +61,81 @@ pub(crate) struct PhaseReport {
     pub(crate) lost_writes: u64,
     /// Of those, found by the sweep of every key after the phase.
     pub(crate) lost_writes_found_by_sweep: u64,
+    /// Of those, acknowledged before the fault began (asynchronous
+    /// replication may lose them) ...
+    pub(crate) lost_writes_before_fault: u64,
+    /// ... and after it began (none may be lost).
+    pub(crate) lost_writes_after_fault: u64,
     /// Latency of every operation (reads and writes, answered or failed).
     pub(crate) p50_ms: f64,
     pub(crate) p99_ms: f64,
     pub(crate) max_ms: f64,
+    /// The slowest read (answered or not).
+    pub(crate) read_max_ms: f64,
     /// The lowest per-second count of successful operations (whole seconds
     /// only), as % of the healthy phase's mean per-second rate.
     pub(crate) worst_second_pct: Option<f64>,
+    /// The same for the faulted shard's keys only, against their healthy rate.
+    pub(crate) faulted_shard_worst_second_pct: Option<f64>,
+    /// Read p99 of the shards the fault did not touch, and in the healthy phase.
+    pub(crate) other_shards_read_p99_ms: Option<f64>,
+    pub(crate) other_shards_baseline_read_p99_ms: Option<f64>,
+    /// The slowest failed write to the faulted shard (how long a caller
+    /// waited for its error).
+    pub(crate) faulted_shard_write_error_max_ms: Option<f64>,
     /// Successful operations in each whole second.
     pub(crate) per_second: Vec<u64>,
+    /// Failed operations in each whole second.
+    pub(crate) per_second_errors: Vec<u64>,
+    /// p99 latency of each whole second's operations.
+    pub(crate) per_second_p99_ms: Vec<f64>,
     pub(crate) served: ServedBy,
     pub(crate) errors_by_kind: BTreeMap<&'static str, u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) fault: Option<FaultReport>,
-    /// The targets this phase missed (empty: all met).
+    /// From the cluster being healthy after the phase to the stack having
+    /// converged on it by itself (no forced refresh).
+    pub(crate) converged_after_ms: Option<f64>,
+    /// Server settings of the phase that differ from Redis's defaults.
+    pub(crate) settings: Vec<Setting>,
+    /// The DESIGN.md §9 targets this phase missed, by name (empty: all met).
+    pub(crate) targets_missed: Vec<&'static str>,
+    /// What each missed target measured (empty: all met).
     pub(crate) misses: Vec<String>,
     /// `ok`, or `MISS: ...`.
     pub(crate) verdict: String,
 }
 
+/// The healthy phase, which other phases are compared with.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Baseline {
+    /// Its records.
+    pub(crate) records: Vec<Record>,
+    /// How long it was measured.
+    pub(crate) duration: Duration,
+}
+
+impl Baseline {
+    /// Mean per-second rate of successful operations on keys that `keep`.
+    fn rate(&self, keep: impl Fn(&Record) -> bool) -> f64 {
+        let whole = self.duration.as_secs() as usize;
+        mean_rate(&per_second_counts(
+            self.records
+                .iter()
+                .filter(|r| r.ok && keep(r))
+                .map(|r| r.t_us),
+            whole,
+        ))
+    }
+}
+
 /// The healthy phase's mean per-second rate of successful operations.
 pub(crate) fn baseline_rate(records: &[Record], duration: Duration) -> f64 {
-    let whole = duration.as_secs() as usize;
-    mean_rate(&per_second_counts(
-        records.iter().filter(|r| r.ok).map(|r| r.t_us),
-        whole,
-    ))
+    Baseline {
+        records: records.to_vec(),
+        duration,
+    }
+    .rate(|_| true)
 }
 
 /// Fill in the fault timings that need the records: first replica answer
@@ -101,36 +168,36 @@ pub(crate) fn fault_timings(
     report
 }
 
-/// Summarise one phase from its records (only this phase's) and counters.
-pub(crate) fn summarize(
-    run: &PhaseRun,
-    records: &[Record],
-    tally: &Tally,
-    baseline_per_sec: f64,
-    slot_of: &dyn Fn(u32) -> u16,
-) -> PhaseReport {
-    let mut lat: Vec<u32> = records.iter().map(|r| r.lat_us).collect();
-    lat.sort_unstable();
-    let (mut reads, mut reads_ok, mut writes, mut writes_ok) = (0u64, 0u64, 0u64, 0u64);
-    let mut served = ServedBy::default();
-    let mut errors_by_kind = BTreeMap::new();
+/// Reads and writes, answered or not, and answers by path.
+#[derive(Debug, Default)]
+struct Counts {
+    reads: u64,
+    reads_ok: u64,
+    writes: u64,
+    writes_ok: u64,
+    served: ServedBy,
+    errors_by_kind: BTreeMap<&'static str, u64>,
+}
+
+fn count(records: &[Record]) -> Counts {
+    let mut c = Counts::default();
     for r in records {
         match (r.write, r.ok) {
             (false, true) => {
-                reads += 1;
-                reads_ok += 1;
+                c.reads += 1;
+                c.reads_ok += 1;
                 match PATHS.get(usize::from(r.code)).copied() {
-                    Some("primary") => served.primary += 1,
-                    Some("replica") => served.replica += 1,
-                    Some("near_cache") => served.near_cache += 1,
-                    Some("secondary") => served.secondary += 1,
+                    Some("primary") => c.served.primary += 1,
+                    Some("replica") => c.served.replica += 1,
+                    Some("near_cache") => c.served.near_cache += 1,
+                    Some("secondary") => c.served.secondary += 1,
                     _ => {}
                 }
             }
-            (false, false) => reads += 1,
+            (false, false) => c.reads += 1,
             (true, ok) => {
-                writes += 1;
-                writes_ok += u64::from(ok);
+                c.writes += 1;
+                c.writes_ok += u64::from(ok);
             }
         }
         if !r.ok {
@@ -138,240 +205,110 @@ pub(crate) fn summarize(
                 .get(usize::from(r.code))
                 .copied()
                 .unwrap_or("other");
-            *errors_by_kind.entry(kind).or_insert(0u64) += 1;
+            *c.errors_by_kind.entry(kind).or_insert(0u64) += 1;
         }
     }
-    let ops = reads + writes;
+    c
+}
+
+fn p99_of<'a>(records: impl Iterator<Item = &'a Record>) -> Option<f64> {
+    let mut lat: Vec<u32> = records.map(|r| r.lat_us).collect();
+    lat.sort_unstable();
+    (!lat.is_empty()).then(|| round3(percentile_ms(&lat, 0.99)))
+}
+
+/// Summarise one phase from its records (only this phase's) and counters;
+/// `settings` are the server settings it ran with. Targets are judged by
+/// [`super::targets::judge`] afterwards.
+pub(crate) fn summarize(
+    run: &PhaseRun,
+    records: &[Record],
+    tally: &Tally,
+    baseline: &Baseline,
+    slot_of: &dyn Fn(u32) -> u16,
+    settings: Vec<Setting>,
+) -> PhaseReport {
+    let mut lat: Vec<u32> = records.iter().map(|r| r.lat_us).collect();
+    lat.sort_unstable();
+    let c = count(records);
+    let ops = c.reads + c.writes;
     let secs = run.duration.as_secs_f64().max(1e-9);
-    let per_second = per_second_counts(
-        records.iter().filter(|r| r.ok).map(|r| r.t_us),
-        run.duration.as_secs() as usize,
-    );
-    let fault = run
-        .fault
-        .as_ref()
-        .map(|f| fault_timings(f, records, slot_of));
-    let mut report = PhaseReport {
+    let whole = run.duration.as_secs() as usize;
+    let per_second = per_second_counts(records.iter().filter(|r| r.ok).map(|r| r.t_us), whole);
+    let per_second_errors =
+        per_second_counts(records.iter().filter(|r| !r.ok).map(|r| r.t_us), whole);
+    let per_second_p99 = per_second_p99_ms(records.iter().map(|r| (r.t_us, r.lat_us)), whole);
+    let fault = run.fault.as_ref();
+    let affected = |r: &Record| fault.is_some_and(|f| f.affects(slot_of(r.key)));
+    let shard_worst = fault.and_then(|_| {
+        let counts = per_second_counts(
+            records
+                .iter()
+                .filter(|r| r.ok && affected(r))
+                .map(|r| r.t_us),
+            whole,
+        );
+        worst_second_pct(&counts, baseline.rate(affected))
+    });
+    let other = |r: &&Record| !r.write && !affected(r);
+    let read_max = records
+        .iter()
+        .filter(|r| !r.write)
+        .map(|r| r.lat_us)
+        .max()
+        .unwrap_or(0);
+    let write_error_max = records
+        .iter()
+        .filter(|r| r.write && !r.ok && affected(r))
+        .map(|r| r.lat_us)
+        .max();
+    PhaseReport {
         name: run.plan.name.as_str(),
         duration_s: round3(secs),
         ops,
         ops_per_sec: round3(ops as f64 / secs),
-        errors: (reads - reads_ok) + (writes - writes_ok),
-        reads,
-        reads_answered_pct: round3(pct(reads_ok, reads)),
-        read_errors: reads - reads_ok,
-        writes,
-        write_errors: writes - writes_ok,
+        errors: (c.reads - c.reads_ok) + (c.writes - c.writes_ok),
+        reads: c.reads,
+        reads_answered_pct: round3(pct(c.reads_ok, c.reads)),
+        read_errors: c.reads - c.reads_ok,
+        writes: c.writes,
+        write_errors: c.writes - c.writes_ok,
         stale_reads: tally.stale_reads,
         stale_unverified: tally.stale_unverified,
         lost_writes: tally.lost_writes,
         lost_writes_found_by_sweep: tally.lost_found_by_sweep,
+        lost_writes_before_fault: tally.lost_before_fault,
+        lost_writes_after_fault: tally.lost_after_fault,
         p50_ms: round3(percentile_ms(&lat, 0.50)),
         p99_ms: round3(percentile_ms(&lat, 0.99)),
         max_ms: round3(percentile_ms(&lat, 1.0)),
-        worst_second_pct: worst_second_pct(&per_second, baseline_per_sec).map(round3),
+        read_max_ms: round3(f64::from(read_max) / 1000.0),
+        worst_second_pct: worst_second_pct(&per_second, baseline.rate(|_| true)).map(round3),
+        faulted_shard_worst_second_pct: shard_worst.map(round3),
+        other_shards_read_p99_ms: fault.and_then(|_| p99_of(records.iter().filter(other))),
+        other_shards_baseline_read_p99_ms: fault
+            .and_then(|_| p99_of(baseline.records.iter().filter(other))),
+        faulted_shard_write_error_max_ms: write_error_max.map(|us| round3(f64::from(us) / 1000.0)),
         per_second,
-        served,
-        errors_by_kind,
-        fault,
+        per_second_errors,
+        per_second_p99_ms: per_second_p99,
+        served: c.served,
+        errors_by_kind: c.errors_by_kind,
+        fault: fault.map(|f| fault_timings(f, records, slot_of)),
+        converged_after_ms: run.converged.as_ref().ok().map(|d| round3(ms(*d))),
+        settings,
+        targets_missed: Vec::new(),
         misses: Vec::new(),
         verdict: String::new(),
-    };
-    report.misses = misses(run, &report);
-    report.verdict = if report.misses.is_empty() {
-        "ok".to_owned()
-    } else {
-        format!("MISS: {}", report.misses.join("; "))
-    };
-    report
-}
-
-/// The targets of each phase (DESIGN.md §9) that `r` missed.
-///
-/// - every phase: no stale read; the fault sequence ran; the cluster was
-///   healthy again afterwards;
-/// - healthy, live-migration, manual-failover: no error, no lost write;
-/// - primary-sigstop, primary-sigkill: every read answered, and the worst
-///   second kept at least 50 % of the healthy rate (lost writes are
-///   reported: asynchronous replication loses them by design);
-/// - cluster-outage: every read answered (by the near-cache or the store);
-///   writes fail, typed, while nothing can take them.
-pub(crate) fn misses(run: &PhaseRun, r: &PhaseReport) -> Vec<String> {
-    let mut out = Vec::new();
-    match run.plan.name {
-        PhaseName::Healthy | PhaseName::LiveMigration | PhaseName::ManualFailover => {
-            if r.errors > 0 {
-                out.push(format!("{} errors (target 0)", r.errors));
-            }
-            if r.lost_writes > 0 {
-                out.push(format!("{} lost writes (target 0)", r.lost_writes));
-            }
-        }
-        PhaseName::PrimarySigstop | PhaseName::PrimarySigkill => {
-            if r.read_errors > 0 {
-                out.push(format!(
-                    "reads answered {:.2}% ({} failed; target 100%)",
-                    r.reads_answered_pct, r.read_errors
-                ));
-            }
-            match r.worst_second_pct {
-                Some(w) if w < 50.0 => {
-                    out.push(format!("worst second {w:.1}% of healthy (target ≥ 50%)"))
-                }
-                None => out.push("worst second not measured".to_owned()),
-                Some(_) => {}
-            }
-        }
-        PhaseName::ClusterOutage => {
-            if r.read_errors > 0 {
-                out.push(format!(
-                    "reads answered {:.2}% ({} failed; target 100%)",
-                    r.reads_answered_pct, r.read_errors
-                ));
-            }
-        }
-    }
-    if r.stale_reads > 0 {
-        out.push(format!("{} stale reads (target 0)", r.stale_reads));
-    }
-    if let Some(e) = run.fault.as_ref().and_then(|f| f.report.error.as_ref()) {
-        out.push(format!("fault sequence failed: {e}"));
-    }
-    if let Some(e) = &run.settle_error {
-        out.push(format!("cluster not healthy afterwards: {e}"));
-    }
-    if run.sweep.1 > 0 {
-        out.push(format!(
-            "{} keys could not be checked for lost writes",
-            run.sweep.1
-        ));
-    }
-    out
-}
-
-/// The table printed at the end of `slotguard demo`.
-pub(crate) fn table(reports: &[PhaseReport]) -> String {
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "{:<16} {:>9} {:>7} {:>8} {:>7} {:>7} {:>7} {:>7} {:>7} {:>12} {:>6} {:>5}  verdict",
-        "phase",
-        "ops",
-        "errors",
-        "reads%",
-        "w-fail",
-        "p50ms",
-        "p99ms",
-        "maxms",
-        "worst%",
-        "p/r/near/st%",
-        "stale",
-        "lost"
-    );
-    for r in reports {
-        let answered =
-            r.served.primary + r.served.replica + r.served.near_cache + r.served.secondary;
-        let share = |n: u64| {
-            if answered == 0 {
-                0.0
-            } else {
-                n as f64 * 100.0 / answered as f64
-            }
-        };
-        let worst = match r.worst_second_pct {
-            None => "-".to_owned(),
-            Some(w) if w < 10.0 => format!("{w:.1}"),
-            Some(w) => format!("{w:.0}"),
-        };
-        let _ = writeln!(
-            s,
-            "{:<16} {:>9} {:>7} {:>8} {:>7} {:>7.2} {:>7.2} {:>7.1} {:>7} {:>12} {:>6} {:>5}  {}",
-            r.name,
-            r.ops,
-            r.errors,
-            format_pct(r.reads_answered_pct),
-            r.write_errors,
-            r.p50_ms,
-            r.p99_ms,
-            r.max_ms,
-            worst,
-            format!(
-                "{:.0}/{:.0}/{:.0}/{:.0}",
-                share(r.served.primary),
-                share(r.served.replica),
-                share(r.served.near_cache),
-                share(r.served.secondary)
-            ),
-            r.stale_reads,
-            r.lost_writes,
-            r.verdict
-        );
-    }
-    let faults: Vec<_> = reports
-        .iter()
-        .filter_map(|r| r.fault.as_ref().map(|f| (r.name, f)))
-        .collect();
-    if !faults.is_empty() {
-        s.push('\n');
-    }
-    for (name, f) in faults {
-        let _ = write!(s, "{name}: {} at {:.1} s", f.action, f.at_s);
-        if let (Some(p), Some(after)) = (&f.promoted, f.promoted_after_ms) {
-            let _ = write!(s, "; {p} promoted after {:.0} ms", after);
-        }
-        let _ = write!(s, "; sequence done after {:.0} ms", f.done_after_ms);
-        if f.promoted.is_some() {
-            match f.first_replica_read_after_ms {
-                Some(t) => {
-                    let _ = write!(s, "; first replica read {t:.0} ms after the fault");
-                }
-                None => s.push_str("; no read answered by a replica"),
-            }
-            match f.first_write_after_promotion_ms {
-                Some(t) => {
-                    let _ = write!(s, "; first write {t:+.0} ms from the promotion");
-                }
-                None => s.push_str("; no write succeeded after the promotion"),
-            }
-        }
-        if let Some(e) = &f.error {
-            let _ = write!(s, "; FAILED: {e}");
-        }
-        s.push('\n');
-    }
-    s
-}
-
-/// A percentage that never rounds a miss up to 100.
-/// Print `out` as one JSON line on stdout; `false` (after saying why on
-/// stderr) if it cannot be encoded.
-pub(crate) fn print_json(command: &str, out: &impl Serialize) -> bool {
-    match serde_json::to_string(out) {
-        Ok(s) => {
-            println!("{s}");
-            true
-        }
-        Err(e) => {
-            eprintln!("slotguard {command}: could not encode the results: {e}");
-            false
-        }
-    }
-}
-
-pub(crate) fn format_pct(p: f64) -> String {
-    if p < 100.0 && p > 99.99 {
-        "99.99".to_owned()
-    } else if p >= 100.0 {
-        "100".to_owned()
-    } else {
-        format!("{p:.2}")
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::phases::{PhaseName, PhasePlan};
+    use super::super::table::{format_pct, table};
+    use super::super::targets::judge;
     use super::*;
-    use crate::runner::PhasePlan;
 
     fn rec(t_ms: u32, lat_ms: u32, write: bool, ok: bool, code: u8) -> Record {
         Record {
@@ -398,16 +335,37 @@ mod tests {
             fault: None,
             sweep: (0, 0),
             settle_error: None,
+            converged: Ok(Duration::from_millis(20)),
+            settings_error: None,
         }
+    }
+
+    /// 1000 successful 1 ms reads a second for `secs` seconds.
+    fn healthy(secs: u32) -> Baseline {
+        Baseline {
+            records: (0..secs * 1000)
+                .map(|i| rec(i, 1, false, true, 0))
+                .collect(),
+            duration: Duration::from_millis(u64::from(secs) * 1000 + 300),
+        }
+    }
+
+    fn judged(run: &PhaseRun, records: &[Record], tally: &Tally, base: &Baseline) -> PhaseReport {
+        let mut rep = summarize(run, records, tally, base, &|_| 0, Vec::new());
+        judge(run, &mut rep);
+        rep
     }
 
     #[test]
     fn a_clean_healthy_phase_is_ok() {
         let records: Vec<Record> = (0..2000).map(|i| rec(i, 1, i % 10 == 0, true, 0)).collect();
         let r = run(PhaseName::Healthy, 2);
-        let base = baseline_rate(&records, r.duration);
-        assert_eq!(base, 1000.0);
-        let rep = summarize(&r, &records, &Tally::default(), base, &|_| 0);
+        let base = Baseline {
+            records: records.clone(),
+            duration: r.duration,
+        };
+        assert_eq!(baseline_rate(&records, r.duration), 1000.0);
+        let rep = judged(&r, &records, &Tally::default(), &base);
         assert_eq!(rep.ops, 2000);
         assert_eq!(rep.writes, 200);
         assert_eq!(rep.reads, 1800);
@@ -415,7 +373,10 @@ mod tests {
         assert_eq!(rep.served.primary, 1800);
         assert_eq!(rep.worst_second_pct, Some(100.0));
         assert_eq!(rep.per_second, vec![1000, 1000]);
+        assert_eq!(rep.per_second_errors, vec![0, 0]);
+        assert_eq!(rep.per_second_p99_ms, vec![1.0, 1.0]);
         assert_eq!(rep.verdict, "ok");
+        assert!(rep.targets_missed.is_empty());
     }
 
     #[test]
@@ -429,42 +390,114 @@ mod tests {
             stale_reads: 2,
             ..Tally::default()
         };
-        let rep = summarize(&r, &records, &tally, 1000.0, &|_| 0);
+        let rep = judged(&r, &records, &tally, &healthy(2));
         assert_eq!(rep.read_errors, 50);
         assert_eq!(rep.errors_by_kind.get("timeout"), Some(&50));
         assert_eq!(rep.served.replica, 100);
         assert_eq!(rep.worst_second_pct, Some(10.0));
+        assert_eq!(rep.per_second_errors, vec![0, 50]);
         assert!(rep.reads_answered_pct < 100.0);
         assert_eq!(rep.max_ms, 200.0);
-        assert_eq!(rep.misses.len(), 3, "{:?}", rep.misses);
+        assert_eq!(
+            rep.targets_missed,
+            vec![
+                "reads-answered",
+                "read-max-50ms",
+                "worst-second-90pct",
+                "no-stale-reads"
+            ]
+        );
+        assert_eq!(rep.misses.len(), 4, "{:?}", rep.misses);
         assert!(rep.verdict.starts_with("MISS: "));
-        assert!(table(&[rep]).contains("MISS"));
+        let t = table(&[rep]);
+        assert!(t.contains("reads-answered, read-max-50ms"), "{t}");
     }
 
     #[test]
     fn lost_writes_miss_only_where_no_write_may_be_lost() {
         let records = vec![rec(0, 1, false, true, 0)];
-        let counters = Tally {
+        let before = Tally {
             lost_writes: 3,
+            lost_before_fault: 3,
             ..Tally::default()
         };
-        let kill = summarize(
-            &run(PhaseName::PrimarySigkill, 1),
-            &records,
-            &counters,
-            1.0,
-            &|_| 0,
-        );
+        let base = healthy(1);
+        let base = Baseline {
+            records: base.records[..1].to_vec(),
+            ..base
+        };
+        let kill = judged(&run(PhaseName::PrimarySigkill, 1), &records, &before, &base);
         assert!(kill.misses.is_empty(), "{:?}", kill.misses);
-        assert_eq!(kill.lost_writes, 3);
-        let manual = summarize(
-            &run(PhaseName::ManualFailover, 1),
-            &records,
-            &counters,
-            1.0,
-            &|_| 0,
-        );
+        assert_eq!(kill.lost_writes_before_fault, 3);
+        let after = Tally {
+            lost_writes: 1,
+            lost_after_fault: 1,
+            ..Tally::default()
+        };
+        let kill = judged(&run(PhaseName::PrimarySigkill, 1), &records, &after, &base);
+        assert_eq!(kill.targets_missed, vec!["no-lost-writes-after-fault"]);
+        let manual = judged(&run(PhaseName::ManualFailover, 1), &records, &before, &base);
         assert_eq!(manual.misses, vec!["3 lost writes (target 0)".to_owned()]);
+    }
+
+    #[test]
+    fn a_stack_that_did_not_converge_by_itself_is_a_miss() {
+        let records = vec![rec(0, 1, false, true, 0)];
+        let mut r = run(PhaseName::Healthy, 1);
+        r.converged = Err("not converged".to_owned());
+        let rep = judged(&r, &records, &Tally::default(), &healthy(1));
+        assert_eq!(rep.targets_missed, vec!["stack-converges"]);
+        assert_eq!(rep.converged_after_ms, None);
+    }
+
+    #[test]
+    fn fault_figures_split_the_faulted_shard_from_the_others() {
+        let fault = FaultRun {
+            affected: vec![0..=99],
+            victim: Some(0),
+            t_fault: Duration::from_millis(100),
+            ..FaultRun::default()
+        };
+        let slot_of = |key: u32| if key < 10 { 5 } else { 500 };
+        let mut r = run(PhaseName::PrimarySigstop, 1);
+        r.fault = Some(fault);
+        let records = vec![
+            // the faulted shard: a write refused after 300 ms
+            Record {
+                key: 1,
+                ..rec(400, 300, true, false, 11)
+            },
+            Record {
+                key: 1,
+                ..rec(500, 2, false, true, PATH_REPLICA)
+            },
+            // another shard: reads at 4 ms
+            Record {
+                key: 20,
+                ..rec(600, 4, false, true, 0)
+            },
+        ];
+        let base = Baseline {
+            records: vec![
+                Record {
+                    key: 20,
+                    ..rec(0, 2, false, true, 0)
+                },
+                Record {
+                    key: 1,
+                    ..rec(10, 1, false, true, 0)
+                },
+            ],
+            duration: Duration::from_millis(1300),
+        };
+        let mut rep = summarize(&r, &records, &Tally::default(), &base, &slot_of, Vec::new());
+        judge(&r, &mut rep);
+        assert_eq!(rep.faulted_shard_write_error_max_ms, Some(300.0));
+        assert_eq!(rep.other_shards_read_p99_ms, Some(4.0));
+        assert_eq!(rep.other_shards_baseline_read_p99_ms, Some(2.0));
+        assert_eq!(rep.faulted_shard_worst_second_pct, Some(100.0));
+        assert!(rep.targets_missed.contains(&"other-shards-p99-1.5x"));
+        assert!(rep.targets_missed.contains(&"write-error-250ms"));
     }
 
     #[test]

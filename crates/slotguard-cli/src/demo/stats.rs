@@ -32,6 +32,27 @@ pub(crate) fn per_second_counts(
     counts
 }
 
+/// The p99 latency (ms) of the events `(t_us, lat_us)` in each of the
+/// first `whole_secs` whole seconds (0 for a second without events).
+pub(crate) fn per_second_p99_ms(
+    events: impl IntoIterator<Item = (u32, u32)>,
+    whole_secs: usize,
+) -> Vec<f64> {
+    let mut by_sec: Vec<Vec<u32>> = vec![Vec::new(); whole_secs];
+    for (t, lat) in events {
+        if let Some(v) = by_sec.get_mut((t / 1_000_000) as usize) {
+            v.push(lat);
+        }
+    }
+    by_sec
+        .into_iter()
+        .map(|mut v| {
+            v.sort_unstable();
+            percentile_ms(&v, 0.99)
+        })
+        .collect()
+}
+
 /// Mean of per-second counts (0 when there is no whole second).
 pub(crate) fn mean_rate(counts: &[u64]) -> f64 {
     if counts.is_empty() {
@@ -86,6 +107,9 @@ pub(crate) fn parse_seq(value: Option<&[u8]>) -> u64 {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct KeyState {
     floor: u64,
+    /// When the write that set the floor was acknowledged (µs on the
+    /// load's clock), to tell a write lost before a fault from one after.
+    floor_acked_us: u64,
     inflight: Vec<u64>,
 }
 
@@ -95,16 +119,25 @@ impl KeyState {
         self.floor
     }
 
+    /// When the write that set the floor was acknowledged.
+    pub(crate) fn floor_acked_us(&self) -> u64 {
+        self.floor_acked_us
+    }
+
     /// A write with `seq` is about to be sent.
     pub(crate) fn begin_write(&mut self, seq: u64) {
         self.inflight.push(seq);
     }
 
-    /// The write `seq` was acknowledged.
-    pub(crate) fn ack(&mut self, seq: u64) {
+    /// The write `seq` was acknowledged at `now_us`.
+    pub(crate) fn ack(&mut self, seq: u64, now_us: u64) {
         self.inflight.retain(|&s| s != seq);
         let oldest_inflight = self.inflight.iter().copied().min().unwrap_or(u64::MAX);
-        self.floor = self.floor.max(seq.min(oldest_inflight));
+        let floor = self.floor.max(seq.min(oldest_inflight));
+        if floor != self.floor {
+            self.floor = floor;
+            self.floor_acked_us = now_us;
+        }
     }
 
     /// The write `seq` failed or its outcome is unknown.
@@ -174,6 +207,27 @@ mod tests {
     }
 
     #[test]
+    fn p99_per_second() {
+        let mut events: Vec<(u32, u32)> = (0..100).map(|i| (i * 1000, 1000)).collect();
+        events.push((500_000, 90_000));
+        events.push((1_500_000, 7_000));
+        assert_eq!(per_second_p99_ms(events, 3), vec![1.0, 7.0, 0.0]);
+    }
+
+    #[test]
+    fn the_floor_remembers_when_it_was_acknowledged() {
+        let mut k = KeyState::default();
+        k.begin_write(1);
+        k.ack(1, 100);
+        assert_eq!(k.floor_acked_us(), 100);
+        // an older ack arriving late leaves the floor and its time alone
+        k.begin_write(3);
+        k.ack(3, 200);
+        k.ack(2, 300);
+        assert_eq!((k.floor(), k.floor_acked_us()), (3, 200));
+    }
+
+    #[test]
     fn worst_second_against_the_baseline() {
         let healthy = [1000, 1000, 1000, 1200];
         let base = mean_rate(&healthy);
@@ -206,7 +260,7 @@ mod tests {
         let mut k = KeyState::default();
         k.begin_write(5);
         assert_eq!(k.floor(), 0, "an unacknowledged write sets no floor");
-        k.ack(5);
+        k.ack(5, 0);
         assert_eq!(k.floor(), 5);
         // a failed write never raises the floor, and reading it is fine
         k.begin_write(7);
@@ -217,8 +271,8 @@ mod tests {
         assert!(read_is_suspect(k.floor(), 4));
         // an older ack arriving late never lowers the floor
         k.begin_write(9);
-        k.ack(9);
-        k.ack(8);
+        k.ack(9, 0);
+        k.ack(8, 0);
         assert_eq!(k.floor(), 9);
     }
 
@@ -228,20 +282,20 @@ mod tests {
         k.begin_write(10);
         k.begin_write(11);
         // 11 acknowledged while 10 may still land after it
-        k.ack(11);
+        k.ack(11, 0);
         assert_eq!(k.floor(), 10);
         assert!(!read_is_suspect(k.floor(), 10));
-        k.ack(10);
+        k.ack(10, 0);
         assert_eq!(k.floor(), 10);
         // 10 failing instead leaves the floor where 11's ack put it
         let mut k = KeyState::default();
         k.begin_write(10);
         k.begin_write(11);
-        k.ack(11);
+        k.ack(11, 0);
         k.fail(10);
         assert_eq!(k.floor(), 10);
         k.begin_write(12);
-        k.ack(12);
+        k.ack(12, 0);
         assert_eq!(k.floor(), 12);
     }
 
@@ -249,7 +303,7 @@ mod tests {
     fn an_old_read_is_stale_when_the_primary_has_the_ack() {
         let mut k = KeyState::default();
         k.begin_write(20);
-        k.ack(20);
+        k.ack(20, 0);
         let floor = k.floor();
         assert!(read_is_suspect(floor, 15));
         assert_eq!(k.judge(floor, 20), Judgement::Stale);
@@ -262,7 +316,7 @@ mod tests {
     fn an_old_primary_value_is_a_lost_write_counted_once() {
         let mut k = KeyState::default();
         k.begin_write(20);
-        k.ack(20);
+        k.ack(20, 0);
         let floor = k.floor();
         // the promoted replica never got write 20
         assert_eq!(k.judge(floor, 15), Judgement::LostWrite);
@@ -274,7 +328,7 @@ mod tests {
         // a key that vanished entirely (value None → 0) is a lost write too
         let mut k = KeyState::default();
         k.begin_write(3);
-        k.ack(3);
+        k.ack(3, 0);
         let floor = k.floor();
         assert_eq!(k.judge(floor, parse_seq(None)), Judgement::LostWrite);
     }
