@@ -12,7 +12,7 @@ use super::report::PhaseReport;
 use super::table::{format_pct, table};
 
 const CHART_SIZE: (u32, u32) = (960, 320);
-const SHARE_SIZE: (u32, u32) = (960, 90);
+const SHARE_SIZE: (u32, u32) = (960, 80);
 
 const GOODPUT: RGBColor = RGBColor(31, 119, 180);
 const ERRORS: RGBColor = RGBColor(214, 39, 40);
@@ -21,7 +21,7 @@ const FAULT: RGBColor = RGBColor(40, 40, 40);
 const PROMOTION: RGBColor = RGBColor(44, 160, 44);
 /// primary, replica, near-cache, store
 const PATHS: [(&str, RGBColor); 4] = [
-    ("primary", RGBColor(31, 119, 180)),
+    ("primary", RGBColor(120, 170, 210)),
     ("replica", RGBColor(148, 103, 189)),
     ("near-cache", RGBColor(23, 190, 207)),
     ("store", RGBColor(188, 189, 34)),
@@ -108,7 +108,10 @@ fn section(r: &PhaseReport) -> String {
         }
     }
     match share_svg(r) {
-        Ok(svg) => s.push_str(&svg),
+        Ok(svg) => {
+            s.push_str(&svg);
+            s.push_str(&share_legend(r));
+        }
         Err(e) => {
             let _ = writeln!(s, "<p class=\"miss\">chart failed: {}</p>", escape(&e));
         }
@@ -170,11 +173,13 @@ fn draw_chart(root: &DrawingArea<SVGBackend<'_>, Shift>, r: &PhaseReport) -> Dra
         .configure_mesh()
         .x_desc("seconds into the phase")
         .y_desc("operations per second")
+        .y_label_formatter(&|v| format!("{v:.0}"))
         .light_line_style(WHITE)
         .draw()?;
     chart
         .configure_secondary_axes()
         .y_desc("p99 latency (ms)")
+        .y_label_formatter(&|v| format!("{v:.1}"))
         .draw()?;
     // Each whole second is drawn at its middle.
     let at = |i: usize| i as f64 + 0.5;
@@ -249,9 +254,12 @@ fn draw_share(root: &DrawingArea<SVGBackend<'_>, Shift>, r: &PhaseReport) -> Dra
         r.served.secondary,
     ];
     let mut chart = ChartBuilder::on(root)
-        .caption("answered reads by path (%)", ("sans-serif", 13).into_font())
+        .caption(
+            "share of answered reads by path (%)",
+            ("sans-serif", 13).into_font(),
+        )
         .margin(4)
-        .x_label_area_size(20)
+        .x_label_area_size(22)
         .y_label_area_size(56)
         .right_y_label_area_size(56)
         .build_cartesian_2d(0f64..100f64, 0f64..1f64)?;
@@ -259,30 +267,46 @@ fn draw_share(root: &DrawingArea<SVGBackend<'_>, Shift>, r: &PhaseReport) -> Dra
         .configure_mesh()
         .disable_y_mesh()
         .disable_y_axis()
+        .x_labels(11)
+        .x_label_formatter(&|v| format!("{v:.0}"))
         .light_line_style(WHITE)
         .draw()?;
     let mut x = 0.0;
-    for ((name, color), n) in PATHS.iter().zip(counts) {
+    for ((_, color), n) in PATHS.iter().zip(counts) {
         let width = n as f64 * 100.0 / total;
         let (from, to) = (x, x + width);
         x = to;
-        chart
-            .draw_series(std::iter::once(Rectangle::new(
-                [(from, 0.15), (to, 0.85)],
-                color.filled(),
-            )))?
-            .label(format!("{name} {width:.1}%"))
-            .legend(move |(lx, ly)| {
-                Rectangle::new([(lx, ly - 5), (lx + 12, ly + 5)], color.filled())
-            });
+        chart.draw_series(std::iter::once(Rectangle::new(
+            [(from, 0.1), (to, 0.9)],
+            color.filled(),
+        )))?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()?;
     Ok(())
+}
+
+/// The share bar's legend, with each path's share and count.
+fn share_legend(r: &PhaseReport) -> String {
+    let total = r.served.total().max(1) as f64;
+    let counts = [
+        r.served.primary,
+        r.served.replica,
+        r.served.near_cache,
+        r.served.secondary,
+    ];
+    let mut s = String::from("<p class=\"legend\">");
+    for ((name, c), n) in PATHS.iter().zip(counts) {
+        let _ = write!(
+            s,
+            "<span style=\"display:inline-block;width:12px;height:12px;background:rgb({},{},{})\">\
+             </span> {name} {:.1} % ({n}) &nbsp; ",
+            c.0,
+            c.1,
+            c.2,
+            n as f64 * 100.0 / total
+        );
+    }
+    s.push_str("</p>\n");
+    s
 }
 
 /// Text for HTML content and attributes.

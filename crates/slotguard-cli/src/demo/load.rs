@@ -22,15 +22,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use slotguard::core::key_slot;
 use slotguard::tower::ServiceExt;
-use slotguard::{
-    classify, BoxError, CacheRequest, CacheResponse, Consistency, Failure, NodeAddr, Path,
-};
+use slotguard::{classify, BoxError, CacheRequest, CacheResponse, Failure, NodeAddr};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use super::check::check_suspect;
 use super::record::{failure_code, path_code, Outcome, HUNG};
 pub(crate) use super::record::{Record, Rng, ERROR_KINDS, NO_NODE, PATHS, PATH_REPLICA};
-use super::stats::{encode_value, parse_seq, read_is_suspect, Judgement, KeyState};
+use super::stats::{encode_value, parse_seq, read_is_suspect, KeyState};
 use crate::stack::Stack;
 use slotguard_store::SqliteStore;
 
@@ -46,9 +45,6 @@ pub(crate) struct LoadConfig {
     /// Share of operations that are writes, in percent.
     pub(crate) write_pct: u32,
 }
-
-/// The longest the lost-write sweep after a phase may take.
-const SWEEP_DEADLINE: Duration = Duration::from_secs(20);
 
 /// Live counters of one window, read by the progress display; stale reads
 /// and lost writes are only counted here.
@@ -71,7 +67,7 @@ pub(crate) struct PhaseCounters {
 impl PhaseCounters {
     /// Count one lost write, acknowledged at `acked_us` (µs since the load
     /// began), against a fault that began at `fault_us` (`u64::MAX`: none).
-    fn lost(&self, acked_us: u64, fault_us: u64) {
+    pub(super) fn lost(&self, acked_us: u64, fault_us: u64) {
         self.lost_writes.fetch_add(1, Ordering::Relaxed);
         if acked_us >= fault_us {
             self.lost_after_fault.fetch_add(1, Ordering::Relaxed);
@@ -87,29 +83,29 @@ struct Window {
     start: Instant,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Everything the workers share.
 #[derive(Debug)]
-struct Shared {
-    config: LoadConfig,
-    store: SqliteStore,
-    keys: Vec<Bytes>,
-    slots: Vec<u16>,
-    state: Vec<Mutex<KeyState>>,
-    seq: AtomicU64,
-    stop: AtomicBool,
+pub(super) struct Shared {
+    pub(super) config: LoadConfig,
+    pub(super) store: SqliteStore,
+    pub(super) keys: Vec<Bytes>,
+    pub(super) slots: Vec<u16>,
+    pub(super) state: Vec<Mutex<KeyState>>,
+    pub(super) seq: AtomicU64,
+    pub(super) stop: AtomicBool,
     window: RwLock<Option<Window>>,
     /// The last window opened: where stale reads and lost writes are counted.
-    last_phase: AtomicUsize,
-    counters: Vec<PhaseCounters>,
-    nodes: HashMap<NodeAddr, u8>,
+    pub(super) last_phase: AtomicUsize,
+    pub(super) counters: Vec<PhaseCounters>,
+    pub(super) nodes: HashMap<NodeAddr, u8>,
     /// When the load was created: the clock of acknowledgements and faults.
-    epoch: Instant,
+    pub(super) epoch: Instant,
     /// When the open window's fault began, µs since `epoch` (`u64::MAX`: no fault yet).
-    fault_at_us: AtomicU64,
+    pub(super) fault_at_us: AtomicU64,
 }
 
 impl Shared {
@@ -123,8 +119,8 @@ impl Shared {
 /// ended by [`Load::stop`].
 #[derive(Debug)]
 pub(crate) struct Load {
-    shared: Arc<Shared>,
-    stack: Stack,
+    pub(super) shared: Arc<Shared>,
+    pub(super) stack: Stack,
     workers: Vec<JoinHandle<Vec<Record>>>,
 }
 
@@ -289,62 +285,6 @@ impl Load {
             .collect()
     }
 
-    /// Read every key from its primary and count keys whose primary lost an
-    /// acknowledged write that no worker's read has found yet; they count as
-    /// lost writes of window `phase`. Returns (lost, keys that could not be read).
-    pub(crate) async fn sweep(&self, phase: usize) -> (u64, u64) {
-        let tasks = 16;
-        // A sick cluster must not hold the run for minutes: whatever is not
-        // read by then counts as unchecked (and the phase says so).
-        let deadline = Instant::now() + SWEEP_DEADLINE;
-        let mut handles = Vec::new();
-        for t in 0..tasks {
-            let shared = self.shared.clone();
-            let stack = self.stack.clone();
-            handles.push(tokio::spawn(async move {
-                let (mut lost, mut unread) = (0u64, 0u64);
-                let mut k = t;
-                while k < shared.keys.len() {
-                    if Instant::now() >= deadline {
-                        unread += 1;
-                        k += tasks;
-                        continue;
-                    }
-                    let floor = lock(&shared.state[k]).floor();
-                    match read_primary(&shared, stack.clone(), k, 3).await {
-                        Some(got) if read_is_suspect(floor, got) => {
-                            let mut st = lock(&shared.state[k]);
-                            let acked_us = st.floor_acked_us();
-                            if st.judge(floor, got) == Judgement::LostWrite {
-                                drop(st);
-                                lost += 1;
-                                let fault_us = shared.fault_at_us.load(Ordering::SeqCst);
-                                shared.counters[phase].lost(acked_us, fault_us);
-                            }
-                        }
-                        Some(_) => {}
-                        None => unread += 1,
-                    }
-                    k += tasks;
-                }
-                (lost, unread)
-            }));
-        }
-        let (mut lost, mut unread) = (0, 0);
-        for h in handles {
-            match h.await {
-                Ok((l, u)) => {
-                    lost += l;
-                    unread += u;
-                }
-                Err(_) => unread += 1,
-            }
-        }
-        let c = &self.shared.counters[phase];
-        c.lost_found_by_sweep.fetch_add(lost, Ordering::Relaxed);
-        (lost, unread)
-    }
-
     /// Stop the workers and collect every record.
     pub(crate) async fn stop(self) -> Vec<Record> {
         self.shared.stop.store(true, Ordering::SeqCst);
@@ -391,31 +331,6 @@ impl CountersHandle {
     pub(crate) fn get(&self, phase: usize) -> &PhaseCounters {
         &self.0.counters[phase]
     }
-}
-
-/// The value of key `k` on its primary, or `None` when the primary cannot be
-/// asked (a few tries within ~1 s).
-async fn read_primary(shared: &Shared, stack: Stack, k: usize, tries: u64) -> Option<u64> {
-    for attempt in 0..tries {
-        let req = CacheRequest::get(shared.keys[k].clone())
-            .with_consistency(Consistency::Primary)
-            // A check, not the measured load: time enough for a busy
-            // primary, so a slow answer is not taken for a missing one.
-            .with_timeout(Duration::from_millis(500));
-        if let Ok(Ok(resp)) =
-            tokio::time::timeout(Duration::from_secs(1), stack.clone().oneshot(req)).await
-        {
-            // Only the primary's own answer tells a lost write: the fallback
-            // would answer from the store, which has every value.
-            if resp.served.path == Path::Primary {
-                return Some(parse_seq(resp.value.as_deref()));
-            }
-        }
-        if attempt + 1 < tries {
-            tokio::time::sleep(Duration::from_millis(50 * (attempt + 1))).await;
-        }
-    }
-    None
 }
 
 async fn call(
@@ -528,37 +443,4 @@ async fn worker(shared: Arc<Shared>, stack: Stack, id: usize) -> Vec<Record> {
         }
     }
     records
-}
-
-/// A read of key `k` returned a value older than `floor`: ask the primary
-/// whether the acknowledged write is still there (stale read) or is gone
-/// (lost write), and count it for the current window.
-async fn check_suspect(shared: &Shared, stack: Stack, k: usize, floor: u64) {
-    let phase = shared.last_phase.load(Ordering::SeqCst);
-    let Some(c) = shared.counters.get(phase) else {
-        return;
-    };
-    match read_primary(shared, stack, k, 5).await {
-        Some(primary) => {
-            let (judgement, acked_us) = {
-                let mut st = lock(&shared.state[k]);
-                let acked_us = st.floor_acked_us();
-                (st.judge(floor, primary), acked_us)
-            };
-            match judgement {
-                Judgement::Stale => {
-                    c.stale_reads.fetch_add(1, Ordering::Relaxed);
-                }
-                Judgement::LostWrite => {
-                    c.lost(acked_us, shared.fault_at_us.load(Ordering::SeqCst));
-                }
-                Judgement::AlreadyCounted => {}
-            }
-        }
-        None => {
-            // never hide a miss: an old value we could not explain is stale
-            c.stale_reads.fetch_add(1, Ordering::Relaxed);
-            c.stale_unverified.fetch_add(1, Ordering::Relaxed);
-        }
-    }
 }

@@ -5,11 +5,12 @@
 //!
 //! The parts: [`phases`] (what a run is made of), [`runner`] (cluster,
 //! stack, load, settling between phases) and [`faults`] (the fault
-//! sequences), [`load`] and [`record`] (the closed-loop load and what it
-//! records), [`stats`] (pure measurement), [`report`] (per-phase figures),
+//! sequences), [`load`], [`record`] and [`check`] (the closed-loop load,
+//! what it records, and how it tells stale reads from lost writes), [`stats`] (pure measurement), [`report`] (per-phase figures),
 //! [`targets`] (which targets a phase missed), [`table`] and [`html`]
 //! (the output), [`progress`] (live lines on stderr).
 
+mod check;
 mod faults;
 mod html;
 pub(crate) mod load;
