@@ -12,7 +12,7 @@ use super::report::PhaseReport;
 use super::table::{format_pct, table};
 
 const CHART_SIZE: (u32, u32) = (960, 320);
-const SHARE_SIZE: (u32, u32) = (960, 80);
+const SHARE_SIZE: (u32, u32) = (960, 96);
 
 const GOODPUT: RGBColor = RGBColor(31, 119, 180);
 const ERRORS: RGBColor = RGBColor(214, 39, 40);
@@ -259,7 +259,7 @@ fn draw_share(root: &DrawingArea<SVGBackend<'_>, Shift>, r: &PhaseReport) -> Dra
             ("sans-serif", 13).into_font(),
         )
         .margin(4)
-        .x_label_area_size(22)
+        .x_label_area_size(30)
         .y_label_area_size(56)
         .right_y_label_area_size(56)
         .build_cartesian_2d(0f64..100f64, 0f64..1f64)?;

@@ -103,9 +103,9 @@ pub struct ClusterSpec {
     /// Extra `redis.conf` directives appended verbatim as `key value` lines
     /// (later lines override the testkit's own). Every other setting that
     /// shapes what clients see is Redis's default
-    /// ([`non_default_settings`](Self::non_default_settings) lists what is
+    /// ([`non_default_settings`](ClusterSpec::non_default_settings) lists what is
     /// not); a test that needs another says why where it adds it
-    /// ([`with_config`](Self::with_config)).
+    /// ([`with_config`](ClusterSpec::with_config)).
     pub extra_config: Vec<(String, String)>,
     /// Put a [`FaultProxy`](crate::FaultProxy) in front of every node's
     /// client port and one in front of its bus port, announced to clients
