@@ -134,7 +134,15 @@ fn demo_json_reports_every_phase_in_order() {
     );
 
     if FAILOVER_LAYERS_READY {
-        for name in ["primary-sigstop", "primary-sigkill", "cluster-outage"] {
+        // full-coverage-sigstop: Redis's default full coverage, where every
+        // shard refuses around the promotion and the near-cache and the
+        // store answer (DESIGN.md §9, the last target).
+        for name in [
+            "primary-sigstop",
+            "full-coverage-sigstop",
+            "primary-sigkill",
+            "cluster-outage",
+        ] {
             let p = phase(name);
             assert_eq!(
                 num(p, "reads_answered_pct"),

@@ -76,6 +76,8 @@ struct Config {
     /// Server settings of the whole run that differ from Redis's defaults
     /// (each phase lists its own in `settings`).
     server_settings: Vec<ServerSettingOut>,
+    /// Settings single phases add for their duration (`CONFIG SET`).
+    phase_settings: Vec<String>,
     /// Client settings that differ from the `SlotGuard` handle's defaults.
     client_settings: Vec<String>,
 }
@@ -226,6 +228,16 @@ pub(crate) fn run(args: DemoArgs) -> ExitCode {
                 why: s.why,
             })
             .collect(),
+        phase_settings: plans
+            .iter()
+            .filter(|p| !p.hidden)
+            .flat_map(|p| {
+                p.name.settings().iter().map(move |(k, v)| {
+                    let default = redis_default(k).unwrap_or("?");
+                    format!("{}: {k} {v} (Redis: {default})", p.name.as_str())
+                })
+            })
+            .collect(),
         client_settings: client_settings(load),
     };
     let mut code = if aborted.is_some() {
@@ -293,10 +305,9 @@ fn header(c: &Config) -> String {
             st.why
         ));
     }
-    s.push_str(
-        "  per phase: primary-sigstop cluster-require-full-coverage no; default-node-timeout \
-         cluster-node-timeout 15000 (Redis's)\n",
-    );
+    for p in &c.phase_settings {
+        s.push_str(&format!("  for the phase {p}\n"));
+    }
     if c.client_settings.is_empty() {
         s.push_str("client settings that differ from the SlotGuard handle's defaults: none\n");
     } else {
