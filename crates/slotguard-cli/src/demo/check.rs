@@ -42,12 +42,12 @@ impl Load {
                     match read_primary(&shared, stack.clone(), k, 3).await {
                         Some(got) if read_is_suspect(floor, got) => {
                             let mut st = lock(&shared.state[k]);
-                            let acked_us = st.floor_acked_us();
+                            let sent_us = st.floor_sent_us();
                             if st.judge(floor, got) == Judgement::LostWrite {
                                 drop(st);
                                 lost += 1;
                                 let fault_us = shared.fault_at_us.load(Ordering::SeqCst);
-                                shared.counters[phase].lost(acked_us, fault_us);
+                                shared.counters[phase].lost(sent_us, fault_us);
                             }
                         }
                         Some(_) => {}
@@ -114,17 +114,17 @@ pub(super) async fn check_suspect(shared: &Shared, stack: Stack, k: usize, floor
     };
     match read_primary(shared, stack, k, 5).await {
         Some(primary) => {
-            let (judgement, acked_us) = {
+            let (judgement, sent_us) = {
                 let mut st = lock(&shared.state[k]);
-                let acked_us = st.floor_acked_us();
-                (st.judge(floor, primary), acked_us)
+                let sent_us = st.floor_sent_us();
+                (st.judge(floor, primary), sent_us)
             };
             match judgement {
                 Judgement::Stale => {
                     c.stale_reads.fetch_add(1, Ordering::Relaxed);
                 }
                 Judgement::LostWrite => {
-                    c.lost(acked_us, shared.fault_at_us.load(Ordering::SeqCst));
+                    c.lost(sent_us, shared.fault_at_us.load(Ordering::SeqCst));
                 }
                 Judgement::AlreadyCounted => {}
             }

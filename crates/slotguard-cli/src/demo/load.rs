@@ -58,18 +58,18 @@ pub(crate) struct PhaseCounters {
     pub(crate) lost_writes: AtomicU64,
     /// Lost writes found by the sweep after the window rather than by a worker's read.
     pub(crate) lost_found_by_sweep: AtomicU64,
-    /// Lost writes acknowledged before the window's fault began (or with no fault).
+    /// Lost writes sent before the window's fault began (or with no fault).
     pub(crate) lost_before_fault: AtomicU64,
-    /// Lost writes acknowledged after the window's fault began.
+    /// Lost writes sent after the window's fault began.
     pub(crate) lost_after_fault: AtomicU64,
 }
 
 impl PhaseCounters {
-    /// Count one lost write, acknowledged at `acked_us` (µs since the load
-    /// began), against a fault that began at `fault_us` (`u64::MAX`: none).
-    pub(super) fn lost(&self, acked_us: u64, fault_us: u64) {
+    /// Count one lost write, sent at `sent_us` (µs since the load began),
+    /// against a fault that began at `fault_us` (`u64::MAX`: none).
+    pub(super) fn lost(&self, sent_us: u64, fault_us: u64) {
         self.lost_writes.fetch_add(1, Ordering::Relaxed);
-        if acked_us >= fault_us {
+        if sent_us >= fault_us {
             self.lost_after_fault.fetch_add(1, Ordering::Relaxed);
         } else {
             self.lost_before_fault.fetch_add(1, Ordering::Relaxed);
@@ -178,7 +178,7 @@ impl Load {
                     let mut tries = 0;
                     loop {
                         let seq = shared.seq.fetch_add(1, Ordering::Relaxed) + 1;
-                        lock(&shared.state[k]).begin_write(seq);
+                        lock(&shared.state[k]).begin_write(seq, shared.now_us());
                         let value = encode_value(seq);
                         let stored = shared.store.put(shared.keys[k].clone(), value.clone());
                         if let Err(e) = stored.await {
@@ -188,7 +188,7 @@ impl Load {
                             .with_timeout(Duration::from_secs(1));
                         match stack.clone().oneshot(req).await {
                             Ok(_) => {
-                                lock(&shared.state[k]).ack(seq, shared.now_us());
+                                lock(&shared.state[k]).ack(seq);
                                 break;
                             }
                             Err(e) => {
@@ -241,8 +241,8 @@ impl Load {
         start
     }
 
-    /// The open window's fault begins now: lost writes acknowledged from
-    /// now on count as lost after the fault.
+    /// The open window's fault begins now: lost writes sent from now on
+    /// count as lost after the fault.
     pub(crate) fn mark_fault(&self) {
         self.shared
             .fault_at_us
@@ -389,7 +389,7 @@ async fn worker(shared: Arc<Shared>, stack: Stack, id: usize) -> Vec<Record> {
         let started = Instant::now();
         let outcome = if write {
             let seq = shared.seq.fetch_add(1, Ordering::Relaxed) + 1;
-            lock(&shared.state[k]).begin_write(seq);
+            lock(&shared.state[k]).begin_write(seq, shared.now_us());
             let value = encode_value(seq);
             let out = match shared.store.put(key.clone(), value.clone()).await {
                 Ok(()) => {
@@ -403,10 +403,9 @@ async fn worker(shared: Arc<Shared>, stack: Stack, id: usize) -> Vec<Record> {
                     node: NO_NODE,
                 },
             };
-            let now_us = shared.now_us();
             let mut st = lock(&shared.state[k]);
             if out.ok {
-                st.ack(seq, now_us);
+                st.ack(seq);
             } else {
                 st.fail(seq);
             }

@@ -268,8 +268,8 @@ pub(crate) fn run(args: DemoArgs) -> ExitCode {
         println!(
             "worst% = slowest whole second's successful ops as % of the healthy mean (shard%: \
              the faulted shard's keys only); p/r/near/st% = share of answered reads from \
-             primary, replica, near-cache, store; lost b/a = lost writes acknowledged \
-             before/after the fault began"
+             primary, replica, near-cache, store; lost b/a = acknowledged writes lost, \
+             sent before/after the fault began"
         );
         println!();
         print!("{}", table::table(&reports));

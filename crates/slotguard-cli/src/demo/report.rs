@@ -61,10 +61,10 @@ pub(crate) struct PhaseReport {
     pub(crate) lost_writes: u64,
     /// Of those, found by the sweep of every key after the phase.
     pub(crate) lost_writes_found_by_sweep: u64,
-    /// Of those, acknowledged before the fault began (asynchronous
-    /// replication may lose them) ...
+    /// Of those, sent before the fault began (asynchronous replication may
+    /// lose a write the old primary took just before it) ...
     pub(crate) lost_writes_before_fault: u64,
-    /// ... and after it began (none may be lost).
+    /// ... and sent after it began (none may be lost).
     pub(crate) lost_writes_after_fault: u64,
     /// Latency of every operation (reads and writes, answered or failed).
     pub(crate) p50_ms: f64,

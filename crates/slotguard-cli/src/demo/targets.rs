@@ -14,9 +14,9 @@
 //!   slower than 50 ms, no second below 90 % of the healthy rate, the other
 //!   shards' read p99 within 1.5× their healthy p99, writes to the shard
 //!   refused typed within 250 ms, writes back within 1 s of the promotion,
-//!   no write lost that was acknowledged after the fault began;
-//! - cluster-outage: every read answered (near-cache or store), no write
-//!   lost that was acknowledged after the fault began.
+//!   no acknowledged write lost that was sent after the fault began;
+//! - cluster-outage: every read answered (near-cache or store), no acknowledged write
+//!   lost that was sent after the fault began.
 
 use super::phases::{PhaseName, PhaseRun};
 use super::report::PhaseReport;
@@ -171,7 +171,7 @@ fn lost_after_fault(r: &PhaseReport, out: &mut Vec<(&'static str, String)>) {
         out.push((
             "no-lost-writes-after-fault",
             format!(
-                "{} writes acknowledged after the fault began were lost (target 0)",
+                "{} acknowledged writes sent after the fault began were lost (target 0)",
                 r.lost_writes_after_fault
             ),
         ));
