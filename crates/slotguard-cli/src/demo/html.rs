@@ -101,6 +101,14 @@ fn section(r: &PhaseReport) -> String {
         r.lost_writes_before_fault,
         r.lost_writes_after_fault
     );
+    if !r.errors_by_kind.is_empty() {
+        let kinds: Vec<String> = r
+            .errors_by_kind
+            .iter()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect();
+        let _ = writeln!(s, "<p>errors by kind: {}</p>", escape(&kinds.join(", ")));
+    }
     match chart_svg(r) {
         Ok(svg) => s.push_str(&svg),
         Err(e) => {
