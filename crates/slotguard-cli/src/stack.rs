@@ -30,10 +30,20 @@ impl Handles {
         self.guard.topology()
     }
 
-    /// Refresh the slot map now (after a fault, so the next phase starts
-    /// from the cluster's real layout).
-    pub(crate) async fn refresh_now(&self) -> Result<(), BoxError> {
-        self.guard.refresh_now().await.map_err(Into::into)
+    /// Whether the stack converged by itself on the cluster's layout: it
+    /// is settled ([`SlotGuard::is_settled`]) and its map names exactly
+    /// `primaries` as the primaries. Reads state only: the demo waits on
+    /// this between phases instead of forcing a refresh.
+    pub(crate) fn converged_on(&self, primaries: &[NodeAddr]) -> bool {
+        if !self.guard.is_settled() {
+            return false;
+        }
+        let map = self.guard.topology().map();
+        let mut ours: Vec<&NodeAddr> = map.shards().iter().map(|s| &s.primary.addr).collect();
+        let mut theirs: Vec<&NodeAddr> = primaries.iter().collect();
+        ours.sort_unstable_by_key(|a| a.to_string());
+        theirs.sort_unstable_by_key(|a| a.to_string());
+        ours == theirs
     }
 }
 

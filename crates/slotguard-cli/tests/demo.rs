@@ -17,16 +17,18 @@ const FAILOVER_LAYERS_READY: bool = true;
 /// a slow debug build must not make this flaky.
 const OVERALL_TIMEOUT: Duration = Duration::from_secs(600);
 
-const PHASES: [&str; 6] = [
+/// Every phase but `default-node-timeout` (a 20 s stall; `--quick` skips it).
+const PHASES: [&str; 7] = [
     "healthy",
     "primary-sigstop",
+    "full-coverage-sigstop",
     "primary-sigkill",
     "live-migration",
     "manual-failover",
     "cluster-outage",
 ];
 
-const KEYS: [&str; 15] = [
+const KEYS: [&str; 20] = [
     "name",
     "ops",
     "reads",
@@ -42,6 +44,11 @@ const KEYS: [&str; 15] = [
     "worst_second_pct",
     "served",
     "verdict",
+    "lost_writes_before_fault",
+    "lost_writes_after_fault",
+    "faulted_shard_worst_second_pct",
+    "settings",
+    "targets_missed",
 ];
 
 fn num(phase: &Value, key: &str) -> f64 {
@@ -52,7 +59,10 @@ fn num(phase: &Value, key: &str) -> f64 {
 
 #[test]
 fn demo_json_reports_every_phase_in_order() {
-    let out = common::run_json(&["demo", "--json", "--seconds", "2"], OVERALL_TIMEOUT);
+    let out = common::run_json(
+        &["demo", "--json", "--quick", "--seconds", "2"],
+        OVERALL_TIMEOUT,
+    );
     assert!(out.is_object(), "not an object: {out}");
 
     let phases = out["phases"].as_array().expect("a phases array");
@@ -62,7 +72,7 @@ fn demo_json_reports_every_phase_in_order() {
         for key in KEYS {
             assert!(p.get(key).is_some(), "phase {} lacks {key}: {p}", p["name"]);
         }
-        for path in ["primary", "replica"] {
+        for path in ["primary", "replica", "near_cache", "secondary"] {
             assert!(
                 p["served"][path].is_u64(),
                 "phase {} lacks served.{path}: {p}",
@@ -76,6 +86,20 @@ fn demo_json_reports_every_phase_in_order() {
             "ops = reads + writes in {}",
             p["name"]
         );
+        assert_eq!(
+            num(p, "lost_writes"),
+            num(p, "lost_writes_before_fault") + num(p, "lost_writes_after_fault"),
+            "lost writes split by the fault's start in {}",
+            p["name"]
+        );
+        // A phase that missed a target names it; one that met all names none.
+        let missed = p["targets_missed"].as_array().expect("targets_missed");
+        assert_eq!(
+            missed.is_empty(),
+            p["verdict"] == "ok",
+            "targets_missed and verdict agree in {p}"
+        );
+        assert!(p["settings"].is_array(), "settings of {}", p["name"]);
         assert!(num(p, "p50_ms") <= num(p, "p99_ms"));
         assert!(num(p, "p99_ms") <= num(p, "max_ms"));
     }
@@ -110,7 +134,15 @@ fn demo_json_reports_every_phase_in_order() {
     );
 
     if FAILOVER_LAYERS_READY {
-        for name in ["primary-sigstop", "primary-sigkill", "cluster-outage"] {
+        // full-coverage-sigstop: Redis's default full coverage, where every
+        // shard refuses around the promotion and the near-cache and the
+        // store answer (DESIGN.md §9, the last target).
+        for name in [
+            "primary-sigstop",
+            "full-coverage-sigstop",
+            "primary-sigkill",
+            "cluster-outage",
+        ] {
             let p = phase(name);
             assert_eq!(
                 num(p, "reads_answered_pct"),

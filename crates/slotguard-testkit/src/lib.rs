@@ -103,8 +103,8 @@ mod proxied_tests;
 mod scripted_tests;
 
 pub use cluster::{
-    ClusterSpec, FailoverMode, LocalCluster, NodeInfo, NodeState, TlsFiles, CACHE_USER_RULES,
-    KEEP_DIR_ENV, REDIS_SERVER_ENV,
+    redis_default, ClusterSpec, FailoverMode, LocalCluster, NodeInfo, NodeState, ServerSetting,
+    TlsFiles, CACHE_USER_RULES, KEEP_DIR_ENV, REDIS_DEFAULT_NODE_TIMEOUT_MS, REDIS_SERVER_ENV,
 };
 pub use error::TestkitError;
 pub use proxy::{Direction, FaultProxy, Faults};

@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use slotguard_core::{
     as_cache_error, BoxError, CacheError, CacheRequest, CacheResponse, NodeAddr, SecondaryRequest,
-    Topology,
+    Topology, SLOT_COUNT,
 };
 use slotguard_layers::circuit_breaker::{BreakerConfig, CircuitBreakerLayer};
 use slotguard_layers::coalesce::CoalesceLayer;
@@ -265,6 +265,22 @@ impl SlotGuard {
     /// The slot map the stack routes by (read-only use: health, coverage).
     pub fn topology(&self) -> &Topology {
         &self.topology
+    }
+
+    /// Whether the stack has settled on a working view of the cluster: every
+    /// slot covered by a primary whose last call did not fail, whose breaker
+    /// admits calls and whose writes are not fenced. Reads state only; for
+    /// waiting, with a deadline, until the stack has converged by itself
+    /// after a topology change (as the demo does between its phases).
+    pub fn is_settled(&self) -> bool {
+        let map = self.topology.map();
+        map.covered_slots() == usize::from(SLOT_COUNT)
+            && map.shards().iter().all(|shard| {
+                let health = &shard.primary.health;
+                health.consecutive_failures() == 0
+                    && !health.breaker_open()
+                    && !health.writes_fenced()
+            })
     }
 
     /// The leaf, for its connection state (`is_connected`, `in_flight`) and

@@ -3,7 +3,8 @@
 //! The parts: [`process`] (one node's process and its admin connection),
 //! [`formation`] (ports, config, forming the cluster, health), [`queries`]
 //! (introspection, commands, topology), [`faults`] (pause, kill, restart,
-//! failover, slow commands) and [`migration`] (moving slots).
+//! failover, slow commands), [`migration`] (moving slots) and [`settings`]
+//! (what differs from Redis's defaults, and why).
 
 mod faults;
 mod formation;
@@ -11,8 +12,10 @@ mod migration;
 mod process;
 mod proxied;
 mod queries;
+mod settings;
 mod tls;
 
+pub use settings::{redis_default, ServerSetting, REDIS_DEFAULT_NODE_TIMEOUT_MS};
 pub use tls::TlsFiles;
 
 use std::fmt;
@@ -98,7 +101,11 @@ pub struct ClusterSpec {
     /// failover take a small multiple of this (default 1000).
     pub node_timeout_ms: u64,
     /// Extra `redis.conf` directives appended verbatim as `key value` lines
-    /// (later lines override the testkit's defaults).
+    /// (later lines override the testkit's own). Every other setting that
+    /// shapes what clients see is Redis's default
+    /// ([`non_default_settings`](ClusterSpec::non_default_settings) lists what is
+    /// not); a test that needs another says why where it adds it
+    /// ([`with_config`](ClusterSpec::with_config)).
     pub extra_config: Vec<(String, String)>,
     /// Put a [`FaultProxy`](crate::FaultProxy) in front of every node's
     /// client port and one in front of its bus port, announced to clients

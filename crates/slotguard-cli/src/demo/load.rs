@@ -22,14 +22,15 @@ use std::time::Duration;
 use bytes::Bytes;
 use slotguard::core::key_slot;
 use slotguard::tower::ServiceExt;
-use slotguard::{
-    classify, BoxError, CacheRequest, CacheResponse, Consistency, Failure, NodeAddr, Path,
-};
+use slotguard::{classify, BoxError, CacheRequest, CacheResponse, Failure, NodeAddr};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use super::check::check_suspect;
+use super::record::{failure_code, path_code, Outcome, HUNG};
+pub(crate) use super::record::{Record, Rng, ERROR_KINDS, NO_NODE, PATHS, PATH_REPLICA};
+use super::stats::{encode_value, parse_seq, read_is_suspect, KeyState};
 use crate::stack::Stack;
-use crate::stats::{encode_value, parse_seq, read_is_suspect, Judgement, KeyState};
 use slotguard_store::SqliteStore;
 
 /// What the load looks like.
@@ -45,97 +46,6 @@ pub(crate) struct LoadConfig {
     pub(crate) write_pct: u32,
 }
 
-/// The longest the lost-write sweep after a phase may take.
-const SWEEP_DEADLINE: Duration = Duration::from_secs(20);
-
-/// Names of the error kinds a [`Record`] may carry, by code.
-pub(crate) const ERROR_KINDS: &[&str] = &[
-    "moved",
-    "ask",
-    "try_again",
-    "cluster_down",
-    "loading",
-    "busy",
-    "read_only",
-    "timeout",
-    "connection",
-    "circuit_open",
-    "overloaded",
-    "shard_unavailable",
-    "too_many_redirects",
-    "indeterminate",
-    "invalid_input",
-    "secondary",
-    "server",
-    "other",
-    // the stack did not answer within twice the request's deadline
-    "hung",
-];
-const OTHER: u8 = 17;
-const HUNG: u8 = 18;
-
-fn failure_code(f: Failure) -> u8 {
-    match f {
-        Failure::Moved => 0,
-        Failure::Ask => 1,
-        Failure::TryAgain => 2,
-        Failure::ClusterDown => 3,
-        Failure::Loading => 4,
-        Failure::Busy => 5,
-        Failure::ReadOnly => 6,
-        Failure::Timeout => 7,
-        Failure::Connection => 8,
-        Failure::CircuitOpen => 9,
-        Failure::Overloaded => 10,
-        Failure::ShardUnavailable => 11,
-        Failure::TooManyRedirects => 12,
-        Failure::Indeterminate => 13,
-        Failure::InvalidInput => 14,
-        Failure::Secondary => 15,
-        Failure::Server => 16,
-        _ => OTHER,
-    }
-}
-
-/// Names of the answer paths a [`Record`] may carry, by code.
-pub(crate) const PATHS: &[&str] = &["primary", "replica", "near_cache", "secondary", "other"];
-
-fn path_code(p: Path) -> u8 {
-    match p {
-        Path::Primary => 0,
-        Path::Replica => 1,
-        Path::NearCache => 2,
-        Path::Secondary => 3,
-        _ => 4,
-    }
-}
-
-/// Path code of a replica answer.
-pub(crate) const PATH_REPLICA: u8 = 1;
-/// Node code when the answering node is unknown.
-pub(crate) const NO_NODE: u8 = u8::MAX;
-
-/// One completed operation inside a measurement window.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Record {
-    /// The window (phase index).
-    pub(crate) phase: u8,
-    /// Completion time, µs since the window opened.
-    pub(crate) t_us: u32,
-    /// Latency in µs.
-    pub(crate) lat_us: u32,
-    /// Index of the key.
-    pub(crate) key: u32,
-    /// Index of the answering node (cluster index), or [`NO_NODE`].
-    pub(crate) node: u8,
-    /// A SET (else a GET).
-    pub(crate) write: bool,
-    /// Succeeded.
-    pub(crate) ok: bool,
-    /// On success the path code ([`PATHS`]), on failure the error code ([`ERROR_KINDS`]).
-    pub(crate) code: u8,
-}
-
 /// Live counters of one window, read by the progress display; stale reads
 /// and lost writes are only counted here.
 #[derive(Debug, Default)]
@@ -148,6 +58,23 @@ pub(crate) struct PhaseCounters {
     pub(crate) lost_writes: AtomicU64,
     /// Lost writes found by the sweep after the window rather than by a worker's read.
     pub(crate) lost_found_by_sweep: AtomicU64,
+    /// Lost writes sent before the window's fault began (or with no fault).
+    pub(crate) lost_before_fault: AtomicU64,
+    /// Lost writes sent after the window's fault began.
+    pub(crate) lost_after_fault: AtomicU64,
+}
+
+impl PhaseCounters {
+    /// Count one lost write, sent at `sent_us` (µs since the load began),
+    /// against a fault that began at `fault_us` (`u64::MAX`: none).
+    pub(super) fn lost(&self, sent_us: u64, fault_us: u64) {
+        self.lost_writes.fetch_add(1, Ordering::Relaxed);
+        if sent_us >= fault_us {
+            self.lost_after_fault.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.lost_before_fault.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -156,69 +83,45 @@ struct Window {
     start: Instant,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Everything the workers share.
 #[derive(Debug)]
-struct Shared {
-    config: LoadConfig,
-    store: SqliteStore,
-    keys: Vec<Bytes>,
-    slots: Vec<u16>,
-    state: Vec<Mutex<KeyState>>,
-    seq: AtomicU64,
-    stop: AtomicBool,
+pub(super) struct Shared {
+    pub(super) config: LoadConfig,
+    pub(super) store: SqliteStore,
+    pub(super) keys: Vec<Bytes>,
+    pub(super) slots: Vec<u16>,
+    pub(super) state: Vec<Mutex<KeyState>>,
+    pub(super) seq: AtomicU64,
+    pub(super) stop: AtomicBool,
     window: RwLock<Option<Window>>,
     /// The last window opened: where stale reads and lost writes are counted.
-    last_phase: AtomicUsize,
-    counters: Vec<PhaseCounters>,
-    nodes: HashMap<NodeAddr, u8>,
+    pub(super) last_phase: AtomicUsize,
+    pub(super) counters: Vec<PhaseCounters>,
+    pub(super) nodes: HashMap<NodeAddr, u8>,
+    /// When the load was created: the clock of acknowledgements and faults.
+    pub(super) epoch: Instant,
+    /// When the open window's fault began, µs since `epoch` (`u64::MAX`: no fault yet).
+    pub(super) fault_at_us: AtomicU64,
+}
+
+impl Shared {
+    /// Microseconds since the load was created.
+    fn now_us(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX - 1)
+    }
 }
 
 /// A running load. Created with [`Load::prepare`], driven by [`Load::start`],
 /// ended by [`Load::stop`].
 #[derive(Debug)]
 pub(crate) struct Load {
-    shared: Arc<Shared>,
-    stack: Stack,
+    pub(super) shared: Arc<Shared>,
+    pub(super) stack: Stack,
     workers: Vec<JoinHandle<Vec<Record>>>,
-}
-
-/// A small, fast PRNG (xorshift64*): the load needs spread, not security.
-#[derive(Debug, Clone)]
-pub(crate) struct Rng(u64);
-
-impl Rng {
-    pub(crate) fn new(seed: u64) -> Self {
-        // splitmix64 of the seed, never 0
-        let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        Rng((z ^ (z >> 31)) | 1)
-    }
-
-    pub(crate) fn next_u64(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    /// Uniform in `0..n` (`n > 0`).
-    pub(crate) fn below(&mut self, n: u64) -> u64 {
-        ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
-    }
-}
-
-/// How an operation ended, before it is recorded.
-struct Outcome {
-    ok: bool,
-    code: u8,
-    node: u8,
 }
 
 impl Load {
@@ -251,6 +154,8 @@ impl Load {
             nodes,
             config,
             store,
+            epoch: Instant::now(),
+            fault_at_us: AtomicU64::new(u64::MAX),
         });
         let load = Load {
             shared,
@@ -273,7 +178,7 @@ impl Load {
                     let mut tries = 0;
                     loop {
                         let seq = shared.seq.fetch_add(1, Ordering::Relaxed) + 1;
-                        lock(&shared.state[k]).begin_write(seq);
+                        lock(&shared.state[k]).begin_write(seq, shared.now_us());
                         let value = encode_value(seq);
                         let stored = shared.store.put(shared.keys[k].clone(), value.clone());
                         if let Err(e) = stored.await {
@@ -323,6 +228,7 @@ impl Load {
     /// Open window `phase`; returns its start.
     pub(crate) fn open_window(&self, phase: usize) -> Instant {
         let start = Instant::now();
+        self.shared.fault_at_us.store(u64::MAX, Ordering::SeqCst);
         self.shared.last_phase.store(phase, Ordering::SeqCst);
         *self
             .shared
@@ -333,6 +239,14 @@ impl Load {
             start,
         });
         start
+    }
+
+    /// The open window's fault begins now: lost writes sent from now on
+    /// count as lost after the fault.
+    pub(crate) fn mark_fault(&self) {
+        self.shared
+            .fault_at_us
+            .store(self.shared.now_us(), Ordering::SeqCst);
     }
 
     /// Close the open window; returns how long it was open.
@@ -371,58 +285,6 @@ impl Load {
             .collect()
     }
 
-    /// Read every key from its primary and count keys whose primary lost an
-    /// acknowledged write that no worker's read has found yet; they count as
-    /// lost writes of window `phase`. Returns (lost, keys that could not be read).
-    pub(crate) async fn sweep(&self, phase: usize) -> (u64, u64) {
-        let tasks = 16;
-        // A sick cluster must not hold the run for minutes: whatever is not
-        // read by then counts as unchecked (and the phase says so).
-        let deadline = Instant::now() + SWEEP_DEADLINE;
-        let mut handles = Vec::new();
-        for t in 0..tasks {
-            let shared = self.shared.clone();
-            let stack = self.stack.clone();
-            handles.push(tokio::spawn(async move {
-                let (mut lost, mut unread) = (0u64, 0u64);
-                let mut k = t;
-                while k < shared.keys.len() {
-                    if Instant::now() >= deadline {
-                        unread += 1;
-                        k += tasks;
-                        continue;
-                    }
-                    let floor = lock(&shared.state[k]).floor();
-                    match read_primary(&shared, stack.clone(), k, 3).await {
-                        Some(got) if read_is_suspect(floor, got) => {
-                            if lock(&shared.state[k]).judge(floor, got) == Judgement::LostWrite {
-                                lost += 1;
-                            }
-                        }
-                        Some(_) => {}
-                        None => unread += 1,
-                    }
-                    k += tasks;
-                }
-                (lost, unread)
-            }));
-        }
-        let (mut lost, mut unread) = (0, 0);
-        for h in handles {
-            match h.await {
-                Ok((l, u)) => {
-                    lost += l;
-                    unread += u;
-                }
-                Err(_) => unread += 1,
-            }
-        }
-        let c = &self.shared.counters[phase];
-        c.lost_writes.fetch_add(lost, Ordering::Relaxed);
-        c.lost_found_by_sweep.fetch_add(lost, Ordering::Relaxed);
-        (lost, unread)
-    }
-
     /// Stop the workers and collect every record.
     pub(crate) async fn stop(self) -> Vec<Record> {
         self.shared.stop.store(true, Ordering::SeqCst);
@@ -443,6 +305,8 @@ pub(crate) struct Tally {
     pub(crate) stale_unverified: u64,
     pub(crate) lost_writes: u64,
     pub(crate) lost_found_by_sweep: u64,
+    pub(crate) lost_before_fault: u64,
+    pub(crate) lost_after_fault: u64,
 }
 
 impl PhaseCounters {
@@ -453,6 +317,8 @@ impl PhaseCounters {
             stale_unverified: self.stale_unverified.load(Ordering::Relaxed),
             lost_writes: self.lost_writes.load(Ordering::Relaxed),
             lost_found_by_sweep: self.lost_found_by_sweep.load(Ordering::Relaxed),
+            lost_before_fault: self.lost_before_fault.load(Ordering::Relaxed),
+            lost_after_fault: self.lost_after_fault.load(Ordering::Relaxed),
         }
     }
 }
@@ -465,31 +331,6 @@ impl CountersHandle {
     pub(crate) fn get(&self, phase: usize) -> &PhaseCounters {
         &self.0.counters[phase]
     }
-}
-
-/// The value of key `k` on its primary, or `None` when the primary cannot be
-/// asked (a few tries within ~1 s).
-async fn read_primary(shared: &Shared, stack: Stack, k: usize, tries: u64) -> Option<u64> {
-    for attempt in 0..tries {
-        let req = CacheRequest::get(shared.keys[k].clone())
-            .with_consistency(Consistency::Primary)
-            // A check, not the measured load: time enough for a busy
-            // primary, so a slow answer is not taken for a missing one.
-            .with_timeout(Duration::from_millis(500));
-        if let Ok(Ok(resp)) =
-            tokio::time::timeout(Duration::from_secs(1), stack.clone().oneshot(req)).await
-        {
-            // Only the primary's own answer tells a lost write: the fallback
-            // would answer from the store, which has every value.
-            if resp.served.path == Path::Primary {
-                return Some(parse_seq(resp.value.as_deref()));
-            }
-        }
-        if attempt + 1 < tries {
-            tokio::time::sleep(Duration::from_millis(50 * (attempt + 1))).await;
-        }
-    }
-    None
 }
 
 async fn call(
@@ -548,7 +389,7 @@ async fn worker(shared: Arc<Shared>, stack: Stack, id: usize) -> Vec<Record> {
         let started = Instant::now();
         let outcome = if write {
             let seq = shared.seq.fetch_add(1, Ordering::Relaxed) + 1;
-            lock(&shared.state[k]).begin_write(seq);
+            lock(&shared.state[k]).begin_write(seq, shared.now_us());
             let value = encode_value(seq);
             let out = match shared.store.put(key.clone(), value.clone()).await {
                 Ok(()) => {
@@ -601,56 +442,4 @@ async fn worker(shared: Arc<Shared>, stack: Stack, id: usize) -> Vec<Record> {
         }
     }
     records
-}
-
-/// A read of key `k` returned a value older than `floor`: ask the primary
-/// whether the acknowledged write is still there (stale read) or is gone
-/// (lost write), and count it for the current window.
-async fn check_suspect(shared: &Shared, stack: Stack, k: usize, floor: u64) {
-    let phase = shared.last_phase.load(Ordering::SeqCst);
-    let Some(c) = shared.counters.get(phase) else {
-        return;
-    };
-    match read_primary(shared, stack, k, 5).await {
-        Some(primary) => match lock(&shared.state[k]).judge(floor, primary) {
-            Judgement::Stale => {
-                c.stale_reads.fetch_add(1, Ordering::Relaxed);
-            }
-            Judgement::LostWrite => {
-                c.lost_writes.fetch_add(1, Ordering::Relaxed);
-            }
-            Judgement::AlreadyCounted => {}
-        },
-        None => {
-            // never hide a miss: an old value we could not explain is stale
-            c.stale_reads.fetch_add(1, Ordering::Relaxed);
-            c.stale_unverified.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rng_spreads_over_the_range() {
-        let mut rng = Rng::new(7);
-        let mut seen = [0u32; 10];
-        for _ in 0..10_000 {
-            seen[rng.below(10) as usize] += 1;
-        }
-        assert!(seen.iter().all(|&c| (800..1200).contains(&c)), "{seen:?}");
-    }
-
-    #[test]
-    fn every_error_kind_has_a_name() {
-        assert_eq!(ERROR_KINDS[usize::from(OTHER)], "other");
-        assert_eq!(ERROR_KINDS[usize::from(HUNG)], "hung");
-        assert_eq!(
-            ERROR_KINDS[usize::from(failure_code(Failure::Timeout))],
-            "timeout"
-        );
-        assert_eq!(PATHS[usize::from(PATH_REPLICA)], "replica");
-    }
 }

@@ -32,6 +32,27 @@ pub(crate) fn per_second_counts(
     counts
 }
 
+/// The p99 latency (ms) of the events `(t_us, lat_us)` in each of the
+/// first `whole_secs` whole seconds (0 for a second without events).
+pub(crate) fn per_second_p99_ms(
+    events: impl IntoIterator<Item = (u32, u32)>,
+    whole_secs: usize,
+) -> Vec<f64> {
+    let mut by_sec: Vec<Vec<u32>> = vec![Vec::new(); whole_secs];
+    for (t, lat) in events {
+        if let Some(v) = by_sec.get_mut((t / 1_000_000) as usize) {
+            v.push(lat);
+        }
+    }
+    by_sec
+        .into_iter()
+        .map(|mut v| {
+            v.sort_unstable();
+            percentile_ms(&v, 0.99)
+        })
+        .collect()
+}
+
 /// Mean of per-second counts (0 when there is no whole second).
 pub(crate) fn mean_rate(counts: &[u64]) -> f64 {
     if counts.is_empty() {
@@ -86,7 +107,12 @@ pub(crate) fn parse_seq(value: Option<&[u8]>) -> u64 {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct KeyState {
     floor: u64,
-    inflight: Vec<u64>,
+    /// When the write that set the floor was sent (µs on the load's
+    /// clock), to tell a write lost because it was taken just before a
+    /// fault (asynchronous replication) from one sent after it began.
+    floor_sent_us: u64,
+    /// Writes in flight: (seq, sent at).
+    inflight: Vec<(u64, u64)>,
 }
 
 impl KeyState {
@@ -95,21 +121,35 @@ impl KeyState {
         self.floor
     }
 
-    /// A write with `seq` is about to be sent.
-    pub(crate) fn begin_write(&mut self, seq: u64) {
-        self.inflight.push(seq);
+    /// When the write that set the floor was sent.
+    pub(crate) fn floor_sent_us(&self) -> u64 {
+        self.floor_sent_us
+    }
+
+    /// A write with `seq` is about to be sent, at `now_us`.
+    pub(crate) fn begin_write(&mut self, seq: u64, now_us: u64) {
+        self.inflight.push((seq, now_us));
     }
 
     /// The write `seq` was acknowledged.
     pub(crate) fn ack(&mut self, seq: u64) {
-        self.inflight.retain(|&s| s != seq);
-        let oldest_inflight = self.inflight.iter().copied().min().unwrap_or(u64::MAX);
-        self.floor = self.floor.max(seq.min(oldest_inflight));
+        let sent_us = self
+            .inflight
+            .iter()
+            .find(|(s, _)| *s == seq)
+            .map_or(0, |&(_, t)| t);
+        self.inflight.retain(|&(s, _)| s != seq);
+        let oldest_inflight = self.inflight.iter().map(|&(s, _)| s).min();
+        let floor = self.floor.max(seq.min(oldest_inflight.unwrap_or(u64::MAX)));
+        if floor != self.floor {
+            self.floor = floor;
+            self.floor_sent_us = sent_us;
+        }
     }
 
     /// The write `seq` failed or its outcome is unknown.
     pub(crate) fn fail(&mut self, seq: u64) {
-        self.inflight.retain(|&s| s != seq);
+        self.inflight.retain(|&(s, _)| s != seq);
     }
 
     /// A read that started when the floor was `floor_at_start` returned
@@ -174,6 +214,29 @@ mod tests {
     }
 
     #[test]
+    fn p99_per_second() {
+        let mut events: Vec<(u32, u32)> = (0..100).map(|i| (i * 1000, 1000)).collect();
+        events.push((500_000, 90_000));
+        events.push((1_500_000, 7_000));
+        assert_eq!(per_second_p99_ms(events, 3), vec![1.0, 7.0, 0.0]);
+    }
+
+    #[test]
+    fn the_floor_remembers_when_its_write_was_sent() {
+        let mut k = KeyState::default();
+        k.begin_write(1, 100);
+        k.ack(1);
+        assert_eq!(k.floor_sent_us(), 100);
+        // an older ack arriving late leaves the floor and its time alone
+        k.begin_write(2, 150);
+        k.begin_write(3, 200);
+        k.ack(3);
+        assert_eq!((k.floor(), k.floor_sent_us()), (2, 200));
+        k.ack(2);
+        assert_eq!((k.floor(), k.floor_sent_us()), (2, 200));
+    }
+
+    #[test]
     fn worst_second_against_the_baseline() {
         let healthy = [1000, 1000, 1000, 1200];
         let base = mean_rate(&healthy);
@@ -204,19 +267,19 @@ mod tests {
     #[test]
     fn floor_follows_acks() {
         let mut k = KeyState::default();
-        k.begin_write(5);
+        k.begin_write(5, 0);
         assert_eq!(k.floor(), 0, "an unacknowledged write sets no floor");
         k.ack(5);
         assert_eq!(k.floor(), 5);
         // a failed write never raises the floor, and reading it is fine
-        k.begin_write(7);
+        k.begin_write(7, 0);
         k.fail(7);
         assert_eq!(k.floor(), 5);
         assert!(!read_is_suspect(k.floor(), 7));
         assert!(!read_is_suspect(k.floor(), 5));
         assert!(read_is_suspect(k.floor(), 4));
         // an older ack arriving late never lowers the floor
-        k.begin_write(9);
+        k.begin_write(9, 0);
         k.ack(9);
         k.ack(8);
         assert_eq!(k.floor(), 9);
@@ -225,8 +288,8 @@ mod tests {
     #[test]
     fn concurrent_writes_keep_the_floor_at_the_oldest_in_flight() {
         let mut k = KeyState::default();
-        k.begin_write(10);
-        k.begin_write(11);
+        k.begin_write(10, 0);
+        k.begin_write(11, 0);
         // 11 acknowledged while 10 may still land after it
         k.ack(11);
         assert_eq!(k.floor(), 10);
@@ -235,12 +298,12 @@ mod tests {
         assert_eq!(k.floor(), 10);
         // 10 failing instead leaves the floor where 11's ack put it
         let mut k = KeyState::default();
-        k.begin_write(10);
-        k.begin_write(11);
+        k.begin_write(10, 0);
+        k.begin_write(11, 0);
         k.ack(11);
         k.fail(10);
         assert_eq!(k.floor(), 10);
-        k.begin_write(12);
+        k.begin_write(12, 0);
         k.ack(12);
         assert_eq!(k.floor(), 12);
     }
@@ -248,7 +311,7 @@ mod tests {
     #[test]
     fn an_old_read_is_stale_when_the_primary_has_the_ack() {
         let mut k = KeyState::default();
-        k.begin_write(20);
+        k.begin_write(20, 0);
         k.ack(20);
         let floor = k.floor();
         assert!(read_is_suspect(floor, 15));
@@ -261,7 +324,7 @@ mod tests {
     #[test]
     fn an_old_primary_value_is_a_lost_write_counted_once() {
         let mut k = KeyState::default();
-        k.begin_write(20);
+        k.begin_write(20, 0);
         k.ack(20);
         let floor = k.floor();
         // the promoted replica never got write 20
@@ -273,7 +336,7 @@ mod tests {
         assert!(!read_is_suspect(k.floor(), 15));
         // a key that vanished entirely (value None → 0) is a lost write too
         let mut k = KeyState::default();
-        k.begin_write(3);
+        k.begin_write(3, 0);
         k.ack(3);
         let floor = k.floor();
         assert_eq!(k.judge(floor, parse_seq(None)), Judgement::LostWrite);
