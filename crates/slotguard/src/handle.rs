@@ -13,7 +13,7 @@ use slotguard_layers::circuit_breaker::{BreakerConfig, CircuitBreakerLayer};
 use slotguard_layers::coalesce::CoalesceLayer;
 use slotguard_layers::fallback::{FallbackConfig, FallbackLayer};
 use slotguard_layers::invalidation::InvalidationLogLayer;
-use slotguard_layers::replica_failover::{FailoverPolicy, ReplicaFailoverLayer};
+use slotguard_layers::replica_failover::{FailoverPolicy, HedgeStats, ReplicaFailoverLayer};
 use slotguard_layers::slot_refresh::{RefreshConfig, SlotRefreshLayer};
 use slotguard_layers::ServiceBuilderExt;
 use slotguard_node::{HealthProber, NodeConfig, NodeService, NodeTopologySource, ProberHandle};
@@ -59,6 +59,7 @@ pub struct SlotGuard {
     refresh: SlotRefreshLayer,
     fallback: Option<FallbackLayer<StoreService>>,
     request_timeout: Duration,
+    failover: ReplicaFailoverLayer,
     _prober: Arc<ProberHandle>,
 }
 
@@ -200,14 +201,12 @@ impl SlotGuardBuilder {
         // The delete log sits right above routing: it replays deletes a
         // promotion lost and turns answers it cannot trust into misses,
         // which the fallback above then loads from the store.
+        let failover = ReplicaFailoverLayer::with_policy(topology.clone(), self.failover);
         let cluster = ServiceBuilder::new()
             .invalidation_log(InvalidationLogLayer::new(topology.clone()))
             .slot_refresh(refresh.clone())
             .redirect(topology.clone())
-            .layer(ReplicaFailoverLayer::with_policy(
-                topology.clone(),
-                self.failover,
-            ))
+            .layer(failover.clone())
             .layer(breakers)
             .service(leaf.clone());
         let fallback = self.store.map(|store| {
@@ -237,6 +236,7 @@ impl SlotGuardBuilder {
             leaf,
             refresh,
             request_timeout: self.request_timeout,
+            failover,
             _prober: Arc::new(prober),
         })
     }
@@ -265,6 +265,12 @@ impl SlotGuard {
     /// The slot map the stack routes by (read-only use: health, coverage).
     pub fn topology(&self) -> &Topology {
         &self.topology
+    }
+
+    /// What hedged replica reads did so far (hedges sent, won, refused by
+    /// their budget); see [`FailoverPolicy::hedge`].
+    pub fn hedge_stats(&self) -> HedgeStats {
+        self.failover.hedge_stats()
     }
 
     /// The leaf, for its connection state (`is_connected`, `in_flight`) and
