@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::load::Record;
 use crate::progress::Progress;
 use crate::report::{self, format_pct};
-use crate::runner::{ms, round3, FaultReport, PhaseName, PhasePlan, Runner};
+use crate::runner::{ms, round3, FaultReport, Hedges, PhaseName, PhasePlan, Runner};
 use crate::stats::{pct, per_second_counts, percentile_ms, worst_second_pct};
 use crate::LoadArgs;
 
@@ -56,6 +56,7 @@ struct Reads {
     reads_answered_pct: f64,
     p50_ms: f64,
     p99_ms: f64,
+    max_ms: f64,
 }
 
 /// One group of shards, before and during the stall.
@@ -91,6 +92,18 @@ struct Output {
     worst_second_pct: Option<f64>,
     stale_reads: u64,
     lost_writes: u64,
+    /// Hedged replica reads in each phase, and their share of its reads.
+    hedges: HedgeReport,
+}
+
+/// Hedged replica reads of the healthy and the fault phase.
+#[derive(Debug, Serialize)]
+struct HedgeReport {
+    healthy: Hedges,
+    /// Hedges sent per read of the healthy phase, in percent.
+    healthy_sent_pct: f64,
+    fault: Hedges,
+    fault_sent_pct: f64,
 }
 
 fn reads(records: &[&Record]) -> Reads {
@@ -102,6 +115,7 @@ fn reads(records: &[&Record]) -> Reads {
         reads_answered_pct: round3(pct(ok, records.len() as u64)),
         p50_ms: percentile_ms(&lat, 0.5),
         p99_ms: percentile_ms(&lat, 0.99),
+        max_ms: percentile_ms(&lat, 1.0),
     }
 }
 
@@ -184,6 +198,13 @@ pub(crate) fn run(args: FailoverArgs) -> ExitCode {
         baseline,
     );
     let tally = done.tallies[1];
+    let reads_of = |v: &[Record]| v.iter().filter(|r| !r.write).count() as u64;
+    let hedges = HedgeReport {
+        healthy: base_run.hedges,
+        healthy_sent_pct: round3(pct(base_run.hedges.sent, reads_of(&base))),
+        fault: fault_run.hedges,
+        fault_sent_pct: round3(pct(fault_run.hedges.sent, reads_of(&during_all))),
+    };
     let out = Output {
         bench: "failover",
         stack: crate::stack::DESCRIPTION,
@@ -199,6 +220,7 @@ pub(crate) fn run(args: FailoverArgs) -> ExitCode {
         worst_second_pct: worst.map(round3),
         stale_reads: tally.stale_reads,
         lost_writes: tally.lost_writes,
+        hedges,
     };
     if load.json {
         if !crate::report::print_json("bench", &out) {
@@ -236,16 +258,18 @@ fn render(o: &Output) -> String {
     let _ = writeln!(s, "\n");
     let _ = writeln!(
         s,
-        "{:<16} {:>8} {:>10} {:>9} {:>9} {:>8} {:>10} {:>9} {:>9}",
+        "{:<16} {:>8} {:>10} {:>9} {:>9} {:>8} {:>8} {:>10} {:>9} {:>9} {:>8}",
         "reads",
         "baseline",
         "answered%",
         "p50 ms",
         "p99 ms",
+        "max ms",
         "stall",
         "answered%",
         "p50 ms",
-        "p99 ms"
+        "p99 ms",
+        "max ms"
     );
     for (name, side) in [
         ("frozen shard", &o.affected_shard),
@@ -253,16 +277,18 @@ fn render(o: &Output) -> String {
     ] {
         let _ = writeln!(
             s,
-            "{:<16} {:>8} {:>10} {:>9.2} {:>9.2} {:>8} {:>10} {:>9.2} {:>9.2}",
+            "{:<16} {:>8} {:>10} {:>9.2} {:>9.2} {:>8.1} {:>8} {:>10} {:>9.2} {:>9.2} {:>8.1}",
             name,
             side.baseline.reads,
             format_pct(side.baseline.reads_answered_pct),
             side.baseline.p50_ms,
             side.baseline.p99_ms,
+            side.baseline.max_ms,
             side.during.reads,
             format_pct(side.during.reads_answered_pct),
             side.during.p50_ms,
-            side.during.p99_ms
+            side.during.p99_ms,
+            side.during.max_ms
         );
     }
     let _ = writeln!(s);
@@ -291,6 +317,20 @@ fn render(o: &Output) -> String {
         s,
         "stale reads {}, lost writes {}",
         o.stale_reads, o.lost_writes
+    );
+    let h = &o.hedges;
+    let _ = writeln!(
+        s,
+        "hedged reads: healthy {} sent ({:.2}% of reads), {} won, {} refused; \
+         fault {} sent ({:.2}%), {} won, {} refused",
+        h.healthy.sent,
+        h.healthy_sent_pct,
+        h.healthy.won,
+        h.healthy.refused,
+        h.fault.sent,
+        h.fault_sent_pct,
+        h.fault.won,
+        h.fault.refused
     );
     s
 }

@@ -140,6 +140,17 @@ pub(crate) struct PhaseRun {
     pub(crate) sweep: (u64, u64),
     /// The cluster did not become healthy after the phase.
     pub(crate) settle_error: Option<String>,
+    /// Hedged replica reads during the window.
+    pub(crate) hedges: Hedges,
+}
+
+/// Hedged replica reads during one window (see
+/// `slotguard::layers::replica_failover::HedgeStats`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub(crate) struct Hedges {
+    pub(crate) sent: u64,
+    pub(crate) won: u64,
+    pub(crate) refused: u64,
 }
 
 /// What a finished run measured.
@@ -308,6 +319,7 @@ impl Runner {
     /// healthy again and sweep for lost writes.
     pub(crate) fn run_phase(&mut self, index: usize, plan: PhasePlan) -> PhaseRun {
         let bar = self.progress.phase(plan.name.as_str());
+        let hedges_before = self.handles.hedge_stats();
         let start = self.load.open_window(index).into_std();
         let ticking = Arc::new(AtomicBool::new(true));
         self.spawn_ticker(index, bar.clone(), ticking.clone());
@@ -339,7 +351,13 @@ impl Runner {
             .map_or(start, |_| Instant::now() + FAULT_TAIL);
         sleep_until((start + plan.seconds).max(fault_done));
         let duration = self.load.close_window();
+        let hedges_after = self.handles.hedge_stats();
         ticking.store(false, Ordering::SeqCst);
+        let hedges = Hedges {
+            sent: hedges_after.sent.saturating_sub(hedges_before.sent),
+            won: hedges_after.won.saturating_sub(hedges_before.won),
+            refused: hedges_after.refused.saturating_sub(hedges_before.refused),
+        };
 
         bar.status("waiting for the cluster to be healthy again");
         let settle_error = self
@@ -377,6 +395,7 @@ impl Runner {
             fault,
             sweep,
             settle_error,
+            hedges,
         }
     }
 

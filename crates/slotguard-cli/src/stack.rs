@@ -30,6 +30,11 @@ impl Handles {
         self.guard.topology()
     }
 
+    /// What hedged replica reads did so far (hedges sent, won, refused).
+    pub(crate) fn hedge_stats(&self) -> slotguard::layers::replica_failover::HedgeStats {
+        self.guard.hedge_stats()
+    }
+
     /// Refresh the slot map now (after a fault, so the next phase starts
     /// from the cluster's real layout).
     pub(crate) async fn refresh_now(&self) -> Result<(), BoxError> {
