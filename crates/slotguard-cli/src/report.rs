@@ -398,6 +398,7 @@ mod tests {
             fault: None,
             sweep: (0, 0),
             settle_error: None,
+            hedges: crate::runner::Hedges::default(),
         }
     }
 
