@@ -57,6 +57,19 @@ struct Reads {
     p50_ms: f64,
     p99_ms: f64,
     max_ms: f64,
+    /// Reads slower than 50 ms (the stall target's bound).
+    over_50ms: u64,
+    /// The slowest reads: completion time in the window, latency, and the
+    /// path that answered (or the error kind).
+    slowest: Vec<SlowRead>,
+}
+
+/// One slow read.
+#[derive(Debug, Clone, Serialize)]
+struct SlowRead {
+    t_ms: f64,
+    lat_ms: f64,
+    answer: &'static str,
 }
 
 /// One group of shards, before and during the stall.
@@ -116,7 +129,33 @@ fn reads(records: &[&Record]) -> Reads {
         p50_ms: percentile_ms(&lat, 0.5),
         p99_ms: percentile_ms(&lat, 0.99),
         max_ms: percentile_ms(&lat, 1.0),
+        over_50ms: lat.iter().filter(|&&l| l > 50_000).count() as u64,
+        slowest: slowest(records),
     }
+}
+
+/// The five slowest of `records`, slowest first.
+fn slowest(records: &[&Record]) -> Vec<SlowRead> {
+    let mut v: Vec<&&Record> = records.iter().collect();
+    v.sort_by_key(|r| std::cmp::Reverse(r.lat_us));
+    v.into_iter()
+        .take(5)
+        .map(|r| SlowRead {
+            t_ms: round3(f64::from(r.t_us) / 1000.0),
+            lat_ms: round3(f64::from(r.lat_us) / 1000.0),
+            answer: if r.ok {
+                crate::load::PATHS
+                    .get(usize::from(r.code))
+                    .copied()
+                    .unwrap_or("other")
+            } else {
+                crate::load::ERROR_KINDS
+                    .get(usize::from(r.code))
+                    .copied()
+                    .unwrap_or("other")
+            },
+        })
+        .collect()
 }
 
 pub(crate) fn run(args: FailoverArgs) -> ExitCode {
@@ -291,6 +330,18 @@ fn render(o: &Output) -> String {
             side.during.max_ms
         );
     }
+    let _ = writeln!(
+        s,
+        "frozen shard during the stall: {} reads over 50 ms; slowest {}",
+        o.affected_shard.during.over_50ms,
+        o.affected_shard
+            .during
+            .slowest
+            .iter()
+            .map(|r| format!("{:.0} ms at {:.0} ms ({})", r.lat_ms, r.t_ms, r.answer))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     let _ = writeln!(s);
     let _ = writeln!(
         s,

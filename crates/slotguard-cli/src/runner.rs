@@ -278,7 +278,7 @@ impl Runner {
             config.keys
         ));
         let (stack, handles) = rt
-            .block_on(stack::build(seeds, store))
+            .block_on(stack::build(seeds, store, config.hedge))
             .map_err(|e| StartError(format!("could not build the slotguard stack: {e}")))?;
         let map = handles.topology().load();
         progress.note(&format!(

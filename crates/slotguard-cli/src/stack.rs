@@ -43,16 +43,22 @@ impl Handles {
 }
 
 /// Build the stack over the cluster reachable through `seeds`, with the
-/// slot map loaded and the store at `store`.
+/// slot map loaded and the store at `store`; `hedge: false` turns hedged
+/// replica reads off (to measure what they change).
 pub(crate) async fn build(
     seeds: Vec<NodeAddr>,
     store: SqliteStore,
+    hedge: bool,
 ) -> Result<(Stack, Handles), BoxError> {
     // The defaults, as a user gets them: the demo shows the product, not a
     // tuning of it.
-    let guard = SlotGuard::builder(seeds)
-        .store(store.clone())
-        .connect()
-        .await?;
+    let mut builder = SlotGuard::builder(seeds).store(store.clone());
+    if !hedge {
+        builder = builder.failover(slotguard::layers::replica_failover::FailoverPolicy {
+            hedge: None,
+            ..Default::default()
+        });
+    }
+    let guard = builder.connect().await?;
     Ok((guard.service(), Handles { guard, store }))
 }

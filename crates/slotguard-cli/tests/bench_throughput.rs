@@ -11,12 +11,13 @@ use std::time::Duration;
 /// machine must not make this flaky.
 const OVERALL_TIMEOUT: Duration = Duration::from_secs(300);
 
-const CLIENTS: [&str; 5] = [
+const CLIENTS: [&str; 6] = [
     "fred_cluster",
     "leaf",
     "stack",
     "stack_store",
     "redis_rs_cluster",
+    "stack_csc",
 ];
 const LOADS: [&str; 2] = ["get", "zipf"];
 
@@ -48,8 +49,8 @@ fn throughput_json_has_a_row_per_client_and_cell() {
     let rows = out["rows"].as_array().expect("a rows array");
     assert_eq!(
         rows.len(),
-        20,
-        "2 loads × 2 concurrencies × 5 clients: {out}"
+        24,
+        "2 loads × 2 concurrencies × 6 clients: {out}"
     );
     let refs = out["redis_benchmark"]
         .as_array()

@@ -133,6 +133,22 @@ impl SlotGuardBuilder {
         self
     }
 
+    /// Client-side caching (needs a [store](Self::store)): healthy reads of
+    /// hot keys are answered by the near-cache, without a round trip, from
+    /// entries read from their slot's primary over a connection with RESP3
+    /// client tracking, at most `max_age` old. An entry stops answering the
+    /// moment its key's invalidation arrives (another client's write,
+    /// pushed by the server; a write or delete through this handle; a slot
+    /// move) or its node's tracking connection is lost, and answers again
+    /// only once re-read. Between another client's write and the arrival of
+    /// its invalidation, a read may still see the old value (measured in
+    /// `docs/client-side-caching.md`). Off by default.
+    pub fn client_side_caching(mut self, max_age: Duration) -> Self {
+        let near = self.fallback.near_cache.take().unwrap_or_default();
+        self.fallback.near_cache = Some(near.with_tracked_for(max_age));
+        self
+    }
+
     /// The leaf's settings (deadlines, limits; later credentials and TLS).
     pub fn leaf(mut self, config: NodeConfig) -> Self {
         self.leaf = config;

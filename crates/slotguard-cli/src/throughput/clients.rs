@@ -130,12 +130,24 @@ pub(crate) async fn stack(
     seeds: &[NodeAddr],
     store: bool,
 ) -> Result<(Tower<CacheService>, (SlotGuard, tempfile::TempDir)), BoxError> {
+    stack_with(seeds, store, None).await
+}
+
+/// [`stack`] with client-side caching of entries up to `csc` old.
+pub(crate) async fn stack_with(
+    seeds: &[NodeAddr],
+    store: bool,
+    csc: Option<std::time::Duration>,
+) -> Result<(Tower<CacheService>, (SlotGuard, tempfile::TempDir)), BoxError> {
     let dir = tempfile::Builder::new()
         .prefix("slotguard-bench-store")
         .tempdir()?;
     let mut builder = SlotGuard::builder(seeds.to_vec());
     if store {
         builder = builder.store(SqliteStore::open(dir.path().join("store.db"))?);
+    }
+    if let Some(max_age) = csc {
+        builder = builder.client_side_caching(max_age);
     }
     let guard = builder.connect().await?;
     Ok((Tower(guard.service()), (guard, dir)))

@@ -173,7 +173,9 @@ async fn bench(
         .await
         .map_err(|e| format!("could not read the redis version from {first}: {e}"))?;
 
-    progress.note("connecting fred_cluster, leaf, stack, stack_store and redis_rs_cluster...");
+    progress.note(
+        "connecting fred_cluster, leaf, stack, stack_store, redis_rs_cluster and stack_csc...",
+    );
     let fred = clients::fred_cluster(seeds)
         .await
         .map_err(|e| format!("fred cluster client: {e}"))?;
@@ -186,6 +188,9 @@ async fn bench(
     let (stack_store, _guard_store) = clients::stack(seeds, true)
         .await
         .map_err(|e| format!("stack_store: {e}"))?;
+    let (stack_csc, _guard_csc) = clients::stack_with(seeds, true, Some(Duration::from_secs(60)))
+        .await
+        .map_err(|e| format!("stack_csc: {e}"))?;
     let redis_rs = redis_rs::connect(seeds)
         .await
         .map_err(|e| format!("redis-rs cluster client: {e}"))?;
@@ -226,6 +231,7 @@ async fn bench(
                         ClientName::Stack => cell::run(&stack, &data, spec).await,
                         ClientName::StackStore => cell::run(&stack_store, &data, spec).await,
                         ClientName::RedisRsCluster => cell::run(&redis_rs, &data, spec).await,
+                        ClientName::StackCsc => cell::run(&stack_csc, &data, spec).await,
                     };
                     let sample = result.sample();
                     fastest = fastest.max(sample.ops_per_sec);

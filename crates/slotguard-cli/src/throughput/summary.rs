@@ -46,16 +46,20 @@ pub(crate) enum ClientName {
     StackStore,
     /// redis-rs's async cluster client (`redis::cluster::ClusterClient`).
     RedisRsCluster,
+    /// `stack_store` with client-side caching
+    /// (`SlotGuardBuilder::client_side_caching`).
+    StackCsc,
 }
 
 impl ClientName {
     /// Every client; fred first, the reference of the ratios.
-    pub(crate) const ALL: [ClientName; 5] = [
+    pub(crate) const ALL: [ClientName; 6] = [
         ClientName::FredCluster,
         ClientName::Leaf,
         ClientName::Stack,
         ClientName::StackStore,
         ClientName::RedisRsCluster,
+        ClientName::StackCsc,
     ];
 
     pub(crate) fn as_str(self) -> &'static str {
@@ -65,6 +69,7 @@ impl ClientName {
             ClientName::Stack => "stack",
             ClientName::StackStore => "stack_store",
             ClientName::RedisRsCluster => "redis_rs_cluster",
+            ClientName::StackCsc => "stack_csc",
         }
     }
 
@@ -314,6 +319,7 @@ pub(crate) struct Clients {
     pub(crate) stack: &'static str,
     pub(crate) stack_store: &'static str,
     pub(crate) redis_rs_cluster: &'static str,
+    pub(crate) stack_csc: &'static str,
     pub(crate) redis_benchmark: &'static str,
 }
 
@@ -328,6 +334,8 @@ pub(crate) const CLIENTS: Clients = Clients {
                   (near-cache, RESP3 client tracking) on top; all defaults",
     redis_rs_cluster: "redis-rs 1.x async cluster client, ClusterClient::new(seeds) + \
                        get_async_connection(), default config",
+    stack_csc: "stack_store with .client_side_caching(60 s): hot keys answered by the near-cache \
+                while their primary's tracking connection lives",
     redis_benchmark: "redis-benchmark --cluster -c <concurrency> -t set,get -r <keys> -d <value \
                       size> (the reference, no client library); mix and zipf compared with \
                       1 / (0.9 / get + 0.1 / set) of its uniform-key rates",
@@ -372,6 +380,7 @@ pub(crate) fn render(o: &Output) -> String {
     let _ = writeln!(out, "  stack:        {}", CLIENTS.stack);
     let _ = writeln!(out, "  stack_store:  {}", CLIENTS.stack_store);
     let _ = writeln!(out, "  redis_rs_cluster: {}", CLIENTS.redis_rs_cluster);
+    let _ = writeln!(out, "  stack_csc:    {}", CLIENTS.stack_csc);
     let _ = writeln!(out, "  redis_benchmark:  {}\n", CLIENTS.redis_benchmark);
     let _ = writeln!(
         out,
@@ -491,11 +500,25 @@ mod tests {
         use ClientName::*;
         assert_eq!(
             ClientName::order(0),
-            [FredCluster, Leaf, Stack, StackStore, RedisRsCluster]
+            [
+                FredCluster,
+                Leaf,
+                Stack,
+                StackStore,
+                RedisRsCluster,
+                StackCsc
+            ]
         );
         assert_eq!(
             ClientName::order(1),
-            [Leaf, Stack, StackStore, RedisRsCluster, FredCluster]
+            [
+                Leaf,
+                Stack,
+                StackStore,
+                RedisRsCluster,
+                StackCsc,
+                FredCluster
+            ]
         );
         let n = ClientName::ALL.len();
         assert_eq!(ClientName::order(n), ClientName::order(0));

@@ -212,6 +212,15 @@ pub struct NearCacheConfig {
     /// While the cluster is failing, entries answer up to this long past
     /// [`fresh_for`](Self::fresh_for). Default 2 s.
     pub max_stale: Duration,
+    /// Client-side caching: how long an entry read from its slot's primary
+    /// over a connection with RESP3 client tracking answers healthy reads
+    /// without asking the cluster — only while that connection is the
+    /// node's live one, and only until an invalidation of the key (a
+    /// tracking push, a write or delete through the layer, a slot move)
+    /// arrives. Needs the leaf's invalidation bus
+    /// ([`FallbackLayer::with_invalidations`](super::FallbackLayer::with_invalidations)).
+    /// Default 0: off.
+    pub tracked_for: Duration,
 }
 
 impl Default for NearCacheConfig {
@@ -223,6 +232,7 @@ impl Default for NearCacheConfig {
             admission_window: Duration::from_secs(10),
             fresh_for: Duration::ZERO,
             max_stale: Duration::from_secs(2),
+            tracked_for: Duration::ZERO,
         }
     }
 }
@@ -257,6 +267,12 @@ impl NearCacheConfig {
     /// Set [`max_stale`](Self::max_stale).
     pub fn with_max_stale(mut self, max_stale: Duration) -> Self {
         self.max_stale = max_stale;
+        self
+    }
+
+    /// Set [`tracked_for`](Self::tracked_for) (client-side caching).
+    pub fn with_tracked_for(mut self, tracked_for: Duration) -> Self {
+        self.tracked_for = tracked_for;
         self
     }
 }

@@ -250,7 +250,20 @@ where
         let consistency = req.consistency;
         if marked {
             req.consistency = Consistency::Primary;
-        } else {
+        } else if consistency != Consistency::Primary && state.client_side_caching() {
+            if let Some((value, node, age)) = state.serve_tracked(req.key(), req.slot()) {
+                return ResponseFuture::ready(CacheResponse {
+                    value: Some(value),
+                    deleted: 0,
+                    served: Served {
+                        path: Path::NearCache,
+                        node,
+                        age: Some(age),
+                    },
+                });
+            }
+        }
+        if !marked {
             let budget = state.fresh_budget(consistency);
             if !budget.is_zero() {
                 if let Some((value, node, age)) = state.serve(req.key(), req.slot(), budget) {
@@ -358,15 +371,18 @@ where
         if !near.admit(&self.key, value.len(), self.started_at) {
             return;
         }
+        let owner = state.owner(self.slot);
+        let tracked = state.tracked(node.as_ref(), owner.as_ref());
         state.fill(
             &self.key,
             Fill {
                 value: value.clone(),
                 node,
-                owner: state.owner(self.slot),
+                owner,
                 slot: self.slot,
                 epoch: self.start,
                 fetched: self.started_at,
+                tracked,
             },
         );
     }
