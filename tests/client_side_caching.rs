@@ -55,6 +55,9 @@ async fn cached(guard: &SlotGuard, key: &str, value: &str) {
         Duration::from_secs(10),
         || async {
             let (path, v) = read(guard, key).await;
+            if std::env::var("CSC_DEBUG").is_ok() {
+                eprintln!("{path:?} {v:?}");
+            }
             (path == Path::NearCache && v.as_deref() == Some(value.as_bytes())).then_some(())
         },
     )

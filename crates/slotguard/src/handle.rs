@@ -198,6 +198,15 @@ impl SlotGuardBuilder {
         if near_cache && leaf_config.invalidations.is_none() {
             leaf_config = leaf_config.with_invalidations(bus.clone());
         }
+        // The fallback layer subscribes to the bus before any connection
+        // exists: it must see every connection's `Tracking` event, or it
+        // never trusts that connection's reads (client-side caching).
+        let fallback = self.store.map(|store| {
+            FallbackLayer::new(store)
+                .with_config(self.fallback)
+                .with_invalidations(&bus)
+                .with_topology(topology.clone())
+        });
         let leaf = NodeService::new(leaf_config).with_topology(topology.clone());
         let source = NodeTopologySource::new(&leaf, self.seeds);
         let refresh = match SlotRefreshLayer::with_config(topology.clone(), source, self.refresh)
@@ -225,12 +234,6 @@ impl SlotGuardBuilder {
             .layer(failover.clone())
             .layer(breakers)
             .service(leaf.clone());
-        let fallback = self.store.map(|store| {
-            FallbackLayer::new(store)
-                .with_config(self.fallback)
-                .with_invalidations(&bus)
-                .with_topology(topology.clone())
-        });
         // Coalesce outermost: a herd of identical misses makes one cluster
         // call and, behind it, one store load (DESIGN.md §3).
         let coalesce = CoalesceLayer::new();

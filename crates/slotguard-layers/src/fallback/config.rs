@@ -218,8 +218,9 @@ pub struct NearCacheConfig {
     /// node's live one, and only until an invalidation of the key (a
     /// tracking push, a write or delete through the layer, a slot move)
     /// arrives. Needs the leaf's invalidation bus
-    /// ([`FallbackLayer::with_invalidations`](super::FallbackLayer::with_invalidations)).
-    /// Default 0: off.
+    /// ([`FallbackLayer::with_invalidations`](super::FallbackLayer::with_invalidations)),
+    /// subscribed before the leaf connects: a connection whose `Tracking`
+    /// event the layer did not see is never trusted. Default 0: off.
     pub tracked_for: Duration,
 }
 
