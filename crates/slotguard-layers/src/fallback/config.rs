@@ -17,6 +17,12 @@ pub struct FallbackConfig {
     /// long, and never the last quarter of the caller's remaining time.
     /// `None`: the request's deadline only. Default 300 ms.
     pub cluster_read_timeout: Option<Duration>,
+    /// Deadline of the cluster attempt of a read of a *marked* key (one
+    /// only its primary may answer, see the module docs): past it the
+    /// store answers. A stalled primary then costs such a read this long,
+    /// not the whole cluster read timeout, since no replica may answer it.
+    /// `None`: the cluster read timeout. Default 25 ms.
+    pub marked_read_timeout: Option<Duration>,
     /// Deadline of one store load. Each caller also waits at most until its
     /// own deadline. Default 1 s.
     pub store_timeout: Duration,
@@ -44,6 +50,7 @@ impl Default for FallbackConfig {
         FallbackConfig {
             write_back: Some(WriteBack::default()),
             cluster_read_timeout: Some(Duration::from_millis(300)),
+            marked_read_timeout: Some(Duration::from_millis(25)),
             store_timeout: Duration::from_secs(1),
             store_concurrency: 32,
             max_value_bytes: 16 * 1024 * 1024,
@@ -65,6 +72,12 @@ impl FallbackConfig {
     /// Set [`cluster_read_timeout`](Self::cluster_read_timeout).
     pub fn with_cluster_read_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.cluster_read_timeout = timeout;
+        self
+    }
+
+    /// Set [`marked_read_timeout`](Self::marked_read_timeout).
+    pub fn with_marked_read_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.marked_read_timeout = timeout;
         self
     }
 

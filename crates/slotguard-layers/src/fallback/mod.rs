@@ -32,7 +32,11 @@
 //! The cluster attempt of a read gets at most
 //! [`cluster_read_timeout`](FallbackConfig::cluster_read_timeout) (300 ms)
 //! and never the last quarter of the caller's remaining time, so the
-//! fallback has time within the caller's deadline.
+//! fallback has time within the caller's deadline; a read of a marked key
+//! (below), which only its primary may answer, gets at most
+//! [`marked_read_timeout`](FallbackConfig::marked_read_timeout) (25 ms)
+//! before the store answers it: a stalled primary cannot hedge it to a
+//! replica.
 //!
 //! # The store is protected
 //!
@@ -281,7 +285,12 @@ where
         }
         let deadline = req.deadline;
         let now = Instant::now();
-        if let Some(t) = self.core.config.cluster_read_timeout {
+        let config = &self.core.config;
+        let cap = match (marked, config.marked_read_timeout) {
+            (true, Some(m)) => Some(config.cluster_read_timeout.map_or(m, |t| t.min(m))),
+            _ => config.cluster_read_timeout,
+        };
+        if let Some(t) = cap {
             req.deadline = Some(cluster_deadline(now, t, deadline));
         }
         let ctx = ReadCtx {

@@ -152,3 +152,26 @@ async fn tracked_entries_age_out_and_it_is_off_by_default() {
         assert_eq!(read(&svc, "a").await.0, Path::Primary);
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_marked_read_gives_its_primary_a_short_deadline() {
+    let (_bus, cluster, layer, svc) = setup(Duration::ZERO);
+    cluster.put("a", "v1");
+    let start = tokio::time::Instant::now();
+    let deadline = start + Duration::from_secs(1);
+    let req = |k: &str| CacheRequest::get(k.to_owned()).with_timeout(Duration::from_secs(1));
+    svc.clone().oneshot(req("a")).await.unwrap();
+    // unmarked: the cluster read timeout (300 ms)
+    assert_eq!(
+        cluster.seen()[0].deadline,
+        Some(start + Duration::from_millis(300))
+    );
+    layer.invalidate("a");
+    svc.clone().oneshot(req("a")).await.unwrap();
+    let seen = cluster.seen();
+    let last = seen.last().unwrap();
+    assert_eq!(last.consistency, Consistency::Primary);
+    // marked: only the primary may answer, so the store answers after 25 ms
+    assert_eq!(last.deadline, Some(start + Duration::from_millis(25)));
+    assert!(last.deadline < Some(deadline));
+}
