@@ -47,6 +47,19 @@ pub(crate) struct FailoverArgs {
     /// has taken over.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
     pub(crate) stop_secs: u64,
+    /// The client under load: the slotguard stack, or redis-rs's async
+    /// cluster client as a peer.
+    #[arg(long, value_enum, default_value_t = FailoverClient::Slotguard)]
+    pub(crate) client: FailoverClient,
+}
+
+/// The clients `bench failover` can drive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum FailoverClient {
+    /// The slotguard stack (`SlotGuard` with an SQLite store, defaults).
+    Slotguard,
+    /// redis-rs's async cluster client, default settings.
+    RedisRs,
 }
 
 /// Reads of one group of shards in one interval.
@@ -174,7 +187,9 @@ pub(crate) fn run(args: FailoverArgs) -> ExitCode {
         },
     ];
     let progress = Progress::new(load.json);
-    let mut runner = match Runner::start(load.config(), plans.len(), progress) {
+    let mut config = load.config();
+    config.redis_rs = args.client == FailoverClient::RedisRs;
+    let mut runner = match Runner::start(config, plans.len(), progress) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("slotguard bench: {}", e.0);
@@ -246,7 +261,10 @@ pub(crate) fn run(args: FailoverArgs) -> ExitCode {
     };
     let out = Output {
         bench: "failover",
-        stack: crate::stack::DESCRIPTION,
+        stack: match args.client {
+            FailoverClient::Slotguard => crate::stack::DESCRIPTION,
+            FailoverClient::RedisRs => crate::stack::REDIS_RS_DESCRIPTION,
+        },
         frozen_ms: fault
             .t_back
             .map(|b| round3(ms(b.saturating_sub(fault.t_fault)))),

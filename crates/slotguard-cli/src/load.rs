@@ -45,6 +45,9 @@ pub(crate) struct LoadConfig {
     pub(crate) write_pct: u32,
     /// Hedged replica reads on (the default).
     pub(crate) hedge: bool,
+    /// Drive redis-rs's cluster client instead of the slotguard stack
+    /// (`bench failover --client redis-rs`).
+    pub(crate) redis_rs: bool,
 }
 
 /// The longest the lost-write sweep after a phase may take.

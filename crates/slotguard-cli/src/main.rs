@@ -91,6 +91,7 @@ impl LoadArgs {
             timeout: Duration::from_millis(self.timeout_ms),
             write_pct: u32::try_from(self.write_pct).unwrap_or(10),
             hedge: !self.no_hedge,
+            redis_rs: false,
         }
     }
 }

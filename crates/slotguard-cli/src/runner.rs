@@ -277,9 +277,15 @@ impl Runner {
             cluster.len(),
             config.keys
         ));
-        let (stack, handles) = rt
-            .block_on(stack::build(seeds, store, config.hedge))
+        let (mut stack, handles) = rt
+            .block_on(stack::build(seeds.clone(), store, config.hedge))
             .map_err(|e| StartError(format!("could not build the slotguard stack: {e}")))?;
+        if config.redis_rs {
+            // The stack's handle still serves the slot map and the store.
+            stack = rt
+                .block_on(stack::redis_rs(&seeds))
+                .map_err(|e| StartError(format!("could not connect redis-rs: {e}")))?;
+        }
         let map = handles.topology().load();
         progress.note(&format!(
             "slot map loaded: {} shards, {} slots covered",

@@ -62,3 +62,66 @@ pub(crate) async fn build(
     let guard = builder.connect().await?;
     Ok((guard.service(), Handles { guard, store }))
 }
+
+/// What `bench failover --client redis-rs` drives instead of the stack:
+/// redis-rs's async cluster client (its multiplexed `ClusterConnection`,
+/// default settings) behind the same service type, each call bounded by the
+/// request's deadline as a caller would bound it. Answers say
+/// `Path::Primary` (redis-rs reads from primaries only, by default).
+pub(crate) const REDIS_RS_DESCRIPTION: &str =
+    "redis-rs async cluster client (ClusterClient::new(seeds).get_async_connection(), defaults), each call within the request deadline";
+
+/// The redis-rs client over `seeds` as a [`Stack`].
+pub(crate) async fn redis_rs(seeds: &[NodeAddr]) -> Result<Stack, BoxError> {
+    let urls: Vec<String> = seeds
+        .iter()
+        .map(|s| format!("redis://{}:{}/", s.host(), s.port()))
+        .collect();
+    let conn = redis::cluster::ClusterClient::new(urls)?
+        .get_async_connection()
+        .await?;
+    Ok(Stack::new(slotguard::tower::service_fn(
+        move |req: slotguard::CacheRequest| {
+            let mut conn = conn.clone();
+            async move {
+                let key = &req.key()[..];
+                let mut cmd;
+                match &req.op {
+                    slotguard::Op::Get => {
+                        cmd = redis::cmd("GET");
+                        cmd.arg(key);
+                    }
+                    slotguard::Op::Set { value, .. } => {
+                        cmd = redis::cmd("SET");
+                        cmd.arg(key).arg(&value[..]);
+                    }
+                    slotguard::Op::Delete => {
+                        cmd = redis::cmd("DEL");
+                        cmd.arg(key);
+                    }
+                    _ => return Err::<_, BoxError>("not supported by this peer".into()),
+                }
+                let call = cmd.query_async::<redis::Value>(&mut conn);
+                let value = match req.deadline {
+                    Some(d) => tokio::time::timeout_at(d, call)
+                        .await
+                        .map_err(|_| "redis-rs: timed out")??,
+                    None => call.await?,
+                };
+                let value = match value {
+                    redis::Value::BulkString(v) => Some(bytes::Bytes::from(v)),
+                    _ => None,
+                };
+                Ok(slotguard::CacheResponse {
+                    value,
+                    deleted: 0,
+                    served: slotguard::Served {
+                        path: slotguard::Path::Primary,
+                        node: None,
+                        age: None,
+                    },
+                })
+            }
+        },
+    )))
+}
