@@ -121,8 +121,8 @@ where
             // Not for this connection's own writes: the fallback layer marks
             // every write it sends (before and after), and a push for it
             // arriving after the next read would only force that key to the
-            // primary once more (measured: hot keys written by this client
-            // missed the near-cache twice per write).
+            // primary once more (a hot key written by this client would miss
+            // the near-cache twice per write instead of once).
             Arg::Static("NOLOOP"),
         ],
     );
