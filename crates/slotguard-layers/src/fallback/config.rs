@@ -21,7 +21,10 @@ pub struct FallbackConfig {
     /// only its primary may answer, see the module docs): past it the
     /// store answers. A stalled primary then costs such a read this long,
     /// not the whole cluster read timeout, since no replica may answer it.
-    /// `None`: the cluster read timeout. Default 25 ms.
+    /// `None`: the cluster read timeout. Default `None`: a primary that
+    /// misses this deadline counts as timed out to its circuit breaker, and
+    /// a short one (measured with 25 ms: a manual failover's brief pause)
+    /// opened the breaker and refused writes.
     pub marked_read_timeout: Option<Duration>,
     /// Deadline of one store load. Each caller also waits at most until its
     /// own deadline. Default 1 s.
@@ -50,7 +53,7 @@ impl Default for FallbackConfig {
         FallbackConfig {
             write_back: Some(WriteBack::default()),
             cluster_read_timeout: Some(Duration::from_millis(300)),
-            marked_read_timeout: Some(Duration::from_millis(25)),
+            marked_read_timeout: None,
             store_timeout: Duration::from_secs(1),
             store_concurrency: 32,
             max_value_bytes: 16 * 1024 * 1024,

@@ -33,10 +33,10 @@
 //! [`cluster_read_timeout`](FallbackConfig::cluster_read_timeout) (300 ms)
 //! and never the last quarter of the caller's remaining time, so the
 //! fallback has time within the caller's deadline; a read of a marked key
-//! (below), which only its primary may answer, gets at most
-//! [`marked_read_timeout`](FallbackConfig::marked_read_timeout) (25 ms)
-//! before the store answers it: a stalled primary cannot hedge it to a
-//! replica.
+//! (below), which only its primary may answer, may be given less with
+//! [`marked_read_timeout`](FallbackConfig::marked_read_timeout) (off by
+//! default) before the store answers it: a stalled primary cannot hedge it
+//! to a replica.
 //!
 //! # The store is protected
 //!

@@ -155,7 +155,11 @@ async fn tracked_entries_age_out_and_it_is_off_by_default() {
 
 #[tokio::test(start_paused = true)]
 async fn a_marked_read_gives_its_primary_a_short_deadline() {
-    let (_bus, cluster, layer, svc) = setup(Duration::ZERO);
+    let (_bus, cluster, _, _) = setup(Duration::ZERO);
+    let layer = FallbackLayer::new(FakeStore::new(Duration::from_millis(1)).service()).with_config(
+        FallbackConfig::default().with_marked_read_timeout(Some(Duration::from_millis(25))),
+    );
+    let svc = stack(&layer, &cluster);
     cluster.put("a", "v1");
     let start = tokio::time::Instant::now();
     let deadline = start + Duration::from_secs(1);
