@@ -396,10 +396,11 @@ where
     let mut tried: Vec<NodeAddr> = first_replica
         .or_else(|| req.node().cloned())
         .into_iter()
-        .chain(hedged)
         .collect();
-    if tried.len() > 1 {
-        // The hedge was a replica attempt too.
+    // The hedge was a replica attempt too: it counts, but its replica may
+    // be asked again (it may answer now, e.g. once a promotion ended the
+    // CLUSTERDOWN it hedged into).
+    if hedged.is_some() {
         req.attempts.failovers += 1;
     }
     let policy = &shared.policy;
