@@ -48,11 +48,16 @@ async fn invalidate_pushes_reach_the_bus_and_replies_stay_in_order() {
         get(&leaf, &addr, "a").await.unwrap().as_deref(),
         Some(&b"1"[..])
     );
-    // the connect: tracking was enabled, and the node's keys flushed
+    // the connect: tracking was enabled, the node's keys flushed, and the
+    // connection says it tracks
     assert_eq!(node.command_count("CLIENT"), 1);
     assert_eq!(
         next(&mut rx).await,
         Received::Event(Invalidation::Node { node: addr.clone() })
+    );
+    assert_eq!(
+        next(&mut rx).await,
+        Received::Event(Invalidation::Tracking { node: addr.clone() })
     );
     // a push right before a reply: published, and the reply still goes to
     // its own command
@@ -107,6 +112,10 @@ async fn tracking_is_enabled_again_on_every_reconnect() {
         next(&mut rx).await,
         Received::Event(Invalidation::Node { node: addr.clone() })
     );
+    assert_eq!(
+        next(&mut rx).await,
+        Received::Event(Invalidation::Tracking { node: addr.clone() })
+    );
     node.script("x", Action::Close);
     get(&leaf, &addr, "x").await.unwrap_err();
     node.clear("x");
@@ -127,6 +136,10 @@ async fn tracking_is_enabled_again_on_every_reconnect() {
         next(&mut rx).await,
         Received::Event(Invalidation::Node { node: addr.clone() })
     );
+    assert_eq!(
+        next(&mut rx).await,
+        Received::Event(Invalidation::Tracking { node: addr.clone() })
+    );
 }
 
 #[tokio::test]
@@ -143,6 +156,8 @@ async fn a_resp2_node_gets_no_tracking_but_still_flushes_on_connect() {
         next(&mut rx).await,
         Received::Event(Invalidation::Node { node: addr.clone() })
     );
+    // no `Tracking`: nothing read through it is trusted as tracked
+    assert!(rx.try_recv().is_none());
 }
 
 #[tokio::test]

@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::load::Record;
 use crate::progress::Progress;
 use crate::report::{self, format_pct};
-use crate::runner::{ms, round3, FaultReport, PhaseName, PhasePlan, Runner};
+use crate::runner::{ms, round3, FaultReport, Hedges, PhaseName, PhasePlan, Runner};
 use crate::stats::{pct, per_second_counts, percentile_ms, worst_second_pct};
 use crate::LoadArgs;
 
@@ -47,6 +47,19 @@ pub(crate) struct FailoverArgs {
     /// has taken over.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
     pub(crate) stop_secs: u64,
+    /// The client under load: the slotguard stack, or redis-rs's async
+    /// cluster client as a peer.
+    #[arg(long, value_enum, default_value_t = FailoverClient::Slotguard)]
+    pub(crate) client: FailoverClient,
+}
+
+/// The clients `bench failover` can drive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum FailoverClient {
+    /// The slotguard stack (`SlotGuard` with an SQLite store, defaults).
+    Slotguard,
+    /// redis-rs's async cluster client, default settings.
+    RedisRs,
 }
 
 /// Reads of one group of shards in one interval.
@@ -56,6 +69,20 @@ struct Reads {
     reads_answered_pct: f64,
     p50_ms: f64,
     p99_ms: f64,
+    max_ms: f64,
+    /// Reads slower than 50 ms (the stall target's bound).
+    over_50ms: u64,
+    /// The slowest reads: completion time in the window, latency, and the
+    /// path that answered (or the error kind).
+    slowest: Vec<SlowRead>,
+}
+
+/// One slow read.
+#[derive(Debug, Clone, Serialize)]
+struct SlowRead {
+    t_ms: f64,
+    lat_ms: f64,
+    answer: &'static str,
 }
 
 /// One group of shards, before and during the stall.
@@ -91,6 +118,18 @@ struct Output {
     worst_second_pct: Option<f64>,
     stale_reads: u64,
     lost_writes: u64,
+    /// Hedged replica reads in each phase, and their share of its reads.
+    hedges: HedgeReport,
+}
+
+/// Hedged replica reads of the healthy and the fault phase.
+#[derive(Debug, Serialize)]
+struct HedgeReport {
+    healthy: Hedges,
+    /// Hedges sent per read of the healthy phase, in percent.
+    healthy_sent_pct: f64,
+    fault: Hedges,
+    fault_sent_pct: f64,
 }
 
 fn reads(records: &[&Record]) -> Reads {
@@ -102,7 +141,34 @@ fn reads(records: &[&Record]) -> Reads {
         reads_answered_pct: round3(pct(ok, records.len() as u64)),
         p50_ms: percentile_ms(&lat, 0.5),
         p99_ms: percentile_ms(&lat, 0.99),
+        max_ms: percentile_ms(&lat, 1.0),
+        over_50ms: lat.iter().filter(|&&l| l > 50_000).count() as u64,
+        slowest: slowest(records),
     }
+}
+
+/// The five slowest of `records`, slowest first.
+fn slowest(records: &[&Record]) -> Vec<SlowRead> {
+    let mut v: Vec<&&Record> = records.iter().collect();
+    v.sort_by_key(|r| std::cmp::Reverse(r.lat_us));
+    v.into_iter()
+        .take(5)
+        .map(|r| SlowRead {
+            t_ms: round3(f64::from(r.t_us) / 1000.0),
+            lat_ms: round3(f64::from(r.lat_us) / 1000.0),
+            answer: if r.ok {
+                crate::load::PATHS
+                    .get(usize::from(r.code))
+                    .copied()
+                    .unwrap_or("other")
+            } else {
+                crate::load::ERROR_KINDS
+                    .get(usize::from(r.code))
+                    .copied()
+                    .unwrap_or("other")
+            },
+        })
+        .collect()
 }
 
 pub(crate) fn run(args: FailoverArgs) -> ExitCode {
@@ -123,7 +189,9 @@ pub(crate) fn run(args: FailoverArgs) -> ExitCode {
         },
     ];
     let progress = Progress::new(load.json);
-    let mut runner = match Runner::start(load.config(), plans.len(), progress) {
+    let mut config = load.config();
+    config.redis_rs = args.client == FailoverClient::RedisRs;
+    let mut runner = match Runner::start(config, plans.len(), progress) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("slotguard bench: {}", e.0);
@@ -186,9 +254,19 @@ pub(crate) fn run(args: FailoverArgs) -> ExitCode {
         baseline,
     );
     let tally = done.tallies[1];
+    let reads_of = |v: &[Record]| v.iter().filter(|r| !r.write).count() as u64;
+    let hedges = HedgeReport {
+        healthy: base_run.hedges,
+        healthy_sent_pct: round3(pct(base_run.hedges.sent, reads_of(&base))),
+        fault: fault_run.hedges,
+        fault_sent_pct: round3(pct(fault_run.hedges.sent, reads_of(&during_all))),
+    };
     let out = Output {
         bench: "failover",
-        stack: crate::stack::DESCRIPTION,
+        stack: match args.client {
+            FailoverClient::Slotguard => crate::stack::DESCRIPTION,
+            FailoverClient::RedisRs => crate::stack::REDIS_RS_DESCRIPTION,
+        },
         frozen_ms: fault
             .t_back
             .map(|b| round3(ms(b.saturating_sub(fault.t_fault)))),
@@ -201,6 +279,7 @@ pub(crate) fn run(args: FailoverArgs) -> ExitCode {
         worst_second_pct: worst.map(round3),
         stale_reads: tally.stale_reads,
         lost_writes: tally.lost_writes,
+        hedges,
     };
     if load.json {
         if !crate::report::print_json("bench", &out) {
@@ -238,16 +317,18 @@ fn render(o: &Output) -> String {
     let _ = writeln!(s, "\n");
     let _ = writeln!(
         s,
-        "{:<16} {:>8} {:>10} {:>9} {:>9} {:>8} {:>10} {:>9} {:>9}",
+        "{:<16} {:>8} {:>10} {:>9} {:>9} {:>8} {:>8} {:>10} {:>9} {:>9} {:>8}",
         "reads",
         "baseline",
         "answered%",
         "p50 ms",
         "p99 ms",
+        "max ms",
         "stall",
         "answered%",
         "p50 ms",
-        "p99 ms"
+        "p99 ms",
+        "max ms"
     );
     for (name, side) in [
         ("frozen shard", &o.affected_shard),
@@ -255,18 +336,32 @@ fn render(o: &Output) -> String {
     ] {
         let _ = writeln!(
             s,
-            "{:<16} {:>8} {:>10} {:>9.2} {:>9.2} {:>8} {:>10} {:>9.2} {:>9.2}",
+            "{:<16} {:>8} {:>10} {:>9.2} {:>9.2} {:>8.1} {:>8} {:>10} {:>9.2} {:>9.2} {:>8.1}",
             name,
             side.baseline.reads,
             format_pct(side.baseline.reads_answered_pct),
             side.baseline.p50_ms,
             side.baseline.p99_ms,
+            side.baseline.max_ms,
             side.during.reads,
             format_pct(side.during.reads_answered_pct),
             side.during.p50_ms,
-            side.during.p99_ms
+            side.during.p99_ms,
+            side.during.max_ms
         );
     }
+    let _ = writeln!(
+        s,
+        "frozen shard during the stall: {} reads over 50 ms; slowest {}",
+        o.affected_shard.during.over_50ms,
+        o.affected_shard
+            .during
+            .slowest
+            .iter()
+            .map(|r| format!("{:.0} ms at {:.0} ms ({})", r.lat_ms, r.t_ms, r.answer))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     let _ = writeln!(s);
     let _ = writeln!(
         s,
@@ -293,6 +388,20 @@ fn render(o: &Output) -> String {
         s,
         "stale reads {}, lost writes {}",
         o.stale_reads, o.lost_writes
+    );
+    let h = &o.hedges;
+    let _ = writeln!(
+        s,
+        "hedged reads: healthy {} sent ({:.2}% of reads), {} won, {} refused; \
+         fault {} sent ({:.2}%), {} won, {} refused",
+        h.healthy.sent,
+        h.healthy_sent_pct,
+        h.healthy.won,
+        h.healthy.refused,
+        h.fault.sent,
+        h.fault_sent_pct,
+        h.fault.won,
+        h.fault.refused
     );
     s
 }

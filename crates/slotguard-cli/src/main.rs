@@ -81,6 +81,9 @@ pub(crate) struct LoadArgs {
     /// Print exactly one JSON object on stdout (and no progress).
     #[arg(long)]
     pub(crate) json: bool,
+    /// Turn hedged replica reads off (to compare with the default, on).
+    #[arg(long)]
+    pub(crate) no_hedge: bool,
 }
 
 impl LoadArgs {
@@ -90,6 +93,8 @@ impl LoadArgs {
             keys: usize::try_from(self.keys).unwrap_or(10_000),
             timeout: Duration::from_millis(self.timeout_ms),
             write_pct: u32::try_from(self.write_pct).unwrap_or(10),
+            hedge: !self.no_hedge,
+            redis_rs: false,
         }
     }
 }

@@ -45,19 +45,93 @@ impl Handles {
         theirs.sort_unstable_by_key(|a| a.to_string());
         ours == theirs
     }
+
+    /// What hedged replica reads did so far (hedges sent, won, refused).
+    pub(crate) fn hedge_stats(&self) -> slotguard::layers::replica_failover::HedgeStats {
+        self.guard.hedge_stats()
+    }
 }
 
 /// Build the stack over the cluster reachable through `seeds`, with the
-/// slot map loaded and the store at `store`.
+/// slot map loaded and the store at `store`; `hedge: false` turns hedged
+/// replica reads off (to measure what they change).
 pub(crate) async fn build(
     seeds: Vec<NodeAddr>,
     store: SqliteStore,
+    hedge: bool,
 ) -> Result<(Stack, Handles), BoxError> {
     // The defaults, as a user gets them: the demo shows the product, not a
     // tuning of it.
-    let guard = SlotGuard::builder(seeds)
-        .store(store.clone())
-        .connect()
-        .await?;
+    let mut builder = SlotGuard::builder(seeds).store(store.clone());
+    if !hedge {
+        builder = builder.failover(slotguard::layers::replica_failover::FailoverPolicy {
+            hedge: None,
+            ..Default::default()
+        });
+    }
+    let guard = builder.connect().await?;
     Ok((guard.service(), Handles { guard, store }))
+}
+
+/// What `bench failover --client redis-rs` drives instead of the stack:
+/// redis-rs's async cluster client (its multiplexed `ClusterConnection`,
+/// default settings) behind the same service type, each call bounded by the
+/// request's deadline as a caller would bound it. Answers say
+/// `Path::Primary` (redis-rs reads from primaries only, by default).
+pub(crate) const REDIS_RS_DESCRIPTION: &str =
+    "redis-rs async cluster client (ClusterClient::new(seeds).get_async_connection(), defaults), each call within the request deadline";
+
+/// The redis-rs client over `seeds` as a [`Stack`].
+pub(crate) async fn redis_rs(seeds: &[NodeAddr]) -> Result<Stack, BoxError> {
+    let urls: Vec<String> = seeds
+        .iter()
+        .map(|s| format!("redis://{}:{}/", s.host(), s.port()))
+        .collect();
+    let conn = redis::cluster::ClusterClient::new(urls)?
+        .get_async_connection()
+        .await?;
+    Ok(Stack::new(slotguard::tower::service_fn(
+        move |req: slotguard::CacheRequest| {
+            let mut conn = conn.clone();
+            async move {
+                let key = &req.key()[..];
+                let mut cmd;
+                match &req.op {
+                    slotguard::Op::Get => {
+                        cmd = redis::cmd("GET");
+                        cmd.arg(key);
+                    }
+                    slotguard::Op::Set { value, .. } => {
+                        cmd = redis::cmd("SET");
+                        cmd.arg(key).arg(&value[..]);
+                    }
+                    slotguard::Op::Delete => {
+                        cmd = redis::cmd("DEL");
+                        cmd.arg(key);
+                    }
+                    _ => return Err::<_, BoxError>("not supported by this peer".into()),
+                }
+                let call = cmd.query_async::<redis::Value>(&mut conn);
+                let value = match req.deadline {
+                    Some(d) => tokio::time::timeout_at(d, call)
+                        .await
+                        .map_err(|_| "redis-rs: timed out")??,
+                    None => call.await?,
+                };
+                let value = match value {
+                    redis::Value::BulkString(v) => Some(bytes::Bytes::from(v)),
+                    _ => None,
+                };
+                Ok(slotguard::CacheResponse {
+                    value,
+                    deleted: 0,
+                    served: slotguard::Served {
+                        path: slotguard::Path::Primary,
+                        node: None,
+                        age: None,
+                    },
+                })
+            }
+        },
+    )))
 }

@@ -51,6 +51,16 @@ pub enum Invalidation {
         /// The node.
         node: NodeAddr,
     },
+    /// The node's new connection tracks what it reads (RESP3 `CLIENT
+    /// TRACKING ON` confirmed), until the next [`Invalidation::Node`] of
+    /// the node: a key read through it from now on is invalidated when it
+    /// changes. Published right after the connect's `Node` event; a
+    /// connection without tracking publishes none, so a near-cache serving
+    /// healthy reads (client-side caching) never trusts what it read.
+    Tracking {
+        /// The node.
+        node: NodeAddr,
+    },
 }
 
 /// What a subscriber receives.

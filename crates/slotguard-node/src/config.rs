@@ -79,14 +79,17 @@ pub struct NodeConfig {
     /// briefly misses a node (mid-failover) costs no reconnect. Default 30 s.
     pub node_grace: Duration,
     /// Where RESP3 client tracking invalidations go. With a bus, every node
-    /// connection that speaks RESP3 enables `CLIENT TRACKING ON` after its
-    /// handshake, on every (re)connect, and publishes the server's
-    /// `invalidate` pushes as [`Invalidation::Keys`]; a connect, a lost
-    /// connection or a flush (null key list) as [`Invalidation::Node`].
-    /// Default `None`: no tracking.
+    /// connection that speaks RESP3 enables `CLIENT TRACKING ON NOLOOP`
+    /// after its handshake, on every (re)connect, and publishes the server's
+    /// `invalidate` pushes as [`Invalidation::Keys`] (keys *other* clients
+    /// changed: a write through this leaf is the caller's to account for, as
+    /// the fallback layer does); a connect, a lost connection or a flush
+    /// (null key list) as [`Invalidation::Node`], and a connection that
+    /// tracks as [`Invalidation::Tracking`]. Default `None`: no tracking.
     ///
     /// [`Invalidation::Keys`]: slotguard_core::invalidation::Invalidation::Keys
     /// [`Invalidation::Node`]: slotguard_core::invalidation::Invalidation::Node
+    /// [`Invalidation::Tracking`]: slotguard_core::invalidation::Invalidation::Tracking
     pub invalidations: Option<InvalidationBus>,
 }
 

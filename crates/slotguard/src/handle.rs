@@ -13,7 +13,7 @@ use slotguard_layers::circuit_breaker::{BreakerConfig, CircuitBreakerLayer};
 use slotguard_layers::coalesce::CoalesceLayer;
 use slotguard_layers::fallback::{FallbackConfig, FallbackLayer};
 use slotguard_layers::invalidation::InvalidationLogLayer;
-use slotguard_layers::replica_failover::{FailoverPolicy, ReplicaFailoverLayer};
+use slotguard_layers::replica_failover::{FailoverPolicy, HedgeStats, ReplicaFailoverLayer};
 use slotguard_layers::slot_refresh::{RefreshConfig, SlotRefreshLayer};
 use slotguard_layers::ServiceBuilderExt;
 use slotguard_node::{HealthProber, NodeConfig, NodeService, NodeTopologySource, ProberHandle};
@@ -59,6 +59,7 @@ pub struct SlotGuard {
     refresh: SlotRefreshLayer,
     fallback: Option<FallbackLayer<StoreService>>,
     request_timeout: Duration,
+    failover: ReplicaFailoverLayer,
     _prober: Arc<ProberHandle>,
 }
 
@@ -132,6 +133,22 @@ impl SlotGuardBuilder {
         self
     }
 
+    /// Client-side caching (needs a [store](Self::store)): healthy reads of
+    /// hot keys are answered by the near-cache, without a round trip, from
+    /// entries read from their slot's primary over a connection with RESP3
+    /// client tracking, at most `max_age` old. An entry stops answering the
+    /// moment its key's invalidation arrives (another client's write,
+    /// pushed by the server; a write or delete through this handle; a slot
+    /// move) or its node's tracking connection is lost, and answers again
+    /// only once re-read. Between another client's write and the arrival of
+    /// its invalidation, a read may still see the old value (measured in
+    /// `docs/client-side-caching.md`). Off by default.
+    pub fn client_side_caching(mut self, max_age: Duration) -> Self {
+        let near = self.fallback.near_cache.take().unwrap_or_default();
+        self.fallback.near_cache = Some(near.with_tracked_for(max_age));
+        self
+    }
+
     /// The leaf's settings (deadlines, limits; later credentials and TLS).
     pub fn leaf(mut self, config: NodeConfig) -> Self {
         self.leaf = config;
@@ -181,6 +198,15 @@ impl SlotGuardBuilder {
         if near_cache && leaf_config.invalidations.is_none() {
             leaf_config = leaf_config.with_invalidations(bus.clone());
         }
+        // The fallback layer subscribes to the bus before any connection
+        // exists: it must see every connection's `Tracking` event, or it
+        // never trusts that connection's reads (client-side caching).
+        let fallback = self.store.map(|store| {
+            FallbackLayer::new(store)
+                .with_config(self.fallback)
+                .with_invalidations(&bus)
+                .with_topology(topology.clone())
+        });
         let leaf = NodeService::new(leaf_config).with_topology(topology.clone());
         let source = NodeTopologySource::new(&leaf, self.seeds);
         let refresh = match SlotRefreshLayer::with_config(topology.clone(), source, self.refresh)
@@ -200,22 +226,14 @@ impl SlotGuardBuilder {
         // The delete log sits right above routing: it replays deletes a
         // promotion lost and turns answers it cannot trust into misses,
         // which the fallback above then loads from the store.
+        let failover = ReplicaFailoverLayer::with_policy(topology.clone(), self.failover);
         let cluster = ServiceBuilder::new()
             .invalidation_log(InvalidationLogLayer::new(topology.clone()))
             .slot_refresh(refresh.clone())
             .redirect(topology.clone())
-            .layer(ReplicaFailoverLayer::with_policy(
-                topology.clone(),
-                self.failover,
-            ))
+            .layer(failover.clone())
             .layer(breakers)
             .service(leaf.clone());
-        let fallback = self.store.map(|store| {
-            FallbackLayer::new(store)
-                .with_config(self.fallback)
-                .with_invalidations(&bus)
-                .with_topology(topology.clone())
-        });
         // Coalesce outermost: a herd of identical misses makes one cluster
         // call and, behind it, one store load (DESIGN.md §3).
         let coalesce = CoalesceLayer::new();
@@ -237,6 +255,7 @@ impl SlotGuardBuilder {
             leaf,
             refresh,
             request_timeout: self.request_timeout,
+            failover,
             _prober: Arc::new(prober),
         })
     }
@@ -281,6 +300,12 @@ impl SlotGuard {
                     && !health.breaker_open()
                     && !health.writes_fenced()
             })
+    }
+
+    /// What hedged replica reads did so far (hedges sent, won, refused by
+    /// their budget); see [`FailoverPolicy::hedge`].
+    pub fn hedge_stats(&self) -> HedgeStats {
+        self.failover.hedge_stats()
     }
 
     /// The leaf, for its connection state (`is_connected`, `in_flight`) and

@@ -44,6 +44,11 @@ pub(crate) struct LoadConfig {
     pub(crate) timeout: Duration,
     /// Share of operations that are writes, in percent.
     pub(crate) write_pct: u32,
+    /// Hedged replica reads on (the default).
+    pub(crate) hedge: bool,
+    /// Drive redis-rs's cluster client instead of the slotguard stack
+    /// (`bench failover --client redis-rs`).
+    pub(crate) redis_rs: bool,
 }
 
 /// Live counters of one window, read by the progress display; stale reads

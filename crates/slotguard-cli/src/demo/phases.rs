@@ -157,6 +157,17 @@ pub(crate) struct PhaseRun {
     pub(crate) converged: Result<Duration, String>,
     /// Setting the phase's server settings failed.
     pub(crate) settings_error: Option<String>,
+    /// Hedged replica reads during the window.
+    pub(crate) hedges: Hedges,
+}
+
+/// Hedged replica reads during one window (see
+/// `slotguard::layers::replica_failover::HedgeStats`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub(crate) struct Hedges {
+    pub(crate) sent: u64,
+    pub(crate) won: u64,
+    pub(crate) refused: u64,
 }
 
 /// What a finished run measured.

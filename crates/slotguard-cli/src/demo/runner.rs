@@ -21,7 +21,9 @@ use slotguard::NodeAddr;
 use slotguard_testkit::{ClusterSpec, LocalCluster, ServerSetting, TestkitError, REDIS_SERVER_ENV};
 
 use super::load::{Load, LoadConfig};
-pub(crate) use super::phases::{ms, round3, FaultReport, Finished, PhaseName, PhasePlan, PhaseRun};
+pub(crate) use super::phases::{
+    ms, round3, FaultReport, Finished, Hedges, PhaseName, PhasePlan, PhaseRun,
+};
 use super::progress::{PhaseBar, Progress};
 use crate::stack::{self, Handles};
 use slotguard_store::SqliteStore;
@@ -133,9 +135,15 @@ impl Runner {
             cluster.len(),
             config.keys
         ));
-        let (stack, handles) = rt
-            .block_on(stack::build(seeds, store))
+        let (mut stack, handles) = rt
+            .block_on(stack::build(seeds.clone(), store, config.hedge))
             .map_err(|e| StartError(format!("could not build the slotguard stack: {e}")))?;
+        if config.redis_rs {
+            // The stack's handle still serves the slot map and the store.
+            stack = rt
+                .block_on(stack::redis_rs(&seeds))
+                .map_err(|e| StartError(format!("could not connect redis-rs: {e}")))?;
+        }
         let map = handles.topology().load();
         progress.note(&format!(
             "slot map loaded: {} shards, {} slots covered",
@@ -185,6 +193,7 @@ impl Runner {
     pub(crate) fn run_phase(&mut self, index: usize, plan: PhasePlan) -> PhaseRun {
         let bar = self.progress.phase(plan.name.as_str());
         let (restore, mut settings_error) = self.apply_settings(plan.name.settings());
+        let hedges_before = self.handles.hedge_stats();
         let start = self.load.open_window(index).into_std();
         let ticking = Arc::new(AtomicBool::new(true));
         self.spawn_ticker(index, bar.clone(), ticking.clone());
@@ -209,7 +218,13 @@ impl Runner {
             .map_or(start, |_| Instant::now() + FAULT_TAIL);
         sleep_until((start + plan.seconds).max(fault_done));
         let duration = self.load.close_window();
+        let hedges_after = self.handles.hedge_stats();
         ticking.store(false, Ordering::SeqCst);
+        let hedges = Hedges {
+            sent: hedges_after.sent.saturating_sub(hedges_before.sent),
+            won: hedges_after.won.saturating_sub(hedges_before.won),
+            refused: hedges_after.refused.saturating_sub(hedges_before.refused),
+        };
         let (_, restore_error) = self.apply_settings_owned(&restore);
         settings_error = settings_error.or(restore_error);
 
@@ -241,6 +256,7 @@ impl Runner {
             settle_error,
             converged,
             settings_error,
+            hedges,
         }
     }
 

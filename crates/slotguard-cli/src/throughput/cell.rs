@@ -3,23 +3,31 @@
 //! C tokio tasks run a closed loop (pick a random key, issue, await, record
 //! the latency) through a warm-up that is not recorded and then the
 //! measured window. An operation counts in the window it *completes* in.
+//! Keys are drawn uniformly, or from a Zipf law for the `zipf` load.
 
+use std::convert::Infallible;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use rand_distr::{Distribution, Zipf};
 use tokio::task::JoinHandle;
 
 use super::clients::BenchClient;
 use super::summary::{percentile_ns, LoadKind, Sample};
 use crate::load::Rng;
 
+/// The exponent of the `zipf` load's key law (YCSB's hot-key default).
+pub(crate) const ZIPF_EXPONENT: f64 = 0.99;
+
 /// The keys and the value every SET writes.
 #[derive(Debug)]
 pub(crate) struct Data {
     pub(crate) keys: Vec<Bytes>,
     pub(crate) value: Bytes,
+    /// Rank law over the keys for the `zipf` load (rank 1 = key 0).
+    zipf: Option<Zipf<f64>>,
 }
 
 impl Data {
@@ -30,7 +38,42 @@ impl Data {
                 .map(|i| Bytes::from(format!("sg:tput:{i}")))
                 .collect(),
             value: Bytes::from(vec![b'x'; value_size]),
+            zipf: Zipf::new(n as f64, ZIPF_EXPONENT).ok(),
         }
+    }
+
+    /// A key index for `load`: Zipf-distributed for `zipf`, else uniform.
+    fn pick(&self, load: LoadKind, rng: &mut Rng) -> usize {
+        let n = self.keys.len() as u64;
+        match (load, &self.zipf) {
+            (LoadKind::Zipf, Some(z)) => {
+                // ranks are 1..=n as floats
+                let rank = z.sample(rng) as usize;
+                rank.clamp(1, self.keys.len()) - 1
+            }
+            _ => rng.below(n) as usize,
+        }
+    }
+}
+
+/// The bench's own generator drives rand_distr's samplers.
+impl rand::TryRng for Rng {
+    type Error = Infallible;
+
+    fn try_next_u32(&mut self) -> Result<u32, Infallible> {
+        Ok((self.next_u64() >> 32) as u32)
+    }
+
+    fn try_next_u64(&mut self) -> Result<u64, Infallible> {
+        Ok(self.next_u64())
+    }
+
+    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Infallible> {
+        for chunk in dst.chunks_mut(8) {
+            let bytes = self.next_u64().to_le_bytes();
+            chunk.copy_from_slice(&bytes[..chunk.len()]);
+        }
+        Ok(())
     }
 }
 
@@ -164,13 +207,12 @@ async fn closed_loop<C: BenchClient>(
         lat_ns: Vec::with_capacity(16 * 1024),
         errors: 0,
     };
-    let n = data.keys.len() as u64;
     while phase.load(Ordering::Relaxed) != STOP {
-        let key = data.keys[rng.below(n) as usize].clone();
+        let key = data.keys[data.pick(load, &mut rng)].clone();
         let write = match load {
             LoadKind::Get => false,
             LoadKind::Set => true,
-            LoadKind::Mix => rng.below(100) < MIX_WRITE_PCT,
+            LoadKind::Mix | LoadKind::Zipf => rng.below(100) < MIX_WRITE_PCT,
         };
         let started = Instant::now();
         let ok = if write {
@@ -233,6 +275,26 @@ mod tests {
         assert_eq!(s.p999_us, 4.0);
         assert_eq!(s.errors, 1);
         assert_eq!(s.write_syscalls_per_op, Some(1.0));
+    }
+
+    #[test]
+    fn zipf_keys_are_hot() {
+        let d = Data::new(10_000, 1);
+        let mut rng = Rng::new(3);
+        let mut hits = vec![0u32; d.keys.len()];
+        for _ in 0..100_000 {
+            hits[d.pick(LoadKind::Zipf, &mut rng)] += 1;
+        }
+        // Zipf(0.99) over 10k keys: rank 1 takes ~10 %, the top 100 ~50 %
+        let top: u32 = hits[..100].iter().sum();
+        assert!(hits[0] > 5_000 && hits[0] < 15_000, "rank 1: {}", hits[0]);
+        assert!(top > 40_000 && top < 65_000, "top 100: {top}");
+        assert!(hits[0] > hits[10] && hits[10] > hits[1000]);
+        let mut uni = vec![0u32; d.keys.len()];
+        for _ in 0..100_000 {
+            uni[d.pick(LoadKind::Mix, &mut rng)] += 1;
+        }
+        assert!(uni[0] < 100, "uniform load is not hot: {}", uni[0]);
     }
 
     #[test]

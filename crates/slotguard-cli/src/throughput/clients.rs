@@ -65,7 +65,13 @@ where
     S::Future: Send,
 {
     async fn get(&mut self, key: Bytes) -> Result<bool, BoxError> {
-        let resp = self.0.ready().await?.call(CacheRequest::get(key)).await?;
+        let resp = self
+            .0
+            .ready()
+            .await?
+            .call(CacheRequest::get(key))
+            .await
+            .inspect_err(note_error)?;
         Ok(resp.value.is_some())
     }
 
@@ -76,6 +82,19 @@ where
             .call(CacheRequest::set(key, value, None))
             .await?;
         Ok(())
+    }
+}
+
+/// The first few errors of a slotguard client, on stderr with their class:
+/// an error count alone does not say what failed.
+fn note_error(e: &BoxError) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static SHOWN: AtomicUsize = AtomicUsize::new(0);
+    if SHOWN.fetch_add(1, Ordering::Relaxed) < 5 {
+        eprintln!(
+            "slotguard bench: a read failed ({:?}): {e}",
+            slotguard::classify(e)
+        );
     }
 }
 
@@ -130,12 +149,24 @@ pub(crate) async fn stack(
     seeds: &[NodeAddr],
     store: bool,
 ) -> Result<(Tower<CacheService>, (SlotGuard, tempfile::TempDir)), BoxError> {
+    stack_with(seeds, store, None).await
+}
+
+/// [`stack`] with client-side caching of entries up to `csc` old.
+pub(crate) async fn stack_with(
+    seeds: &[NodeAddr],
+    store: bool,
+    csc: Option<std::time::Duration>,
+) -> Result<(Tower<CacheService>, (SlotGuard, tempfile::TempDir)), BoxError> {
     let dir = tempfile::Builder::new()
         .prefix("slotguard-bench-store")
         .tempdir()?;
     let mut builder = SlotGuard::builder(seeds.to_vec());
     if store {
         builder = builder.store(SqliteStore::open(dir.path().join("store.db"))?);
+    }
+    if let Some(max_age) = csc {
+        builder = builder.client_side_caching(max_age);
     }
     let guard = builder.connect().await?;
     Ok((Tower(guard.service()), (guard, dir)))

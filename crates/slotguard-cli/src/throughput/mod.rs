@@ -1,13 +1,16 @@
 //! `slotguard bench throughput`: healthy-path speed of slotguard's leaf and
-//! full stack, side by side with fred's own cluster client.
+//! full stack, side by side with fred's and redis-rs's cluster clients, and
+//! `redis-benchmark --cluster` as the machine's limit.
 //!
-//! One process, one cluster, all four clients connected for the whole run;
+//! One process, one cluster, all clients connected for the whole run;
 //! rounds alternate the client order, and each (load, concurrency, client)
 //! cell reports the median over rounds, so drift (CPU frequency, another
 //! build on the machine) hits every client alike.
 
 mod cell;
 mod clients;
+mod redis_benchmark;
+mod redis_rs;
 mod summary;
 
 use std::process::ExitCode;
@@ -23,7 +26,7 @@ use crate::progress::Progress;
 use cell::{CellSpec, Data, MIX_WRITE_PCT};
 use clients::{BenchClient, FredCluster};
 pub(crate) use summary::LoadKind;
-use summary::{Cell, ClientName, Machine, Output, Settings, CLIENTS};
+use summary::{Cell, ClientName, Machine, Output, RefCell, Settings, CLIENTS};
 
 /// Arguments of `slotguard bench throughput`.
 #[derive(Debug, clap::Args)]
@@ -38,8 +41,9 @@ pub(crate) struct ThroughputArgs {
     #[arg(long, value_delimiter = ',', default_values_t = [1u64, 16, 64, 256],
           value_parser = clap::value_parser!(u64).range(1..=4096))]
     pub(crate) concurrency: Vec<u64>,
-    /// Loads to run (comma-separated): get, set, mix (90 % GET, 10 % SET).
-    #[arg(long, value_enum, value_delimiter = ',',
+    /// Loads to run (comma-separated): get, set, mix (90 % GET, 10 % SET),
+    /// zipf (the mix with keys drawn Zipf(0.99): a few keys are hot).
+    #[arg(long, alias = "load", value_enum, value_delimiter = ',',
           default_values_t = [LoadKind::Get, LoadKind::Set, LoadKind::Mix])]
     pub(crate) loads: Vec<LoadKind>,
     /// Distinct keys, spread over every shard, all written before the first cell.
@@ -58,6 +62,9 @@ pub(crate) struct ThroughputArgs {
     /// Print exactly one JSON object on stdout (progress stays on stderr).
     #[arg(long)]
     pub(crate) json: bool,
+    /// Skip the redis-benchmark reference run after each cell.
+    #[arg(long)]
+    pub(crate) no_redis_benchmark: bool,
 }
 
 /// Longest the initial key load may take.
@@ -166,7 +173,9 @@ async fn bench(
         .await
         .map_err(|e| format!("could not read the redis version from {first}: {e}"))?;
 
-    progress.note("connecting fred_cluster, leaf, stack and stack_store...");
+    progress.note(
+        "connecting fred_cluster, leaf, stack, stack_store, redis_rs_cluster and stack_csc...",
+    );
     let fred = clients::fred_cluster(seeds)
         .await
         .map_err(|e| format!("fred cluster client: {e}"))?;
@@ -179,6 +188,13 @@ async fn bench(
     let (stack_store, _guard_store) = clients::stack(seeds, true)
         .await
         .map_err(|e| format!("stack_store: {e}"))?;
+    let (stack_csc, _guard_csc) = clients::stack_with(seeds, true, Some(Duration::from_secs(60)))
+        .await
+        .map_err(|e| format!("stack_csc: {e}"))?;
+    let redis_rs = redis_rs::connect(seeds)
+        .await
+        .map_err(|e| format!("redis-rs cluster client: {e}"))?;
+    let with_rb = !args.no_redis_benchmark && redis_benchmark_installed(progress);
 
     progress.note(&format!(
         "writing {} keys of {} B...",
@@ -190,10 +206,11 @@ async fn bench(
         .map_err(|_| format!("the keys were not written within {POPULATE_DEADLINE:?}"))??;
 
     let mut cells = Vec::new();
+    let mut refs = Vec::new();
     let mut client_order = Vec::new();
     for round in 0..rounds {
         let order = ClientName::order(round);
-        client_order.push(order);
+        client_order.push(order.clone());
         for (li, &load) in loads.iter().enumerate() {
             for (ci, &c) in concurrency.iter().enumerate() {
                 let spec = CellSpec {
@@ -206,14 +223,18 @@ async fn bench(
                         ^ ((ci as u64) << 32)
                         ^ 0x5EED,
                 };
-                for client in order {
+                let mut fastest: f64 = 0.0;
+                for &client in &order {
                     let result = match client {
                         ClientName::FredCluster => cell::run(&fred, &data, spec).await,
                         ClientName::Leaf => cell::run(&leaf, &data, spec).await,
                         ClientName::Stack => cell::run(&stack, &data, spec).await,
                         ClientName::StackStore => cell::run(&stack_store, &data, spec).await,
+                        ClientName::RedisRsCluster => cell::run(&redis_rs, &data, spec).await,
+                        ClientName::StackCsc => cell::run(&stack_csc, &data, spec).await,
                     };
                     let sample = result.sample();
+                    fastest = fastest.max(sample.ops_per_sec);
                     progress.note(&format!(
                         "round {}/{rounds} {:<3} c={c:<4} {:<12} {:>9.0} ops/s  p50 {:>7.1} µs  p99 {:>8.1} µs  {} err",
                         round + 1,
@@ -232,13 +253,33 @@ async fn bench(
                         sample,
                     });
                 }
+                if with_rb {
+                    let r = reference(seeds, args, load, c, fastest).await?;
+                    progress.note(&format!(
+                        "round {}/{rounds} {:<3} c={c:<4} {:<12} {:>9.0} ops/s  p99 {:>8.1} µs",
+                        round + 1,
+                        load.as_str(),
+                        "redis-benchmark",
+                        r.ops_per_sec(load),
+                        r.p99_us(load),
+                    ));
+                    refs.push(RefCell {
+                        load,
+                        concurrency: c,
+                        round,
+                        ops_per_sec: r.ops_per_sec(load),
+                        p99_us: r.p99_us(load),
+                    });
+                }
             }
         }
     }
     let _ = fred.0.quit().await;
 
+    let ref_rows = summary::summarise_refs(&refs, &loads, &concurrency);
     Ok(Output {
-        rows: summary::summarise(&cells, &loads, &concurrency),
+        rows: summary::summarise(&cells, &ref_rows, &loads, &concurrency),
+        redis_benchmark: ref_rows,
         machine: Machine {
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
             cpu_model: cpu_model(),
@@ -256,9 +297,49 @@ async fn bench(
             mix_write_pct: MIX_WRITE_PCT,
             cluster,
             client_order,
+            redis_benchmark: with_rb,
             clients: CLIENTS,
         },
     })
+}
+
+/// Whether `redis-benchmark` can be started (a note says so when not).
+fn redis_benchmark_installed(progress: &Progress) -> bool {
+    let ok = std::process::Command::new("redis-benchmark")
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        progress.note("redis-benchmark is not installed: no reference run");
+    }
+    ok
+}
+
+/// redis-benchmark at `concurrency` in flight, sized to run about as long as
+/// a cell's window per command at the `fastest` client's rate.
+async fn reference(
+    seeds: &[NodeAddr],
+    args: &ThroughputArgs,
+    load: LoadKind,
+    concurrency: u64,
+    fastest: f64,
+) -> Result<redis_benchmark::Measured, BoxError> {
+    let seed = seeds.first().ok_or("no seed node")?;
+    let requests = ((fastest * args.seconds as f64) as u64).max(1_000);
+    let r = redis_benchmark::run(redis_benchmark::Run {
+        seed,
+        concurrency,
+        requests,
+        keys: args.keys,
+        value_size: args.value_size,
+        // generous: it may be several times faster or slower than our clients
+        deadline: Duration::from_secs(30 + 20 * args.seconds),
+    })
+    .await
+    .map_err(|e| format!("redis-benchmark ({} c={concurrency}): {e}", load.as_str()))?;
+    Ok(r)
 }
 
 /// Write every key once through fred's cluster client (the reference), 64

@@ -1,5 +1,6 @@
 //! The pure part of `bench throughput`: names, percentiles, the median over
-//! rounds, ratios to fred's cluster client, the JSON object and the table.
+//! rounds, ratios to fred's cluster client and to redis-benchmark, the JSON
+//! object and the table.
 
 use std::fmt::Write as _;
 
@@ -15,6 +16,8 @@ pub(crate) enum LoadKind {
     Set,
     /// 90 % GET, 10 % SET.
     Mix,
+    /// 90 % GET, 10 % SET, keys drawn Zipf(0.99) (a read-mostly hot-key load).
+    Zipf,
 }
 
 impl LoadKind {
@@ -23,6 +26,7 @@ impl LoadKind {
             LoadKind::Get => "get",
             LoadKind::Set => "set",
             LoadKind::Mix => "mix",
+            LoadKind::Zipf => "zipf",
         }
     }
 }
@@ -40,15 +44,22 @@ pub(crate) enum ClientName {
     /// The same with an SQLite store behind it (fallback, near-cache,
     /// client tracking): `SlotGuard::builder(..).store(..)`.
     StackStore,
+    /// redis-rs's async cluster client (`redis::cluster::ClusterClient`).
+    RedisRsCluster,
+    /// `stack_store` with client-side caching
+    /// (`SlotGuardBuilder::client_side_caching`).
+    StackCsc,
 }
 
 impl ClientName {
     /// Every client; fred first, the reference of the ratios.
-    pub(crate) const ALL: [ClientName; 4] = [
+    pub(crate) const ALL: [ClientName; 6] = [
         ClientName::FredCluster,
         ClientName::Leaf,
         ClientName::Stack,
         ClientName::StackStore,
+        ClientName::RedisRsCluster,
+        ClientName::StackCsc,
     ];
 
     pub(crate) fn as_str(self) -> &'static str {
@@ -57,14 +68,16 @@ impl ClientName {
             ClientName::Leaf => "leaf",
             ClientName::Stack => "stack",
             ClientName::StackStore => "stack_store",
+            ClientName::RedisRsCluster => "redis_rs_cluster",
+            ClientName::StackCsc => "stack_csc",
         }
     }
 
     /// The order the clients run in during round `round`: rotated each
     /// round, so none always runs first (on a cold cache, connections, CPU
-    /// frequency) over a run of four or more rounds.
-    pub(crate) fn order(round: usize) -> [ClientName; 4] {
-        let mut all = Self::ALL;
+    /// frequency) over a run of as many rounds as there are clients.
+    pub(crate) fn order(round: usize) -> Vec<ClientName> {
+        let mut all = Self::ALL.to_vec();
         let n = all.len();
         all.rotate_left(round % n);
         all
@@ -108,6 +121,9 @@ pub(crate) struct Row {
     pub(crate) ratio_to_fred: Option<f64>,
     /// `p99_us` / fred_cluster's `p99_us` (below 1 is better).
     pub(crate) p99_ratio_to_fred: Option<f64>,
+    /// `ops_per_sec` / redis-benchmark's in the same cell (null when it did
+    /// not run); see [`RefRow`].
+    pub(crate) ratio_to_redis_benchmark: Option<f64>,
     /// Failed operations over all rounds.
     pub(crate) errors: u64,
     /// Each round's `ops_per_sec`, in round order (the spread behind the median).
@@ -152,9 +168,67 @@ pub(crate) fn round(x: f64, d: i32) -> f64 {
     (x * f).round() / f
 }
 
+/// redis-benchmark's figures in one cell of one round (see
+/// [`super::redis_benchmark`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct RefCell {
+    pub(crate) load: LoadKind,
+    pub(crate) concurrency: u64,
+    pub(crate) round: usize,
+    pub(crate) ops_per_sec: f64,
+    pub(crate) p99_us: f64,
+}
+
+/// redis-benchmark's reported row for one (load, concurrency): medians over
+/// rounds.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub(crate) struct RefRow {
+    pub(crate) load: LoadKind,
+    pub(crate) concurrency: u64,
+    pub(crate) ops_per_sec: f64,
+    /// For the mixed loads: the slower of its SET and GET p99.
+    pub(crate) p99_us: f64,
+    pub(crate) ops_per_sec_by_round: Vec<f64>,
+}
+
+/// One [`RefRow`] per (load, concurrency) that has a sample.
+pub(crate) fn summarise_refs(
+    refs: &[RefCell],
+    loads: &[LoadKind],
+    concurrency: &[u64],
+) -> Vec<RefRow> {
+    let mut rows = Vec::new();
+    for &load in loads {
+        for &c in concurrency {
+            let mut v: Vec<&RefCell> = refs
+                .iter()
+                .filter(|x| x.load == load && x.concurrency == c)
+                .collect();
+            v.sort_by_key(|x| x.round);
+            let Some(ops) = median(v.iter().map(|x| x.ops_per_sec)) else {
+                continue;
+            };
+            rows.push(RefRow {
+                load,
+                concurrency: c,
+                ops_per_sec: round(ops, 1),
+                p99_us: round(median(v.iter().map(|x| x.p99_us)).unwrap_or(0.0), 1),
+                ops_per_sec_by_round: v.iter().map(|x| round(x.ops_per_sec, 1)).collect(),
+            });
+        }
+    }
+    rows
+}
+
 /// One row per (load, concurrency, client) in the given orders, for every
-/// combination that has at least one sample.
-pub(crate) fn summarise(cells: &[Cell], loads: &[LoadKind], concurrency: &[u64]) -> Vec<Row> {
+/// combination that has at least one sample; `refs` are redis-benchmark's
+/// rows (from [`summarise_refs`]).
+pub(crate) fn summarise(
+    cells: &[Cell],
+    refs: &[RefRow],
+    loads: &[LoadKind],
+    concurrency: &[u64],
+) -> Vec<Row> {
     let mut rows = Vec::new();
     for &load in loads {
         for &c in concurrency {
@@ -173,6 +247,10 @@ pub(crate) fn summarise(cells: &[Cell], loads: &[LoadKind], concurrency: &[u64])
             let fred = of(ClientName::FredCluster);
             let fred_ops = med(&fred, |s| s.ops_per_sec).unwrap_or(0.0);
             let fred_p99 = med(&fred, |s| s.p99_us).unwrap_or(0.0);
+            let rb_ops = refs
+                .iter()
+                .find(|r| r.load == load && r.concurrency == c)
+                .map_or(0.0, |r| r.ops_per_sec);
             for client in ClientName::ALL {
                 let v = of(client);
                 let Some(ops) = med(&v, |s| s.ops_per_sec) else {
@@ -189,6 +267,7 @@ pub(crate) fn summarise(cells: &[Cell], loads: &[LoadKind], concurrency: &[u64])
                     p999_us: round(med(&v, |s| s.p999_us).unwrap_or(0.0), 1),
                     ratio_to_fred: ratio(ops, fred_ops),
                     p99_ratio_to_fred: ratio(p99, fred_p99),
+                    ratio_to_redis_benchmark: ratio(ops, rb_ops),
                     errors: v.iter().map(|x| x.sample.errors).sum(),
                     ops_per_sec_by_round: v
                         .iter()
@@ -226,7 +305,9 @@ pub(crate) struct Settings {
     /// `local (3 primaries, 1 replica each)` or the seeds given.
     pub(crate) cluster: String,
     /// The client order of each round.
-    pub(crate) client_order: Vec<[ClientName; 4]>,
+    pub(crate) client_order: Vec<Vec<ClientName>>,
+    /// Whether redis-benchmark ran after each cell's clients.
+    pub(crate) redis_benchmark: bool,
     pub(crate) clients: Clients,
 }
 
@@ -237,6 +318,9 @@ pub(crate) struct Clients {
     pub(crate) leaf: &'static str,
     pub(crate) stack: &'static str,
     pub(crate) stack_store: &'static str,
+    pub(crate) redis_rs_cluster: &'static str,
+    pub(crate) stack_csc: &'static str,
+    pub(crate) redis_benchmark: &'static str,
 }
 
 /// The descriptions printed with the results.
@@ -248,12 +332,21 @@ pub(crate) const CLIENTS: Clients = Clients {
             running; all defaults",
     stack_store: "SlotGuard::builder(seeds).store(SqliteStore).connect(): the same with fallback \
                   (near-cache, RESP3 client tracking) on top; all defaults",
+    redis_rs_cluster: "redis-rs 1.x async cluster client, ClusterClient::new(seeds) + \
+                       get_async_connection(), default config",
+    stack_csc: "stack_store with .client_side_caching(60 s): hot keys answered by the near-cache \
+                while their primary's tracking connection lives",
+    redis_benchmark: "redis-benchmark --cluster -c <concurrency> -t set,get -r <keys> -d <value \
+                      size> (the reference, no client library); mix and zipf compared with \
+                      1 / (0.9 / get + 0.1 / set) of its uniform-key rates",
 };
 
 /// The one JSON object `--json` prints.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Output {
     pub(crate) rows: Vec<Row>,
+    /// redis-benchmark's figures per cell (empty with `--no-redis-benchmark`).
+    pub(crate) redis_benchmark: Vec<RefRow>,
     pub(crate) machine: Machine,
     pub(crate) settings: Settings,
 }
@@ -285,15 +378,19 @@ pub(crate) fn render(o: &Output) -> String {
     let _ = writeln!(out, "  fred_cluster: {}", CLIENTS.fred_cluster);
     let _ = writeln!(out, "  leaf:         {}", CLIENTS.leaf);
     let _ = writeln!(out, "  stack:        {}", CLIENTS.stack);
-    let _ = writeln!(out, "  stack_store:  {}\n", CLIENTS.stack_store);
+    let _ = writeln!(out, "  stack_store:  {}", CLIENTS.stack_store);
+    let _ = writeln!(out, "  redis_rs_cluster: {}", CLIENTS.redis_rs_cluster);
+    let _ = writeln!(out, "  stack_csc:    {}", CLIENTS.stack_csc);
+    let _ = writeln!(out, "  redis_benchmark:  {}\n", CLIENTS.redis_benchmark);
     let _ = writeln!(
         out,
-        "{:<5} {:>5} {:<13} {:>10} {:>7} {:>9} {:>9} {:>9} {:>8} {:>7} {:>6}",
+        "{:<5} {:>5} {:<16} {:>10} {:>7} {:>6} {:>9} {:>9} {:>9} {:>8} {:>7} {:>6}",
         "load",
         "conc",
         "client",
         "ops/s",
         "×fred",
+        "×rb",
         "p50 µs",
         "p99 µs",
         "p999 µs",
@@ -304,12 +401,13 @@ pub(crate) fn render(o: &Output) -> String {
     for r in &o.rows {
         let _ = writeln!(
             out,
-            "{:<5} {:>5} {:<13} {:>10.0} {:>7} {:>9.1} {:>9.1} {:>9.1} {:>8} {:>7} {:>6}",
+            "{:<5} {:>5} {:<16} {:>10.0} {:>7} {:>6} {:>9.1} {:>9.1} {:>9.1} {:>8} {:>7} {:>6}",
             r.load.as_str(),
             r.concurrency,
             r.client.as_str(),
             r.ops_per_sec,
             opt(r.ratio_to_fred, 2),
+            opt(r.ratio_to_redis_benchmark, 2),
             r.p50_us,
             r.p99_us,
             r.p999_us,
@@ -318,10 +416,28 @@ pub(crate) fn render(o: &Output) -> String {
             opt(r.write_syscalls_per_op, 2)
         );
     }
+    for r in &o.redis_benchmark {
+        let _ = writeln!(
+            out,
+            "{:<5} {:>5} {:<16} {:>10.0} {:>7} {:>6} {:>9} {:>9.1} {:>9} {:>8} {:>7} {:>6}",
+            r.load.as_str(),
+            r.concurrency,
+            "redis_benchmark",
+            r.ops_per_sec,
+            "-",
+            "1.00",
+            "-",
+            r.p99_us,
+            "-",
+            "-",
+            "-",
+            "-"
+        );
+    }
     let _ = writeln!(
         out,
-        "\n×fred: ops/s over fred_cluster's in the same cell; p99×fred likewise (below 1 is \
-         better); wr/op: write/writev syscalls of the whole process per operation (socket \
+        "\n×fred: ops/s over fred_cluster's in the same cell; ×rb: over redis-benchmark's; \
+         p99×fred likewise (below 1 is better); wr/op: write/writev syscalls of the whole process per operation (socket \
          writes plus tokio's eventfd wake-ups)"
     );
     out
@@ -382,11 +498,32 @@ mod tests {
     #[test]
     fn client_order_rotates() {
         use ClientName::*;
-        assert_eq!(ClientName::order(0), [FredCluster, Leaf, Stack, StackStore]);
-        assert_eq!(ClientName::order(1), [Leaf, Stack, StackStore, FredCluster]);
-        assert_eq!(ClientName::order(4), ClientName::order(0));
-        // over four rounds each client goes first once
-        let firsts: Vec<ClientName> = (0..4).map(|r| ClientName::order(r)[0]).collect();
+        assert_eq!(
+            ClientName::order(0),
+            [
+                FredCluster,
+                Leaf,
+                Stack,
+                StackStore,
+                RedisRsCluster,
+                StackCsc
+            ]
+        );
+        assert_eq!(
+            ClientName::order(1),
+            [
+                Leaf,
+                Stack,
+                StackStore,
+                RedisRsCluster,
+                StackCsc,
+                FredCluster
+            ]
+        );
+        let n = ClientName::ALL.len();
+        assert_eq!(ClientName::order(n), ClientName::order(0));
+        // over n rounds each client goes first once
+        let firsts: Vec<ClientName> = (0..n).map(|r| ClientName::order(r)[0]).collect();
         for c in ClientName::ALL {
             assert_eq!(firsts.iter().filter(|&&f| f == c).count(), 1);
         }
@@ -404,7 +541,30 @@ mod tests {
             cell(Leaf, 2, 150.0, 40.0, 0),
             cell(Stack, 1, 400.0, 10.0, 0),
         ];
-        let rows = summarise(&cells, &[LoadKind::Get, LoadKind::Set], &[16, 64]);
+        let refs = summarise_refs(
+            &[
+                RefCell {
+                    load: LoadKind::Get,
+                    concurrency: 16,
+                    round: 0,
+                    ops_per_sec: 800.0,
+                    p99_us: 5.0,
+                },
+                RefCell {
+                    load: LoadKind::Get,
+                    concurrency: 16,
+                    round: 1,
+                    ops_per_sec: 400.0,
+                    p99_us: 7.0,
+                },
+            ],
+            &[LoadKind::Get, LoadKind::Set],
+            &[16, 64],
+        );
+        assert_eq!(refs.len(), 1, "{refs:?}");
+        assert_eq!(refs[0].ops_per_sec, 600.0);
+        assert_eq!(refs[0].p99_us, 6.0);
+        let rows = summarise(&cells, &refs, &[LoadKind::Get, LoadKind::Set], &[16, 64]);
         assert_eq!(rows.len(), 3, "only cells that ran: {rows:?}");
         assert_eq!(
             rows.iter().map(|r| r.client).collect::<Vec<_>>(),
@@ -420,6 +580,8 @@ mod tests {
         assert_eq!(leaf.p99_ratio_to_fred, Some(2.0));
         assert_eq!(leaf.errors, 3, "errors add up over rounds");
         assert_eq!(stack.ratio_to_fred, Some(2.0));
+        assert_eq!(stack.ratio_to_redis_benchmark, Some(0.667));
+        assert_eq!(fred.ratio_to_redis_benchmark, Some(0.333));
         assert_eq!(stack.p99_ratio_to_fred, Some(0.5));
         assert_eq!(stack.write_syscalls_per_op, Some(1.0));
     }
@@ -431,7 +593,8 @@ mod tests {
             cell(ClientName::Leaf, 0, 80.0, 12.0, 0),
         ];
         let out = Output {
-            rows: summarise(&cells, &[LoadKind::Get], &[16]),
+            rows: summarise(&cells, &[], &[LoadKind::Get], &[16]),
+            redis_benchmark: Vec::new(),
             machine: Machine {
                 cores: 2,
                 cpu_model: None,
@@ -449,6 +612,7 @@ mod tests {
                 mix_write_pct: 10,
                 cluster: "local".into(),
                 client_order: vec![ClientName::order(0)],
+                redis_benchmark: false,
                 clients: CLIENTS,
             },
         };
@@ -456,7 +620,7 @@ mod tests {
         let obj = v.as_object().unwrap();
         let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
         keys.sort_unstable();
-        assert_eq!(keys, ["machine", "rows", "settings"]);
+        assert_eq!(keys, ["machine", "redis_benchmark", "rows", "settings"]);
         let row = &v["rows"][1];
         assert_eq!(row["load"], "get");
         assert_eq!(row["concurrency"], 16);
@@ -464,6 +628,7 @@ mod tests {
         assert_eq!(row["ratio_to_fred"], 0.8);
         assert_eq!(row["p99_ratio_to_fred"], 1.2);
         assert_eq!(row["errors"], 0);
+        assert!(row["ratio_to_redis_benchmark"].is_null(), "{row}");
         for k in ["ops_per_sec", "p50_us", "p99_us", "p999_us"] {
             assert!(row[k].is_f64(), "{k} in {row}");
         }

@@ -21,6 +21,8 @@ fn since_base(t: tokio::time::Instant) -> u64 {
 #[derive(Debug)]
 pub struct NodeHealth {
     ewma_latency_us: AtomicU64,
+    // Smoothed mean deviation of the latency (RFC 6298's RTTVAR, β = 1/4).
+    latency_dev_us: AtomicU64,
     consecutive_failures: AtomicU32,
     link_up: AtomicBool,
     last_io_ms: AtomicU64,
@@ -43,6 +45,7 @@ impl Default for NodeHealth {
         let _ = clock_base();
         Self {
             ewma_latency_us: AtomicU64::new(0),
+            latency_dev_us: AtomicU64::new(0),
             consecutive_failures: AtomicU32::new(0),
             link_up: AtomicBool::new(true),
             last_io_ms: AtomicU64::new(0),
@@ -55,17 +58,36 @@ impl Default for NodeHealth {
 }
 
 impl NodeHealth {
-    /// Record a successful call and its latency (EWMA, α = 1/8).
+    /// Record a successful call and its latency (EWMA, α = 1/8, and its
+    /// mean deviation, β = 1/4, as TCP's RTT estimator).
     pub fn record_success(&self, latency: Duration) {
         let sample = latency.as_micros().min(u64::MAX as u128) as u64;
         let old = self.ewma_latency_us.load(Ordering::Relaxed);
-        let new = if old == 0 {
-            sample
+        let (new, dev) = if old == 0 {
+            (sample, sample / 2)
         } else {
-            old - old / 8 + sample / 8
+            let dev = self.latency_dev_us.load(Ordering::Relaxed);
+            (
+                old - old / 8 + sample / 8,
+                dev - dev / 4 + old.abs_diff(sample) / 4,
+            )
         };
         self.ewma_latency_us.store(new.max(1), Ordering::Relaxed);
+        self.latency_dev_us.store(dev, Ordering::Relaxed);
         self.consecutive_failures.store(0, Ordering::Relaxed);
+    }
+
+    /// A high-percentile estimate of the node's latency: the smoothed
+    /// latency plus four mean deviations (TCP's retransmission timeout,
+    /// RFC 6298), a lock-free stand-in for a p99; zero before the first
+    /// success. Hedged reads wait this long before asking a replica.
+    pub fn latency_bound(&self) -> Duration {
+        let mean = self.ewma_latency_us.load(Ordering::Relaxed);
+        if mean == 0 {
+            return Duration::ZERO;
+        }
+        let dev = self.latency_dev_us.load(Ordering::Relaxed);
+        Duration::from_micros(mean.saturating_add(dev.saturating_mul(4)))
     }
 
     /// Record a failed call (timeout, connection error, ...).
@@ -177,6 +199,25 @@ impl NodeHealth {
 mod tests {
     use super::*;
     use tokio::time::Instant;
+
+    #[test]
+    fn latency_bound_follows_mean_and_spread() {
+        let h = NodeHealth::default();
+        assert_eq!(h.latency_bound(), Duration::ZERO);
+        for _ in 0..200 {
+            h.record_success(Duration::from_micros(1_000));
+        }
+        // steady latency: the bound converges to the mean
+        let steady = h.latency_bound();
+        assert!(steady >= Duration::from_micros(1_000), "{steady:?}");
+        assert!(steady < Duration::from_micros(1_100), "{steady:?}");
+        // a jittery node: the bound sits well above its mean
+        for i in 0..200 {
+            let us = if i % 2 == 0 { 500 } else { 1_500 };
+            h.record_success(Duration::from_micros(us));
+        }
+        assert!(h.latency_bound() > h.ewma_latency() * 2, "{h:?}");
+    }
 
     #[test]
     fn only_a_view_requested_after_the_last_fault_lifts_the_fence() {

@@ -17,6 +17,15 @@ pub struct FallbackConfig {
     /// long, and never the last quarter of the caller's remaining time.
     /// `None`: the request's deadline only. Default 300 ms.
     pub cluster_read_timeout: Option<Duration>,
+    /// Deadline of the cluster attempt of a read of a *marked* key (one
+    /// only its primary may answer, see the module docs): past it the
+    /// store answers. A stalled primary then costs such a read this long,
+    /// not the whole cluster read timeout, since no replica may answer it.
+    /// `None`: the cluster read timeout. Default `None`: a primary that
+    /// misses this deadline counts as timed out to its circuit breaker, and
+    /// a short one (measured with 25 ms: a manual failover's brief pause)
+    /// opened the breaker and refused writes.
+    pub marked_read_timeout: Option<Duration>,
     /// Deadline of one store load. Each caller also waits at most until its
     /// own deadline. Default 1 s.
     pub store_timeout: Duration,
@@ -44,6 +53,7 @@ impl Default for FallbackConfig {
         FallbackConfig {
             write_back: Some(WriteBack::default()),
             cluster_read_timeout: Some(Duration::from_millis(300)),
+            marked_read_timeout: None,
             store_timeout: Duration::from_secs(1),
             store_concurrency: 32,
             max_value_bytes: 16 * 1024 * 1024,
@@ -65,6 +75,12 @@ impl FallbackConfig {
     /// Set [`cluster_read_timeout`](Self::cluster_read_timeout).
     pub fn with_cluster_read_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.cluster_read_timeout = timeout;
+        self
+    }
+
+    /// Set [`marked_read_timeout`](Self::marked_read_timeout).
+    pub fn with_marked_read_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.marked_read_timeout = timeout;
         self
     }
 
@@ -212,6 +228,16 @@ pub struct NearCacheConfig {
     /// While the cluster is failing, entries answer up to this long past
     /// [`fresh_for`](Self::fresh_for). Default 2 s.
     pub max_stale: Duration,
+    /// Client-side caching: how long an entry read from its slot's primary
+    /// over a connection with RESP3 client tracking answers healthy reads
+    /// without asking the cluster — only while that connection is the
+    /// node's live one, and only until an invalidation of the key (a
+    /// tracking push, a write or delete through the layer, a slot move)
+    /// arrives. Needs the leaf's invalidation bus
+    /// ([`FallbackLayer::with_invalidations`](super::FallbackLayer::with_invalidations)),
+    /// subscribed before the leaf connects: a connection whose `Tracking`
+    /// event the layer did not see is never trusted. Default 0: off.
+    pub tracked_for: Duration,
 }
 
 impl Default for NearCacheConfig {
@@ -223,6 +249,7 @@ impl Default for NearCacheConfig {
             admission_window: Duration::from_secs(10),
             fresh_for: Duration::ZERO,
             max_stale: Duration::from_secs(2),
+            tracked_for: Duration::ZERO,
         }
     }
 }
@@ -257,6 +284,12 @@ impl NearCacheConfig {
     /// Set [`max_stale`](Self::max_stale).
     pub fn with_max_stale(mut self, max_stale: Duration) -> Self {
         self.max_stale = max_stale;
+        self
+    }
+
+    /// Set [`tracked_for`](Self::tracked_for) (client-side caching).
+    pub fn with_tracked_for(mut self, tracked_for: Duration) -> Self {
+        self.tracked_for = tracked_for;
         self
     }
 }

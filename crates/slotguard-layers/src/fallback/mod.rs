@@ -32,7 +32,11 @@
 //! The cluster attempt of a read gets at most
 //! [`cluster_read_timeout`](FallbackConfig::cluster_read_timeout) (300 ms)
 //! and never the last quarter of the caller's remaining time, so the
-//! fallback has time within the caller's deadline.
+//! fallback has time within the caller's deadline; a read of a marked key
+//! (below), which only its primary may answer, may be given less with
+//! [`marked_read_timeout`](FallbackConfig::marked_read_timeout) (off by
+//! default) before the store answers it: a stalled primary cannot hedge it
+//! to a replica.
 //!
 //! # The store is protected
 //!
@@ -250,7 +254,20 @@ where
         let consistency = req.consistency;
         if marked {
             req.consistency = Consistency::Primary;
-        } else {
+        } else if consistency != Consistency::Primary && state.client_side_caching() {
+            if let Some((value, node, age)) = state.serve_tracked(req.key(), req.slot()) {
+                return ResponseFuture::ready(CacheResponse {
+                    value: Some(value),
+                    deleted: 0,
+                    served: Served {
+                        path: Path::NearCache,
+                        node,
+                        age: Some(age),
+                    },
+                });
+            }
+        }
+        if !marked {
             let budget = state.fresh_budget(consistency);
             if !budget.is_zero() {
                 if let Some((value, node, age)) = state.serve(req.key(), req.slot(), budget) {
@@ -268,7 +285,12 @@ where
         }
         let deadline = req.deadline;
         let now = Instant::now();
-        if let Some(t) = self.core.config.cluster_read_timeout {
+        let config = &self.core.config;
+        let cap = match (marked, config.marked_read_timeout) {
+            (true, Some(m)) => Some(config.cluster_read_timeout.map_or(m, |t| t.min(m))),
+            _ => config.cluster_read_timeout,
+        };
+        if let Some(t) = cap {
             req.deadline = Some(cluster_deadline(now, t, deadline));
         }
         let ctx = ReadCtx {
@@ -358,15 +380,18 @@ where
         if !near.admit(&self.key, value.len(), self.started_at) {
             return;
         }
+        let owner = state.owner(self.slot);
+        let tracked = state.tracked(node.as_ref(), owner.as_ref());
         state.fill(
             &self.key,
             Fill {
                 value: value.clone(),
                 node,
-                owner: state.owner(self.slot),
+                owner,
                 slot: self.slot,
                 epoch: self.start,
                 fetched: self.started_at,
+                tracked,
             },
         );
     }

@@ -32,9 +32,37 @@ pub(crate) struct Entry {
     // The epoch the filling read started at: a flush after it makes the
     // entry unservable even before moka drops it.
     pub(crate) epoch: u64,
+    // Read over a tracking connection (client-side caching): the node's
+    // session word then, and the word itself to compare with.
+    tracked: Option<Tracked>,
+}
+
+/// A tracking session of a node, as it was when a value was read.
+#[derive(Debug, Clone)]
+pub(crate) struct Tracked {
+    pub(crate) session: Arc<AtomicU64>,
+    pub(crate) word: u64,
+}
+
+impl Tracked {
+    fn same(a: Option<&Tracked>, b: Option<&Tracked>) -> bool {
+        match (a, b) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(&a.session, &b.session) && a.word == b.word,
+            _ => false,
+        }
+    }
 }
 
 impl Entry {
+    /// Whether the entry was read over a tracking connection that is still
+    /// its node's live one (every invalidation of it since reached us).
+    pub(crate) fn tracking_live(&self) -> bool {
+        self.tracked
+            .as_ref()
+            .is_some_and(|t| t.session.load(Ordering::SeqCst) == t.word)
+    }
+
     pub(crate) fn age(&self, clock: &Clock) -> Duration {
         Duration::from_nanos(
             clock
@@ -53,6 +81,7 @@ pub(crate) struct Fill {
     pub(crate) slot: u16,
     pub(crate) epoch: u64,
     pub(crate) fetched: u64,
+    pub(crate) tracked: Option<Tracked>,
 }
 
 /// A count-min sketch of recent reads (two counters per key, saturating),
@@ -165,6 +194,7 @@ impl NearCache {
             .fresh_for
             .saturating_add(config.max_stale)
             .saturating_mul(2)
+            .max(config.tracked_for)
             .max(Duration::from_secs(1));
         let cache = moka::sync::Cache::builder()
             .max_capacity(config.max_bytes)
@@ -222,7 +252,11 @@ impl NearCache {
     /// only refreshes the entry's age, without an insert.
     pub(crate) fn fill(&self, key: &Bytes, fill: Fill) {
         if let Some(e) = self.cache.get(key) {
-            if e.value == fill.value && e.owner == fill.owner && e.epoch <= fill.epoch {
+            if e.value == fill.value
+                && e.owner == fill.owner
+                && e.epoch <= fill.epoch
+                && Tracked::same(e.tracked.as_ref(), fill.tracked.as_ref())
+            {
                 e.fetched.fetch_max(fill.fetched, Ordering::AcqRel);
                 return;
             }
@@ -234,6 +268,7 @@ impl NearCache {
             owner: fill.owner,
             slot: fill.slot,
             epoch: fill.epoch,
+            tracked: fill.tracked,
         };
         self.cache.insert(key.clone(), Arc::new(entry));
     }

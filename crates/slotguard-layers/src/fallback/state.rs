@@ -15,7 +15,7 @@ use tokio::sync::{oneshot, watch, Semaphore};
 use super::clock::Clock;
 use super::config::FallbackConfig;
 use super::marks::Marks;
-use super::near::{Fill, NearCache};
+use super::near::{Fill, NearCache, Tracked};
 use super::store::Flights;
 
 #[derive(Debug)]
@@ -41,6 +41,11 @@ pub(crate) struct State {
     // write-back ends. A write of the key waits for it, so its `DEL`/`SET`
     // reaches the node after the write-back's `SET`, never before.
     writing_back: Mutex<HashMap<Bytes, watch::Receiver<()>>>,
+    // Each node's tracking session as the bus told it: `generation << 1 |
+    // live`. Changed by every `Node` (not live) and `Tracking` (live) event;
+    // a client-side cached entry answers only while its node's word is the
+    // one it was filled under.
+    sessions: Mutex<HashMap<NodeAddr, Arc<AtomicU64>>>,
     // Dropped with the state: the watch task sees its channel close and
     // ends (it holds the state only weakly).
     _stop: Option<oneshot::Sender<()>>,
@@ -83,6 +88,7 @@ impl State {
             started: AtomicBool::new(watch.is_none()),
             watch: Mutex::new(watch),
             writing_back: Mutex::new(HashMap::new()),
+            sessions: Mutex::new(HashMap::new()),
             _stop: stop,
         };
         Arc::new(state)
@@ -197,6 +203,60 @@ impl State {
         }
     }
 
+    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<NodeAddr, Arc<AtomicU64>>> {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// `node`'s tracking session word (created not live).
+    fn session(&self, node: &NodeAddr) -> Arc<AtomicU64> {
+        self.sessions()
+            .entry(node.clone())
+            .or_insert_with(|| Arc::new(AtomicU64::new(0)))
+            .clone()
+    }
+
+    /// A new session of `node` begins, live (tracking on) or not.
+    fn new_session(&self, node: &NodeAddr, live: bool) {
+        let s = self.session(node);
+        let _ = s.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |w| {
+            Some((((w >> 1) + 1) << 1) | u64::from(live))
+        });
+    }
+
+    /// Events were lost: no session's entries may answer any more (the
+    /// liveness stays as last told: a lost `Node` event's entries are
+    /// flushed anyway, and a node's next connect says it again).
+    fn renew_sessions(&self) {
+        for s in self.sessions().values() {
+            let _ = s.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |w| {
+                Some((((w >> 1) + 1) << 1) | (w & 1))
+            });
+        }
+    }
+
+    /// For a value read from `node`: its live tracking session, if client-
+    /// side caching is on and the node is the slot's `owner` (only a
+    /// primary's reads are trusted on the healthy path).
+    pub(crate) fn tracked(
+        &self,
+        node: Option<&NodeAddr>,
+        owner: Option<&NodeAddr>,
+    ) -> Option<Tracked> {
+        let near = self.near.as_ref()?;
+        if near.config.tracked_for.is_zero() {
+            return None;
+        }
+        let node = node?;
+        if owner != Some(node) {
+            return None;
+        }
+        let session = self.session(node);
+        let word = session.load(Ordering::SeqCst);
+        (word & 1 == 1).then_some(Tracked { session, word })
+    }
+
     fn may_fill(&self, key: &[u8], start: u64) -> bool {
         start >= self.fills_from.load(Ordering::SeqCst)
             && start >= self.flushed.load(Ordering::SeqCst)
@@ -250,6 +310,41 @@ impl State {
             return None;
         }
         Some((entry.value.clone(), entry.node.clone(), age))
+    }
+
+    /// A client-side cached answer for a healthy read of `key`: an entry
+    /// read from the slot's current primary over a tracking connection
+    /// that is still the node's live one, at most
+    /// [`tracked_for`](super::NearCacheConfig::tracked_for) old, and not
+    /// invalidated since.
+    pub(crate) fn serve_tracked(
+        &self,
+        key: &Bytes,
+        slot: u16,
+    ) -> Option<(Bytes, Option<NodeAddr>, Duration)> {
+        let near = self.near.as_ref()?;
+        let entry = near.get(key)?;
+        if !entry.tracking_live() || entry.epoch < self.flushed.load(Ordering::SeqCst) {
+            return None;
+        }
+        let age = entry.age(&self.clock);
+        if age > near.config.tracked_for || entry.slot != slot {
+            return None;
+        }
+        if entry.owner.is_none() || entry.owner != self.owner(slot) {
+            return None;
+        }
+        if self.marks.get(key).is_some() {
+            return None;
+        }
+        Some((entry.value.clone(), entry.node.clone(), age))
+    }
+
+    /// Whether healthy reads may be answered by tracked entries.
+    pub(crate) fn client_side_caching(&self) -> bool {
+        self.near
+            .as_ref()
+            .is_some_and(|n| !n.config.tracked_for.is_zero())
     }
 
     /// How stale a near-cache answer may be for a healthy read.
@@ -321,12 +416,24 @@ async fn watch(
                             state.invalidate_key(key);
                         }
                     }
-                    Some(Received::Event(Invalidation::Node { node })) => state.flush_node(&node),
+                    Some(Received::Event(Invalidation::Node { node })) => {
+                        // The session ends before the flush: an entry filled
+                        // meanwhile is unservable either way.
+                        state.new_session(&node, false);
+                        state.flush_node(&node);
+                    }
+                    Some(Received::Event(Invalidation::Tracking { node })) => {
+                        state.new_session(&node, true);
+                    }
                     // Lost events, an event of a kind this version does not
                     // know, or a bus that is gone: nothing cached can be
                     // trusted any more.
-                    Some(_) => state.flush_all(),
+                    Some(_) => {
+                        state.renew_sessions();
+                        state.flush_all();
+                    }
                     None => {
+                        state.renew_sessions();
                         state.flush_all();
                         bus = None;
                         if topology.is_none() {

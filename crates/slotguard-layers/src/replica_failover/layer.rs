@@ -3,6 +3,7 @@ use std::sync::Arc;
 use slotguard_core::Topology;
 use tower::Layer;
 
+use super::hedge::{HedgeStats, Hedger};
 use super::policy::FailoverPolicy;
 use super::{ReplicaFailover, Shared};
 use crate::attempt::Proto;
@@ -21,9 +22,23 @@ impl ReplicaFailoverLayer {
 
     /// Fail over with `policy`.
     pub fn with_policy(topology: Topology, policy: FailoverPolicy) -> Self {
+        let hedger = policy.hedge.clone().map(Hedger::new);
         Self {
-            shared: Arc::new(Shared { topology, policy }),
+            shared: Arc::new(Shared {
+                topology,
+                policy,
+                hedger,
+            }),
         }
+    }
+
+    /// What hedged reads did so far, over every service this layer made
+    /// (they share one hedge budget). All zero when hedging is off.
+    pub fn hedge_stats(&self) -> HedgeStats {
+        self.shared
+            .hedger
+            .as_ref()
+            .map_or_else(HedgeStats::default, Hedger::stats)
     }
 }
 

@@ -29,6 +29,17 @@
 //!
 //! Healthy reads follow [`ReadFrom`] (primary-preferred by default).
 //!
+//! **Hedged reads** (on by default, [`FailoverPolicy::hedge`]): a read that
+//! may use a replica and whose primary has not answered within its hedge
+//! delay — the primary's own latency bound (mean plus four deviations, a
+//! p99 stand-in), within [`HedgePolicy::floor`] and [`HedgePolicy::cap`] —
+//! is also sent to the best replica the rules above allow; the first good
+//! answer wins and the other attempt is dropped. Hedges draw on a budget
+//! (a share of hedge-eligible reads, [`HedgePolicy::budget_ratio`]), so a
+//! slow cluster is not hit twice as hard. A read the fallback layer marked
+//! (an invalidated key) comes with [`Consistency::Primary`] and never
+//! hedges. [`ReplicaFailoverLayer::hedge_stats`] counts what hedging did.
+//!
 //! # Example
 //!
 //! ```
@@ -62,6 +73,7 @@
 //! ```
 
 pub mod future;
+mod hedge;
 mod layer;
 mod policy;
 mod select;
@@ -79,6 +91,7 @@ use slotguard_core::{
 use tokio::time::Instant;
 use tower::{Service, ServiceExt};
 
+pub use hedge::{HedgePolicy, HedgeStats};
 pub use layer::ReplicaFailoverLayer;
 pub use policy::{FailoverPolicy, ReadFrom};
 
@@ -89,6 +102,15 @@ use future::ResponseFuture;
 pub(crate) struct Shared {
     pub(crate) topology: Topology,
     pub(crate) policy: FailoverPolicy,
+    pub(crate) hedger: Option<hedge::Hedger>,
+}
+
+/// Where a read that may use replicas goes first, and when it hedges.
+struct Plan {
+    // A replica chosen up front, instead of the stamped primary.
+    replica: Option<Route>,
+    // The hedge delay, for a read that goes to its primary.
+    hedge_after: Option<Duration>,
 }
 
 /// Fails reads over to replicas. See the [module docs](self).
@@ -116,26 +138,50 @@ fn replica_route(addr: NodeAddr) -> Route {
 }
 
 impl Shared {
-    /// Where a read that may use replicas goes first.
-    fn first_route(&self, req: &CacheRequest) -> Option<Route> {
+    /// Where a read that may use replicas goes first, and its hedge delay.
+    fn plan(&self, req: &CacheRequest) -> Plan {
+        let mut plan = Plan {
+            replica: None,
+            hedge_after: None,
+        };
         let Route::Node {
             addr,
             role: Role::Primary,
             asking: false,
         } = &req.route
         else {
-            return None;
+            return plan;
         };
         let map = self.topology.map();
         // A request stamped by the slot map goes to its slot's primary: find
         // the shard by slot (an index) before asking the address index.
-        let (shard, primary) = match map.shard_for_slot(req.slot()) {
-            Some(shard) if shard.primary.addr == *addr => (shard, &shard.primary),
-            _ => map.node(addr)?,
+        let Some((shard, primary)) = (match map.shard_for_slot(req.slot()) {
+            Some(shard) if shard.primary.addr == *addr => Some((shard, &shard.primary)),
+            _ => map.node(addr),
+        }) else {
+            return plan;
         };
         if primary.role != Role::Primary {
-            return None;
+            return plan;
         }
+        plan.replica = self.replica_first(req, shard, primary);
+        if plan.replica.is_none() && !shard.replicas.is_empty() {
+            plan.hedge_after = self
+                .hedger
+                .as_ref()
+                .map(|h| h.policy.delay(&primary.health));
+        }
+        plan
+    }
+
+    /// A replica to send a read to instead of its primary, when the primary
+    /// is unusable or the [`ReadFrom`] policy prefers one.
+    fn replica_first(
+        &self,
+        req: &CacheRequest,
+        shard: &slotguard_core::Shard,
+        primary: &slotguard_core::NodeInfo,
+    ) -> Option<Route> {
         let skip_primary = select::primary_unusable(primary);
         let best = || select::best_replica(shard, req.consistency, &self.policy, &[]);
         let prefer_replica = match self.policy.read_from {
@@ -177,25 +223,39 @@ where
             // retry.
             let fut = self.inner.call(req);
             let recovery = Recovery { proto, retry: None };
-            return ResponseFuture::new(fut, Some(recovery));
+            return ResponseFuture::new(fut, None, Some(recovery));
         }
         let shared = &proto.shared;
         let mut first = req.clone();
         let mut first_replica = None;
-        if let Some(route) = shared.first_route(&req) {
+        let mut timer = None;
+        let plan = shared.plan(&req);
+        if let Some(route) = plan.replica {
             first_replica = route_node(&route).cloned();
             first.route = route;
-        } else if let Some(t) = shared.policy.primary_attempt_timeout {
-            // Leave the rest of the deadline for a replica.
-            let cap = Instant::now() + t;
-            first.deadline = Some(req.deadline.map_or(cap, |d| d.min(cap)));
+        } else {
+            let now = Instant::now();
+            if let Some(t) = shared.policy.primary_attempt_timeout {
+                // Leave the rest of the deadline for a replica.
+                let cap = now + t;
+                first.deadline = Some(req.deadline.map_or(cap, |d| d.min(cap)));
+            }
+            if let (Some(after), Some(hedger)) = (plan.hedge_after, shared.hedger.as_ref()) {
+                hedger.deposit();
+                timer = Some(tokio::time::sleep_until(now + after));
+            }
         }
         let fut = self.inner.call(first);
         ResponseFuture::new(
             fut,
+            timer,
             Some(Recovery {
                 proto,
-                retry: Some(Retry { req, first_replica }),
+                retry: Some(Retry {
+                    req,
+                    first_replica,
+                    hedged: None,
+                }),
             }),
         )
     }
@@ -221,6 +281,54 @@ struct Retry {
     // (a replica chosen up front); kept only then, so the healthy path
     // holds no list of tried nodes.
     first_replica: Option<NodeAddr>,
+    // The replica a hedge went to, not to be tried again by a failover.
+    hedged: Option<NodeAddr>,
+}
+
+impl<S> Recovery<S>
+where
+    S: Service<CacheRequest> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    S::Response: Send + 'static,
+{
+    /// The hedge of a read still waiting on its primary: to the best
+    /// eligible replica of the shard as the map says now, if the budget
+    /// pays for it.
+    fn start_hedge(&mut self) -> Option<BoxFuture<'static, Result<S::Response, BoxError>>> {
+        let shared = &self.proto.shared;
+        let hedger = shared.hedger.as_ref()?;
+        let retry = self.retry.as_mut()?;
+        let req = &retry.req;
+        let node = {
+            let map = shared.topology.map();
+            let shard = map.shard_for_slot(req.slot())?;
+            // The freshness gate of a failover: link up (or within the
+            // read's staleness budget), in the majority, breaker not open.
+            let replica = select::best_replica(shard, req.consistency, &shared.policy, &[])?;
+            replica.addr.clone()
+        };
+        if !hedger.withdraw() {
+            return None;
+        }
+        tracing::debug!(target: "slotguard::failover", node = %node, slot = req.slot(), "hedged_read");
+        let mut attempt = CacheRequest::clone(req).with_route(replica_route(node.clone()));
+        attempt.attempts.failovers += 1;
+        retry.hedged = Some(node);
+        let svc = self.proto.service();
+        Some(Box::pin(async move {
+            svc.oneshot(attempt).await.map_err(Into::into)
+        }))
+    }
+}
+
+impl<S> Recovery<S> {
+    /// A hedge's answer came first.
+    fn hedge_won(&self) {
+        if let Some(h) = self.proto.shared.hedger.as_ref() {
+            h.won();
+        }
+    }
 }
 
 impl<S> crate::attempt::Sealed for Recovery<S> {}
@@ -283,11 +391,18 @@ where
     let Retry {
         mut req,
         first_replica,
+        hedged,
     } = retry;
     let mut tried: Vec<NodeAddr> = first_replica
         .or_else(|| req.node().cloned())
         .into_iter()
         .collect();
+    // The hedge was a replica attempt too: it counts, but its replica may
+    // be asked again (it may answer now, e.g. once a promotion ended the
+    // CLUSTERDOWN it hedged into).
+    if hedged.is_some() {
+        req.attempts.failovers += 1;
+    }
     let policy = &shared.policy;
     loop {
         if req.attempts.failovers >= policy.max_failovers {
@@ -345,5 +460,7 @@ where
     }
 }
 
+#[cfg(test)]
+mod hedge_tests;
 #[cfg(test)]
 mod tests;

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use super::hedge::HedgePolicy;
+
 /// Where healthy reads go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
@@ -34,6 +36,11 @@ pub struct FailoverPolicy {
     pub max_unlinked_staleness: Duration,
     /// Where healthy reads go. Default [`ReadFrom::PrimaryPreferred`].
     pub read_from: ReadFrom,
+    /// Hedged reads: a read that may use a replica and whose primary has
+    /// not answered within its hedge delay is also sent to the best
+    /// eligible replica. `None` turns hedging off. Default
+    /// [`HedgePolicy::default`].
+    pub hedge: Option<HedgePolicy>,
 }
 
 impl Default for FailoverPolicy {
@@ -44,6 +51,7 @@ impl Default for FailoverPolicy {
             primary_attempt_timeout: Some(Duration::from_millis(100)),
             max_unlinked_staleness: Duration::from_secs(5),
             read_from: ReadFrom::PrimaryPreferred,
+            hedge: Some(HedgePolicy::default()),
         }
     }
 }

@@ -147,6 +147,9 @@ async fn drive<S>(
     shared.ever_connected.store(true, Ordering::Release);
     if let Some(t) = &tracker {
         t.node_invalidated();
+        if tracked {
+            t.tracking_on();
+        }
     }
     driver.await;
     if let Some(t) = &tracker {

@@ -11,7 +11,9 @@
 //! server's tracking table belongs to the connection. Invalidations sent
 //! while no connection was up are lost, and keys read on an earlier
 //! connection are tracked no more: whatever was read through this node may
-//! have changed unseen.
+//! have changed unseen. A connection that enabled tracking then publishes
+//! `Tracking`: until the node's next `Node` event, what is read through it
+//! will be invalidated (client-side caching trusts only such reads).
 //!
 //! Tracking needs RESP3: a connection whose handshake stayed on RESP2 (a
 //! server without `HELLO`) does not enable it and publishes a `Node`
@@ -44,6 +46,13 @@ impl Tracker {
     /// Everything read through this node may have changed unseen.
     pub(super) fn node_invalidated(&self) {
         self.bus.publish(Invalidation::Node {
+            node: self.node.clone(),
+        });
+    }
+
+    /// This connection tracks what it reads from now on.
+    pub(super) fn tracking_on(&self) {
+        self.bus.publish(Invalidation::Tracking {
             node: self.node.clone(),
         });
     }
@@ -89,7 +98,8 @@ impl Tracker {
     }
 }
 
-/// `CLIENT TRACKING ON` on a connection whose handshake switched to RESP3.
+/// `CLIENT TRACKING ON NOLOOP` on a connection whose handshake switched to
+/// RESP3: the server reports keys other clients change.
 /// `Ok(false)`: the server refused; the connection is usable without
 /// tracking. Bytes read past the reply stay in `rbuf`. The caller bounds it
 /// with the connect deadline.
@@ -108,6 +118,12 @@ where
             Arg::Static("CLIENT"),
             Arg::Static("TRACKING"),
             Arg::Static("ON"),
+            // Not for this connection's own writes: the fallback layer marks
+            // every write it sends (before and after), and a push for it
+            // arriving after the next read would only force that key to the
+            // primary once more (a hot key written by this client would miss
+            // the near-cache twice per write instead of once).
+            Arg::Static("NOLOOP"),
         ],
     );
     stream

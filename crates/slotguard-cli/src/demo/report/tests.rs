@@ -30,6 +30,7 @@ fn run(name: PhaseName, secs: u64) -> PhaseRun {
         fault: None,
         sweep: (0, 0),
         settle_error: None,
+        hedges: Default::default(),
         converged: Ok(Duration::from_millis(20)),
         settings_error: None,
     }

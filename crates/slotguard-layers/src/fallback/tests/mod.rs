@@ -14,6 +14,7 @@ use tower::{service_fn, Layer, ServiceExt};
 use super::*;
 use crate::test_support::addr;
 
+mod client_side;
 mod invalidation;
 mod reads;
 

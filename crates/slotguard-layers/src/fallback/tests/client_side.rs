@@ -1,0 +1,181 @@
+//! Client-side caching: tracked entries answer healthy reads, exactly until
+//! an invalidation arrives or their tracking connection ends.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use slotguard_core::invalidation::{Invalidation, InvalidationBus};
+use slotguard_core::{CacheRequest, Consistency, Path, Topology};
+use tower::ServiceExt;
+
+use super::*;
+use crate::test_support::{addr, view};
+
+async fn settle() {
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+}
+
+type Layer = FallbackLayer<tower::util::BoxCloneService<SecondaryRequest, Option<Bytes>, BoxError>>;
+
+/// Node 1 owns every slot; client-side caching on (`tracked_for`).
+fn setup(tracked_for: Duration) -> (InvalidationBus, FakeCluster, Layer, Svc) {
+    let bus = InvalidationBus::new(64);
+    let topology = Topology::new();
+    topology.install(&view(1, &[(0, 16383, 1)]));
+    let cluster = FakeCluster::new();
+    let store = FakeStore::new(Duration::from_millis(1));
+    let config = FallbackConfig::default().with_near_cache(Some(
+        NearCacheConfig::default().with_tracked_for(tracked_for),
+    ));
+    let layer = FallbackLayer::new(store.service())
+        .with_config(config)
+        .with_invalidations(&bus)
+        .with_topology(topology);
+    let svc = stack(&layer, &cluster);
+    (bus, cluster, layer, svc)
+}
+
+async fn read(svc: &Svc, key: &str) -> (Path, Option<Bytes>) {
+    let resp = get(svc, key).await.unwrap();
+    (resp.served.path, resp.value)
+}
+
+fn v(s: &'static str) -> Option<Bytes> {
+    Some(Bytes::from_static(s.as_bytes()))
+}
+
+fn reads_seen(cluster: &FakeCluster) -> usize {
+    cluster.seen().iter().filter(|r| r.op.is_read()).count()
+}
+
+#[tokio::test(start_paused = true)]
+async fn tracked_entries_answer_until_an_invalidation_arrives() {
+    let (bus, cluster, _layer, svc) = setup(Duration::from_secs(60));
+    cluster.put("a", "v1");
+    // the first read starts the watch task; the node's connection tracks
+    read(&svc, "a").await;
+    bus.publish(Invalidation::Tracking { node: addr(1) });
+    settle().await;
+    assert_eq!(read(&svc, "a").await, (Path::Primary, v("v1")), "admitted");
+    assert_eq!(read(&svc, "a").await, (Path::NearCache, v("v1")));
+    assert_eq!(read(&svc, "a").await, (Path::NearCache, v("v1")));
+    assert_eq!(reads_seen(&cluster), 2, "hits never reach the cluster");
+
+    // another client writes; once its invalidation arrived, never stale
+    cluster.put("a", "v2");
+    bus.publish(Invalidation::Keys {
+        node: addr(1),
+        keys: vec![Bytes::from_static(b"a")],
+    });
+    settle().await;
+    assert_eq!(read(&svc, "a").await, (Path::Primary, v("v2")));
+    assert_eq!(read(&svc, "a").await, (Path::NearCache, v("v2")));
+
+    // our own write: never served the old value
+    svc.clone()
+        .oneshot(CacheRequest::set("a", "v3", None))
+        .await
+        .unwrap();
+    assert_eq!(read(&svc, "a").await, (Path::Primary, v("v3")));
+
+    // a primary-only read never takes the near-cache
+    assert_eq!(read(&svc, "a").await, (Path::NearCache, v("v3")));
+    let resp = svc
+        .clone()
+        .oneshot(CacheRequest::get("a").with_consistency(Consistency::Primary))
+        .await
+        .unwrap();
+    assert_eq!(resp.served.path, Path::Primary);
+}
+
+#[tokio::test(start_paused = true)]
+async fn nothing_read_over_a_lost_tracking_connection_answers_until_reread() {
+    let (bus, cluster, _layer, svc) = setup(Duration::from_secs(60));
+    cluster.put("a", "v1");
+    read(&svc, "a").await;
+    bus.publish(Invalidation::Tracking { node: addr(1) });
+    settle().await;
+    read(&svc, "a").await;
+    assert_eq!(read(&svc, "a").await.0, Path::NearCache);
+
+    // the tracking connection is lost (and a new one is not tracking yet)
+    bus.publish(Invalidation::Node { node: addr(1) });
+    settle().await;
+    assert_eq!(read(&svc, "a").await.0, Path::Primary);
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert_eq!(read(&svc, "a").await.0, Path::Primary, "re-read untracked");
+    assert_eq!(read(&svc, "a").await.0, Path::Primary);
+
+    // the new connection tracks: once re-read through it, cached again
+    bus.publish(Invalidation::Tracking { node: addr(1) });
+    settle().await;
+    assert_eq!(read(&svc, "a").await.0, Path::Primary, "filled before");
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert_eq!(read(&svc, "a").await.0, Path::Primary, "re-read tracked");
+    assert_eq!(read(&svc, "a").await.0, Path::NearCache);
+
+    // lost events: nothing answers until re-read
+    for _ in 0..80 {
+        bus.publish(Invalidation::Keys {
+            node: addr(1),
+            keys: vec![Bytes::from_static(b"zzz")],
+        });
+    }
+    settle().await;
+    assert_eq!(read(&svc, "a").await.0, Path::Primary);
+}
+
+#[tokio::test(start_paused = true)]
+async fn tracked_entries_age_out_and_it_is_off_by_default() {
+    let (bus, cluster, _layer, svc) = setup(Duration::from_secs(2));
+    cluster.put("a", "v1");
+    read(&svc, "a").await;
+    bus.publish(Invalidation::Tracking { node: addr(1) });
+    settle().await;
+    read(&svc, "a").await;
+    assert_eq!(read(&svc, "a").await.0, Path::NearCache);
+    tokio::time::advance(Duration::from_secs(3)).await;
+    assert_eq!(
+        read(&svc, "a").await.0,
+        Path::Primary,
+        "older than tracked_for"
+    );
+
+    let (bus, cluster, _layer, svc) = setup(Duration::ZERO);
+    cluster.put("a", "v1");
+    read(&svc, "a").await;
+    bus.publish(Invalidation::Tracking { node: addr(1) });
+    settle().await;
+    for _ in 0..5 {
+        assert_eq!(read(&svc, "a").await.0, Path::Primary);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_marked_read_gives_its_primary_a_short_deadline() {
+    let (_bus, cluster, _, _) = setup(Duration::ZERO);
+    let layer = FallbackLayer::new(FakeStore::new(Duration::from_millis(1)).service()).with_config(
+        FallbackConfig::default().with_marked_read_timeout(Some(Duration::from_millis(25))),
+    );
+    let svc = stack(&layer, &cluster);
+    cluster.put("a", "v1");
+    let start = tokio::time::Instant::now();
+    let deadline = start + Duration::from_secs(1);
+    let req = |k: &str| CacheRequest::get(k.to_owned()).with_timeout(Duration::from_secs(1));
+    svc.clone().oneshot(req("a")).await.unwrap();
+    // unmarked: the cluster read timeout (300 ms)
+    assert_eq!(
+        cluster.seen()[0].deadline,
+        Some(start + Duration::from_millis(300))
+    );
+    layer.invalidate("a");
+    svc.clone().oneshot(req("a")).await.unwrap();
+    let seen = cluster.seen();
+    let last = seen.last().unwrap();
+    assert_eq!(last.consistency, Consistency::Primary);
+    // marked: only the primary may answer, so the store answers after 25 ms
+    assert_eq!(last.deadline, Some(start + Duration::from_millis(25)));
+    assert!(last.deadline < Some(deadline));
+}

@@ -1,0 +1,253 @@
+//! Hedged reads: tower-test mocks, paused time.
+
+use std::time::Duration;
+
+use slotguard_core::{
+    CacheError, CacheRequest, CacheResponse, ClusterView, Consistency, NodeView, Path, Role, Route,
+    ShardView, Topology,
+};
+use tokio::time::Instant;
+use tower::{Layer, ServiceExt};
+use tower_test::mock;
+
+use super::{FailoverPolicy, HedgePolicy, HedgeStats, ReplicaFailoverLayer};
+use crate::test_support::addr;
+
+type Handle = mock::Handle<CacheRequest, CacheResponse>;
+type Svc = super::ReplicaFailover<mock::Mock<CacheRequest, CacheResponse>>;
+
+/// One shard: primary 1, replicas 101 and 102.
+fn setup(hedge: HedgePolicy) -> (Topology, ReplicaFailoverLayer, Svc, Handle) {
+    let nv = |p: u16| NodeView {
+        addr: addr(p),
+        id: None,
+        online: true,
+    };
+    let topology = Topology::new();
+    topology.install(&ClusterView {
+        source: addr(1),
+        shards: vec![ShardView {
+            slots: vec![(0, 16383)],
+            primary: nv(1),
+            replicas: vec![nv(101), nv(102)],
+        }],
+        current_epoch: None,
+        state_ok: Some(true),
+    });
+    let policy = FailoverPolicy {
+        hedge: Some(hedge),
+        ..FailoverPolicy::default()
+    };
+    let layer = ReplicaFailoverLayer::with_policy(topology.clone(), policy);
+    let (svc, handle) = mock::pair::<CacheRequest, CacheResponse>();
+    let svc = layer.layer(svc);
+    (topology, layer, svc, handle)
+}
+
+fn get() -> CacheRequest {
+    CacheRequest::get("k")
+        .to_node(addr(1), Role::Primary)
+        .with_timeout(Duration::from_secs(1))
+}
+
+fn node_of(r: &CacheRequest) -> (u16, Role) {
+    match &r.route {
+        Route::Node { addr, role, .. } => (addr.port(), *role),
+        Route::Slot => panic!("unrouted"),
+    }
+}
+
+fn answer(port: u16, path: Path) -> CacheResponse {
+    CacheResponse::from_node(Some("v".into()), addr(port), path)
+}
+
+async fn no_request_within(handle: &mut Handle, d: Duration) -> bool {
+    matches!(
+        tokio::time::timeout(d, handle.next_request()).await,
+        Err(_) | Ok(None)
+    )
+}
+
+fn stats(sent: u64, won: u64, refused: u64) -> HedgeStats {
+    HedgeStats { sent, won, refused }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hedge_wins_over_a_stalled_primary() {
+    let (topology, layer, svc, mut handle) = setup(HedgePolicy::default());
+    // The primary usually answers in 2 ms: its hedge delay is the floor.
+    for _ in 0..50 {
+        topology
+            .health(&addr(1))
+            .record_success(Duration::from_millis(2));
+    }
+    let started = Instant::now();
+    let call = tokio::spawn(svc.oneshot(get()));
+    let (r, _stalled) = handle.next_request().await.unwrap();
+    assert_eq!(node_of(&r), (1, Role::Primary));
+    // The primary says nothing; the hedge goes to a replica after the delay.
+    let (h, send) = handle.next_request().await.unwrap();
+    assert_eq!(node_of(&h).1, Role::Replica);
+    assert_eq!(started.elapsed(), HedgePolicy::default().floor);
+    assert_eq!(h.attempts.failovers, 1);
+    send.send_response(answer(node_of(&h).0, Path::Replica));
+    let resp = call.await.unwrap().unwrap();
+    assert_eq!(resp.served.path, Path::Replica);
+    assert_eq!(layer.hedge_stats(), stats(1, 1, 0));
+    assert_eq!(
+        topology.refresh_requests(),
+        0,
+        "slowness is not a fault: no refresh"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_primary_answering_first_wins_and_a_failed_hedge_is_no_answer() {
+    let (_t, layer, svc, mut handle) = setup(HedgePolicy::default());
+    let call = tokio::spawn(svc.oneshot(get()));
+    let (_r, primary) = handle.next_request().await.unwrap();
+    // no latency known yet: the hedge waits for the cap
+    let (h, hedge) = handle.next_request().await.unwrap();
+    assert_eq!(node_of(&h).1, Role::Replica);
+    hedge.send_error(CacheError::Timeout {
+        node: addr(node_of(&h).0),
+    });
+    assert!(no_request_within(&mut handle, Duration::from_millis(50)).await);
+    primary.send_response(answer(1, Path::Primary));
+    assert_eq!(call.await.unwrap().unwrap().served.path, Path::Primary);
+    assert_eq!(layer.hedge_stats(), stats(1, 0, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_primary_leaves_the_answer_to_the_hedge() {
+    let (_t, _layer, svc, mut handle) = setup(HedgePolicy::default());
+    let call = tokio::spawn(svc.oneshot(get()));
+    let (_r, primary) = handle.next_request().await.unwrap();
+    let (h, hedge) = handle.next_request().await.unwrap();
+    let hedged = node_of(&h).0;
+    primary.send_error(CacheError::Timeout { node: addr(1) });
+    // no failover to the replica already asked
+    assert!(no_request_within(&mut handle, Duration::from_millis(10)).await);
+    hedge.send_error(CacheError::Timeout { node: addr(hedged) });
+    // both failed: one more replica attempt, the hedge counted as one (a
+    // replica that failed the hedge may answer now, e.g. after a promotion)
+    let (f, send) = handle.next_request().await.unwrap();
+    assert_eq!(node_of(&f).1, Role::Replica);
+    assert_eq!(f.attempts.failovers, 2);
+    send.send_response(answer(node_of(&f).0, Path::Replica));
+    assert_eq!(call.await.unwrap().unwrap().served.path, Path::Replica);
+}
+
+#[tokio::test(start_paused = true)]
+async fn never_hedges_to_a_stale_replica() {
+    let (topology, layer, svc, mut handle) = setup(HedgePolicy::default());
+    for p in [101, 102] {
+        // link down for a minute: too stale for ReplicaOk and a 5 s budget
+        topology
+            .health(&addr(p))
+            .set_replication(false, Duration::from_secs(60));
+    }
+    for consistency in [
+        Consistency::ReplicaOk,
+        Consistency::StaleOk(Duration::from_secs(5)),
+    ] {
+        let call = tokio::spawn(svc.clone().oneshot(get().with_consistency(consistency)));
+        let (_r, primary) = handle.next_request().await.unwrap();
+        assert!(
+            no_request_within(&mut handle, Duration::from_millis(500)).await,
+            "{consistency:?} hedged to a stale replica"
+        );
+        primary.send_response(answer(1, Path::Primary));
+        assert_eq!(call.await.unwrap().unwrap().served.path, Path::Primary);
+    }
+    // a replica within the read's staleness budget may answer
+    topology
+        .health(&addr(102))
+        .set_replication(false, Duration::from_secs(2));
+    let call = tokio::spawn(
+        svc.clone()
+            .oneshot(get().with_consistency(Consistency::StaleOk(Duration::from_secs(5)))),
+    );
+    let (_r, _primary) = handle.next_request().await.unwrap();
+    let (h, send) = handle.next_request().await.unwrap();
+    assert_eq!(node_of(&h), (102, Role::Replica));
+    send.send_response(answer(102, Path::Replica));
+    assert_eq!(call.await.unwrap().unwrap().served.path, Path::Replica);
+    assert_eq!(layer.hedge_stats(), stats(1, 1, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn marked_and_primary_only_reads_never_hedge() {
+    let (_t, layer, svc, mut handle) = setup(HedgePolicy::default());
+    // The fallback layer sends reads of invalidated keys with
+    // `Consistency::Primary`; so do callers that want the primary only.
+    let call = tokio::spawn(
+        svc.clone()
+            .oneshot(get().with_consistency(Consistency::Primary)),
+    );
+    let (r, primary) = handle.next_request().await.unwrap();
+    assert_eq!(node_of(&r), (1, Role::Primary));
+    assert!(no_request_within(&mut handle, Duration::from_millis(500)).await);
+    primary.send_response(answer(1, Path::Primary));
+    assert_eq!(call.await.unwrap().unwrap().served.path, Path::Primary);
+    // nor do writes
+    let call = tokio::spawn(
+        svc.oneshot(CacheRequest::set("k", "v", None).to_node(addr(1), Role::Primary)),
+    );
+    let (_r, primary) = handle.next_request().await.unwrap();
+    assert!(no_request_within(&mut handle, Duration::from_millis(500)).await);
+    primary.send_response(answer(1, Path::Primary));
+    call.await.unwrap().unwrap();
+    assert_eq!(layer.hedge_stats(), stats(0, 0, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn hedges_cannot_exceed_their_budget() {
+    // one hedge per two reads, no floor
+    let policy = HedgePolicy::default().with_budget(0.5, 0, Duration::from_secs(10));
+    let (_t, layer, svc, mut handle) = setup(policy);
+    let calls: Vec<_> = (0..6)
+        .map(|_| tokio::spawn(svc.clone().oneshot(get())))
+        .collect();
+    let mut primaries = Vec::new();
+    let mut hedges = Vec::new();
+    while let Ok(Some((r, send))) =
+        tokio::time::timeout(Duration::from_millis(200), handle.next_request()).await
+    {
+        match node_of(&r).1 {
+            Role::Primary => primaries.push(send),
+            Role::Replica => hedges.push(send),
+        }
+    }
+    assert_eq!(primaries.len(), 6);
+    assert_eq!(hedges.len(), 3, "six reads pay for three hedges");
+    assert_eq!(layer.hedge_stats(), stats(3, 0, 3));
+    for send in primaries {
+        send.send_response(answer(1, Path::Primary));
+    }
+    for call in calls {
+        assert_eq!(call.await.unwrap().unwrap().served.path, Path::Primary);
+    }
+    drop(hedges);
+}
+
+#[tokio::test(start_paused = true)]
+async fn hedging_off_waits_for_the_primary() {
+    let (_t, svc, mut handle) = {
+        let (t, _l, _s, _h) = setup(HedgePolicy::default());
+        let layer = ReplicaFailoverLayer::with_policy(
+            t.clone(),
+            FailoverPolicy {
+                hedge: None,
+                ..FailoverPolicy::default()
+            },
+        );
+        let (svc, handle) = mock::pair::<CacheRequest, CacheResponse>();
+        (t, layer.layer(svc), handle)
+    };
+    let call = tokio::spawn(svc.oneshot(get()));
+    let (_r, primary) = handle.next_request().await.unwrap();
+    assert!(no_request_within(&mut handle, Duration::from_millis(90)).await);
+    primary.send_response(answer(1, Path::Primary));
+    assert_eq!(call.await.unwrap().unwrap().served.path, Path::Primary);
+}
