@@ -44,7 +44,7 @@ pub use env::{
     ENV_USERNAME,
 };
 pub use health::{parse_replication_info, HealthProber, ProberHandle, ReplicationInfo};
-pub use remap::{AddressRemap, RemapFn};
+pub use remap::{identity as remapped_identity, AddressRemap, RemapFn};
 pub use resp::Frame;
 pub use service::{NodeService, ResponseFuture};
 pub use source::{fetch_view_with, parse_cluster_shards, parse_cluster_slots, NodeTopologySource};
