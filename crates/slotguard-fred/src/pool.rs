@@ -56,6 +56,9 @@ pub(crate) struct NodeClient {
     /// fred's connection task ended: the first connect failed, or quit.
     ended: AtomicBool,
     in_flight: AtomicUsize,
+    /// Calls given up at their deadline with no reply since: their commands
+    /// are still in fred's queue, unanswered.
+    abandoned: AtomicUsize,
     /// Milliseconds since the pool's epoch of the last reply, or of the
     /// first command after an idle spell: the watchdog's clock.
     progress: AtomicU64,
@@ -107,7 +110,7 @@ impl NodeClient {
                 Err(seen) => cur = seen,
             }
         }
-        if cur == 0 {
+        if cur == 0 && self.abandoned.load(Ordering::Acquire) == 0 {
             // The watchdog measures from the oldest unanswered command.
             self.progress.store(self.now_ms(), Ordering::Release);
         }
@@ -117,7 +120,7 @@ impl NodeClient {
     /// Milliseconds since the watchdog's clock last moved, when commands
     /// are outstanding.
     pub(crate) fn stalled_for(&self) -> Option<Duration> {
-        if self.in_flight() == 0 {
+        if self.in_flight() == 0 && self.abandoned.load(Ordering::Acquire) == 0 {
             return None;
         }
         let since = self
@@ -130,9 +133,16 @@ impl NodeClient {
         self.cancel.cancelled()
     }
 
-    /// A reply came in on this client.
+    /// A reply came in on this client: fred hands replies out in order, so
+    /// every command sent before it was answered too.
     pub(crate) fn progressed(&self) {
         self.progress.store(self.now_ms(), Ordering::Release);
+        self.abandoned.store(0, Ordering::Release);
+    }
+
+    /// A call gave up at its deadline; its command stays unanswered.
+    pub(crate) fn abandon(&self) {
+        self.abandoned.fetch_add(1, Ordering::AcqRel);
     }
 
     /// The node cannot take a command now: its connection was up and is
@@ -289,6 +299,7 @@ impl Pool {
             ever_connected: AtomicBool::new(false),
             ended: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
+            abandoned: AtomicUsize::new(0),
             progress: AtomicU64::new(0),
             created: Instant::now(),
             cancel: CancellationToken::new(),

@@ -245,9 +245,14 @@ struct Call {
 
 impl Call {
     async fn run(self) -> Result<Value, CacheError> {
+        let node = self.node.clone();
         let addr = self.node.addr.clone();
         let is_write = self.is_write;
-        match tokio::time::timeout_at(self.deadline, self.exec()).await {
+        let out = tokio::time::timeout_at(self.deadline, self.exec()).await;
+        if out.is_err() {
+            node.abandon();
+        }
+        match out {
             Ok(r) => r,
             // A write that may have left applies when a stalled node wakes.
             Err(_) if is_write => Err(CacheError::Indeterminate {
