@@ -65,6 +65,9 @@ pub(crate) struct NodeClient {
     created: Instant,
     cancel: CancellationToken,
     epoch: Instant,
+    /// Why the connection task ended, when it did with an error (refused
+    /// credentials or TLS are reported as such, not as "reconnecting").
+    failure: Mutex<Option<CacheError>>,
 }
 
 impl fmt::Debug for NodeClient {
@@ -160,6 +163,14 @@ impl NodeClient {
 
     pub(crate) fn readonly_confirmed(&self) {
         self.readonly.store(true, Ordering::Release);
+    }
+
+    /// Why the first connect failed, if it did.
+    pub(crate) fn failure(&self) -> Option<CacheError> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub(crate) fn in_flight(&self) -> usize {
@@ -304,6 +315,7 @@ impl Pool {
             created: Instant::now(),
             cancel: CancellationToken::new(),
             epoch: self.epoch,
+            failure: Mutex::new(None),
         });
         // Subscribe before connecting: the first connect is announced on
         // the same channel as every reconnect.
@@ -311,7 +323,10 @@ impl Pool {
         let handle = node.client.connect();
         let watched = node.clone();
         self.tasks.spawn(async move {
-            let _ = handle.await;
+            if let Ok(Err(e)) = handle.await {
+                let e = crate::convert::map_error(&e, &watched.addr, false);
+                *watched.failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+            }
             watched.ended.store(true, Ordering::Release);
         });
         self.tasks.spawn(events.run(

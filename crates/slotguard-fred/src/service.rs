@@ -187,9 +187,12 @@ impl FredLeaf {
         let (name, args) = command_of(req)?;
         let node = self.pool.client(&addr, Mode::from(role))?;
         if node.is_lost() {
-            return Err(CacheError::Connection {
-                node: addr,
-                detail: "not connected (reconnecting)".into(),
+            return Err(match node.failure() {
+                Some(e @ (CacheError::Auth { .. } | CacheError::Tls { .. })) => e,
+                _ => CacheError::Connection {
+                    node: addr,
+                    detail: "not connected (reconnecting)".into(),
+                },
             });
         }
         let guard = node.enter(self.pool.config().max_in_flight)?;
@@ -251,6 +254,11 @@ impl Call {
         let out = tokio::time::timeout_at(self.deadline, self.exec()).await;
         if out.is_err() {
             node.abandon();
+            // fred keeps a command queued behind a connect that was refused
+            // (credentials, TLS) until our deadline: report the refusal.
+            if let Some(e @ (CacheError::Auth { .. } | CacheError::Tls { .. })) = node.failure() {
+                return Err(e);
+            }
         }
         match out {
             Ok(r) => r,

@@ -16,7 +16,14 @@ impl App {
     /// `seeds` (or unset: it starts its own local cluster) and a temporary
     /// database; returns it and the address it listens on.
     pub(crate) fn start(seeds: Option<String>) -> (App, String) {
+        Self::start_with(seeds, &[])
+    }
+
+    /// [`App::start`] with more environment variables (e.g.
+    /// `SLOTGUARD_LEAF=fred`).
+    pub(crate) fn start_with(seeds: Option<String>, envs: &[(&str, &str)]) -> (App, String) {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_axum_app"));
+        cmd.envs(envs.iter().copied());
         cmd.env("SLOTGUARD_HTTP", "127.0.0.1:0")
             .env_remove("SLOTGUARD_DB")
             .stdout(Stdio::piped())
