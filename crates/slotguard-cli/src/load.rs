@@ -43,6 +43,8 @@ pub(crate) struct LoadConfig {
     pub(crate) timeout: Duration,
     /// Share of operations that are writes, in percent.
     pub(crate) write_pct: u32,
+    /// The leaf under the stack.
+    pub(crate) leaf: slotguard::LeafKind,
 }
 
 /// The longest the lost-write sweep after a phase may take.

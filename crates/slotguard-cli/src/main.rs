@@ -78,6 +78,14 @@ pub(crate) struct LoadArgs {
     /// Print exactly one JSON object on stdout (and no progress).
     #[arg(long)]
     pub(crate) json: bool,
+    /// The leaf under the stack: `node` (the default leaf) or `fred` (the
+    /// fred-backed leaf).
+    #[arg(long, default_value = "node", value_parser = parse_leaf)]
+    pub(crate) leaf: slotguard::LeafKind,
+}
+
+fn parse_leaf(s: &str) -> Result<slotguard::LeafKind, String> {
+    slotguard::LeafKind::parse(s).map_err(|e| e.to_string())
 }
 
 impl LoadArgs {
@@ -87,6 +95,7 @@ impl LoadArgs {
             keys: usize::try_from(self.keys).unwrap_or(10_000),
             timeout: Duration::from_millis(self.timeout_ms),
             write_pct: u32::try_from(self.write_pct).unwrap_or(10),
+            leaf: self.leaf,
         }
     }
 }

@@ -267,7 +267,7 @@ impl Runner {
             config.keys
         ));
         let (stack, handles) = rt
-            .block_on(stack::build(seeds, store))
+            .block_on(stack::build(seeds, store, config.leaf))
             .map_err(|e| StartError(format!("could not build the slotguard stack: {e}")))?;
         let map = handles.topology().load();
         progress.note(&format!(

@@ -5,7 +5,7 @@
 //! default, over an SQLite store (`slotguard-store`) in a temporary
 //! directory, plus the replication health prober.
 
-use slotguard::{BoxError, CacheService, NodeAddr, SlotGuard, Topology};
+use slotguard::{BoxError, CacheService, LeafKind, NodeAddr, SlotGuard, Topology};
 use slotguard_store::SqliteStore;
 
 /// The stack as one cloneable service (the boxing costs nothing measurable
@@ -37,15 +37,17 @@ impl Handles {
     }
 }
 
-/// Build the stack over the cluster reachable through `seeds`, with the
-/// slot map loaded and the store at `store`.
+/// Build the stack over the cluster reachable through `seeds`, on the
+/// `leaf` kind, with the slot map loaded and the store at `store`.
 pub(crate) async fn build(
     seeds: Vec<NodeAddr>,
     store: SqliteStore,
+    leaf: LeafKind,
 ) -> Result<(Stack, Handles), BoxError> {
     // The defaults, as a user gets them: the demo shows the product, not a
     // tuning of it.
     let guard = SlotGuard::builder(seeds)
+        .leaf_kind(leaf)
         .store(store.clone())
         .connect()
         .await?;

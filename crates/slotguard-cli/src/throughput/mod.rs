@@ -166,7 +166,7 @@ async fn bench(
         .await
         .map_err(|e| format!("could not read the redis version from {first}: {e}"))?;
 
-    progress.note("connecting fred_cluster, leaf, stack and stack_store...");
+    progress.note("connecting fred_cluster, leaf, stack, stack_store and stack_fred_leaf...");
     let fred = clients::fred_cluster(seeds)
         .await
         .map_err(|e| format!("fred cluster client: {e}"))?;
@@ -179,6 +179,9 @@ async fn bench(
     let (stack_store, _guard_store) = clients::stack(seeds, true)
         .await
         .map_err(|e| format!("stack_store: {e}"))?;
+    let (stack_fred_leaf, _guard_fred_leaf) = clients::stack_fred_leaf(seeds)
+        .await
+        .map_err(|e| format!("stack_fred_leaf: {e}"))?;
 
     progress.note(&format!(
         "writing {} keys of {} B...",
@@ -212,6 +215,7 @@ async fn bench(
                         ClientName::Leaf => cell::run(&leaf, &data, spec).await,
                         ClientName::Stack => cell::run(&stack, &data, spec).await,
                         ClientName::StackStore => cell::run(&stack_store, &data, spec).await,
+                        ClientName::StackFredLeaf => cell::run(&stack_fred_leaf, &data, spec).await,
                     };
                     let sample = result.sample();
                     progress.note(&format!(

@@ -40,15 +40,19 @@ pub(crate) enum ClientName {
     /// The same with an SQLite store behind it (fallback, near-cache,
     /// client tracking): `SlotGuard::builder(..).store(..)`.
     StackStore,
+    /// The recommended stack without a store over the fred-backed leaf:
+    /// `SlotGuard::builder(..).leaf_kind(LeafKind::Fred)`.
+    StackFredLeaf,
 }
 
 impl ClientName {
     /// Every client; fred first, the reference of the ratios.
-    pub(crate) const ALL: [ClientName; 4] = [
+    pub(crate) const ALL: [ClientName; 5] = [
         ClientName::FredCluster,
         ClientName::Leaf,
         ClientName::Stack,
         ClientName::StackStore,
+        ClientName::StackFredLeaf,
     ];
 
     pub(crate) fn as_str(self) -> &'static str {
@@ -57,13 +61,14 @@ impl ClientName {
             ClientName::Leaf => "leaf",
             ClientName::Stack => "stack",
             ClientName::StackStore => "stack_store",
+            ClientName::StackFredLeaf => "stack_fred_leaf",
         }
     }
 
     /// The order the clients run in during round `round`: rotated each
     /// round, so none always runs first (on a cold cache, connections, CPU
     /// frequency) over a run of four or more rounds.
-    pub(crate) fn order(round: usize) -> [ClientName; 4] {
+    pub(crate) fn order(round: usize) -> [ClientName; 5] {
         let mut all = Self::ALL;
         let n = all.len();
         all.rotate_left(round % n);
@@ -226,7 +231,7 @@ pub(crate) struct Settings {
     /// `local (3 primaries, 1 replica each)` or the seeds given.
     pub(crate) cluster: String,
     /// The client order of each round.
-    pub(crate) client_order: Vec<[ClientName; 4]>,
+    pub(crate) client_order: Vec<[ClientName; 5]>,
     pub(crate) clients: Clients,
 }
 
@@ -237,6 +242,7 @@ pub(crate) struct Clients {
     pub(crate) leaf: &'static str,
     pub(crate) stack: &'static str,
     pub(crate) stack_store: &'static str,
+    pub(crate) stack_fred_leaf: &'static str,
 }
 
 /// The descriptions printed with the results.
@@ -248,6 +254,9 @@ pub(crate) const CLIENTS: Clients = Clients {
             running; all defaults",
     stack_store: "SlotGuard::builder(seeds).store(SqliteStore).connect(): the same with fallback \
                   (near-cache, RESP3 client tracking) on top; all defaults",
+    stack_fred_leaf: "SlotGuard::builder(seeds).leaf_kind(LeafKind::Fred).connect(): the stack \
+                      over FredLeaf (one centralized fred client per node, PING reply marker); \
+                      all defaults",
 };
 
 /// The one JSON object `--json` prints.
@@ -285,7 +294,8 @@ pub(crate) fn render(o: &Output) -> String {
     let _ = writeln!(out, "  fred_cluster: {}", CLIENTS.fred_cluster);
     let _ = writeln!(out, "  leaf:         {}", CLIENTS.leaf);
     let _ = writeln!(out, "  stack:        {}", CLIENTS.stack);
-    let _ = writeln!(out, "  stack_store:  {}\n", CLIENTS.stack_store);
+    let _ = writeln!(out, "  stack_store:  {}", CLIENTS.stack_store);
+    let _ = writeln!(out, "  stack_fred_leaf: {}\n", CLIENTS.stack_fred_leaf);
     let _ = writeln!(
         out,
         "{:<5} {:>5} {:<13} {:>10} {:>7} {:>9} {:>9} {:>9} {:>8} {:>7} {:>6}",
@@ -382,11 +392,17 @@ mod tests {
     #[test]
     fn client_order_rotates() {
         use ClientName::*;
-        assert_eq!(ClientName::order(0), [FredCluster, Leaf, Stack, StackStore]);
-        assert_eq!(ClientName::order(1), [Leaf, Stack, StackStore, FredCluster]);
-        assert_eq!(ClientName::order(4), ClientName::order(0));
-        // over four rounds each client goes first once
-        let firsts: Vec<ClientName> = (0..4).map(|r| ClientName::order(r)[0]).collect();
+        assert_eq!(
+            ClientName::order(0),
+            [FredCluster, Leaf, Stack, StackStore, StackFredLeaf]
+        );
+        assert_eq!(
+            ClientName::order(1),
+            [Leaf, Stack, StackStore, StackFredLeaf, FredCluster]
+        );
+        assert_eq!(ClientName::order(5), ClientName::order(0));
+        // over five rounds each client goes first once
+        let firsts: Vec<ClientName> = (0..5).map(|r| ClientName::order(r)[0]).collect();
         for c in ClientName::ALL {
             assert_eq!(firsts.iter().filter(|&&f| f == c).count(), 1);
         }
