@@ -542,6 +542,54 @@ async fn hostile<F: Flavor>() {
 }
 both!(hostile);
 
+/// A reply shaped like a pub/sub message (`["message", channel, payload]`),
+/// a 2 GiB bulk header and a billion-element array header, each followed
+/// by silence: the request gets a typed error, no other request gets a
+/// value not its own, memory stays bounded, and the node is used again on
+/// a new connection.
+async fn hostile_shapes<F: Flavor>() {
+    let (node, addr) = scripted();
+    let leaf = F::leaf(&Common::default());
+    recovers(&leaf, &addr).await;
+    let mem = rss();
+    let shapes = [
+        Action::Reply(b"*3\r\n$7\r\nmessage\r\n$1\r\na\r\n$1\r\nb\r\n".to_vec()),
+        Action::huge_bulk_header(),
+        Action::huge_array(1_000_000_000),
+    ];
+    for action in shapes {
+        let before = node.connections_accepted();
+        node.script("bad", action.clone());
+        let bad = traffic(&leaf, &addr).await;
+        assert!(bad.is_err(), "{}: {action:?} was answered: {bad:?}", F::NAME);
+        let e = cache_err(&bad.unwrap_err());
+        println!("{}: {action:?}: {e:?}", F::NAME);
+        node.clear("bad");
+        recovers(&leaf, &addr).await;
+        if !matches!(action, Action::Reply(_)) {
+            assert!(node.connections_accepted() > before, "{action:?}: not replaced");
+        }
+        assert!(
+            rss() < mem + 256 * 1024 * 1024,
+            "{}: {action:?}: memory grew by {} bytes",
+            F::NAME,
+            rss().saturating_sub(mem)
+        );
+    }
+}
+both!(hostile_shapes);
+
+/// Resident memory of this process, in bytes.
+fn rss() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
 /// A reply nested 100,000 arrays deep: the default leaf refuses it with a
 /// typed error past its depth cap; under the fred leaf, redis-protocol's
 /// recursive decoder overflows the stack and the process aborts — shown in
