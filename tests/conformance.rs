@@ -444,6 +444,74 @@ async fn lifecycle<F: Flavor>() {
 }
 both!(lifecycle);
 
+// ---------------------------------------------------------- back-pressure
+
+/// A node asleep (`DEBUG SLEEP`) under a flood of 500 reads, bound 64: at
+/// most the bound is sent, the rest fail at once with `Overloaded`, and
+/// another node answers throughout.
+async fn back_pressure<F: Flavor>() {
+    const BOUND: usize = 64;
+    let h = harness::<F>(Common {
+        max_in_flight: Some(BOUND),
+        command_timeout: Some(Duration::from_secs(5)),
+        stall_timeout: Some(Duration::from_secs(10)),
+        ..Common::default()
+    })
+    .await;
+    let primaries = h.cluster.primaries().unwrap();
+    let (slow, other) = (primaries[0], primaries[1]);
+    let (slow_addr, other_addr) = (addr(&h.cluster, slow), addr(&h.cluster, other));
+    let to = |a: &NodeAddr, k: String| CacheRequest::get(k).to_node(a.clone(), Role::Primary);
+    let slow_keys = h.cluster.key_for_slot_of(slow, 501).unwrap();
+    let other_keys = h.cluster.key_for_slot_of(other, 50).unwrap();
+    h.leaf
+        .clone()
+        .oneshot(to(&slow_addr, slow_keys[500].clone()))
+        .await
+        .unwrap();
+    h.leaf
+        .clone()
+        .oneshot(to(&other_addr, other_keys[0].clone()))
+        .await
+        .unwrap();
+    h.cluster.debug_sleep(slow, 2.0).unwrap();
+    eventually("the node is asleep", Duration::from_secs(5), || async {
+        let probe = to(&slow_addr, slow_keys[500].clone()).with_timeout(Duration::from_millis(50));
+        h.leaf.clone().oneshot(probe).await.is_err().then_some(())
+    })
+    .await;
+    let flood: Vec<_> = (0..500)
+        .map(|i| {
+            let (leaf, req) = (h.leaf.clone(), to(&slow_addr, slow_keys[i].clone()));
+            tokio::spawn(async move { leaf.oneshot(req).await })
+        })
+        .collect();
+    let mut peak = 0;
+    for key in &other_keys {
+        peak = peak.max(h.leaf.in_flight(&slow_addr));
+        h.leaf
+            .clone()
+            .oneshot(to(&other_addr, key.clone()).with_timeout(Duration::from_secs(1)))
+            .await
+            .expect("the other node answers while one is saturated");
+    }
+    let (mut sent, mut overloaded) = (0usize, 0usize);
+    for f in flood {
+        match f.await.unwrap() {
+            Err(e) if matches!(cache_err(&e), CacheError::Overloaded { .. }) => overloaded += 1,
+            _ => sent += 1,
+        }
+    }
+    assert!(peak <= BOUND, "{}: in flight peaked at {peak}", F::NAME);
+    assert!(sent <= BOUND, "{}: {sent} flood reads were sent", F::NAME);
+    assert!(
+        overloaded >= 500 - BOUND,
+        "{}: {overloaded} overloaded",
+        F::NAME
+    );
+}
+both!(back_pressure);
+
 // -------------------------------------------------------- hostile replies
 
 const KEYS: usize = 32;
@@ -561,13 +629,20 @@ async fn hostile_shapes<F: Flavor>() {
         let before = node.connections_accepted();
         node.script("bad", action.clone());
         let bad = traffic(&leaf, &addr).await;
-        assert!(bad.is_err(), "{}: {action:?} was answered: {bad:?}", F::NAME);
+        assert!(
+            bad.is_err(),
+            "{}: {action:?} was answered: {bad:?}",
+            F::NAME
+        );
         let e = cache_err(&bad.unwrap_err());
         println!("{}: {action:?}: {e:?}", F::NAME);
         node.clear("bad");
         recovers(&leaf, &addr).await;
         if !matches!(action, Action::Reply(_)) {
-            assert!(node.connections_accepted() > before, "{action:?}: not replaced");
+            assert!(
+                node.connections_accepted() > before,
+                "{action:?}: not replaced"
+            );
         }
         assert!(
             rss() < mem + 256 * 1024 * 1024,

@@ -21,6 +21,10 @@ pub struct Common {
     pub credentials: Option<Credentials>,
     /// Per-command deadline (the leaf's default when `None`).
     pub command_timeout: Option<Duration>,
+    /// Stall timeout (fred: also its unresponsive check).
+    pub stall_timeout: Option<Duration>,
+    /// Commands outstanding per node connection or client.
+    pub max_in_flight: Option<usize>,
 }
 
 /// A leaf under test.
@@ -48,6 +52,12 @@ impl Flavor for Node {
         if let Some(cred) = &common.credentials {
             c = c.with_credentials(cred.clone());
         }
+        if let Some(t) = common.stall_timeout {
+            c = c.with_stall_timeout(t);
+        }
+        if let Some(n) = common.max_in_flight {
+            c = c.with_max_in_flight(n);
+        }
         NodeService::new(c)
     }
 }
@@ -66,6 +76,12 @@ impl Flavor for Fred {
         }
         if let Some(cred) = &common.credentials {
             c = c.with_credentials(cred.clone());
+        }
+        if let Some(t) = common.stall_timeout {
+            c = c.with_stall_timeout(t).with_unresponsive_timeout(t);
+        }
+        if let Some(n) = common.max_in_flight {
+            c = c.with_max_in_flight(n);
         }
         FredLeaf::new(c)
     }

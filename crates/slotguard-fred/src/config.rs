@@ -116,6 +116,12 @@ impl FredLeafConfig {
         self
     }
 
+    /// fred's unresponsive-connection timeout.
+    pub fn with_unresponsive_timeout(mut self, timeout: Duration) -> Self {
+        self.unresponsive_timeout = timeout;
+        self
+    }
+
     /// Turn the reply marker on or off.
     pub fn with_reply_marker(mut self, on: bool) -> Self {
         self.reply_marker = on;
