@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::join_all;
+use slotguard_core::invalidation::{Invalidation, InvalidationBus, InvalidationReceiver, Received};
 use slotguard_core::{
     as_cache_error, key_slot, BoxError, CacheError, CacheRequest, Failure, Leaf, LeafControl,
     NodeAddr, Path, Role, SecondaryRequest,
@@ -443,6 +444,107 @@ async fn lifecycle<F: Flavor>() {
     .await;
 }
 both!(lifecycle);
+
+// -------------------------------------------------------------- reconnect
+
+/// `CLIENT KILL` every connection of ours on node `index`.
+fn kill_our_connections(cluster: &LocalCluster, index: usize) {
+    let killed = cluster
+        .command(
+            index,
+            &[b"CLIENT", b"KILL", b"TYPE", b"normal", b"SKIPME", b"yes"],
+        )
+        .unwrap();
+    assert!(killed.as_int().unwrap_or(0) >= 1, "{killed:?}");
+}
+
+/// Whether `rx` delivers an invalidation of `key` within a few seconds.
+async fn invalidated(rx: &mut InvalidationReceiver, key: &[u8]) -> bool {
+    let end = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match tokio::time::timeout_at(end, rx.recv()).await {
+            Ok(Some(Received::Event(Invalidation::Keys { keys, .. })))
+                if keys.iter().any(|k| k == key) =>
+            {
+                return true
+            }
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => return false,
+        }
+    }
+}
+
+/// After its connections are killed, a node is read again in replica mode
+/// (`READONLY` re-sent: a replica read is served by the replica, not
+/// answered `MOVED`) and client tracking is on again (another client's
+/// write reaches the bus).
+async fn reconnect<F: Flavor>() {
+    let bus = InvalidationBus::new(1024);
+    let mut rx = bus.subscribe();
+    let h = harness::<F>(Common {
+        invalidations: Some(bus.clone()),
+        ..Common::default()
+    })
+    .await;
+    let key = Bytes::from(format!("{}:reconnect", F::NAME));
+    let owner = h.cluster.primary_of_slot(key_slot(&key)).unwrap();
+    let replica = h.cluster.replicas_of(owner).unwrap()[0];
+    let set = |v: &str| {
+        h.cluster
+            .command_str(owner, &["SET", std::str::from_utf8(&key).unwrap(), v])
+            .unwrap();
+    };
+    let read = |role: Role, want: &'static str| {
+        let req = match role {
+            Role::Primary => h.to_primary(CacheRequest::get(key.clone())),
+            _ => h.to_replica(CacheRequest::get(key.clone())),
+        };
+        let leaf = h.leaf.clone();
+        async move {
+            let r = leaf.oneshot(req).await.ok()?;
+            (r.value.as_deref() == Some(want.as_bytes())).then_some(r)
+        }
+    };
+    set("v1");
+    let r = eventually("replica read", Duration::from_secs(5), || {
+        read(Role::Replica, "v1")
+    })
+    .await;
+    assert_eq!(r.served.path, Path::Replica);
+    eventually("primary read", Duration::from_secs(5), || {
+        read(Role::Primary, "v1")
+    })
+    .await;
+    set("v2");
+    assert!(
+        invalidated(&mut rx, &key).await,
+        "{}: no invalidation",
+        F::NAME
+    );
+
+    kill_our_connections(&h.cluster, owner);
+    kill_our_connections(&h.cluster, replica);
+    let r = eventually(
+        "replica read after reconnect",
+        Duration::from_secs(10),
+        || read(Role::Replica, "v2"),
+    )
+    .await;
+    assert_eq!(r.served.path, Path::Replica);
+    eventually(
+        "primary read after reconnect",
+        Duration::from_secs(10),
+        || read(Role::Primary, "v2"),
+    )
+    .await;
+    set("v3");
+    assert!(
+        invalidated(&mut rx, &key).await,
+        "{}: no invalidation after reconnect",
+        F::NAME
+    );
+}
+both!(reconnect);
 
 // ---------------------------------------------------------- back-pressure
 

@@ -25,6 +25,8 @@ pub struct Common {
     pub stall_timeout: Option<Duration>,
     /// Commands outstanding per node connection or client.
     pub max_in_flight: Option<usize>,
+    /// Client tracking, publishing here.
+    pub invalidations: Option<slotguard_core::invalidation::InvalidationBus>,
 }
 
 /// A leaf under test.
@@ -58,6 +60,9 @@ impl Flavor for Node {
         if let Some(n) = common.max_in_flight {
             c = c.with_max_in_flight(n);
         }
+        if let Some(bus) = &common.invalidations {
+            c = c.with_invalidations(bus.clone());
+        }
         NodeService::new(c)
     }
 }
@@ -82,6 +87,9 @@ impl Flavor for Fred {
         }
         if let Some(n) = common.max_in_flight {
             c = c.with_max_in_flight(n);
+        }
+        if let Some(bus) = &common.invalidations {
+            c = c.with_invalidations(bus.clone());
         }
         FredLeaf::new(c)
     }
