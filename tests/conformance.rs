@@ -15,7 +15,7 @@ use slotguard_core::{
     NodeAddr, Path, Role, SecondaryRequest,
 };
 use slotguard_layers::fallback::FallbackLayer;
-use slotguard_node::{Credentials, HealthProber};
+use slotguard_node::{Credentials, HealthProber, TlsConfig};
 use slotguard_store::SqliteStore;
 use slotguard_testkit::{Action, ClusterSpec, LocalCluster, ScriptedNode};
 use slotguard_tests::leaves::{Common, Flavor, LeafHarness};
@@ -380,6 +380,63 @@ async fn secure<F: Flavor>() {
     );
 }
 both!(secure);
+
+/// A TLS cluster (rustls, ring): the map names the TLS ports, reads,
+/// writes, replica reads and the health probe all go over TLS.
+async fn tls<F: Flavor>() {
+    let cluster = LocalCluster::start(ClusterSpec {
+        tls: true,
+        ..ClusterSpec::default()
+    })
+    .unwrap();
+    let tls = TlsConfig::with_ca_pem(cluster.tls().unwrap().ca_pem.as_bytes()).unwrap();
+    let h = harness_on::<F>(
+        cluster,
+        Common {
+            tls: Some(tls),
+            ..Common::default()
+        },
+    )
+    .await;
+    let map = h.topology.load();
+    for node in map.nodes() {
+        let i = h.cluster.index_of(&node.addr.to_string()).unwrap();
+        assert_eq!(node.addr.port(), h.cluster.nodes()[i].client_port);
+    }
+    let stack = h.full_stack(&h.refresh_layer());
+    for i in 0..20u32 {
+        let key = format!("tls:{i}");
+        stack
+            .clone()
+            .oneshot(CacheRequest::set(key.clone(), key.clone(), None))
+            .await
+            .unwrap();
+        let got = stack
+            .clone()
+            .oneshot(CacheRequest::get(key.clone()))
+            .await
+            .unwrap();
+        assert_eq!(got.value.as_deref(), Some(key.as_bytes()));
+    }
+    let key = "tls:3".to_owned();
+    let got = eventually(
+        "a replica serves the key over TLS",
+        Duration::from_secs(5),
+        || {
+            let req = h.to_replica(CacheRequest::get(key.clone()));
+            let leaf = h.leaf.clone();
+            async move { leaf.oneshot(req).await.ok().filter(|r| r.value.is_some()) }
+        },
+    )
+    .await;
+    assert_eq!(got.served.path, Path::Replica);
+    HealthProber::new(&h.leaf, h.topology.clone())
+        .probe_once()
+        .await;
+    let replica = map.nodes().find(|n| n.role == Role::Replica).unwrap();
+    assert_eq!(h.topology.health(&replica.addr).consecutive_failures(), 0);
+}
+both!(tls);
 
 // -------------------------------------------------------------- lifecycle
 

@@ -27,6 +27,8 @@ pub struct Common {
     pub max_in_flight: Option<usize>,
     /// Client tracking, publishing here.
     pub invalidations: Option<slotguard_core::invalidation::InvalidationBus>,
+    /// TLS on every connection.
+    pub tls: Option<slotguard_node::TlsConfig>,
 }
 
 /// A leaf under test.
@@ -63,6 +65,9 @@ impl Flavor for Node {
         if let Some(bus) = &common.invalidations {
             c = c.with_invalidations(bus.clone());
         }
+        if let Some(tls) = &common.tls {
+            c = c.with_tls(tls.clone());
+        }
         NodeService::new(c)
     }
 }
@@ -90,6 +95,9 @@ impl Flavor for Fred {
         }
         if let Some(bus) = &common.invalidations {
             c = c.with_invalidations(bus.clone());
+        }
+        if let Some(tls) = &common.tls {
+            c = c.with_tls(tls.clone());
         }
         FredLeaf::new(c)
     }
