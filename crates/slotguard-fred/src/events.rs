@@ -19,7 +19,10 @@ use slotguard_core::invalidation::{Invalidation, InvalidationBus};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::broadcast::Receiver;
 
-use crate::pool::{node_invalidated, on_connect, NodeClient, Pool};
+use fred::interfaces::ClientLike;
+use fred::types::Value;
+
+use crate::pool::{command, node_invalidated, NodeClient, Pool};
 
 /// The receivers, taken before the client connects so that the first
 /// connect is seen.
@@ -96,4 +99,33 @@ fn publish(bus: Option<&InvalidationBus>, node: &NodeClient, inv: FredInvalidati
         node: node.addr.clone(),
         keys: inv.keys.into_iter().map(|k| k.into_bytes()).collect(),
     });
+}
+
+/// Send `READONLY` (replica mode) and `CLIENT TRACKING ON` (with a bus) on
+/// a client that just connected.
+async fn on_connect(node: &NodeClient, bus: Option<&InvalidationBus>) {
+    node.connected();
+    if node.is_replica() {
+        let ok: Result<Value, _> = node
+            .client
+            .custom(command("READONLY"), Vec::<Value>::new())
+            .await;
+        if ok.is_ok() {
+            node.readonly_confirmed();
+        }
+    }
+    if let Some(bus) = bus {
+        // Default (not broadcast) mode on this connection: the server
+        // tracks exactly the keys read here. fred does not re-enable it
+        // after a reconnect: this hook does.
+        if let Err(e) = node
+            .client
+            .start_tracking(None, false, false, false, false)
+            .await
+        {
+            tracing::warn!(node = %node.addr, error = %e, "client tracking refused: near-cache entries of this node get no invalidations");
+        }
+        // Keys read on the previous connection are tracked no more.
+        node_invalidated(Some(bus), &node.addr);
+    }
 }

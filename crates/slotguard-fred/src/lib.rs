@@ -62,12 +62,14 @@ mod config;
 mod contract;
 mod convert;
 mod events;
+mod future;
 mod lifecycle;
 mod pool;
 mod service;
 mod source;
 
 pub use config::FredLeafConfig;
+pub use future::ResponseFuture;
 pub use lifecycle::NODE_GRACE;
-pub use service::{FredLeaf, ResponseFuture};
+pub use service::FredLeaf;
 pub use source::FredTopologySource;

@@ -10,12 +10,13 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use fred::clients::Client;
-use fred::interfaces::{ClientLike, TrackingInterface};
+use fred::interfaces::ClientLike;
+use fred::prelude::Builder;
 use fred::types::config::{
     Config, ConnectionConfig, PerformanceConfig, ReconnectPolicy, Server, ServerConfig, TcpConfig,
     TlsConfig as FredTls, TlsConnector, UnresponsiveConfig,
 };
-use fred::types::{ClusterHash, CustomCommand, RespVersion, Value};
+use fred::types::{ClusterHash, CustomCommand, RespVersion};
 use slotguard_core::invalidation::{Invalidation, InvalidationBus};
 use slotguard_core::{CacheError, NodeAddr, Role};
 use tokio::time::Instant;
@@ -159,6 +160,16 @@ impl NodeClient {
     /// (the connect hook has not confirmed it on this connection yet).
     pub(crate) fn needs_readonly(&self) -> bool {
         self.mode == Mode::Replica && !self.readonly.load(Ordering::Acquire)
+    }
+
+    /// A connection (first or new) is up: `READONLY` is not sent on it yet.
+    pub(crate) fn connected(&self) {
+        self.ever_connected.store(true, Ordering::Release);
+        self.readonly.store(false, Ordering::Release);
+    }
+
+    pub(crate) fn is_replica(&self) -> bool {
+        self.mode == Mode::Replica
     }
 
     pub(crate) fn readonly_confirmed(&self) {
@@ -471,37 +482,5 @@ impl Pool {
 pub(crate) fn node_invalidated(bus: Option<&InvalidationBus>, addr: &NodeAddr) {
     if let Some(bus) = bus {
         bus.publish(Invalidation::Node { node: addr.clone() });
-    }
-}
-
-pub(crate) use fred::prelude::Builder;
-
-/// Send `READONLY` (replica mode) and `CLIENT TRACKING ON` (with a bus) on
-/// a client that just connected.
-pub(crate) async fn on_connect(node: &NodeClient, bus: Option<&InvalidationBus>) {
-    node.ever_connected.store(true, Ordering::Release);
-    node.readonly.store(false, Ordering::Release);
-    if node.mode == Mode::Replica {
-        let ok: Result<Value, _> = node
-            .client
-            .custom(command("READONLY"), Vec::<Value>::new())
-            .await;
-        if ok.is_ok() {
-            node.readonly_confirmed();
-        }
-    }
-    if let Some(bus) = bus {
-        // Default (not broadcast) mode on this connection: the server
-        // tracks exactly the keys read here. fred does not re-enable it
-        // after a reconnect: this hook does.
-        if let Err(e) = node
-            .client
-            .start_tracking(None, false, false, false, false)
-            .await
-        {
-            tracing::warn!(node = %node.addr, error = %e, "client tracking refused: near-cache entries of this node get no invalidations");
-        }
-        // Keys read on the previous connection are tracked no more.
-        node_invalidated(Some(bus), &node.addr);
     }
 }
