@@ -153,6 +153,24 @@ mod tests {
     }
 
     #[test]
+    fn demo_takes_the_leaf_kind() {
+        let leaf = |argv: &[&str]| match Cli::try_parse_from(argv).map(|c| c.command) {
+            Ok(Command::Demo(args)) => Ok(args.load.leaf),
+            Ok(other) => panic!("not demo: {other:?}"),
+            Err(e) => Err(e),
+        };
+        assert_eq!(
+            leaf(&["slotguard", "demo"]).unwrap(),
+            slotguard::LeafKind::Node
+        );
+        assert_eq!(
+            leaf(&["slotguard", "demo", "--leaf", "fred"]).unwrap(),
+            slotguard::LeafKind::Fred
+        );
+        assert!(leaf(&["slotguard", "demo", "--leaf", "nope"]).is_err());
+    }
+
+    #[test]
     fn throughput_lists_parse_and_default() {
         let parse = |args: &[&str]| {
             let mut argv = vec!["slotguard", "bench", "throughput"];
