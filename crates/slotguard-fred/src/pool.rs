@@ -477,6 +477,23 @@ impl Pool {
     }
 }
 
+impl Drop for Pool {
+    /// The last handle of the leaf is gone without `shutdown`: stop the
+    /// clients' reconnect loops and tasks anyway (without waiting for them).
+    fn drop(&mut self) {
+        self.cancel.cancel();
+        for c in self.clients.load().values() {
+            c.cancel.cancel();
+            let client = c.client.clone();
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    let _ = client.quit().await;
+                });
+            }
+        }
+    }
+}
+
 /// A `Node` invalidation: whatever was read through `addr` may have
 /// changed unseen (a connection, and its tracking table, was lost).
 pub(crate) fn node_invalidated(bus: Option<&InvalidationBus>, addr: &NodeAddr) {
