@@ -88,7 +88,7 @@ impl Flavor for Fred {
             c = c.with_credentials(cred.clone());
         }
         if let Some(t) = common.stall_timeout {
-            c = c.with_stall_timeout(t).with_unresponsive_timeout(t);
+            c = c.with_stall_timeout(t).with_unresponsive_timeout(Some(t));
         }
         if let Some(n) = common.max_in_flight {
             c = c.with_max_in_flight(n);

@@ -27,9 +27,11 @@ pub struct FredLeafConfig {
     /// unanswered command; fred's own check is measured from the last
     /// write). Default 2 × `command_timeout`.
     pub stall_timeout: Option<Duration>,
-    /// fred's `UnresponsiveConfig::max_timeout`, on as a second line of
-    /// defence. Default 2 s.
-    pub unresponsive_timeout: Duration,
+    /// fred's `UnresponsiveConfig::max_timeout`, a second line of defence
+    /// behind the watchdog. Default 2 s. `None` turns it off: fred then
+    /// skips a timer per router loop turn, which measured up to ~2× the
+    /// throughput at concurrency 64–256 (`docs/leaf-connections.md`).
+    pub unresponsive_timeout: Option<Duration>,
     /// `TCP_USER_TIMEOUT` of every connection: unacknowledged data for this
     /// long closes it. Default 2 s.
     pub tcp_user_timeout: Duration,
@@ -63,7 +65,7 @@ impl Default for FredLeafConfig {
             admin_timeout: Duration::from_secs(1),
             reconnect_delay: Duration::from_millis(100),
             stall_timeout: None,
-            unresponsive_timeout: Duration::from_secs(2),
+            unresponsive_timeout: Some(Duration::from_secs(2)),
             tcp_user_timeout: Duration::from_secs(2),
             reply_marker: true,
             max_key_len: 16 * 1024,
@@ -116,8 +118,8 @@ impl FredLeafConfig {
         self
     }
 
-    /// fred's unresponsive-connection timeout.
-    pub fn with_unresponsive_timeout(mut self, timeout: Duration) -> Self {
+    /// fred's unresponsive-connection timeout (`None`: off).
+    pub fn with_unresponsive_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.unresponsive_timeout = timeout;
         self
     }

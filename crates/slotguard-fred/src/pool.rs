@@ -401,9 +401,12 @@ impl Pool {
                 // One attempt: retrying is the layers' decision.
                 max_command_attempts: 1,
                 max_redirections: 0,
-                unresponsive: UnresponsiveConfig {
-                    max_timeout: Some(cfg.unresponsive_timeout),
-                    interval: (cfg.unresponsive_timeout / 4).max(Duration::from_millis(10)),
+                unresponsive: match cfg.unresponsive_timeout {
+                    Some(t) => UnresponsiveConfig {
+                        max_timeout: Some(t),
+                        interval: (t / 4).max(Duration::from_millis(10)),
+                    },
+                    None => UnresponsiveConfig::default(),
                 },
                 tcp,
                 ..ConnectionConfig::default()
