@@ -10,7 +10,13 @@ use std::time::Duration;
 /// machine must not make this flaky.
 const OVERALL_TIMEOUT: Duration = Duration::from_secs(300);
 
-const CLIENTS: [&str; 4] = ["fred_cluster", "leaf", "stack", "stack_store"];
+const CLIENTS: [&str; 5] = [
+    "fred_cluster",
+    "leaf",
+    "stack",
+    "stack_store",
+    "stack_fred_leaf",
+];
 
 #[test]
 fn throughput_json_has_a_row_per_client_and_cell() {
@@ -38,7 +44,12 @@ fn throughput_json_has_a_row_per_client_and_cell() {
     assert!(out["machine"]["redis_version"].is_string());
 
     let rows = out["rows"].as_array().expect("a rows array");
-    assert_eq!(rows.len(), 8, "1 load × 2 concurrencies × 4 clients: {out}");
+    assert_eq!(
+        rows.len(),
+        2 * CLIENTS.len(),
+        "1 load × 2 concurrencies × {} clients: {out}",
+        CLIENTS.len()
+    );
     for concurrency in [1, 4] {
         for client in CLIENTS {
             let row = rows
