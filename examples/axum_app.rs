@@ -35,6 +35,8 @@
 //! `SLOTGUARD_USERNAME`, `SLOTGUARD_PASSWORD`: credentials (an ACL user, or
 //! a password alone for `requirepass`); `SLOTGUARD_TLS_CA`: a PEM file of CA
 //! certificates, TLS on when set (`NodeConfig::from_env`). Requests are traced with tower-http's `TraceLayer`.
+//! `SLOTGUARD_LEAF`: `node` (default) or `fred`, the fred-backed leaf
+//! (`LeafKind::from_env`), with the same credentials and TLS.
 
 use std::time::Duration;
 
@@ -188,6 +190,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let store = SqliteStore::open(&db)?;
     let cache = SlotGuard::builder(seeds)
         .leaf(slotguard::NodeConfig::from_env()?)
+        .leaf_kind(slotguard::LeafKind::from_env()?)
         .store(store.clone())
         .request_timeout(REQUEST_TIMEOUT)
         .connect()

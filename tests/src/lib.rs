@@ -14,6 +14,7 @@ use slotguard_layers::slot_refresh::{RefreshConfig, SlotRefresh, SlotRefreshLaye
 use slotguard_node::{NodeConfig, NodeService, NodeTopologySource};
 pub use slotguard_testkit::{ClusterSpec, LocalCluster};
 
+pub mod leaves;
 pub mod writes;
 
 /// A started cluster plus a leaf and a loaded topology.

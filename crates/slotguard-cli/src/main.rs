@@ -84,6 +84,14 @@ pub(crate) struct LoadArgs {
     /// Turn hedged replica reads off (to compare with the default, on).
     #[arg(long)]
     pub(crate) no_hedge: bool,
+    /// The leaf under the stack: `node` (the default leaf) or `fred` (the
+    /// fred-backed leaf).
+    #[arg(long, default_value = "node", value_parser = parse_leaf)]
+    pub(crate) leaf: slotguard::LeafKind,
+}
+
+fn parse_leaf(s: &str) -> Result<slotguard::LeafKind, String> {
+    slotguard::LeafKind::parse(s).map_err(|e| e.to_string())
 }
 
 impl LoadArgs {
@@ -95,6 +103,7 @@ impl LoadArgs {
             write_pct: u32::try_from(self.write_pct).unwrap_or(10),
             hedge: !self.no_hedge,
             redis_rs: false,
+            leaf: self.leaf,
         }
     }
 }
@@ -149,6 +158,24 @@ mod tests {
         assert!(args.load.json);
         assert!(Cli::try_parse_from(["slotguard", "demo", "--phases", "nope"]).is_err());
         assert!(Cli::try_parse_from(["slotguard", "demo", "--seconds", "0"]).is_err());
+    }
+
+    #[test]
+    fn demo_takes_the_leaf_kind() {
+        let leaf = |argv: &[&str]| match Cli::try_parse_from(argv).map(|c| c.command) {
+            Ok(Command::Demo(args)) => Ok(args.load.leaf),
+            Ok(other) => panic!("not demo: {other:?}"),
+            Err(e) => Err(e),
+        };
+        assert_eq!(
+            leaf(&["slotguard", "demo"]).unwrap(),
+            slotguard::LeafKind::Node
+        );
+        assert_eq!(
+            leaf(&["slotguard", "demo", "--leaf", "fred"]).unwrap(),
+            slotguard::LeafKind::Fred
+        );
+        assert!(leaf(&["slotguard", "demo", "--leaf", "nope"]).is_err());
     }
 
     #[test]

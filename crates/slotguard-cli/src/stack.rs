@@ -5,7 +5,7 @@
 //! default, over an SQLite store (`slotguard-store`) in a temporary
 //! directory, plus the replication health prober.
 
-use slotguard::{BoxError, CacheService, NodeAddr, SlotGuard, Topology};
+use slotguard::{BoxError, CacheService, LeafKind, NodeAddr, SlotGuard, Topology};
 use slotguard_store::SqliteStore;
 
 /// The stack as one cloneable service (the boxing costs nothing measurable
@@ -52,17 +52,21 @@ impl Handles {
     }
 }
 
-/// Build the stack over the cluster reachable through `seeds`, with the
-/// slot map loaded and the store at `store`; `hedge: false` turns hedged
-/// replica reads off (to measure what they change).
+/// Build the stack over the cluster reachable through `seeds`, on the
+/// `leaf` kind, with the slot map loaded and the store at `store`;
+/// `hedge: false` turns hedged replica reads off (to measure what they
+/// change).
 pub(crate) async fn build(
     seeds: Vec<NodeAddr>,
     store: SqliteStore,
+    leaf: LeafKind,
     hedge: bool,
 ) -> Result<(Stack, Handles), BoxError> {
     // The defaults, as a user gets them: the demo shows the product, not a
     // tuning of it.
-    let mut builder = SlotGuard::builder(seeds).store(store.clone());
+    let mut builder = SlotGuard::builder(seeds)
+        .leaf_kind(leaf)
+        .store(store.clone());
     if !hedge {
         builder = builder.failover(slotguard::layers::replica_failover::FailoverPolicy {
             hedge: None,

@@ -11,13 +11,14 @@ use std::time::Duration;
 /// machine must not make this flaky.
 const OVERALL_TIMEOUT: Duration = Duration::from_secs(300);
 
-const CLIENTS: [&str; 6] = [
+const CLIENTS: [&str; 7] = [
     "fred_cluster",
     "leaf",
     "stack",
     "stack_store",
     "redis_rs_cluster",
     "stack_csc",
+    "stack_fred_leaf",
 ];
 const LOADS: [&str; 2] = ["get", "zipf"];
 
@@ -49,8 +50,9 @@ fn throughput_json_has_a_row_per_client_and_cell() {
     let rows = out["rows"].as_array().expect("a rows array");
     assert_eq!(
         rows.len(),
-        24,
-        "2 loads × 2 concurrencies × 6 clients: {out}"
+        4 * CLIENTS.len(),
+        "2 loads × 2 concurrencies × {} clients: {out}",
+        CLIENTS.len()
     );
     let refs = out["redis_benchmark"]
         .as_array()

@@ -5,11 +5,9 @@ use std::fmt;
 use std::time::Duration;
 
 use futures_util::future::join_all;
-use slotguard_core::{NodeAddr, Role, Topology};
+use slotguard_core::{LeafControl, NodeAddr, Role, Topology};
 use tokio::task::JoinHandle;
 
-use crate::pool::Mode;
-use crate::resp::Frame;
 use crate::service::NodeService;
 
 /// What `INFO replication` says about a replica's link to its primary.
@@ -65,15 +63,16 @@ pub fn parse_replication_info(text: &str) -> Option<ReplicationInfo> {
 /// Probes every replica of the current map every `interval` and records
 /// the result in the topology's health cells (`link_up`, `last_io`).
 /// A replica that does not answer within the leaf's admin timeout gets a
-/// recorded failure.
+/// recorded failure. Works over any leaf of the contract
+/// ([`LeafControl::replication_info`]); `NodeService` by default.
 #[derive(Clone)]
-pub struct HealthProber {
-    leaf: NodeService,
+pub struct HealthProber<L = NodeService> {
+    leaf: L,
     topology: Topology,
     interval: Duration,
 }
 
-impl fmt::Debug for HealthProber {
+impl<L> fmt::Debug for HealthProber<L> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HealthProber")
             .field("interval", &self.interval)
@@ -91,9 +90,9 @@ impl Drop for ProberHandle {
     }
 }
 
-impl HealthProber {
+impl<L: LeafControl + Clone> HealthProber<L> {
     /// A prober using `leaf`'s connections, every 500 ms by default.
-    pub fn new(leaf: &NodeService, topology: Topology) -> Self {
+    pub fn new(leaf: &L, topology: Topology) -> Self {
         Self {
             leaf: leaf.clone(),
             topology,
@@ -120,23 +119,12 @@ impl HealthProber {
 
     async fn probe(&self, addr: NodeAddr) {
         let health = self.topology.health(&addr);
-        let pool = self.leaf.pool();
         let started = tokio::time::Instant::now();
-        // The replica-mode connection: the one replica reads use, so a
-        // probe sees what they would.
-        let reply = pool
-            .admin(
-                &addr,
-                Mode::Replica,
-                &["INFO", "replication"],
-                pool.config().admin_timeout,
-            )
-            .await;
-        match reply {
-            Ok(Frame::Error(_)) | Err(_) => health.record_failure(),
-            Ok(v) => {
+        match self.leaf.replication_info(&addr).await {
+            Err(_) => health.record_failure(),
+            Ok(text) => {
                 health.record_success(started.elapsed());
-                if let Some(info) = v.as_str().and_then(parse_replication_info) {
+                if let Some(info) = parse_replication_info(&text) {
                     health.set_replication(info.link_up, info.since_last_io);
                 }
             }
@@ -146,7 +134,7 @@ impl HealthProber {
     /// Run the prober in the background until the handle is dropped or
     /// the leaf is shut down ([`NodeService::shutdown`] waits for it).
     pub fn spawn(self) -> ProberHandle {
-        let pool = self.leaf.pool().clone();
+        let leaf = self.leaf.clone();
         let task = async move {
             loop {
                 self.probe_once().await;
@@ -154,7 +142,10 @@ impl HealthProber {
             }
         };
         // After shutdown: a task that ends at once.
-        ProberHandle(pool.spawn(task).unwrap_or_else(|| tokio::spawn(async {})))
+        ProberHandle(
+            leaf.spawn_task(Box::pin(task))
+                .unwrap_or_else(|| tokio::spawn(async {})),
+        )
     }
 }
 

@@ -24,6 +24,7 @@
 
 mod config;
 mod conn;
+mod contract;
 mod convert;
 mod credentials;
 mod env;
@@ -43,8 +44,8 @@ pub use env::{
     ENV_USERNAME,
 };
 pub use health::{parse_replication_info, HealthProber, ProberHandle, ReplicationInfo};
-pub use remap::{AddressRemap, RemapFn};
+pub use remap::{identity as remapped_identity, AddressRemap, RemapFn};
 pub use resp::Frame;
 pub use service::{NodeService, ResponseFuture};
-pub use source::NodeTopologySource;
+pub use source::{fetch_view_with, parse_cluster_shards, parse_cluster_slots, NodeTopologySource};
 pub use tls::{ServerNameFn, TlsConfig};

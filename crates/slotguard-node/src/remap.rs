@@ -103,7 +103,7 @@ pub(crate) fn canonical(addr: &NodeAddr) -> NodeAddr {
 }
 
 /// [`AddressRemap::apply`] when there is a remap, else just canonical.
-pub(crate) fn identity(remap: Option<&AddressRemap>, addr: &NodeAddr) -> NodeAddr {
+pub fn identity(remap: Option<&AddressRemap>, addr: &NodeAddr) -> NodeAddr {
     match remap {
         Some(r) => r.apply(addr),
         None => canonical(addr),

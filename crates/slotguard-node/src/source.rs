@@ -51,61 +51,10 @@ impl TopologySource for NodeTopologySource {
             let timeout = pool.config().admin_timeout;
             let tls = pool.config().tls.is_some();
             let remap = pool.config().remap.as_ref();
-            let fetch = async {
-                let ask = |words: &'static [&'static str]| {
-                    pool.admin(&node, Mode::Primary, words, timeout)
-                };
-                let mut view = match ask(&["CLUSTER", "SHARDS"]).await? {
-                    Frame::Error(e)
-                        if String::from_utf8_lossy(&e)
-                            .to_ascii_lowercase()
-                            .contains("unknown") =>
-                    {
-                        match ask(&["CLUSTER", "SLOTS"]).await? {
-                            Frame::Error(e) => return Err(error_reply(&e, &node)),
-                            v => parse_cluster_slots(v, &node, remap)?,
-                        }
-                    }
-                    Frame::Error(e) => return Err(error_reply(&e, &node)),
-                    v => {
-                        let view = parse_cluster_shards(v, &node, tls, remap)?;
-                        if view.covered_slots() < usize::from(SLOT_COUNT) {
-                            // Redis 7.0's CLUSTER SHARDS can list a shard
-                            // without its slots around a failover; CLUSTER
-                            // SLOTS is built differently: take whichever
-                            // covers more.
-                            match ask(&["CLUSTER", "SLOTS"]).await {
-                                Ok(v @ Frame::Array(_)) => {
-                                    match parse_cluster_slots(v, &node, remap) {
-                                        Ok(slots)
-                                            if slots.covered_slots() > view.covered_slots() =>
-                                        {
-                                            slots
-                                        }
-                                        _ => view,
-                                    }
-                                }
-                                _ => view,
-                            }
-                        } else {
-                            view
-                        }
-                    }
-                };
-                if let Ok(info) = ask(&["CLUSTER", "INFO"]).await {
-                    if let Some(text) = info.as_str() {
-                        for line in text.lines() {
-                            if let Some(v) = line.strip_prefix("cluster_state:") {
-                                view.state_ok = Some(v.trim() == "ok");
-                            }
-                            if let Some(v) = line.strip_prefix("cluster_current_epoch:") {
-                                view.current_epoch = v.trim().parse().ok();
-                            }
-                        }
-                    }
-                }
-                Ok::<_, CacheError>(view)
+            let ask = |words: &'static [&'static str]| -> BoxFuture<'_, Result<Frame, CacheError>> {
+                Box::pin(pool.admin(&node, Mode::Primary, words, timeout))
             };
+            let fetch = fetch_view_with(&node, tls, remap, ask);
             match tokio::time::timeout(timeout, fetch).await {
                 Ok(r) => r.map_err(BoxError::from),
                 Err(_) => Err(CacheError::Timeout { node }.into()),
@@ -116,6 +65,67 @@ impl TopologySource for NodeTopologySource {
     fn seeds(&self) -> Vec<NodeAddr> {
         self.seeds.clone()
     }
+}
+
+/// Read one node's view of the cluster with `ask` (which sends one
+/// administrative command to `node` and returns its reply, an error reply
+/// as [`Frame::Error`]): `CLUSTER SHARDS`, falling back to `CLUSTER SLOTS`
+/// on servers without it or when it covers fewer slots, then `CLUSTER INFO`
+/// for state and epoch. `tls`: take each node's `tls-port`. Addresses go
+/// through `remap`. Public so that another leaf (`slotguard-fred`) reads
+/// views exactly as this one does; the caller bounds it with a deadline.
+pub async fn fetch_view_with<'a, F>(
+    node: &NodeAddr,
+    tls: bool,
+    remap: Option<&AddressRemap>,
+    ask: F,
+) -> Result<ClusterView, CacheError>
+where
+    F: Fn(&'static [&'static str]) -> BoxFuture<'a, Result<Frame, CacheError>>,
+{
+    let mut view = match ask(&["CLUSTER", "SHARDS"]).await? {
+        Frame::Error(e)
+            if String::from_utf8_lossy(&e)
+                .to_ascii_lowercase()
+                .contains("unknown") =>
+        {
+            match ask(&["CLUSTER", "SLOTS"]).await? {
+                Frame::Error(e) => return Err(error_reply(&e, node)),
+                v => parse_cluster_slots(v, node, remap)?,
+            }
+        }
+        Frame::Error(e) => return Err(error_reply(&e, node)),
+        v => {
+            let view = parse_cluster_shards(v, node, tls, remap)?;
+            if view.covered_slots() < usize::from(SLOT_COUNT) {
+                // Redis 7.0's CLUSTER SHARDS can list a shard without its
+                // slots around a failover; CLUSTER SLOTS is built
+                // differently: take whichever covers more.
+                match ask(&["CLUSTER", "SLOTS"]).await {
+                    Ok(v @ Frame::Array(_)) => match parse_cluster_slots(v, node, remap) {
+                        Ok(slots) if slots.covered_slots() > view.covered_slots() => slots,
+                        _ => view,
+                    },
+                    _ => view,
+                }
+            } else {
+                view
+            }
+        }
+    };
+    if let Ok(info) = ask(&["CLUSTER", "INFO"]).await {
+        if let Some(text) = info.as_str() {
+            for line in text.lines() {
+                if let Some(v) = line.strip_prefix("cluster_state:") {
+                    view.state_ok = Some(v.trim() == "ok");
+                }
+                if let Some(v) = line.strip_prefix("cluster_current_epoch:") {
+                    view.current_epoch = v.trim().parse().ok();
+                }
+            }
+        }
+    }
+    Ok(view)
 }
 
 fn bad(what: impl fmt::Display) -> CacheError {
@@ -181,7 +191,7 @@ fn addr_of(host: &str, port: u16, from: &NodeAddr) -> Result<NodeAddr, CacheErro
 ///
 /// Shards without slots are left out. The primary is the `master` node that
 /// is online (or the first `master`); a shard with no `master` is an error.
-pub(crate) fn parse_cluster_shards(
+pub fn parse_cluster_shards(
     reply: Frame,
     from: &NodeAddr,
     tls: bool,
@@ -309,7 +319,7 @@ pub(crate) fn parse_cluster_shards(
 }
 
 /// Parse a `CLUSTER SLOTS` reply from `from` (servers before Redis 7).
-pub(crate) fn parse_cluster_slots(
+pub fn parse_cluster_slots(
     reply: Frame,
     from: &NodeAddr,
     remap: Option<&AddressRemap>,

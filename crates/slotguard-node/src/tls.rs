@@ -151,6 +151,23 @@ impl TlsConfig {
     pub(crate) fn connector(&self) -> tokio_rustls::TlsConnector {
         tokio_rustls::TlsConnector::from(self.client.clone())
     }
+
+    /// The rustls client settings (ring provider, the roots and client
+    /// certificate given), for another leaf that dials with them
+    /// (`slotguard-fred`).
+    pub fn rustls_client_config(&self) -> Arc<ClientConfig> {
+        self.client.clone()
+    }
+
+    /// The name `addr`'s certificate is checked against, as text: the
+    /// node's host, the fixed name, or the per-node function's answer.
+    pub fn server_name_for(&self, addr: &NodeAddr) -> String {
+        match &self.names {
+            Names::Host => addr.host().to_owned(),
+            Names::Fixed(n) => n.clone(),
+            Names::Custom(f) => f(addr).unwrap_or_else(|| addr.host().to_owned()),
+        }
+    }
 }
 
 type ClientAuth = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use slotguard_core::{
-    as_cache_error, BoxError, CacheError, CacheRequest, CacheResponse, NodeAddr, SecondaryRequest,
-    Topology, SLOT_COUNT,
+    as_cache_error, BoxError, CacheError, CacheRequest, CacheResponse, Leaf, LeafControl, NodeAddr,
+    SecondaryRequest, Topology, SLOT_COUNT,
 };
 use slotguard_layers::circuit_breaker::{BreakerConfig, CircuitBreakerLayer};
 use slotguard_layers::coalesce::CoalesceLayer;
@@ -16,7 +16,7 @@ use slotguard_layers::invalidation::InvalidationLogLayer;
 use slotguard_layers::replica_failover::{FailoverPolicy, HedgeStats, ReplicaFailoverLayer};
 use slotguard_layers::slot_refresh::{RefreshConfig, SlotRefreshLayer};
 use slotguard_layers::ServiceBuilderExt;
-use slotguard_node::{HealthProber, NodeConfig, NodeService, NodeTopologySource, ProberHandle};
+use slotguard_node::{HealthProber, NodeConfig, NodeService, ProberHandle};
 use tower::util::BoxCloneSyncService;
 use tower::{ServiceBuilder, ServiceExt};
 
@@ -55,11 +55,11 @@ pub type StoreService = BoxCloneSyncService<SecondaryRequest, Option<Bytes>, Box
 pub struct SlotGuard {
     service: CacheService,
     topology: Topology,
-    leaf: NodeService,
+    leaf: Arc<dyn LeafControl>,
     refresh: SlotRefreshLayer,
+    failover: ReplicaFailoverLayer,
     fallback: Option<FallbackLayer<StoreService>>,
     request_timeout: Duration,
-    failover: ReplicaFailoverLayer,
     _prober: Arc<ProberHandle>,
 }
 
@@ -81,6 +81,9 @@ pub struct SlotGuardBuilder {
     store: Option<StoreService>,
     fallback: FallbackConfig,
     leaf: NodeConfig,
+    leaf_kind: LeafKind,
+    #[cfg(feature = "fred")]
+    fred_leaf: Option<slotguard_fred::FredLeafConfig>,
     breaker: BreakerConfig,
     failover: FailoverPolicy,
     refresh: RefreshConfig,
@@ -100,6 +103,7 @@ impl fmt::Debug for SlotGuardBuilder {
             .field("store", &self.store.is_some())
             .field("fallback", &self.fallback)
             .field("leaf", &self.leaf)
+            .field("leaf_kind", &self.leaf_kind)
             .field("breaker", &self.breaker)
             .field("failover", &self.failover)
             .field("refresh", &self.refresh)
@@ -149,9 +153,25 @@ impl SlotGuardBuilder {
         self
     }
 
-    /// The leaf's settings (deadlines, limits; later credentials and TLS).
+    /// The leaf's settings (deadlines, limits, credentials, TLS, remap).
+    /// The fred-backed leaf takes the same ones unless
+    /// [`fred_leaf`](Self::fred_leaf) gives its own.
     pub fn leaf(mut self, config: NodeConfig) -> Self {
         self.leaf = config;
+        self
+    }
+
+    /// Which leaf the stack sits on (default [`LeafKind::Node`]).
+    pub fn leaf_kind(mut self, kind: LeafKind) -> Self {
+        self.leaf_kind = kind;
+        self
+    }
+
+    /// The fred-backed leaf, with these settings (feature `fred`).
+    #[cfg(feature = "fred")]
+    pub fn fred_leaf(mut self, config: slotguard_fred::FredLeafConfig) -> Self {
+        self.leaf_kind = LeafKind::Fred;
+        self.fred_leaf = Some(config);
         self
     }
 
@@ -188,16 +208,41 @@ impl SlotGuardBuilder {
         if self.seeds.is_empty() {
             return Err(CacheError::InvalidInput("no seed node given".into()));
         }
-        let topology = Topology::new();
         // With a near-cache, the node connections track what they read
         // (RESP3 client tracking), so other clients' writes evict it; a bus
         // the caller put in the leaf's settings is the one used.
-        let bus = self.leaf.invalidations.clone().unwrap_or_default();
-        let mut leaf_config = self.leaf;
         let near_cache = self.store.is_some() && self.fallback.near_cache.is_some();
-        if near_cache && leaf_config.invalidations.is_none() {
-            leaf_config = leaf_config.with_invalidations(bus.clone());
+        match self.leaf_kind {
+            LeafKind::Node => {
+                let mut config = self.leaf.clone();
+                if near_cache && config.invalidations.is_none() {
+                    config = config.with_invalidations(Default::default());
+                }
+                let bus = config.invalidations.clone().unwrap_or_default();
+                self.assemble(NodeService::new(config), bus).await
+            }
+            #[cfg(feature = "fred")]
+            LeafKind::Fred => {
+                let mut config = self.fred_leaf.clone().unwrap_or_else(|| {
+                    slotguard_fred::FredLeafConfig::from_node_config(&self.leaf)
+                });
+                if near_cache && config.invalidations.is_none() {
+                    config = config.with_invalidations(Default::default());
+                }
+                let bus = config.invalidations.clone().unwrap_or_default();
+                self.assemble(slotguard_fred::FredLeaf::new(config), bus)
+                    .await
+            }
         }
+    }
+
+    /// The stack over any leaf of the contract.
+    async fn assemble<L: Leaf>(
+        self,
+        leaf: L,
+        bus: slotguard_core::invalidation::InvalidationBus,
+    ) -> Result<SlotGuard, CacheError> {
+        let topology = Topology::new();
         // The fallback layer subscribes to the bus before any connection
         // exists: it must see every connection's `Tracking` event, or it
         // never trusts that connection's reads (client-side caching).
@@ -207,8 +252,8 @@ impl SlotGuardBuilder {
                 .with_invalidations(&bus)
                 .with_topology(topology.clone())
         });
-        let leaf = NodeService::new(leaf_config).with_topology(topology.clone());
-        let source = NodeTopologySource::new(&leaf, self.seeds);
+        let leaf = leaf.with_topology(topology.clone());
+        let source = leaf.topology_source(self.seeds);
         let refresh = match SlotRefreshLayer::with_config(topology.clone(), source, self.refresh)
             .load()
             .await
@@ -217,7 +262,7 @@ impl SlotGuardBuilder {
             Err(e) => {
                 // Nothing may outlive a failed connect: the leaf's lifecycle
                 // task and any connection the seeds were asked on.
-                leaf.shutdown().await;
+                LeafControl::shutdown(&leaf).await;
                 return Err(into_cache_error(e));
             }
         };
@@ -252,12 +297,56 @@ impl SlotGuardBuilder {
             service,
             fallback,
             topology,
-            leaf,
+            leaf: Arc::new(leaf),
             refresh,
             request_timeout: self.request_timeout,
             failover,
             _prober: Arc::new(prober),
         })
+    }
+}
+
+/// Which leaf a [`SlotGuard`] sits on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LeafKind {
+    /// The default leaf, `slotguard-node`: its own batched, bounded
+    /// connection per node.
+    #[default]
+    Node,
+    /// The fred-backed leaf, `slotguard-fred`: one centralized fred client
+    /// per node (feature `fred`). Where it differs from the default leaf:
+    /// `docs/leaf-connections.md`.
+    #[cfg(feature = "fred")]
+    Fred,
+}
+
+/// The variable [`LeafKind::from_env`] reads: `node` (or unset) or `fred`.
+pub const ENV_LEAF: &str = "SLOTGUARD_LEAF";
+
+impl LeafKind {
+    /// `SLOTGUARD_LEAF`: `node`, `fred`, or unset/empty for the default.
+    /// `fred` without the `fred` feature, or any other value, is
+    /// [`CacheError::InvalidInput`].
+    pub fn from_env() -> Result<Self, CacheError> {
+        Self::parse(std::env::var(ENV_LEAF).ok().as_deref().unwrap_or(""))
+    }
+
+    /// `node`, `fred` or empty (the default).
+    pub fn parse(name: &str) -> Result<Self, CacheError> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "" | "node" => Ok(LeafKind::Node),
+            #[cfg(feature = "fred")]
+            "fred" => Ok(LeafKind::Fred),
+            other => Err(CacheError::InvalidInput(format!(
+                "unknown leaf {other:?} (expected node{})",
+                if cfg!(feature = "fred") {
+                    " or fred"
+                } else {
+                    "; fred needs the `fred` feature"
+                }
+            ))),
+        }
     }
 }
 
@@ -269,6 +358,9 @@ impl SlotGuard {
             store: None,
             fallback: FallbackConfig::default(),
             leaf: NodeConfig::default(),
+            leaf_kind: LeafKind::default(),
+            #[cfg(feature = "fred")]
+            fred_leaf: None,
             breaker: BreakerConfig::default(),
             failover: FailoverPolicy::default(),
             refresh: RefreshConfig::default(),
@@ -308,10 +400,10 @@ impl SlotGuard {
         self.failover.hedge_stats()
     }
 
-    /// The leaf, for its connection state (`is_connected`, `in_flight`) and
-    /// administrative commands.
-    pub fn leaf(&self) -> &NodeService {
-        &self.leaf
+    /// The leaf, for its connection state (`is_connected`, `in_flight`,
+    /// `running_tasks`), whichever [`LeafKind`] it is.
+    pub fn leaf(&self) -> &dyn LeafControl {
+        &*self.leaf
     }
 
     /// Mark `key` invalidated in the near-cache (an application that changed

@@ -10,6 +10,7 @@
 //! | [`core`] | [`CacheRequest`], [`CacheResponse`], [`CacheError`] + [`classify`], key slots, [`Topology`] |
 //! | [`layers`] | [`slot_refresh`](layers::slot_refresh), [`redirect`](layers::redirect), [`ServiceBuilderExt`] |
 //! | [`node`] | [`NodeService`] (its own batched, bounded connection per node), [`NodeTopologySource`] |
+//! | `fred` (feature `fred`) | `FredLeaf`: a fred-backed leaf meeting the same [`Leaf`] contract |
 //!
 //! # One handle
 //!
@@ -50,7 +51,8 @@
 mod handle;
 
 pub use handle::{
-    CacheService, SlotGuard, SlotGuardBuilder, StoreService, DEFAULT_REQUEST_TIMEOUT,
+    CacheService, LeafKind, SlotGuard, SlotGuardBuilder, StoreService, DEFAULT_REQUEST_TIMEOUT,
+    ENV_LEAF,
 };
 
 /// The tower version slotguard's layers are built on.
@@ -60,9 +62,13 @@ pub use slotguard_core as core;
 pub use slotguard_layers as layers;
 pub use slotguard_node as node;
 
+/// The fred-backed leaf (feature `fred`).
+#[cfg(feature = "fred")]
+pub use slotguard_fred as fred;
+
 pub use slotguard_core::{
-    classify, BoxError, CacheError, CacheRequest, CacheResponse, Consistency, Failure, NodeAddr,
-    Op, Path, Role, Route, Served, Topology, TopologySource,
+    classify, BoxError, CacheError, CacheRequest, CacheResponse, Consistency, Failure, Leaf,
+    LeafControl, NodeAddr, Op, Path, Role, Route, Served, Topology, TopologySource,
 };
 pub use slotguard_layers::ServiceBuilderExt;
 pub use slotguard_node::{NodeConfig, NodeService, NodeTopologySource};

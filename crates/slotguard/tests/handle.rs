@@ -122,3 +122,36 @@ async fn with_a_store_misses_are_loaded_and_outages_answered() {
     }
     assert_eq!(got.unwrap().as_deref(), Some(&b"only in the store"[..]));
 }
+
+/// The same handle over the fred-backed leaf (`LeafKind::Fred`): the same
+/// calls, answers and shutdown.
+#[cfg(feature = "fred")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_handle_works_over_the_fred_leaf() {
+    let cluster = LocalCluster::start(ClusterSpec::default()).unwrap();
+    let cache = SlotGuard::builder(seeds(&cluster))
+        .leaf_kind(slotguard::LeafKind::Fred)
+        .connect()
+        .await
+        .unwrap();
+    assert!(format!("{cache:?}").contains("FredLeaf"));
+    for p in cluster.primaries().unwrap() {
+        let key = cluster.key_for_slot_of(p, 1).unwrap().remove(0);
+        cache.set(key.clone(), "v1", None).await.unwrap();
+        assert_eq!(
+            cache.get(key.clone()).await.unwrap().as_deref(),
+            Some(&b"v1"[..])
+        );
+        assert!(cache.delete(key.clone()).await.unwrap());
+        assert_eq!(cache.get(key).await.unwrap(), None);
+    }
+    assert_eq!(
+        slotguard::LeafKind::parse("fred").unwrap(),
+        slotguard::LeafKind::Fred
+    );
+    assert!(slotguard::LeafKind::parse("redis-rs").is_err());
+    cache.shutdown().await;
+    assert_eq!(cache.leaf().running_tasks(), 0);
+    let after = tokio::time::timeout(Duration::from_secs(5), cache.get("k")).await;
+    assert!(matches!(after, Ok(Err(_))), "{after:?}");
+}

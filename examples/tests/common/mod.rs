@@ -41,8 +41,24 @@ impl App {
     /// `seeds` (or unset: it starts its own local cluster) and a temporary
     /// database; returns it and the address it listens on.
     pub(crate) fn start_bin(bin: Bin, seeds: Option<String>) -> (App, String) {
+        App::start_bin_with(bin, seeds, &[])
+    }
+
+    /// [`App::start`] with more environment variables (e.g.
+    /// `SLOTGUARD_LEAF=fred`).
+    pub(crate) fn start_with(seeds: Option<String>, envs: &[(&str, &str)]) -> (App, String) {
+        App::start_bin_with(Bin::Axum, seeds, envs)
+    }
+
+    /// [`App::start_bin`] with more environment variables.
+    pub(crate) fn start_bin_with(
+        bin: Bin,
+        seeds: Option<String>,
+        envs: &[(&str, &str)],
+    ) -> (App, String) {
         let (exe, listen_var) = bin.exe_and_listen_var();
         let mut cmd = Command::new(exe);
+        cmd.envs(envs.iter().copied());
         cmd.env(listen_var, "127.0.0.1:0")
             .env_remove("SLOTGUARD_DB")
             .stdout(Stdio::piped())

@@ -49,6 +49,8 @@ pub(crate) struct LoadConfig {
     /// Drive redis-rs's cluster client instead of the slotguard stack
     /// (`bench failover --client redis-rs`).
     pub(crate) redis_rs: bool,
+    /// The leaf under the stack.
+    pub(crate) leaf: slotguard::LeafKind,
 }
 
 /// Live counters of one window, read by the progress display; stale reads

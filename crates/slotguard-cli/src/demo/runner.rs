@@ -136,7 +136,12 @@ impl Runner {
             config.keys
         ));
         let (mut stack, handles) = rt
-            .block_on(stack::build(seeds.clone(), store, config.hedge))
+            .block_on(stack::build(
+                seeds.clone(),
+                store,
+                config.leaf,
+                config.hedge,
+            ))
             .map_err(|e| StartError(format!("could not build the slotguard stack: {e}")))?;
         if config.redis_rs {
             // The stack's handle still serves the slot map and the store.

@@ -1,4 +1,4 @@
-//! The four clients `bench throughput` compares, behind one small trait so
+//! The clients `bench throughput` compares, behind one small trait so
 //! the closed loop ([`super::cell`]) is the same code for all of them.
 //!
 //! Each is built exactly as a user would build it, with default settings:
@@ -170,6 +170,19 @@ pub(crate) async fn stack_with(
     }
     let guard = builder.connect().await?;
     Ok((Tower(guard.service()), (guard, dir)))
+}
+
+/// The recommended stack without a store over the fred-backed leaf
+/// (`LeafKind::Fred`), every other setting at its default. Keep the returned
+/// guard alive while measuring.
+pub(crate) async fn stack_fred_leaf(
+    seeds: &[NodeAddr],
+) -> Result<(Tower<CacheService>, SlotGuard), BoxError> {
+    let guard = SlotGuard::builder(seeds.to_vec())
+        .leaf_kind(slotguard::LeafKind::Fred)
+        .connect()
+        .await?;
+    Ok((Tower(guard.service()), guard))
 }
 
 /// `redis_version` of the node at `addr` (for the report header).

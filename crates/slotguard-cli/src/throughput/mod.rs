@@ -174,7 +174,7 @@ async fn bench(
         .map_err(|e| format!("could not read the redis version from {first}: {e}"))?;
 
     progress.note(
-        "connecting fred_cluster, leaf, stack, stack_store, redis_rs_cluster and stack_csc...",
+        "connecting fred_cluster, leaf, stack, stack_store, redis_rs_cluster, stack_csc and stack_fred_leaf...",
     );
     let fred = clients::fred_cluster(seeds)
         .await
@@ -195,6 +195,9 @@ async fn bench(
         .await
         .map_err(|e| format!("redis-rs cluster client: {e}"))?;
     let with_rb = !args.no_redis_benchmark && redis_benchmark_installed(progress);
+    let (stack_fred_leaf, _guard_fred_leaf) = clients::stack_fred_leaf(seeds)
+        .await
+        .map_err(|e| format!("stack_fred_leaf: {e}"))?;
 
     progress.note(&format!(
         "writing {} keys of {} B...",
@@ -232,6 +235,7 @@ async fn bench(
                         ClientName::StackStore => cell::run(&stack_store, &data, spec).await,
                         ClientName::RedisRsCluster => cell::run(&redis_rs, &data, spec).await,
                         ClientName::StackCsc => cell::run(&stack_csc, &data, spec).await,
+                        ClientName::StackFredLeaf => cell::run(&stack_fred_leaf, &data, spec).await,
                     };
                     let sample = result.sample();
                     fastest = fastest.max(sample.ops_per_sec);

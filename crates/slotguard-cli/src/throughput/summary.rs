@@ -49,17 +49,21 @@ pub(crate) enum ClientName {
     /// `stack_store` with client-side caching
     /// (`SlotGuardBuilder::client_side_caching`).
     StackCsc,
+    /// The recommended stack without a store over the fred-backed leaf:
+    /// `SlotGuard::builder(..).leaf_kind(LeafKind::Fred)`.
+    StackFredLeaf,
 }
 
 impl ClientName {
     /// Every client; fred first, the reference of the ratios.
-    pub(crate) const ALL: [ClientName; 6] = [
+    pub(crate) const ALL: [ClientName; 7] = [
         ClientName::FredCluster,
         ClientName::Leaf,
         ClientName::Stack,
         ClientName::StackStore,
         ClientName::RedisRsCluster,
         ClientName::StackCsc,
+        ClientName::StackFredLeaf,
     ];
 
     pub(crate) fn as_str(self) -> &'static str {
@@ -70,6 +74,7 @@ impl ClientName {
             ClientName::StackStore => "stack_store",
             ClientName::RedisRsCluster => "redis_rs_cluster",
             ClientName::StackCsc => "stack_csc",
+            ClientName::StackFredLeaf => "stack_fred_leaf",
         }
     }
 
@@ -321,6 +326,7 @@ pub(crate) struct Clients {
     pub(crate) redis_rs_cluster: &'static str,
     pub(crate) stack_csc: &'static str,
     pub(crate) redis_benchmark: &'static str,
+    pub(crate) stack_fred_leaf: &'static str,
 }
 
 /// The descriptions printed with the results.
@@ -336,6 +342,9 @@ pub(crate) const CLIENTS: Clients = Clients {
                        get_async_connection(), default config",
     stack_csc: "stack_store with .client_side_caching(60 s): hot keys answered by the near-cache \
                 while their primary's tracking connection lives",
+    stack_fred_leaf: "SlotGuard::builder(seeds).leaf_kind(LeafKind::Fred).connect(): the stack \
+                      over FredLeaf (one centralized fred client per node, PING reply marker); \
+                      all defaults",
     redis_benchmark: "redis-benchmark --cluster -c <concurrency> -t set,get -r <keys> -d <value \
                       size> (the reference, no client library); mix and zipf compared with \
                       1 / (0.9 / get + 0.1 / set) of its uniform-key rates",
@@ -381,6 +390,7 @@ pub(crate) fn render(o: &Output) -> String {
     let _ = writeln!(out, "  stack_store:  {}", CLIENTS.stack_store);
     let _ = writeln!(out, "  redis_rs_cluster: {}", CLIENTS.redis_rs_cluster);
     let _ = writeln!(out, "  stack_csc:    {}", CLIENTS.stack_csc);
+    let _ = writeln!(out, "  stack_fred_leaf: {}", CLIENTS.stack_fred_leaf);
     let _ = writeln!(out, "  redis_benchmark:  {}\n", CLIENTS.redis_benchmark);
     let _ = writeln!(
         out,
@@ -506,7 +516,8 @@ mod tests {
                 Stack,
                 StackStore,
                 RedisRsCluster,
-                StackCsc
+                StackCsc,
+                StackFredLeaf
             ]
         );
         assert_eq!(
@@ -517,6 +528,7 @@ mod tests {
                 StackStore,
                 RedisRsCluster,
                 StackCsc,
+                StackFredLeaf,
                 FredCluster
             ]
         );

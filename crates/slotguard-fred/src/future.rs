@@ -1,0 +1,130 @@
+//! The response future of [`FredLeaf`](crate::FredLeaf): a reply becomes a
+//! response or a typed error, and the outcome is recorded in the topology.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use fred::types::Value;
+use pin_project_lite::pin_project;
+use slotguard_core::{
+    BoxError, CacheError, CacheResponse, Failure, NodeAddr, Path, Role, Topology,
+};
+use slotguard_node::{remapped_identity, AddressRemap};
+use tokio::time::Instant;
+
+use crate::convert::{del_reply, get_reply, set_reply};
+
+/// Turns a reply into a response and records the outcome.
+pub(crate) struct Finish {
+    pub(crate) addr: NodeAddr,
+    pub(crate) role: Role,
+    pub(crate) op: OpKind,
+    pub(crate) started: Instant,
+    pub(crate) topology: Option<Topology>,
+    pub(crate) remap: Option<AddressRemap>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OpKind {
+    Get,
+    Set,
+    Del,
+}
+
+impl Finish {
+    fn response(&self, out: Result<Value, CacheError>) -> Result<CacheResponse, CacheError> {
+        let path = match self.role {
+            Role::Replica => Path::Replica,
+            _ => Path::Primary,
+        };
+        let mut resp = CacheResponse::from_node(None, self.addr.clone(), path);
+        let value = out.map_err(|e| match e {
+            // A redirect names the target as the cluster announces it: the
+            // same remap as the map's, so both name one node alike.
+            CacheError::Moved { slot, addr } => CacheError::Moved {
+                slot,
+                addr: remapped_identity(self.remap.as_ref(), &addr),
+            },
+            CacheError::Ask { slot, addr } => CacheError::Ask {
+                slot,
+                addr: remapped_identity(self.remap.as_ref(), &addr),
+            },
+            e => e,
+        })?;
+        match self.op {
+            OpKind::Get => resp.value = get_reply(value)?,
+            OpKind::Set => set_reply(value)?,
+            OpKind::Del => resp.deleted = del_reply(value)?,
+        }
+        Ok(resp)
+    }
+
+    /// The same health bookkeeping as the default leaf's (write fences
+    /// included), so that the layers above see one behaviour.
+    fn record(&self, out: &Result<CacheResponse, CacheError>) {
+        let Some(topology) = &self.topology else {
+            return;
+        };
+        let health = topology.health(&self.addr);
+        match out {
+            Ok(_) => health.record_success(self.started.elapsed()),
+            Err(e) if e.failure().is_node_fault() => {
+                health.record_failure();
+                if matches!(
+                    e.failure(),
+                    Failure::Connection
+                        | Failure::Indeterminate
+                        | Failure::Protocol
+                        | Failure::ClusterDown
+                ) {
+                    health.fence_writes();
+                    topology.request_refresh();
+                }
+            }
+            Err(e) if e.failure().is_cluster_wide() => {}
+            Err(CacheError::Auth { .. } | CacheError::Tls { .. }) => {}
+            Err(_) => health.record_success(self.started.elapsed()),
+        }
+    }
+}
+
+pub(crate) type BoxFut = Pin<Box<dyn Future<Output = Result<Value, CacheError>> + Send>>;
+
+pin_project! {
+    /// Response future of [`FredLeaf`].
+    pub struct ResponseFuture {
+        #[pin]
+        pub(crate) inner: BoxFut,
+        pub(crate) finish: Option<Finish>,
+    }
+}
+
+impl fmt::Debug for ResponseFuture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl Future for ResponseFuture {
+    type Output = Result<CacheResponse, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let out = std::task::ready!(this.inner.poll(cx));
+        let out = match this.finish.take() {
+            Some(f) => {
+                let resp = f.response(out);
+                f.record(&resp);
+                resp
+            }
+            None => out.and_then(|_| {
+                Err(CacheError::InvalidInput(
+                    "request is not routed to a node".into(),
+                ))
+            }),
+        };
+        Poll::Ready(out.map_err(BoxError::from))
+    }
+}
