@@ -8,6 +8,7 @@
 mod addr;
 mod error;
 pub mod invalidation;
+pub mod observe;
 mod request;
 mod response;
 mod secondary;
@@ -19,6 +20,7 @@ pub use error::{
     as_cache_error, classify, classify_dyn, parse_error_reply, Blame, BoxError, BreakerScope,
     CacheError, Failure,
 };
+pub use observe::{Observation, Observer, Record};
 pub use request::{Attempts, CacheRequest, Consistency, Op, Role, Route};
 pub use response::{CacheResponse, Path, Served};
 pub use secondary::{LoadCause, SecondaryRequest};

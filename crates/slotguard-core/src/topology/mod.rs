@@ -15,11 +15,12 @@ use std::ops::Deref;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use arc_swap::{ArcSwap, Guard};
+use arc_swap::{ArcSwap, ArcSwapOption, Guard};
 use futures_util::future::BoxFuture;
 
 use crate::addr::NodeAddr;
 use crate::error::BoxError;
+use crate::observe::{Observation, Observer};
 use crate::request::Role;
 use crate::slot::SLOT_COUNT;
 
@@ -61,6 +62,9 @@ struct Inner {
     // Current generation, for callers waiting on a refresh to confirm
     // something.
     changed: tokio::sync::watch::Sender<u64>,
+    // Who listens to the stack's own events (see `set_observer`); one
+    // atomic load when nobody does.
+    observer: ArcSwapOption<Box<dyn Observer>>,
 }
 
 impl Default for Inner {
@@ -73,6 +77,7 @@ impl Default for Inner {
             refresh: tokio::sync::Notify::new(),
             refresh_requests: AtomicU64::new(0),
             changed: tokio::sync::watch::Sender::new(0),
+            observer: ArcSwapOption::empty(),
         }
     }
 }
@@ -235,9 +240,35 @@ impl Topology {
         map.reindex();
         map.generation = self.next_generation();
         let map = Arc::new(map);
-        self.inner.map.store(map.clone());
+        let old = self.inner.map.swap(map.clone());
+        if self.is_observed() {
+            self.report_promotions(&old, &map);
+        }
         self.inner.changed.send_replace(map.generation);
         map
+    }
+
+    /// Register the listener of this stack's own events: breaker
+    /// transitions, refresh rounds, write fences, promotions (see
+    /// [`observe`](crate::observe)). One per topology; a later call
+    /// replaces it.
+    pub fn set_observer(&self, observer: Arc<dyn Observer>) {
+        self.inner
+            .observer
+            .store(Some(Arc::new(Box::new(Forward(observer)))));
+    }
+
+    /// Whether an observer is registered.
+    pub fn is_observed(&self) -> bool {
+        self.inner.observer.load().is_some()
+    }
+
+    /// Report a stack event to the observer, if any; `make` runs only
+    /// when one is registered.
+    pub fn observe(&self, make: impl FnOnce() -> Observation) {
+        if let Some(observer) = &*self.inner.observer.load() {
+            observer.observe(&make());
+        }
     }
 
     /// Ask the refresher (the `slot_refresh` layer) for a new map soon.
@@ -291,6 +322,38 @@ impl Topology {
                 .send_replace(self.inner.map.load().generation);
         }
         outcome
+    }
+}
+
+/// Forwards to a shared observer (an `ArcSwapOption` holds sized values).
+struct Forward(Arc<dyn Observer>);
+
+impl Observer for Forward {
+    fn observe(&self, observation: &Observation) {
+        self.0.observe(observation);
+    }
+}
+
+impl Topology {
+    /// A shard whose slots the old map gave to a primary that the new map
+    /// has as that shard's replica: a promotion, seen.
+    fn report_promotions(&self, old: &SlotMap, new: &SlotMap) {
+        for shard in &new.shards {
+            let Some(&(lo, _)) = shard.slots.first() else {
+                continue;
+            };
+            let Some(before) = old.primary_for_slot(lo) else {
+                continue;
+            };
+            if before.addr != shard.primary.addr
+                && shard.replicas.iter().any(|r| r.addr == before.addr)
+            {
+                self.observe(|| Observation::PrimaryChanged {
+                    from: before.addr.clone(),
+                    to: shard.primary.addr.clone(),
+                });
+            }
+        }
     }
 }
 
