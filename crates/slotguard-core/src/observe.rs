@@ -335,8 +335,8 @@ impl Record {
     }
 
     /// The observations kept, oldest first.
-    pub fn iter(&self) -> impl Iterator<Item = &Observation> {
-        self.items.iter().map_while(Option::as_ref)
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = &Observation> {
+        self.items[..usize::from(self.len)].iter().flatten()
     }
 
     /// How many observations are kept.

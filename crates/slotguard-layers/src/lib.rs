@@ -34,6 +34,7 @@ pub mod invalidation;
 pub mod redirect;
 pub mod replica_failover;
 pub mod slot_refresh;
+pub mod telemetry;
 
 pub use builder::ServiceBuilderExt;
 

@@ -128,6 +128,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use slotguard_core::observe::{self, Observation, StoreOutcome};
 use slotguard_core::{
     classify, BoxError, CacheRequest, CacheResponse, Consistency, Failure, LoadCause, Path, Served,
 };
@@ -379,6 +380,14 @@ where
             .store
             .load(&state.flights, &self.key, cause, self.deadline)
             .await;
+        if leader {
+            let outcome = match &out {
+                Ok(Some(_)) => StoreOutcome::Hit,
+                Ok(None) => StoreOutcome::Miss,
+                Err(_) => StoreOutcome::Error,
+            };
+            observe::record(Observation::StoreLoad { outcome });
+        }
         (out.map_err(Into::into), leader)
     }
 
@@ -390,6 +399,7 @@ where
         let state = &self.core.state;
         let budget = state.degraded_budget(self.consistency)?;
         let (value, node, age) = state.serve(&self.key, self.slot, budget)?;
+        observe::record(Observation::NearCacheHit);
         Some(CacheResponse {
             value: Some(value),
             deleted: 0,
@@ -410,6 +420,10 @@ where
                 return Ok(resp);
             }
         }
+        observe::record(Observation::SecondaryFallback {
+            cause: LoadCause::Miss,
+            failure: None,
+        });
         let (value, leader) = self.load(LoadCause::Miss).await;
         let value = value?;
         if let Some(v) = &value {
@@ -430,6 +444,10 @@ where
             return Err(err);
         }
         tracing::debug!(target: "slotguard::fallback", error = %err, "secondary_fallback");
+        observe::record(Observation::SecondaryFallback {
+            cause: LoadCause::ClusterFailure,
+            failure: Some(classify(&err)),
+        });
         let value = self.load(LoadCause::ClusterFailure).await.0?;
         if let Some(v) = &value {
             self.keep(v, None);
