@@ -50,7 +50,7 @@
 mod handle;
 
 pub use handle::{
-    CacheService, SlotGuard, SlotGuardBuilder, StoreService, DEFAULT_REQUEST_TIMEOUT,
+    CacheService, SlotGuard, SlotGuardBuilder, Stats, StoreService, DEFAULT_REQUEST_TIMEOUT,
 };
 
 /// The tower version slotguard's layers are built on.

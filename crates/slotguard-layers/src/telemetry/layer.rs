@@ -89,11 +89,11 @@ impl<St: Send + Sync + 'static> FallbackProbe for FallbackLayer<St> {
 }
 
 /// Settings of a [`TelemetryLayer`].
-#[derive(Default)]
+#[derive(Clone, Default)]
 #[must_use]
 pub struct TelemetryBuilder {
     meter: Option<Meter>,
-    tracer: Option<BoxedTracer>,
+    tracer: Option<Arc<BoxedTracer>>,
     topology: Option<Topology>,
     probes: Probes,
     record_keys: bool,
@@ -124,7 +124,7 @@ impl TelemetryBuilder {
         T: Tracer + Send + Sync + 'static,
         T::Span: Send + Sync + 'static,
     {
-        self.tracer = Some(BoxedTracer::new(Box::new(tracer)));
+        self.tracer = Some(Arc::new(BoxedTracer::new(Box::new(tracer))));
         self
     }
 
@@ -162,7 +162,9 @@ impl TelemetryBuilder {
     /// observer.
     pub fn build(self) -> TelemetryLayer {
         let meter = self.meter.unwrap_or_else(|| global::meter(SCOPE));
-        let tracer = self.tracer.unwrap_or_else(|| global::tracer(SCOPE));
+        let tracer = self
+            .tracer
+            .unwrap_or_else(|| Arc::new(global::tracer(SCOPE)));
         // A tracer of no SDK makes spans with no valid context: then no
         // span is built at all (nothing measurable when nobody listens).
         let probe = tracer.start("slotguard.probe");

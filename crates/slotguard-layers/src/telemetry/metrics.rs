@@ -298,8 +298,8 @@ pub(crate) fn register_gauges(
 }
 
 /// Slots whose primary answers: covered, breaker not open, in the
-/// majority, no run of failures.
-pub(crate) fn slots_ok(topology: &Topology) -> u64 {
+/// majority, no run of failures (`redis_cluster_slots_ok`).
+pub fn slots_ok(topology: &Topology) -> u64 {
     let map = topology.map();
     map.shards()
         .iter()

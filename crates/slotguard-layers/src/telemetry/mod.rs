@@ -82,6 +82,7 @@ use tower::Service;
 
 pub use self::future::ResponseFuture;
 pub use self::layer::{TelemetryBuilder, TelemetryLayer, SCOPE};
+pub use self::metrics::slots_ok;
 pub use self::stats::{PathCounts, TelemetryStats};
 
 use self::future::{op_index, Meta};
@@ -93,7 +94,7 @@ use self::timers::FailoverTimers;
 use crate::circuit_breaker::CircuitBreakerLayer;
 
 /// What the gauges read.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub(crate) struct Probes {
     breakers: Option<CircuitBreakerLayer>,
     fallback: Option<Arc<dyn FallbackProbe>>,
@@ -103,7 +104,7 @@ pub(crate) struct Probes {
 pub(crate) struct Shared {
     instruments: Instruments,
     // `None` when no SDK listens: no span is built.
-    tracer: Option<BoxedTracer>,
+    tracer: Option<Arc<BoxedTracer>>,
     record_keys: bool,
     counters: Arc<Counters>,
     timers: Arc<FailoverTimers>,

@@ -158,7 +158,7 @@ pub(crate) fn emit(
         .with_kind(SpanKind::Client)
         .with_start_time(start.at)
         .with_attributes(attrs)
-        .start_with_context(tracer, &start.parent);
+        .start_with_context(&**tracer, &start.parent);
     for o in record.iter() {
         if let Some((name, attrs)) = event(o) {
             span.add_event(name, attrs);
