@@ -20,6 +20,8 @@ pub(crate) struct DemoArgs {
     /// Without `healthy`, a short unreported baseline runs first.
     #[arg(long, value_enum, value_delimiter = ',')]
     pub(crate) phases: Vec<PhaseName>,
+    #[command(flatten)]
+    pub(crate) metrics: crate::metrics::MetricsArgs,
 }
 
 /// The one JSON object `--json` prints.

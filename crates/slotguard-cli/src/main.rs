@@ -14,6 +14,7 @@ mod bench;
 mod demo;
 mod doctor;
 mod load;
+mod metrics;
 mod progress;
 mod report;
 mod runner;
@@ -96,7 +97,14 @@ fn main() -> ExitCode {
     // Everything runs from this thread: the local cluster's servers live
     // exactly as long as it (see slotguard_testkit::LocalCluster).
     match cli.command {
-        Command::Demo(args) => demo::run(args),
+        Command::Demo(args) => {
+            // Before the demo builds its stack (which takes the global meter).
+            if let Err(e) = metrics::start(&args.metrics) {
+                eprintln!("{e}");
+                return ExitCode::from(2);
+            }
+            demo::run(args)
+        }
         Command::Bench(args) => match args.which {
             bench::Bench::Failover(args) => bench::run(args),
             bench::Bench::Throughput(args) => throughput::run(args),

@@ -307,6 +307,16 @@ impl Topology {
         if slot >= SLOT_COUNT {
             return PatchOutcome::UnknownNode;
         }
+        // A replica of the slot's shard named by `MOVED`: promoted.
+        let promoted_from = self.is_observed().then(|| {
+            let map = self.inner.map.load();
+            let shard = map.shard_for_slot(slot)?;
+            shard
+                .replicas
+                .iter()
+                .any(|r| &r.addr == addr)
+                .then(|| shard.primary.addr.clone())
+        });
         let mut outcome = PatchOutcome::UnknownNode;
         self.inner.map.rcu(|cur| {
             let mut map = SlotMap::clone(cur);
@@ -320,6 +330,12 @@ impl Topology {
             self.inner
                 .changed
                 .send_replace(self.inner.map.load().generation);
+            if let Some(Some(from)) = promoted_from {
+                self.observe(|| Observation::PrimaryChanged {
+                    from,
+                    to: addr.clone(),
+                });
+            }
         }
         outcome
     }
@@ -335,21 +351,21 @@ impl Observer for Forward {
 }
 
 impl Topology {
-    /// A shard whose slots the old map gave to a primary that the new map
-    /// has as that shard's replica: a promotion, seen.
+    /// A shard whose slots the old map gave to a primary, now served by
+    /// what was that primary's replica: a promotion, seen.
     fn report_promotions(&self, old: &SlotMap, new: &SlotMap) {
         for shard in &new.shards {
             let Some(&(lo, _)) = shard.slots.first() else {
                 continue;
             };
-            let Some(before) = old.primary_for_slot(lo) else {
+            let Some(before) = old.shard_for_slot(lo) else {
                 continue;
             };
-            if before.addr != shard.primary.addr
-                && shard.replicas.iter().any(|r| r.addr == before.addr)
+            if before.primary.addr != shard.primary.addr
+                && before.replicas.iter().any(|r| r.addr == shard.primary.addr)
             {
                 self.observe(|| Observation::PrimaryChanged {
-                    from: before.addr.clone(),
+                    from: before.primary.addr.clone(),
                     to: shard.primary.addr.clone(),
                 });
             }

@@ -76,6 +76,26 @@ fn failover_buckets() -> Vec<f64> {
 
 impl Instruments {
     pub(crate) fn new(meter: &Meter) -> Self {
+        let ins = Self::create(meter);
+        // Every series of a known label set exists from the start, at 0:
+        // a rate over a series that appears only with its first event
+        // misses that event, and alert rules see no data at all.
+        for attrs in &ins.status_attrs {
+            ins.attempts.add(0, attrs);
+        }
+        for attrs in &ins.redirect_attrs {
+            ins.redirects.add(0, attrs);
+        }
+        for attrs in &ins.store_attrs {
+            ins.store_loads.add(0, attrs);
+        }
+        for c in [&ins.coalesced, &ins.near_hits, &ins.writes_refused] {
+            c.add(0, &[]);
+        }
+        ins
+    }
+
+    fn create(meter: &Meter) -> Self {
         let kv = |k: &'static str, v: &'static str| KeyValue::new(k, v);
         Self {
             attempts: meter
@@ -153,6 +173,27 @@ pub(crate) struct StackObserver {
 
 impl StackObserver {
     pub(crate) fn new(meter: &Meter, counters: Arc<Counters>, timers: Arc<FailoverTimers>) -> Self {
+        let this = Self::create(meter, counters, timers);
+        // Known label sets start at 0 (see `Instruments::new`).
+        for trigger in ["initial", "periodic", "requested", "manual"] {
+            for outcome in ["changed", "unchanged", "failed"] {
+                this.refreshes.add(
+                    0,
+                    &[
+                        KeyValue::new("trigger", trigger),
+                        KeyValue::new("outcome", outcome),
+                    ],
+                );
+            }
+        }
+        for action in ["set", "lifted"] {
+            this.fences.add(0, &[KeyValue::new("action", action)]);
+        }
+        this.replayed.add(0, &[]);
+        this
+    }
+
+    fn create(meter: &Meter, counters: Arc<Counters>, timers: Arc<FailoverTimers>) -> Self {
         Self {
             transitions: meter
                 .u64_counter("slotguard_breaker_transitions")
