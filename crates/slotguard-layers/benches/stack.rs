@@ -19,7 +19,12 @@
 //! builds it (slot_refresh → redirect → replica_failover →
 //! circuit_breaker → leaf), `invalidation_log` with nothing logged, and
 //! that stack under `coalesce` (every request a different key: the healthy
-//! miss path, each read its own flight). Requests to `slot_refresh` and the
+//! miss path, each read its own flight), and `telemetry` alone and on top
+//! of the full stack: with no OpenTelemetry SDK (the API's no-op
+//! providers, what an application that installs none gets) and with the
+//! SDK's meter and tracer providers (every span sampled and ended; no span
+//! processor, so what is measured is the layer and the SDK's recording,
+//! not an exporter). Requests to `slot_refresh` and the
 //! full stack are routed by slot, so their figure includes the stamping
 //! that the bare leaf's caller did from its table.
 #![allow(missing_docs)]
@@ -40,6 +45,7 @@ use slotguard_layers::circuit_breaker::{BreakerConfig, CircuitBreakerLayer};
 use slotguard_layers::coalesce::CoalesceLayer;
 use slotguard_layers::invalidation::InvalidationLogLayer;
 use slotguard_layers::slot_refresh::SlotRefreshLayer;
+use slotguard_layers::telemetry::TelemetryLayer;
 use slotguard_layers::ServiceBuilderExt;
 use tokio::runtime::Runtime;
 use tower::{Service, ServiceBuilder, ServiceExt};
@@ -295,6 +301,7 @@ fn stack(c: &mut Criterion) {
         .circuit_breaker(breakers(&topology))
         .service(leaf.clone());
     bench_case(c, &rts, "full_stack", svc, &keys, Keys::by_slot);
+    telemetry_cases(c, &rts, &topology, &keys, &refresh, &breakers, &leaf);
     let svc = ServiceBuilder::new()
         .coalesce(CoalesceLayer::new())
         .slot_refresh(refresh(&topology))
@@ -303,6 +310,66 @@ fn stack(c: &mut Criterion) {
         .circuit_breaker(breakers(&topology))
         .service(leaf);
     bench_case(c, &rts, "full_stack_coalesced", svc, &keys, Keys::by_slot);
+}
+
+/// The telemetry layer with no SDK and with the SDK, alone and over the
+/// full stack (compare with `leaf` and `full_stack`).
+fn telemetry_cases(
+    c: &mut Criterion,
+    rts: &Rts,
+    topology: &Topology,
+    keys: &Arc<Keys>,
+    refresh: &dyn Fn(&Topology) -> SlotRefreshLayer,
+    breakers: &dyn Fn(&Topology) -> CircuitBreakerLayer,
+    leaf: &Leaf,
+) {
+    use opentelemetry::metrics::MeterProvider as _;
+    use opentelemetry::trace::TracerProvider as _;
+    let meters = opentelemetry_sdk::metrics::SdkMeterProvider::builder()
+        .with_reader(
+            opentelemetry_sdk::metrics::PeriodicReader::builder(
+                opentelemetry_sdk::metrics::InMemoryMetricExporter::default(),
+            )
+            .with_interval(Duration::from_secs(3600))
+            .build(),
+        )
+        .build();
+    let tracers = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+    let no_sdk = || TelemetryLayer::new();
+    let sdk = || {
+        TelemetryLayer::builder()
+            .meter(meters.meter("slotguard"))
+            .tracer(tracers.tracer("slotguard"))
+            .build()
+    };
+    for (name, layer) in [("no_sdk", no_sdk()), ("sdk", sdk())] {
+        let svc = ServiceBuilder::new()
+            .telemetry(layer.clone())
+            .service(leaf.clone());
+        bench_case(
+            c,
+            rts,
+            &format!("telemetry_{name}"),
+            svc,
+            keys,
+            Keys::stamped,
+        );
+        let svc = ServiceBuilder::new()
+            .telemetry(layer)
+            .slot_refresh(refresh(topology))
+            .redirect(topology.clone())
+            .replica_failover(topology.clone())
+            .circuit_breaker(breakers(topology))
+            .service(leaf.clone());
+        bench_case(
+            c,
+            rts,
+            &format!("full_stack_telemetry_{name}"),
+            svc,
+            keys,
+            Keys::by_slot,
+        );
+    }
 }
 
 fn config() -> Criterion {
