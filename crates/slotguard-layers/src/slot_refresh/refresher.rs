@@ -116,13 +116,15 @@ impl Refresher {
     /// [`refresh_once`](Self::refresh_once), reported to the stack's
     /// observer with what started it and how it ended.
     pub(crate) async fn round(&self, trigger: RefreshTrigger) -> Result<(), BoxError> {
-        let before = self.topology.load().generation();
+        let before = self.topology.load();
         let out = self.refresh_once().await;
         self.topology.observe(|| Observation::TopologyRefresh {
             trigger,
             outcome: match &out {
                 Err(_) => RefreshOutcome::Failed,
-                Ok(()) if self.topology.load().generation() != before => RefreshOutcome::Changed,
+                Ok(()) if routing(&self.topology.load()) != routing(&before) => {
+                    RefreshOutcome::Changed
+                }
                 Ok(()) => RefreshOutcome::Unchanged,
             },
         });
@@ -292,6 +294,15 @@ async fn run(weak: Weak<Refresher>, topology: Topology, period: Duration, min_ga
         // source's fetch deadlines).
         tokio::time::sleep(min_gap).await;
     }
+}
+
+/// Each shard's slot ranges and primary: a round that leaves them as they
+/// were changed nothing a request sees.
+fn routing(map: &slotguard_core::SlotMap) -> Vec<(&[(u16, u16)], &NodeAddr)> {
+    map.shards()
+        .iter()
+        .map(|s| (s.slots.as_slice(), &s.primary.addr))
+        .collect()
 }
 
 /// Slot ranges with their primary, sorted: equal fingerprints, equal routing.

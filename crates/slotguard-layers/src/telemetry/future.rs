@@ -212,7 +212,8 @@ fn failover_clocks(
                     .any(|s| &s.primary.addr == node && !s.slots.is_empty())
             });
             if is_primary && failure.is_node_fault() {
-                shared.timers.primary_failed(node, now);
+                // The failed call began with the request.
+                shared.timers.primary_failed(node, meta.start);
             }
         }
     }
