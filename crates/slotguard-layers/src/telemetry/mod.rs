@@ -5,7 +5,7 @@
 //! inner layers and the leaf did to it (redirected, failed over, answered
 //! from the near-cache or the store, refused by a breaker or a write
 //! fence). Inner layers report into a small inline record that this layer
-//! installs around the call (see [`observe`](slotguard_core::observe)); it
+//! installs around the call (see [`slotguard_core::observe`]); it
 //! comes back with responses and errors alike, and nothing is allocated
 //! for it. Events of the stack as a whole (breaker transitions, refresh
 //! rounds, write fences, promotions) reach it through the topology's
