@@ -107,6 +107,7 @@ fn the_full_stack_under_telemetry_without_an_sdk_does_not_allocate_per_request()
     full_stack_allocates_nothing(true);
 }
 
+#[allow(clippy::unwrap_used, clippy::expect_used)] // test support: a panic is a failure
 fn full_stack_allocates_nothing(telemetry: bool) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
