@@ -7,13 +7,14 @@
 //!
 //! - **Per request**, [`record`]: an observation about the request being
 //!   served (it was redirected, failed over, answered from the near-cache…)
-//!   goes into a small inline [`Record`] that the outermost listener (the
+//!   goes into a small [`Record`] that the outermost listener (the
 //!   telemetry layer) installs around the inner call with [`scope`]. It
 //!   comes back to that listener whether the request ends in a response or
 //!   in an error, of any error type, so no response or error type changes
 //!   for it. With no listener, [`record`] is one thread-local read and
-//!   nothing else; with one, it is a copy into a fixed array: nothing is
-//!   allocated on any path.
+//!   nothing else. An empty record is one null pointer: the healthy path
+//!   allocates nothing; the first observation of a request allocates its
+//!   fixed-capacity list (one allocation per degraded request).
 //! - **Per stack**, [`Topology::observe`](crate::Topology::observe):
 //!   events that belong to no one request (a breaker transition, a refresh
 //!   round, a write fence set or lifted, a promotion seen) go to the
@@ -299,10 +300,19 @@ pub trait Observer: Send + Sync + 'static {
 /// and falls back makes about four.
 pub const RECORD_CAPACITY: usize = 6;
 
-/// What happened to one request, in the order it happened: a fixed-capacity
-/// inline list, so making one allocates nothing.
+/// What happened to one request, in the order it happened.
+///
+/// One pointer while empty: an empty record (the healthy path) allocates
+/// nothing and is cheap to move in and out of the task-local scope on
+/// every poll. The first observation allocates its fixed-capacity list
+/// (a request that was redirected, failed over or fell back).
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Record {
+    list: Option<Box<List>>,
+}
+
+#[derive(Clone, Default, PartialEq, Eq)]
+struct List {
     items: [Option<Observation>; RECORD_CAPACITY],
     len: u8,
     dropped: u16,
@@ -312,7 +322,7 @@ impl fmt::Debug for Record {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Record")
             .field("observations", &self.iter().collect::<Vec<_>>())
-            .field("dropped", &self.dropped)
+            .field("dropped", &self.dropped())
             .finish()
     }
 }
@@ -325,33 +335,38 @@ impl Record {
 
     /// Append one observation (counted as dropped when full).
     pub fn push(&mut self, observation: Observation) {
-        match self.items.get_mut(usize::from(self.len)) {
+        let list = self.list.get_or_insert_with(Box::default);
+        match list.items.get_mut(usize::from(list.len)) {
             Some(slot) => {
                 *slot = Some(observation);
-                self.len += 1;
+                list.len += 1;
             }
-            None => self.dropped = self.dropped.saturating_add(1),
+            None => list.dropped = list.dropped.saturating_add(1),
         }
     }
 
     /// The observations kept, oldest first.
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = &Observation> {
-        self.items[..usize::from(self.len)].iter().flatten()
+        let kept = self
+            .list
+            .as_deref()
+            .map_or(&[][..], |l| &l.items[..usize::from(l.len)]);
+        kept.iter().flatten()
     }
 
     /// How many observations are kept.
     pub fn len(&self) -> usize {
-        usize::from(self.len)
+        self.list.as_ref().map_or(0, |l| usize::from(l.len))
     }
 
     /// Whether nothing was observed.
     pub fn is_empty(&self) -> bool {
-        self.len == 0 && self.dropped == 0
+        self.list.is_none()
     }
 
     /// Observations that did not fit.
     pub fn dropped(&self) -> u16 {
-        self.dropped
+        self.list.as_ref().map_or(0, |l| l.dropped)
     }
 }
 

@@ -13,6 +13,10 @@
 //!   N cores with no contention it would be about 1/N of the one-thread
 //!   figure, and shared locks or contended counters push it up.
 //!
+//! With `SLOTGUARD_BENCH_CPU=1`, `one_thread/*` report the thread's CPU
+//! time (`CLOCK_THREAD_CPUTIME_ID`) instead of wall time: on a machine
+//! shared with other work, time spent preempted is not counted.
+//!
 //! Cases: the bare leaf (requests stamped by the caller from a precomputed
 //! table), the leaf recording node health the way `NodeService` does, each
 //! layer alone over the leaf, and the full default stack as the README
@@ -22,9 +26,10 @@
 //! miss path, each read its own flight), and `telemetry` alone and on top
 //! of the full stack: with no OpenTelemetry SDK (the API's no-op
 //! providers, what an application that installs none gets) and with the
-//! SDK's meter and tracer providers (every span sampled and ended; no span
-//! processor, so what is measured is the layer and the SDK's recording,
-//! not an exporter). Requests to `slot_refresh` and the
+//! SDK's meter and tracer providers (`sdk`: every span sampled and ended;
+//! no span processor, so what is measured is the layer and the SDK's
+//! recording, not an exporter; `sdk_sampled`: 1 % of spans sampled;
+//! `sdk_metrics`: the SDK's meters and no tracer). Requests to `slot_refresh` and the
 //! full stack are routed by slot, so their figure includes the stamping
 //! that the bare leaf's caller did from its table.
 #![allow(missing_docs)]
@@ -188,12 +193,16 @@ fn bench_case<S>(
     S::Future: Send,
     S::Error: std::fmt::Debug,
 {
+    let cpu = std::env::var_os("SLOTGUARD_BENCH_CPU").is_some();
     c.bench_function(&format!("one_thread/{name}"), |b| {
         b.iter_custom(|iters| {
             rt.single.block_on(async {
-                let start = Instant::now();
+                let (start, cpu_start) = (Instant::now(), thread_cpu());
                 run(&svc, keys, make, 0, iters).await;
-                start.elapsed()
+                match (cpu, cpu_start, thread_cpu()) {
+                    (true, Some(a), Some(b)) => b.saturating_sub(a),
+                    _ => start.elapsed(),
+                }
             })
         })
     });
@@ -221,6 +230,13 @@ fn bench_case<S>(
             elapsed.mul_f64(iters as f64 / (per_task * TASKS) as f64)
         })
     });
+}
+
+/// CPU time of the calling thread so far, `None` where there is no such
+/// clock.
+fn thread_cpu() -> Option<Duration> {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID).ok()?;
+    Some(Duration::from(t))
 }
 
 struct Rts {
@@ -342,7 +358,28 @@ fn telemetry_cases(
             .tracer(tracers.tracer("slotguard"))
             .build()
     };
-    for (name, layer) in [("no_sdk", no_sdk()), ("sdk", sdk())] {
+    // The SDK's meter provider, spans left to the API's no-op tracer.
+    let sdk_metrics = || {
+        TelemetryLayer::builder()
+            .meter(meters.meter("slotguard"))
+            .build()
+    };
+    // Spans sampled at 1 %, as a busy service would trace.
+    let sampled = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_sampler(opentelemetry_sdk::trace::Sampler::TraceIdRatioBased(0.01))
+        .build();
+    let sdk_sampled = || {
+        TelemetryLayer::builder()
+            .meter(meters.meter("slotguard"))
+            .tracer(sampled.tracer("slotguard"))
+            .build()
+    };
+    for (name, layer) in [
+        ("no_sdk", no_sdk()),
+        ("sdk", sdk()),
+        ("sdk_metrics", sdk_metrics()),
+        ("sdk_sampled", sdk_sampled()),
+    ] {
         let svc = ServiceBuilder::new()
             .telemetry(layer.clone())
             .service(leaf.clone());

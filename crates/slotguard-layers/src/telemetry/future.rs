@@ -12,7 +12,7 @@ use opentelemetry::KeyValue;
 use pin_project_lite::pin_project;
 use slotguard_core::observe::{Observation, Record, Scoped, StoreOutcome};
 use slotguard_core::{classify, BoxError, CacheResponse, Failure, Op, Path, Role};
-use tokio::time::Instant;
+use std::time::Instant;
 
 use super::metrics::ReadPath;
 use super::span::SpanStart;
@@ -25,7 +25,9 @@ pub(crate) struct Meta {
     pub(crate) read: bool,
     pub(crate) slot: u16,
     pub(crate) key: Option<Bytes>,
-    pub(crate) span: Option<SpanStart>,
+    // Boxed: only a recording tracer needs it, and the future stays small
+    // (it is moved a few times per request).
+    pub(crate) span: Option<Box<SpanStart>>,
 }
 
 pub(crate) fn op_index(op: &Op) -> usize {

@@ -262,7 +262,10 @@ impl Observer for StackObserver {
                     .fetch_add(*count, Ordering::Relaxed);
             }
             Observation::PrimaryChanged { from, to } => {
-                if let Some(secs) = self.timers.promotion_seen(from, to) {
+                if let Some(secs) = self
+                    .timers
+                    .promotion_seen(from, to, std::time::Instant::now())
+                {
                     self.promotion_seen.record(secs, &[]);
                 }
             }
@@ -359,14 +362,14 @@ pub fn slots_ok(topology: &Topology) -> u64 {
 #[derive(Debug, Default)]
 pub(crate) struct UnownedClock {
     // (last sample, ranges unowned then, seconds so far)
-    state: std::sync::Mutex<(Option<tokio::time::Instant>, u32, f64)>,
+    state: std::sync::Mutex<(Option<std::time::Instant>, u32, f64)>,
 }
 
 impl UnownedClock {
     /// Add the time since the last sample, weighted by the ranges unowned
     /// then; return the total.
     pub(crate) fn sample(&self, topology: &Topology) -> f64 {
-        let now = tokio::time::Instant::now();
+        let now = std::time::Instant::now();
         let unowned = {
             let map = topology.map();
             let bad = map

@@ -4,10 +4,10 @@
 //! The layer sees each request's outcome and its [observations]: what the
 //! inner layers and the leaf did to it (redirected, failed over, answered
 //! from the near-cache or the store, refused by a breaker or a write
-//! fence). Inner layers report into a small inline record that this layer
+//! fence). Inner layers report into a small record that this layer
 //! installs around the call (see [`slotguard_core::observe`]); it
-//! comes back with responses and errors alike, and nothing is allocated
-//! for it. Events of the stack as a whole (breaker transitions, refresh
+//! comes back with responses and errors alike; the healthy path allocates
+//! nothing for it. Events of the stack as a whole (breaker transitions, refresh
 //! rounds, write fences, promotions) reach it through the topology's
 //! observer, which [`TelemetryBuilder::topology`] registers.
 //!
@@ -148,12 +148,17 @@ where
 
     fn call(&mut self, req: CacheRequest) -> Self::Future {
         let meta = Meta {
-            start: tokio::time::Instant::now(),
+            // std's clock: tokio's (test-util) looks up a runtime first.
+            start: std::time::Instant::now(),
             op: op_index(&req.op),
             read: req.op.is_read(),
             slot: req.slot(),
             key: self.shared.record_keys.then(|| req.key().clone()),
-            span: self.shared.tracer.as_ref().map(|_| SpanStart::now()),
+            span: self
+                .shared
+                .tracer
+                .as_ref()
+                .map(|_| Box::new(SpanStart::now())),
         };
         // Inner `call`s may observe already (a coalesced follower, an open
         // breaker): they run with the record installed too.

@@ -8,7 +8,7 @@
 use std::borrow::Cow;
 use std::time::SystemTime;
 
-use opentelemetry::trace::{Span as _, SpanKind, Status, Tracer};
+use opentelemetry::trace::{Span as _, SpanBuilder, SpanKind, Status, Tracer};
 use opentelemetry::{Context, KeyValue};
 use slotguard_core::observe::{Observation, Record};
 use slotguard_core::{BoxError, CacheResponse, Failure, NodeAddr, Role};
@@ -104,7 +104,8 @@ fn event(o: &Observation) -> Option<(&'static str, Vec<KeyValue>)> {
     })
 }
 
-/// Build, fill and end the request's span.
+/// Build, fill and end the request's span. A span the sampler dropped is
+/// ended at once, before any attribute or event is built for it.
 pub(crate) fn emit(
     shared: &Shared,
     start: &SpanStart,
@@ -115,6 +116,15 @@ pub(crate) fn emit(
 ) {
     let Some(tracer) = &shared.tracer else { return };
     let op = OPS[meta.op];
+    let mut span = tracer.build_with_context(
+        SpanBuilder::from_name(op)
+            .with_kind(SpanKind::Client)
+            .with_start_time(start.at),
+        &start.parent,
+    );
+    if !span.is_recording() {
+        return;
+    }
     let mut attrs = Vec::with_capacity(10);
     attrs.push(KeyValue::new("db.system.name", "redis"));
     attrs.push(KeyValue::new("db.operation.name", op));
@@ -153,12 +163,7 @@ pub(crate) fn emit(
             }
         }
     }
-    let mut span = tracer
-        .span_builder(op)
-        .with_kind(SpanKind::Client)
-        .with_start_time(start.at)
-        .with_attributes(attrs)
-        .start_with_context(&**tracer, &start.parent);
+    span.set_attributes(attrs);
     for o in record.iter() {
         if let Some((name, attrs)) = event(o) {
             span.add_event(name, attrs);
