@@ -81,7 +81,10 @@ impl Otel {
                                 .find(|kv| kv.key.as_str() == label)
                                 .map(|kv| kv.value.to_string())
                                 .unwrap_or_default();
-                            *out.entry(v).or_default() += dp.value();
+                            // Series start at 0; only counted ones matter here.
+                            if dp.value() > 0 {
+                                *out.entry(v).or_default() += dp.value();
+                            }
                         }
                     }
                 }
