@@ -10,6 +10,7 @@
 //! curl -i http://127.0.0.1:3000/items/42   # the same JSON; x-served-by: primary|replica|near_cache|secondary
 //! curl -i http://127.0.0.1:3000/items/7    # 404
 //! curl http://127.0.0.1:3000/healthz       # slot coverage of the cluster
+//! curl http://127.0.0.1:3000/metrics       # Prometheus text: slotguard's metrics
 //! ```
 //!
 //! - `GET /items/{id}` reads `item:{id}` through the stack: coalesce →
@@ -34,7 +35,15 @@
 //! removed on exit).
 //! `SLOTGUARD_USERNAME`, `SLOTGUARD_PASSWORD`: credentials (an ACL user, or
 //! a password alone for `requirepass`); `SLOTGUARD_TLS_CA`: a PEM file of CA
-//! certificates, TLS on when set (`NodeConfig::from_env`). Requests are traced with tower-http's `TraceLayer`.
+//! certificates, TLS on when set (`NodeConfig::from_env`).
+//!
+//! Telemetry: `GET /metrics` serves slotguard's metrics (the telemetry
+//! layer reports through the OpenTelemetry API; here the SDK's meter
+//! provider exports them with `opentelemetry-prometheus`). Requests are
+//! traced with tower-http's `TraceLayer` into a `tracing` subscriber that
+//! logs to stderr, off unless `RUST_LOG` is set (e.g.
+//! `RUST_LOG=tower_http=debug,slotguard=debug`).
+//!
 //! `SLOTGUARD_LEAF`: `node` (default) or `fred`, the fred-backed leaf
 //! (`LeafKind::from_env`), with the same credentials and TLS.
 
@@ -59,6 +68,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
 struct App {
     cache: SlotGuard,
     store: SqliteStore,
+    metrics: prometheus::Registry,
 }
 
 fn item_key(id: &str) -> String {
@@ -157,17 +167,54 @@ async fn healthz(State(app): State<App>) -> Json<serde_json::Value> {
     }))
 }
 
+async fn metrics(State(app): State<App>) -> Response {
+    let mut out = Vec::new();
+    use prometheus::Encoder as _;
+    match prometheus::TextEncoder::new().encode(&app.metrics.gather(), &mut out) {
+        Ok(()) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
+}
+
 fn router(app: App) -> Router {
     Router::new()
         .route("/items/{id}", get(get_item).put(put_item))
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
         .layer(TraceLayer::new_for_http())
         .with_state(app)
+}
+
+/// The OpenTelemetry SDK's meter provider, exported as Prometheus text
+/// from `registry`, installed globally (where the telemetry layer finds
+/// it); and a `tracing` subscriber for `TraceLayer`, silent unless
+/// `RUST_LOG` says otherwise.
+fn install_telemetry() -> Result<prometheus::Registry, Box<dyn std::error::Error>> {
+    let registry = prometheus::Registry::new();
+    let exporter = opentelemetry_prometheus::exporter()
+        .with_registry(registry.clone())
+        .scope_info_enabled(false)
+        .without_target_info()
+        .build()?;
+    let provider = opentelemetry_sdk::metrics::SdkMeterProvider::builder()
+        .with_reader(exporter)
+        .build();
+    opentelemetry::global::set_meter_provider(provider);
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {
+        // stderr: stdout's first line is the listen address.
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
+    Ok(registry)
 }
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let listen = std::env::var("SLOTGUARD_HTTP").unwrap_or_else(|_| "127.0.0.1:3000".into());
+    // Before the stack is built: its telemetry layer takes the global meter.
+    let metrics = install_telemetry()?;
     let (_cluster, seeds): (Option<LocalCluster>, Vec<NodeAddr>) =
         match slotguard::node::seeds_from_env()? {
             Some(seeds) => (None, seeds),
@@ -199,10 +246,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let listener = tokio::net::TcpListener::bind(&listen).await?;
     // The first stdout line says where we listen (tests read it).
     println!("listening on http://{}", listener.local_addr()?);
-    axum::serve(listener, router(App { cache, store }))
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
+    axum::serve(
+        listener,
+        router(App {
+            cache,
+            store,
+            metrics,
+        }),
+    )
+    .with_graceful_shutdown(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await?;
     Ok(())
 }

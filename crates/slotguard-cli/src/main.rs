@@ -13,6 +13,7 @@
 mod bench;
 mod demo;
 mod doctor;
+mod metrics;
 mod stack;
 mod throughput;
 
@@ -113,7 +114,14 @@ fn main() -> ExitCode {
     // Everything runs from this thread: the local cluster's servers live
     // exactly as long as it (see slotguard_testkit::LocalCluster).
     match cli.command {
-        Command::Demo(args) => demo::run(args),
+        Command::Demo(args) => {
+            // Before the demo builds its stack (which takes the global meter).
+            if let Err(e) = metrics::start(&args.metrics) {
+                eprintln!("{e}");
+                return ExitCode::from(2);
+            }
+            demo::run(args)
+        }
         Command::Bench(args) => match args.which {
             bench::Bench::Failover(args) => bench::run(args),
             bench::Bench::Throughput(args) => throughput::run(args),

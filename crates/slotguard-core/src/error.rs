@@ -226,6 +226,33 @@ pub enum Blame {
 }
 
 impl Failure {
+    /// A short lowercase name for spans and metrics (`error.type`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Failure::Moved => "moved",
+            Failure::Ask => "ask",
+            Failure::TryAgain => "tryagain",
+            Failure::ClusterDown => "clusterdown",
+            Failure::Loading => "loading",
+            Failure::Busy => "busy",
+            Failure::ReadOnly => "readonly",
+            Failure::Timeout => "timeout",
+            Failure::Connection => "connection",
+            Failure::CircuitOpen => "circuit_open",
+            Failure::Overloaded => "overloaded",
+            Failure::ShardUnavailable => "shard_unavailable",
+            Failure::TooManyRedirects => "too_many_redirects",
+            Failure::Indeterminate => "indeterminate",
+            Failure::InvalidInput => "invalid_input",
+            Failure::Secondary => "secondary",
+            Failure::Server => "server",
+            Failure::Protocol => "protocol",
+            Failure::Auth => "auth",
+            Failure::Tls => "tls",
+            Failure::Other => "other",
+        }
+    }
+
     /// Whom this failure blames. See [`Blame`].
     pub fn blame(self) -> Blame {
         match self {

@@ -9,6 +9,7 @@ mod addr;
 mod error;
 pub mod invalidation;
 pub mod leaf;
+pub mod observe;
 mod request;
 mod response;
 mod secondary;
@@ -21,6 +22,7 @@ pub use error::{
     CacheError, Failure,
 };
 pub use leaf::{Leaf, LeafControl};
+pub use observe::{Observation, Observer, Record};
 pub use request::{Attempts, CacheRequest, Consistency, Op, Role, Route};
 pub use response::{CacheResponse, Path, Served};
 pub use secondary::{LoadCause, SecondaryRequest};

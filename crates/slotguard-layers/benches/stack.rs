@@ -13,13 +13,23 @@
 //!   N cores with no contention it would be about 1/N of the one-thread
 //!   figure, and shared locks or contended counters push it up.
 //!
+//! With `SLOTGUARD_BENCH_CPU=1`, `one_thread/*` report the thread's CPU
+//! time (`CLOCK_THREAD_CPUTIME_ID`) instead of wall time: on a machine
+//! shared with other work, time spent preempted is not counted.
+//!
 //! Cases: the bare leaf (requests stamped by the caller from a precomputed
 //! table), the leaf recording node health the way `NodeService` does, each
 //! layer alone over the leaf, and the full default stack as the README
 //! builds it (slot_refresh → redirect → replica_failover →
 //! circuit_breaker → leaf), `invalidation_log` with nothing logged, and
 //! that stack under `coalesce` (every request a different key: the healthy
-//! miss path, each read its own flight). Requests to `slot_refresh` and the
+//! miss path, each read its own flight), and `telemetry` alone and on top
+//! of the full stack: with no OpenTelemetry SDK (the API's no-op
+//! providers, what an application that installs none gets) and with the
+//! SDK's meter and tracer providers (`sdk`: every span sampled and ended;
+//! no span processor, so what is measured is the layer and the SDK's
+//! recording, not an exporter; `sdk_sampled`: 1 % of spans sampled;
+//! `sdk_metrics`: the SDK's meters and no tracer). Requests to `slot_refresh` and the
 //! full stack are routed by slot, so their figure includes the stamping
 //! that the bare leaf's caller did from its table.
 #![allow(missing_docs)]
@@ -40,6 +50,7 @@ use slotguard_layers::circuit_breaker::{BreakerConfig, CircuitBreakerLayer};
 use slotguard_layers::coalesce::CoalesceLayer;
 use slotguard_layers::invalidation::InvalidationLogLayer;
 use slotguard_layers::slot_refresh::SlotRefreshLayer;
+use slotguard_layers::telemetry::TelemetryLayer;
 use slotguard_layers::ServiceBuilderExt;
 use tokio::runtime::Runtime;
 use tower::{Service, ServiceBuilder, ServiceExt};
@@ -182,12 +193,16 @@ fn bench_case<S>(
     S::Future: Send,
     S::Error: std::fmt::Debug,
 {
+    let cpu = std::env::var_os("SLOTGUARD_BENCH_CPU").is_some();
     c.bench_function(&format!("one_thread/{name}"), |b| {
         b.iter_custom(|iters| {
             rt.single.block_on(async {
-                let start = Instant::now();
+                let (start, cpu_start) = (Instant::now(), thread_cpu());
                 run(&svc, keys, make, 0, iters).await;
-                start.elapsed()
+                match (cpu, cpu_start, thread_cpu()) {
+                    (true, Some(a), Some(b)) => b.saturating_sub(a),
+                    _ => start.elapsed(),
+                }
             })
         })
     });
@@ -215,6 +230,13 @@ fn bench_case<S>(
             elapsed.mul_f64(iters as f64 / (per_task * TASKS) as f64)
         })
     });
+}
+
+/// CPU time of the calling thread so far, `None` where there is no such
+/// clock.
+fn thread_cpu() -> Option<Duration> {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID).ok()?;
+    Some(Duration::from(t))
 }
 
 struct Rts {
@@ -295,6 +317,7 @@ fn stack(c: &mut Criterion) {
         .circuit_breaker(breakers(&topology))
         .service(leaf.clone());
     bench_case(c, &rts, "full_stack", svc, &keys, Keys::by_slot);
+    telemetry_cases(c, &rts, &topology, &keys, &refresh, &breakers, &leaf);
     let svc = ServiceBuilder::new()
         .coalesce(CoalesceLayer::new())
         .slot_refresh(refresh(&topology))
@@ -303,6 +326,87 @@ fn stack(c: &mut Criterion) {
         .circuit_breaker(breakers(&topology))
         .service(leaf);
     bench_case(c, &rts, "full_stack_coalesced", svc, &keys, Keys::by_slot);
+}
+
+/// The telemetry layer with no SDK and with the SDK, alone and over the
+/// full stack (compare with `leaf` and `full_stack`).
+fn telemetry_cases(
+    c: &mut Criterion,
+    rts: &Rts,
+    topology: &Topology,
+    keys: &Arc<Keys>,
+    refresh: &dyn Fn(&Topology) -> SlotRefreshLayer,
+    breakers: &dyn Fn(&Topology) -> CircuitBreakerLayer,
+    leaf: &Leaf,
+) {
+    use opentelemetry::metrics::MeterProvider as _;
+    use opentelemetry::trace::TracerProvider as _;
+    let meters = opentelemetry_sdk::metrics::SdkMeterProvider::builder()
+        .with_reader(
+            opentelemetry_sdk::metrics::PeriodicReader::builder(
+                opentelemetry_sdk::metrics::InMemoryMetricExporter::default(),
+            )
+            .with_interval(Duration::from_secs(3600))
+            .build(),
+        )
+        .build();
+    let tracers = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+    let no_sdk = || TelemetryLayer::new();
+    let sdk = || {
+        TelemetryLayer::builder()
+            .meter(meters.meter("slotguard"))
+            .tracer(tracers.tracer("slotguard"))
+            .build()
+    };
+    // The SDK's meter provider, spans left to the API's no-op tracer.
+    let sdk_metrics = || {
+        TelemetryLayer::builder()
+            .meter(meters.meter("slotguard"))
+            .build()
+    };
+    // Spans sampled at 1 %, as a busy service would trace.
+    let sampled = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_sampler(opentelemetry_sdk::trace::Sampler::TraceIdRatioBased(0.01))
+        .build();
+    let sdk_sampled = || {
+        TelemetryLayer::builder()
+            .meter(meters.meter("slotguard"))
+            .tracer(sampled.tracer("slotguard"))
+            .build()
+    };
+    for (name, layer) in [
+        ("no_sdk", no_sdk()),
+        ("sdk", sdk()),
+        ("sdk_metrics", sdk_metrics()),
+        ("sdk_sampled", sdk_sampled()),
+    ] {
+        let svc = ServiceBuilder::new()
+            .telemetry(layer.clone())
+            .service(leaf.clone());
+        bench_case(
+            c,
+            rts,
+            &format!("telemetry_{name}"),
+            svc,
+            keys,
+            Keys::stamped,
+        );
+        let svc = ServiceBuilder::new()
+            .telemetry(layer)
+            .slot_refresh(refresh(topology))
+            .redirect(topology.clone())
+            .replica_failover(topology.clone())
+            .circuit_breaker(breakers(topology))
+            .service(leaf.clone());
+        bench_case(
+            c,
+            rts,
+            &format!("full_stack_telemetry_{name}"),
+            svc,
+            keys,
+            Keys::by_slot,
+        );
+    }
 }
 
 fn config() -> Criterion {

@@ -11,6 +11,7 @@ use crate::invalidation::InvalidationLogLayer;
 use crate::redirect::RedirectLayer;
 use crate::replica_failover::ReplicaFailoverLayer;
 use crate::slot_refresh::SlotRefreshLayer;
+use crate::telemetry::TelemetryLayer;
 
 mod sealed {
     pub trait Sealed {}
@@ -70,6 +71,10 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed {
         self,
         layer: InvalidationLogLayer,
     ) -> ServiceBuilder<Stack<InvalidationLogLayer, L>>;
+
+    /// One span and the metrics per request, outermost: [`TelemetryLayer`]
+    /// (pass a clone of the layer to read its [stats](TelemetryLayer::stats)).
+    fn telemetry(self, layer: TelemetryLayer) -> ServiceBuilder<Stack<TelemetryLayer, L>>;
 }
 
 impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
@@ -107,6 +112,10 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
         self,
         layer: InvalidationLogLayer,
     ) -> ServiceBuilder<Stack<InvalidationLogLayer, L>> {
+        self.layer(layer)
+    }
+
+    fn telemetry(self, layer: TelemetryLayer) -> ServiceBuilder<Stack<TelemetryLayer, L>> {
         self.layer(layer)
     }
 }

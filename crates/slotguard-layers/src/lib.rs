@@ -9,10 +9,12 @@
 //! `ServiceBuilder` lists layers outermost first:
 //!
 //! ```text
-//! (coalesce →) slot_refresh → redirect → (replica_failover → circuit_breaker →) leaf
+//! (telemetry → coalesce →) slot_refresh → redirect → (replica_failover → circuit_breaker →) leaf
 //! ```
 //!
-//! - `coalesce` outermost (above Fallback when there is one): a herd of
+//! - `telemetry` outermost: it sees each request once, with what every
+//!   layer below did to it (see [`telemetry`]).
+//! - `coalesce` next (above Fallback when there is one): a herd of
 //!   identical reads makes one call through everything below it.
 //! - `slot_refresh` outside `redirect`: the first attempt is stamped from
 //!   the current map, and every `MOVED` the redirect layer sees patches that
@@ -34,6 +36,7 @@ pub mod invalidation;
 pub mod redirect;
 pub mod replica_failover;
 pub mod slot_refresh;
+pub mod telemetry;
 
 pub use builder::ServiceBuilderExt;
 

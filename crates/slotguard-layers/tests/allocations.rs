@@ -96,6 +96,19 @@ fn keys() -> Vec<Bytes> {
 
 #[test]
 fn the_full_stack_does_not_allocate_per_request() {
+    full_stack_allocates_nothing(false);
+}
+
+/// With the telemetry layer on top and no OpenTelemetry SDK installed, the
+/// healthy path still allocates nothing: the observation record is inline,
+/// no span is built, the no-op instruments take prebuilt attributes.
+#[test]
+fn the_full_stack_under_telemetry_without_an_sdk_does_not_allocate_per_request() {
+    full_stack_allocates_nothing(true);
+}
+
+#[allow(clippy::unwrap_used, clippy::expect_used)] // test support: a panic is a failure
+fn full_stack_allocates_nothing(telemetry: bool) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -104,7 +117,13 @@ fn the_full_stack_does_not_allocate_per_request() {
     let refresh = rt
         .block_on(SlotRefreshLayer::new(topology.clone(), StaticSource).load())
         .unwrap();
+    let telemetry = telemetry.then(|| {
+        slotguard_layers::telemetry::TelemetryLayer::builder()
+            .topology(topology.clone())
+            .build()
+    });
     let svc = ServiceBuilder::new()
+        .option_layer(telemetry)
         .slot_refresh(refresh)
         .redirect(topology.clone())
         .replica_failover(topology.clone())

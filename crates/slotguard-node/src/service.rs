@@ -8,6 +8,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use pin_project_lite::pin_project;
+use slotguard_core::observe::{self, Observation};
 use slotguard_core::{
     BoxError, CacheError, CacheRequest, CacheResponse, Failure, NodeAddr, Op, Path, Role, Route,
     Topology,
@@ -293,11 +294,19 @@ impl CallInfo {
             Ok(_) => health.record_success(self.started.elapsed()),
             Err(e) if e.failure().is_node_fault() => {
                 health.record_failure();
+                observe::record(Observation::NodeFault {
+                    node: self.addr.clone(),
+                    failure: e.failure(),
+                });
                 if fences_writes(e.failure()) {
                     // The node may be stalled or cut off past a promotion:
                     // no write goes to it until a fresh view confirms it
                     // (slot_refresh asks for one and checks the fence).
-                    health.fence_writes();
+                    if health.fence_writes() {
+                        topology.observe(|| Observation::FenceSet {
+                            node: self.addr.clone(),
+                        });
+                    }
                     topology.request_refresh();
                 }
             }

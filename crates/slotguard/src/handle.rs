@@ -6,15 +6,17 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use slotguard_core::{
-    as_cache_error, BoxError, CacheError, CacheRequest, CacheResponse, Leaf, LeafControl, NodeAddr,
-    SecondaryRequest, Topology, SLOT_COUNT,
+    as_cache_error, BoxError, BreakerScope, CacheError, CacheRequest, CacheResponse, Leaf,
+    LeafControl, NodeAddr, SecondaryRequest, Topology, SLOT_COUNT,
 };
+use slotguard_layers::circuit_breaker::BreakerState;
 use slotguard_layers::circuit_breaker::{BreakerConfig, CircuitBreakerLayer};
 use slotguard_layers::coalesce::CoalesceLayer;
 use slotguard_layers::fallback::{FallbackConfig, FallbackLayer};
 use slotguard_layers::invalidation::InvalidationLogLayer;
 use slotguard_layers::replica_failover::{FailoverPolicy, HedgeStats, ReplicaFailoverLayer};
 use slotguard_layers::slot_refresh::{RefreshConfig, SlotRefreshLayer};
+use slotguard_layers::telemetry::{TelemetryBuilder, TelemetryLayer, TelemetryStats};
 use slotguard_layers::ServiceBuilderExt;
 use slotguard_node::{HealthProber, NodeConfig, NodeService, ProberHandle};
 use tower::util::BoxCloneSyncService;
@@ -30,7 +32,7 @@ pub type StoreService = BoxCloneSyncService<SecondaryRequest, Option<Bytes>, Box
 /// The recommended stack over one cluster, with its background tasks, behind
 /// one cheap-clone handle.
 ///
-/// `coalesce → [fallback →] invalidation_log → slot_refresh → redirect →
+/// `telemetry → coalesce → [fallback →] invalidation_log → slot_refresh → redirect →
 /// replica_failover → circuit_breaker (per node) → leaf`, plus the replication health prober,
 /// every setting at its default unless the [`SlotGuardBuilder`] says
 /// otherwise. With a [store](SlotGuardBuilder::store), misses are loaded
@@ -59,8 +61,30 @@ pub struct SlotGuard {
     refresh: SlotRefreshLayer,
     failover: ReplicaFailoverLayer,
     fallback: Option<FallbackLayer<StoreService>>,
+    breakers: CircuitBreakerLayer,
+    telemetry: TelemetryLayer,
     request_timeout: Duration,
     _prober: Arc<ProberHandle>,
+}
+
+/// A plain snapshot of the stack's state and counts, for applications
+/// without OpenTelemetry ([`SlotGuard::stats`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Reads per answering path, writes, redirects, store loads, … (the
+    /// telemetry layer's counts).
+    pub telemetry: TelemetryStats,
+    /// Every per-node breaker's state (read without changing it).
+    pub breakers: Vec<(BreakerScope, BreakerState)>,
+    /// Slots the current map assigns.
+    pub slots_assigned: u64,
+    /// Slots whose primary answers (`redis_cluster_slots_ok`).
+    pub slots_ok: u64,
+    /// The store guard's breaker, with a store.
+    pub store_breaker: Option<BreakerState>,
+    /// Near-cache entries and bytes, with a store.
+    pub near_cache: (u64, u64),
 }
 
 impl fmt::Debug for SlotGuard {
@@ -87,6 +111,7 @@ pub struct SlotGuardBuilder {
     breaker: BreakerConfig,
     failover: FailoverPolicy,
     refresh: RefreshConfig,
+    telemetry: TelemetryBuilder,
     request_timeout: Duration,
 }
 
@@ -107,6 +132,7 @@ impl fmt::Debug for SlotGuardBuilder {
             .field("breaker", &self.breaker)
             .field("failover", &self.failover)
             .field("refresh", &self.refresh)
+            .field("telemetry", &self.telemetry)
             .field("request_timeout", &self.request_timeout)
             .finish()
     }
@@ -193,6 +219,14 @@ impl SlotGuardBuilder {
         self
     }
 
+    /// The telemetry layer's settings (meter and tracer, default the
+    /// global providers; keys on spans). The handle adds its topology,
+    /// breakers and fallback for the gauges.
+    pub fn telemetry(mut self, telemetry: TelemetryBuilder) -> Self {
+        self.telemetry = telemetry;
+        self
+    }
+
     /// Deadline of each request made through [`SlotGuard`]'s methods
     /// (default [`DEFAULT_REQUEST_TIMEOUT`]). Requests sent through
     /// [`SlotGuard::service`] carry their own.
@@ -267,6 +301,12 @@ impl SlotGuardBuilder {
             }
         };
         let breakers = CircuitBreakerLayer::per_node(self.breaker).with_topology(topology.clone());
+        // Registered before the first call, so the stack's own events
+        // (breaker transitions, refreshes, fences) all reach it.
+        let mut telemetry = self
+            .telemetry
+            .topology(topology.clone())
+            .breakers(&breakers);
         let prober = HealthProber::new(&leaf, topology.clone()).spawn();
         // The delete log sits right above routing: it replays deletes a
         // promotion lost and turns answers it cannot trust into misses,
@@ -277,21 +317,30 @@ impl SlotGuardBuilder {
             .slot_refresh(refresh.clone())
             .redirect(topology.clone())
             .layer(failover.clone())
-            .layer(breakers)
+            .layer(breakers.clone())
             .service(leaf.clone());
-        // Coalesce outermost: a herd of identical misses makes one cluster
-        // call and, behind it, one store load (DESIGN.md §3).
+        if let Some(layer) = &fallback {
+            telemetry = telemetry.fallback(layer);
+        }
+        let telemetry = telemetry.build();
+        // Telemetry outermost, so it sees every request once; then coalesce:
+        // a herd of identical misses makes one cluster call and, behind it,
+        // one store load (DESIGN.md §3).
         let coalesce = CoalesceLayer::new();
         let service = match &fallback {
             Some(layer) => BoxCloneSyncService::new(
                 ServiceBuilder::new()
+                    .telemetry(telemetry.clone())
                     .coalesce(coalesce)
                     .fallback(layer.clone())
                     .service(cluster),
             ),
-            None => {
-                BoxCloneSyncService::new(ServiceBuilder::new().coalesce(coalesce).service(cluster))
-            }
+            None => BoxCloneSyncService::new(
+                ServiceBuilder::new()
+                    .telemetry(telemetry.clone())
+                    .coalesce(coalesce)
+                    .service(cluster),
+            ),
         };
         Ok(SlotGuard {
             service,
@@ -299,6 +348,8 @@ impl SlotGuardBuilder {
             topology,
             leaf: Arc::new(leaf),
             refresh,
+            breakers,
+            telemetry,
             request_timeout: self.request_timeout,
             failover,
             _prober: Arc::new(prober),
@@ -364,6 +415,7 @@ impl SlotGuard {
             breaker: BreakerConfig::default(),
             failover: FailoverPolicy::default(),
             refresh: RefreshConfig::default(),
+            telemetry: TelemetryLayer::builder(),
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
         }
     }
@@ -404,6 +456,24 @@ impl SlotGuard {
     /// `running_tasks`), whichever [`LeafKind`] it is.
     pub fn leaf(&self) -> &dyn LeafControl {
         &*self.leaf
+    }
+
+    /// What the stack counted and its state now: reads per answering path
+    /// (as `redis_fallback_routing_attempts_total`), breaker states, slots
+    /// assigned and ok, the store guard and the near-cache. Reading it
+    /// changes nothing.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            telemetry: self.telemetry.stats(),
+            breakers: self.breakers.states(),
+            slots_assigned: self.topology.map().covered_slots() as u64,
+            slots_ok: slotguard_layers::telemetry::slots_ok(&self.topology),
+            store_breaker: self.fallback.as_ref().map(|f| f.store_breaker_state()),
+            near_cache: self
+                .fallback
+                .as_ref()
+                .map_or((0, 0), |f| f.near_cache_size()),
+        }
     }
 
     /// Mark `key` invalidated in the near-cache (an application that changed

@@ -51,8 +51,8 @@
 mod handle;
 
 pub use handle::{
-    CacheService, LeafKind, SlotGuard, SlotGuardBuilder, StoreService, DEFAULT_REQUEST_TIMEOUT,
-    ENV_LEAF,
+    CacheService, LeafKind, SlotGuard, SlotGuardBuilder, Stats, StoreService,
+    DEFAULT_REQUEST_TIMEOUT, ENV_LEAF,
 };
 
 /// The tower version slotguard's layers are built on.

@@ -155,3 +155,35 @@ async fn the_handle_works_over_the_fred_leaf() {
     let after = tokio::time::timeout(Duration::from_secs(5), cache.get("k")).await;
     assert!(matches!(after, Ok(Err(_))), "{after:?}");
 }
+
+/// `SlotGuard::stats` counts every read under the path that answered it
+/// (or as an error), and reading it changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_count_every_read_by_its_path() {
+    let cluster = LocalCluster::start(ClusterSpec::default()).unwrap();
+    let cache = SlotGuard::builder(seeds(&cluster)).connect().await.unwrap();
+    let primaries = cluster.primaries().unwrap();
+    for &p in &primaries {
+        let key = cluster.key_for_slot_of(p, 1).unwrap().remove(0);
+        assert_eq!(cache.get(key.clone()).await.unwrap(), None);
+        cache.set(key.clone(), "v", None).await.unwrap();
+        assert!(cache.get(key).await.unwrap().is_some());
+    }
+    assert!(cache.get(vec![b'k'; 1 << 20]).await.is_err());
+
+    let stats = cache.stats();
+    let reads = stats.telemetry.reads;
+    assert_eq!(reads.primary_hit, 2 * primaries.len() as u64);
+    assert_eq!(reads.error, 1);
+    assert_eq!(reads.total(), reads.primary_hit + reads.error);
+    assert_eq!(stats.telemetry.writes, primaries.len() as u64);
+    assert_eq!(stats.slots_assigned, 16384);
+    assert_eq!(stats.slots_ok, 16384);
+    assert!(stats
+        .breakers
+        .iter()
+        .all(|(_, s)| *s == slotguard::layers::circuit_breaker::BreakerState::Closed));
+    assert_eq!(stats.store_breaker, None);
+    assert_eq!(cache.stats(), stats, "reading the stats changes nothing");
+    cache.shutdown().await;
+}

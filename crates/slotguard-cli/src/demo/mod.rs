@@ -51,6 +51,8 @@ pub(crate) struct DemoArgs {
     /// Also write a self-contained HTML report (inline SVG charts) here.
     #[arg(long, value_name = "FILE")]
     pub(crate) report: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) metrics: crate::metrics::MetricsArgs,
 }
 
 /// The one JSON object `--json` prints.

@@ -168,9 +168,11 @@ impl NodeHealth {
     /// it may have been stalled or cut off past a promotion, and a replaced
     /// primary acknowledges writes that are then lost. Later calls move
     /// the fence forward, so only a view fetched after the last fault lifts it.
-    pub fn fence_writes(&self) {
+    /// Returns whether the fence is new (writes were not fenced before),
+    /// for the observation [`FenceSet`](crate::Observation::FenceSet).
+    pub fn fence_writes(&self) -> bool {
         let now = since_base(tokio::time::Instant::now()).max(1);
-        self.write_fence.fetch_max(now, Ordering::Relaxed);
+        self.write_fence.fetch_max(now, Ordering::Relaxed) == 0
     }
 
     /// Whether writes to this node wait for a confirmation

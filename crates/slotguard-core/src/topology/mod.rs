@@ -8,6 +8,7 @@
 
 mod health;
 mod map;
+mod observer;
 mod view;
 
 use std::fmt;
@@ -15,11 +16,12 @@ use std::ops::Deref;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use arc_swap::{ArcSwap, Guard};
+use arc_swap::{ArcSwap, ArcSwapOption, Guard};
 use futures_util::future::BoxFuture;
 
 use crate::addr::NodeAddr;
 use crate::error::BoxError;
+use crate::observe::{Observation, Observer};
 use crate::request::Role;
 use crate::slot::SLOT_COUNT;
 
@@ -61,6 +63,9 @@ struct Inner {
     // Current generation, for callers waiting on a refresh to confirm
     // something.
     changed: tokio::sync::watch::Sender<u64>,
+    // Who listens to the stack's own events (see `set_observer`); one
+    // atomic load when nobody does.
+    observer: ArcSwapOption<Box<dyn Observer>>,
 }
 
 impl Default for Inner {
@@ -73,6 +78,7 @@ impl Default for Inner {
             refresh: tokio::sync::Notify::new(),
             refresh_requests: AtomicU64::new(0),
             changed: tokio::sync::watch::Sender::new(0),
+            observer: ArcSwapOption::empty(),
         }
     }
 }
@@ -235,7 +241,10 @@ impl Topology {
         map.reindex();
         map.generation = self.next_generation();
         let map = Arc::new(map);
-        self.inner.map.store(map.clone());
+        let old = self.inner.map.swap(map.clone());
+        if self.is_observed() {
+            self.report_promotions(&old, &map);
+        }
         self.inner.changed.send_replace(map.generation);
         map
     }
@@ -276,6 +285,16 @@ impl Topology {
         if slot >= SLOT_COUNT {
             return PatchOutcome::UnknownNode;
         }
+        // A replica of the slot's shard named by `MOVED`: promoted.
+        let promoted_from = self.is_observed().then(|| {
+            let map = self.inner.map.load();
+            let shard = map.shard_for_slot(slot)?;
+            shard
+                .replicas
+                .iter()
+                .any(|r| &r.addr == addr)
+                .then(|| shard.primary.addr.clone())
+        });
         let mut outcome = PatchOutcome::UnknownNode;
         self.inner.map.rcu(|cur| {
             let mut map = SlotMap::clone(cur);
@@ -289,6 +308,12 @@ impl Topology {
             self.inner
                 .changed
                 .send_replace(self.inner.map.load().generation);
+            if let Some(Some(from)) = promoted_from {
+                self.observe(|| Observation::PrimaryChanged {
+                    from,
+                    to: addr.clone(),
+                });
+            }
         }
         outcome
     }

@@ -10,7 +10,8 @@ use std::fmt;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use slotguard_core::{classify, Blame, BoxError, BreakerScope, Failure, Topology};
+use slotguard_core::observe::BreakerPhase;
+use slotguard_core::{classify, Blame, BoxError, BreakerScope, Failure, Observation, Topology};
 use tokio::time::Instant;
 
 use super::registry::Common;
@@ -34,6 +35,15 @@ impl BreakerState {
             BreakerState::Closed => "closed",
             BreakerState::Open => "open",
             BreakerState::HalfOpen => "half_open",
+        }
+    }
+
+    /// The same state, as observations report it.
+    pub fn phase(self) -> BreakerPhase {
+        match self {
+            BreakerState::Closed => BreakerPhase::Closed,
+            BreakerState::Open => BreakerPhase::Open,
+            BreakerState::HalfOpen => BreakerPhase::HalfOpen,
         }
     }
 }
@@ -174,10 +184,15 @@ impl Breaker {
         self.common.config.half_open_probes.max(1)
     }
 
-    /// The current state, after a due cool-down ends.
+    /// The current state: an open breaker whose cool-down is over reads
+    /// as half-open. A read, never a transition (the next call makes it).
     pub(crate) fn state(&self, now: Instant) -> BreakerState {
-        let mut inner = self.lock();
-        self.advance(&mut inner, now);
+        let inner = self.lock();
+        if inner.state == BreakerState::Open
+            && now.saturating_duration_since(inner.opened_at) >= self.common.config.open_duration
+        {
+            return BreakerState::HalfOpen;
+        }
         inner.state
     }
 
@@ -377,13 +392,18 @@ impl Breaker {
             // Open: routing avoids the node until the cool-down ends, then
             // sends it the half-open probes.
             let until = (to == BreakerState::Open).then(|| now + self.common.config.open_duration);
-            topology.with_health(addr, |h| {
+            let fenced = topology.with_health(addr, |h| {
                 h.set_breaker_open_until(until);
-                if to == BreakerState::Open {
-                    // A node failing this much may be stalled past a
-                    // promotion: writes wait for a fresh view to confirm it.
-                    h.fence_writes();
-                }
+                // A node failing this much may be stalled past a
+                // promotion: writes wait for a fresh view to confirm it.
+                to == BreakerState::Open && h.fence_writes()
+            });
+            if fenced {
+                topology.observe(|| Observation::FenceSet { node: addr.clone() });
+            }
+            topology.observe(|| Observation::BreakerTransition {
+                node: Some(addr.clone()),
+                to: to.phase(),
             });
             if to == BreakerState::Open {
                 topology.request_refresh();

@@ -50,8 +50,8 @@ impl CircuitBreakerLayer {
 
     /// The state of the breaker for `scope`; `Closed` when this layer has
     /// no breaker for it (a node not called yet, or a scope of the other
-    /// kind). An open breaker whose cool-down is over reports (and becomes)
-    /// `HalfOpen`.
+    /// kind). An open breaker whose cool-down is over reports `HalfOpen`
+    /// (the next call makes the transition: reading never changes state).
     pub fn state(&self, scope: &BreakerScope) -> BreakerState {
         self.shared.state(scope)
     }

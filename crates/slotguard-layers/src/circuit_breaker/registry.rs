@@ -183,8 +183,8 @@ impl Shared {
         match &self.breakers {
             Breakers::Global(breaker) => vec![(BreakerScope::Global, breaker.state(now))],
             Breakers::PerNode { map, .. } => {
-                // A snapshot: reading a state may run a transition (a log
-                // event, a topology update) while calls go on.
+                // A snapshot of the breakers, read one by one (a read
+                // never transitions one).
                 let breakers: Vec<Arc<Breaker>> = map.load().values().cloned().collect();
                 let mut states: Vec<_> = breakers
                     .iter()

@@ -140,6 +140,7 @@ where
             }
             // The service readied for this call stays ready for the next.
             Joined::Follow(shard, ticket, board) => {
+                slotguard_core::observe::record(slotguard_core::Observation::Coalesced);
                 ResponseFuture::flight(Flight::follow(shard, ticket, board, req.deadline))
             }
             Joined::Alone => ResponseFuture::direct(self.inner.call(req)),

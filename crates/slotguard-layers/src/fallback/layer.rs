@@ -127,6 +127,11 @@ impl<St> FallbackLayer<St> {
         self.store.breaker().state(Instant::now())
     }
 
+    /// The near-cache's entries and bytes (`(0, 0)` without one).
+    pub fn near_cache_size(&self) -> (u64, u64) {
+        self.state.near.as_ref().map_or((0, 0), |n| n.size())
+    }
+
     /// Treat `key` as changed (as a `Delete` through the stack does):
     /// evicted from the near-cache, never served from it or a replica
     /// until an authoritative read.

@@ -132,6 +132,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use slotguard_core::observe::{self, Observation, StoreOutcome};
 use slotguard_core::{
     classify, BoxError, CacheRequest, CacheResponse, Consistency, Failure, LoadCause, Path, Served,
 };
@@ -404,6 +405,14 @@ where
             .store
             .load(&state.flights, &self.key, cause, self.deadline)
             .await;
+        if leader {
+            let outcome = match &out {
+                Ok(Some(_)) => StoreOutcome::Hit,
+                Ok(None) => StoreOutcome::Miss,
+                Err(_) => StoreOutcome::Error,
+            };
+            observe::record(Observation::StoreLoad { outcome });
+        }
         (out.map_err(Into::into), leader)
     }
 
@@ -415,6 +424,7 @@ where
         let state = &self.core.state;
         let budget = state.degraded_budget(self.consistency)?;
         let (value, node, age) = state.serve(&self.key, self.slot, budget)?;
+        observe::record(Observation::NearCacheHit);
         Some(CacheResponse {
             value: Some(value),
             deleted: 0,
@@ -435,6 +445,10 @@ where
                 return Ok(resp);
             }
         }
+        observe::record(Observation::SecondaryFallback {
+            cause: LoadCause::Miss,
+            failure: None,
+        });
         let (value, leader) = self.load(LoadCause::Miss).await;
         let value = value?;
         if let Some(v) = &value {
@@ -455,6 +469,10 @@ where
             return Err(err);
         }
         tracing::debug!(target: "slotguard::fallback", error = %err, "secondary_fallback");
+        observe::record(Observation::SecondaryFallback {
+            cause: LoadCause::ClusterFailure,
+            failure: Some(classify(&err)),
+        });
         let value = self.load(LoadCause::ClusterFailure).await.0?;
         if let Some(v) = &value {
             self.keep(v, None);

@@ -217,6 +217,11 @@ impl NearCache {
         }
     }
 
+    /// Entries and weighed bytes (moka's counts, updated lazily).
+    pub(crate) fn size(&self) -> (u64, u64) {
+        (self.cache.entry_count(), self.cache.weighted_size())
+    }
+
     pub(crate) fn get(&self, key: &Bytes) -> Option<Arc<Entry>> {
         self.cache.get(key)
     }

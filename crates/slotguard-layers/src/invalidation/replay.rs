@@ -64,7 +64,16 @@ where
         drop(map);
         retry = !work.is_empty();
         if retry {
+            let before = l.counters.replayed.load(Ordering::Relaxed);
             replay_all(&svc, &l, work).await;
+            let count = l
+                .counters
+                .replayed
+                .load(Ordering::Relaxed)
+                .saturating_sub(before);
+            if count > 0 {
+                topology.observe(|| slotguard_core::Observation::InvalidationsReplayed { count });
+            }
         }
     }
 }

@@ -53,6 +53,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
+use slotguard_core::Observation;
 use slotguard_core::{
     as_cache_error, classify, BoxError, CacheError, CacheRequest, Failure, PatchOutcome, Role,
     Route, Topology,
@@ -192,6 +193,17 @@ where
         if !policy.budget.withdraw() {
             return Err(err);
         }
+        slotguard_core::observe::record(match &cache_err {
+            CacheError::Moved { slot, addr } => Observation::Moved {
+                slot: *slot,
+                to: addr.clone(),
+            },
+            CacheError::Ask { slot, addr } => Observation::Ask {
+                slot: *slot,
+                to: addr.clone(),
+            },
+            _ => Observation::TryAgain { slot: req.slot() },
+        });
         let route = match cache_err {
             CacheError::Moved { slot, addr } => {
                 match topology.patch_slot(slot, &addr) {

@@ -434,6 +434,10 @@ where
             return Err(err);
         }
         req.attempts.failovers += 1;
+        slotguard_core::observe::record(slotguard_core::Observation::ReplicaFailover {
+            from: tried.last().cloned(),
+            to: node.clone(),
+        });
         tried.push(node.clone());
         tracing::debug!(target: "slotguard::failover", node = %node, slot = req.slot(), "replica_failover");
         let attempt = CacheRequest::clone(&req).with_route(Route::Node {

@@ -1,6 +1,7 @@
 use std::fmt;
 use std::sync::Arc;
 
+use slotguard_core::observe::{Observation, RefreshOutcome, RefreshTrigger};
 use slotguard_core::{BoxError, Topology, TopologySource};
 use tower::Layer;
 
@@ -52,13 +53,21 @@ impl SlotRefreshLayer {
             .fetch_first(self.refresher.source.seeds())
             .await?;
         self.refresher.topology.install(&view);
+        self.refresher
+            .topology
+            .observe(|| Observation::TopologyRefresh {
+                trigger: RefreshTrigger::Initial,
+                outcome: RefreshOutcome::Changed,
+            });
         self.refresher.ensure_started();
         Ok(self)
     }
 
     /// Refresh now (one round: several views, majority wins) and wait for it.
     pub async fn refresh_now(&self) -> Result<(), BoxError> {
-        self.refresher.refresh_once().await
+        self.refresher
+            .round(slotguard_core::observe::RefreshTrigger::Manual)
+            .await
     }
 
     /// Stop the background refresher and wait until its task has ended

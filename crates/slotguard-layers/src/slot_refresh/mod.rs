@@ -61,6 +61,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use slotguard_core::Observation;
 use slotguard_core::{BoxError, CacheError, CacheRequest, Role, Route, SlotMap, Topology};
 use tokio::time::Instant;
 use tower::{Service, ServiceExt};
@@ -115,6 +116,7 @@ fn stamp_from(
         // and would acknowledge writes that are then lost). Reads go on:
         // failover sends them elsewhere.
         if !req.op.is_read() && (primary.health.writes_fenced() || !primary.health.in_majority()) {
+            slotguard_core::observe::record(Observation::WriteFenced { slot: req.slot() });
             topology.request_refresh();
             return Err(CacheError::ShardUnavailable { slot: req.slot() });
         }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
+use slotguard_core::observe::{Observation, RefreshOutcome, RefreshTrigger};
 use slotguard_core::{BoxError, ClusterView, NodeAddr, Topology, TopologySource};
 
 use super::config::RefreshConfig;
@@ -110,6 +111,24 @@ impl Refresher {
             .task
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(task);
+    }
+
+    /// [`refresh_once`](Self::refresh_once), reported to the stack's
+    /// observer with what started it and how it ended.
+    pub(crate) async fn round(&self, trigger: RefreshTrigger) -> Result<(), BoxError> {
+        let before = self.topology.load();
+        let out = self.refresh_once().await;
+        self.topology.observe(|| Observation::TopologyRefresh {
+            trigger,
+            outcome: match &out {
+                Err(_) => RefreshOutcome::Failed,
+                Ok(()) if routing(&self.topology.load()) != routing(&before) => {
+                    RefreshOutcome::Changed
+                }
+                Ok(()) => RefreshOutcome::Unchanged,
+            },
+        });
+        out
     }
 
     /// One refresh round: ask several nodes, install the majority view.
@@ -242,8 +261,11 @@ impl Refresher {
                 && agree.get(&p.addr).copied().unwrap_or(false)
                 && self_primary.contains(&&p.addr)
                 && !shard.slots.is_empty()
+                && p.health.confirm_writes(requested)
             {
-                p.health.confirm_writes(requested);
+                self.topology.observe(|| Observation::FenceLifted {
+                    node: p.addr.clone(),
+                });
             }
         }
         Ok(())
@@ -252,16 +274,18 @@ impl Refresher {
 
 async fn run(weak: Weak<Refresher>, topology: Topology, period: Duration, min_gap: Duration) {
     loop {
-        if topology.is_loaded() {
+        let trigger = if topology.is_loaded() {
             tokio::select! {
-                _ = topology.refresh_requested() => {}
-                _ = tokio::time::sleep(period) => {}
+                _ = topology.refresh_requested() => RefreshTrigger::Requested,
+                _ = tokio::time::sleep(period) => RefreshTrigger::Periodic,
             }
-        }
+        } else {
+            RefreshTrigger::Initial
+        };
         let Some(refresher) = weak.upgrade() else {
             return;
         };
-        if let Err(e) = refresher.refresh_once().await {
+        if let Err(e) = refresher.round(trigger).await {
             tracing::debug!(error = %e, "slot map refresh failed");
         }
         drop(refresher);
@@ -270,6 +294,15 @@ async fn run(weak: Weak<Refresher>, topology: Topology, period: Duration, min_ga
         // source's fetch deadlines).
         tokio::time::sleep(min_gap).await;
     }
+}
+
+/// Each shard's slot ranges and primary: a round that leaves them as they
+/// were changed nothing a request sees.
+fn routing(map: &slotguard_core::SlotMap) -> Vec<(&[(u16, u16)], &NodeAddr)> {
+    map.shards()
+        .iter()
+        .map(|s| (s.slots.as_slice(), &s.primary.addr))
+        .collect()
 }
 
 /// Slot ranges with their primary, sorted: equal fingerprints, equal routing.

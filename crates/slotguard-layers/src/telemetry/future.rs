@@ -1,0 +1,262 @@
+//! Response future of [`Telemetry`](super::Telemetry).
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use opentelemetry::KeyValue;
+use pin_project_lite::pin_project;
+use slotguard_core::observe::{Observation, Record, Scoped, StoreOutcome};
+use slotguard_core::{classify, BoxError, CacheResponse, Failure, Op, Path, Role};
+use std::time::Instant;
+
+use super::metrics::ReadPath;
+use super::span::SpanStart;
+use super::Shared;
+
+/// What a request's outcome is reported with.
+pub(crate) struct Meta {
+    pub(crate) start: Instant,
+    pub(crate) op: usize,
+    pub(crate) read: bool,
+    pub(crate) slot: u16,
+    pub(crate) key: Option<Bytes>,
+    // Boxed: only a recording tracer needs it, and the future stays small
+    // (it is moved a few times per request).
+    pub(crate) span: Option<Box<SpanStart>>,
+}
+
+pub(crate) fn op_index(op: &Op) -> usize {
+    match op {
+        Op::Get => 0,
+        Op::Set { .. } => 1,
+        Op::Delete => 2,
+        _ => 3,
+    }
+}
+
+pin_project! {
+    /// Response future of [`Telemetry`](super::Telemetry): the inner call,
+    /// run with the request's observation record installed; reported once
+    /// it ends.
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: Scoped<F>,
+        shared: Arc<Shared>,
+        meta: Option<Meta>,
+    }
+}
+
+impl<F> fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl<F> ResponseFuture<F>
+where
+    F: Future,
+{
+    pub(crate) fn new(inner: Scoped<F>, shared: Arc<Shared>, meta: Meta) -> Self {
+        Self {
+            inner,
+            shared,
+            meta: Some(meta),
+        }
+    }
+}
+
+impl<F, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<CacheResponse, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<CacheResponse, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let out = match this.inner.as_mut().poll(cx) {
+            Poll::Ready(out) => out.map_err(Into::into),
+            Poll::Pending => return Poll::Pending,
+        };
+        let record = this.inner.take_record();
+        if let Some(meta) = this.meta.take() {
+            report(this.shared, meta, &out, &record);
+        }
+        Poll::Ready(out)
+    }
+}
+
+/// Which read path answered.
+fn read_path(out: &Result<CacheResponse, BoxError>) -> ReadPath {
+    match out {
+        Ok(resp) => match resp.served.path {
+            Path::Primary => ReadPath::PrimaryHit,
+            Path::Replica => ReadPath::PrimaryFailover,
+            Path::Secondary => ReadPath::SecondaryFallback,
+            Path::NearCache => ReadPath::NearCache,
+            _ => ReadPath::PrimaryHit,
+        },
+        Err(_) => ReadPath::Error,
+    }
+}
+
+/// Metrics, counters, clocks and the span for one finished request.
+pub(crate) fn report(
+    shared: &Shared,
+    meta: Meta,
+    out: &Result<CacheResponse, BoxError>,
+    record: &Record,
+) {
+    let now = Instant::now();
+    let secs = now.saturating_duration_since(meta.start).as_secs_f64();
+    let ins = &shared.instruments;
+    let counters = &shared.counters;
+    let failure = out.as_ref().err().map(classify);
+    match failure {
+        None => ins.duration.record(secs, &ins.op_attrs[meta.op]),
+        Some(f) => ins.duration.record(
+            secs,
+            &[
+                KeyValue::new("db.system.name", "redis"),
+                KeyValue::new("db.operation.name", super::metrics::OPS[meta.op]),
+                KeyValue::new("error.type", f.name()),
+            ],
+        ),
+    }
+    if meta.read {
+        let path = read_path(out) as usize;
+        ins.attempts.add(1, &ins.status_attrs[path]);
+        ins.latency.record(secs, &ins.path_attrs[path]);
+        counters.reads[path].fetch_add(1, Ordering::Relaxed);
+        if path == ReadPath::NearCache as usize {
+            ins.near_hits.add(1, &[]);
+        }
+    } else {
+        counters.writes.fetch_add(1, Ordering::Relaxed);
+        if let Some(f) = failure {
+            counters.write_errors.fetch_add(1, Ordering::Relaxed);
+            let fenced = record
+                .iter()
+                .any(|o| matches!(o, Observation::WriteFenced { .. }));
+            if fenced || matches!(f, Failure::ShardUnavailable | Failure::CircuitOpen) {
+                counters.writes_refused.fetch_add(1, Ordering::Relaxed);
+                ins.writes_refused.add(1, &[]);
+            }
+        }
+    }
+    if !record.is_empty() {
+        count_observations(shared, record);
+    }
+    if record.is_empty() && !shared.timers.any() {
+        // The healthy path: nothing else to report but the span.
+    } else {
+        failover_clocks(shared, &meta, out, record, now);
+    }
+    if let Some(start) = &meta.span {
+        super::span::emit(shared, start, &meta, out, failure, record);
+    }
+}
+
+fn count_observations(shared: &Shared, record: &Record) {
+    let ins = &shared.instruments;
+    let counters = &shared.counters;
+    for o in record.iter() {
+        let redirect = match o {
+            Observation::Moved { .. } => Some(0),
+            Observation::Ask { .. } => Some(1),
+            Observation::TryAgain { .. } => Some(2),
+            _ => None,
+        };
+        if let Some(i) = redirect {
+            ins.redirects.add(1, &ins.redirect_attrs[i]);
+            counters.redirects[i].fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        match o {
+            Observation::Coalesced => {
+                ins.coalesced.add(1, &[]);
+                counters.coalesced.fetch_add(1, Ordering::Relaxed);
+            }
+            Observation::StoreLoad { outcome } => {
+                let i = match outcome {
+                    StoreOutcome::Hit => 0,
+                    StoreOutcome::Miss => 1,
+                    _ => 2,
+                };
+                ins.store_loads.add(1, &ins.store_attrs[i]);
+                counters.store_loads[i].fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Start, advance and close the per-failover clocks.
+fn failover_clocks(
+    shared: &Shared,
+    meta: &Meta,
+    out: &Result<CacheResponse, BoxError>,
+    record: &Record,
+    now: Instant,
+) {
+    let ins = &shared.instruments;
+    for o in record.iter() {
+        if let Observation::NodeFault { node, failure } = o {
+            let is_primary = shared.topology.as_ref().is_some_and(|t| {
+                t.map()
+                    .shards()
+                    .iter()
+                    .any(|s| &s.primary.addr == node && !s.slots.is_empty())
+            });
+            if is_primary && failure.is_node_fault() {
+                // The failed call began with the request.
+                shared.timers.primary_failed(node, meta.start);
+            }
+        }
+    }
+    if let Some(u) = (!record.is_empty())
+        .then_some(())
+        .and(shared.topology.as_ref())
+    {
+        shared.unowned.sample(u);
+    }
+    let Ok(resp) = out else { return };
+    if !shared.timers.any() {
+        return;
+    }
+    match (meta.read, resp.served.path) {
+        (true, Path::Replica) => {
+            let from = record.iter().find_map(|o| match o {
+                Observation::ReplicaFailover {
+                    from: Some(from), ..
+                } => Some(from),
+                _ => None,
+            });
+            if let Some(secs) = from.and_then(|p| shared.timers.replica_answered(p, now)) {
+                ins.first_replica.record(secs, &[]);
+            }
+        }
+        (false, Path::Primary) => {
+            if let Some(node) = &resp.served.node {
+                if let Some(secs) = shared.timers.write_succeeded(node, now) {
+                    ins.first_write.record(secs, &[]);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The role of the node that answered, for `redis.node_role`.
+pub(crate) fn role_of(path: Path) -> Option<Role> {
+    match path {
+        Path::Primary => Some(Role::Primary),
+        Path::Replica => Some(Role::Replica),
+        _ => None,
+    }
+}

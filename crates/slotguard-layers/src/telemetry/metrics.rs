@@ -1,0 +1,390 @@
+//! The instruments, created once per layer, and what feeds them.
+//!
+//! Names are the OpenTelemetry ones; a Prometheus exporter adds `_total` to
+//! counters and the unit (`_seconds`) to instruments with a unit, which
+//! gives the exposition names the alert rules use (see
+//! `docs/observability.md`).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use opentelemetry::metrics::{Counter, Histogram, Meter};
+use opentelemetry::KeyValue;
+use slotguard_core::observe::{BreakerPhase, Observation, Observer, StoreOutcome};
+use slotguard_core::Topology;
+
+use super::stats::Counters;
+use super::timers::FailoverTimers;
+use super::{health_ok, Probes};
+
+/// Read paths, in the order of [`ReadPath`]'s discriminants.
+pub(crate) const READ_PATHS: [&str; 5] = [
+    "primary_hit",
+    "primary_failover",
+    "secondary_fallback",
+    "near_cache",
+    "error",
+];
+
+/// Which path answered a read (or that it failed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReadPath {
+    PrimaryHit = 0,
+    PrimaryFailover = 1,
+    SecondaryFallback = 2,
+    NearCache = 3,
+    Error = 4,
+}
+
+/// Operations, for `db.operation.name` on the duration histogram.
+pub(crate) const OPS: [&str; 4] = ["GET", "SET", "DEL", "OTHER"];
+
+pub(crate) struct Instruments {
+    pub(crate) attempts: Counter<u64>,
+    pub(crate) latency: Histogram<f64>,
+    pub(crate) duration: Histogram<f64>,
+    pub(crate) redirects: Counter<u64>,
+    pub(crate) coalesced: Counter<u64>,
+    pub(crate) store_loads: Counter<u64>,
+    pub(crate) near_hits: Counter<u64>,
+    pub(crate) writes_refused: Counter<u64>,
+    pub(crate) first_replica: Histogram<f64>,
+    pub(crate) first_write: Histogram<f64>,
+    // Attribute sets built once: the request path builds none.
+    pub(crate) status_attrs: [[KeyValue; 1]; 5],
+    pub(crate) path_attrs: [[KeyValue; 1]; 5],
+    pub(crate) op_attrs: [[KeyValue; 2]; 4],
+    pub(crate) redirect_attrs: [[KeyValue; 1]; 3],
+    pub(crate) store_attrs: [[KeyValue; 1]; 3],
+}
+
+/// Latency buckets (seconds): sub-millisecond cluster answers up to the
+/// failover and store deadlines.
+fn latency_buckets() -> Vec<f64> {
+    vec![
+        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+        5.0,
+    ]
+}
+
+/// Failover phases last from milliseconds to the node timeout and more.
+fn failover_buckets() -> Vec<f64> {
+    vec![
+        0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 60.0,
+    ]
+}
+
+impl Instruments {
+    pub(crate) fn new(meter: &Meter) -> Self {
+        let ins = Self::create(meter);
+        // Every series of a known label set exists from the start, at 0:
+        // a rate over a series that appears only with its first event
+        // misses that event, and alert rules see no data at all.
+        for attrs in &ins.status_attrs {
+            ins.attempts.add(0, attrs);
+        }
+        for attrs in &ins.redirect_attrs {
+            ins.redirects.add(0, attrs);
+        }
+        for attrs in &ins.store_attrs {
+            ins.store_loads.add(0, attrs);
+        }
+        for c in [&ins.coalesced, &ins.near_hits, &ins.writes_refused] {
+            c.add(0, &[]);
+        }
+        ins
+    }
+
+    fn create(meter: &Meter) -> Self {
+        let kv = |k: &'static str, v: &'static str| KeyValue::new(k, v);
+        Self {
+            attempts: meter
+                .u64_counter("redis_fallback_routing_attempts")
+                .with_description("Reads answered (or failed), by the path that answered them")
+                .build(),
+            latency: meter
+                .f64_histogram("redis_fallback_routing_latency")
+                .with_unit("s")
+                .with_description("Read latency by the path that answered")
+                .with_boundaries(latency_buckets())
+                .build(),
+            duration: meter
+                .f64_histogram("db.client.operation.duration")
+                .with_unit("s")
+                .with_description(
+                    "Duration of cache operations (OpenTelemetry semantic conventions)",
+                )
+                .with_boundaries(latency_buckets())
+                .build(),
+            redirects: meter
+                .u64_counter("slotguard_redirects")
+                .with_description("MOVED, ASK and TRYAGAIN replies followed")
+                .build(),
+            coalesced: meter
+                .u64_counter("slotguard_coalesced")
+                .with_description("Reads that shared another caller's in-flight call")
+                .build(),
+            store_loads: meter
+                .u64_counter("slotguard_store_loads")
+                .with_description("Loads from the secondary store, by outcome")
+                .build(),
+            near_hits: meter
+                .u64_counter("slotguard_near_cache_hits")
+                .with_description("Reads answered by the near-cache")
+                .build(),
+            writes_refused: meter
+                .u64_counter("slotguard_writes_refused")
+                .with_description("Writes refused before sending (fenced, breaker open, no owner)")
+                .build(),
+            first_replica: meter
+                .f64_histogram("slotguard_failover_first_replica_answer")
+                .with_unit("s")
+                .with_description("From a primary's first failed call to the first replica answer")
+                .with_boundaries(failover_buckets())
+                .build(),
+            first_write: meter
+                .f64_histogram("slotguard_failover_first_write")
+                .with_unit("s")
+                .with_description(
+                    "From a primary's first failed call to the first write on its successor",
+                )
+                .with_boundaries(failover_buckets())
+                .build(),
+            status_attrs: READ_PATHS.map(|p| [kv("status", p)]),
+            path_attrs: READ_PATHS.map(|p| [kv("path", p)]),
+            op_attrs: OPS.map(|op| [kv("db.system.name", "redis"), kv("db.operation.name", op)]),
+            redirect_attrs: ["moved", "ask", "tryagain"].map(|k| [kv("kind", k)]),
+            store_attrs: [StoreOutcome::Hit, StoreOutcome::Miss, StoreOutcome::Error]
+                .map(|o| [kv("outcome", o.name())]),
+        }
+    }
+}
+
+/// The per-stack instruments, fed by the topology's observer.
+pub(crate) struct StackObserver {
+    transitions: Counter<u64>,
+    refreshes: Counter<u64>,
+    fences: Counter<u64>,
+    replayed: Counter<u64>,
+    promotion_seen: Histogram<f64>,
+    counters: Arc<Counters>,
+    timers: Arc<FailoverTimers>,
+}
+
+impl StackObserver {
+    pub(crate) fn new(meter: &Meter, counters: Arc<Counters>, timers: Arc<FailoverTimers>) -> Self {
+        let this = Self::create(meter, counters, timers);
+        // Known label sets start at 0 (see `Instruments::new`).
+        for trigger in ["initial", "periodic", "requested", "manual"] {
+            for outcome in ["changed", "unchanged", "failed"] {
+                this.refreshes.add(
+                    0,
+                    &[
+                        KeyValue::new("trigger", trigger),
+                        KeyValue::new("outcome", outcome),
+                    ],
+                );
+            }
+        }
+        for action in ["set", "lifted"] {
+            this.fences.add(0, &[KeyValue::new("action", action)]);
+        }
+        this.replayed.add(0, &[]);
+        this
+    }
+
+    fn create(meter: &Meter, counters: Arc<Counters>, timers: Arc<FailoverTimers>) -> Self {
+        Self {
+            transitions: meter
+                .u64_counter("slotguard_breaker_transitions")
+                .with_description("Circuit breaker transitions, by node and new state")
+                .build(),
+            refreshes: meter
+                .u64_counter("slotguard_topology_refreshes")
+                .with_description("Slot map refresh rounds, by trigger and outcome")
+                .build(),
+            fences: meter
+                .u64_counter("slotguard_write_fences")
+                .with_description("Write fences set on and lifted from primaries")
+                .build(),
+            replayed: meter
+                .u64_counter("slotguard_invalidations_replayed")
+                .with_description("Deletes replayed to a slot's new owner after a failover")
+                .build(),
+            promotion_seen: meter
+                .f64_histogram("slotguard_failover_promotion_seen")
+                .with_unit("s")
+                .with_description("From a primary's first failed call to its successor in the map")
+                .with_boundaries(failover_buckets())
+                .build(),
+            counters,
+            timers,
+        }
+    }
+}
+
+impl Observer for StackObserver {
+    fn observe(&self, observation: &Observation) {
+        match observation {
+            Observation::BreakerTransition { node, to } => {
+                let node = node
+                    .as_ref()
+                    .map_or_else(|| "global".into(), |n| n.to_string());
+                self.transitions.add(
+                    1,
+                    &[KeyValue::new("node", node), KeyValue::new("to", to.name())],
+                );
+                if *to == BreakerPhase::Open {
+                    self.counters.breaker_opened.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Observation::TopologyRefresh { trigger, outcome } => {
+                self.refreshes.add(
+                    1,
+                    &[
+                        KeyValue::new("trigger", trigger.name()),
+                        KeyValue::new("outcome", outcome.name()),
+                    ],
+                );
+                self.counters.refreshes.fetch_add(1, Ordering::Relaxed);
+            }
+            Observation::FenceSet { .. } => {
+                self.fences.add(1, &[KeyValue::new("action", "set")]);
+                self.counters.fences_set.fetch_add(1, Ordering::Relaxed);
+            }
+            Observation::FenceLifted { .. } => {
+                self.fences.add(1, &[KeyValue::new("action", "lifted")]);
+            }
+            Observation::InvalidationsReplayed { count } => {
+                self.replayed.add(*count, &[]);
+                self.counters
+                    .invalidations_replayed
+                    .fetch_add(*count, Ordering::Relaxed);
+            }
+            Observation::PrimaryChanged { from, to } => {
+                if let Some(secs) = self
+                    .timers
+                    .promotion_seen(from, to, std::time::Instant::now())
+                {
+                    self.promotion_seen.record(secs, &[]);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Register the observable instruments: their callbacks read state (never
+/// change it) when an exporter collects.
+pub(crate) fn register_gauges(
+    meter: &Meter,
+    topology: Option<Topology>,
+    probes: Probes,
+    unowned: Arc<UnownedClock>,
+) {
+    if let Some(topology) = topology {
+        let t = topology.clone();
+        meter
+            .u64_observable_gauge("redis_cluster_slots_assigned")
+            .with_description("Slots the current map assigns to a primary")
+            .with_callback(move |o| o.observe(t.map().covered_slots() as u64, &[]))
+            .build();
+        let t = topology.clone();
+        meter
+            .u64_observable_gauge("redis_cluster_slots_ok")
+            .with_description("Slots whose primary is answering (breaker closed, in the majority)")
+            .with_callback(move |o| o.observe(slots_ok(&t), &[]))
+            .build();
+        meter
+            .f64_observable_counter("slotguard_slots_unowned")
+            .with_unit("s")
+            .with_description("Seconds slot ranges had no answering owner, summed over ranges")
+            .with_callback(move |o| o.observe(unowned.sample(&topology), &[]))
+            .build();
+    }
+    if let Some(breakers) = probes.breakers {
+        meter
+            .u64_observable_gauge("slotguard_breaker_state")
+            .with_description("Circuit breaker state per node: 0 closed, 1 half-open, 2 open")
+            .with_callback(move |o| {
+                for (scope, state) in breakers.states() {
+                    let node = match scope {
+                        slotguard_core::BreakerScope::Node(addr) => addr.to_string(),
+                        _ => "global".to_owned(),
+                    };
+                    o.observe(
+                        u64::from(state.phase().level()),
+                        &[KeyValue::new("node", node)],
+                    );
+                }
+            })
+            .build();
+    }
+    if let Some(fallback) = probes.fallback {
+        let f = fallback.clone();
+        meter
+            .u64_observable_gauge("slotguard_store_breaker_state")
+            .with_description("The store guard's breaker: 0 closed, 1 half-open, 2 open")
+            .with_callback(move |o| o.observe(u64::from(f.store_breaker().level()), &[]))
+            .build();
+        let f = fallback.clone();
+        meter
+            .u64_observable_gauge("slotguard_near_cache_entries")
+            .with_description("Entries in the near-cache")
+            .with_callback(move |o| o.observe(f.near_cache_size().0, &[]))
+            .build();
+        meter
+            .u64_observable_gauge("slotguard_near_cache_bytes")
+            .with_description("Bytes weighed by the near-cache")
+            .with_callback(move |o| o.observe(fallback.near_cache_size().1, &[]))
+            .build();
+    }
+}
+
+/// Slots whose primary answers: covered, breaker not open, in the
+/// majority, no run of failures (`redis_cluster_slots_ok`).
+pub fn slots_ok(topology: &Topology) -> u64 {
+    let map = topology.map();
+    map.shards()
+        .iter()
+        .filter(|s| health_ok(&s.primary.health))
+        .map(|s| {
+            s.slots
+                .iter()
+                .map(|&(lo, hi)| u64::from(hi.saturating_sub(lo)) + 1)
+                .sum::<u64>()
+        })
+        .sum()
+}
+
+/// Integrates "slot ranges without an answering owner" over time, sampled
+/// when an exporter collects and whenever a request saw a fault.
+#[derive(Debug, Default)]
+pub(crate) struct UnownedClock {
+    // (last sample, ranges unowned then, seconds so far)
+    state: std::sync::Mutex<(Option<std::time::Instant>, u32, f64)>,
+}
+
+impl UnownedClock {
+    /// Add the time since the last sample, weighted by the ranges unowned
+    /// then; return the total.
+    pub(crate) fn sample(&self, topology: &Topology) -> f64 {
+        let now = std::time::Instant::now();
+        let unowned = {
+            let map = topology.map();
+            let bad = map
+                .shards()
+                .iter()
+                .filter(|s| !health_ok(&s.primary.health))
+                .count() as u32;
+            bad + u32::from(map.covered_slots() < usize::from(slotguard_core::SLOT_COUNT))
+        };
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(prev) = st.0 {
+            st.2 += now.saturating_duration_since(prev).as_secs_f64() * f64::from(st.1);
+        }
+        st.0 = Some(now);
+        st.1 = unowned;
+        st.2
+    }
+}

@@ -1,0 +1,178 @@
+//! One span per request, after the OpenTelemetry database semantic
+//! conventions, with the request's observations as events.
+//!
+//! The span is built when the request ends, with the start time taken when
+//! it began: nothing is held (or allocated) for it while the request runs,
+//! and its events carry the end time (observations are not timestamped).
+
+use std::borrow::Cow;
+use std::time::SystemTime;
+
+use opentelemetry::trace::{Span as _, SpanBuilder, SpanKind, Status, Tracer};
+use opentelemetry::{Context, KeyValue};
+use slotguard_core::observe::{Observation, Record};
+use slotguard_core::{BoxError, CacheResponse, Failure, NodeAddr, Role};
+
+use super::future::{role_of, Meta};
+use super::metrics::OPS;
+use super::Shared;
+
+/// Taken when the request starts, only while a tracer records.
+pub(crate) struct SpanStart {
+    pub(crate) at: SystemTime,
+    pub(crate) parent: Context,
+}
+
+impl SpanStart {
+    pub(crate) fn now() -> Self {
+        Self {
+            at: SystemTime::now(),
+            parent: Context::current(),
+        }
+    }
+}
+
+fn addr_attrs(attrs: &mut Vec<KeyValue>, node: &NodeAddr) {
+    attrs.push(KeyValue::new("server.address", node.host().to_owned()));
+    attrs.push(KeyValue::new("server.port", i64::from(node.port())));
+}
+
+fn node_kv(key: &'static str, node: &NodeAddr) -> KeyValue {
+    KeyValue::new(key, node.to_string())
+}
+
+/// The span event for one observation (`None`: not an event).
+fn event(o: &Observation) -> Option<(&'static str, Vec<KeyValue>)> {
+    Some(match o {
+        Observation::Moved { slot, to } => (
+            "slot_moved",
+            vec![
+                KeyValue::new("redis.slot", i64::from(*slot)),
+                node_kv("redis.new_owner", to),
+            ],
+        ),
+        Observation::Ask { slot, to } => (
+            "ask_redirect",
+            vec![
+                KeyValue::new("redis.slot", i64::from(*slot)),
+                node_kv("redis.target", to),
+            ],
+        ),
+        Observation::TryAgain { slot } => (
+            "tryagain",
+            vec![KeyValue::new("redis.slot", i64::from(*slot))],
+        ),
+        Observation::ReplicaFailover { from, to } => {
+            let mut attrs = vec![node_kv("redis.to", to)];
+            if let Some(from) = from {
+                attrs.push(node_kv("redis.from", from));
+            }
+            ("replica_failover", attrs)
+        }
+        Observation::BreakerOpen { node } => (
+            "breaker_open",
+            node.iter().map(|n| node_kv("redis.node", n)).collect(),
+        ),
+        Observation::SecondaryFallback { cause, failure } => {
+            let mut attrs = vec![KeyValue::new("fallback.cause", cause.name())];
+            if let Some(f) = failure {
+                attrs.push(KeyValue::new("error.type", f.name()));
+            }
+            ("secondary_fallback", attrs)
+        }
+        Observation::NearCacheHit => ("near_cache_hit", Vec::new()),
+        Observation::Coalesced => ("coalesced", Vec::new()),
+        Observation::InvalidationReplayed { slot } => (
+            "invalidation_replayed",
+            vec![KeyValue::new("redis.slot", i64::from(*slot))],
+        ),
+        Observation::WriteFenced { slot } => (
+            "write_fenced",
+            vec![KeyValue::new("redis.slot", i64::from(*slot))],
+        ),
+        Observation::NodeFault { node, failure } => (
+            "node_fault",
+            vec![
+                node_kv("redis.node", node),
+                KeyValue::new("error.type", failure.name()),
+            ],
+        ),
+        Observation::StoreLoad { outcome } => {
+            ("store_load", vec![KeyValue::new("outcome", outcome.name())])
+        }
+        _ => return None,
+    })
+}
+
+/// Build, fill and end the request's span. A span the sampler dropped is
+/// ended at once, before any attribute or event is built for it.
+pub(crate) fn emit(
+    shared: &Shared,
+    start: &SpanStart,
+    meta: &Meta,
+    out: &Result<CacheResponse, BoxError>,
+    failure: Option<Failure>,
+    record: &Record,
+) {
+    let Some(tracer) = &shared.tracer else { return };
+    let op = OPS[meta.op];
+    let mut span = tracer.build_with_context(
+        SpanBuilder::from_name(op)
+            .with_kind(SpanKind::Client)
+            .with_start_time(start.at),
+        &start.parent,
+    );
+    if !span.is_recording() {
+        return;
+    }
+    let mut attrs = Vec::with_capacity(10);
+    attrs.push(KeyValue::new("db.system.name", "redis"));
+    attrs.push(KeyValue::new("db.operation.name", op));
+    attrs.push(KeyValue::new("redis.slot", i64::from(meta.slot)));
+    if let Some(key) = &meta.key {
+        attrs.push(KeyValue::new(
+            "redis.key",
+            String::from_utf8_lossy(key).into_owned(),
+        ));
+    }
+    match out {
+        Ok(resp) => {
+            if let Some(node) = &resp.served.node {
+                addr_attrs(&mut attrs, node);
+            }
+            if let Some(role) = role_of(resp.served.path) {
+                let role = match role {
+                    Role::Primary => "primary",
+                    Role::Replica => "replica",
+                };
+                attrs.push(KeyValue::new("redis.node_role", role));
+            }
+            attrs.push(KeyValue::new("fallback.path", resp.served.path.name()));
+        }
+        Err(_) => {
+            // The last node that failed it, when one did.
+            let node = record.iter().rev().find_map(|o| match o {
+                Observation::NodeFault { node, .. } => Some(node),
+                _ => None,
+            });
+            if let Some(node) = node {
+                addr_attrs(&mut attrs, node);
+            }
+            if let Some(f) = failure {
+                attrs.push(KeyValue::new("error.type", f.name()));
+            }
+        }
+    }
+    span.set_attributes(attrs);
+    for o in record.iter() {
+        if let Some((name, attrs)) = event(o) {
+            span.add_event(name, attrs);
+        }
+    }
+    if let Err(err) = out {
+        span.set_status(Status::Error {
+            description: Cow::Owned(err.to_string()),
+        });
+    }
+    span.end();
+}
