@@ -178,7 +178,9 @@ impl FredLeaf {
         let cap = now + self.pool.config().command_timeout;
         let deadline = req.deadline.map_or(cap, |d| d.min(cap));
         if deadline <= now {
-            return Err(CacheError::Timeout { node: addr });
+            // Nothing sent: the caller's time was up, the node did nothing
+            // wrong (a breaker must not count it).
+            return Err(CacheError::DeadlineExceeded);
         }
         let (name, args) = command_of(req)?;
         let node = self.pool.client(&addr, Mode::from(role))?;

@@ -207,7 +207,9 @@ impl NodeService {
         let cap = now + self.pool.config().command_timeout;
         let deadline = req.deadline.map_or(cap, |d| d.min(cap));
         if deadline <= now {
-            return Err(CacheError::Timeout { node: addr.clone() });
+            // Nothing sent: the caller's time was up, the node did nothing
+            // wrong (a breaker must not count it).
+            return Err(CacheError::DeadlineExceeded);
         }
         let cmd = match &req.op {
             Op::Get => Cmd::Get(req.key().clone()),

@@ -11,7 +11,10 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use slotguard_core::observe::BreakerPhase;
-use slotguard_core::{classify, Blame, BoxError, BreakerScope, Failure, Observation, Topology};
+use slotguard_core::{
+    as_cache_error, classify, Blame, BoxError, BreakerScope, CacheError, Failure, Observation,
+    Topology,
+};
 use tokio::time::Instant;
 
 use super::registry::Common;
@@ -71,6 +74,12 @@ pub(crate) fn judge(scope: &BreakerScope, err: Option<&BoxError>) -> Outcome {
     let Some(err) = err else {
         return Outcome::Success;
     };
+    // A request whose own deadline had passed before anything was sent
+    // says nothing about the node: counting it let a caller with spent
+    // deadlines open a healthy primary's breaker.
+    if matches!(as_cache_error(err), Some(CacheError::DeadlineExceeded)) {
+        return Outcome::Neutral;
+    }
     let failure = classify(err);
     match failure.blame() {
         Blame::Node if failure != Failure::CircuitOpen => Outcome::Failure,

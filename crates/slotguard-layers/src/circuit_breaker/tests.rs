@@ -666,3 +666,23 @@ async fn breakers_of_nodes_that_left_the_topology_are_dropped() {
     succeed(&mut svc, &mut handle, 2, 1).await;
     assert_eq!(layer.states(), vec![(node(2), BreakerState::Closed)]);
 }
+
+/// A request whose own deadline passed before the leaf sent anything
+/// (`DeadlineExceeded`) is no evidence against the node: any number of them
+/// leaves a healthy node's breaker closed.
+#[tokio::test(start_paused = true)]
+async fn spent_deadlines_never_open_a_breaker() {
+    let layer = CircuitBreakerLayer::per_node(BreakerConfig::default());
+    let (mut svc, mut handle) = setup(&layer);
+    for _ in 0..50 {
+        let err = round_trip(&mut svc, &mut handle, 1, Err(CacheError::DeadlineExceeded))
+            .await
+            .unwrap_err();
+        assert!(matches!(
+            as_cache_error(&err),
+            Some(CacheError::DeadlineExceeded)
+        ));
+    }
+    assert_eq!(layer.state(&node(1)), BreakerState::Closed);
+    succeed(&mut svc, &mut handle, 1, 1).await;
+}

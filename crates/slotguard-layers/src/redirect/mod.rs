@@ -206,22 +206,40 @@ where
         });
         let route = match cache_err {
             CacheError::Moved { slot, addr } => {
-                match topology.patch_slot(slot, &addr) {
+                let owner = match topology.patch_slot(slot, &addr) {
                     PatchOutcome::Patched => {
                         // The map was wrong about this slot: it may be wrong
                         // about others too.
                         topology.request_refresh();
-                        to_primary(addr, false)
+                        addr
                     }
                     // An earlier patch or refresh already knew: no refresh.
-                    PatchOutcome::Unchanged => to_primary(addr, false),
+                    PatchOutcome::Unchanged => addr,
                     PatchOutcome::UnknownNode => {
                         topology.request_refresh();
                         // Not trusted until a refresh confirms where the slot is.
                         match confirm(topology, slot, &req, policy.confirm_timeout).await {
-                            Some(owner) => to_primary(owner, false),
+                            Some(owner) => owner,
                             None => return Err(err),
                         }
+                    }
+                };
+                if req.op.is_read() || writes_confirmed(topology, &owner) {
+                    to_primary(owner, false)
+                } else {
+                    // The new owner was unreachable since the last view that
+                    // confirmed it (e.g. a replica stalled earlier and now
+                    // promoted), or the majority does not follow it: the
+                    // write fence that `slot_refresh` applies to stamped
+                    // writes applies to a redirected one too. It waits,
+                    // within its deadline, for the refresh this MOVED asked
+                    // for to confirm the slot's primary, else it is refused
+                    // with the same typed error.
+                    topology.request_refresh();
+                    let wait = policy.confirm_timeout.min(WRITE_CONFIRM_WAIT);
+                    match confirm_write(topology, slot, &req, wait).await {
+                        Some(owner) => to_primary(owner, false),
+                        None => return Err(CacheError::ShardUnavailable { slot }.into()),
                     }
                 }
             }
@@ -257,6 +275,60 @@ where
                 return Ok(resp);
             }
             Err(e) => err = e.into(),
+        }
+    }
+}
+
+/// The longest a redirected write waits for a refresh to confirm its new
+/// owner: a refused write is typed within 250 ms (DESIGN.md §9), and a
+/// refresh the `MOVED` asked for normally lands in a few milliseconds.
+const WRITE_CONFIRM_WAIT: Duration = Duration::from_millis(250);
+
+/// Whether the map's node `addr` may take writes: not fenced since its last
+/// fault, and followed by the majority. A node the map does not know may
+/// not. Reads the map only (never creates a health cell).
+fn writes_confirmed(topology: &Topology, addr: &slotguard_core::NodeAddr) -> bool {
+    topology
+        .map()
+        .node(addr)
+        .is_some_and(|(_, n)| !n.health.writes_fenced() && n.health.in_majority())
+}
+
+/// Wait, until `timeout` or the request's deadline, for refreshes to make
+/// the primary of `slot` one whose writes are confirmed
+/// ([`writes_confirmed`]); return it, or `None` when none did in time.
+async fn confirm_write(
+    topology: &Topology,
+    slot: u16,
+    req: &CacheRequest,
+    timeout: Duration,
+) -> Option<slotguard_core::NodeAddr> {
+    let mut until = Instant::now() + timeout;
+    if let Some(d) = req.deadline {
+        until = until.min(d);
+    }
+    loop {
+        let generation = {
+            let map = topology.map();
+            if let Some(p) = map.primary_for_slot(slot) {
+                if !p.health.writes_fenced() && p.health.in_majority() {
+                    return Some(p.addr.clone());
+                }
+            }
+            map.generation()
+        };
+        // A round installs its map, then lifts fences: one that woke us may
+        // still be finishing, so look once more before asking for another.
+        tokio::time::timeout_at(until, topology.changed_since(generation))
+            .await
+            .ok()?;
+        tokio::task::yield_now().await;
+        let lifted = topology
+            .map()
+            .primary_for_slot(slot)
+            .is_some_and(|p| !p.health.writes_fenced() && p.health.in_majority());
+        if !lifted {
+            topology.request_refresh();
         }
     }
 }

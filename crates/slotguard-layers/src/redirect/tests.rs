@@ -272,3 +272,69 @@ async fn towers_budget_still_fits() {
     });
     assert_eq!(classify(&call.await.unwrap().unwrap_err()), Failure::Moved);
 }
+
+/// A write whose MOVED names a node with fenced writes (unreachable since
+/// the last view that confirmed it, e.g. a replica that stalled earlier and
+/// was just promoted) is not sent there: it waits for a refresh to confirm
+/// the slot's primary and goes once one does.
+#[tokio::test(start_paused = true)]
+async fn a_write_moved_to_a_fenced_node_waits_for_the_refresh_that_confirms_it() {
+    let (topology, svc, mut handle) = setup(RedirectPolicy::default());
+    let slot = key_slot(key_on_1().as_bytes());
+    topology.health(&addr(2)).fence_writes();
+    let write = CacheRequest::set(key_on_1(), "v", None).to_node(addr(1), Role::Primary);
+    let call = tokio::spawn(svc.oneshot(write));
+    let (_, send) = handle.next_request().await.unwrap();
+    send.send_error(CacheError::Moved {
+        slot,
+        addr: addr(2),
+    });
+    // Not sent to the fenced node; a refresh is asked for.
+    assert!(no_request_within(&mut handle, Duration::from_millis(50)).await);
+    assert!(topology.refresh_requests() >= 1);
+    // The refresh confirms node 2 as the slot's primary and lifts its fence.
+    let round = Instant::now();
+    topology.install(&view(2, &[(0, 8191, 2), (8192, 16383, 1)]));
+    assert_eq!(
+        topology.load().primary_for_slot(slot).unwrap().addr,
+        addr(2)
+    );
+    topology.health(&addr(2)).confirm_writes(round);
+    let (r, send) = handle.next_request().await.unwrap();
+    assert_eq!(route_of(&r), (2, false));
+    send.send_response(ok(2));
+    call.await.unwrap().unwrap();
+}
+
+/// With no refresh confirming the fenced node in time, the write is refused
+/// with the typed write refusal, never sent there.
+#[tokio::test(start_paused = true)]
+async fn a_write_moved_to_a_fenced_node_is_refused_when_nothing_confirms_it() {
+    let (topology, svc, mut handle) = setup(RedirectPolicy::default());
+    let slot = key_slot(key_on_1().as_bytes());
+    topology.health(&addr(2)).fence_writes();
+    let write = CacheRequest::set(key_on_1(), "v", None).to_node(addr(1), Role::Primary);
+    let call = tokio::spawn(svc.oneshot(write));
+    let (_, send) = handle.next_request().await.unwrap();
+    send.send_error(CacheError::Moved {
+        slot,
+        addr: addr(2),
+    });
+    let err = call.await.unwrap().unwrap_err();
+    assert_eq!(classify(&err), Failure::ShardUnavailable);
+    assert!(no_request_within(&mut handle, Duration::from_millis(10)).await);
+    // A read is not held back by a write fence.
+    let (topology2, svc2, mut handle2) = setup(RedirectPolicy::default());
+    topology2.health(&addr(2)).fence_writes();
+    let call = tokio::spawn(svc2.oneshot(req_to(1)));
+    let (_, send) = handle2.next_request().await.unwrap();
+    send.send_error(CacheError::Moved {
+        slot,
+        addr: addr(2),
+    });
+    let (r, send) = handle2.next_request().await.unwrap();
+    assert_eq!(route_of(&r), (2, false));
+    send.send_response(ok(2));
+    call.await.unwrap().unwrap();
+    drop(topology);
+}
