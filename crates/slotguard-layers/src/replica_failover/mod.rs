@@ -323,10 +323,21 @@ where
 }
 
 impl<S> Recovery<S> {
-    /// A hedge's answer came first.
+    /// A hedge's answer came first: the read was answered by a replica in
+    /// place of a primary that did not answer within its latency bound,
+    /// which telemetry reports as a replica failover (span event, failover
+    /// clocks) like one taken after a fault.
     fn hedge_won(&self) {
         if let Some(h) = self.proto.shared.hedger.as_ref() {
             h.won();
+        }
+        if let Some(retry) = &self.retry {
+            if let Some(to) = &retry.hedged {
+                slotguard_core::observe::record(slotguard_core::Observation::ReplicaFailover {
+                    from: retry.req.node().cloned(),
+                    to: to.clone(),
+                });
+            }
         }
     }
 }

@@ -205,18 +205,28 @@ fn failover_clocks(
     now: Instant,
 ) {
     let ins = &shared.instruments;
+    let is_primary = |node: &slotguard_core::NodeAddr| {
+        shared.topology.as_ref().is_some_and(|t| {
+            t.map()
+                .shards()
+                .iter()
+                .any(|s| &s.primary.addr == node && !s.slots.is_empty())
+        })
+    };
     for o in record.iter() {
-        if let Observation::NodeFault { node, failure } = o {
-            let is_primary = shared.topology.as_ref().is_some_and(|t| {
-                t.map()
-                    .shards()
-                    .iter()
-                    .any(|s| &s.primary.addr == node && !s.slots.is_empty())
-            });
-            if is_primary && failure.is_node_fault() {
-                // The failed call began with the request.
-                shared.timers.primary_failed(node, meta.start);
-            }
+        let failed = match o {
+            Observation::NodeFault { node, failure } if failure.is_node_fault() => Some(node),
+            // A hedge that outran its primary: the primary did not answer
+            // within its latency bound, and with hedging a stalled
+            // primary's reads may never fail at all.
+            Observation::ReplicaFailover {
+                from: Some(node), ..
+            } => Some(node),
+            _ => None,
+        };
+        if let Some(node) = failed.filter(|n| is_primary(n)) {
+            // The failed call began with the request.
+            shared.timers.primary_failed(node, meta.start);
         }
     }
     if let Some(u) = (!record.is_empty())
