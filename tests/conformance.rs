@@ -157,7 +157,13 @@ both!(redirects);
 /// With a primary paused (SIGSTOP), every read of its keys is still
 /// answered with its own value, from a replica or the promoted one.
 async fn failover<F: Flavor>() {
-    let h = harness::<F>(Common::default()).await;
+    // Replica failover is what this case checks: with Redis's default
+    // `cluster-require-full-coverage yes` every shard answers CLUSTERDOWN
+    // from the moment the primary is marked failed until the promotion, and
+    // only a secondary path (the `fallback` case) can answer then; this
+    // stack has none.
+    let spec = ClusterSpec::default().with_config("cluster-require-full-coverage", "no");
+    let h = harness_on::<F>(LocalCluster::start(spec).unwrap(), Common::default()).await;
     let stack = h.full_stack(&h.refresh_layer());
     let keys: Vec<Bytes> = h
         .cluster
