@@ -183,7 +183,7 @@ impl TelemetryBuilder {
         register_gauges(&meter, self.topology.clone(), self.probes, unowned.clone());
         TelemetryLayer {
             shared: Arc::new(Shared {
-                instruments: Instruments::new(&meter),
+                instruments: Instruments::new(&meter, &counters),
                 tracer: tracing.then_some(tracer),
                 record_keys: self.record_keys,
                 counters,
