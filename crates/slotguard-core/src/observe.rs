@@ -448,7 +448,8 @@ pin_project_lite::pin_project! {
     pub struct Scoped<F> {
         #[pin]
         inner: F,
-        record: Option<Record>,
+        // Between polls (one pointer: the future stays small).
+        record: Record,
     }
 }
 
@@ -461,16 +462,13 @@ impl<F> fmt::Debug for Scoped<F> {
 impl<F: Future> Scoped<F> {
     /// Run `fut` with `record` (usually from [`scope`]) installed.
     pub fn new(record: Record, fut: F) -> Self {
-        Self {
-            inner: fut,
-            record: Some(record),
-        }
+        Self { inner: fut, record }
     }
 
     /// The record, once the future is done (what was observed so far
     /// before; an empty one when taken already).
     pub fn take_record(self: Pin<&mut Self>) -> Record {
-        self.project().record.take().unwrap_or_default()
+        std::mem::take(self.project().record)
     }
 }
 
@@ -479,9 +477,9 @@ impl<F: Future> Future for Scoped<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.project();
-        let installed = Installed::enter(this.record.take().unwrap_or_default());
+        let installed = Installed::enter(std::mem::take(this.record));
         let out = this.inner.poll(cx);
-        *this.record = Some(installed.exit());
+        *this.record = installed.exit();
         out
     }
 }
