@@ -21,7 +21,8 @@
 //!   [`Observer`] registered once on the stack's topology; a no-op (one
 //!   atomic load) when none is.
 //!
-//! Why a task-local scope rather than a field on the response and a wrapper
+//! Why a task-local scope (a thread-local cell set around each poll of the
+//! listener's future) rather than a field on the response and a wrapper
 //! on the error: every layer that retries (redirect, failover, fallback)
 //! would have to merge the records of its attempts by hand, and every error
 //! check would have to see through the wrapper. The scope needs neither.

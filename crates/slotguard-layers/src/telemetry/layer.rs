@@ -112,6 +112,9 @@ impl fmt::Debug for TelemetryBuilder {
 
 impl TelemetryBuilder {
     /// Use this meter (default: the global provider's, scope `slotguard`).
+    /// One telemetry layer per meter: the per-read counters are observable
+    /// (read from this layer's counters when the exporter collects), so two
+    /// layers on one meter would report the same series twice, not summed.
     pub fn meter(mut self, meter: Meter) -> Self {
         self.meter = Some(meter);
         self
