@@ -21,7 +21,8 @@
 //!   [`Observer`] registered once on the stack's topology; a no-op (one
 //!   atomic load) when none is.
 //!
-//! Why a task-local scope rather than a field on the response and a wrapper
+//! Why a task-local scope (a thread-local cell set around each poll of the
+//! listener's future) rather than a field on the response and a wrapper
 //! on the error: every layer that retries (redirect, failover, fallback)
 //! would have to merge the records of its attempts by hand, and every error
 //! check would have to see through the wrapper. The scope needs neither.
@@ -48,7 +49,7 @@
 //! # }
 //! ```
 
-use std::cell::RefCell;
+use std::cell::Cell;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -370,17 +371,22 @@ impl Record {
     }
 }
 
-tokio::task_local! {
-    static CURRENT: RefCell<Record>;
+thread_local! {
+    // The record of the request being polled on this thread (`None`: no
+    // listener). A plain cell rather than a tokio task-local: entering and
+    // leaving a scope is two cell swaps, with no lazy initialisation or
+    // borrow flag (this runs around every poll of every request).
+    static CURRENT: Cell<Option<Record>> = const { Cell::new(None) };
 }
 
 /// Report an observation about the request being served. A no-op unless a
 /// listener installed a record with [`scope`]/[`scoped`] around the call.
 pub fn record(observation: Observation) {
-    // `try_with` fails outside a scope: nobody listens.
-    let _ = CURRENT.try_with(|rec| {
-        if let Ok(mut rec) = rec.try_borrow_mut() {
+    // Outside a scope the cell holds `None`: nobody listens.
+    let _ = CURRENT.try_with(|cell| {
+        if let Some(mut rec) = cell.take() {
             rec.push(observation);
+            cell.set(Some(rec));
         }
     });
 }
@@ -388,17 +394,52 @@ pub fn record(observation: Observation) {
 /// Whether a listener collects observations for the current request (to
 /// skip building one that nobody reads).
 pub fn listening() -> bool {
-    CURRENT.try_with(|_| ()).is_ok()
+    CURRENT
+        .try_with(|cell| {
+            let rec = cell.take();
+            let yes = rec.is_some();
+            cell.set(rec);
+            yes
+        })
+        .unwrap_or(false)
+}
+
+/// A record installed on this thread; the previous one comes back when it
+/// is left, also on panic.
+struct Installed {
+    // `Some` until restored: what the cell held before.
+    prev: Option<Option<Record>>,
+}
+
+impl Installed {
+    fn enter(record: Record) -> Self {
+        let prev = CURRENT.try_with(|cell| cell.replace(Some(record))).ok();
+        Self { prev }
+    }
+
+    /// Leave the scope: the record as the inner code left it.
+    fn exit(mut self) -> Record {
+        self.restore().unwrap_or_default()
+    }
+
+    fn restore(&mut self) -> Option<Record> {
+        let prev = self.prev.take()?;
+        CURRENT.try_with(|cell| cell.replace(prev)).ok().flatten()
+    }
+}
+
+impl Drop for Installed {
+    fn drop(&mut self) {
+        let _ = self.restore();
+    }
 }
 
 /// Run `f` (a service's `call`, which may already observe something) with
 /// a fresh record installed; return its result and the record.
 pub fn scope<R>(f: impl FnOnce() -> R) -> (R, Record) {
-    CURRENT.sync_scope(RefCell::new(Record::new()), || {
-        let out = f();
-        let rec = CURRENT.with(|rec| std::mem::take(&mut *rec.borrow_mut()));
-        (out, rec)
-    })
+    let installed = Installed::enter(Record::new());
+    let out = f();
+    (out, installed.exit())
 }
 
 pin_project_lite::pin_project! {
@@ -407,7 +448,9 @@ pin_project_lite::pin_project! {
     /// [`Scoped::take_record`] hands back once it is done.
     pub struct Scoped<F> {
         #[pin]
-        inner: tokio::task::futures::TaskLocalFuture<RefCell<Record>, F>,
+        inner: F,
+        // Between polls (one pointer: the future stays small).
+        record: Record,
     }
 }
 
@@ -420,19 +463,13 @@ impl<F> fmt::Debug for Scoped<F> {
 impl<F: Future> Scoped<F> {
     /// Run `fut` with `record` (usually from [`scope`]) installed.
     pub fn new(record: Record, fut: F) -> Self {
-        Self {
-            inner: CURRENT.scope(RefCell::new(record), fut),
-        }
+        Self { inner: fut, record }
     }
 
-    /// The record, once the future is done (an empty one before, or when
-    /// taken already).
+    /// The record, once the future is done (what was observed so far
+    /// before; an empty one when taken already).
     pub fn take_record(self: Pin<&mut Self>) -> Record {
-        self.project()
-            .inner
-            .take_value()
-            .map(RefCell::into_inner)
-            .unwrap_or_default()
+        std::mem::take(self.project().record)
     }
 }
 
@@ -440,7 +477,11 @@ impl<F: Future> Future for Scoped<F> {
     type Output = F::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        self.project().inner.poll(cx)
+        let this = self.project();
+        let installed = Installed::enter(std::mem::take(this.record));
+        let out = this.inner.poll(cx);
+        *this.record = installed.exit();
+        out
     }
 }
 

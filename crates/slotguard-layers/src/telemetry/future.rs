@@ -7,7 +7,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
 use opentelemetry::KeyValue;
 use pin_project_lite::pin_project;
 use slotguard_core::observe::{Observation, Record, Scoped, StoreOutcome};
@@ -21,16 +20,15 @@ use super::Shared;
 /// What a request's outcome is reported with.
 pub(crate) struct Meta {
     pub(crate) start: Instant,
-    pub(crate) op: usize,
+    pub(crate) op: u8,
     pub(crate) read: bool,
     pub(crate) slot: u16,
-    pub(crate) key: Option<Bytes>,
-    // Boxed: only a recording tracer needs it, and the future stays small
-    // (it is moved a few times per request).
+    // Boxed: only a recording tracer needs it (with the key), and the
+    // future stays small (it is moved a few times per request).
     pub(crate) span: Option<Box<SpanStart>>,
 }
 
-pub(crate) fn op_index(op: &Op) -> usize {
+pub(crate) fn op_index(op: &Op) -> u8 {
     match op {
         Op::Get => 0,
         Op::Set { .. } => 1,
@@ -118,24 +116,27 @@ pub(crate) fn report(
     let counters = &shared.counters;
     let failure = out.as_ref().err().map(classify);
     match failure {
-        None => ins.duration.record(secs, &ins.op_attrs[meta.op]),
+        None => ins
+            .duration
+            .record(secs, &ins.op_attrs[usize::from(meta.op)]),
         Some(f) => ins.duration.record(
             secs,
             &[
                 KeyValue::new("db.system.name", "redis"),
-                KeyValue::new("db.operation.name", super::metrics::OPS[meta.op]),
+                KeyValue::new(
+                    "db.operation.name",
+                    super::metrics::OPS[usize::from(meta.op)],
+                ),
                 KeyValue::new("error.type", f.name()),
             ],
         ),
     }
     if meta.read {
         let path = read_path(out) as usize;
-        ins.attempts.add(1, &ins.status_attrs[path]);
         ins.latency.record(secs, &ins.path_attrs[path]);
+        // Also `redis_fallback_routing_attempts` and the near-cache hits
+        // (observable counters over these atomics).
         counters.reads[path].fetch_add(1, Ordering::Relaxed);
-        if path == ReadPath::NearCache as usize {
-            ins.near_hits.add(1, &[]);
-        }
     } else {
         counters.writes.fetch_add(1, Ordering::Relaxed);
         if let Some(f) = failure {
@@ -158,7 +159,7 @@ pub(crate) fn report(
         failover_clocks(shared, &meta, out, record, now);
     }
     if let Some(start) = &meta.span {
-        super::span::emit(shared, start, &meta, out, failure, record);
+        super::span::emit(shared, start, &meta, out, failure, record, now);
     }
 }
 

@@ -112,6 +112,9 @@ impl fmt::Debug for TelemetryBuilder {
 
 impl TelemetryBuilder {
     /// Use this meter (default: the global provider's, scope `slotguard`).
+    /// One telemetry layer per meter: the per-read counters are observable
+    /// (read from this layer's counters when the exporter collects), so two
+    /// layers on one meter would report the same series twice, not summed.
     pub fn meter(mut self, meter: Meter) -> Self {
         self.meter = Some(meter);
         self
@@ -183,7 +186,7 @@ impl TelemetryBuilder {
         register_gauges(&meter, self.topology.clone(), self.probes, unowned.clone());
         TelemetryLayer {
             shared: Arc::new(Shared {
-                instruments: Instruments::new(&meter),
+                instruments: Instruments::new(&meter, &counters),
                 tracer: tracing.then_some(tracer),
                 record_keys: self.record_keys,
                 counters,

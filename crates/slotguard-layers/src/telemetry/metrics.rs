@@ -40,18 +40,15 @@ pub(crate) enum ReadPath {
 pub(crate) const OPS: [&str; 4] = ["GET", "SET", "DEL", "OTHER"];
 
 pub(crate) struct Instruments {
-    pub(crate) attempts: Counter<u64>,
     pub(crate) latency: Histogram<f64>,
     pub(crate) duration: Histogram<f64>,
     pub(crate) redirects: Counter<u64>,
     pub(crate) coalesced: Counter<u64>,
     pub(crate) store_loads: Counter<u64>,
-    pub(crate) near_hits: Counter<u64>,
     pub(crate) writes_refused: Counter<u64>,
     pub(crate) first_replica: Histogram<f64>,
     pub(crate) first_write: Histogram<f64>,
     // Attribute sets built once: the request path builds none.
-    pub(crate) status_attrs: [[KeyValue; 1]; 5],
     pub(crate) path_attrs: [[KeyValue; 1]; 5],
     pub(crate) op_attrs: [[KeyValue; 2]; 4],
     pub(crate) redirect_attrs: [[KeyValue; 1]; 3],
@@ -75,21 +72,19 @@ fn failover_buckets() -> Vec<f64> {
 }
 
 impl Instruments {
-    pub(crate) fn new(meter: &Meter) -> Self {
+    pub(crate) fn new(meter: &Meter, counters: &Arc<Counters>) -> Self {
+        register_read_counters(meter, counters);
         let ins = Self::create(meter);
         // Every series of a known label set exists from the start, at 0:
         // a rate over a series that appears only with its first event
         // misses that event, and alert rules see no data at all.
-        for attrs in &ins.status_attrs {
-            ins.attempts.add(0, attrs);
-        }
         for attrs in &ins.redirect_attrs {
             ins.redirects.add(0, attrs);
         }
         for attrs in &ins.store_attrs {
             ins.store_loads.add(0, attrs);
         }
-        for c in [&ins.coalesced, &ins.near_hits, &ins.writes_refused] {
+        for c in [&ins.coalesced, &ins.writes_refused] {
             c.add(0, &[]);
         }
         ins
@@ -98,10 +93,6 @@ impl Instruments {
     fn create(meter: &Meter) -> Self {
         let kv = |k: &'static str, v: &'static str| KeyValue::new(k, v);
         Self {
-            attempts: meter
-                .u64_counter("redis_fallback_routing_attempts")
-                .with_description("Reads answered (or failed), by the path that answered them")
-                .build(),
             latency: meter
                 .f64_histogram("redis_fallback_routing_latency")
                 .with_unit("s")
@@ -128,10 +119,6 @@ impl Instruments {
                 .u64_counter("slotguard_store_loads")
                 .with_description("Loads from the secondary store, by outcome")
                 .build(),
-            near_hits: meter
-                .u64_counter("slotguard_near_cache_hits")
-                .with_description("Reads answered by the near-cache")
-                .build(),
             writes_refused: meter
                 .u64_counter("slotguard_writes_refused")
                 .with_description("Writes refused before sending (fenced, breaker open, no owner)")
@@ -150,7 +137,6 @@ impl Instruments {
                 )
                 .with_boundaries(failover_buckets())
                 .build(),
-            status_attrs: READ_PATHS.map(|p| [kv("status", p)]),
             path_attrs: READ_PATHS.map(|p| [kv("path", p)]),
             op_attrs: OPS.map(|op| [kv("db.system.name", "redis"), kv("db.operation.name", op)]),
             redirect_attrs: ["moved", "ask", "tryagain"].map(|k| [kv("kind", k)]),
@@ -158,6 +144,35 @@ impl Instruments {
                 .map(|o| [kv("outcome", o.name())]),
         }
     }
+}
+
+/// The per-read counters, as observable counters over the atomics behind
+/// `stats()`: a read then pays one relaxed atomic add for both instead of
+/// an SDK attribute lookup per counter (the exporter reads the atomics when
+/// it collects). Every status exists from the start, at 0. One telemetry
+/// layer per meter (scope): the SDK keeps the last value observed per
+/// series, so two layers on one meter would not add up.
+fn register_read_counters(meter: &Meter, counters: &Arc<Counters>) {
+    let c = counters.clone();
+    let status: [[KeyValue; 1]; 5] = READ_PATHS.map(|p| [KeyValue::new("status", p)]);
+    meter
+        .u64_observable_counter("redis_fallback_routing_attempts")
+        .with_description("Reads answered (or failed), by the path that answered them")
+        .with_callback(move |o| {
+            for (n, attrs) in c.reads.iter().zip(&status) {
+                o.observe(n.load(Ordering::Relaxed), attrs);
+            }
+        })
+        .build();
+    let c = counters.clone();
+    meter
+        .u64_observable_counter("slotguard_near_cache_hits")
+        .with_description("Reads answered by the near-cache")
+        .with_callback(move |o| {
+            let hits = c.reads[ReadPath::NearCache as usize].load(Ordering::Relaxed);
+            o.observe(hits, &[]);
+        })
+        .build();
 }
 
 /// The per-stack instruments, fed by the topology's observer.

@@ -153,12 +153,10 @@ where
             op: op_index(&req.op),
             read: req.op.is_read(),
             slot: req.slot(),
-            key: self.shared.record_keys.then(|| req.key().clone()),
-            span: self
-                .shared
-                .tracer
-                .as_ref()
-                .map(|_| Box::new(SpanStart::now())),
+            span: self.shared.tracer.as_ref().map(|_| {
+                let key = self.shared.record_keys.then(|| req.key().clone());
+                Box::new(SpanStart::now(key))
+            }),
         };
         // Inner `call`s may observe already (a coalesced follower, an open
         // breaker): they run with the record installed too.

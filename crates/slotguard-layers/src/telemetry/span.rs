@@ -6,8 +6,9 @@
 //! and its events carry the end time (observations are not timestamped).
 
 use std::borrow::Cow;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
+use bytes::Bytes;
 use opentelemetry::trace::{Span as _, SpanBuilder, SpanKind, Status, Tracer};
 use opentelemetry::{Context, KeyValue};
 use slotguard_core::observe::{Observation, Record};
@@ -17,17 +18,20 @@ use super::future::{role_of, Meta};
 use super::metrics::OPS;
 use super::Shared;
 
-/// Taken when the request starts, only while a tracer records.
+/// Taken when the request starts, only while a tracer records. No wall
+/// clock is read here: the span's start is its end less the request's
+/// monotonic duration (one clock read fewer per request).
 pub(crate) struct SpanStart {
-    pub(crate) at: SystemTime,
     pub(crate) parent: Context,
+    // Only spans show keys: kept here, the future stays small without them.
+    pub(crate) key: Option<Bytes>,
 }
 
 impl SpanStart {
-    pub(crate) fn now() -> Self {
+    pub(crate) fn now(key: Option<Bytes>) -> Self {
         Self {
-            at: SystemTime::now(),
             parent: Context::current(),
+            key,
         }
     }
 }
@@ -113,13 +117,18 @@ pub(crate) fn emit(
     out: &Result<CacheResponse, BoxError>,
     failure: Option<Failure>,
     record: &Record,
+    now: Instant,
 ) {
     let Some(tracer) = &shared.tracer else { return };
-    let op = OPS[meta.op];
+    let op = OPS[usize::from(meta.op)];
+    let end = SystemTime::now();
+    let begun = end
+        .checked_sub(now.saturating_duration_since(meta.start))
+        .unwrap_or(end);
     let mut span = tracer.build_with_context(
         SpanBuilder::from_name(op)
             .with_kind(SpanKind::Client)
-            .with_start_time(start.at),
+            .with_start_time(begun),
         &start.parent,
     );
     if !span.is_recording() {
@@ -129,7 +138,7 @@ pub(crate) fn emit(
     attrs.push(KeyValue::new("db.system.name", "redis"));
     attrs.push(KeyValue::new("db.operation.name", op));
     attrs.push(KeyValue::new("redis.slot", i64::from(meta.slot)));
-    if let Some(key) = &meta.key {
+    if let Some(key) = &start.key {
         attrs.push(KeyValue::new(
             "redis.key",
             String::from_utf8_lossy(key).into_owned(),
@@ -174,5 +183,5 @@ pub(crate) fn emit(
             description: Cow::Owned(err.to_string()),
         });
     }
-    span.end();
+    span.end_with_timestamp(end);
 }
