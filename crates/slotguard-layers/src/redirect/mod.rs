@@ -134,10 +134,16 @@ where
         self,
         err: BoxError,
     ) -> Result<BoxFuture<'static, Result<S::Response, BoxError>>, BoxError> {
-        if matches!(
-            classify(&err),
-            Failure::Moved | Failure::Ask | Failure::TryAgain
-        ) {
+        let failure = classify(&err);
+        // A write refused with CLUSTERDOWN was not applied (the node refused
+        // it before executing it): like TRYAGAIN, it is retried after a short
+        // backoff within its deadline, since a write has no secondary path
+        // and the state lasts only around a promotion. Reads are not held
+        // back: replicas and the fallback answer them.
+        let write_cluster_down = failure == Failure::ClusterDown && !self.req.op.is_read();
+        if write_cluster_down
+            || matches!(failure, Failure::Moved | Failure::Ask | Failure::TryAgain)
+        {
             let svc = self.proto.service();
             let shared = self.proto.shared.clone();
             Ok(Box::pin(follow(svc, self.req, err, shared)))
@@ -181,10 +187,11 @@ where
         let Some(cache_err) = as_cache_error(&err).cloned() else {
             return Err(err);
         };
-        if !matches!(
-            cache_err,
-            CacheError::Moved { .. } | CacheError::Ask { .. } | CacheError::TryAgain
-        ) {
+        let retry_in_place = matches!(cache_err, CacheError::TryAgain)
+            || (matches!(cache_err, CacheError::ClusterDown) && !req.op.is_read());
+        if !retry_in_place
+            && !matches!(cache_err, CacheError::Moved { .. } | CacheError::Ask { .. })
+        {
             return Err(err);
         }
         if req.attempts.redirects >= policy.max_hops {
@@ -244,7 +251,7 @@ where
                 }
             }
             CacheError::Ask { addr, .. } => to_primary(addr, true),
-            CacheError::TryAgain => {
+            CacheError::TryAgain | CacheError::ClusterDown => {
                 let backoff = policy
                     .tryagain_backoff
                     .saturating_mul(1u32 << tryagains.min(6));

@@ -338,3 +338,25 @@ async fn a_write_moved_to_a_fenced_node_is_refused_when_nothing_confirms_it() {
     call.await.unwrap().unwrap();
     drop(topology);
 }
+
+/// A write refused with CLUSTERDOWN (not applied) is retried on the same
+/// node after a backoff, within its deadline; a read is not (replicas and
+/// the fallback answer it).
+#[tokio::test(start_paused = true)]
+async fn a_write_refused_with_clusterdown_is_retried_a_read_is_not() {
+    let (_topology, svc, mut handle) = setup(RedirectPolicy::default());
+    let write = CacheRequest::set(key_on_1(), "v", None).to_node(addr(1), Role::Primary);
+    let call = tokio::spawn(svc.clone().oneshot(write));
+    let (_, send) = handle.next_request().await.unwrap();
+    send.send_error(CacheError::ClusterDown);
+    let (r, send) = handle.next_request().await.unwrap();
+    assert_eq!(route_of(&r), (1, false));
+    send.send_response(ok(1));
+    call.await.unwrap().unwrap();
+
+    let call = tokio::spawn(svc.oneshot(req_to(1)));
+    let (_, send) = handle.next_request().await.unwrap();
+    send.send_error(CacheError::ClusterDown);
+    let err = call.await.unwrap().unwrap_err();
+    assert_eq!(classify(&err), Failure::ClusterDown);
+}
