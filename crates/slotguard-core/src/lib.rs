@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod addr;
+pub mod controller;
 mod error;
 pub mod invalidation;
 pub mod leaf;
@@ -17,6 +18,7 @@ pub mod slot;
 pub mod topology;
 
 pub use addr::NodeAddr;
+pub use controller::ClusterController;
 pub use error::{
     as_cache_error, classify, classify_dyn, parse_error_reply, Blame, BoxError, BreakerScope,
     CacheError, Failure,

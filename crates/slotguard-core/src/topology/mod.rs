@@ -20,6 +20,7 @@ use arc_swap::{ArcSwap, ArcSwapOption, Guard};
 use futures_util::future::BoxFuture;
 
 use crate::addr::NodeAddr;
+use crate::controller::Tasks;
 use crate::error::BoxError;
 use crate::observe::{Observation, Observer};
 use crate::request::Role;
@@ -66,6 +67,9 @@ struct Inner {
     // Who listens to the stack's own events (see `set_observer`); one
     // atomic load when nobody does.
     observer: ArcSwapOption<Box<dyn Observer>>,
+    // The owner's tasks (see `controller`): whoever holds the topology can
+    // hand a task to its controller, none can run one of its own.
+    tasks: Tasks,
 }
 
 impl Default for Inner {
@@ -79,6 +83,7 @@ impl Default for Inner {
             refresh_requests: AtomicU64::new(0),
             changed: tokio::sync::watch::Sender::new(0),
             observer: ArcSwapOption::empty(),
+            tasks: Tasks::default(),
         }
     }
 }
@@ -133,6 +138,11 @@ impl Topology {
     /// [`load`](Self::load) to keep the map.
     pub fn map(&self) -> MapRef {
         MapRef(self.inner.map.load())
+    }
+
+    /// The owner's task tracker and token.
+    pub(crate) fn tasks(&self) -> &Tasks {
+        &self.inner.tasks
     }
 
     /// Whether a map was ever installed.
