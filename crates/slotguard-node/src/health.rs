@@ -120,9 +120,9 @@ impl<L: LeafControl + Clone> HealthProber<L> {
     }
 
     async fn probe(&self, addr: NodeAddr) {
-        let health = self.topology.health(&addr);
         let started = tokio::time::Instant::now();
-        match self.leaf.replication_info(&addr).await {
+        let answer = self.leaf.replication_info(&addr).await;
+        self.topology.with_health(&addr, |health| match answer {
             Err(_) => health.record_failure(),
             Ok(text) => {
                 health.record_success(started.elapsed());
@@ -130,7 +130,7 @@ impl<L: LeafControl + Clone> HealthProber<L> {
                     health.set_replication(info.link_up, info.since_last_io);
                 }
             }
-        }
+        });
     }
 
     /// The prober's worker: probe, wait `interval`, forever. For the owner

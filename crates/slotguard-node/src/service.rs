@@ -298,7 +298,15 @@ impl CallInfo {
         let Some(topology) = &self.topology else {
             return;
         };
-        let health = topology.health(&self.addr);
+        topology.with_health(&self.addr, |health| self.record_in(topology, health, out));
+    }
+
+    fn record_in(
+        &self,
+        topology: &Topology,
+        health: &slotguard_core::NodeHealth,
+        out: &Result<CacheResponse, CacheError>,
+    ) {
         match out {
             Ok(_) => health.record_success(self.started.elapsed()),
             Err(e) if e.failure().is_node_fault() => {

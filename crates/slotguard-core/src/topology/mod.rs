@@ -150,16 +150,15 @@ impl Topology {
         self.inner.map.load().generation > 0
     }
 
-    /// The health cell of `addr` (created on first use; it outlives maps).
-    ///
-    /// Lock-free once the cell exists; only the first call for an address
-    /// takes a lock. [`with_health`](Self::with_health) avoids even the
-    /// reference-count update.
+    /// The health cell of `addr` (it outlives maps), for reading: lock-free,
+    /// and pure — a node with no cell yet gets a fresh one that is not
+    /// registered (all defaults), so a read never inserts. Recording an
+    /// outcome goes through [`with_health`](Self::with_health).
     pub fn health(&self, addr: &NodeAddr) -> Arc<NodeHealth> {
-        if let Some(cell) = self.inner.health.load().get(addr) {
-            return cell.clone();
+        match self.inner.health.load().get(addr) {
+            Some(cell) => cell.clone(),
+            None => Arc::new(NodeHealth::default()),
         }
-        self.insert_health(addr)
     }
 
     /// Run `f` on the health cell of `addr` (created on first use), without
@@ -181,7 +180,7 @@ impl Topology {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn insert_health(&self, addr: &NodeAddr) -> Arc<NodeHealth> {
+    pub(crate) fn insert_health(&self, addr: &NodeAddr) -> Arc<NodeHealth> {
         let _writer = self.write_lock();
         let current = self.inner.health.load_full();
         if let Some(cell) = current.get(addr) {
@@ -499,7 +498,7 @@ mod tests {
         // created on first use, then the same cell for everyone
         t.with_health(&outsider, |h| h.record_failure());
         assert_eq!(t.health(&outsider).consecutive_failures(), 1);
-        t.health(&a).record_failure();
+        t.with_health(&a, |h| h.record_failure());
         t.install(&view());
         // the map's cell is the registry's cell
         let m = t.load();
@@ -514,7 +513,7 @@ mod tests {
         let t = Topology::new();
         let a = NodeAddr::new("127.0.0.1", 1);
         let cells: Vec<Arc<NodeHealth>> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..8).map(|_| s.spawn(|| t.health(&a))).collect();
+            let handles: Vec<_> = (0..8).map(|_| s.spawn(|| t.insert_health(&a))).collect();
             handles.into_iter().map(|h| h.join().unwrap()).collect()
         });
         assert!(cells.iter().all(|c| Arc::ptr_eq(c, &cells[0])));
