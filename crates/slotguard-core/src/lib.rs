@@ -1,6 +1,10 @@
 //! Core types of [slotguard]: the request and response every layer speaks,
 //! errors and their classification, key → slot hashing, and the shared
-//! cluster [`Topology`].
+//! cluster [`Topology`], and the [`ClusterController`] that owns it and
+//! every background task of a stack.
+//!
+//! Who owns what, who reports what, the request path and the task tree:
+//! `docs/architecture.md` in the repository.
 //!
 //! [slotguard]: https://docs.rs/slotguard
 #![forbid(unsafe_code)]
