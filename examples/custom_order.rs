@@ -106,7 +106,6 @@ type Cache = BoxCloneService<CacheRequest, CacheResponse, BoxError>;
 struct Stack {
     cache: Cache,
     global: CircuitBreakerLayer,
-    refresh: SlotRefreshLayer,
     leaf: NodeService,
     topology: Topology,
 }
@@ -127,6 +126,7 @@ async fn build(seeds: Vec<NodeAddr>, store: SqliteStore) -> Result<Stack, BoxErr
         }
     };
     let global = CircuitBreakerLayer::global(BreakerConfig::default());
+    let log = InvalidationLogLayer::new(topology.clone());
     let fallback = FallbackLayer::new(store)
         .with_invalidations(&bus)
         .with_topology(topology.clone());
@@ -150,7 +150,7 @@ async fn build(seeds: Vec<NodeAddr>, store: SqliteStore) -> Result<Stack, BoxErr
         // Outside the whole cluster path: it sees every cluster failure,
         // a fast `CircuitOpen` included, and answers from the near-cache
         // or SQLite.
-        .fallback(fallback)
+        .fallback(fallback.clone())
         // The global breaker, just inside the fallback: it sees one outcome
         // per request, after redirects, replica failover and per-node
         // breakers had their chance, so it opens only when the cluster as
@@ -163,9 +163,9 @@ async fn build(seeds: Vec<NodeAddr>, store: SqliteStore) -> Result<Stack, BoxErr
         .layer(global.clone())
         // Right above routing: replays deletes a promotion lost, and turns
         // answers it cannot trust into misses the fallback reloads.
-        .invalidation_log(InvalidationLogLayer::new(topology.clone()))
+        .invalidation_log(log.clone())
         // Outside redirect: a MOVED retry is re-stamped from the patched map.
-        .slot_refresh(refresh.clone())
+        .slot_refresh(refresh)
         .redirect(topology.clone())
         // Outside the per-node breakers: an open breaker on a primary is a
         // fast failure that sends the read to a replica.
@@ -174,10 +174,13 @@ async fn build(seeds: Vec<NodeAddr>, store: SqliteStore) -> Result<Stack, BoxErr
             CircuitBreakerLayer::per_node(BreakerConfig::default()).with_topology(topology.clone()),
         )
         .service(leaf.clone());
+    // Their tasks start once the stack is built, on the topology's
+    // controller: the log's replayer and the near-cache's watch.
+    log.start();
+    fallback.start();
     Ok(Stack {
         cache: BoxCloneService::new(cache),
         global,
-        refresh,
         leaf,
         topology,
     })
@@ -303,11 +306,12 @@ async fn main() -> Result<(), BoxError> {
     let prober = HealthProber::new(&stack.leaf, stack.topology.clone()).spawn();
 
     let result = run(&stack, &store, cluster.as_ref()).await;
-    // Every task the stack runs, stopped and awaited, before the cluster
-    // goes: the refresher first, so it does not dial nodes being closed.
+    // Every task the stack runs (refresher, prober, the leaf's lifecycle and
+    // connections, the delete replayer, the near-cache watch), stopped and
+    // awaited before the cluster goes: one cancellation of the topology's
+    // controller, one wait.
     drop(prober);
-    stack.refresh.shutdown().await;
-    stack.leaf.shutdown().await;
+    stack.topology.controller().shutdown().await;
     drop(cluster);
     result?;
     println!("shut down");

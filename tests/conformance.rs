@@ -224,9 +224,9 @@ async fn fallback<F: Flavor>() {
             async move { store.get(req.key().clone()).await.map_err(BoxError::from) }
         })
     };
-    let stack = FallbackLayer::new(svc)
-        .with_topology(h.topology.clone())
-        .layer(h.full_stack(&h.refresh_layer()));
+    let fallback = FallbackLayer::new(svc).with_topology(h.topology.clone());
+    let stack = fallback.layer(h.full_stack(&h.refresh_layer()));
+    fallback.start();
     let keys: Vec<Bytes> = h
         .cluster
         .key_for_slot_of(0, 10)

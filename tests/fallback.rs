@@ -82,6 +82,7 @@ async fn setup(spec: ClusterSpec, store_delay: Duration) -> Setup {
     let (svc, counters) = counted(store.clone(), store_delay);
     let layer = FallbackLayer::new(svc).with_topology(h.topology.clone());
     let stack = layer.layer(h.full_stack(&refresh));
+    layer.start();
     Setup {
         h,
         stack,

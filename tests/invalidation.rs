@@ -144,6 +144,7 @@ async fn a_delete_lost_in_a_failover_does_not_bring_the_old_value_back() {
                 .with_topology(h.topology.clone()),
         )
         .service(h.leaf.clone());
+    log.start();
     let _prober = HealthProber::new(&h.leaf, h.topology.clone()).spawn();
     let victim = h.cluster.primary_of_slot(0).unwrap();
     let replica = h.cluster.replicas_of(victim).unwrap()[0];

@@ -240,6 +240,7 @@ async fn a_write_from_another_client_evicts_the_near_cache_entry() {
         .with_invalidations(&bus);
     let refresh = h.refresh_layer(RefreshConfig::default());
     let stack = fallback.layer(h.full_stack(&refresh));
+    fallback.start();
     let key = "near:{7}";
     stack
         .clone()

@@ -166,13 +166,16 @@ impl<L: Leaf> LeafHarness<L> {
         req.to_node(r, Role::Replica)
     }
 
-    /// A refresh layer over this topology and source.
+    /// A refresh layer over this topology and source, its refresher
+    /// started on the topology's controller.
     pub fn refresh_layer(&self) -> SlotRefreshLayer {
-        SlotRefreshLayer::with_config(
+        let layer = SlotRefreshLayer::with_config(
             self.topology.clone(),
             self.source.clone(),
             RefreshConfig::default(),
-        )
+        );
+        layer.start();
+        layer
     }
 
     /// slot_refresh → redirect → leaf.

@@ -120,10 +120,14 @@ where
 pub type RoutingStack = SlotRefresh<Redirect<NodeService>>;
 
 impl Harness {
-    /// A refresh layer over this harness's topology and source; the map is
-    /// already loaded by [`Harness::start`].
+    /// A refresh layer over this harness's topology and source, its
+    /// refresher started on the topology's controller; the map is already
+    /// loaded by [`Harness::start`].
     pub fn refresh_layer(&self, config: RefreshConfig) -> SlotRefreshLayer {
-        SlotRefreshLayer::with_config(self.topology.clone(), self.source.clone(), config)
+        let layer =
+            SlotRefreshLayer::with_config(self.topology.clone(), self.source.clone(), config);
+        layer.start();
+        layer
     }
 
     /// slot_refresh → redirect → leaf, sharing this harness's topology.

@@ -26,11 +26,13 @@
 //!    observations sent to one controller, and adds the method here.
 //! 5. **Shutdown**: [`LeafControl::shutdown`] stops every task the leaf
 //!    runs and waits for them; later calls fail fast and nothing is dialled.
+//!    A leaf runs no task of its own besides its connections: its lifecycle
+//!    task runs on the topology's [`ClusterController`](crate::ClusterController)
+//!    ([`Leaf::with_topology`]), whose shutdown also shuts the leaf.
 
 use std::fmt;
 
 use futures_util::future::BoxFuture;
-use tokio::task::JoinHandle;
 
 use crate::{
     BoxError, CacheError, CacheRequest, CacheResponse, NodeAddr, Topology, TopologySource,
@@ -44,11 +46,6 @@ pub trait LeafControl: fmt::Debug + Send + Sync + 'static {
     /// within the leaf's administrative deadline. `Err` when the node could
     /// not be asked or refused.
     fn replication_info(&self, addr: &NodeAddr) -> BoxFuture<'static, Result<String, CacheError>>;
-
-    /// Run `task` among the leaf's own tasks, so that
-    /// [`shutdown`](Self::shutdown) stops and waits for it too. `None` after
-    /// shutdown (the task is dropped unstarted).
-    fn spawn_task(&self, task: BoxFuture<'static, ()>) -> Option<JoinHandle<()>>;
 
     /// Stop every task of the leaf, release every connection, and return
     /// when all of them have ended. Later calls fail fast with
@@ -74,9 +71,12 @@ pub trait Leaf:
     /// Its topology source.
     type Source: TopologySource + Clone + fmt::Debug;
 
-    /// Record call outcomes in `topology`'s health cells, and start the
+    /// Record call outcomes in `topology`'s health cells, and hand the
     /// leaf's own background work that follows the map (closing the
-    /// connections of nodes that left). Call once, inside a tokio runtime.
+    /// connections of nodes that left) to the topology's
+    /// [`ClusterController`](crate::ClusterController), together with the
+    /// leaf's shutdown: the controller's shutdown stops the lifecycle task
+    /// and shuts the pool. Call once, inside a tokio runtime.
     fn with_topology(self, topology: Topology) -> Self;
 
     /// A topology source that asks `seeds` first, over this leaf's

@@ -1,11 +1,16 @@
 //! Core types of [slotguard]: the request and response every layer speaks,
 //! errors and their classification, key → slot hashing, and the shared
-//! cluster [`Topology`].
+//! cluster [`Topology`], and the [`ClusterController`] that owns it and
+//! every background task of a stack.
+//!
+//! Who owns what, who reports what, the request path and the task tree:
+//! `docs/architecture.md` in the repository.
 //!
 //! [slotguard]: https://docs.rs/slotguard
 #![forbid(unsafe_code)]
 
 mod addr;
+pub mod controller;
 mod error;
 pub mod invalidation;
 pub mod leaf;
@@ -17,6 +22,7 @@ pub mod slot;
 pub mod topology;
 
 pub use addr::NodeAddr;
+pub use controller::ClusterController;
 pub use error::{
     as_cache_error, classify, classify_dyn, parse_error_reply, Blame, BoxError, BreakerScope,
     CacheError, Failure,

@@ -2,7 +2,6 @@
 
 use futures_util::future::BoxFuture;
 use slotguard_core::{CacheError, Leaf, LeafControl, NodeAddr, Topology};
-use tokio::task::JoinHandle;
 
 use crate::convert::to_frame;
 use crate::service::FredLeaf;
@@ -20,10 +19,6 @@ impl LeafControl for FredLeaf {
                 CacheError::Protocol(format!("unexpected reply to INFO: {}", frame.kind()))
             })
         })
-    }
-
-    fn spawn_task(&self, task: BoxFuture<'static, ()>) -> Option<JoinHandle<()>> {
-        self.pool.spawn(task)
     }
 
     fn shutdown(&self) -> BoxFuture<'static, ()> {

@@ -67,26 +67,35 @@ impl Finish {
         let Some(topology) = &self.topology else {
             return;
         };
-        let health = topology.health(&self.addr);
-        match out {
-            Ok(_) => health.record_success(self.started.elapsed()),
-            Err(e) if e.failure().is_node_fault() => {
-                health.record_failure();
-                if matches!(
-                    e.failure(),
-                    Failure::Connection
-                        | Failure::Indeterminate
-                        | Failure::Protocol
-                        | Failure::ClusterDown
-                ) {
-                    health.fence_writes();
-                    topology.request_refresh();
-                }
+        topology.with_health(&self.addr, |health| record_in(self, topology, health, out));
+    }
+}
+
+/// One call's outcome, in the health cell of its node.
+fn record_in(
+    finish: &Finish,
+    topology: &Topology,
+    health: &slotguard_core::NodeHealth,
+    out: &Result<CacheResponse, CacheError>,
+) {
+    match out {
+        Ok(_) => health.record_success(finish.started.elapsed()),
+        Err(e) if e.failure().is_node_fault() => {
+            health.record_failure();
+            if matches!(
+                e.failure(),
+                Failure::Connection
+                    | Failure::Indeterminate
+                    | Failure::Protocol
+                    | Failure::ClusterDown
+            ) {
+                health.fence_writes();
+                topology.request_refresh();
             }
-            Err(e) if e.failure().is_cluster_wide() => {}
-            Err(CacheError::Auth { .. } | CacheError::Tls { .. }) => {}
-            Err(_) => health.record_success(self.started.elapsed()),
         }
+        Err(e) if e.failure().is_cluster_wide() => {}
+        Err(CacheError::Auth { .. } | CacheError::Tls { .. }) => {}
+        Err(_) => health.record_success(finish.started.elapsed()),
     }
 }
 

@@ -15,7 +15,7 @@ use crate::pool::Pool;
 /// How long a node may be missing from the map before its clients close.
 pub const NODE_GRACE: Duration = Duration::from_secs(30);
 
-/// Runs until the pool is dropped or the leaf shut down.
+/// Runs until the pool is dropped or the controller shuts down.
 pub(crate) async fn run(pool: Weak<Pool>, topology: Topology) {
     let mut departed: HashMap<NodeAddr, Instant> = HashMap::new();
     loop {

@@ -202,8 +202,6 @@ pub(crate) struct Pool {
     shut_down: AtomicBool,
     lifecycle: AtomicBool,
     epoch: Instant,
-    /// Stops the leaf's own tasks (lifecycle, probers) at shutdown.
-    cancel: CancellationToken,
 }
 
 impl fmt::Debug for Pool {
@@ -225,7 +223,6 @@ impl Pool {
             shut_down: AtomicBool::new(false),
             lifecycle: AtomicBool::new(false),
             epoch: Instant::now(),
-            cancel: CancellationToken::new(),
         }
     }
 
@@ -240,23 +237,6 @@ impl Pool {
     /// Claim the one lifecycle task.
     pub(crate) fn claim_lifecycle(&self) -> bool {
         !self.lifecycle.swap(true, Ordering::AcqRel)
-    }
-
-    /// Run `task` on the leaf's tracker, unless shut down.
-    pub(crate) fn spawn<F>(&self, task: F) -> Option<tokio::task::JoinHandle<()>>
-    where
-        F: std::future::Future<Output = ()> + Send + 'static,
-    {
-        if self.is_shut_down() {
-            return None;
-        }
-        let cancel = self.cancel.clone();
-        Some(self.tasks.spawn(async move {
-            tokio::select! {
-                _ = cancel.cancelled() => {}
-                _ = task => {}
-            }
-        }))
     }
 
     pub(crate) fn running_tasks(&self) -> usize {
@@ -471,7 +451,6 @@ impl Pool {
             self.shut_down.store(true, Ordering::Release);
             self.clients.swap(Arc::new(HashMap::new()))
         };
-        self.cancel.cancel();
         for c in all.values() {
             self.close(c);
         }
@@ -484,7 +463,6 @@ impl Drop for Pool {
     /// The last handle of the leaf is gone without `shutdown`: stop the
     /// clients' reconnect loops and tasks anyway (without waiting for them).
     fn drop(&mut self) {
-        self.cancel.cancel();
         for c in self.clients.load().values() {
             c.cancel.cancel();
             let client = c.client.clone();

@@ -63,14 +63,20 @@ impl FredLeaf {
     }
 
     /// Record each call's outcome in `topology`'s health cells, and (inside
-    /// a tokio runtime) start the lifecycle task that closes the clients of
-    /// nodes gone from the map for 30 s.
+    /// a tokio runtime) hand the lifecycle task that closes the clients of
+    /// nodes gone from the map for 30 s to the topology's
+    /// [`ClusterController`](slotguard_core::ClusterController), whose
+    /// shutdown stops it and shuts this leaf.
     pub fn with_topology(mut self, topology: Topology) -> Self {
         if tokio::runtime::Handle::try_current().is_ok() && self.pool.claim_lifecycle() {
+            let controller = topology.controller();
             let weak = Arc::downgrade(&self.pool);
-            let _ = self
-                .pool
-                .spawn(crate::lifecycle::run(weak, topology.clone()));
+            let _ = controller.spawn(crate::lifecycle::run(weak.clone(), topology.clone()));
+            controller.on_shutdown(async move {
+                if let Some(pool) = weak.upgrade() {
+                    pool.shutdown().await;
+                }
+            });
         }
         self.topology = Some(topology);
         self

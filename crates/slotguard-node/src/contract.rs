@@ -2,7 +2,6 @@
 
 use futures_util::future::BoxFuture;
 use slotguard_core::{CacheError, Leaf, LeafControl, NodeAddr, Topology};
-use tokio::task::JoinHandle;
 
 use crate::pool::Mode;
 use crate::resp::Frame;
@@ -26,10 +25,6 @@ impl LeafControl for NodeService {
                 }),
             }
         })
-    }
-
-    fn spawn_task(&self, task: BoxFuture<'static, ()>) -> Option<JoinHandle<()>> {
-        self.pool().spawn(task)
     }
 
     fn shutdown(&self) -> BoxFuture<'static, ()> {

@@ -82,11 +82,13 @@ impl<L> fmt::Debug for HealthProber<L> {
 
 /// Stops the prober when dropped.
 #[derive(Debug)]
-pub struct ProberHandle(JoinHandle<()>);
+pub struct ProberHandle(Option<JoinHandle<Option<()>>>);
 
 impl Drop for ProberHandle {
     fn drop(&mut self) {
-        self.0.abort();
+        if let Some(task) = &self.0 {
+            task.abort();
+        }
     }
 }
 
@@ -118,9 +120,9 @@ impl<L: LeafControl + Clone> HealthProber<L> {
     }
 
     async fn probe(&self, addr: NodeAddr) {
-        let health = self.topology.health(&addr);
         let started = tokio::time::Instant::now();
-        match self.leaf.replication_info(&addr).await {
+        let answer = self.leaf.replication_info(&addr).await;
+        self.topology.with_health(&addr, |health| match answer {
             Err(_) => health.record_failure(),
             Ok(text) => {
                 health.record_success(started.elapsed());
@@ -128,24 +130,25 @@ impl<L: LeafControl + Clone> HealthProber<L> {
                     health.set_replication(info.link_up, info.since_last_io);
                 }
             }
+        });
+    }
+
+    /// The prober's worker: probe, wait `interval`, forever. For the owner
+    /// to run on its [`ClusterController`](slotguard_core::ClusterController)
+    /// (the way tower's `Buffer::pair` hands out its worker).
+    pub async fn run(self) {
+        loop {
+            self.probe_once().await;
+            tokio::time::sleep(self.interval).await;
         }
     }
 
-    /// Run the prober in the background until the handle is dropped or
-    /// the leaf is shut down ([`NodeService::shutdown`] waits for it).
+    /// Run the prober on the topology's controller until the handle is
+    /// dropped or the controller shuts down (after shutdown, or outside a
+    /// runtime, it does not start).
     pub fn spawn(self) -> ProberHandle {
-        let leaf = self.leaf.clone();
-        let task = async move {
-            loop {
-                self.probe_once().await;
-                tokio::time::sleep(self.interval).await;
-            }
-        };
-        // After shutdown: a task that ends at once.
-        ProberHandle(
-            leaf.spawn_task(Box::pin(task))
-                .unwrap_or_else(|| tokio::spawn(async {})),
-        )
+        let controller = self.topology.controller();
+        ProberHandle(controller.spawn(self.run()))
     }
 }
 

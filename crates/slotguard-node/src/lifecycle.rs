@@ -21,8 +21,8 @@ fn tick(grace: Duration) -> Duration {
     (grace / 4).clamp(Duration::from_millis(10), Duration::from_secs(1))
 }
 
-/// Runs until the pool is dropped (or the leaf shut down: the pool's
-/// spawner cancels it).
+/// Runs until the pool is dropped or the controller shuts down (it runs
+/// on the topology's controller, which cancels it).
 pub(crate) async fn run(pool: Weak<NodePool>, topology: Topology, grace: Duration) {
     let every = tick(grace);
     loop {

@@ -18,7 +18,6 @@ use tokio::time::Instant;
 use crate::config::NodeConfig;
 use crate::conn::{Conn, ConnConfig, Refused};
 use crate::resp::Limits;
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 /// Which kind of connection to a node.
@@ -169,10 +168,9 @@ pub(crate) struct NodePool {
     // Lock-free reads on the hot path; the mutex only serialises creation.
     slots: ArcSwap<HashMap<(NodeAddr, Mode), Arc<NodeSlot>>>,
     create: Mutex<()>,
-    /// Every task the leaf owns: connections, the lifecycle task, probers.
+    /// The connection tasks (the lifecycle task runs on the topology's
+    /// controller, which shuts this pool down with its own shutdown).
     tasks: TaskTracker,
-    /// Cancelled by shutdown: the lifecycle task and probers stop.
-    stop: CancellationToken,
     shut_down: Arc<AtomicBool>,
     lifecycle_started: AtomicBool,
 }
@@ -192,28 +190,9 @@ impl NodePool {
             slots: ArcSwap::from_pointee(HashMap::new()),
             create: Mutex::new(()),
             tasks: TaskTracker::new(),
-            stop: CancellationToken::new(),
             shut_down: Arc::new(AtomicBool::new(false)),
             lifecycle_started: AtomicBool::new(false),
         }
-    }
-
-    /// Run `task` as one of the leaf's own (shutdown stops and awaits it)
-    /// until shutdown; `None` once the leaf was shut down.
-    pub(crate) fn spawn<F>(&self, task: F) -> Option<tokio::task::JoinHandle<()>>
-    where
-        F: std::future::Future<Output = ()> + Send + 'static,
-    {
-        if self.shut_down.load(Ordering::Acquire) {
-            return None;
-        }
-        let stop = self.stop.clone();
-        Some(self.tasks.spawn(async move {
-            tokio::select! {
-                _ = stop.cancelled() => {}
-                _ = task => {}
-            }
-        }))
     }
 
     /// Whether the lifecycle task is to be started now (only once).
@@ -221,17 +200,15 @@ impl NodePool {
         !self.lifecycle_started.swap(true, Ordering::AcqRel)
     }
 
-    /// Tasks still running (connections, lifecycle, probers).
+    /// Connection tasks still running.
     pub(crate) fn running_tasks(&self) -> usize {
         self.tasks.len()
     }
 
-    /// Stop everything and wait: the lifecycle task and probers stop, every
-    /// connection is released (its task ends once the replies it waits for
+    /// Stop everything and wait: every connection is released (its task ends once the replies it waits for
     /// are in, or its stall timeout fires), and nothing is dialled again.
     pub(crate) async fn shutdown(&self) {
         self.shut_down.store(true, Ordering::Release);
-        self.stop.cancel();
         {
             let _guard = self.create.lock().unwrap_or_else(|p| p.into_inner());
             let slots = self.slots.swap(Arc::new(HashMap::new()));

@@ -84,23 +84,30 @@ impl NodeService {
     /// Record each call's outcome (latency EWMA, consecutive failures) in
     /// the health cells of `topology`, where failover and breakers read it.
     ///
-    /// Inside a tokio runtime this also starts the leaf's lifecycle task:
+    /// Inside a tokio runtime this also hands the leaf's lifecycle task to
+    /// the topology's [`ClusterController`](slotguard_core::ClusterController):
     /// connections of nodes that left the map are closed after
-    /// [`NodeConfig::node_grace`]. [`NodeService::shutdown`] stops it.
+    /// [`NodeConfig::node_grace`]. The controller's shutdown stops it and
+    /// shuts this leaf ([`NodeService::shutdown`]).
     pub fn with_topology(mut self, topology: Topology) -> Self {
         if tokio::runtime::Handle::try_current().is_ok() && self.pool.claim_lifecycle() {
             let grace = self.pool.config().node_grace;
+            let controller = topology.controller();
             let weak = Arc::downgrade(&self.pool);
-            let _ = self
-                .pool
-                .spawn(crate::lifecycle::run(weak, topology.clone(), grace));
+            let _ = controller.spawn(crate::lifecycle::run(weak.clone(), topology.clone(), grace));
+            // The pool is held weakly: a leaf dropped without shutdown still
+            // goes away, and the controller only shuts a live one.
+            controller.on_shutdown(async move {
+                if let Some(pool) = weak.upgrade() {
+                    pool.shutdown().await;
+                }
+            });
         }
         self.topology = Some(topology);
         self
     }
 
-    /// Stop the lifecycle task and every prober spawned on this leaf,
-    /// release every connection, and wait until all of their tasks have
+    /// Release every connection, and wait until all of their tasks have
     /// ended: a connection still waiting for replies ends when they are in
     /// (or at its stall timeout), so this returns within about
     /// `2 × command_timeout` plus `connect_timeout`. Later calls fail at once
@@ -110,7 +117,7 @@ impl NodeService {
         self.pool.shutdown().await;
     }
 
-    /// Tasks this leaf still runs (connections, lifecycle, probers): 0 after
+    /// Tasks this leaf still runs (its connections): 0 after
     /// [`NodeService::shutdown`] returned.
     pub fn running_tasks(&self) -> usize {
         self.pool.running_tasks()
@@ -291,7 +298,15 @@ impl CallInfo {
         let Some(topology) = &self.topology else {
             return;
         };
-        let health = topology.health(&self.addr);
+        topology.with_health(&self.addr, |health| self.record_in(topology, health, out));
+    }
+
+    fn record_in(
+        &self,
+        topology: &Topology,
+        health: &slotguard_core::NodeHealth,
+        out: &Result<CacheResponse, CacheError>,
+    ) {
         match out {
             Ok(_) => health.record_success(self.started.elapsed()),
             Err(e) if e.failure().is_node_fault() => {

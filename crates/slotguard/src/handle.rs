@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use slotguard_core::{
-    as_cache_error, BoxError, BreakerScope, CacheError, CacheRequest, CacheResponse, Leaf,
-    LeafControl, NodeAddr, SecondaryRequest, Topology, SLOT_COUNT,
+    as_cache_error, BoxError, BreakerScope, CacheError, CacheRequest, CacheResponse,
+    ClusterController, Leaf, LeafControl, NodeAddr, SecondaryRequest, Topology, SLOT_COUNT,
 };
 use slotguard_layers::circuit_breaker::BreakerState;
 use slotguard_layers::circuit_breaker::{BreakerConfig, CircuitBreakerLayer};
@@ -18,7 +18,7 @@ use slotguard_layers::replica_failover::{FailoverPolicy, HedgeStats, ReplicaFail
 use slotguard_layers::slot_refresh::{RefreshConfig, SlotRefreshLayer};
 use slotguard_layers::telemetry::{TelemetryBuilder, TelemetryLayer, TelemetryStats};
 use slotguard_layers::ServiceBuilderExt;
-use slotguard_node::{HealthProber, NodeConfig, NodeService, ProberHandle};
+use slotguard_node::{HealthProber, NodeConfig, NodeService};
 use tower::util::BoxCloneSyncService;
 use tower::{ServiceBuilder, ServiceExt};
 
@@ -64,7 +64,7 @@ pub struct SlotGuard {
     breakers: CircuitBreakerLayer,
     telemetry: TelemetryLayer,
     request_timeout: Duration,
-    _prober: Arc<ProberHandle>,
+    controller: ClusterController,
 }
 
 /// A plain snapshot of the stack's state and counts, for applications
@@ -276,7 +276,9 @@ impl SlotGuardBuilder {
         leaf: L,
         bus: slotguard_core::invalidation::InvalidationBus,
     ) -> Result<SlotGuard, CacheError> {
-        let topology = Topology::new();
+        // The one owner of the cluster state and of every task below.
+        let controller = ClusterController::new();
+        let topology = controller.topology().clone();
         // The fallback layer subscribes to the bus before any connection
         // exists: it must see every connection's `Tracking` event, or it
         // never trusts that connection's reads (client-side caching).
@@ -296,7 +298,7 @@ impl SlotGuardBuilder {
             Err(e) => {
                 // Nothing may outlive a failed connect: the leaf's lifecycle
                 // task and any connection the seeds were asked on.
-                LeafControl::shutdown(&leaf).await;
+                controller.shutdown().await;
                 return Err(into_cache_error(e));
             }
         };
@@ -307,19 +309,24 @@ impl SlotGuardBuilder {
             .telemetry
             .topology(topology.clone())
             .breakers(&breakers);
-        let prober = HealthProber::new(&leaf, topology.clone()).spawn();
+        let _ = controller.spawn(HealthProber::new(&leaf, topology.clone()).run());
         // The delete log sits right above routing: it replays deletes a
         // promotion lost and turns answers it cannot trust into misses,
         // which the fallback above then loads from the store.
         let failover = ReplicaFailoverLayer::with_policy(topology.clone(), self.failover);
+        let log = InvalidationLogLayer::new(topology.clone());
         let cluster = ServiceBuilder::new()
-            .invalidation_log(InvalidationLogLayer::new(topology.clone()))
+            .invalidation_log(log.clone())
             .slot_refresh(refresh.clone())
             .redirect(topology.clone())
             .layer(failover.clone())
             .layer(breakers.clone())
             .service(leaf.clone());
+        // Started once the stack is built: the replayer sends through the
+        // service below the log, the watch follows the bus and the map.
+        log.start();
         if let Some(layer) = &fallback {
+            layer.start();
             telemetry = telemetry.fallback(layer);
         }
         let telemetry = telemetry.build();
@@ -352,7 +359,7 @@ impl SlotGuardBuilder {
             telemetry,
             request_timeout: self.request_timeout,
             failover,
-            _prober: Arc::new(prober),
+            controller,
         })
     }
 }
@@ -486,15 +493,21 @@ impl SlotGuard {
         }
     }
 
+    /// The owner of the stack's cluster state and tasks.
+    pub fn controller(&self) -> &ClusterController {
+        &self.controller
+    }
+
     /// Stop every task the stack runs — the slot map refresher, the health
-    /// prober, the node connections — and wait until they have ended.
-    /// Calls after it fail fast with a typed error (or are answered by the
-    /// store, when there is one); nothing is dialled again. Every clone of
-    /// this handle shares the shutdown.
+    /// prober, the leaf's lifecycle and connections, the invalidation
+    /// replayer, the near-cache watch, store loads and write-backs — and
+    /// wait until they have ended: one cancellation of the
+    /// [`ClusterController`], one wait. Calls after it fail fast with a
+    /// typed error (or are answered by the store, when there is one);
+    /// nothing is dialled again. Every clone of this handle shares the
+    /// shutdown.
     pub async fn shutdown(&self) {
-        // The refresher first, so it does not dial the nodes the leaf closes.
-        self.refresh.shutdown().await;
-        self.leaf.shutdown().await;
+        self.controller.shutdown().await;
     }
 
     /// Refresh the slot map now and wait for it.

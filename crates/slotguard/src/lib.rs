@@ -12,6 +12,10 @@
 //! | [`node`] | [`NodeService`] (its own batched, bounded connection per node), [`NodeTopologySource`] |
 //! | `fred` (feature `fred`) | `FredLeaf`: a fred-backed leaf meeting the same [`Leaf`] contract |
 //!
+//! Who owns what (the [`ClusterController`](core::ClusterController)), who
+//! reports what, the request path and the task tree: `docs/architecture.md`
+//! in the repository.
+//!
 //! # One handle
 //!
 //! [`SlotGuard`] builds the recommended stack with every default, loads the

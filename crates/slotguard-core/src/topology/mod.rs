@@ -20,6 +20,7 @@ use arc_swap::{ArcSwap, ArcSwapOption, Guard};
 use futures_util::future::BoxFuture;
 
 use crate::addr::NodeAddr;
+use crate::controller::Tasks;
 use crate::error::BoxError;
 use crate::observe::{Observation, Observer};
 use crate::request::Role;
@@ -66,6 +67,9 @@ struct Inner {
     // Who listens to the stack's own events (see `set_observer`); one
     // atomic load when nobody does.
     observer: ArcSwapOption<Box<dyn Observer>>,
+    // The owner's tasks (see `controller`): whoever holds the topology can
+    // hand a task to its controller, none can run one of its own.
+    tasks: Tasks,
 }
 
 impl Default for Inner {
@@ -79,6 +83,7 @@ impl Default for Inner {
             refresh_requests: AtomicU64::new(0),
             changed: tokio::sync::watch::Sender::new(0),
             observer: ArcSwapOption::empty(),
+            tasks: Tasks::default(),
         }
     }
 }
@@ -135,21 +140,25 @@ impl Topology {
         MapRef(self.inner.map.load())
     }
 
+    /// The owner's task tracker and token.
+    pub(crate) fn tasks(&self) -> &Tasks {
+        &self.inner.tasks
+    }
+
     /// Whether a map was ever installed.
     pub fn is_loaded(&self) -> bool {
         self.inner.map.load().generation > 0
     }
 
-    /// The health cell of `addr` (created on first use; it outlives maps).
-    ///
-    /// Lock-free once the cell exists; only the first call for an address
-    /// takes a lock. [`with_health`](Self::with_health) avoids even the
-    /// reference-count update.
+    /// The health cell of `addr` (it outlives maps), for reading: lock-free,
+    /// and pure — a node with no cell yet gets a fresh one that is not
+    /// registered (all defaults), so a read never inserts. Recording an
+    /// outcome goes through [`with_health`](Self::with_health).
     pub fn health(&self, addr: &NodeAddr) -> Arc<NodeHealth> {
-        if let Some(cell) = self.inner.health.load().get(addr) {
-            return cell.clone();
+        match self.inner.health.load().get(addr) {
+            Some(cell) => cell.clone(),
+            None => Arc::new(NodeHealth::default()),
         }
-        self.insert_health(addr)
     }
 
     /// Run `f` on the health cell of `addr` (created on first use), without
@@ -171,7 +180,7 @@ impl Topology {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn insert_health(&self, addr: &NodeAddr) -> Arc<NodeHealth> {
+    pub(crate) fn insert_health(&self, addr: &NodeAddr) -> Arc<NodeHealth> {
         let _writer = self.write_lock();
         let current = self.inner.health.load_full();
         if let Some(cell) = current.get(addr) {
@@ -489,7 +498,7 @@ mod tests {
         // created on first use, then the same cell for everyone
         t.with_health(&outsider, |h| h.record_failure());
         assert_eq!(t.health(&outsider).consecutive_failures(), 1);
-        t.health(&a).record_failure();
+        t.with_health(&a, |h| h.record_failure());
         t.install(&view());
         // the map's cell is the registry's cell
         let m = t.load();
@@ -504,7 +513,7 @@ mod tests {
         let t = Topology::new();
         let a = NodeAddr::new("127.0.0.1", 1);
         let cells: Vec<Arc<NodeHealth>> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..8).map(|_| s.spawn(|| t.health(&a))).collect();
+            let handles: Vec<_> = (0..8).map(|_| s.spawn(|| t.insert_health(&a))).collect();
             handles.into_iter().map(|h| h.join().unwrap()).collect()
         });
         assert!(cells.iter().all(|c| Arc::ptr_eq(c, &cells[0])));

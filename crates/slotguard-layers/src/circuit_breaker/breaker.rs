@@ -215,7 +215,7 @@ impl Breaker {
         let inner = self.lock();
         let until = (inner.state == BreakerState::Open)
             .then(|| inner.opened_at + self.common.config.open_duration);
-        topology.health(addr).set_breaker_open_until(until);
+        topology.with_health(addr, |h| h.set_breaker_open_until(until));
     }
 
     /// Open → half-open once the cool-down is over. Checked lazily (on calls

@@ -3,8 +3,8 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use slotguard_core::invalidation::InvalidationBus;
-use slotguard_core::Topology;
 use slotguard_core::{BoxError, SecondaryRequest};
+use slotguard_core::{ClusterController, Topology};
 use tokio::time::Instant;
 use tower::{Layer, Service};
 
@@ -73,12 +73,18 @@ impl<St> FallbackLayer<St> {
         bus: Option<InvalidationBus>,
         topology: Option<Topology>,
     ) -> Self {
+        // The topology's owner runs the layer's tasks; without a topology,
+        // a controller of the layer's own.
+        let controller = topology
+            .as_ref()
+            .map_or_else(ClusterController::new, Topology::controller);
         let state = State::new(
             &config,
             bus.as_ref().map(InvalidationBus::subscribe),
             topology.clone(),
+            controller.clone(),
         );
-        let store = Arc::new(StoreGuard::new(loader.clone(), &config));
+        let store = Arc::new(StoreGuard::new(loader.clone(), &config, controller));
         FallbackLayer {
             config: Arc::new(config),
             bus,
@@ -117,6 +123,24 @@ impl<St> FallbackLayer<St> {
         self.rebuild(config)
     }
 
+    /// Start the task that applies invalidations (from the
+    /// [bus](Self::with_invalidations)) and slot moves (from the
+    /// [topology](Self::with_topology)) to the near-cache, once, on the
+    /// topology's [`ClusterController`] (the layer's own without a
+    /// topology): call it after the `with_*` settings, inside a tokio
+    /// runtime. Nothing starts from a request or from `layer()`; without a
+    /// near-cache, or with neither a bus nor a topology, there is nothing
+    /// to start.
+    pub fn start(&self) {
+        self.state.start_watch();
+    }
+
+    /// The controller that runs this layer's tasks (the watch, store loads,
+    /// write-backs): the topology's, or the layer's own without one.
+    pub fn controller(&self) -> &ClusterController {
+        &self.state.controller
+    }
+
     /// The settings.
     pub fn config(&self) -> &FallbackConfig {
         &self.config
@@ -149,8 +173,6 @@ impl<S: Clone, St> Layer<S> for FallbackLayer<St> {
     type Service = Fallback<S, St>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        // Inside a runtime the watch task starts now; else at the first call.
-        self.state.ensure_watch();
         Fallback {
             core: Arc::new(Core {
                 state: self.state.clone(),

@@ -81,8 +81,11 @@
 //! [`Received::Lost`](slotguard_core::invalidation::Received::Lost) flushes
 //! everything. With [`FallbackLayer::with_topology`], a slot's entries are
 //! flushed when the slot changes owner, and an entry read from a slot's
-//! previous owner is never served. The task applying these ends when the
-//! layer and every service made from it are dropped.
+//! previous owner is never served. The task applying these is started by
+//! [`FallbackLayer::start`] on the topology's controller (never from a
+//! request) and ends when the layer and every service made from it are
+//! dropped, or the controller shuts down; store loads and write-backs run
+//! on the same controller.
 //!
 //! Cache-aside races within one process are closed: a write-back is skipped
 //! when its key was invalidated after the read that loaded the value began,
@@ -223,7 +226,6 @@ where
 
     fn call(&mut self, mut req: CacheRequest) -> Self::Future {
         let state = &self.core.state;
-        state.ensure_watch();
         if !req.op.is_read() {
             // Before the write is sent: a read racing it cannot keep or
             // serve the old value (see the module docs for failed writes).
@@ -500,10 +502,12 @@ where
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clone();
         let req = CacheRequest::set(self.key.clone(), value, Some(wb.ttl)).with_timeout(wb.timeout);
-        let (state, key) = (state.clone(), self.key.clone());
-        tokio::spawn(async move {
+        let (owner, key) = (state.clone(), self.key.clone());
+        // On the controller: its shutdown ends a write-back in flight too.
+        // After it, the write-back is dropped unstarted (its guards with it).
+        let _ = state.controller.spawn(async move {
             let _ = tokio::time::timeout(wb.timeout, svc.oneshot(req)).await;
-            state.end_write_back(&key, done);
+            owner.end_write_back(&key, done);
             drop(permit);
         });
     }

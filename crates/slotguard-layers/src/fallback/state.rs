@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use slotguard_core::invalidation::{Invalidation, InvalidationReceiver, Received};
-use slotguard_core::{Consistency, NodeAddr, SlotMap, Topology, SLOT_COUNT};
+use slotguard_core::{ClusterController, Consistency, NodeAddr, SlotMap, Topology, SLOT_COUNT};
 use tokio::sync::{oneshot, watch, Semaphore};
 
 use super::clock::Clock;
@@ -25,6 +25,9 @@ pub(crate) struct State {
     pub(crate) marks: Marks,
     pub(crate) flights: Arc<Flights>,
     pub(crate) topology: Option<Topology>,
+    // Runs the watch, the store loads and the write-backs: the topology's
+    // controller, or the layer's own without a topology.
+    pub(crate) controller: ClusterController,
     pub(crate) write_backs: Arc<Semaphore>,
     // Bumped by every invalidation; a read records it when it starts, so a
     // fill can tell whether an invalidation happened meanwhile.
@@ -63,6 +66,7 @@ impl State {
         config: &FallbackConfig,
         bus: Option<InvalidationReceiver>,
         topology: Option<Topology>,
+        controller: ClusterController,
     ) -> Arc<State> {
         let clock = Clock::new();
         let near = config.near_cache.clone().map(NearCache::new);
@@ -79,6 +83,7 @@ impl State {
             marks: Marks::new(clock, config.invalidation_ttl, config.max_invalidations),
             flights: Arc::new(Flights::default()),
             topology,
+            controller,
             write_backs: Arc::new(Semaphore::new(
                 config.write_back.as_ref().map_or(0, |w| w.max_in_flight),
             )),
@@ -103,14 +108,12 @@ impl State {
         self.epoch.fetch_add(1, Ordering::SeqCst) + 1
     }
 
-    /// Start the watch task once, from inside a runtime.
-    pub(crate) fn ensure_watch(self: &Arc<Self>) {
-        if self.started.load(Ordering::Relaxed) {
+    /// Start the watch task once, on the controller (from inside a
+    /// runtime; the controller's shutdown stops it).
+    pub(crate) fn start_watch(self: &Arc<Self>) {
+        if self.started.load(Ordering::Relaxed) || tokio::runtime::Handle::try_current().is_err() {
             return;
         }
-        let Ok(handle) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
         let taken = self
             .watch
             .lock()
@@ -121,7 +124,8 @@ impl State {
             // The map to compare the next one with is taken now, not when
             // the task first runs: a change in between is not missed.
             let map = self.topology.as_ref().map(Topology::load);
-            handle.spawn(watch(Arc::downgrade(self), w, self.topology.clone(), map));
+            let task = watch(Arc::downgrade(self), w, self.topology.clone(), map);
+            let _ = self.controller.spawn(task);
         }
     }
 

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures_util::future::{BoxFuture, FutureExt, Shared};
-use slotguard_core::{BoxError, CacheError, LoadCause, SecondaryRequest};
+use slotguard_core::{BoxError, CacheError, ClusterController, LoadCause, SecondaryRequest};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tower::{Service, ServiceExt};
@@ -207,6 +207,8 @@ pub(crate) struct StoreGuard {
     // How long a miss's answer stays shared after its load: the write-back's
     // deadline (zero without write-back).
     linger: std::time::Duration,
+    // Runs the loads (and their linger): its shutdown ends them.
+    controller: ClusterController,
 }
 
 impl fmt::Debug for StoreGuard {
@@ -220,7 +222,11 @@ impl fmt::Debug for StoreGuard {
 }
 
 impl StoreGuard {
-    pub(crate) fn new(loader: Loader, config: &FallbackConfig) -> Self {
+    pub(crate) fn new(
+        loader: Loader,
+        config: &FallbackConfig,
+        controller: ClusterController,
+    ) -> Self {
         StoreGuard {
             loader,
             breaker: StoreBreaker::new(config.store_breaker.clone()),
@@ -231,6 +237,7 @@ impl StoreGuard {
                 .write_back
                 .as_ref()
                 .map_or(std::time::Duration::ZERO, |w| w.timeout),
+            controller,
         }
     }
 
@@ -266,25 +273,45 @@ impl StoreGuard {
                                 // had time to land, rather than load again.
                                 // An invalidation detaches it at once.
                                 let linger = guard.linger;
-                                tokio::spawn(async move {
-                                    tokio::time::sleep(linger).await;
+                                let ended = {
+                                    let (flights, key) = (flights.clone(), key.clone());
+                                    async move {
+                                        tokio::time::sleep(linger).await;
+                                        flights.finish(&key, id);
+                                    }
+                                };
+                                if guard.controller.spawn(ended).is_none() {
+                                    // Shut down: nobody waits for a write-back.
                                     flights.finish(&key, id);
-                                });
+                                }
                             } else {
                                 flights.finish(&key, id);
                             }
                             out
                         }
                     };
-                    // Spawned: the load's outcome does not depend on which
-                    // caller stays, and it always ends (its own deadline).
-                    let task = tokio::spawn(run);
-                    let flight = async move {
-                        task.await
-                            .unwrap_or_else(|e| Err(secondary(SecondaryError::Store(Arc::new(e)))))
-                    }
-                    .boxed()
-                    .shared();
+                    // Spawned on the controller: the load's outcome does not
+                    // depend on which caller stays, and it always ends (its
+                    // own deadline, or the controller's shutdown).
+                    // After the shutdown the callers run it themselves (the
+                    // store still answers; nothing is left behind).
+                    let flight = if self.controller.is_shut_down() {
+                        run.boxed().shared()
+                    } else {
+                        let task = self.controller.spawn(run);
+                        async move {
+                            match task {
+                                Some(task) => match task.await {
+                                    Ok(Some(out)) => out,
+                                    Ok(None) => Err(secondary(SecondaryError::Overloaded)),
+                                    Err(e) => Err(secondary(SecondaryError::Store(Arc::new(e)))),
+                                },
+                                None => Err(secondary(SecondaryError::Overloaded)),
+                            }
+                        }
+                        .boxed()
+                        .shared()
+                    };
                     map.insert(key.clone(), (id, flight.clone()));
                     leader = true;
                     flight

@@ -3,11 +3,12 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use slotguard_core::Topology;
-use tower::Layer;
+use slotguard_core::{BoxError, CacheRequest, CacheResponse, Topology};
+use tower::{Layer, Service};
 
 use super::config::LogConfig;
 use super::log::Log;
+use super::replay;
 use super::InvalidationLog;
 
 /// Keeps recent deletes and replays them to a slot's new owner. See the
@@ -33,6 +34,17 @@ impl InvalidationLogLayer {
             log: Arc::new(Log::new(config)),
             topology,
         }
+    }
+
+    /// Start the replayer on the topology's
+    /// [`ClusterController`](slotguard_core::ClusterController), once: it
+    /// sends logged deletes again to a slot's new owner, through the
+    /// service this layer wraps (it waits for [`Layer::layer`] to give it
+    /// one). Without it deletes are still logged and distrusted answers
+    /// turned into misses; nothing starts from a request. Needs a tokio
+    /// runtime.
+    pub fn start(&self) {
+        replay::start(&self.log, &self.topology);
     }
 
     /// The settings.
@@ -73,14 +85,21 @@ impl InvalidationLogLayer {
     }
 }
 
-impl<S> Layer<S> for InvalidationLogLayer {
+impl<S> Layer<S> for InvalidationLogLayer
+where
+    S: Service<CacheRequest, Response = CacheResponse> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+{
     type Service = InvalidationLog<S>;
 
     fn layer(&self, inner: S) -> InvalidationLog<S> {
+        // The replayer (started by `start`) sends through a clone of the
+        // service below, taken before this one is used.
+        replay::register(&self.log, inner.clone());
         InvalidationLog {
             inner,
             log: self.log.clone(),
-            topology: self.topology.clone(),
         }
     }
 }

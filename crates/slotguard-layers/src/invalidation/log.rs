@@ -66,6 +66,9 @@ pub(crate) struct Log {
     pub(crate) counters: Counters,
     pub(crate) wake: Notify,
     pub(crate) replayer: AtomicBool,
+    // The service replays go through, registered by `layer()`.
+    pub(crate) sender: Mutex<Option<super::replay::ReplaySvc>>,
+    pub(crate) registered: Notify,
 }
 
 impl fmt::Debug for Log {
@@ -89,6 +92,8 @@ impl Log {
             counters: Counters::default(),
             wake: Notify::new(),
             replayer: AtomicBool::new(false),
+            sender: Mutex::new(None),
+            registered: Notify::new(),
         }
     }
 

@@ -9,8 +9,9 @@
 //!
 //! - **replays** them: when a slot's owner in the [`Topology`] is not the
 //!   primary known to hold a logged delete (the slot changed owner, or the
-//!   delete failed or timed out), a background task sends the `DEL` again
-//!   to the current owner — on every map change, and every
+//!   delete failed or timed out), a background task (started by
+//!   [`InvalidationLogLayer::start`] on the topology's controller) sends
+//!   the `DEL` again to the current owner — on every map change, and every
 //!   [`LogConfig::retry_interval`] while one is unconfirmed;
 //! - **distrusts** answers meanwhile: a read of a key deleted within the
 //!   window, answered with a value by any node other than the primary known
@@ -83,7 +84,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use slotguard_core::{BoxError, CacheRequest, CacheResponse, Op, Topology};
+use slotguard_core::{BoxError, CacheRequest, CacheResponse, Op};
 use tower::Service;
 
 pub use config::LogConfig;
@@ -98,7 +99,6 @@ use log::Log;
 pub struct InvalidationLog<S> {
     inner: S,
     log: Arc<Log>,
-    topology: Topology,
 }
 
 impl<S: fmt::Debug> fmt::Debug for InvalidationLog<S> {
@@ -126,16 +126,11 @@ where
 
     fn call(&mut self, req: CacheRequest) -> Self::Future {
         let after = match req.op {
-            Op::Delete => {
-                // The replayer sends through a clone of the inner service,
-                // taken before this one is used.
-                replay::ensure(&self.log, &self.topology, || self.inner.clone());
-                After::Delete {
-                    log: self.log.clone(),
-                    key: req.key().clone(),
-                    slot: req.slot(),
-                }
-            }
+            Op::Delete => After::Delete {
+                log: self.log.clone(),
+                key: req.key().clone(),
+                slot: req.slot(),
+            },
             Op::Get => match self.log.lookup(req.key(), req.slot()) {
                 Some(trusted) => After::Check {
                     log: self.log.clone(),

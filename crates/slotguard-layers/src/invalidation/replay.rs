@@ -5,39 +5,61 @@ use std::sync::{Arc, Weak};
 
 use futures_util::StreamExt;
 use slotguard_core::{key_slot, BoxError, CacheRequest, CacheResponse, Path, Role, Topology};
+use tower::util::BoxCloneService;
 use tower::{Service, ServiceExt};
 
 use super::log::{Log, Replay};
 
-/// Start the replayer once, on the current runtime (if there is one: else
-/// the next delete tries again).
-pub(crate) fn ensure<S>(log: &Arc<Log>, topology: &Topology, svc: impl FnOnce() -> S)
+/// What replays are sent through: a clone of the service below the layer,
+/// registered by `layer()` (boxed, so the task is not generic).
+pub(crate) type ReplaySvc = BoxCloneService<CacheRequest, CacheResponse, BoxError>;
+
+/// Register `svc` (the service below the layer) as the one replays go
+/// through. Nothing starts here: the owner starts the replayer.
+pub(crate) fn register<S>(log: &Log, svc: S)
 where
     S: Service<CacheRequest, Response = CacheResponse> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
 {
+    let boxed = BoxCloneService::new(svc.map_err(Into::into));
+    *log.sender.lock().unwrap_or_else(|p| p.into_inner()) = Some(boxed);
+    // One stored permit: a replayer that is not waiting yet still sees it.
+    log.registered.notify_one();
+}
+
+/// Start the replayer once, on the topology's controller.
+pub(crate) fn start(log: &Arc<Log>, topology: &Topology) {
     if log.replayer.load(Ordering::Relaxed) || log.replayer.swap(true, Ordering::AcqRel) {
         return;
     }
-    match tokio::runtime::Handle::try_current() {
-        Ok(handle) => {
-            handle.spawn(run(svc(), Arc::downgrade(log), topology.clone()));
+    let task = run(Arc::downgrade(log), topology.clone());
+    if topology.controller().spawn(task).is_none() {
+        log.replayer.store(false, Ordering::Release);
+    }
+}
+
+/// The service registered by `layer()`, once there is one.
+async fn sender(log: &Log) -> ReplaySvc {
+    loop {
+        if let Some(svc) = log.sender.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+            return svc;
         }
-        Err(_) => log.replayer.store(false, Ordering::Release),
+        log.registered.notified().await;
     }
 }
 
 /// Until the log is dropped: on every map change, every wake-up and, while
 /// something is unconfirmed, every retry interval, replay what is pending.
-async fn run<S>(svc: S, log: Weak<Log>, topology: Topology)
-where
-    S: Service<CacheRequest, Response = CacheResponse> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-{
-    // Behind a lock so the task is `Send` for services that are not `Sync`
-    // (e.g. `BoxCloneService`); each replay takes a clone.
+async fn run(log: Weak<Log>, topology: Topology) {
+    let Some(svc) = (match log.upgrade() {
+        Some(l) => Some(sender(&l).await),
+        None => None,
+    }) else {
+        return;
+    };
+    // Behind a lock so the task is `Send` (a `BoxCloneService` is not
+    // `Sync`); each replay takes a clone.
     let svc = std::sync::Mutex::new(svc);
     let mut generation = topology.load().generation();
     let mut retry = false;
@@ -78,12 +100,7 @@ where
     }
 }
 
-async fn replay_all<S>(svc: &std::sync::Mutex<S>, log: &Log, work: Vec<Replay>)
-where
-    S: Service<CacheRequest, Response = CacheResponse> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-{
+async fn replay_all(svc: &std::sync::Mutex<ReplaySvc>, log: &Log, work: Vec<Replay>) {
     let timeout = log.config.replay_timeout;
     futures_util::stream::iter(work)
         .for_each_concurrent(log.config.replay_concurrency, |r| async move {
@@ -109,7 +126,6 @@ where
                 }
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => {
-                    let e: BoxError = e.into();
                     tracing::debug!(target: "slotguard::invalidation", error = %e, "delete_replay_failed");
                 }
                 Err(_) => {

@@ -38,6 +38,7 @@ fn setup(config: LogConfig) -> (Topology, InvalidationLogLayer, Svc, Handle) {
     let (svc, handle) = mock::pair::<CacheRequest, CacheResponse>();
     let layer = InvalidationLogLayer::with_config(topology.clone(), config);
     let svc = layer.layer(svc);
+    layer.start();
     (topology, layer, svc, handle)
 }
 

@@ -26,9 +26,10 @@ impl fmt::Debug for SlotRefreshLayer {
 impl SlotRefreshLayer {
     /// A layer keeping `topology` fresh from `source`, with default settings.
     ///
-    /// No map is loaded yet: the first request starts the refresher and
-    /// waits (up to [`RefreshConfig::initial_wait`]) for the first map. Use
-    /// [`SlotRefreshLayer::load`] to load it before serving instead.
+    /// No map is loaded and nothing runs yet: [`start`](Self::start) the
+    /// refresher (requests made before the first map wait for it, up to
+    /// [`RefreshConfig::initial_wait`]), or use [`SlotRefreshLayer::load`]
+    /// to load it before serving.
     pub fn new(topology: Topology, source: impl TopologySource) -> Self {
         Self::with_config(topology, source, RefreshConfig::default())
     }
@@ -44,8 +45,9 @@ impl SlotRefreshLayer {
         }
     }
 
-    /// Load the first map now (from the source's seeds) and start the
-    /// background refresher. Fails when no seed answers.
+    /// Load the first map now (from the source's seeds) and
+    /// [`start`](Self::start) the background refresher. Fails when no seed
+    /// answers.
     pub async fn load(self) -> Result<Self, BoxError> {
         let view = self
             .refresher
@@ -59,8 +61,17 @@ impl SlotRefreshLayer {
                 trigger: RefreshTrigger::Initial,
                 outcome: RefreshOutcome::Changed,
             });
-        self.refresher.ensure_started();
+        self.refresher.start();
         Ok(self)
+    }
+
+    /// Start the background refresher (periodic and requested rounds; the
+    /// first map when none is loaded) on the topology's
+    /// [`ClusterController`](slotguard_core::ClusterController), once: the
+    /// controller owns it, and its shutdown stops it. Needs a tokio runtime;
+    /// nothing starts from a request.
+    pub fn start(&self) {
+        self.refresher.start();
     }
 
     /// Refresh now (one round: several views, majority wins) and wait for it.
@@ -71,9 +82,9 @@ impl SlotRefreshLayer {
     }
 
     /// Stop the background refresher and wait until its task has ended
-    /// (a round in progress is abandoned); it is not started again. With
-    /// `NodeService::shutdown` (connections, probers), this stops every
-    /// task the stack runs.
+    /// (a round in progress is abandoned); it is not started again. The
+    /// topology's `ClusterController::shutdown` stops it too, with every
+    /// other task of the stack.
     pub async fn shutdown(&self) {
         self.refresher.shutdown().await;
     }

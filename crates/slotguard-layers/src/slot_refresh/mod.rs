@@ -5,10 +5,13 @@
 //! fresh with one background task per layer:
 //!
 //! - **initial load**: [`SlotRefreshLayer::load`] loads the map before you
-//!   serve; with [`SlotRefreshLayer::new`] the first request starts the
-//!   refresher and *waits* (bounded by [`RefreshConfig::initial_wait`] and
-//!   the request deadline) for the first map. Once a map exists, requests
-//!   never wait for a refresh;
+//!   serve and starts the refresher; with [`SlotRefreshLayer::new`] and
+//!   [`SlotRefreshLayer::start`], a request made before the first map
+//!   *waits* for it (bounded by [`RefreshConfig::initial_wait`] and the
+//!   request deadline). Once a map exists, requests never wait for a
+//!   refresh. The refresher runs on the topology's
+//!   [`ClusterController`](slotguard_core::ClusterController), never started
+//!   from a request;
 //! - **periodic** refresh every [`RefreshConfig::period`] (15 s);
 //! - **triggered** refresh on `MOVED` (by the redirect layer), connection
 //!   failures, `CLUSTERDOWN` and uncovered slots, through
@@ -145,7 +148,6 @@ where
     }
 
     fn call(&mut self, mut req: CacheRequest) -> Self::Future {
-        self.refresher.ensure_started();
         let topology = &self.refresher.topology;
         // One map load serves both the check and the stamp.
         let map = topology.map();

@@ -46,7 +46,7 @@ pub(crate) struct Refresher {
     started: AtomicBool,
     /// Set by shutdown: the background task stops at its next wait.
     stop: tokio::sync::watch::Sender<bool>,
-    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    task: std::sync::Mutex<Option<tokio::task::JoinHandle<Option<()>>>>,
 }
 
 impl fmt::Debug for Refresher {
@@ -91,9 +91,10 @@ impl Refresher {
         }
     }
 
-    /// Start the background task once (needs a tokio runtime). The task
-    /// holds only a weak reference: it ends when the layer is dropped.
-    pub(crate) fn ensure_started(self: &Arc<Self>) {
+    /// Start the background task once, on the topology's controller (needs
+    /// a tokio runtime; the controller's shutdown stops it). The task holds
+    /// only a weak reference: it ends when the layer is dropped.
+    pub(crate) fn start(self: &Arc<Self>) {
         if self.started.load(Ordering::Relaxed) || self.started.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -101,16 +102,21 @@ impl Refresher {
         let topology = self.topology.clone();
         let (period, min_gap) = (self.config.period, self.config.min_gap);
         let mut stop = self.stop.subscribe();
-        let task = tokio::spawn(async move {
+        let task = self.topology.controller().spawn(async move {
             tokio::select! {
                 _ = stop.wait_for(|stopped| *stopped) => {}
                 _ = run(weak, topology, period, min_gap) => {}
             }
         });
+        if task.is_none() {
+            // No runtime, or the controller is shut down: a later start
+            // may try again (it does nothing after a shutdown).
+            self.started.store(false, Ordering::Release);
+        }
         *self
             .task
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(task);
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = task;
     }
 
     /// [`refresh_once`](Self::refresh_once), reported to the stack's

@@ -51,6 +51,7 @@ async fn first_request_waits_for_the_first_map() {
     let topology = Topology::new();
     let source = FakeSource::new(two_shards(), Duration::from_millis(300));
     let layer = SlotRefreshLayer::with_config(topology.clone(), source.clone(), config());
+    layer.start();
     let (svc, mut handle) = mock::pair::<CacheRequest, CacheResponse>();
     let svc = layer.layer(svc);
     let call = tokio::spawn(svc.oneshot(CacheRequest::get("bar")));

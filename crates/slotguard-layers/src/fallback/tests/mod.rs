@@ -171,7 +171,9 @@ pub(super) fn stack(
     layer: &FallbackLayer<BoxCloneService<SecondaryRequest, Option<Bytes>, BoxError>>,
     cluster: &FakeCluster,
 ) -> Svc {
-    layer.layer(cluster.service())
+    let svc = layer.layer(cluster.service());
+    layer.start();
+    svc
 }
 
 pub(super) fn get(
