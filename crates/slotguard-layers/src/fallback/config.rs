@@ -26,6 +26,13 @@ pub struct FallbackConfig {
     /// a short one (measured with 25 ms: a manual failover's brief pause)
     /// opened the breaker and refused writes.
     pub marked_read_timeout: Option<Duration>,
+    /// Hedge a read of a marked key to the store: when its primary has not
+    /// answered within the hedge delay, the store is asked too and the
+    /// first good answer wins. The primary's call is not cut short (unlike
+    /// [`marked_read_timeout`](Self::marked_read_timeout)), so a slow
+    /// primary is not counted as timed out by its breaker. `None`: off.
+    /// Default on, 5–25 ms ([`MarkedHedge::default`]).
+    pub marked_hedge: Option<MarkedHedge>,
     /// Deadline of one store load. Each caller also waits at most until its
     /// own deadline. Default 1 s.
     pub store_timeout: Duration,
@@ -54,6 +61,7 @@ impl Default for FallbackConfig {
             write_back: Some(WriteBack::default()),
             cluster_read_timeout: Some(Duration::from_millis(300)),
             marked_read_timeout: None,
+            marked_hedge: Some(MarkedHedge::default()),
             store_timeout: Duration::from_secs(1),
             store_concurrency: 32,
             max_value_bytes: 16 * 1024 * 1024,
@@ -81,6 +89,12 @@ impl FallbackConfig {
     /// Set [`marked_read_timeout`](Self::marked_read_timeout).
     pub fn with_marked_read_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.marked_read_timeout = timeout;
+        self
+    }
+
+    /// Set [`marked_hedge`](Self::marked_hedge).
+    pub fn with_marked_hedge(mut self, hedge: Option<MarkedHedge>) -> Self {
+        self.marked_hedge = hedge;
         self
     }
 
@@ -124,6 +138,54 @@ impl FallbackConfig {
     pub fn with_near_cache(mut self, near_cache: Option<NearCacheConfig>) -> Self {
         self.near_cache = near_cache;
         self
+    }
+}
+
+/// How long a read of a marked key waits for its primary before it also
+/// asks the store ([`FallbackConfig::marked_hedge`]): the primary's own
+/// latency bound (its smoothed latency plus four deviations, the bound
+/// replica hedges use), kept within `floor..=cap`; the cap while the
+/// primary's latency is not known yet.
+///
+/// No budget of its own: the store's guard already bounds what a hedge can
+/// cost it (one load per key at a time, a concurrency limit, its breaker),
+/// and only marked keys hedge: keys written or invalidated since their
+/// primary last answered them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MarkedHedge {
+    /// Shortest delay, however fast the primary usually is. Default 5 ms.
+    pub floor: Duration,
+    /// Longest delay: what a stalled primary costs a marked read (plus the
+    /// store's answer). Default 25 ms.
+    pub cap: Duration,
+}
+
+impl Default for MarkedHedge {
+    fn default() -> Self {
+        MarkedHedge {
+            floor: Duration::from_millis(5),
+            cap: Duration::from_millis(25),
+        }
+    }
+}
+
+impl MarkedHedge {
+    /// A delay within `floor..=cap` (a `cap` below `floor` is raised to it).
+    pub fn new(floor: Duration, cap: Duration) -> Self {
+        MarkedHedge {
+            floor,
+            cap: cap.max(floor),
+        }
+    }
+
+    /// The delay for a primary whose latency bound is `bound` (zero: not
+    /// known yet).
+    pub fn delay(&self, bound: Duration) -> Duration {
+        if bound.is_zero() {
+            return self.cap;
+        }
+        bound.clamp(self.floor, self.cap.max(self.floor))
     }
 }
 

@@ -36,7 +36,10 @@
 //! (below), which only its primary may answer, may be given less with
 //! [`marked_read_timeout`](FallbackConfig::marked_read_timeout) (off by
 //! default) before the store answers it: a stalled primary cannot hedge it
-//! to a replica.
+//! to a replica. Instead, by default, a marked read whose primary has not
+//! answered within its hedge delay (the primary's latency bound, 5–25 ms,
+//! [`marked_hedge`](FallbackConfig::marked_hedge)) also asks the store, and
+//! the first good answer wins.
 //!
 //! # The store is protected
 //!
@@ -123,6 +126,7 @@
 mod clock;
 mod config;
 pub mod future;
+mod hedge;
 mod layer;
 mod marks;
 mod near;
@@ -142,7 +146,7 @@ use slotguard_core::{
 use tokio::time::Instant;
 use tower::{Service, ServiceExt};
 
-pub use config::{FallbackConfig, NearCacheConfig, StoreBreakerConfig, WriteBack};
+pub use config::{FallbackConfig, MarkedHedge, NearCacheConfig, StoreBreakerConfig, WriteBack};
 pub use layer::FallbackLayer;
 pub use store::SecondaryError;
 
@@ -296,6 +300,12 @@ where
         if let Some(t) = cap {
             req.deadline = Some(cluster_deadline(now, t, deadline));
         }
+        // Only a marked read hedges to the store (see `hedge`); measured
+        // on the primary's own latency, so a fast node hedges early.
+        let hedge = config
+            .marked_hedge
+            .filter(|_| marked)
+            .map(|h| h.delay(state.primary_latency_bound(req.slot())));
         let ctx = ReadCtx {
             core: self.core.clone(),
             key: req.key().clone(),
@@ -306,6 +316,9 @@ where
             consistency,
             deadline,
         };
+        if let Some(delay) = hedge {
+            return ResponseFuture::boxed(Box::pin(ctx.hedged(self.inner.call(req), delay)));
+        }
         let ctx = future::Ctx::Read(ctx, ReadCtx::after_cluster);
         ResponseFuture::cluster(self.inner.call(req), ctx)
     }

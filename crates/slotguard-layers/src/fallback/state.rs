@@ -274,6 +274,18 @@ impl State {
         map.primary_for_slot(slot).map(|p| p.addr.clone())
     }
 
+    /// The latency bound of the slot's primary (zero when not known: no
+    /// topology, or no answer from it yet).
+    pub(crate) fn primary_latency_bound(&self, slot: u16) -> Duration {
+        let Some(topology) = &self.topology else {
+            return Duration::ZERO;
+        };
+        match topology.map().primary_for_slot(slot) {
+            Some(p) => topology.health(&p.addr).latency_bound(),
+            None => Duration::ZERO,
+        }
+    }
+
     /// Keep a value read by a read that started at `start`, unless an
     /// invalidation happened since.
     pub(crate) fn fill(&self, key: &Bytes, fill: Fill) {
