@@ -19,7 +19,8 @@ use super::Shared;
 
 /// What a request's outcome is reported with.
 pub(crate) struct Meta {
-    pub(crate) start: Instant,
+    // `None` when neither a meter nor a tracer listens.
+    pub(crate) start: Option<Instant>,
     pub(crate) op: u8,
     pub(crate) read: bool,
     pub(crate) slot: u16,
@@ -110,11 +111,60 @@ pub(crate) fn report(
     out: &Result<CacheResponse, BoxError>,
     record: &Record,
 ) {
-    let now = Instant::now();
-    let secs = now.saturating_duration_since(meta.start).as_secs_f64();
     let ins = &shared.instruments;
     let counters = &shared.counters;
     let failure = out.as_ref().err().map(classify);
+    // Only a listening meter or tracer needs the clock.
+    let timed = meta.start.map(|start| {
+        let now = Instant::now();
+        (now, now.saturating_duration_since(start).as_secs_f64())
+    });
+    if let Some((_, secs)) = timed.filter(|_| shared.metering) {
+        record_durations(shared, &meta, out, failure, secs);
+    }
+    if meta.read {
+        let path = read_path(out) as usize;
+        // Also `redis_fallback_routing_attempts` and the near-cache hits
+        // (observable counters over these atomics).
+        counters.reads[path].fetch_add(1, Ordering::Relaxed);
+    } else {
+        counters.writes.fetch_add(1, Ordering::Relaxed);
+        if let Some(f) = failure {
+            counters.write_errors.fetch_add(1, Ordering::Relaxed);
+            let fenced = record
+                .iter()
+                .any(|o| matches!(o, Observation::WriteFenced { .. }));
+            if fenced || matches!(f, Failure::ShardUnavailable | Failure::CircuitOpen) {
+                counters.writes_refused.fetch_add(1, Ordering::Relaxed);
+                if shared.metering {
+                    ins.writes_refused.add(1, &[]);
+                }
+            }
+        }
+    }
+    if !record.is_empty() {
+        count_observations(shared, record);
+    }
+    let Some((now, _)) = timed else { return };
+    // The failover clocks feed histograms and gauges only.
+    let healthy = record.is_empty() && !shared.timers.any();
+    if shared.metering && !healthy {
+        failover_clocks(shared, &meta, out, record, now);
+    }
+    if let Some(start) = &meta.span {
+        super::span::emit(shared, start, &meta, out, failure, record, now);
+    }
+}
+
+/// `db.client.operation.duration` and, for reads, the routing latency.
+fn record_durations(
+    shared: &Shared,
+    meta: &Meta,
+    out: &Result<CacheResponse, BoxError>,
+    failure: Option<Failure>,
+    secs: f64,
+) {
+    let ins = &shared.instruments;
     match failure {
         None => ins
             .duration
@@ -132,34 +182,8 @@ pub(crate) fn report(
         ),
     }
     if meta.read {
-        let path = read_path(out) as usize;
-        ins.latency.record(secs, &ins.path_attrs[path]);
-        // Also `redis_fallback_routing_attempts` and the near-cache hits
-        // (observable counters over these atomics).
-        counters.reads[path].fetch_add(1, Ordering::Relaxed);
-    } else {
-        counters.writes.fetch_add(1, Ordering::Relaxed);
-        if let Some(f) = failure {
-            counters.write_errors.fetch_add(1, Ordering::Relaxed);
-            let fenced = record
-                .iter()
-                .any(|o| matches!(o, Observation::WriteFenced { .. }));
-            if fenced || matches!(f, Failure::ShardUnavailable | Failure::CircuitOpen) {
-                counters.writes_refused.fetch_add(1, Ordering::Relaxed);
-                ins.writes_refused.add(1, &[]);
-            }
-        }
-    }
-    if !record.is_empty() {
-        count_observations(shared, record);
-    }
-    if record.is_empty() && !shared.timers.any() {
-        // The healthy path: nothing else to report but the span.
-    } else {
-        failover_clocks(shared, &meta, out, record, now);
-    }
-    if let Some(start) = &meta.span {
-        super::span::emit(shared, start, &meta, out, failure, record, now);
+        ins.latency
+            .record(secs, &ins.path_attrs[read_path(out) as usize]);
     }
 }
 
@@ -227,7 +251,9 @@ fn failover_clocks(
         };
         if let Some(node) = failed.filter(|n| is_primary(n)) {
             // The failed call began with the request.
-            shared.timers.primary_failed(node, meta.start);
+            if let Some(start) = meta.start {
+                shared.timers.primary_failed(node, start);
+            }
         }
     }
     if let Some(u) = (!record.is_empty())

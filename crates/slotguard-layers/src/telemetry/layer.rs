@@ -31,6 +31,7 @@ impl fmt::Debug for TelemetryLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TelemetryLayer")
             .field("tracing", &self.shared.tracer.is_some())
+            .field("metering", &self.shared.metering)
             .field("record_keys", &self.shared.record_keys)
             .finish_non_exhaustive()
     }
@@ -176,6 +177,7 @@ impl TelemetryBuilder {
         let counters = Arc::new(Counters::default());
         let timers = Arc::new(FailoverTimers::default());
         let unowned = Arc::new(UnownedClock::default());
+        let (instruments, metering) = Instruments::new(&meter, &counters);
         if let Some(topology) = &self.topology {
             topology.set_observer(Arc::new(StackObserver::new(
                 &meter,
@@ -186,8 +188,9 @@ impl TelemetryBuilder {
         register_gauges(&meter, self.topology.clone(), self.probes, unowned.clone());
         TelemetryLayer {
             shared: Arc::new(Shared {
-                instruments: Instruments::new(&meter, &counters),
+                instruments,
                 tracer: tracing.then_some(tracer),
+                metering,
                 record_keys: self.record_keys,
                 counters,
                 timers,

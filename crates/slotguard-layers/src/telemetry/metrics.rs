@@ -72,8 +72,10 @@ fn failover_buckets() -> Vec<f64> {
 }
 
 impl Instruments {
-    pub(crate) fn new(meter: &Meter, counters: &Arc<Counters>) -> Self {
-        register_read_counters(meter, counters);
+    /// The instruments, and whether `meter` collects at all (see
+    /// [`register_read_counters`]).
+    pub(crate) fn new(meter: &Meter, counters: &Arc<Counters>) -> (Self, bool) {
+        let metering = register_read_counters(meter, counters);
         let ins = Self::create(meter);
         // Every series of a known label set exists from the start, at 0:
         // a rate over a series that appears only with its first event
@@ -87,7 +89,7 @@ impl Instruments {
         for c in [&ins.coalesced, &ins.writes_refused] {
             c.add(0, &[]);
         }
-        ins
+        (ins, metering)
     }
 
     fn create(meter: &Meter) -> Self {
@@ -152,13 +154,23 @@ impl Instruments {
 /// it collects). Every status exists from the start, at 0. One telemetry
 /// layer per meter (scope): the SDK keeps the last value observed per
 /// series, so two layers on one meter would not add up.
-fn register_read_counters(meter: &Meter, counters: &Arc<Counters>) {
+///
+/// Returns whether the meter will collect: the API's no-op meter (no SDK
+/// installed) and an SDK meter with no reader both drop an observable
+/// instrument's callbacks when it is built; a collecting one keeps them.
+/// The OpenTelemetry API has no other way to ask, and without this the
+/// request path would read the clock and call no-op instruments for
+/// nothing.
+fn register_read_counters(meter: &Meter, counters: &Arc<Counters>) -> bool {
     let c = counters.clone();
+    let marker = Arc::new(());
+    let held = marker.clone();
     let status: [[KeyValue; 1]; 5] = READ_PATHS.map(|p| [KeyValue::new("status", p)]);
     meter
         .u64_observable_counter("redis_fallback_routing_attempts")
         .with_description("Reads answered (or failed), by the path that answered them")
         .with_callback(move |o| {
+            let _kept = &held;
             for (n, attrs) in c.reads.iter().zip(&status) {
                 o.observe(n.load(Ordering::Relaxed), attrs);
             }
@@ -173,6 +185,7 @@ fn register_read_counters(meter: &Meter, counters: &Arc<Counters>) {
             o.observe(hits, &[]);
         })
         .build();
+    Arc::strong_count(&marker) > 1
 }
 
 /// The per-stack instruments, fed by the topology's observer.
@@ -401,5 +414,28 @@ impl UnownedClock {
         st.0 = Some(now);
         st.1 = unowned;
         st.2
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry::metrics::MeterProvider;
+    use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
+
+    // The request path skips the clock and the instruments exactly when
+    // nothing collects: this is how it knows.
+    #[test]
+    fn a_meter_collects_only_with_an_sdk_reader() {
+        let counters = Arc::new(Counters::default());
+        let noop = opentelemetry::metrics::noop::NoopMeterProvider::new().meter("t");
+        assert!(!register_read_counters(&noop, &counters));
+        let no_reader = SdkMeterProvider::builder().build();
+        assert!(!register_read_counters(&no_reader.meter("t"), &counters));
+        let with_reader = SdkMeterProvider::builder()
+            .with_reader(PeriodicReader::builder(InMemoryMetricExporter::default()).build())
+            .build();
+        assert!(register_read_counters(&with_reader.meter("t"), &counters));
+        let _ = with_reader.shutdown();
     }
 }

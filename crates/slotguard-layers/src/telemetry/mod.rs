@@ -105,6 +105,10 @@ pub(crate) struct Shared {
     instruments: Instruments,
     // `None` when no SDK listens: no span is built.
     tracer: Option<Arc<BoxedTracer>>,
+    // Whether an SDK meter listens (see `TelemetryBuilder::build`): without
+    // one, no clock is read and no instrument is called; the plain counters
+    // behind `stats()` are all a request pays for.
+    metering: bool,
     record_keys: bool,
     counters: Arc<Counters>,
     timers: Arc<FailoverTimers>,
@@ -147,9 +151,10 @@ where
     }
 
     fn call(&mut self, req: CacheRequest) -> Self::Future {
+        let timed = self.shared.metering || self.shared.tracer.is_some();
         let meta = Meta {
             // std's clock: tokio's (test-util) looks up a runtime first.
-            start: std::time::Instant::now(),
+            start: timed.then(std::time::Instant::now),
             op: op_index(&req.op),
             read: req.op.is_read(),
             slot: req.slot(),

@@ -123,7 +123,10 @@ pub(crate) fn emit(
     let op = OPS[usize::from(meta.op)];
     let end = SystemTime::now();
     let begun = end
-        .checked_sub(now.saturating_duration_since(meta.start))
+        .checked_sub(
+            meta.start
+                .map_or_else(Default::default, |s| now.saturating_duration_since(s)),
+        )
         .unwrap_or(end);
     let mut span = tracer.build_with_context(
         SpanBuilder::from_name(op)

@@ -117,8 +117,14 @@ async fn a_failing_store_leaves_the_read_to_the_primary() {
 fn the_delay_follows_the_primary_within_floor_and_cap() {
     let h = MarkedHedge::default();
     assert_eq!(h.delay(Duration::ZERO), Duration::from_millis(25));
-    assert_eq!(h.delay(Duration::from_micros(300)), Duration::from_millis(5));
-    assert_eq!(h.delay(Duration::from_millis(12)), Duration::from_millis(12));
+    assert_eq!(
+        h.delay(Duration::from_micros(300)),
+        Duration::from_millis(5)
+    );
+    assert_eq!(
+        h.delay(Duration::from_millis(12)),
+        Duration::from_millis(12)
+    );
     assert_eq!(h.delay(Duration::from_secs(1)), Duration::from_millis(25));
     let inverted = MarkedHedge::new(Duration::from_millis(10), Duration::from_millis(2));
     assert_eq!(inverted.delay(Duration::ZERO), Duration::from_millis(10));
