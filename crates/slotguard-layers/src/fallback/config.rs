@@ -28,9 +28,10 @@ pub struct FallbackConfig {
     pub marked_read_timeout: Option<Duration>,
     /// Hedge a read of a marked key to the store: when its primary has not
     /// answered within the hedge delay, the store is asked too and the
-    /// first good answer wins. The primary's call is not cut short (unlike
-    /// [`marked_read_timeout`](Self::marked_read_timeout)), so a slow
-    /// primary is not counted as timed out by its breaker. `None`: off.
+    /// first good answer wins. Unlike
+    /// [`marked_read_timeout`](Self::marked_read_timeout), the primary's
+    /// call is not timed out: it runs until the store answers, and a call
+    /// dropped then counts as nothing to its breaker. `None`: off.
     /// Default on, 5–25 ms ([`MarkedHedge::default`]).
     pub marked_hedge: Option<MarkedHedge>,
     /// Deadline of one store load. Each caller also waits at most until its
@@ -183,7 +184,7 @@ impl MarkedHedge {
     /// known yet).
     pub fn delay(&self, bound: Duration) -> Duration {
         if bound.is_zero() {
-            return self.cap;
+            return self.cap.max(self.floor);
         }
         bound.clamp(self.floor, self.cap.max(self.floor))
     }

@@ -72,7 +72,8 @@ impl<F, S> ResponseFuture<F, S> {
         }
     }
 
-    /// A write that must wait for something first.
+    /// A boxed call: a write that must wait for something first, or a
+    /// read hedged to the store.
     pub(super) fn boxed(fut: BoxFuture<'static, Result<CacheResponse, BoxError>>) -> Self {
         ResponseFuture {
             state: State::Fallback { fut },

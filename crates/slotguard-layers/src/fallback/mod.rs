@@ -214,6 +214,16 @@ fn secondary_response(value: Option<Bytes>) -> CacheResponse {
     }
 }
 
+/// The observation of a finished store load, by the read that started it.
+fn record_load(out: &Result<Option<Bytes>, BoxError>) {
+    let outcome = match out {
+        Ok(Some(_)) => StoreOutcome::Hit,
+        Ok(None) => StoreOutcome::Miss,
+        Err(_) => StoreOutcome::Error,
+    };
+    observe::record(Observation::StoreLoad { outcome });
+}
+
 impl<S, St> Service<CacheRequest> for Fallback<S, St>
 where
     S: Service<CacheRequest, Response = CacheResponse> + Clone + Send + 'static,
@@ -315,6 +325,7 @@ where
             marked,
             consistency,
             deadline,
+            hedge_load: None,
         };
         if let Some(delay) = hedge {
             return ResponseFuture::boxed(Box::pin(ctx.hedged(self.inner.call(req), delay)));
@@ -351,7 +362,15 @@ pub(crate) struct ReadCtx<S> {
     marked: bool,
     consistency: Consistency,
     deadline: Option<Instant>,
+    // A store load a hedge started (see `hedge`) that the cluster's answer
+    // beat: a miss or a failure after it awaits this one rather than
+    // loading again.
+    hedge_load: Option<PendingLoad>,
 }
+
+/// A store load in flight, and whether this read started it.
+pub(crate) type PendingLoad =
+    futures_util::future::BoxFuture<'static, (Result<Option<Bytes>, BoxError>, bool)>;
 
 impl<S> ReadCtx<S>
 where
@@ -412,23 +431,30 @@ where
         );
     }
 
-    /// The store's answer, and whether this read started the load.
-    async fn load(&self, cause: LoadCause) -> (Result<Option<Bytes>, BoxError>, bool) {
-        let state = &self.core.state;
-        let (out, leader) = self
-            .core
-            .store
-            .load(&state.flights, &self.key, cause, self.deadline)
-            .await;
+    /// The store's answer, and whether this read started the load (a
+    /// hedge's load when one is in flight).
+    async fn load(&mut self, cause: LoadCause) -> (Result<Option<Bytes>, BoxError>, bool) {
+        let (out, leader) = match self.hedge_load.take() {
+            Some(pending) => pending.await,
+            None => self.start_load(cause).await,
+        };
         if leader {
-            let outcome = match &out {
-                Ok(Some(_)) => StoreOutcome::Hit,
-                Ok(None) => StoreOutcome::Miss,
-                Err(_) => StoreOutcome::Error,
-            };
-            observe::record(Observation::StoreLoad { outcome });
+            record_load(&out);
         }
-        (out.map_err(Into::into), leader)
+        (out, leader)
+    }
+
+    /// A store load that owns what it needs (a hedge keeps it past the
+    /// read's borrow).
+    fn start_load(&self, cause: LoadCause) -> PendingLoad {
+        let (core, key, deadline) = (self.core.clone(), self.key.clone(), self.deadline);
+        Box::pin(async move {
+            let (out, leader) = core
+                .store
+                .load(&core.state.flights, &key, cause, deadline)
+                .await;
+            (out.map_err(Into::into), leader)
+        })
     }
 
     /// A near-cache answer for a read the cluster could not answer well.
@@ -451,7 +477,7 @@ where
         })
     }
 
-    async fn miss(self, from_primary: bool) -> Result<CacheResponse, BoxError> {
+    async fn miss(mut self, from_primary: bool) -> Result<CacheResponse, BoxError> {
         if !from_primary {
             // A replica's miss while the primary failed: the cluster is
             // degraded, and a recent copy (from the store or the primary)
@@ -476,7 +502,7 @@ where
         Ok(secondary_response(value))
     }
 
-    async fn degraded(self, err: BoxError) -> Result<CacheResponse, BoxError> {
+    async fn degraded(mut self, err: BoxError) -> Result<CacheResponse, BoxError> {
         if let Some(resp) = self.stale_answer() {
             return Ok(resp);
         }

@@ -198,13 +198,17 @@ fn count_observations(shared: &Shared, record: &Record) {
             _ => None,
         };
         if let Some(i) = redirect {
-            ins.redirects.add(1, &ins.redirect_attrs[i]);
+            if shared.metering {
+                ins.redirects.add(1, &ins.redirect_attrs[i]);
+            }
             counters.redirects[i].fetch_add(1, Ordering::Relaxed);
             continue;
         }
         match o {
             Observation::Coalesced => {
-                ins.coalesced.add(1, &[]);
+                if shared.metering {
+                    ins.coalesced.add(1, &[]);
+                }
                 counters.coalesced.fetch_add(1, Ordering::Relaxed);
             }
             Observation::StoreLoad { outcome } => {
@@ -213,7 +217,9 @@ fn count_observations(shared: &Shared, record: &Record) {
                     StoreOutcome::Miss => 1,
                     _ => 2,
                 };
-                ins.store_loads.add(1, &ins.store_attrs[i]);
+                if shared.metering {
+                    ins.store_loads.add(1, &ins.store_attrs[i]);
+                }
                 counters.store_loads[i].fetch_add(1, Ordering::Relaxed);
             }
             _ => {}

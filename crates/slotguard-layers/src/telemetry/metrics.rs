@@ -160,7 +160,9 @@ impl Instruments {
 /// instrument's callbacks when it is built; a collecting one keeps them.
 /// The OpenTelemetry API has no other way to ask, and without this the
 /// request path would read the clock and call no-op instruments for
-/// nothing.
+/// nothing. Either counter kept counts: a view that drops one of them
+/// (`Aggregation::Drop`) does not switch the others off; one that drops
+/// both does.
 fn register_read_counters(meter: &Meter, counters: &Arc<Counters>) -> bool {
     let c = counters.clone();
     let marker = Arc::new(());
@@ -177,10 +179,12 @@ fn register_read_counters(meter: &Meter, counters: &Arc<Counters>) -> bool {
         })
         .build();
     let c = counters.clone();
+    let held = marker.clone();
     meter
         .u64_observable_counter("slotguard_near_cache_hits")
         .with_description("Reads answered by the near-cache")
         .with_callback(move |o| {
+            let _kept = &held;
             let hits = c.reads[ReadPath::NearCache as usize].load(Ordering::Relaxed);
             o.observe(hits, &[]);
         })
@@ -437,5 +441,19 @@ mod tests {
             .build();
         assert!(register_read_counters(&with_reader.meter("t"), &counters));
         let _ = with_reader.shutdown();
+        // a view that drops the routing counter leaves the rest collected
+        let dropping = SdkMeterProvider::builder()
+            .with_reader(PeriodicReader::builder(InMemoryMetricExporter::default()).build())
+            .with_view(|i: &opentelemetry_sdk::metrics::Instrument| {
+                (i.name() == "redis_fallback_routing_attempts").then(|| {
+                    opentelemetry_sdk::metrics::Stream::builder()
+                        .with_aggregation(opentelemetry_sdk::metrics::Aggregation::Drop)
+                        .build()
+                        .unwrap()
+                })
+            })
+            .build();
+        assert!(register_read_counters(&dropping.meter("t"), &counters));
+        let _ = dropping.shutdown();
     }
 }

@@ -111,6 +111,90 @@ async fn a_failing_store_leaves_the_read_to_the_primary() {
     let resp = svc.clone().oneshot(req("a")).await.unwrap();
     assert_eq!(resp.served.path, Path::Primary);
     assert_eq!(start.elapsed(), Duration::from_millis(100));
+    // the hedge was sent, and failed
+    assert_eq!(store.loads(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_store_and_a_failing_primary_load_once() {
+    let (cluster, store, layer, svc) = setup(Some(MarkedHedge::default()));
+    *store.fail.lock().unwrap() = true;
+    layer.invalidate("a");
+    *cluster.delay.lock().unwrap() = Duration::from_millis(100);
+    cluster.set_mode(Mode::Fail(timeout_err()));
+    let err = svc.clone().oneshot(req("a")).await.unwrap_err();
+    assert!(err.to_string().contains("store"), "{err}");
+    // the store's error answers: no second load after the cluster failed
+    assert_eq!(store.loads(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cluster_failure_during_the_hedge_awaits_the_hedges_load() {
+    let cluster = FakeCluster::new();
+    let store = FakeStore::new(Duration::from_millis(200));
+    let layer = FallbackLayer::new(store.service()).with_config(FallbackConfig::default());
+    let svc = stack(&layer, &cluster);
+    store.put("a", b"new");
+    layer.invalidate("a");
+    // the primary fails at 100 ms, while the hedge's load (from 25 ms,
+    // 200 ms long) is in flight
+    *cluster.delay.lock().unwrap() = Duration::from_millis(100);
+    cluster.set_mode(Mode::Fail(timeout_err()));
+    let start = Instant::now();
+    let resp = svc.clone().oneshot(req("a")).await.unwrap();
+    assert_eq!(resp.served.path, Path::Secondary);
+    assert_eq!(resp.value.as_deref(), Some(&b"new"[..]));
+    assert_eq!(start.elapsed(), Duration::from_millis(225));
+    assert_eq!(store.loads(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_store_answer_keeps_the_mark() {
+    let (cluster, store, layer, svc) = setup(Some(MarkedHedge::default()));
+    cluster.put("a", "old");
+    store.put("a", b"new");
+    layer.invalidate("a");
+    *cluster.delay.lock().unwrap() = Duration::from_secs(10);
+    let resp = svc.clone().oneshot(req("a")).await.unwrap();
+    assert_eq!(resp.served.path, Path::Secondary);
+    // still marked: the next read goes to the primary only
+    *cluster.delay.lock().unwrap() = Duration::ZERO;
+    let resp = svc.clone().oneshot(req("a")).await.unwrap();
+    assert_eq!(resp.served.path, Path::Primary);
+    let seen = cluster.seen();
+    assert_eq!(seen.last().unwrap().consistency, Consistency::Primary);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_delay_is_the_primarys_latency_bound() {
+    use slotguard_core::Topology;
+    let topology = Topology::new();
+    topology.install(&crate::test_support::view(1, &[(0, 16383, 1)]));
+    // a primary that answers in 12 ms, steadily
+    for _ in 0..64 {
+        topology.with_health(&crate::test_support::addr(1), |h| {
+            h.record_success(Duration::from_millis(12))
+        });
+    }
+    let cluster = FakeCluster::new();
+    let store = FakeStore::new(Duration::from_millis(1));
+    let layer = FallbackLayer::new(store.service())
+        .with_config(FallbackConfig::default())
+        .with_topology(topology.clone());
+    let svc = stack(&layer, &cluster);
+    store.put("a", b"new");
+    layer.invalidate("a");
+    *cluster.delay.lock().unwrap() = Duration::from_secs(10);
+    let bound = topology
+        .health(&crate::test_support::addr(1))
+        .latency_bound();
+    assert!(bound > Duration::from_millis(5) && bound < Duration::from_millis(25));
+    let start = Instant::now();
+    let resp = svc.clone().oneshot(req("a")).await.unwrap();
+    assert_eq!(resp.served.path, Path::Secondary);
+    // tokio's timers round up to the millisecond; then the store's 1 ms
+    let hedged_at = Duration::from_millis(bound.as_micros().div_ceil(1000) as u64);
+    assert_eq!(start.elapsed(), hedged_at + Duration::from_millis(1));
 }
 
 #[test]
