@@ -14,7 +14,7 @@ use slotguard_node::{AddressRemap, Credentials, NodeConfig, TlsConfig};
 #[non_exhaustive]
 pub struct FredLeafConfig {
     /// Deadline of one command when the request has none sooner. Default
-    /// 250 ms.
+    /// 200 ms, as the default leaf's (see `NodeConfig::command_timeout`).
     pub command_timeout: Duration,
     /// Deadline of one connection attempt. Default 1 s.
     pub connect_timeout: Duration,
@@ -60,7 +60,7 @@ pub struct FredLeafConfig {
 impl Default for FredLeafConfig {
     fn default() -> Self {
         Self {
-            command_timeout: Duration::from_millis(250),
+            command_timeout: Duration::from_millis(200),
             connect_timeout: Duration::from_secs(1),
             admin_timeout: Duration::from_secs(1),
             reconnect_delay: Duration::from_millis(100),

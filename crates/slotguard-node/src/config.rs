@@ -34,8 +34,11 @@ use crate::tls::TlsConfig;
 #[non_exhaustive]
 pub struct NodeConfig {
     /// Deadline for one command on one node when the request has none sooner.
-    /// Default 250 ms: a healthy node answers in well under a millisecond, and
-    /// a read that misses this is better served elsewhere.
+    /// Default 200 ms: a healthy node answers in well under a millisecond, and
+    /// a read that misses this is better served elsewhere. Below the 250 ms
+    /// in which a write to a stalled primary must get its typed error
+    /// (DESIGN.md §9): with the timeout at 250 ms, the error always landed
+    /// a millisecond or two past it (`slotguard demo`, every stall phase).
     pub command_timeout: Duration,
     /// Deadline for one TCP connect. Default 1 s.
     pub connect_timeout: Duration,
@@ -195,7 +198,7 @@ impl NodeConfig {
 impl Default for NodeConfig {
     fn default() -> Self {
         Self {
-            command_timeout: Duration::from_millis(250),
+            command_timeout: Duration::from_millis(200),
             connect_timeout: Duration::from_secs(1),
             admin_timeout: Duration::from_secs(1),
             reconnect_delay: Duration::from_millis(100),

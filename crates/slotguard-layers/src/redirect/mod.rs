@@ -287,9 +287,10 @@ where
 }
 
 /// The longest a redirected write waits for a refresh to confirm its new
-/// owner: a refused write is typed within 250 ms (DESIGN.md §9), and a
-/// refresh the `MOVED` asked for normally lands in a few milliseconds.
-const WRITE_CONFIRM_WAIT: Duration = Duration::from_millis(250);
+/// owner: a refused write is typed within 250 ms (DESIGN.md §9), which
+/// leaves the rest of the path 50 ms, and a refresh the `MOVED` asked for
+/// normally lands in a few milliseconds.
+const WRITE_CONFIRM_WAIT: Duration = Duration::from_millis(200);
 
 /// Whether the map's node `addr` may take writes: not fenced since its last
 /// fault, and followed by the majority. A node the map does not know may
