@@ -13,7 +13,7 @@ use slotguard_store::SqliteStore;
 pub(crate) type Stack = CacheService;
 
 /// The layers [`build`] stacks, outermost first (printed with the results).
-pub(crate) const DESCRIPTION: &str = "coalesce → fallback (near-cache + SQLite store) → invalidation_log → slot_refresh → redirect → replica_failover → circuit_breaker → leaf";
+pub(crate) const DESCRIPTION: &str = "telemetry → coalesce → fallback (near-cache + SQLite store) → invalidation_log → slot_refresh → redirect → replica_failover → circuit_breaker → leaf";
 
 /// What the demo needs besides the service itself.
 #[derive(Debug, Clone)]

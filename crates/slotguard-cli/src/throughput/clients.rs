@@ -140,7 +140,7 @@ pub(crate) async fn leaf(
 }
 
 /// The full recommended stack as a user gets it: [`SlotGuard`] with every
-/// default (coalesce → fallback → invalidation_log → slot_refresh → redirect →
+/// default (telemetry → coalesce → fallback → invalidation_log → slot_refresh → redirect →
 /// replica_failover → circuit_breaker → leaf, the health prober running)
 /// and, with `store`, over an SQLite store in a temporary directory (the
 /// fallback layer with its near-cache and client tracking on top). Keep the

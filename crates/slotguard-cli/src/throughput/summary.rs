@@ -333,7 +333,7 @@ pub(crate) struct Clients {
 pub(crate) const CLIENTS: Clients = Clients {
     fred_cluster: "fred 10.1 cluster client, Builder + ServerConfig::new_clustered, default config",
     leaf: "slot_refresh → NodeService (NodeConfig::default, with_topology as the docs build it)",
-    stack: "SlotGuard::builder(seeds).connect(): coalesce → invalidation_log → slot_refresh → \
+    stack: "SlotGuard::builder(seeds).connect(): telemetry → coalesce → invalidation_log → slot_refresh → \
             redirect → replica_failover → circuit_breaker(per_node) → NodeService, HealthProber \
             running; all defaults",
     stack_store: "SlotGuard::builder(seeds).store(SqliteStore).connect(): the same with fallback \
