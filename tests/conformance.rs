@@ -446,18 +446,6 @@ both!(tls);
 
 // -------------------------------------------------------------- lifecycle
 
-/// Client connections on node `index` other than the testkit's own.
-fn our_connections(cluster: &LocalCluster, index: usize) -> usize {
-    let list = cluster
-        .command_str(index, &["CLIENT", "LIST", "TYPE", "normal"])
-        .unwrap();
-    let text = list.as_str().unwrap_or_default().to_owned();
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .count()
-        .saturating_sub(1)
-}
-
 /// `shutdown` returns once every task of the leaf has ended (the prober's
 /// too); later calls fail fast, typed; every node sees our connections
 /// closed.
@@ -500,7 +488,7 @@ async fn lifecycle<F: Flavor>() {
         Duration::from_secs(5),
         || async {
             (0..h.cluster.len())
-                .all(|i| our_connections(&h.cluster, i) == 0)
+                .all(|i| h.cluster.client_connections(i).unwrap() == 0)
                 .then_some(())
         },
     )

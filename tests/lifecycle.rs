@@ -16,18 +16,6 @@ use slotguard_testkit::{ClusterSpec, LocalCluster};
 use slotguard_tests::{addr, eventually, Harness};
 use tower::ServiceExt;
 
-/// Client connections on node `index` other than the testkit's own.
-fn our_connections(cluster: &LocalCluster, index: usize) -> usize {
-    let list = cluster
-        .command_str(index, &["CLIENT", "LIST", "TYPE", "normal"])
-        .unwrap();
-    let text = list.as_str().unwrap_or_default().to_owned();
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .count()
-        .saturating_sub(1)
-}
-
 fn stat(cluster: &LocalCluster, index: usize, name: &str) -> u64 {
     cluster.info(index, "stats").unwrap()[name].parse().unwrap()
 }
@@ -75,7 +63,7 @@ async fn a_removed_node_is_closed_after_the_grace_period_and_never_redialled() {
             .unwrap();
     }
     assert!(h.leaf.is_connected(&gone_addr));
-    assert!(our_connections(&h.cluster, gone) >= 1);
+    assert!(h.cluster.client_connections(gone).unwrap() >= 1);
 
     // Move its slots away, then forget it everywhere.
     for range in h.cluster.slots_of(gone).unwrap() {
@@ -114,7 +102,7 @@ async fn a_removed_node_is_closed_after_the_grace_period_and_never_redialled() {
         Duration::from_secs(10),
         || async {
             let closed = !h.leaf.connected_nodes().contains(&gone_addr)
-                && our_connections(&h.cluster, gone) == 0;
+                && h.cluster.client_connections(gone).unwrap() == 0;
             closed.then_some(())
         },
     )
@@ -149,7 +137,12 @@ async fn a_removed_node_is_closed_after_the_grace_period_and_never_redialled() {
         clients(),
         h.leaf.connected_nodes()
     );
-    assert_eq!(our_connections(&h.cluster, gone), 0, "{}", clients());
+    assert_eq!(
+        h.cluster.client_connections(gone).unwrap(),
+        0,
+        "{}",
+        clients()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -222,7 +215,7 @@ async fn shutdown_returns_once_every_task_and_connection_has_ended() {
         Duration::from_secs(5),
         || async {
             (0..h.cluster.len())
-                .all(|i| our_connections(&h.cluster, i) == 0)
+                .all(|i| h.cluster.client_connections(i).unwrap() == 0)
                 .then_some(())
         },
     )

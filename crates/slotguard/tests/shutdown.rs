@@ -15,18 +15,6 @@ fn seeds(cluster: &LocalCluster) -> Vec<slotguard::NodeAddr> {
     cluster.seeds().iter().map(|s| s.parse().unwrap()).collect()
 }
 
-/// Normal client connections on node `index` besides the one asking.
-fn our_connections(cluster: &LocalCluster, index: usize) -> usize {
-    let list = cluster
-        .command_str(index, &["CLIENT", "LIST", "TYPE", "normal"])
-        .unwrap();
-    let text = list.as_str().unwrap_or_default().to_owned();
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .count()
-        .saturating_sub(1)
-}
-
 /// Poll `done` until it holds, or panic with `what` after `deadline`.
 async fn eventually(what: &str, deadline: Duration, mut done: impl FnMut() -> bool) {
     let end = tokio::time::Instant::now() + deadline;
@@ -79,7 +67,7 @@ async fn connect_use_and_shut_down(
     eventually(
         "no node lists a connection of ours",
         Duration::from_secs(5),
-        || (0..cluster.len()).all(|i| our_connections(cluster, i) == 0),
+        || (0..cluster.len()).all(|i| cluster.client_connections(i).unwrap() == 0),
     )
     .await;
 }

@@ -142,6 +142,19 @@ impl LocalCluster {
         self.node(index)?.exec(args)
     }
 
+    /// Normal client connections on node `index` other than the testkit's
+    /// own (the one asking): the connections a client under test holds
+    /// there (`CLIENT LIST TYPE normal`).
+    pub fn client_connections(&self, index: usize) -> Result<usize, TestkitError> {
+        let list = self.command_ok(index, &["CLIENT", "LIST", "TYPE", "normal"])?;
+        let text = list.as_str().unwrap_or_default();
+        Ok(text
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .count()
+            .saturating_sub(1))
+    }
+
     /// Like [`command_str`](Self::command_str), but an error reply becomes
     /// [`TestkitError::Server`].
     pub fn command_ok(&self, index: usize, args: &[&str]) -> Result<Reply, TestkitError> {
