@@ -213,6 +213,24 @@ fn secondary_response(value: Option<Bytes>) -> CacheResponse {
     }
 }
 
+/// A read answered by the near-cache: its value, the node it was read
+/// from, and its age.
+fn near_response(
+    value: Bytes,
+    node: Option<slotguard_core::NodeAddr>,
+    age: Duration,
+) -> CacheResponse {
+    CacheResponse {
+        value: Some(value),
+        deleted: 0,
+        served: Served {
+            path: Path::NearCache,
+            node,
+            age: Some(age),
+        },
+    }
+}
+
 /// The observation of a finished store load, by the read that started it.
 fn record_load(out: &Result<Option<Bytes>, BoxError>) {
     let outcome = match out {
@@ -272,30 +290,14 @@ where
             req.consistency = Consistency::Primary;
         } else if consistency != Consistency::Primary && state.client_side_caching() {
             if let Some((value, node, age)) = state.serve_tracked(req.key(), req.slot()) {
-                return ResponseFuture::ready(CacheResponse {
-                    value: Some(value),
-                    deleted: 0,
-                    served: Served {
-                        path: Path::NearCache,
-                        node,
-                        age: Some(age),
-                    },
-                });
+                return ResponseFuture::ready(near_response(value, node, age));
             }
         }
         if !marked {
             let budget = state.fresh_budget(consistency);
             if !budget.is_zero() {
                 if let Some((value, node, age)) = state.serve(req.key(), req.slot(), budget) {
-                    return ResponseFuture::ready(CacheResponse {
-                        value: Some(value),
-                        deleted: 0,
-                        served: Served {
-                            path: Path::NearCache,
-                            node,
-                            age: Some(age),
-                        },
-                    });
+                    return ResponseFuture::ready(near_response(value, node, age));
                 }
             }
         }

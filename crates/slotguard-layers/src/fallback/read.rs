@@ -6,13 +6,13 @@ use std::sync::Arc;
 use bytes::Bytes;
 use slotguard_core::observe::{self, Observation};
 use slotguard_core::{
-    classify, BoxError, CacheRequest, CacheResponse, Consistency, LoadCause, Path, Served,
+    classify, BoxError, CacheRequest, CacheResponse, Consistency, LoadCause, Path,
 };
 use tokio::time::Instant;
 use tower::{Service, ServiceExt};
 
 use super::near::Fill;
-use super::{falls_back, future, record_load, secondary_response, Core};
+use super::{falls_back, future, near_response, record_load, secondary_response, Core};
 
 /// What a read keeps for after the cluster answered.
 pub(crate) struct ReadCtx<S> {
@@ -133,15 +133,7 @@ where
         let budget = state.degraded_budget(self.consistency)?;
         let (value, node, age) = state.serve(&self.key, self.slot, budget)?;
         observe::record(Observation::NearCacheHit);
-        Some(CacheResponse {
-            value: Some(value),
-            deleted: 0,
-            served: Served {
-                path: Path::NearCache,
-                node,
-                age: Some(age),
-            },
-        })
+        Some(near_response(value, node, age))
     }
 
     pub(super) async fn miss(mut self, from_primary: bool) -> Result<CacheResponse, BoxError> {
