@@ -8,9 +8,7 @@ use std::task::{Context, Poll};
 
 use fred::types::Value;
 use pin_project_lite::pin_project;
-use slotguard_core::{
-    BoxError, CacheError, CacheResponse, Failure, NodeAddr, Path, Role, Topology,
-};
+use slotguard_core::{BoxError, CacheError, CacheResponse, NodeAddr, Path, Role, Topology};
 use slotguard_node::{remapped_identity, AddressRemap};
 use tokio::time::Instant;
 
@@ -64,38 +62,9 @@ impl Finish {
     /// The same health bookkeeping as the default leaf's (write fences
     /// included), so that the layers above see one behaviour.
     fn record(&self, out: &Result<CacheResponse, CacheError>) {
-        let Some(topology) = &self.topology else {
-            return;
-        };
-        topology.with_health(&self.addr, |health| record_in(self, topology, health, out));
-    }
-}
-
-/// One call's outcome, in the health cell of its node.
-fn record_in(
-    finish: &Finish,
-    topology: &Topology,
-    health: &slotguard_core::NodeHealth,
-    out: &Result<CacheResponse, CacheError>,
-) {
-    match out {
-        Ok(_) => health.record_success(finish.started.elapsed()),
-        Err(e) if e.failure().is_node_fault() => {
-            health.record_failure();
-            if matches!(
-                e.failure(),
-                Failure::Connection
-                    | Failure::Indeterminate
-                    | Failure::Protocol
-                    | Failure::ClusterDown
-            ) {
-                health.fence_writes();
-                topology.request_refresh();
-            }
+        if let Some(topology) = &self.topology {
+            topology.record_call(&self.addr, self.started, out);
         }
-        Err(e) if e.failure().is_cluster_wide() => {}
-        Err(CacheError::Auth { .. } | CacheError::Tls { .. }) => {}
-        Err(_) => health.record_success(finish.started.elapsed()),
     }
 }
 

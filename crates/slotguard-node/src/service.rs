@@ -8,10 +8,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use pin_project_lite::pin_project;
-use slotguard_core::observe::{self, Observation};
 use slotguard_core::{
-    BoxError, CacheError, CacheRequest, CacheResponse, Failure, NodeAddr, Op, Path, Role, Route,
-    Topology,
+    BoxError, CacheError, CacheRequest, CacheResponse, NodeAddr, Op, Path, Role, Route, Topology,
 };
 use tokio::sync::oneshot;
 use tokio::time::{Instant, Timeout};
@@ -295,59 +293,10 @@ impl CallInfo {
     }
 
     fn record(&self, out: &Result<CacheResponse, CacheError>) {
-        let Some(topology) = &self.topology else {
-            return;
-        };
-        topology.with_health(&self.addr, |health| self.record_in(topology, health, out));
-    }
-
-    fn record_in(
-        &self,
-        topology: &Topology,
-        health: &slotguard_core::NodeHealth,
-        out: &Result<CacheResponse, CacheError>,
-    ) {
-        match out {
-            Ok(_) => health.record_success(self.started.elapsed()),
-            Err(e) if e.failure().is_node_fault() => {
-                health.record_failure();
-                observe::record(Observation::NodeFault {
-                    node: self.addr.clone(),
-                    failure: e.failure(),
-                });
-                if fences_writes(e.failure()) {
-                    // The node may be stalled or cut off past a promotion:
-                    // no write goes to it until a fresh view confirms it
-                    // (slot_refresh asks for one and checks the fence).
-                    if health.fence_writes() {
-                        topology.observe(|| Observation::FenceSet {
-                            node: self.addr.clone(),
-                        });
-                    }
-                    topology.request_refresh();
-                }
-            }
-            // CLUSTERDOWN: the cluster's state, not this node's health.
-            Err(e) if e.failure().is_cluster_wide() => {}
-            // Refused credentials or TLS say nothing about the node's health.
-            Err(CacheError::Auth { .. } | CacheError::Tls { .. }) => {}
-            // A server reply (MOVED, WRONGTYPE, ...) proves the node is up.
-            Err(_) => health.record_success(self.started.elapsed()),
+        if let Some(topology) = &self.topology {
+            topology.record_call(&self.addr, self.started, out);
         }
     }
-}
-
-/// Failures that mean we lost touch with the node (or it says it lost
-/// touch with its cluster), as opposed to a node that answered busy. A
-/// read's timeout is not among them: failover gives a primary's read a
-/// short deadline of its own, and a slow primary is not a lost one (its
-/// breaker, opened by such timeouts, fences it if they go on); a write's
-/// timeout is `Indeterminate`.
-fn fences_writes(failure: Failure) -> bool {
-    matches!(
-        failure,
-        Failure::Connection | Failure::Indeterminate | Failure::Protocol | Failure::ClusterDown
-    )
 }
 
 pin_project! {

@@ -9,6 +9,7 @@
 mod health;
 mod map;
 mod observer;
+mod outcome;
 mod view;
 
 use std::fmt;
