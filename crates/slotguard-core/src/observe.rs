@@ -466,6 +466,21 @@ impl<F: Future> Scoped<F> {
         Self { inner: fut, record }
     }
 
+    /// Call `make` (a service's `call`, which may observe already) with a
+    /// fresh record installed, and run the future it makes with that
+    /// record: [`scope`] and [`Scoped::new`] in one step, building the
+    /// (often large) future in place rather than moving it out of a tuple.
+    #[inline(always)]
+    pub fn call(make: impl FnOnce() -> F) -> Self {
+        let installed = Installed::enter(Record::new());
+        let mut scoped = Self {
+            inner: make(),
+            record: Record::new(),
+        };
+        scoped.record = installed.exit();
+        scoped
+    }
+
     /// The record, once the future is done (what was observed so far
     /// before; an empty one when taken already).
     pub fn take_record(self: Pin<&mut Self>) -> Record {

@@ -3,7 +3,6 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -15,6 +14,7 @@ use std::time::Instant;
 
 use super::metrics::ReadPath;
 use super::span::SpanStart;
+use super::tally::{self, bump};
 use super::Shared;
 
 /// What a request's outcome is reported with.
@@ -23,10 +23,8 @@ pub(crate) struct Meta {
     pub(crate) start: Option<Instant>,
     pub(crate) op: u8,
     pub(crate) read: bool,
-    pub(crate) slot: u16,
-    // Boxed: only a recording tracer needs it (with the key), and the
-    // future stays small (it is moved a few times per request).
-    pub(crate) span: Option<Box<SpanStart>>,
+    // Only while a tracer listens.
+    pub(crate) span: Option<SpanStart>,
 }
 
 pub(crate) fn op_index(op: &Op) -> u8 {
@@ -45,7 +43,10 @@ pin_project! {
     pub struct ResponseFuture<F> {
         #[pin]
         inner: Scoped<F>,
-        shared: Arc<Shared>,
+        // The layer's plain counters (see `tally`).
+        tally: u64,
+        // Only while a meter or tracer listens.
+        shared: Option<Arc<Shared>>,
         meta: Option<Meta>,
     }
 }
@@ -60,9 +61,16 @@ impl<F> ResponseFuture<F>
 where
     F: Future,
 {
-    pub(crate) fn new(inner: Scoped<F>, shared: Arc<Shared>, meta: Meta) -> Self {
+    #[inline(always)]
+    pub(crate) fn new(
+        inner: Scoped<F>,
+        tally: u64,
+        shared: Option<Arc<Shared>>,
+        meta: Meta,
+    ) -> Self {
         Self {
             inner,
+            tally,
             shared,
             meta: Some(meta),
         }
@@ -84,7 +92,11 @@ where
         };
         let record = this.inner.take_record();
         if let Some(meta) = this.meta.take() {
-            report(this.shared, meta, &out, &record);
+            let failure = out.as_ref().err().map(classify);
+            let refused = count(*this.tally, &meta, &out, failure, &record);
+            if let Some(shared) = this.shared.take() {
+                report(&shared, meta, &out, failure, refused, &record);
+            }
         }
         Poll::Ready(out)
     }
@@ -104,52 +116,83 @@ fn read_path(out: &Result<CacheResponse, BoxError>) -> ReadPath {
     }
 }
 
-/// Metrics, counters, clocks and the span for one finished request.
+/// The plain counters (`stats()`, and the routing counters' source) for
+/// one finished request; whether it was a write refused before sending.
+fn count(
+    tally: u64,
+    meta: &Meta,
+    out: &Result<CacheResponse, BoxError>,
+    failure: Option<Failure>,
+    record: &Record,
+) -> bool {
+    let refused = !meta.read
+        && failure.is_some_and(|f| {
+            matches!(f, Failure::ShardUnavailable | Failure::CircuitOpen)
+                || record
+                    .iter()
+                    .any(|o| matches!(o, Observation::WriteFenced { .. }))
+        });
+    tally::count(tally, |c| {
+        if meta.read {
+            bump(&c.reads[read_path(out) as usize]);
+        } else {
+            bump(&c.writes);
+            if failure.is_some() {
+                bump(&c.write_errors);
+            }
+            if refused {
+                bump(&c.writes_refused);
+            }
+        }
+        for o in record.iter() {
+            match o {
+                Observation::Moved { .. } => bump(&c.redirects[0]),
+                Observation::Ask { .. } => bump(&c.redirects[1]),
+                Observation::TryAgain { .. } => bump(&c.redirects[2]),
+                Observation::Coalesced => bump(&c.coalesced),
+                Observation::StoreLoad { outcome } => bump(&c.store_loads[store_index(*outcome)]),
+                _ => {}
+            }
+        }
+    });
+    refused
+}
+
+fn store_index(outcome: StoreOutcome) -> usize {
+    match outcome {
+        StoreOutcome::Hit => 0,
+        StoreOutcome::Miss => 1,
+        _ => 2,
+    }
+}
+
+/// Metrics, clocks and the span for one finished request, when a meter or
+/// a tracer listens.
 pub(crate) fn report(
     shared: &Shared,
     meta: Meta,
     out: &Result<CacheResponse, BoxError>,
+    failure: Option<Failure>,
+    refused: bool,
     record: &Record,
 ) {
-    let ins = &shared.instruments;
-    let counters = &shared.counters;
-    let failure = out.as_ref().err().map(classify);
-    // Only a listening meter or tracer needs the clock.
-    let timed = meta.start.map(|start| {
-        let now = Instant::now();
-        (now, now.saturating_duration_since(start).as_secs_f64())
+    let now = Instant::now();
+    let secs = meta.start.map_or(0.0, |start| {
+        now.saturating_duration_since(start).as_secs_f64()
     });
-    if let Some((_, secs)) = timed.filter(|_| shared.metering) {
+    if shared.metering {
         record_durations(shared, &meta, out, failure, secs);
-    }
-    if meta.read {
-        let path = read_path(out) as usize;
-        // Also `redis_fallback_routing_attempts` and the near-cache hits
-        // (observable counters over these atomics).
-        counters.reads[path].fetch_add(1, Ordering::Relaxed);
-    } else {
-        counters.writes.fetch_add(1, Ordering::Relaxed);
-        if let Some(f) = failure {
-            counters.write_errors.fetch_add(1, Ordering::Relaxed);
-            let fenced = record
-                .iter()
-                .any(|o| matches!(o, Observation::WriteFenced { .. }));
-            if fenced || matches!(f, Failure::ShardUnavailable | Failure::CircuitOpen) {
-                counters.writes_refused.fetch_add(1, Ordering::Relaxed);
-                if shared.metering {
-                    ins.writes_refused.add(1, &[]);
-                }
-            }
+        if refused {
+            shared.instruments.writes_refused.add(1, &[]);
         }
-    }
-    if !record.is_empty() {
-        count_observations(shared, record);
-    }
-    let Some((now, _)) = timed else { return };
-    // The failover clocks feed histograms and gauges only.
-    let healthy = record.is_empty() && !shared.timers.any();
-    if shared.metering && !healthy {
-        failover_clocks(shared, &meta, out, record, now);
+        if !record.is_empty() {
+            meter_observations(shared, record);
+        }
+        // The failover clocks feed histograms and gauges only.
+        let healthy = record.is_empty() && !shared.timers.any();
+        if !healthy {
+            failover_clocks(shared, &meta, out, record, now);
+        }
     }
     if let Some(start) = &meta.span {
         super::span::emit(shared, start, &meta, out, failure, record, now);
@@ -187,41 +230,17 @@ fn record_durations(
     }
 }
 
-fn count_observations(shared: &Shared, record: &Record) {
+fn meter_observations(shared: &Shared, record: &Record) {
     let ins = &shared.instruments;
-    let counters = &shared.counters;
     for o in record.iter() {
-        let redirect = match o {
-            Observation::Moved { .. } => Some(0),
-            Observation::Ask { .. } => Some(1),
-            Observation::TryAgain { .. } => Some(2),
-            _ => None,
-        };
-        if let Some(i) = redirect {
-            if shared.metering {
-                ins.redirects.add(1, &ins.redirect_attrs[i]);
-            }
-            counters.redirects[i].fetch_add(1, Ordering::Relaxed);
-            continue;
-        }
         match o {
-            Observation::Coalesced => {
-                if shared.metering {
-                    ins.coalesced.add(1, &[]);
-                }
-                counters.coalesced.fetch_add(1, Ordering::Relaxed);
-            }
-            Observation::StoreLoad { outcome } => {
-                let i = match outcome {
-                    StoreOutcome::Hit => 0,
-                    StoreOutcome::Miss => 1,
-                    _ => 2,
-                };
-                if shared.metering {
-                    ins.store_loads.add(1, &ins.store_attrs[i]);
-                }
-                counters.store_loads[i].fetch_add(1, Ordering::Relaxed);
-            }
+            Observation::Moved { .. } => ins.redirects.add(1, &ins.redirect_attrs[0]),
+            Observation::Ask { .. } => ins.redirects.add(1, &ins.redirect_attrs[1]),
+            Observation::TryAgain { .. } => ins.redirects.add(1, &ins.redirect_attrs[2]),
+            Observation::Coalesced => ins.coalesced.add(1, &[]),
+            Observation::StoreLoad { outcome } => ins
+                .store_loads
+                .add(1, &ins.store_attrs[store_index(*outcome)]),
             _ => {}
         }
     }

@@ -11,7 +11,9 @@ use slotguard_core::Topology;
 use tower::Layer;
 
 use super::metrics::{register_gauges, Instruments, StackObserver, UnownedClock};
-use super::stats::{Counters, TelemetryStats};
+use super::span::WallClock;
+use super::stats::TelemetryStats;
+use super::tally::Tally;
 use super::timers::FailoverTimers;
 use super::{Probes, Shared, Telemetry};
 use crate::circuit_breaker::CircuitBreakerLayer;
@@ -58,7 +60,7 @@ impl TelemetryLayer {
 
     /// What was counted so far (for applications without OpenTelemetry).
     pub fn stats(&self) -> TelemetryStats {
-        self.shared.counters.snapshot()
+        self.shared.tally.snapshot()
     }
 }
 
@@ -174,14 +176,14 @@ impl TelemetryBuilder {
         let probe = tracer.start("slotguard.probe");
         let tracing = probe.span_context().is_valid();
         drop(probe);
-        let counters = Arc::new(Counters::default());
+        let tally = Tally::new();
         let timers = Arc::new(FailoverTimers::default());
         let unowned = Arc::new(UnownedClock::default());
-        let (instruments, metering) = Instruments::new(&meter, &counters);
+        let (instruments, metering) = Instruments::new(&meter, &tally);
         if let Some(topology) = &self.topology {
             topology.set_observer(Arc::new(StackObserver::new(
                 &meter,
-                counters.clone(),
+                tally.clone(),
                 timers.clone(),
             )));
         }
@@ -192,7 +194,8 @@ impl TelemetryBuilder {
                 tracer: tracing.then_some(tracer),
                 metering,
                 record_keys: self.record_keys,
-                counters,
+                tally,
+                wall: WallClock::new(),
                 timers,
                 topology: self.topology,
                 unowned,

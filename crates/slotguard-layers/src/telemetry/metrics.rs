@@ -5,7 +5,6 @@
 //! gives the exposition names the alert rules use (see
 //! `docs/observability.md`).
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use opentelemetry::metrics::{Counter, Histogram, Meter};
@@ -13,7 +12,7 @@ use opentelemetry::KeyValue;
 use slotguard_core::observe::{BreakerPhase, Observation, Observer, StoreOutcome};
 use slotguard_core::Topology;
 
-use super::stats::Counters;
+use super::tally::{add, bump, Tally};
 use super::timers::FailoverTimers;
 use super::{health_ok, Probes};
 
@@ -74,8 +73,8 @@ fn failover_buckets() -> Vec<f64> {
 impl Instruments {
     /// The instruments, and whether `meter` collects at all (see
     /// [`register_read_counters`]).
-    pub(crate) fn new(meter: &Meter, counters: &Arc<Counters>) -> (Self, bool) {
-        let metering = register_read_counters(meter, counters);
+    pub(crate) fn new(meter: &Meter, tally: &Arc<Tally>) -> (Self, bool) {
+        let metering = register_read_counters(meter, tally);
         let ins = Self::create(meter);
         // Every series of a known label set exists from the start, at 0:
         // a rate over a series that appears only with its first event
@@ -163,8 +162,8 @@ impl Instruments {
 /// nothing. Either counter kept counts: a view that drops one of them
 /// (`Aggregation::Drop`) does not switch the others off; one that drops
 /// both does.
-fn register_read_counters(meter: &Meter, counters: &Arc<Counters>) -> bool {
-    let c = counters.clone();
+fn register_read_counters(meter: &Meter, tally: &Arc<Tally>) -> bool {
+    let c = tally.clone();
     let marker = Arc::new(());
     let held = marker.clone();
     let status: [[KeyValue; 1]; 5] = READ_PATHS.map(|p| [KeyValue::new("status", p)]);
@@ -173,19 +172,19 @@ fn register_read_counters(meter: &Meter, counters: &Arc<Counters>) -> bool {
         .with_description("Reads answered (or failed), by the path that answered them")
         .with_callback(move |o| {
             let _kept = &held;
-            for (n, attrs) in c.reads.iter().zip(&status) {
-                o.observe(n.load(Ordering::Relaxed), attrs);
+            for (n, attrs) in c.reads().into_iter().zip(&status) {
+                o.observe(n, attrs);
             }
         })
         .build();
-    let c = counters.clone();
+    let c = tally.clone();
     let held = marker.clone();
     meter
         .u64_observable_counter("slotguard_near_cache_hits")
         .with_description("Reads answered by the near-cache")
         .with_callback(move |o| {
             let _kept = &held;
-            let hits = c.reads[ReadPath::NearCache as usize].load(Ordering::Relaxed);
+            let hits = c.reads()[ReadPath::NearCache as usize];
             o.observe(hits, &[]);
         })
         .build();
@@ -199,13 +198,13 @@ pub(crate) struct StackObserver {
     fences: Counter<u64>,
     replayed: Counter<u64>,
     promotion_seen: Histogram<f64>,
-    counters: Arc<Counters>,
+    tally: Arc<Tally>,
     timers: Arc<FailoverTimers>,
 }
 
 impl StackObserver {
-    pub(crate) fn new(meter: &Meter, counters: Arc<Counters>, timers: Arc<FailoverTimers>) -> Self {
-        let this = Self::create(meter, counters, timers);
+    pub(crate) fn new(meter: &Meter, tally: Arc<Tally>, timers: Arc<FailoverTimers>) -> Self {
+        let this = Self::create(meter, tally, timers);
         // Known label sets start at 0 (see `Instruments::new`).
         for trigger in ["initial", "periodic", "requested", "manual"] {
             for outcome in ["changed", "unchanged", "failed"] {
@@ -225,7 +224,7 @@ impl StackObserver {
         this
     }
 
-    fn create(meter: &Meter, counters: Arc<Counters>, timers: Arc<FailoverTimers>) -> Self {
+    fn create(meter: &Meter, tally: Arc<Tally>, timers: Arc<FailoverTimers>) -> Self {
         Self {
             transitions: meter
                 .u64_counter("slotguard_breaker_transitions")
@@ -249,7 +248,7 @@ impl StackObserver {
                 .with_description("From a primary's first failed call to its successor in the map")
                 .with_boundaries(failover_buckets())
                 .build(),
-            counters,
+            tally,
             timers,
         }
     }
@@ -267,7 +266,7 @@ impl Observer for StackObserver {
                     &[KeyValue::new("node", node), KeyValue::new("to", to.name())],
                 );
                 if *to == BreakerPhase::Open {
-                    self.counters.breaker_opened.fetch_add(1, Ordering::Relaxed);
+                    self.tally.count(|c| bump(&c.breaker_opened));
                 }
             }
             Observation::TopologyRefresh { trigger, outcome } => {
@@ -278,20 +277,18 @@ impl Observer for StackObserver {
                         KeyValue::new("outcome", outcome.name()),
                     ],
                 );
-                self.counters.refreshes.fetch_add(1, Ordering::Relaxed);
+                self.tally.count(|c| bump(&c.refreshes));
             }
             Observation::FenceSet { .. } => {
                 self.fences.add(1, &[KeyValue::new("action", "set")]);
-                self.counters.fences_set.fetch_add(1, Ordering::Relaxed);
+                self.tally.count(|c| bump(&c.fences_set));
             }
             Observation::FenceLifted { .. } => {
                 self.fences.add(1, &[KeyValue::new("action", "lifted")]);
             }
             Observation::InvalidationsReplayed { count } => {
                 self.replayed.add(*count, &[]);
-                self.counters
-                    .invalidations_replayed
-                    .fetch_add(*count, Ordering::Relaxed);
+                self.tally.count(|c| add(&c.invalidations_replayed, *count));
             }
             Observation::PrimaryChanged { from, to } => {
                 if let Some(secs) = self
@@ -431,7 +428,7 @@ mod tests {
     // nothing collects: this is how it knows.
     #[test]
     fn a_meter_collects_only_with_an_sdk_reader() {
-        let counters = Arc::new(Counters::default());
+        let counters = Tally::new();
         let noop = opentelemetry::metrics::noop::NoopMeterProvider::new().meter("t");
         assert!(!register_read_counters(&noop, &counters));
         let no_reader = SdkMeterProvider::builder().build();

@@ -70,13 +70,14 @@ mod layer;
 mod metrics;
 mod span;
 mod stats;
+mod tally;
 mod timers;
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use opentelemetry::global::BoxedTracer;
-use slotguard_core::observe::{self, Scoped};
+use slotguard_core::observe::Scoped;
 use slotguard_core::{BoxError, CacheRequest, CacheResponse, NodeHealth, Topology};
 use tower::Service;
 
@@ -88,8 +89,8 @@ pub use self::stats::{PathCounts, TelemetryStats};
 use self::future::{op_index, Meta};
 use self::layer::FallbackProbe;
 use self::metrics::{Instruments, UnownedClock};
-use self::span::SpanStart;
-use self::stats::Counters;
+use self::span::{SpanStart, WallClock};
+use self::tally::Tally;
 use self::timers::FailoverTimers;
 use crate::circuit_breaker::CircuitBreakerLayer;
 
@@ -110,7 +111,8 @@ pub(crate) struct Shared {
     // behind `stats()` are all a request pays for.
     metering: bool,
     record_keys: bool,
-    counters: Arc<Counters>,
+    tally: Arc<Tally>,
+    wall: WallClock,
     timers: Arc<FailoverTimers>,
     topology: Option<Topology>,
     unowned: Arc<UnownedClock>,
@@ -150,22 +152,26 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
+    #[inline]
     fn call(&mut self, req: CacheRequest) -> Self::Future {
-        let timed = self.shared.metering || self.shared.tracer.is_some();
+        // Without a listening meter or tracer the future keeps no handle
+        // on the shared state (no reference count per request): only its
+        // tally's id, for the plain counters.
+        let listening = self.shared.metering || self.shared.tracer.is_some();
         let meta = Meta {
             // std's clock: tokio's (test-util) looks up a runtime first.
-            start: timed.then(std::time::Instant::now),
+            start: listening.then(std::time::Instant::now),
             op: op_index(&req.op),
             read: req.op.is_read(),
-            slot: req.slot(),
             span: self.shared.tracer.as_ref().map(|_| {
                 let key = self.shared.record_keys.then(|| req.key().clone());
-                Box::new(SpanStart::now(key))
+                SpanStart::now(key, req.slot())
             }),
         };
         // Inner `call`s may observe already (a coalesced follower, an open
         // breaker): they run with the record installed too.
-        let (fut, record) = observe::scope(|| self.inner.call(req));
-        ResponseFuture::new(Scoped::new(record, fut), self.shared.clone(), meta)
+        let shared = listening.then(|| self.shared.clone());
+        let tally = self.shared.tally.id();
+        ResponseFuture::new(Scoped::call(|| self.inner.call(req)), tally, shared, meta)
     }
 }

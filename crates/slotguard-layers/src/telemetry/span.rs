@@ -6,7 +6,8 @@
 //! and its events carry the end time (observations are not timestamped).
 
 use std::borrow::Cow;
-use std::time::{Instant, SystemTime};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use opentelemetry::trace::{Span as _, SpanBuilder, SpanKind, Status, Tracer};
@@ -18,21 +19,75 @@ use super::future::{role_of, Meta};
 use super::metrics::OPS;
 use super::Shared;
 
-/// Taken when the request starts, only while a tracer records. No wall
+/// Taken when the request starts, only while a tracer listens. No wall
 /// clock is read here: the span's start is its end less the request's
-/// monotonic duration (one clock read fewer per request).
+/// monotonic duration. Held in the future itself: with a sampler that
+/// keeps 1 % of spans, a box per request would cost more than the rest of
+/// the dropped span.
 pub(crate) struct SpanStart {
     pub(crate) parent: Context,
-    // Only spans show keys: kept here, the future stays small without them.
-    pub(crate) key: Option<Bytes>,
+    // Only spans show keys (opt-in): boxed, the future stays small without.
+    pub(crate) key: Option<Box<Bytes>>,
+    pub(crate) slot: u16,
 }
 
 impl SpanStart {
-    pub(crate) fn now(key: Option<Bytes>) -> Self {
+    pub(crate) fn now(key: Option<Bytes>, slot: u16) -> Self {
         Self {
             parent: Context::current(),
-            key,
+            key: key.map(Box::new),
+            slot,
         }
+    }
+}
+
+/// The wall clock from the monotonic one: a span's timestamps need wall
+/// time, but reading it costs a clock call per request even for spans the
+/// sampler drops. The offset between the two clocks is re-read once a
+/// second (so a stepped wall clock is followed within a second).
+#[derive(Debug)]
+pub(crate) struct WallClock {
+    base: Instant,
+    // Wall time at `base`, in nanoseconds since the Unix epoch.
+    offset: AtomicU64,
+    // When `offset` was last read, in nanoseconds since `base`.
+    read_at: AtomicU64,
+}
+
+const REREAD: u64 = 1_000_000_000;
+
+impl WallClock {
+    pub(crate) fn new() -> Self {
+        let clock = Self {
+            base: Instant::now(),
+            offset: AtomicU64::new(0),
+            read_at: AtomicU64::new(0),
+        };
+        clock.reread(0);
+        clock
+    }
+
+    fn reread(&self, since_base: u64) {
+        let wall = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+        self.offset
+            .store(wall.saturating_sub(since_base), Ordering::Relaxed);
+        self.read_at.store(since_base, Ordering::Relaxed);
+    }
+
+    /// The wall time at the monotonic instant `at`.
+    pub(crate) fn at(&self, at: Instant) -> SystemTime {
+        let since_base =
+            u64::try_from(at.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX);
+        if since_base.saturating_sub(self.read_at.load(Ordering::Relaxed)) > REREAD {
+            self.reread(since_base);
+        }
+        let nanos = self
+            .offset
+            .load(Ordering::Relaxed)
+            .saturating_add(since_base);
+        SystemTime::UNIX_EPOCH + Duration::from_nanos(nanos)
     }
 }
 
@@ -121,7 +176,7 @@ pub(crate) fn emit(
 ) {
     let Some(tracer) = &shared.tracer else { return };
     let op = OPS[usize::from(meta.op)];
-    let end = SystemTime::now();
+    let end = shared.wall.at(now);
     let begun = end
         .checked_sub(
             meta.start
@@ -140,7 +195,7 @@ pub(crate) fn emit(
     let mut attrs = Vec::with_capacity(10);
     attrs.push(KeyValue::new("db.system.name", "redis"));
     attrs.push(KeyValue::new("db.operation.name", op));
-    attrs.push(KeyValue::new("redis.slot", i64::from(meta.slot)));
+    attrs.push(KeyValue::new("redis.slot", i64::from(start.slot)));
     if let Some(key) = &start.key {
         attrs.push(KeyValue::new(
             "redis.key",

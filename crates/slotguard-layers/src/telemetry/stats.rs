@@ -88,6 +88,34 @@ pub struct TelemetryStats {
 }
 
 impl Counters {
+    /// Every counter, in one fixed order.
+    fn cells(&self) -> impl Iterator<Item = &AtomicU64> {
+        self.reads
+            .iter()
+            .chain([&self.writes, &self.write_errors, &self.writes_refused])
+            .chain(&self.redirects)
+            .chain([&self.coalesced])
+            .chain(&self.store_loads)
+            .chain([
+                &self.breaker_opened,
+                &self.refreshes,
+                &self.fences_set,
+                &self.invalidations_replayed,
+            ])
+    }
+
+    /// Add `other`'s counts to these.
+    pub(crate) fn absorb(&self, other: &Counters) {
+        for (a, b) in self.cells().zip(other.cells()) {
+            a.fetch_add(get(b), Ordering::Relaxed);
+        }
+    }
+
+    /// Reads by path (`ReadPath` order).
+    pub(crate) fn reads(&self) -> [u64; 5] {
+        self.reads.each_ref().map(get)
+    }
+
     pub(crate) fn snapshot(&self) -> TelemetryStats {
         let r = &self.reads;
         TelemetryStats {
