@@ -98,22 +98,15 @@ pub(crate) async fn redis_rs(seeds: &[NodeAddr]) -> Result<Stack, BoxError> {
         move |req: slotguard::CacheRequest| {
             let mut conn = conn.clone();
             async move {
-                let key = &req.key()[..];
-                let mut cmd;
-                match &req.op {
-                    slotguard::Op::Get => {
-                        cmd = redis::cmd("GET");
-                        cmd.arg(key);
-                    }
-                    slotguard::Op::Set { value, .. } => {
-                        cmd = redis::cmd("SET");
-                        cmd.arg(key).arg(&value[..]);
-                    }
-                    slotguard::Op::Delete => {
-                        cmd = redis::cmd("DEL");
-                        cmd.arg(key);
-                    }
-                    _ => return Err::<_, BoxError>("not supported by this peer".into()),
+                // The operation table's command, as every leaf sends it.
+                let op = req.op.command(req.key());
+                let mut cmd = redis::cmd(op.name());
+                for arg in op.args() {
+                    match arg {
+                        slotguard::core::op::Arg::Word(w) => cmd.arg(w),
+                        slotguard::core::op::Arg::Bytes(b) => cmd.arg(&b[..]),
+                        slotguard::core::op::Arg::Int(n) => cmd.arg(n),
+                    };
                 }
                 let call = cmd.query_async::<redis::Value>(&mut conn);
                 let value = match req.deadline {

@@ -334,6 +334,23 @@ pub fn as_cache_error(err: &BoxError) -> Option<&CacheError> {
 }
 
 impl CacheError {
+    /// A `MOVED`/`ASK` with its target renamed by `rename` (a leaf's address
+    /// remap, so a redirect and the slot map name one node alike); any
+    /// other error unchanged.
+    pub fn rename_redirect(self, rename: impl FnOnce(&NodeAddr) -> NodeAddr) -> Self {
+        match self {
+            CacheError::Moved { slot, addr } => CacheError::Moved {
+                slot,
+                addr: rename(&addr),
+            },
+            CacheError::Ask { slot, addr } => CacheError::Ask {
+                slot,
+                addr: rename(&addr),
+            },
+            other => other,
+        }
+    }
+
     /// This error's class.
     pub fn failure(&self) -> Failure {
         match self {

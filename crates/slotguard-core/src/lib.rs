@@ -15,6 +15,7 @@ mod error;
 pub mod invalidation;
 pub mod leaf;
 pub mod observe;
+pub mod op;
 mod request;
 mod response;
 mod secondary;

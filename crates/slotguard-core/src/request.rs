@@ -6,6 +6,7 @@ use bytes::Bytes;
 use tokio::time::Instant;
 
 use crate::addr::NodeAddr;
+use crate::error::CacheError;
 use crate::slot::key_slot;
 
 /// What to do with the key.
@@ -29,16 +30,12 @@ impl Op {
     /// Reads may be served by replicas, near-caches and the secondary store;
     /// writes never are.
     pub fn is_read(&self) -> bool {
-        matches!(self, Op::Get)
+        self.kind().is_read()
     }
 
     /// A short lowercase name for spans and metrics.
     pub fn name(&self) -> &'static str {
-        match self {
-            Op::Get => "get",
-            Op::Set { .. } => "set",
-            Op::Delete => "delete",
-        }
+        self.kind().name()
     }
 }
 
@@ -196,6 +193,29 @@ impl CacheRequest {
             role,
             asking: false,
         })
+    }
+
+    /// Check the key and value against a leaf's size limits, and a `SET`'s
+    /// expiry: [`CacheError::InvalidInput`] means nothing may be sent.
+    pub fn check_limits(&self, max_key_len: usize, max_value_len: usize) -> Result<(), CacheError> {
+        if self.key.len() > max_key_len {
+            return Err(CacheError::InvalidInput(format!(
+                "key of {} bytes is over the limit of {max_key_len} bytes",
+                self.key.len(),
+            )));
+        }
+        if let Op::Set { value, ttl } = &self.op {
+            if value.len() > max_value_len {
+                return Err(CacheError::InvalidInput(format!(
+                    "value of {} bytes is over the limit of {max_value_len} bytes",
+                    value.len(),
+                )));
+            }
+            if *ttl == Some(Duration::ZERO) {
+                return Err(CacheError::InvalidInput("ttl must be positive".into()));
+            }
+        }
+        Ok(())
     }
 
     /// The node this request is stamped for, if any.

@@ -8,11 +8,11 @@ use slotguard_core::{
     BoxError, CacheError, ClusterView, NodeAddr, NodeView, ShardView, TopologySource, SLOT_COUNT,
 };
 
-use crate::convert::error_reply;
 use crate::pool::Mode;
 use crate::remap::{canonical, identity, AddressRemap};
 use crate::resp::Frame;
 use crate::service::NodeService;
+use slotguard_core::op::reply_error;
 
 /// A [`TopologySource`] that asks nodes through the leaf's per-node clients.
 ///
@@ -90,11 +90,11 @@ where
                 .contains("unknown") =>
         {
             match ask(&["CLUSTER", "SLOTS"]).await? {
-                Frame::Error(e) => return Err(error_reply(&e, node)),
+                Frame::Error(e) => return Err(reply_error(&e, node)),
                 v => parse_cluster_slots(v, node, remap)?,
             }
         }
-        Frame::Error(e) => return Err(error_reply(&e, node)),
+        Frame::Error(e) => return Err(reply_error(&e, node)),
         v => {
             let view = parse_cluster_shards(v, node, tls, remap)?;
             if view.covered_slots() < usize::from(SLOT_COUNT) {

@@ -270,7 +270,7 @@ impl<S> Driver<S> {
             self.activity = Instant::now();
         }
         if req.asking {
-            encode_command(&mut self.wbuf, &[Arg::Static("ASKING")]);
+            encode_command(&mut self.wbuf, [Arg::Word("ASKING")]);
             self.pending.push_back(Pending::Ignore);
         }
         req.cmd.encode(&mut self.wbuf);
@@ -289,7 +289,7 @@ impl<S> Driver<S> {
         token[..20].copy_from_slice(&self.token);
         token[20..20 + digits.len()].copy_from_slice(digits);
         let token = bytes::Bytes::copy_from_slice(&token[..20 + digits.len()]);
-        encode_command(&mut self.wbuf, &[Arg::Static("PING"), Arg::Bytes(token)]);
+        encode_command(&mut self.wbuf, [Arg::Word("PING"), Arg::Bytes(&token)]);
         self.pending.push_back(Pending::Marker(self.seq));
     }
 
