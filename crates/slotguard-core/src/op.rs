@@ -31,7 +31,8 @@ use std::fmt;
 use bytes::Bytes;
 
 use crate::addr::NodeAddr;
-use crate::error::{parse_error_reply, CacheError};
+pub use crate::error::reply_error;
+use crate::error::CacheError;
 use crate::request::Op;
 use crate::response::{CacheResponse, Path};
 
@@ -129,12 +130,6 @@ impl fmt::Display for OpKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
     }
-}
-
-/// An error reply's text (raw bytes off the wire) → its [`CacheError`]:
-/// [`parse_error_reply`] for bytes. The one mapping both leaves use.
-pub fn reply_error(text: &[u8], node: &NodeAddr) -> CacheError {
-    parse_error_reply(&String::from_utf8_lossy(text), node)
 }
 
 impl Op {
