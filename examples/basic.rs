@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use slotguard::layers::redirect::RedirectLayer;
 use slotguard::layers::slot_refresh::SlotRefreshLayer;
 use slotguard::{
     BoxError, CacheRequest, NodeAddr, NodeConfig, NodeService, NodeTopologySource,
@@ -43,7 +44,7 @@ async fn main() -> Result<(), BoxError> {
                 .load()
                 .await?,
         )
-        .redirect(topology.clone())
+        .redirect(RedirectLayer::new(topology.clone()))
         .service(leaf);
 
     for i in 0..5 {

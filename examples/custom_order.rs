@@ -76,6 +76,7 @@ use slotguard::layers::circuit_breaker::{BreakerConfig, BreakerState, CircuitBre
 use slotguard::layers::coalesce::CoalesceLayer;
 use slotguard::layers::fallback::FallbackLayer;
 use slotguard::layers::invalidation::InvalidationLogLayer;
+use slotguard::layers::redirect::RedirectLayer;
 use slotguard::layers::replica_failover::ReplicaFailoverLayer;
 use slotguard::layers::slot_refresh::SlotRefreshLayer;
 use slotguard::node::HealthProber;
@@ -166,7 +167,7 @@ async fn build(seeds: Vec<NodeAddr>, store: SqliteStore) -> Result<Stack, BoxErr
         .invalidation_log(log.clone())
         // Outside redirect: a MOVED retry is re-stamped from the patched map.
         .slot_refresh(refresh)
-        .redirect(topology.clone())
+        .redirect(RedirectLayer::new(topology.clone()))
         // Outside the per-node breakers: an open breaker on a primary is a
         // fast failure that sends the read to a replica.
         .layer(ReplicaFailoverLayer::new(topology.clone()))

@@ -264,7 +264,7 @@ pub(crate) fn run(args: FailoverArgs) -> ExitCode {
     let out = Output {
         bench: "failover",
         stack: match args.client {
-            FailoverClient::Slotguard => crate::stack::DESCRIPTION,
+            FailoverClient::Slotguard => crate::stack::DESCRIPTION.as_str(),
             FailoverClient::RedisRs => crate::stack::REDIS_RS_DESCRIPTION,
         },
         frozen_ms: fault

@@ -220,7 +220,7 @@ pub(crate) fn run(args: DemoArgs) -> ExitCode {
         keys: load.keys,
         timeout_ms: load.timeout_ms,
         write_pct: load.write_pct,
-        stack: crate::stack::DESCRIPTION,
+        stack: crate::stack::DESCRIPTION.as_str(),
         server_settings: server
             .iter()
             .map(|s| ServerSettingOut {

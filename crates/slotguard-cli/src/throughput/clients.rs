@@ -140,8 +140,8 @@ pub(crate) async fn leaf(
 }
 
 /// The full recommended stack as a user gets it: [`SlotGuard`] with every
-/// default (telemetry → coalesce → fallback → invalidation_log → slot_refresh → redirect →
-/// replica_failover → circuit_breaker → leaf, the health prober running)
+/// default (the layers of `slotguard::layers::RECOMMENDED_ORDER`, the
+/// health prober running)
 /// and, with `store`, over an SQLite store in a temporary directory (the
 /// fallback layer with its near-cache and client tracking on top). Keep the
 /// returned guard alive while measuring.

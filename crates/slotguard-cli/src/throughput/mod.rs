@@ -26,7 +26,7 @@ use crate::progress::Progress;
 use cell::{CellSpec, Data, MIX_WRITE_PCT};
 use clients::{BenchClient, FredCluster};
 pub(crate) use summary::LoadKind;
-use summary::{Cell, ClientName, Machine, Output, RefCell, Settings, CLIENTS};
+use summary::{Cell, ClientName, Machine, Output, RefCell, Settings};
 
 /// Arguments of `slotguard bench throughput`.
 #[derive(Debug, clap::Args)]
@@ -316,7 +316,7 @@ async fn bench(
             cluster,
             client_order,
             redis_benchmark: with_rb,
-            clients: CLIENTS,
+            clients: summary::clients(),
         },
     })
 }

@@ -321,7 +321,7 @@ pub(crate) struct Settings {
 pub(crate) struct Clients {
     pub(crate) fred_cluster: &'static str,
     pub(crate) leaf: &'static str,
-    pub(crate) stack: &'static str,
+    pub(crate) stack: String,
     pub(crate) stack_store: &'static str,
     pub(crate) redis_rs_cluster: &'static str,
     pub(crate) stack_csc: &'static str,
@@ -329,26 +329,39 @@ pub(crate) struct Clients {
     pub(crate) stack_fred_leaf: &'static str,
 }
 
-/// The descriptions printed with the results.
-pub(crate) const CLIENTS: Clients = Clients {
-    fred_cluster: "fred 10.1 cluster client, Builder + ServerConfig::new_clustered, default config",
-    leaf: "slot_refresh → NodeService (NodeConfig::default, with_topology as the docs build it)",
-    stack: "SlotGuard::builder(seeds).connect(): telemetry → coalesce → invalidation_log → slot_refresh → \
-            redirect → replica_failover → circuit_breaker(per_node) → NodeService, HealthProber \
-            running; all defaults",
-    stack_store: "SlotGuard::builder(seeds).store(SqliteStore).connect(): the same with fallback \
+/// The descriptions printed with the results; the stack's layers come from
+/// the one statement of the recommended order.
+pub(crate) fn clients() -> Clients {
+    let order =
+        slotguard::layers::recommended_order_without(&[slotguard::layers::LayerName::Fallback]);
+    Clients {
+        fred_cluster:
+            "fred 10.1 cluster client, Builder + ServerConfig::new_clustered, default config",
+        leaf:
+            "slot_refresh → NodeService (NodeConfig::default, with_topology as the docs build it)",
+        stack: format!(
+        "SlotGuard::builder(seeds).connect(): {} (circuit_breaker per node, leaf NodeService), \
+         HealthProber running; all defaults",
+        slotguard::layers::describe_order(&order)
+    ),
+        stack_store:
+            "SlotGuard::builder(seeds).store(SqliteStore).connect(): the same with fallback \
                   (near-cache, RESP3 client tracking) on top; all defaults",
-    redis_rs_cluster: "redis-rs 1.x async cluster client, ClusterClient::new(seeds) + \
+        redis_rs_cluster: "redis-rs 1.x async cluster client, ClusterClient::new(seeds) + \
                        get_async_connection(), default config",
-    stack_csc: "stack_store with .client_side_caching(60 s): hot keys answered by the near-cache \
+        stack_csc:
+            "stack_store with .client_side_caching(60 s): hot keys answered by the near-cache \
                 while their primary's tracking connection lives",
-    stack_fred_leaf: "SlotGuard::builder(seeds).leaf_kind(LeafKind::Fred).connect(): the stack \
+        stack_fred_leaf:
+            "SlotGuard::builder(seeds).leaf_kind(LeafKind::Fred).connect(): the stack \
                       over FredLeaf (one centralized fred client per node, PING reply marker); \
                       all defaults",
-    redis_benchmark: "redis-benchmark --cluster -c <concurrency> -t set,get -r <keys> -d <value \
+        redis_benchmark:
+            "redis-benchmark --cluster -c <concurrency> -t set,get -r <keys> -d <value \
                       size> (the reference, no client library); mix and zipf compared with \
                       1 / (0.9 / get + 0.1 / set) of its uniform-key rates",
-};
+    }
+}
 
 /// The one JSON object `--json` prints.
 #[derive(Debug, Clone, Serialize)]
@@ -384,14 +397,15 @@ pub(crate) fn render(o: &Output) -> String {
         s.warmup_ms,
         s.cluster
     );
-    let _ = writeln!(out, "  fred_cluster: {}", CLIENTS.fred_cluster);
-    let _ = writeln!(out, "  leaf:         {}", CLIENTS.leaf);
-    let _ = writeln!(out, "  stack:        {}", CLIENTS.stack);
-    let _ = writeln!(out, "  stack_store:  {}", CLIENTS.stack_store);
-    let _ = writeln!(out, "  redis_rs_cluster: {}", CLIENTS.redis_rs_cluster);
-    let _ = writeln!(out, "  stack_csc:    {}", CLIENTS.stack_csc);
-    let _ = writeln!(out, "  stack_fred_leaf: {}", CLIENTS.stack_fred_leaf);
-    let _ = writeln!(out, "  redis_benchmark:  {}\n", CLIENTS.redis_benchmark);
+    let c = clients();
+    let _ = writeln!(out, "  fred_cluster: {}", c.fred_cluster);
+    let _ = writeln!(out, "  leaf:         {}", c.leaf);
+    let _ = writeln!(out, "  stack:        {}", c.stack);
+    let _ = writeln!(out, "  stack_store:  {}", c.stack_store);
+    let _ = writeln!(out, "  redis_rs_cluster: {}", c.redis_rs_cluster);
+    let _ = writeln!(out, "  stack_csc:    {}", c.stack_csc);
+    let _ = writeln!(out, "  stack_fred_leaf: {}", c.stack_fred_leaf);
+    let _ = writeln!(out, "  redis_benchmark:  {}\n", c.redis_benchmark);
     let _ = writeln!(
         out,
         "{:<5} {:>5} {:<16} {:>10} {:>7} {:>6} {:>9} {:>9} {:>9} {:>8} {:>7} {:>6}",
@@ -625,7 +639,7 @@ mod tests {
                 cluster: "local".into(),
                 client_order: vec![ClientName::order(0)],
                 redis_benchmark: false,
-                clients: CLIENTS,
+                clients: clients(),
             },
         };
         let v = serde_json::to_value(&out).unwrap();
