@@ -33,6 +33,7 @@
 //! - *Back-pressure*: at most `max_in_flight` commands outstanding; beyond,
 //!   a send fails with [`SendError::Overloaded`] at once.
 
+mod connect;
 mod driver;
 mod handshake;
 mod tracking;
@@ -204,7 +205,7 @@ impl Conn {
             refused: OnceLock::new(),
         });
         // On the leaf's tracker: `NodeService::shutdown` waits for it.
-        tasks.spawn(driver::run(addr, config, rx, shared.clone()));
+        tasks.spawn(connect::run(addr, config, rx, shared.clone()));
         Self { tx, shared }
     }
 
