@@ -9,6 +9,7 @@
 
 mod cell;
 mod clients;
+mod output;
 mod redis_benchmark;
 mod redis_rs;
 mod summary;
@@ -25,8 +26,9 @@ use slotguard_testkit::{ClusterSpec, LocalCluster};
 use crate::progress::Progress;
 use cell::{CellSpec, Data, MIX_WRITE_PCT};
 use clients::{BenchClient, FredCluster};
+use output::{Machine, Output, Settings};
 pub(crate) use summary::LoadKind;
-use summary::{Cell, ClientName, Machine, Output, RefCell, Settings};
+use summary::{Cell, ClientName, RefCell};
 
 /// Arguments of `slotguard bench throughput`.
 #[derive(Debug, clap::Args)]
@@ -144,7 +146,7 @@ pub(crate) fn run(args: ThroughputArgs) -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             } else {
-                print!("{}", summary::render(&out));
+                print!("{}", output::render(&out));
             }
             ExitCode::SUCCESS
         }
@@ -316,7 +318,7 @@ async fn bench(
             cluster,
             client_order,
             redis_benchmark: with_rb,
-            clients: summary::clients(),
+            clients: output::clients(),
         },
     })
 }

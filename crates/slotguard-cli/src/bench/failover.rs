@@ -17,27 +17,6 @@ use crate::runner::{ms, round3, FaultReport, Hedges, PhaseName, PhasePlan, Runne
 use crate::stats::{pct, per_second_counts, percentile_ms, worst_second_pct};
 use crate::LoadArgs;
 
-/// Arguments of `slotguard bench`.
-#[derive(Debug, clap::Args)]
-pub(crate) struct BenchArgs {
-    #[command(subcommand)]
-    pub(crate) which: Bench,
-}
-
-/// The benchmarks.
-#[derive(Debug, clap::Subcommand)]
-pub(crate) enum Bench {
-    /// SIGSTOP one primary under load: reads answered and latency of its
-    /// shard and of the others, time to the first replica answer and to the
-    /// first write after the promotion.
-    Failover(FailoverArgs),
-    /// Healthy-path ops/s and latency of slotguard's leaf and full stack
-    /// next to fred's own cluster client: closed-loop GET, SET and a 90/10
-    /// mix at several concurrencies, alternating rounds in one process,
-    /// medians over rounds and ratios to fred.
-    Throughput(crate::throughput::ThroughputArgs),
-}
-
 /// Arguments of `slotguard bench failover`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct FailoverArgs {
