@@ -22,7 +22,7 @@ use slotguard_testkit::{ClusterSpec, LocalCluster, ServerSetting, TestkitError, 
 
 use super::load::{Load, LoadConfig};
 pub(crate) use super::phases::{
-    ms, round3, FaultReport, Finished, Hedges, PhaseName, PhasePlan, PhaseRun,
+    ms, round3, FaultReport, FaultRun, Finished, Hedges, PhaseName, PhasePlan, PhaseRun,
 };
 use super::progress::{PhaseBar, Progress};
 use crate::stack::{self, Handles};

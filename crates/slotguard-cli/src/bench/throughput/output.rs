@@ -100,6 +100,19 @@ fn opt(v: Option<f64>, decimals: usize) -> String {
 
 /// The table `bench throughput` prints without `--json`.
 pub(crate) fn render(o: &Output) -> String {
+    let mut out = render_setup(o);
+    render_rows(&mut out, o);
+    let _ = writeln!(
+        out,
+        "\n×fred: ops/s over fred_cluster's in the same cell; ×rb: over redis-benchmark's; \
+         p99×fred likewise (below 1 is better); wr/op: write/writev syscalls of the whole process per operation (socket \
+         writes plus tokio's eventfd wake-ups)"
+    );
+    out
+}
+
+/// The machine, the settings and what each client is.
+fn render_setup(o: &Output) -> String {
     let (m, s) = (&o.machine, &o.settings);
     let mut out = String::new();
     let _ = writeln!(
@@ -127,6 +140,11 @@ pub(crate) fn render(o: &Output) -> String {
     let _ = writeln!(out, "  stack_csc:    {}", c.stack_csc);
     let _ = writeln!(out, "  stack_fred_leaf: {}", c.stack_fred_leaf);
     let _ = writeln!(out, "  redis_benchmark:  {}\n", c.redis_benchmark);
+    out
+}
+
+/// One line per row, then redis-benchmark's.
+fn render_rows(out: &mut String, o: &Output) {
     let _ = writeln!(
         out,
         "{:<5} {:>5} {:<16} {:>10} {:>7} {:>6} {:>9} {:>9} {:>9} {:>8} {:>7} {:>6}",
@@ -179,11 +197,4 @@ pub(crate) fn render(o: &Output) -> String {
             "-"
         );
     }
-    let _ = writeln!(
-        out,
-        "\n×fred: ops/s over fred_cluster's in the same cell; ×rb: over redis-benchmark's; \
-         p99×fred likewise (below 1 is better); wr/op: write/writev syscalls of the whole process per operation (socket \
-         writes plus tokio's eventfd wake-ups)"
-    );
-    out
 }
