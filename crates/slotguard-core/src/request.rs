@@ -218,6 +218,32 @@ impl CacheRequest {
         Ok(())
     }
 
+    /// Where a leaf sends this request: the stamped node, its role, and
+    /// whether `ASKING` goes first. A request still routed by slot is
+    /// [`CacheError::InvalidInput`]: a leaf never decides where a key lives.
+    pub fn leaf_route(&self) -> Result<(&NodeAddr, Role, bool), CacheError> {
+        match &self.route {
+            Route::Node { addr, role, asking } => Ok((addr, *role, *asking)),
+            Route::Slot => Err(CacheError::InvalidInput(
+                "request is not routed to a node: put a routing layer (slot_refresh) in front of the leaf"
+                    .into(),
+            )),
+        }
+    }
+
+    /// The deadline of one leaf call made at `now`: the request's own,
+    /// capped at `cap` from now. [`CacheError::DeadlineExceeded`] when it has
+    /// already passed: nothing is sent, and the node did nothing wrong (a
+    /// breaker must not count it).
+    pub fn call_deadline(&self, now: Instant, cap: Duration) -> Result<Instant, CacheError> {
+        let cap = now + cap;
+        let deadline = self.deadline.map_or(cap, |d| d.min(cap));
+        if deadline <= now {
+            return Err(CacheError::DeadlineExceeded);
+        }
+        Ok(deadline)
+    }
+
     /// The node this request is stamped for, if any.
     pub fn node(&self) -> Option<&NodeAddr> {
         match &self.route {

@@ -149,22 +149,9 @@ impl FredLeaf {
     fn start(&self, req: &CacheRequest, now: Instant) -> Result<Call, CacheError> {
         let cfg = self.pool.config();
         req.check_limits(cfg.max_key_len, cfg.max_value_len)?;
-        let (addr, role, asking) = match &req.route {
-            Route::Node { addr, role, asking } => (addr.clone(), *role, *asking),
-            Route::Slot => {
-                return Err(CacheError::InvalidInput(
-                    "request is not routed to a node: put a routing layer (slot_refresh) in front of the leaf"
-                        .into(),
-                ))
-            }
-        };
-        let cap = now + self.pool.config().command_timeout;
-        let deadline = req.deadline.map_or(cap, |d| d.min(cap));
-        if deadline <= now {
-            // Nothing sent: the caller's time was up, the node did nothing
-            // wrong (a breaker must not count it).
-            return Err(CacheError::DeadlineExceeded);
-        }
+        let (addr, role, asking) = req.leaf_route()?;
+        let addr = addr.clone();
+        let deadline = req.call_deadline(now, cfg.command_timeout)?;
         let cmd = req.op.command(req.key());
         let (name, args) = (cmd.name(), cmd.args().map(to_value).collect());
         let node = self.pool.client(&addr, Mode::from(role))?;

@@ -5,20 +5,19 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use slotguard::tower::Service;
-use slotguard::{BoxError, CacheRequest, CacheResponse, CacheService, NodeAddr, SlotGuard};
+use slotguard::{BoxError, CacheService, NodeAddr, SlotGuard};
 
 use super::cell::{self, CellResult, CellSpec, Data};
-use super::clients::{self, BenchClient, FredCluster, Tower};
+use super::clients::{self, FredCluster, LeafService, Tower};
 use super::redis_rs::{self, RedisRsCluster};
 use super::summary::{Cell, ClientName, LoadKind, RefCell};
 use super::{reference, ThroughputArgs};
 use crate::progress::Progress;
 
 /// Every client compared, connected for the whole run.
-pub(super) struct Contenders<L> {
+pub(super) struct Contenders {
     pub(super) fred: FredCluster,
-    leaf: Tower<L>,
+    leaf: Tower<LeafService>,
     stack: Tower<CacheService>,
     stack_store: Tower<CacheService>,
     stack_csc: Tower<CacheService>,
@@ -40,16 +39,7 @@ type Guards = (
 pub(super) async fn connect(
     seeds: &[NodeAddr],
     progress: &Progress,
-) -> Result<
-    Contenders<
-        impl Service<CacheRequest, Response = CacheResponse, Error = BoxError, Future: Send>
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-    >,
-    BoxError,
-> {
+) -> Result<Contenders, BoxError> {
     progress.note(
         "connecting fred_cluster, leaf, stack, stack_store, redis_rs_cluster, stack_csc and stack_fred_leaf...",
     );
@@ -83,10 +73,7 @@ pub(super) async fn connect(
     })
 }
 
-impl<L> Contenders<L>
-where
-    Tower<L>: BenchClient,
-{
+impl Contenders {
     /// One client through one cell.
     async fn run(&self, client: ClientName, data: &Arc<Data>, spec: CellSpec) -> CellResult {
         match client {
@@ -124,13 +111,10 @@ pub(super) struct Plan<'a> {
 
 /// Every round: every (load, concurrency) cell, clients in the round's
 /// order (rotated per round, so drift hits every client alike).
-pub(super) async fn run_rounds<L>(
+pub(super) async fn run_rounds(
     plan: &Plan<'_>,
-    contenders: &Contenders<L>,
-) -> Result<Measured, BoxError>
-where
-    Tower<L>: BenchClient,
-{
+    contenders: &Contenders,
+) -> Result<Measured, BoxError> {
     let mut out = Measured::default();
     for round in 0..plan.rounds {
         let order = ClientName::order(round);
@@ -161,16 +145,13 @@ where
 
 /// Every client through one cell; the fastest rate of a client that goes
 /// to the cluster (what redis-benchmark is sized from).
-async fn run_cell<L>(
+async fn run_cell(
     plan: &Plan<'_>,
-    contenders: &Contenders<L>,
+    contenders: &Contenders,
     (order, round, c): (&[ClientName], usize, u64),
     spec: CellSpec,
     cells: &mut Vec<Cell>,
-) -> f64
-where
-    Tower<L>: BenchClient,
-{
+) -> f64 {
     let (load, rounds) = (spec.load, plan.rounds);
     let mut fastest: f64 = 0.0;
     for &client in order {
