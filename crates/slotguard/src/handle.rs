@@ -4,6 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::leaf_kind::LeafKind;
 use bytes::Bytes;
 use slotguard_core::{
     as_cache_error, BoxError, BreakerScope, CacheError, CacheRequest, CacheResponse,
@@ -36,8 +37,9 @@ pub type StoreService = BoxCloneSyncService<SecondaryRequest, Option<Bytes>, Box
 /// The layers of [`RECOMMENDED_ORDER`](slotguard_layers::RECOMMENDED_ORDER),
 /// built by [`RecommendedStack`] (without a store, `fallback` is left out;
 /// the breaker is per node), plus the replication health prober, every
-/// setting at its default unless the [`SlotGuardBuilder`] says otherwise. With a [store](SlotGuardBuilder::store), misses are loaded
-/// from it and written back, and reads the cluster cannot answer are served
+/// setting at its default unless the [`SlotGuardBuilder`] says otherwise.
+/// With a [store](SlotGuardBuilder::store), misses are loaded from it and
+/// written back, and reads the cluster cannot answer are served
 /// from the near-cache or the store (see
 /// [`fallback`](slotguard_layers::fallback)). Use
 /// [`get`](Self::get)/[`set`](Self::set)/[`delete`](Self::delete) directly,
@@ -351,50 +353,6 @@ impl SlotGuardBuilder {
             failover,
             controller,
         })
-    }
-}
-
-/// Which leaf a [`SlotGuard`] sits on.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum LeafKind {
-    /// The default leaf, `slotguard-node`: its own batched, bounded
-    /// connection per node.
-    #[default]
-    Node,
-    /// The fred-backed leaf, `slotguard-fred`: one centralized fred client
-    /// per node (feature `fred`). Where it differs from the default leaf:
-    /// `docs/leaf-connections.md`.
-    #[cfg(feature = "fred")]
-    Fred,
-}
-
-/// The variable [`LeafKind::from_env`] reads: `node` (or unset) or `fred`.
-pub const ENV_LEAF: &str = "SLOTGUARD_LEAF";
-
-impl LeafKind {
-    /// `SLOTGUARD_LEAF`: `node`, `fred`, or unset/empty for the default.
-    /// `fred` without the `fred` feature, or any other value, is
-    /// [`CacheError::InvalidInput`].
-    pub fn from_env() -> Result<Self, CacheError> {
-        Self::parse(std::env::var(ENV_LEAF).ok().as_deref().unwrap_or(""))
-    }
-
-    /// `node`, `fred` or empty (the default).
-    pub fn parse(name: &str) -> Result<Self, CacheError> {
-        match name.trim().to_ascii_lowercase().as_str() {
-            "" | "node" => Ok(LeafKind::Node),
-            #[cfg(feature = "fred")]
-            "fred" => Ok(LeafKind::Fred),
-            other => Err(CacheError::InvalidInput(format!(
-                "unknown leaf {other:?} (expected node{})",
-                if cfg!(feature = "fred") {
-                    " or fred"
-                } else {
-                    "; fred needs the `fred` feature"
-                }
-            ))),
-        }
     }
 }
 

@@ -57,11 +57,12 @@
 #![forbid(unsafe_code)]
 
 mod handle;
+mod leaf_kind;
 
 pub use handle::{
-    CacheService, LeafKind, SlotGuard, SlotGuardBuilder, Stats, StoreService,
-    DEFAULT_REQUEST_TIMEOUT, ENV_LEAF,
+    CacheService, SlotGuard, SlotGuardBuilder, Stats, StoreService, DEFAULT_REQUEST_TIMEOUT,
 };
+pub use leaf_kind::{LeafKind, ENV_LEAF};
 
 /// The tower version slotguard's layers are built on.
 pub use tower;
