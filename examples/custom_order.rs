@@ -67,6 +67,8 @@
 //!
 //! [`SlotGuard`]: slotguard::SlotGuard
 
+mod cluster;
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -85,7 +87,7 @@ use slotguard::{
     ServiceBuilderExt, Topology,
 };
 use slotguard_store::SqliteStore;
-use slotguard_testkit::{ClusterSpec, LocalCluster};
+use slotguard_testkit::LocalCluster;
 use tower::limit::ConcurrencyLimitLayer;
 use tower::load_shed::LoadShedLayer;
 use tower::timeout::TimeoutLayer;
@@ -286,20 +288,7 @@ async fn stall_shard(stack: &Stack, cluster: &LocalCluster, key: &str) -> Result
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
     // Use the given cluster, or start a throwaway one on loopback.
-    let (cluster, seeds): (Option<LocalCluster>, Vec<NodeAddr>) =
-        match slotguard::node::seeds_from_env()? {
-            Some(seeds) => (None, seeds),
-            None => {
-                println!("starting a local cluster (3 primaries, 3 replicas)...");
-                let cluster = LocalCluster::start(ClusterSpec::default())?;
-                let seeds = cluster
-                    .seeds()
-                    .iter()
-                    .map(|s| s.parse())
-                    .collect::<Result<_, _>>()?;
-                (Some(cluster), seeds)
-            }
-        };
+    let (cluster, seeds) = cluster::seeds_or_local_cluster()?;
     let tmp = tempfile::tempdir()?;
     let store = SqliteStore::open(tmp.path().join("items.db"))?;
     let stack = build(seeds, store.clone()).await?;
