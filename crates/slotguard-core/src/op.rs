@@ -346,6 +346,19 @@ mod tests {
     }
 
     #[test]
+    fn all_ops_lists_every_kind_once() {
+        // Exhaustive: a new kind does not compile until it has a place here,
+        // and then the assertions below make it join ALL_OPS.
+        let place = |k: OpKind| match k {
+            OpKind::Get => 0,
+            OpKind::Set => 1,
+            OpKind::Delete => 2,
+        };
+        let places: Vec<usize> = ALL_OPS.iter().map(|k| place(*k)).collect();
+        assert_eq!(places, (0..ALL_OPS.len()).collect::<Vec<_>>());
+    }
+
+    #[test]
     fn commands_name_their_arguments() {
         let key = Bytes::from_static(b"k");
         let v = Bytes::from_static(b"v");
