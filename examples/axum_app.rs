@@ -47,6 +47,8 @@
 //! `SLOTGUARD_LEAF`: `node` (default) or `fred`, the fred-backed leaf
 //! (`LeafKind::from_env`), with the same credentials and TLS.
 
+mod cluster;
+
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -55,9 +57,8 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use slotguard::{CacheError, CacheRequest, CacheResponse, Failure, NodeAddr, SlotGuard};
+use slotguard::{CacheError, CacheRequest, CacheResponse, Failure, SlotGuard};
 use slotguard_store::SqliteStore;
-use slotguard_testkit::{ClusterSpec, LocalCluster};
 use tower_http::trace::TraceLayer;
 
 /// Deadline of each request through the stack, across every retry,
@@ -215,20 +216,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let listen = std::env::var("SLOTGUARD_HTTP").unwrap_or_else(|_| "127.0.0.1:3000".into());
     // Before the stack is built: its telemetry layer takes the global meter.
     let metrics = install_telemetry()?;
-    let (_cluster, seeds): (Option<LocalCluster>, Vec<NodeAddr>) =
-        match slotguard::node::seeds_from_env()? {
-            Some(seeds) => (None, seeds),
-            None => {
-                eprintln!("starting a local cluster (3 primaries, 3 replicas)...");
-                let cluster = LocalCluster::start(ClusterSpec::default())?;
-                let seeds = cluster
-                    .seeds()
-                    .iter()
-                    .map(|s| s.parse())
-                    .collect::<Result<_, _>>()?;
-                (Some(cluster), seeds)
-            }
-        };
+    // Use the given cluster, or start a throwaway one on loopback.
+    let (_cluster, seeds) = cluster::seeds_or_local_cluster()?;
     // Kept until exit: a default database lives in it.
     let tmp = tempfile::tempdir()?;
     let db = std::env::var("SLOTGUARD_DB")

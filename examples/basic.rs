@@ -6,33 +6,22 @@
 //! SLOTGUARD_SEEDS=127.0.0.1:7000 cargo run -p slotguard-examples --bin basic
 //! ```
 
+mod cluster;
+
 use std::time::Duration;
 
+use slotguard::layers::redirect::RedirectLayer;
 use slotguard::layers::slot_refresh::SlotRefreshLayer;
 use slotguard::{
-    BoxError, CacheRequest, NodeAddr, NodeConfig, NodeService, NodeTopologySource,
-    ServiceBuilderExt, Topology,
+    BoxError, CacheRequest, NodeConfig, NodeService, NodeTopologySource, ServiceBuilderExt,
+    Topology,
 };
-use slotguard_testkit::{ClusterSpec, LocalCluster};
 use tower::{ServiceBuilder, ServiceExt};
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
     // Use the given cluster, or start a throwaway one on loopback.
-    let (_cluster, seeds): (Option<LocalCluster>, Vec<NodeAddr>) =
-        match slotguard::node::seeds_from_env()? {
-            Some(seeds) => (None, seeds),
-            None => {
-                println!("starting a local cluster (3 primaries, 3 replicas)...");
-                let cluster = LocalCluster::start(ClusterSpec::default())?;
-                let seeds = cluster
-                    .seeds()
-                    .iter()
-                    .map(|s| s.parse())
-                    .collect::<Result<_, _>>()?;
-                (Some(cluster), seeds)
-            }
-        };
+    let (_cluster, seeds) = cluster::seeds_or_local_cluster()?;
 
     let topology = Topology::new();
     let leaf = NodeService::new(NodeConfig::default()).with_topology(topology.clone());
@@ -43,7 +32,7 @@ async fn main() -> Result<(), BoxError> {
                 .load()
                 .await?,
         )
-        .redirect(topology.clone())
+        .redirect(RedirectLayer::new(topology.clone()))
         .service(leaf);
 
     for i in 0..5 {

@@ -67,6 +67,8 @@
 //!
 //! [`SlotGuard`]: slotguard::SlotGuard
 
+mod cluster;
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -76,6 +78,7 @@ use slotguard::layers::circuit_breaker::{BreakerConfig, BreakerState, CircuitBre
 use slotguard::layers::coalesce::CoalesceLayer;
 use slotguard::layers::fallback::FallbackLayer;
 use slotguard::layers::invalidation::InvalidationLogLayer;
+use slotguard::layers::redirect::RedirectLayer;
 use slotguard::layers::replica_failover::ReplicaFailoverLayer;
 use slotguard::layers::slot_refresh::SlotRefreshLayer;
 use slotguard::node::HealthProber;
@@ -84,7 +87,7 @@ use slotguard::{
     ServiceBuilderExt, Topology,
 };
 use slotguard_store::SqliteStore;
-use slotguard_testkit::{ClusterSpec, LocalCluster};
+use slotguard_testkit::LocalCluster;
 use tower::limit::ConcurrencyLimitLayer;
 use tower::load_shed::LoadShedLayer;
 use tower::timeout::TimeoutLayer;
@@ -166,7 +169,7 @@ async fn build(seeds: Vec<NodeAddr>, store: SqliteStore) -> Result<Stack, BoxErr
         .invalidation_log(log.clone())
         // Outside redirect: a MOVED retry is re-stamped from the patched map.
         .slot_refresh(refresh)
-        .redirect(topology.clone())
+        .redirect(RedirectLayer::new(topology.clone()))
         // Outside the per-node breakers: an open breaker on a primary is a
         // fast failure that sends the read to a replica.
         .layer(ReplicaFailoverLayer::new(topology.clone()))
@@ -285,20 +288,7 @@ async fn stall_shard(stack: &Stack, cluster: &LocalCluster, key: &str) -> Result
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
     // Use the given cluster, or start a throwaway one on loopback.
-    let (cluster, seeds): (Option<LocalCluster>, Vec<NodeAddr>) =
-        match slotguard::node::seeds_from_env()? {
-            Some(seeds) => (None, seeds),
-            None => {
-                println!("starting a local cluster (3 primaries, 3 replicas)...");
-                let cluster = LocalCluster::start(ClusterSpec::default())?;
-                let seeds = cluster
-                    .seeds()
-                    .iter()
-                    .map(|s| s.parse())
-                    .collect::<Result<_, _>>()?;
-                (Some(cluster), seeds)
-            }
-        };
+    let (cluster, seeds) = cluster::seeds_or_local_cluster()?;
     let tmp = tempfile::tempdir()?;
     let store = SqliteStore::open(tmp.path().join("items.db"))?;
     let stack = build(seeds, store.clone()).await?;

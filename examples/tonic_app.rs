@@ -74,13 +74,14 @@
 #[path = "items_grpc.rs"]
 mod items_grpc;
 
+mod cluster;
+
 use std::time::Duration;
 
 use items_grpc::items_server::{Items, ItemsServer};
 use items_grpc::{GetRequest, GetResponse, PutRequest, PutResponse};
-use slotguard::{CacheError, CacheRequest, CacheResponse, Failure, NodeAddr, SlotGuard};
+use slotguard::{CacheError, CacheRequest, CacheResponse, Failure, SlotGuard};
 use slotguard_store::SqliteStore;
-use slotguard_testkit::{ClusterSpec, LocalCluster};
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Code, Request, Response, Status};
 use tower_http::trace::TraceLayer;
@@ -234,20 +235,8 @@ impl Items for App {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let listen = std::env::var("SLOTGUARD_GRPC").unwrap_or_else(|_| "127.0.0.1:50051".into());
-    let (cluster, seeds): (Option<LocalCluster>, Vec<NodeAddr>) =
-        match slotguard::node::seeds_from_env()? {
-            Some(seeds) => (None, seeds),
-            None => {
-                eprintln!("starting a local cluster (3 primaries, 3 replicas)...");
-                let cluster = LocalCluster::start(ClusterSpec::default())?;
-                let seeds = cluster
-                    .seeds()
-                    .iter()
-                    .map(|s| s.parse())
-                    .collect::<Result<_, _>>()?;
-                (Some(cluster), seeds)
-            }
-        };
+    // Use the given cluster, or start a throwaway one on loopback.
+    let (cluster, seeds) = cluster::seeds_or_local_cluster()?;
     // Kept until exit: a default database lives in it.
     let tmp = tempfile::tempdir()?;
     let db = std::env::var("SLOTGUARD_DB")

@@ -228,10 +228,7 @@ async fn a_primary_stalled_past_its_promotion_loses_no_acknowledged_write() {
     // Refreshes at most once a second: the map lags the promotion, as it
     // may on any client, so writes still go the old primary's way when it
     // wakes.
-    let refresh = h.refresh_layer(RefreshConfig {
-        min_gap: Duration::from_secs(1),
-        ..RefreshConfig::default()
-    });
+    let refresh = h.refresh_layer(RefreshConfig::new().with_min_gap(Duration::from_secs(1)));
     let stack = ServiceBuilder::new()
         .layer(refresh)
         .layer(RedirectLayer::new(h.topology.clone()))

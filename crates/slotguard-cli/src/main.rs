@@ -15,7 +15,6 @@ mod demo;
 mod doctor;
 mod metrics;
 mod stack;
-mod throughput;
 
 // The demo's parts that `bench` and `doctor` share.
 use demo::{load, progress, report, runner, stats};
@@ -122,10 +121,7 @@ fn main() -> ExitCode {
             }
             demo::run(args)
         }
-        Command::Bench(args) => match args.which {
-            bench::Bench::Failover(args) => bench::run(args),
-            bench::Bench::Throughput(args) => throughput::run(args),
-        },
+        Command::Bench(args) => bench::run(args),
         Command::Doctor(args) => doctor::run(args),
     }
 }
@@ -204,9 +200,9 @@ mod tests {
         assert_eq!(
             t.loads,
             vec![
-                throughput::LoadKind::Get,
-                throughput::LoadKind::Set,
-                throughput::LoadKind::Mix
+                bench::throughput::LoadKind::Get,
+                bench::throughput::LoadKind::Set,
+                bench::throughput::LoadKind::Mix
             ]
         );
         assert_eq!(
@@ -230,7 +226,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(t.concurrency, vec![1, 4]);
-        assert_eq!(t.loads, vec![throughput::LoadKind::Get]);
+        assert_eq!(t.loads, vec![bench::throughput::LoadKind::Get]);
         assert_eq!(t.seeds.len(), 2);
         assert_eq!(t.seeds[1].port(), 7001);
         assert!(t.json);

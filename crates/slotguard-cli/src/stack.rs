@@ -5,6 +5,8 @@
 //! default, over an SQLite store (`slotguard-store`) in a temporary
 //! directory, plus the replication health prober.
 
+use std::sync::LazyLock;
+
 use slotguard::{BoxError, CacheService, LeafKind, NodeAddr, SlotGuard, Topology};
 use slotguard_store::SqliteStore;
 
@@ -12,8 +14,14 @@ use slotguard_store::SqliteStore;
 /// next to a network round trip).
 pub(crate) type Stack = CacheService;
 
-/// The layers [`build`] stacks, outermost first (printed with the results).
-pub(crate) const DESCRIPTION: &str = "telemetry → coalesce → fallback (near-cache + SQLite store) → invalidation_log → slot_refresh → redirect → replica_failover → circuit_breaker → leaf";
+/// The layers [`build`] stacks, outermost first (printed with the results):
+/// the handle's recommended order, from the one statement of it.
+pub(crate) static DESCRIPTION: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "{} (fallback: near-cache + SQLite store)",
+        slotguard::layers::describe_order(&slotguard::layers::RECOMMENDED_ORDER)
+    )
+});
 
 /// What the demo needs besides the service itself.
 #[derive(Debug, Clone)]
@@ -68,10 +76,8 @@ pub(crate) async fn build(
         .leaf_kind(leaf)
         .store(store.clone());
     if !hedge {
-        builder = builder.failover(slotguard::layers::replica_failover::FailoverPolicy {
-            hedge: None,
-            ..Default::default()
-        });
+        builder = builder
+            .failover(slotguard::layers::replica_failover::FailoverPolicy::new().with_hedge(None));
     }
     let guard = builder.connect().await?;
     Ok((guard.service(), Handles { guard, store }))
@@ -98,22 +104,15 @@ pub(crate) async fn redis_rs(seeds: &[NodeAddr]) -> Result<Stack, BoxError> {
         move |req: slotguard::CacheRequest| {
             let mut conn = conn.clone();
             async move {
-                let key = &req.key()[..];
-                let mut cmd;
-                match &req.op {
-                    slotguard::Op::Get => {
-                        cmd = redis::cmd("GET");
-                        cmd.arg(key);
-                    }
-                    slotguard::Op::Set { value, .. } => {
-                        cmd = redis::cmd("SET");
-                        cmd.arg(key).arg(&value[..]);
-                    }
-                    slotguard::Op::Delete => {
-                        cmd = redis::cmd("DEL");
-                        cmd.arg(key);
-                    }
-                    _ => return Err::<_, BoxError>("not supported by this peer".into()),
+                // The operation table's command, as every leaf sends it.
+                let op = req.op.command(req.key());
+                let mut cmd = redis::cmd(op.name());
+                for arg in op.args() {
+                    match arg {
+                        slotguard::core::op::Arg::Word(w) => cmd.arg(w),
+                        slotguard::core::op::Arg::Bytes(b) => cmd.arg(&b[..]),
+                        slotguard::core::op::Arg::Int(n) => cmd.arg(n),
+                    };
                 }
                 let call = cmd.query_async::<redis::Value>(&mut conn);
                 let value = match req.deadline {

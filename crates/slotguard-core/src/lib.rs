@@ -15,6 +15,7 @@ mod error;
 pub mod invalidation;
 pub mod leaf;
 pub mod observe;
+pub mod op;
 mod request;
 mod response;
 mod secondary;
@@ -24,8 +25,8 @@ pub mod topology;
 pub use addr::NodeAddr;
 pub use controller::ClusterController;
 pub use error::{
-    as_cache_error, classify, classify_dyn, parse_error_reply, Blame, BoxError, BreakerScope,
-    CacheError, Failure,
+    as_cache_error, classify, classify_dyn, parse_error_reply, reply_error, Blame, BoxError,
+    BreakerScope, CacheError, Failure,
 };
 pub use leaf::{Leaf, LeafControl};
 pub use observe::{Observation, Observer, Record};

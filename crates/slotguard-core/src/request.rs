@@ -6,6 +6,7 @@ use bytes::Bytes;
 use tokio::time::Instant;
 
 use crate::addr::NodeAddr;
+use crate::error::CacheError;
 use crate::slot::key_slot;
 
 /// What to do with the key.
@@ -29,16 +30,12 @@ impl Op {
     /// Reads may be served by replicas, near-caches and the secondary store;
     /// writes never are.
     pub fn is_read(&self) -> bool {
-        matches!(self, Op::Get)
+        self.kind().is_read()
     }
 
     /// A short lowercase name for spans and metrics.
     pub fn name(&self) -> &'static str {
-        match self {
-            Op::Get => "get",
-            Op::Set { .. } => "set",
-            Op::Delete => "delete",
-        }
+        self.kind().name()
     }
 }
 
@@ -196,6 +193,55 @@ impl CacheRequest {
             role,
             asking: false,
         })
+    }
+
+    /// Check the key and value against a leaf's size limits, and a `SET`'s
+    /// expiry: [`CacheError::InvalidInput`] means nothing may be sent.
+    pub fn check_limits(&self, max_key_len: usize, max_value_len: usize) -> Result<(), CacheError> {
+        if self.key.len() > max_key_len {
+            return Err(CacheError::InvalidInput(format!(
+                "key of {} bytes is over the limit of {max_key_len} bytes",
+                self.key.len(),
+            )));
+        }
+        if let Op::Set { value, ttl } = &self.op {
+            if value.len() > max_value_len {
+                return Err(CacheError::InvalidInput(format!(
+                    "value of {} bytes is over the limit of {max_value_len} bytes",
+                    value.len(),
+                )));
+            }
+            if *ttl == Some(Duration::ZERO) {
+                return Err(CacheError::InvalidInput("ttl must be positive".into()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Where a leaf sends this request: the stamped node, its role, and
+    /// whether `ASKING` goes first. A request still routed by slot is
+    /// [`CacheError::InvalidInput`]: a leaf never decides where a key lives.
+    pub fn leaf_route(&self) -> Result<(&NodeAddr, Role, bool), CacheError> {
+        match &self.route {
+            Route::Node { addr, role, asking } => Ok((addr, *role, *asking)),
+            Route::Slot => Err(CacheError::InvalidInput(
+                "request is not routed to a node: put a routing layer (slot_refresh) in front of the leaf"
+                    .into(),
+            )),
+        }
+    }
+
+    /// The deadline of one leaf call made at `now`: the request's own,
+    /// capped at `cap` from now. [`CacheError::DeadlineExceeded`] when it has
+    /// already passed: nothing is sent, and the node did nothing wrong (a
+    /// breaker must not count it).
+    pub fn call_deadline(&self, now: Instant, cap: Duration) -> Result<Instant, CacheError> {
+        let cap = now + cap;
+        let deadline = self.deadline.map_or(cap, |d| d.min(cap));
+        if deadline <= now {
+            return Err(CacheError::DeadlineExceeded);
+        }
+        Ok(deadline)
     }
 
     /// The node this request is stamped for, if any.

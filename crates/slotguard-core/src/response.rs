@@ -32,6 +32,16 @@ impl Path {
     }
 }
 
+impl From<crate::request::Role> for Path {
+    /// The path of an answer from a node of this role.
+    fn from(role: crate::request::Role) -> Self {
+        match role {
+            crate::request::Role::Primary => Path::Primary,
+            crate::request::Role::Replica => Path::Replica,
+        }
+    }
+}
+
 /// Provenance of a response.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Served {

@@ -80,6 +80,11 @@ impl Default for FredLeafConfig {
 }
 
 impl FredLeafConfig {
+    /// The defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
     /// The defaults plus credentials and TLS from the same `SLOTGUARD_*`
     /// variables as [`NodeConfig::from_env`].
     pub fn from_env() -> Result<Self, CacheError> {

@@ -3,6 +3,7 @@
 use bytes::Bytes;
 use fred::error::{Error as FredError, ErrorKind};
 use fred::types::Value;
+use slotguard_core::op::Reply;
 use slotguard_core::{parse_error_reply, CacheError, NodeAddr};
 use slotguard_node::Frame;
 
@@ -64,35 +65,22 @@ pub(crate) fn is_server_reply(err: &FredError) -> bool {
     ) && !err.details().starts_with("Failed to route command")
 }
 
-fn unexpected(cmd: &str, v: &Value) -> CacheError {
-    CacheError::Protocol(format!("unexpected reply to {cmd}: {:?}", v.kind()))
-}
-
-/// A `GET` reply: nil or a bulk string (fred may hand a UTF-8 bulk string
-/// back as `Value::String`; both are bytes to us).
-pub(crate) fn get_reply(v: Value) -> Result<Option<Bytes>, CacheError> {
+/// A fred value as a cache command's reply, for
+/// [`OpKind::answer`](slotguard_core::op::OpKind::answer). fred hands simple
+/// and bulk strings back alike (`Value::String` for UTF-8, `Value::Bytes`
+/// otherwise), so a string is [`Reply::String`]: `GET` and `SET` both take
+/// it. Error replies arrive as fred errors ([`map_error`]), not values.
+pub(crate) fn to_reply(v: Value) -> Reply {
     match v {
-        Value::Null => Ok(None),
-        Value::Bytes(b) => Ok(Some(b)),
-        Value::String(s) => Ok(Some(s.into_inner())),
-        other => Err(unexpected("GET", &other)),
-    }
-}
-
-/// A `SET` reply: `+OK`.
-pub(crate) fn set_reply(v: Value) -> Result<(), CacheError> {
-    if v.is_ok() {
-        Ok(())
-    } else {
-        Err(unexpected("SET", &v))
-    }
-}
-
-/// A `DEL` reply: the number of keys removed.
-pub(crate) fn del_reply(v: Value) -> Result<u64, CacheError> {
-    match v {
-        Value::Integer(n) if n >= 0 => Ok(n as u64),
-        other => Err(unexpected("DEL", &other)),
+        Value::Null => Reply::Nil,
+        Value::Bytes(b) => Reply::Bulk(b),
+        Value::String(s) => Reply::String(s.into_inner()),
+        Value::Integer(n) => Reply::Integer(n),
+        Value::Boolean(_) => Reply::Other("boolean"),
+        Value::Double(_) => Reply::Other("double"),
+        Value::Queued => Reply::Other("queued"),
+        Value::Array(_) => Reply::Other("array"),
+        Value::Map(_) => Reply::Other("map"),
     }
 }
 
@@ -121,10 +109,30 @@ pub(crate) fn to_frame(v: Value) -> Frame {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
+    use slotguard_core::op::OpKind;
+    use slotguard_core::Path;
+
     use super::*;
 
     fn node() -> NodeAddr {
         "127.0.0.1:7000".parse().unwrap()
+    }
+
+    // The operation table's answers, as this leaf takes a value.
+    fn answer(kind: OpKind, v: Value) -> Result<slotguard_core::CacheResponse, CacheError> {
+        kind.answer(to_reply(v), &node(), Path::Primary)
+    }
+
+    fn get_reply(v: Value) -> Result<Option<Bytes>, CacheError> {
+        answer(OpKind::Get, v).map(|r| r.value)
+    }
+
+    fn set_reply(v: Value) -> Result<(), CacheError> {
+        answer(OpKind::Set, v).map(|_| ())
+    }
+
+    fn del_reply(v: Value) -> Result<u64, CacheError> {
+        answer(OpKind::Delete, v).map(|r| r.deleted)
     }
 
     #[test]

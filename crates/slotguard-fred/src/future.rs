@@ -8,11 +8,12 @@ use std::task::{Context, Poll};
 
 use fred::types::Value;
 use pin_project_lite::pin_project;
+use slotguard_core::op::OpKind;
 use slotguard_core::{BoxError, CacheError, CacheResponse, NodeAddr, Path, Role, Topology};
 use slotguard_node::{remapped_identity, AddressRemap};
 use tokio::time::Instant;
 
-use crate::convert::{del_reply, get_reply, set_reply};
+use crate::convert::to_reply;
 
 /// Turns a reply into a response and records the outcome.
 pub(crate) struct Finish {
@@ -24,39 +25,15 @@ pub(crate) struct Finish {
     pub(crate) remap: Option<AddressRemap>,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum OpKind {
-    Get,
-    Set,
-    Del,
-}
-
 impl Finish {
     fn response(&self, out: Result<Value, CacheError>) -> Result<CacheResponse, CacheError> {
-        let path = match self.role {
-            Role::Replica => Path::Replica,
-            _ => Path::Primary,
-        };
-        let mut resp = CacheResponse::from_node(None, self.addr.clone(), path);
-        let value = out.map_err(|e| match e {
-            // A redirect names the target as the cluster announces it: the
-            // same remap as the map's, so both name one node alike.
-            CacheError::Moved { slot, addr } => CacheError::Moved {
-                slot,
-                addr: remapped_identity(self.remap.as_ref(), &addr),
-            },
-            CacheError::Ask { slot, addr } => CacheError::Ask {
-                slot,
-                addr: remapped_identity(self.remap.as_ref(), &addr),
-            },
-            e => e,
-        })?;
-        match self.op {
-            OpKind::Get => resp.value = get_reply(value)?,
-            OpKind::Set => set_reply(value)?,
-            OpKind::Del => resp.deleted = del_reply(value)?,
-        }
-        Ok(resp)
+        out.and_then(|value| {
+            self.op
+                .answer(to_reply(value), &self.addr, Path::from(self.role))
+        })
+        // A redirect names the target as the cluster announces it: the
+        // same remap as the map's, so both name one node alike.
+        .map_err(|e| e.rename_redirect(|addr| remapped_identity(self.remap.as_ref(), addr)))
     }
 
     /// The same health bookkeeping as the default leaf's (write fences

@@ -4,19 +4,19 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use fred::error::Error as FredError;
 use fred::interfaces::ClientLike;
 use fred::types::Value;
+use slotguard_core::op::Arg;
 use slotguard_core::{
-    BoxError, CacheError, CacheRequest, CacheResponse, NodeAddr, Op, Route, Topology,
+    BoxError, CacheError, CacheRequest, CacheResponse, NodeAddr, Route, Topology,
 };
 use tokio::time::Instant;
 
 use crate::config::FredLeafConfig;
 use crate::convert::{is_server_reply, map_error};
-use crate::future::{BoxFut, Finish, OpKind, ResponseFuture};
+use crate::future::{BoxFut, Finish, ResponseFuture};
 use crate::pool::{command, InFlight, Mode, NodeClient, Pool};
 
 /// The fred-backed leaf: sends each request to the node stamped on it,
@@ -146,49 +146,14 @@ impl FredLeaf {
         }
     }
 
-    fn validate(&self, req: &CacheRequest) -> Result<(), CacheError> {
-        let cfg = self.pool.config();
-        if req.key().len() > cfg.max_key_len {
-            return Err(CacheError::InvalidInput(format!(
-                "key of {} bytes is over the limit of {} bytes",
-                req.key().len(),
-                cfg.max_key_len
-            )));
-        }
-        if let Op::Set { value, ttl } = &req.op {
-            if value.len() > cfg.max_value_len {
-                return Err(CacheError::InvalidInput(format!(
-                    "value of {} bytes is over the limit of {} bytes",
-                    value.len(),
-                    cfg.max_value_len
-                )));
-            }
-            if *ttl == Some(Duration::ZERO) {
-                return Err(CacheError::InvalidInput("ttl must be positive".into()));
-            }
-        }
-        Ok(())
-    }
-
     fn start(&self, req: &CacheRequest, now: Instant) -> Result<Call, CacheError> {
-        self.validate(req)?;
-        let (addr, role, asking) = match &req.route {
-            Route::Node { addr, role, asking } => (addr.clone(), *role, *asking),
-            Route::Slot => {
-                return Err(CacheError::InvalidInput(
-                    "request is not routed to a node: put a routing layer (slot_refresh) in front of the leaf"
-                        .into(),
-                ))
-            }
-        };
-        let cap = now + self.pool.config().command_timeout;
-        let deadline = req.deadline.map_or(cap, |d| d.min(cap));
-        if deadline <= now {
-            // Nothing sent: the caller's time was up, the node did nothing
-            // wrong (a breaker must not count it).
-            return Err(CacheError::DeadlineExceeded);
-        }
-        let (name, args) = command_of(req)?;
+        let cfg = self.pool.config();
+        req.check_limits(cfg.max_key_len, cfg.max_value_len)?;
+        let (addr, role, asking) = req.leaf_route()?;
+        let addr = addr.clone();
+        let deadline = req.call_deadline(now, cfg.command_timeout)?;
+        let cmd = req.op.command(req.key());
+        let (name, args) = (cmd.name(), cmd.args().map(to_value).collect());
         let node = self.pool.client(&addr, Mode::from(role))?;
         if node.is_lost() {
             return Err(match node.failure() {
@@ -214,27 +179,19 @@ impl FredLeaf {
             args,
             marker,
             deadline,
-            is_write: !matches!(req.op, Op::Get),
+            is_write: !req.op.is_read(),
         })
     }
 }
 
-fn command_of(req: &CacheRequest) -> Result<(&'static str, Vec<Value>), CacheError> {
-    let key = Value::Bytes(req.key().clone());
-    Ok(match &req.op {
-        Op::Get => ("GET", vec![key]),
-        Op::Set { value, ttl } => {
-            let mut args = vec![key, Value::Bytes(value.clone())];
-            if let Some(ttl) = ttl {
-                let ms = ttl.as_millis().clamp(1, i64::MAX as u128) as i64;
-                args.push(Value::from_static_str("PX"));
-                args.push(Value::Integer(ms));
-            }
-            ("SET", args)
-        }
-        Op::Delete => ("DEL", vec![key]),
-        _ => return Err(CacheError::InvalidInput("operation not supported".into())),
-    })
+/// A command argument as fred takes it (the key and value are shared, not
+/// copied).
+fn to_value(arg: Arg<'_>) -> Value {
+    match arg {
+        Arg::Word(w) => Value::from_static_str(w),
+        Arg::Bytes(b) => Value::Bytes(b.clone()),
+        Arg::Int(n) => Value::Integer(n),
+    }
 }
 
 /// One call, ready to send.
@@ -400,11 +357,7 @@ impl tower::Service<CacheRequest> for FredLeaf {
             Route::Node { addr, role, .. } => Some(Finish {
                 addr: addr.clone(),
                 role: *role,
-                op: match req.op {
-                    Op::Get => OpKind::Get,
-                    Op::Set { .. } => OpKind::Set,
-                    _ => OpKind::Del,
-                },
+                op: req.op.kind(),
                 started: now,
                 topology: self.topology.clone(),
                 remap: self.pool.config().remap.clone(),

@@ -49,6 +49,8 @@ use slotguard_core::{
 use slotguard_layers::circuit_breaker::{BreakerConfig, CircuitBreakerLayer};
 use slotguard_layers::coalesce::CoalesceLayer;
 use slotguard_layers::invalidation::InvalidationLogLayer;
+use slotguard_layers::redirect::RedirectLayer;
+use slotguard_layers::replica_failover::ReplicaFailoverLayer;
 use slotguard_layers::slot_refresh::SlotRefreshLayer;
 use slotguard_layers::telemetry::TelemetryLayer;
 use slotguard_layers::ServiceBuilderExt;
@@ -288,11 +290,11 @@ fn stack(c: &mut Criterion) {
         .service(leaf.clone());
     bench_case(c, &rts, "slot_refresh", svc, &keys, Keys::by_slot);
     let svc = ServiceBuilder::new()
-        .redirect(topology.clone())
+        .redirect(RedirectLayer::new(topology.clone()))
         .service(leaf.clone());
     bench_case(c, &rts, "redirect", svc, &keys, Keys::stamped);
     let svc = ServiceBuilder::new()
-        .replica_failover(topology.clone())
+        .replica_failover(ReplicaFailoverLayer::new(topology.clone()))
         .service(leaf.clone());
     bench_case(c, &rts, "replica_failover", svc, &keys, Keys::stamped);
     let svc = ServiceBuilder::new()
@@ -312,8 +314,8 @@ fn stack(c: &mut Criterion) {
     bench_case(c, &rts, "invalidation_log", svc, &keys, Keys::stamped);
     let svc = ServiceBuilder::new()
         .slot_refresh(refresh(&topology))
-        .redirect(topology.clone())
-        .replica_failover(topology.clone())
+        .redirect(RedirectLayer::new(topology.clone()))
+        .replica_failover(ReplicaFailoverLayer::new(topology.clone()))
         .circuit_breaker(breakers(&topology))
         .service(leaf.clone());
     bench_case(c, &rts, "full_stack", svc, &keys, Keys::by_slot);
@@ -321,8 +323,8 @@ fn stack(c: &mut Criterion) {
     let svc = ServiceBuilder::new()
         .coalesce(CoalesceLayer::new())
         .slot_refresh(refresh(&topology))
-        .redirect(topology.clone())
-        .replica_failover(topology.clone())
+        .redirect(RedirectLayer::new(topology.clone()))
+        .replica_failover(ReplicaFailoverLayer::new(topology.clone()))
         .circuit_breaker(breakers(&topology))
         .service(leaf);
     bench_case(c, &rts, "full_stack_coalesced", svc, &keys, Keys::by_slot);
@@ -394,8 +396,8 @@ fn telemetry_cases(
         let svc = ServiceBuilder::new()
             .telemetry(layer)
             .slot_refresh(refresh(topology))
-            .redirect(topology.clone())
-            .replica_failover(topology.clone())
+            .redirect(RedirectLayer::new(topology.clone()))
+            .replica_failover(ReplicaFailoverLayer::new(topology.clone()))
             .circuit_breaker(breakers(topology))
             .service(leaf.clone());
         bench_case(

@@ -1,6 +1,5 @@
 //! `ServiceBuilder` methods for slotguard's layers.
 
-use slotguard_core::Topology;
 use tower::layer::util::Stack;
 use tower::ServiceBuilder;
 
@@ -18,12 +17,17 @@ mod sealed {
     impl<L> Sealed for tower::ServiceBuilder<L> {}
 }
 
-/// Adds one method per slotguard layer to [`ServiceBuilder`].
+/// Adds one method per slotguard layer to [`ServiceBuilder`]. Every method
+/// takes its layer, configured (`Layer::new(..)` for the defaults); list
+/// them in [`RECOMMENDED_ORDER`](crate::RECOMMENDED_ORDER), or let
+/// [`RecommendedStack`](crate::RecommendedStack) do it.
 ///
 /// ```no_run
 /// use slotguard_core::Topology;
 /// use slotguard_node::{NodeConfig, NodeService, NodeTopologySource};
 /// use slotguard_layers::circuit_breaker::{BreakerConfig, CircuitBreakerLayer};
+/// use slotguard_layers::redirect::RedirectLayer;
+/// use slotguard_layers::replica_failover::ReplicaFailoverLayer;
 /// use slotguard_layers::{slot_refresh::SlotRefreshLayer, ServiceBuilderExt};
 /// use tower::ServiceBuilder;
 ///
@@ -33,8 +37,8 @@ mod sealed {
 /// let source = NodeTopologySource::new(&leaf, vec!["127.0.0.1:7000".parse()?]);
 /// let svc = ServiceBuilder::new()
 ///     .slot_refresh(SlotRefreshLayer::new(topology.clone(), source).load().await?)
-///     .redirect(topology.clone())
-///     .replica_failover(topology.clone())
+///     .redirect(RedirectLayer::new(topology.clone()))
+///     .replica_failover(ReplicaFailoverLayer::new(topology.clone()))
 ///     .circuit_breaker(CircuitBreakerLayer::per_node(BreakerConfig::default()).with_topology(topology))
 ///     .service(leaf);
 /// # let _ = svc; Ok(()) }
@@ -43,13 +47,16 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed {
     /// Route by the slot map and keep it fresh: [`SlotRefreshLayer`].
     fn slot_refresh(self, layer: SlotRefreshLayer) -> ServiceBuilder<Stack<SlotRefreshLayer, L>>;
 
-    /// Follow `MOVED`/`ASK`/`TRYAGAIN` with the default policy: [`RedirectLayer`].
-    fn redirect(self, topology: Topology) -> ServiceBuilder<Stack<RedirectLayer, L>>;
+    /// Follow `MOVED`/`ASK`/`TRYAGAIN`: [`RedirectLayer`]
+    /// (`RedirectLayer::new(topology)` for the default policy).
+    fn redirect(self, layer: RedirectLayer) -> ServiceBuilder<Stack<RedirectLayer, L>>;
 
-    /// Fail reads over to replicas with the default policy:
-    /// [`ReplicaFailoverLayer`].
-    fn replica_failover(self, topology: Topology)
-        -> ServiceBuilder<Stack<ReplicaFailoverLayer, L>>;
+    /// Fail reads over to replicas: [`ReplicaFailoverLayer`]
+    /// (`ReplicaFailoverLayer::new(topology)` for the default policy).
+    fn replica_failover(
+        self,
+        layer: ReplicaFailoverLayer,
+    ) -> ServiceBuilder<Stack<ReplicaFailoverLayer, L>>;
 
     /// Fail fast on sick nodes (or globally): [`CircuitBreakerLayer`].
     fn circuit_breaker(
@@ -82,15 +89,15 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
         self.layer(layer)
     }
 
-    fn redirect(self, topology: Topology) -> ServiceBuilder<Stack<RedirectLayer, L>> {
-        self.layer(RedirectLayer::new(topology))
+    fn redirect(self, layer: RedirectLayer) -> ServiceBuilder<Stack<RedirectLayer, L>> {
+        self.layer(layer)
     }
 
     fn replica_failover(
         self,
-        topology: Topology,
+        layer: ReplicaFailoverLayer,
     ) -> ServiceBuilder<Stack<ReplicaFailoverLayer, L>> {
-        self.layer(ReplicaFailoverLayer::new(topology))
+        self.layer(layer)
     }
 
     fn circuit_breaker(
@@ -146,8 +153,10 @@ mod tests {
             .invalidation_log(crate::invalidation::InvalidationLogLayer::new(
                 topology.clone(),
             ))
-            .redirect(topology.clone())
-            .replica_failover(topology.clone())
+            .redirect(crate::redirect::RedirectLayer::new(topology.clone()))
+            .replica_failover(crate::replica_failover::ReplicaFailoverLayer::new(
+                topology.clone(),
+            ))
             .circuit_breaker(CircuitBreakerLayer::per_node(BreakerConfig::default()))
             .service(leaf);
         let fut = svc.oneshot(CacheRequest::get("k"));

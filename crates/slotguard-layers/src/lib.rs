@@ -6,23 +6,18 @@
 //!
 //! # Recommended order
 //!
-//! `ServiceBuilder` lists layers outermost first:
+//! Stated once, in code: [`RECOMMENDED_ORDER`] (outermost first, the
+//! `ServiceBuilder` order), built by [`RecommendedStack::builder`]; why each
+//! layer sits where it does: [`order`].
 //!
-//! ```text
-//! (telemetry → coalesce →) slot_refresh → redirect → (replica_failover → circuit_breaker →) leaf
 //! ```
-//!
-//! - `telemetry` outermost: it sees each request once, with what every
-//!   layer below did to it (see [`telemetry`]).
-//! - `coalesce` next (above Fallback when there is one): a herd of
-//!   identical reads makes one call through everything below it.
-//! - `slot_refresh` outside `redirect`: the first attempt is stamped from
-//!   the current map, and every `MOVED` the redirect layer sees patches that
-//!   same map, so the next request for the slot goes straight to its owner.
-//! - `redirect` inside, right above the node-level layers: a redirect hop is
-//!   a new node-level attempt (with its own breaker and failover decisions),
-//!   and redirects never re-enter the outer layers (no double counting in
-//!   coalescing or telemetry).
+//! use slotguard_layers::{describe_order, RECOMMENDED_ORDER};
+//! assert_eq!(
+//!     describe_order(&RECOMMENDED_ORDER),
+//!     "telemetry → coalesce → fallback → invalidation_log → slot_refresh → redirect → \
+//!      replica_failover → circuit_breaker → leaf"
+//! );
+//! ```
 //!
 //! [slotguard]: https://docs.rs/slotguard
 #![forbid(unsafe_code)]
@@ -33,12 +28,17 @@ pub mod circuit_breaker;
 pub mod coalesce;
 pub mod fallback;
 pub mod invalidation;
+pub mod order;
 pub mod redirect;
 pub mod replica_failover;
 pub mod slot_refresh;
 pub mod telemetry;
 
 pub use builder::ServiceBuilderExt;
+pub use order::{
+    describe_order, recommended_order_without, LayerName, RecommendedLayers, RecommendedStack,
+    RECOMMENDED_ORDER,
+};
 
 #[cfg(test)]
 mod test_support;

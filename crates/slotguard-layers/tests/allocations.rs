@@ -16,6 +16,8 @@ use slotguard_core::{
     NodeView, Path, Role, Route, ShardView, Topology, TopologySource,
 };
 use slotguard_layers::circuit_breaker::{BreakerConfig, CircuitBreakerLayer};
+use slotguard_layers::redirect::RedirectLayer;
+use slotguard_layers::replica_failover::ReplicaFailoverLayer;
 use slotguard_layers::slot_refresh::SlotRefreshLayer;
 use slotguard_layers::ServiceBuilderExt;
 use tower::{Service, ServiceBuilder, ServiceExt};
@@ -125,8 +127,8 @@ fn full_stack_allocates_nothing(telemetry: bool) {
     let svc = ServiceBuilder::new()
         .option_layer(telemetry)
         .slot_refresh(refresh)
-        .redirect(topology.clone())
-        .replica_failover(topology.clone())
+        .redirect(RedirectLayer::new(topology.clone()))
+        .replica_failover(ReplicaFailoverLayer::new(topology.clone()))
         .circuit_breaker(
             CircuitBreakerLayer::per_node(BreakerConfig::default()).with_topology(topology.clone()),
         )

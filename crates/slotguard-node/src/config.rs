@@ -97,6 +97,11 @@ pub struct NodeConfig {
 }
 
 impl NodeConfig {
+    /// The defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
     /// These settings with [`command_timeout`](Self::command_timeout).
     pub fn with_command_timeout(mut self, timeout: Duration) -> Self {
         self.command_timeout = timeout;

@@ -19,7 +19,7 @@ impl LeafControl for NodeService {
                 .admin(&addr, Mode::Replica, &["INFO", "replication"], timeout)
                 .await?
             {
-                Frame::Error(e) => Err(crate::convert::error_reply(&e, &addr)),
+                Frame::Error(e) => Err(slotguard_core::op::reply_error(&e, &addr)),
                 v => v.as_string().ok_or_else(|| {
                     CacheError::Protocol(format!("unexpected reply to INFO: {}", v.kind()))
                 }),

@@ -1,11 +1,10 @@
-//! Replies and connection failures → slotguard's types.
+//! Connection failures → slotguard's types. Replies are the operation
+//! table's ([`slotguard_core::op`]).
 
-use bytes::Bytes;
-use slotguard_core::{parse_error_reply, CacheError, NodeAddr};
+use slotguard_core::{CacheError, NodeAddr};
 
 use crate::conn::{ConnError, Refused, SendError};
 use crate::pool::Unavailable;
-use crate::resp::Frame;
 
 /// A connection failure for a command to `node`. A write that was sent
 /// and then lost its connection may have applied: that is
@@ -74,49 +73,34 @@ pub(crate) fn unavailable(err: Unavailable, node: &NodeAddr) -> CacheError {
     }
 }
 
-/// An error reply → its `CacheError` (`MOVED`, `ASK`, `TRYAGAIN`, ...).
-pub(crate) fn error_reply(text: &[u8], node: &NodeAddr) -> CacheError {
-    parse_error_reply(&String::from_utf8_lossy(text), node)
-}
-
-fn unexpected(cmd: &str, f: &Frame) -> CacheError {
-    CacheError::Protocol(format!("unexpected reply to {cmd}: {}", f.kind()))
-}
-
-/// A `GET` reply: nil or a bulk string.
-pub(crate) fn get_reply(f: Frame, node: &NodeAddr) -> Result<Option<Bytes>, CacheError> {
-    match f {
-        Frame::Null => Ok(None),
-        Frame::Bulk(b) => Ok(Some(b)),
-        Frame::Error(e) => Err(error_reply(&e, node)),
-        other => Err(unexpected("GET", &other)),
-    }
-}
-
-/// A `SET` reply: `+OK`.
-pub(crate) fn set_reply(f: Frame, node: &NodeAddr) -> Result<(), CacheError> {
-    match f {
-        f if f.is_ok() => Ok(()),
-        Frame::Error(e) => Err(error_reply(&e, node)),
-        other => Err(unexpected("SET", &other)),
-    }
-}
-
-/// A `DEL` reply: the number of keys removed.
-pub(crate) fn del_reply(f: Frame, node: &NodeAddr) -> Result<u64, CacheError> {
-    match f {
-        Frame::Integer(n) if n >= 0 => Ok(n as u64),
-        Frame::Error(e) => Err(error_reply(&e, node)),
-        other => Err(unexpected("DEL", &other)),
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
+    use slotguard_core::op::OpKind;
+    use slotguard_core::Path;
+
     use super::*;
+    use crate::resp::Frame;
 
     fn node() -> NodeAddr {
         "127.0.0.1:7000".parse().unwrap()
+    }
+
+    // The operation table's answers, as this leaf takes a frame.
+    fn answer(kind: OpKind, f: Frame) -> Result<slotguard_core::CacheResponse, CacheError> {
+        kind.answer(f.into_reply(), &node(), Path::Primary)
+    }
+
+    fn get_reply(f: Frame, _: &NodeAddr) -> Result<Option<Bytes>, CacheError> {
+        answer(OpKind::Get, f).map(|r| r.value)
+    }
+
+    fn set_reply(f: Frame, _: &NodeAddr) -> Result<(), CacheError> {
+        answer(OpKind::Set, f).map(|_| ())
+    }
+
+    fn del_reply(f: Frame, _: &NodeAddr) -> Result<u64, CacheError> {
+        answer(OpKind::Delete, f).map(|r| r.deleted)
     }
 
     #[test]

@@ -5,18 +5,18 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use pin_project_lite::pin_project;
+use slotguard_core::op::OpKind;
 use slotguard_core::{
-    BoxError, CacheError, CacheRequest, CacheResponse, NodeAddr, Op, Path, Role, Route, Topology,
+    BoxError, CacheError, CacheRequest, CacheResponse, NodeAddr, Path, Role, Route, Topology,
 };
 use tokio::sync::oneshot;
 use tokio::time::{Instant, Timeout};
 
 use crate::config::NodeConfig;
 use crate::conn::{Cmd, Reply};
-use crate::convert::{conn_error, del_reply, get_reply, send_error, set_reply, unavailable};
+use crate::convert::{conn_error, send_error, unavailable};
 use crate::pool::{Mode, NodePool};
 use crate::remap::{identity, AddressRemap};
 use crate::resp::Frame;
@@ -173,59 +173,13 @@ impl NodeService {
             .sum()
     }
 
-    fn validate(&self, req: &CacheRequest) -> Result<(), CacheError> {
-        let cfg = self.pool.config();
-        if req.key().len() > cfg.max_key_len {
-            return Err(CacheError::InvalidInput(format!(
-                "key of {} bytes is over the limit of {} bytes",
-                req.key().len(),
-                cfg.max_key_len
-            )));
-        }
-        if let Op::Set { value, ttl } = &req.op {
-            if value.len() > cfg.max_value_len {
-                return Err(CacheError::InvalidInput(format!(
-                    "value of {} bytes is over the limit of {} bytes",
-                    value.len(),
-                    cfg.max_value_len
-                )));
-            }
-            if *ttl == Some(Duration::ZERO) {
-                return Err(CacheError::InvalidInput("ttl must be positive".into()));
-            }
-        }
-        Ok(())
-    }
-
     /// Send `req` to its node; the receiver yields the reply.
     fn start(&self, req: &CacheRequest, now: Instant) -> Result<Waiting, CacheError> {
-        self.validate(req)?;
-        let (addr, role, asking) = match &req.route {
-            Route::Node { addr, role, asking } => (addr, *role, *asking),
-            Route::Slot => {
-                return Err(CacheError::InvalidInput(
-                    "request is not routed to a node: put a routing layer (slot_refresh) in front of the leaf"
-                        .into(),
-                ))
-            }
-        };
-        let cap = now + self.pool.config().command_timeout;
-        let deadline = req.deadline.map_or(cap, |d| d.min(cap));
-        if deadline <= now {
-            // Nothing sent: the caller's time was up, the node did nothing
-            // wrong (a breaker must not count it).
-            return Err(CacheError::DeadlineExceeded);
-        }
-        let cmd = match &req.op {
-            Op::Get => Cmd::Get(req.key().clone()),
-            Op::Set { value, ttl } => Cmd::Set {
-                key: req.key().clone(),
-                value: value.clone(),
-                px: ttl.map(|t| t.as_millis().clamp(1, u128::from(u64::MAX)) as u64),
-            },
-            Op::Delete => Cmd::Del(req.key().clone()),
-            _ => return Err(CacheError::InvalidInput("operation not supported".into())),
-        };
+        let cfg = self.pool.config();
+        req.check_limits(cfg.max_key_len, cfg.max_value_len)?;
+        let (addr, role, asking) = req.leaf_route()?;
+        let deadline = req.call_deadline(now, cfg.command_timeout)?;
+        let cmd = Cmd::Op(req.op.command(req.key()));
         let conn = self
             .pool
             .slot(addr, Mode::from(role))
@@ -253,43 +207,17 @@ struct CallInfo {
     remap: Option<AddressRemap>,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum OpKind {
-    Get,
-    Set,
-    Del,
-}
-
 impl CallInfo {
     fn response(&self, reply: Frame) -> Result<CacheResponse, CacheError> {
-        let path = match self.role {
-            Role::Replica => Path::Replica,
-            _ => Path::Primary,
-        };
-        let mut resp = CacheResponse::from_node(None, self.addr.clone(), path);
-        let out = match self.op {
-            OpKind::Get => get_reply(reply, &self.addr).map(|v| resp.value = v),
-            OpKind::Set => set_reply(reply, &self.addr),
-            OpKind::Del => del_reply(reply, &self.addr).map(|n| resp.deleted = n),
-        };
-        match out {
-            Ok(()) => Ok(resp),
+        self.op
+            .answer(reply.into_reply(), &self.addr, Path::from(self.role))
             // A redirect names the target as the cluster announces it: the
             // same remap as the map's, so both name one node alike.
-            Err(CacheError::Moved { slot, addr }) => Err(CacheError::Moved {
-                slot,
-                addr: identity(self.remap.as_ref(), &addr),
-            }),
-            Err(CacheError::Ask { slot, addr }) => Err(CacheError::Ask {
-                slot,
-                addr: identity(self.remap.as_ref(), &addr),
-            }),
-            Err(e) => Err(e),
-        }
+            .map_err(|e| e.rename_redirect(|addr| identity(self.remap.as_ref(), addr)))
     }
 
     fn is_write(&self) -> bool {
-        self.op != OpKind::Get
+        !self.op.is_read()
     }
 
     fn record(&self, out: &Result<CacheResponse, CacheError>) {
@@ -395,11 +323,7 @@ impl tower::Service<CacheRequest> for NodeService {
             Route::Node { addr, role, .. } => (Some(addr.clone()), *role),
             Route::Slot => (None, Role::Primary),
         };
-        let op = match req.op {
-            Op::Get => OpKind::Get,
-            Op::Set { .. } => OpKind::Set,
-            _ => OpKind::Del,
-        };
+        let op = req.op.kind();
         let info = addr.map(|addr| CallInfo {
             addr,
             role,

@@ -8,11 +8,11 @@ use slotguard_core::{
     BoxError, CacheError, ClusterView, NodeAddr, NodeView, ShardView, TopologySource, SLOT_COUNT,
 };
 
-use crate::convert::error_reply;
 use crate::pool::Mode;
 use crate::remap::{canonical, identity, AddressRemap};
 use crate::resp::Frame;
 use crate::service::NodeService;
+use slotguard_core::op::reply_error;
 
 /// A [`TopologySource`] that asks nodes through the leaf's per-node clients.
 ///
@@ -90,11 +90,11 @@ where
                 .contains("unknown") =>
         {
             match ask(&["CLUSTER", "SLOTS"]).await? {
-                Frame::Error(e) => return Err(error_reply(&e, node)),
+                Frame::Error(e) => return Err(reply_error(&e, node)),
                 v => parse_cluster_slots(v, node, remap)?,
             }
         }
-        Frame::Error(e) => return Err(error_reply(&e, node)),
+        Frame::Error(e) => return Err(reply_error(&e, node)),
         v => {
             let view = parse_cluster_shards(v, node, tls, remap)?;
             if view.covered_slots() < usize::from(SLOT_COUNT) {
@@ -200,115 +200,12 @@ pub fn parse_cluster_shards(
     let Frame::Array(shards) = reply else {
         return Err(bad("expected an array of shards"));
     };
+    let ctx = Announced { from, tls, remap };
     let mut out = Vec::new();
     for shard in shards {
-        let mut slots = Vec::new();
-        let mut primaries = Vec::new();
-        let mut replicas = Vec::new();
-        for (k, v) in fields(shard)? {
-            match k.as_str() {
-                "slots" => {
-                    let Frame::Array(nums) = v else {
-                        return Err(bad("slots"));
-                    };
-                    if nums.len() % 2 != 0 {
-                        return Err(bad("odd slot list"));
-                    }
-                    for pair in nums.chunks(2) {
-                        let (lo, hi) = (slot_of(&pair[0])?, slot_of(&pair[1])?);
-                        if lo > hi {
-                            return Err(bad("slot range"));
-                        }
-                        slots.push((lo, hi));
-                    }
-                }
-                "nodes" => {
-                    let Frame::Array(nodes) = v else {
-                        return Err(bad("nodes"));
-                    };
-                    for node in nodes {
-                        let (mut id, mut ip, mut endpoint, mut hostname) = (None, None, None, None);
-                        let (mut plain_port, mut tls_port) = (None, None);
-                        let (mut role, mut health) = (String::new(), String::new());
-                        for (k, v) in fields(node)? {
-                            match k.as_str() {
-                                "id" => id = v.as_string(),
-                                "ip" => ip = v.as_string(),
-                                "endpoint" => endpoint = v.as_string(),
-                                "hostname" => hostname = v.as_string(),
-                                "port" => plain_port = port_of(&v),
-                                "tls-port" => tls_port = port_of(&v),
-                                "role" => role = v.as_string().unwrap_or_default(),
-                                "health" => health = v.as_string().unwrap_or_default(),
-                                _ => {}
-                            }
-                        }
-                        // A node serving both lists both; a TLS client
-                        // takes `tls-port`, a plaintext one `port`.
-                        let port = if tls {
-                            tls_port.or(plain_port)
-                        } else {
-                            plain_port.or(tls_port)
-                        };
-                        let port = port.ok_or_else(|| bad("node port"))?;
-                        // The names this node is announced by, best first:
-                        // the endpoint clients are told to use, then its IP
-                        // and hostname (a remap table may know either).
-                        let usable = |h: &Option<String>| {
-                            h.as_ref().filter(|e| !e.is_empty() && *e != "?").cloned()
-                        };
-                        let mut names = Vec::with_capacity(3);
-                        for h in [usable(&endpoint), usable(&ip), usable(&hostname)]
-                            .into_iter()
-                            .flatten()
-                        {
-                            names.push(addr_of(&h, port, from)?);
-                        }
-                        if names.is_empty() {
-                            names.push(addr_of("", port, from)?);
-                        }
-                        let addr = match remap {
-                            Some(r) => r.apply_first(&names),
-                            None => names.first().map(canonical),
-                        };
-                        let view = NodeView {
-                            addr: addr.ok_or_else(|| bad("node address"))?,
-                            id,
-                            // Only `failed` is down. Redis 7.0 says `loading`
-                            // of any replica whose replication offset its
-                            // peers have not heard yet (every replica of a
-                            // young or write-idle cluster), which is perfectly
-                            // readable; one that really is loading answers
-                            // `-LOADING`, which failover already skips. Taking
-                            // `loading` for offline left shards of young
-                            // clusters with no replica to fail over to.
-                            online: !health.starts_with("fail"),
-                        };
-                        if role == "master" {
-                            primaries.push(view);
-                        } else {
-                            replicas.push(view);
-                        }
-                    }
-                }
-                _ => {}
-            }
+        if let Some(view) = parse_shard(shard, &ctx)? {
+            out.push(view);
         }
-        if slots.is_empty() {
-            continue;
-        }
-        let pick = primaries.iter().position(|p| p.online).unwrap_or(0);
-        if primaries.is_empty() {
-            return Err(bad("shard without a primary"));
-        }
-        let primary = primaries.remove(pick);
-        // A second "master" in a shard is a failed one being replaced.
-        replicas.extend(primaries);
-        out.push(ShardView {
-            slots,
-            primary,
-            replicas,
-        });
     }
     Ok(ClusterView {
         source: from.clone(),
@@ -316,6 +213,146 @@ pub fn parse_cluster_shards(
         current_epoch: None,
         state_ok: None,
     })
+}
+
+/// What turns an announced node into a node identity: the node that sent
+/// the reply (for empty hosts), the port kind the client speaks, the remap.
+struct Announced<'a> {
+    from: &'a NodeAddr,
+    tls: bool,
+    remap: Option<&'a AddressRemap>,
+}
+
+/// One shard of a `CLUSTER SHARDS` reply; `None` for a shard without slots.
+fn parse_shard(shard: Frame, ctx: &Announced<'_>) -> Result<Option<ShardView>, CacheError> {
+    let mut slots = Vec::new();
+    let mut primaries = Vec::new();
+    let mut replicas = Vec::new();
+    for (k, v) in fields(shard)? {
+        match k.as_str() {
+            "slots" => slots = parse_slot_ranges(v)?,
+            "nodes" => {
+                let Frame::Array(nodes) = v else {
+                    return Err(bad("nodes"));
+                };
+                for node in nodes {
+                    let (is_primary, view) = parse_shard_node(node, ctx)?;
+                    if is_primary {
+                        primaries.push(view);
+                    } else {
+                        replicas.push(view);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    if slots.is_empty() {
+        return Ok(None);
+    }
+    let pick = primaries.iter().position(|p| p.online).unwrap_or(0);
+    if primaries.is_empty() {
+        return Err(bad("shard without a primary"));
+    }
+    let primary = primaries.remove(pick);
+    // A second "master" in a shard is a failed one being replaced.
+    replicas.extend(primaries);
+    Ok(Some(ShardView {
+        slots,
+        primary,
+        replicas,
+    }))
+}
+
+/// A shard's `slots`: a flat list of `start, end` pairs.
+fn parse_slot_ranges(v: Frame) -> Result<Vec<(u16, u16)>, CacheError> {
+    let Frame::Array(nums) = v else {
+        return Err(bad("slots"));
+    };
+    if nums.len() % 2 != 0 {
+        return Err(bad("odd slot list"));
+    }
+    let mut slots = Vec::with_capacity(nums.len() / 2);
+    for pair in nums.chunks(2) {
+        slots.push(slot_range(&pair[0], &pair[1])?);
+    }
+    Ok(slots)
+}
+
+/// A `start, end` slot range, both inclusive.
+fn slot_range(lo: &Frame, hi: &Frame) -> Result<(u16, u16), CacheError> {
+    let (lo, hi) = (slot_of(lo)?, slot_of(hi)?);
+    if lo > hi {
+        return Err(bad("slot range"));
+    }
+    Ok((lo, hi))
+}
+
+/// One entry of a shard's `nodes`: whether it says it is the primary, and
+/// its view.
+fn parse_shard_node(node: Frame, ctx: &Announced<'_>) -> Result<(bool, NodeView), CacheError> {
+    let (mut id, mut ip, mut endpoint, mut hostname) = (None, None, None, None);
+    let (mut plain_port, mut tls_port) = (None, None);
+    let (mut role, mut health) = (String::new(), String::new());
+    for (k, v) in fields(node)? {
+        match k.as_str() {
+            "id" => id = v.as_string(),
+            "ip" => ip = v.as_string(),
+            "endpoint" => endpoint = v.as_string(),
+            "hostname" => hostname = v.as_string(),
+            "port" => plain_port = port_of(&v),
+            "tls-port" => tls_port = port_of(&v),
+            "role" => role = v.as_string().unwrap_or_default(),
+            "health" => health = v.as_string().unwrap_or_default(),
+            _ => {}
+        }
+    }
+    // A node serving both lists both; a TLS client takes `tls-port`, a
+    // plaintext one `port`.
+    let port = if ctx.tls {
+        tls_port.or(plain_port)
+    } else {
+        plain_port.or(tls_port)
+    };
+    let port = port.ok_or_else(|| bad("node port"))?;
+    let view = NodeView {
+        addr: node_identity([endpoint, ip, hostname], port, ctx)?,
+        id,
+        // Only `failed` is down. Redis 7.0 says `loading` of any replica
+        // whose replication offset its peers have not heard yet (every
+        // replica of a young or write-idle cluster), which is perfectly
+        // readable; one that really is loading answers `-LOADING`, which
+        // failover already skips. Taking `loading` for offline left shards
+        // of young clusters with no replica to fail over to.
+        online: !health.starts_with("fail"),
+    };
+    Ok((role == "master", view))
+}
+
+/// The identity of a node announced by `hosts` (best first: the endpoint
+/// clients are told to use, then its IP and hostname; a remap table may
+/// know either) on `port`.
+fn node_identity(
+    hosts: [Option<String>; 3],
+    port: u16,
+    ctx: &Announced<'_>,
+) -> Result<NodeAddr, CacheError> {
+    let mut names = Vec::with_capacity(3);
+    for h in hosts
+        .into_iter()
+        .flatten()
+        .filter(|h| !h.is_empty() && h != "?")
+    {
+        names.push(addr_of(&h, port, ctx.from)?);
+    }
+    if names.is_empty() {
+        names.push(addr_of("", port, ctx.from)?);
+    }
+    let addr = match ctx.remap {
+        Some(r) => r.apply_first(&names),
+        None => names.first().map(canonical),
+    };
+    addr.ok_or_else(|| bad("node address"))
 }
 
 /// Parse a `CLUSTER SLOTS` reply from `from` (servers before Redis 7).
@@ -335,10 +372,7 @@ pub fn parse_cluster_slots(
         if items.len() < 3 {
             return Err(bad("short slot range entry"));
         }
-        let (lo, hi) = (slot_of(&items[0])?, slot_of(&items[1])?);
-        if lo > hi {
-            return Err(bad("slot range"));
-        }
+        let (lo, hi) = slot_range(&items[0], &items[1])?;
         let mut nodes = Vec::new();
         for node in &items[2..] {
             let Frame::Array(parts) = node else {

@@ -104,6 +104,11 @@ impl Default for StoreConfig {
 }
 
 impl StoreConfig {
+    /// The defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
     /// Set [`timeout`](Self::timeout).
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;

@@ -4,6 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::leaf_kind::LeafKind;
 use bytes::Bytes;
 use slotguard_core::{
     as_cache_error, BoxError, BreakerScope, CacheError, CacheRequest, CacheResponse,
@@ -14,13 +15,14 @@ use slotguard_layers::circuit_breaker::{BreakerConfig, CircuitBreakerLayer};
 use slotguard_layers::coalesce::CoalesceLayer;
 use slotguard_layers::fallback::{FallbackConfig, FallbackLayer};
 use slotguard_layers::invalidation::InvalidationLogLayer;
+use slotguard_layers::redirect::RedirectLayer;
 use slotguard_layers::replica_failover::{FailoverPolicy, HedgeStats, ReplicaFailoverLayer};
 use slotguard_layers::slot_refresh::{RefreshConfig, SlotRefreshLayer};
 use slotguard_layers::telemetry::{TelemetryBuilder, TelemetryLayer, TelemetryStats};
-use slotguard_layers::ServiceBuilderExt;
+use slotguard_layers::RecommendedStack;
 use slotguard_node::{HealthProber, NodeConfig, NodeService};
 use tower::util::BoxCloneSyncService;
-use tower::{ServiceBuilder, ServiceExt};
+use tower::ServiceExt;
 
 /// The stack as one cloneable, `Sync` tower service, for axum state or
 /// further layering.
@@ -32,11 +34,12 @@ pub type StoreService = BoxCloneSyncService<SecondaryRequest, Option<Bytes>, Box
 /// The recommended stack over one cluster, with its background tasks, behind
 /// one cheap-clone handle.
 ///
-/// `telemetry → coalesce → [fallback →] invalidation_log → slot_refresh → redirect →
-/// replica_failover → circuit_breaker (per node) → leaf`, plus the replication health prober,
-/// every setting at its default unless the [`SlotGuardBuilder`] says
-/// otherwise. With a [store](SlotGuardBuilder::store), misses are loaded
-/// from it and written back, and reads the cluster cannot answer are served
+/// The layers of [`RECOMMENDED_ORDER`](slotguard_layers::RECOMMENDED_ORDER),
+/// built by [`RecommendedStack`] (without a store, `fallback` is left out;
+/// the breaker is per node), plus the replication health prober, every
+/// setting at its default unless the [`SlotGuardBuilder`] says otherwise.
+/// With a [store](SlotGuardBuilder::store), misses are loaded from it and
+/// written back, and reads the cluster cannot answer are served
 /// from the near-cache or the store (see
 /// [`fallback`](slotguard_layers::fallback)). Use
 /// [`get`](Self::get)/[`set`](Self::set)/[`delete`](Self::delete) directly,
@@ -315,40 +318,29 @@ impl SlotGuardBuilder {
         // which the fallback above then loads from the store.
         let failover = ReplicaFailoverLayer::with_policy(topology.clone(), self.failover);
         let log = InvalidationLogLayer::new(topology.clone());
-        let cluster = ServiceBuilder::new()
-            .invalidation_log(log.clone())
-            .slot_refresh(refresh.clone())
-            .redirect(topology.clone())
-            .layer(failover.clone())
-            .layer(breakers.clone())
-            .service(leaf.clone());
-        // Started once the stack is built: the replayer sends through the
-        // service below the log, the watch follows the bus and the map.
-        log.start();
         if let Some(layer) = &fallback {
-            layer.start();
             telemetry = telemetry.fallback(layer);
         }
         let telemetry = telemetry.build();
-        // Telemetry outermost, so it sees every request once; then coalesce:
-        // a herd of identical misses makes one cluster call and, behind it,
-        // one store load (DESIGN.md §3).
-        let coalesce = CoalesceLayer::new();
-        let service = match &fallback {
-            Some(layer) => BoxCloneSyncService::new(
-                ServiceBuilder::new()
-                    .telemetry(telemetry.clone())
-                    .coalesce(coalesce)
-                    .fallback(layer.clone())
-                    .service(cluster),
-            ),
-            None => BoxCloneSyncService::new(
-                ServiceBuilder::new()
-                    .telemetry(telemetry.clone())
-                    .coalesce(coalesce)
-                    .service(cluster),
-            ),
-        };
+        // The one statement of the order (slotguard_layers::RECOMMENDED_ORDER,
+        // DESIGN.md §3); the delete log replays through the service below it.
+        let stack = RecommendedStack::new(
+            telemetry.clone(),
+            CoalesceLayer::new(),
+            fallback.clone(),
+            log.clone(),
+            refresh.clone(),
+            RedirectLayer::new(topology.clone()),
+            failover.clone(),
+            breakers.clone(),
+        );
+        let service = BoxCloneSyncService::new(stack.builder().service(leaf.clone()));
+        // Started once the stack is built: the replayer sends through the
+        // service below the log, the watches follow the bus and the map.
+        log.start();
+        if let Some(layer) = &fallback {
+            layer.start();
+        }
         Ok(SlotGuard {
             service,
             fallback,
@@ -361,50 +353,6 @@ impl SlotGuardBuilder {
             failover,
             controller,
         })
-    }
-}
-
-/// Which leaf a [`SlotGuard`] sits on.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum LeafKind {
-    /// The default leaf, `slotguard-node`: its own batched, bounded
-    /// connection per node.
-    #[default]
-    Node,
-    /// The fred-backed leaf, `slotguard-fred`: one centralized fred client
-    /// per node (feature `fred`). Where it differs from the default leaf:
-    /// `docs/leaf-connections.md`.
-    #[cfg(feature = "fred")]
-    Fred,
-}
-
-/// The variable [`LeafKind::from_env`] reads: `node` (or unset) or `fred`.
-pub const ENV_LEAF: &str = "SLOTGUARD_LEAF";
-
-impl LeafKind {
-    /// `SLOTGUARD_LEAF`: `node`, `fred`, or unset/empty for the default.
-    /// `fred` without the `fred` feature, or any other value, is
-    /// [`CacheError::InvalidInput`].
-    pub fn from_env() -> Result<Self, CacheError> {
-        Self::parse(std::env::var(ENV_LEAF).ok().as_deref().unwrap_or(""))
-    }
-
-    /// `node`, `fred` or empty (the default).
-    pub fn parse(name: &str) -> Result<Self, CacheError> {
-        match name.trim().to_ascii_lowercase().as_str() {
-            "" | "node" => Ok(LeafKind::Node),
-            #[cfg(feature = "fred")]
-            "fred" => Ok(LeafKind::Fred),
-            other => Err(CacheError::InvalidInput(format!(
-                "unknown leaf {other:?} (expected node{})",
-                if cfg!(feature = "fred") {
-                    " or fred"
-                } else {
-                    "; fred needs the `fred` feature"
-                }
-            ))),
-        }
     }
 }
 

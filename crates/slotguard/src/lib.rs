@@ -28,6 +28,7 @@
 //!
 //! ```no_run
 //! use slotguard::{CacheRequest, NodeConfig, NodeService, NodeTopologySource, ServiceBuilderExt, Topology};
+//! use slotguard::layers::redirect::RedirectLayer;
 //! use slotguard::layers::slot_refresh::SlotRefreshLayer;
 //! use tower::{ServiceBuilder, ServiceExt};
 //!
@@ -39,7 +40,7 @@
 //!     // outermost: stamp each request from the slot map, keep the map fresh
 //!     .slot_refresh(SlotRefreshLayer::new(topology.clone(), source).load().await?)
 //!     // follow MOVED/ASK/TRYAGAIN; MOVED patches the same map
-//!     .redirect(topology)
+//!     .redirect(RedirectLayer::new(topology))
 //!     .service(leaf);
 //! let resp = cache.oneshot(CacheRequest::get("user:42")).await?;
 //! println!("{:?} from {:?}", resp.value, resp.served.path);
@@ -49,15 +50,19 @@
 //! Why this order: `slot_refresh` outside `redirect`, so a `MOVED` retry
 //! goes to the owner recorded in the patched map and the next request for
 //! that slot is stamped right the first time; `redirect` right above the
-//! node-level layers, so each hop is one node-level attempt.
+//! node-level layers, so each hop is one node-level attempt. The whole
+//! recommended order, which [`SlotGuard`] builds, is stated once in code:
+//! [`layers::RECOMMENDED_ORDER`] (why each layer sits where it does:
+//! [`layers::order`]).
 #![forbid(unsafe_code)]
 
 mod handle;
+mod leaf_kind;
 
 pub use handle::{
-    CacheService, LeafKind, SlotGuard, SlotGuardBuilder, Stats, StoreService,
-    DEFAULT_REQUEST_TIMEOUT, ENV_LEAF,
+    CacheService, SlotGuard, SlotGuardBuilder, Stats, StoreService, DEFAULT_REQUEST_TIMEOUT,
 };
+pub use leaf_kind::{LeafKind, ENV_LEAF};
 
 /// The tower version slotguard's layers are built on.
 pub use tower;

@@ -172,22 +172,64 @@ pub(crate) fn run(args: DemoArgs) -> ExitCode {
         }
     };
     let server = runner.server_settings();
+    let (runs, aborted) = run_phases(&mut runner, &plans);
+    let done = runner.finish();
+    let reports = phase_reports(&runs, &done, &server);
+    let all_targets_met = aborted.is_none() && reports.iter().all(|r| r.misses.is_empty());
+    let config = config_of(load, &server, &plans);
+    let mut code = if aborted.is_some() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    };
+    if let Some(path) = &args.report {
+        let page = html::page(&header(&config), &reports);
+        if let Err(e) = std::fs::write(path, page) {
+            eprintln!("slotguard demo: could not write {}: {e}", path.display());
+            code = ExitCode::FAILURE;
+        }
+    }
+    let out = Output {
+        phases: reports,
+        all_targets_met,
+        config,
+        aborted,
+    };
+    if load.json {
+        if !report::print_json("demo", &out) {
+            return ExitCode::FAILURE;
+        }
+    } else {
+        print_text(&out);
+    }
+    code
+}
+
+/// Every phase in order; stops after one the cluster did not recover from
+/// (why, in the second place).
+fn run_phases(runner: &mut Runner, plans: &[PhasePlan]) -> (Vec<runner::PhaseRun>, Option<String>) {
     let mut runs = Vec::new();
-    let mut aborted = None;
     for (i, plan) in plans.iter().enumerate() {
         let run = runner.run_phase(i, *plan);
         let failed = run.settle_error.clone();
         runs.push(run);
         if let Some(e) = failed {
-            aborted = Some(format!(
+            let why = format!(
                 "stopped after {}: the cluster did not become healthy again: {e}",
                 plan.name.as_str()
-            ));
-            break;
+            );
+            return (runs, Some(why));
         }
     }
-    let done = runner.finish();
+    (runs, None)
+}
 
+/// One judged report per shown phase, against the healthy phase's rate.
+fn phase_reports(
+    runs: &[runner::PhaseRun],
+    done: &runner::Finished,
+    server: &[ServerSetting],
+) -> Vec<PhaseReport> {
     let baseline = runs
         .iter()
         .find(|r| r.plan.name == PhaseName::Healthy)
@@ -197,8 +239,7 @@ pub(crate) fn run(args: DemoArgs) -> ExitCode {
         })
         .unwrap_or_default();
     let slot_of = |k: u32| done.slot_of(k);
-    let reports: Vec<PhaseReport> = runs
-        .iter()
+    runs.iter()
         .filter(|r| !r.plan.hidden)
         .map(|r| {
             let mut rep = report::summarize(
@@ -207,20 +248,24 @@ pub(crate) fn run(args: DemoArgs) -> ExitCode {
                 &done.tallies[r.index],
                 &baseline,
                 &slot_of,
-                phase_settings(&server, r.plan.name),
+                phase_settings(server, r.plan.name),
             );
             targets::judge(r, &mut rep);
             rep
         })
-        .collect();
-    let all_targets_met = aborted.is_none() && reports.iter().all(|r| r.misses.is_empty());
-    let config = Config {
+        .collect()
+}
+
+/// The run's setup as reported: load, stack, and every setting that
+/// differs from a default.
+fn config_of(load: &LoadArgs, server: &[ServerSetting], plans: &[PhasePlan]) -> Config {
+    Config {
         seconds: load.seconds,
         workers: load.workers,
         keys: load.keys,
         timeout_ms: load.timeout_ms,
         write_pct: load.write_pct,
-        stack: crate::stack::DESCRIPTION,
+        stack: crate::stack::DESCRIPTION.as_str(),
         server_settings: server
             .iter()
             .map(|s| ServerSettingOut {
@@ -241,52 +286,31 @@ pub(crate) fn run(args: DemoArgs) -> ExitCode {
             })
             .collect(),
         client_settings: client_settings(load),
-    };
-    let mut code = if aborted.is_some() {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    };
-    if let Some(path) = &args.report {
-        let page = html::page(&header(&config), &reports);
-        if let Err(e) = std::fs::write(path, page) {
-            eprintln!("slotguard demo: could not write {}: {e}", path.display());
-            code = ExitCode::FAILURE;
-        }
     }
-    if load.json {
-        let out = Output {
-            phases: reports,
-            all_targets_met,
-            config,
-            aborted,
-        };
-        if !report::print_json("demo", &out) {
-            return ExitCode::FAILURE;
-        }
+}
+
+/// The header, the table and the verdict, on stdout.
+fn print_text(out: &Output) {
+    println!();
+    print!("{}", header(&out.config));
+    println!(
+        "worst% = slowest whole second's successful ops as % of the healthy mean (shard%: \
+         the faulted shard's keys only); p/r/near/st% = share of answered reads from \
+         primary, replica, near-cache, store; lost b/a = acknowledged writes lost, \
+         sent before/after the fault began"
+    );
+    println!();
+    print!("{}", table::table(&out.phases));
+    println!();
+    if out.all_targets_met {
+        println!("every phase met its targets");
     } else {
-        println!();
-        print!("{}", header(&config));
-        println!(
-            "worst% = slowest whole second's successful ops as % of the healthy mean (shard%: \
-             the faulted shard's keys only); p/r/near/st% = share of answered reads from \
-             primary, replica, near-cache, store; lost b/a = acknowledged writes lost, \
-             sent before/after the fault began"
-        );
-        println!();
-        print!("{}", table::table(&reports));
-        println!();
-        if all_targets_met {
-            println!("every phase met its targets");
-        } else {
-            let missed = reports.iter().filter(|r| !r.misses.is_empty()).count();
-            println!("{missed} of {} phases missed targets", reports.len());
-        }
-        if let Some(a) = &aborted {
-            println!("{a}");
-        }
+        let missed = out.phases.iter().filter(|r| !r.misses.is_empty()).count();
+        println!("{missed} of {} phases missed targets", out.phases.len());
     }
-    code
+    if let Some(a) = &out.aborted {
+        println!("{a}");
+    }
 }
 
 /// The lines above the table: the stack, the load, and every setting that

@@ -22,7 +22,7 @@ use slotguard_testkit::{ClusterSpec, LocalCluster, ServerSetting, TestkitError, 
 
 use super::load::{Load, LoadConfig};
 pub(crate) use super::phases::{
-    ms, round3, FaultReport, Finished, Hedges, PhaseName, PhasePlan, PhaseRun,
+    ms, round3, FaultReport, FaultRun, Finished, Hedges, PhaseName, PhasePlan, PhaseRun,
 };
 use super::progress::{PhaseBar, Progress};
 use crate::stack::{self, Handles};
@@ -94,6 +94,23 @@ pub(crate) fn cluster_start_error(e: TestkitError) -> StartError {
     }
 }
 
+/// The cluster's nodes as seeds, and each node's number (its place in the
+/// seed list) for the records.
+fn seeds_and_numbers(
+    cluster: &LocalCluster,
+) -> Result<(Vec<NodeAddr>, HashMap<NodeAddr, u8>), StartError> {
+    let mut seeds = Vec::new();
+    let mut nodes = HashMap::new();
+    for (i, s) in cluster.seeds().iter().enumerate() {
+        let addr: NodeAddr = s
+            .parse()
+            .map_err(|e| StartError(format!("bad node address {s}: {e}")))?;
+        nodes.insert(addr.clone(), u8::try_from(i).unwrap_or(u8::MAX - 1));
+        seeds.push(addr);
+    }
+    Ok((seeds, nodes))
+}
+
 impl Runner {
     /// Start the cluster (on this thread), build the stack, write every key
     /// once and start the load, with room for `phases` windows.
@@ -121,15 +138,7 @@ impl Runner {
             .enable_all()
             .build()
             .map_err(|e| StartError(format!("could not start the async runtime: {e}")))?;
-        let mut seeds = Vec::new();
-        let mut nodes = HashMap::new();
-        for (i, s) in cluster.seeds().iter().enumerate() {
-            let addr: NodeAddr = s
-                .parse()
-                .map_err(|e| StartError(format!("bad node address {s}: {e}")))?;
-            nodes.insert(addr.clone(), u8::try_from(i).unwrap_or(u8::MAX - 1));
-            seeds.push(addr);
-        }
+        let (seeds, nodes) = seeds_and_numbers(&cluster)?;
         progress.note(&format!(
             "cluster up ({} nodes); writing {} keys...",
             cluster.len(),

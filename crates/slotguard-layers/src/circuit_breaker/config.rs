@@ -9,6 +9,7 @@ use std::time::Duration;
 /// bucket at a time, so an outcome stops counting between `window` and
 /// `window` + one bucket after it was recorded.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct BreakerConfig {
     /// Open when at least this share of the calls in the window failed (a
     /// node fault: timeout, connection, `LOADING`, `BUSY`, overloaded,
@@ -58,5 +59,66 @@ impl Default for BreakerConfig {
             open_duration: Duration::from_secs(1),
             half_open_probes: 3,
         }
+    }
+}
+
+impl BreakerConfig {
+    /// The defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Set [`failure_rate_threshold`](Self::failure_rate_threshold).
+    pub fn with_failure_rate_threshold(mut self, failure_rate_threshold: f64) -> Self {
+        self.failure_rate_threshold = failure_rate_threshold;
+        self
+    }
+
+    /// Set [`slow_call_rate_threshold`](Self::slow_call_rate_threshold).
+    pub fn with_slow_call_rate_threshold(mut self, slow_call_rate_threshold: f64) -> Self {
+        self.slow_call_rate_threshold = slow_call_rate_threshold;
+        self
+    }
+
+    /// Set [`slow_call_duration`](Self::slow_call_duration).
+    pub fn with_slow_call_duration(mut self, slow_call_duration: Duration) -> Self {
+        self.slow_call_duration = slow_call_duration;
+        self
+    }
+
+    /// Set [`minimum_calls`](Self::minimum_calls).
+    pub fn with_minimum_calls(mut self, minimum_calls: u32) -> Self {
+        self.minimum_calls = minimum_calls.max(1);
+        self
+    }
+
+    /// Set [`consecutive_failures`](Self::consecutive_failures).
+    pub fn with_consecutive_failures(mut self, consecutive_failures: u32) -> Self {
+        self.consecutive_failures = consecutive_failures;
+        self
+    }
+
+    /// Set [`window`](Self::window).
+    pub fn with_window(mut self, window: Duration) -> Self {
+        self.window = window;
+        self
+    }
+
+    /// Set [`window_buckets`](Self::window_buckets).
+    pub fn with_window_buckets(mut self, window_buckets: u32) -> Self {
+        self.window_buckets = window_buckets.max(1);
+        self
+    }
+
+    /// Set [`open_duration`](Self::open_duration).
+    pub fn with_open_duration(mut self, open_duration: Duration) -> Self {
+        self.open_duration = open_duration;
+        self
+    }
+
+    /// Set [`half_open_probes`](Self::half_open_probes).
+    pub fn with_half_open_probes(mut self, half_open_probes: u32) -> Self {
+        self.half_open_probes = half_open_probes.max(1);
+        self
     }
 }

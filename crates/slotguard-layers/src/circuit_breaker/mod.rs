@@ -65,10 +65,7 @@
 //!         async move { Err::<CacheResponse, _>(CacheError::Timeout { node }) }
 //!     }
 //! });
-//! let breakers = CircuitBreakerLayer::per_node(BreakerConfig {
-//!     minimum_calls: 5,
-//!     ..BreakerConfig::default()
-//! });
+//! let breakers = CircuitBreakerLayer::per_node(BreakerConfig::new().with_minimum_calls(5));
 //! let mut svc = ServiceBuilder::new().layer(breakers.clone()).service(leaf);
 //! for _ in 0..5 {
 //!     let req = CacheRequest::get("k").to_node(sick.clone(), Role::Primary);

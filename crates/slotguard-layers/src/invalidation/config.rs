@@ -7,7 +7,9 @@ use std::time::Duration;
 /// ```
 /// use std::time::Duration;
 /// use slotguard_layers::invalidation::LogConfig;
-/// let config = LogConfig::default().window(Duration::from_secs(60)).capacity(10_000);
+/// let config = LogConfig::new()
+///     .with_window(Duration::from_secs(60))
+///     .with_capacity(10_000);
 /// assert_eq!(config.window_len(), Duration::from_secs(60));
 /// ```
 #[derive(Debug, Clone)]
@@ -42,8 +44,13 @@ impl Default for LogConfig {
 }
 
 impl LogConfig {
+    /// The defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
     /// Set [`window`](Self::window).
-    pub fn window(mut self, window: Duration) -> Self {
+    pub fn with_window(mut self, window: Duration) -> Self {
         self.window = window;
         self
     }
@@ -54,25 +61,25 @@ impl LogConfig {
     }
 
     /// Set [`capacity`](Self::capacity) (at least 1).
-    pub fn capacity(mut self, capacity: usize) -> Self {
+    pub fn with_capacity(mut self, capacity: usize) -> Self {
         self.capacity = capacity.max(1);
         self
     }
 
     /// Set [`replay_timeout`](Self::replay_timeout).
-    pub fn replay_timeout(mut self, timeout: Duration) -> Self {
+    pub fn with_replay_timeout(mut self, timeout: Duration) -> Self {
         self.replay_timeout = timeout;
         self
     }
 
     /// Set [`retry_interval`](Self::retry_interval).
-    pub fn retry_interval(mut self, interval: Duration) -> Self {
+    pub fn with_retry_interval(mut self, interval: Duration) -> Self {
         self.retry_interval = interval;
         self
     }
 
     /// Set [`replay_concurrency`](Self::replay_concurrency) (at least 1).
-    pub fn replay_concurrency(mut self, n: usize) -> Self {
+    pub fn with_replay_concurrency(mut self, n: usize) -> Self {
         self.replay_concurrency = n.max(1);
         self
     }

@@ -225,8 +225,8 @@ async fn a_failed_delete_is_retried_on_the_owner_until_acknowledged() {
 #[tokio::test(start_paused = true)]
 async fn deletes_are_forgotten_after_the_window_and_beyond_capacity() {
     let config = LogConfig::default()
-        .window(Duration::from_secs(5))
-        .capacity(32);
+        .with_window(Duration::from_secs(5))
+        .with_capacity(32);
     let (topology, layer, svc, mut handle) = setup(config);
     answered(
         &svc,

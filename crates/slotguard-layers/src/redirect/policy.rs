@@ -10,6 +10,7 @@ use super::budget::RetryBudget;
 
 /// How redirects are followed.
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct RedirectPolicy {
     /// Most `MOVED`/`ASK`/`TRYAGAIN` hops per request; then
     /// [`CacheError::TooManyRedirects`](slotguard_core::CacheError::TooManyRedirects).
@@ -46,5 +47,36 @@ impl Default for RedirectPolicy {
             confirm_timeout: Duration::from_secs(1),
             budget: Arc::new(RetryBudget::default()),
         }
+    }
+}
+
+impl RedirectPolicy {
+    /// The defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Set [`max_hops`](Self::max_hops).
+    pub fn with_max_hops(mut self, max_hops: u8) -> Self {
+        self.max_hops = max_hops;
+        self
+    }
+
+    /// Set [`tryagain_backoff`](Self::tryagain_backoff).
+    pub fn with_tryagain_backoff(mut self, tryagain_backoff: Duration) -> Self {
+        self.tryagain_backoff = tryagain_backoff;
+        self
+    }
+
+    /// Set [`confirm_timeout`](Self::confirm_timeout).
+    pub fn with_confirm_timeout(mut self, confirm_timeout: Duration) -> Self {
+        self.confirm_timeout = confirm_timeout;
+        self
+    }
+
+    /// Set [`budget`](Self::budget).
+    pub fn with_budget(mut self, budget: Arc<dyn Budget + Send + Sync>) -> Self {
+        self.budget = budget;
+        self
     }
 }

@@ -19,6 +19,7 @@ pub enum ReadFrom {
 
 /// How reads fail over to replicas.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct FailoverPolicy {
     /// Most replica attempts per read. Default 2.
     pub max_failovers: u8,
@@ -53,5 +54,51 @@ impl Default for FailoverPolicy {
             read_from: ReadFrom::PrimaryPreferred,
             hedge: Some(HedgePolicy::default()),
         }
+    }
+}
+
+impl FailoverPolicy {
+    /// The defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Set [`max_failovers`](Self::max_failovers).
+    pub fn with_max_failovers(mut self, max_failovers: u8) -> Self {
+        self.max_failovers = max_failovers;
+        self
+    }
+
+    /// Set [`backoff_base`](Self::backoff_base).
+    pub fn with_backoff_base(mut self, backoff_base: Duration) -> Self {
+        self.backoff_base = backoff_base;
+        self
+    }
+
+    /// Set [`primary_attempt_timeout`](Self::primary_attempt_timeout).
+    pub fn with_primary_attempt_timeout(
+        mut self,
+        primary_attempt_timeout: Option<Duration>,
+    ) -> Self {
+        self.primary_attempt_timeout = primary_attempt_timeout;
+        self
+    }
+
+    /// Set [`max_unlinked_staleness`](Self::max_unlinked_staleness).
+    pub fn with_max_unlinked_staleness(mut self, max_unlinked_staleness: Duration) -> Self {
+        self.max_unlinked_staleness = max_unlinked_staleness;
+        self
+    }
+
+    /// Set [`read_from`](Self::read_from).
+    pub fn with_read_from(mut self, read_from: ReadFrom) -> Self {
+        self.read_from = read_from;
+        self
+    }
+
+    /// Set [`hedge`](Self::hedge).
+    pub fn with_hedge(mut self, hedge: Option<HedgePolicy>) -> Self {
+        self.hedge = hedge;
+        self
     }
 }

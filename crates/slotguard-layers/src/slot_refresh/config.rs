@@ -4,6 +4,7 @@ use std::time::Duration;
 
 /// How often and how widely the slot map is refreshed.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct RefreshConfig {
     /// Refresh at least this often, even without triggers. Default 15 s.
     pub period: Duration,
@@ -30,5 +31,42 @@ impl Default for RefreshConfig {
             straggler_grace: Duration::from_millis(50),
             initial_wait: Duration::from_secs(5),
         }
+    }
+}
+
+impl RefreshConfig {
+    /// The defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Set [`period`](Self::period).
+    pub fn with_period(mut self, period: Duration) -> Self {
+        self.period = period;
+        self
+    }
+
+    /// Set [`min_gap`](Self::min_gap).
+    pub fn with_min_gap(mut self, min_gap: Duration) -> Self {
+        self.min_gap = min_gap;
+        self
+    }
+
+    /// Set [`views`](Self::views).
+    pub fn with_views(mut self, views: usize) -> Self {
+        self.views = views.max(1);
+        self
+    }
+
+    /// Set [`straggler_grace`](Self::straggler_grace).
+    pub fn with_straggler_grace(mut self, straggler_grace: Duration) -> Self {
+        self.straggler_grace = straggler_grace;
+        self
+    }
+
+    /// Set [`initial_wait`](Self::initial_wait).
+    pub fn with_initial_wait(mut self, initial_wait: Duration) -> Self {
+        self.initial_wait = initial_wait;
+        self
     }
 }

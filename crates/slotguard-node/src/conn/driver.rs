@@ -1,5 +1,6 @@
-//! The task behind a [`Conn`](super::Conn): connect, then one poll loop that
-//! takes queued commands, writes, reads, decodes and dispatches.
+//! The task behind a [`Conn`](super::Conn) once it is connected
+//! (`connect.rs`): one poll loop that takes queued commands, writes, reads,
+//! decodes and dispatches, in named steps.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -13,112 +14,21 @@ use std::task::{Context, Poll};
 use bytes::{Buf, BytesMut};
 use slotguard_core::NodeAddr;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, Sleep};
 
-use super::handshake::{handshake, HandshakeError};
-use super::tracking::{self, Tracker};
-use super::{Cmd, ConnConfig, ConnError, Refused, Reply, Request, Shared, CLOSED, READY};
+use super::tracking::Tracker;
+use super::{Cmd, ConnConfig, ConnError, Reply, Request, Shared, CLOSED, READY};
 use crate::resp::{encode_command, Arg, Decoder, Frame};
 
 /// Stop taking new commands into one write past this many bytes, so one
 /// flood cannot grow the write buffer without bound between two writes.
 const MAX_BATCH_BYTES: usize = 256 * 1024;
 /// Read buffer growth step.
-const READ_CHUNK: usize = 16 * 1024;
-
-pub(super) async fn run(
-    addr: NodeAddr,
-    config: ConnConfig,
-    mut rx: mpsc::UnboundedReceiver<Request>,
-    shared: Arc<Shared>,
-) {
-    // One deadline for the whole setup: TCP connect, TLS, HELLO/AUTH,
-    // READONLY.
-    let deadline = Instant::now() + config.connect_timeout;
-    let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
-    let timed_out = || HandshakeError::Other("connect timed out".to_owned());
-    let tcp = match tokio::time::timeout_at(deadline, dial(&addr)).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return refuse(&mut rx, &shared, e),
-        Err(_) => return refuse(&mut rx, &shared, timed_out()),
-    };
-    match &config.tls {
-        None => {
-            let setup = setup(tcp, &config, &mut rbuf);
-            match tokio::time::timeout_at(deadline, setup).await {
-                Ok(Ok((s, tracked))) => drive(addr, s, rbuf, rx, shared, &config, tracked).await,
-                Ok(Err(e)) => refuse(&mut rx, &shared, e),
-                Err(_) => refuse(&mut rx, &shared, timed_out()),
-            }
-        }
-        Some(tls) => {
-            let setup = async {
-                let name = tls.name_for(&addr).map_err(HandshakeError::Tls)?;
-                let stream = tls
-                    .connector()
-                    .connect(name, tcp)
-                    .await
-                    .map_err(tls_error)?;
-                setup(stream, &config, &mut rbuf).await
-            };
-            match tokio::time::timeout_at(deadline, setup).await {
-                Ok(Ok((s, tracked))) => drive(addr, s, rbuf, rx, shared, &config, tracked).await,
-                Ok(Err(e)) => refuse(&mut rx, &shared, e),
-                Err(_) => refuse(&mut rx, &shared, timed_out()),
-            }
-        }
-    }
-}
-
-async fn dial(addr: &NodeAddr) -> Result<TcpStream, HandshakeError> {
-    let stream = TcpStream::connect((addr.host(), addr.port()))
-        .await
-        .map_err(|e| HandshakeError::Other(format!("connect failed: {e}")))?;
-    // Without TCP_NODELAY, Nagle plus delayed ACKs add ~40 ms to a small
-    // write that follows another before its reply.
-    let _ = stream.set_nodelay(true);
-    Ok(stream)
-}
-
-/// The handshake, then client tracking when asked for and the connection
-/// speaks RESP3. `true` in the second place: tracking is on.
-async fn setup<S>(
-    mut stream: S,
-    config: &ConnConfig,
-    rbuf: &mut BytesMut,
-) -> Result<(S, bool), HandshakeError>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let resp3 = handshake(&mut stream, config, rbuf).await?;
-    let tracked = match &config.tracking {
-        Some(_) if resp3 => tracking::enable(&mut stream, config, rbuf).await?,
-        _ => false,
-    };
-    Ok((stream, tracked))
-}
-
-/// rustls reports certificate and protocol failures as `InvalidData` with
-/// its own error inside: those are [`HandshakeError::Tls`]; a connection
-/// lost during the TLS handshake is not.
-fn tls_error(e: io::Error) -> HandshakeError {
-    match e
-        .get_ref()
-        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-    {
-        Some(tls) => HandshakeError::Tls(tls.to_string()),
-        // Closed in the middle of a handshake: the port does not speak TLS.
-        None if e.kind() == io::ErrorKind::UnexpectedEof => HandshakeError::Tls(
-            "the node closed the connection during the tls handshake (not a tls port?)".into(),
-        ),
-        None => HandshakeError::Other(format!("tls handshake failed: {e}")),
-    }
-}
+pub(super) const READ_CHUNK: usize = 16 * 1024;
 
 /// Run the connection on a stream whose handshake is done.
-async fn drive<S>(
+pub(super) async fn drive<S>(
     addr: NodeAddr,
     stream: S,
     rbuf: BytesMut,
@@ -154,31 +64,6 @@ async fn drive<S>(
     driver.await;
     if let Some(t) = &tracker {
         t.node_invalidated();
-    }
-}
-
-/// The connection never came up: every queued command fails, unsent.
-fn refuse(rx: &mut mpsc::UnboundedReceiver<Request>, shared: &Shared, err: HandshakeError) {
-    let (refused, reason) = match err {
-        HandshakeError::Auth(r) => (Some(Refused::Auth), r),
-        HandshakeError::Tls(r) => (Some(Refused::Tls), r),
-        HandshakeError::Other(r) => (None, r),
-    };
-    let reason: Arc<str> = reason.into();
-    if let Some(kind) = refused {
-        let _ = shared.refused.set((kind, reason.clone()));
-    }
-    shared.broke_busy.store(true, Ordering::Release);
-    shared.close();
-    rx.close();
-    while let Ok(req) = rx.try_recv() {
-        shared.done(1);
-        let _ = req.tx.send(Err(ConnError {
-            written: false,
-            protocol: false,
-            refused,
-            reason: reason.clone(),
-        }));
     }
 }
 
@@ -270,7 +155,7 @@ impl<S> Driver<S> {
             self.activity = Instant::now();
         }
         if req.asking {
-            encode_command(&mut self.wbuf, &[Arg::Static("ASKING")]);
+            encode_command(&mut self.wbuf, [Arg::Word("ASKING")]);
             self.pending.push_back(Pending::Ignore);
         }
         req.cmd.encode(&mut self.wbuf);
@@ -289,7 +174,7 @@ impl<S> Driver<S> {
         token[..20].copy_from_slice(&self.token);
         token[20..20 + digits.len()].copy_from_slice(digits);
         let token = bytes::Bytes::copy_from_slice(&token[..20 + digits.len()]);
-        encode_command(&mut self.wbuf, &[Arg::Static("PING"), Arg::Bytes(token)]);
+        encode_command(&mut self.wbuf, [Arg::Word("PING"), Arg::Bytes(&token)]);
         self.pending.push_back(Pending::Marker(self.seq));
     }
 
@@ -398,154 +283,198 @@ impl<S> Driver<S> {
     }
 }
 
+/// What one step of [`Driver::poll`] found.
+enum Step {
+    /// Go on to the next step; `true` if this one did something (the loop
+    /// runs again until a round does nothing).
+    Next(bool),
+    /// Return `Pending` now (the task woke itself to yield).
+    Yield,
+    /// The connection is done (closed or failed): return `Ready`.
+    Done,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
+    /// 1. Everything queued since the last write joins one batch.
+    fn poll_batch(&mut self, cx: &mut Context<'_>) -> Step {
+        let mut progress = false;
+        if !self.rx_closed {
+            // Commands already waiting for replies: a batch can wait one
+            // scheduling round for company without adding latency that
+            // matters. With nothing outstanding, write at once.
+            let busy = self
+                .pending
+                .iter()
+                .any(|p| matches!(p, Pending::Reply { .. }));
+            if !busy && !self.batch_open {
+                self.yielded = true;
+            }
+            while self.wbuf.len() < MAX_BATCH_BYTES {
+                match self.rx.poll_recv(cx) {
+                    Poll::Ready(Some(req)) => {
+                        self.batch_open |= self.enqueue(req);
+                        progress = true;
+                    }
+                    Poll::Ready(None) => {
+                        self.rx_closed = true;
+                        progress = true;
+                        break;
+                    }
+                    Poll::Pending => break,
+                }
+            }
+        }
+        if self.batch_open {
+            if !self.yielded {
+                // Let the other runnable tasks queue their commands before
+                // this batch is written. A caller's send wakes this task
+                // into tokio's LIFO slot, so without this it runs right
+                // after every single send and writes one command at a time
+                // (measured: ~0.5 writes per command at concurrency 64). A
+                // task that wakes itself is polled again after the other
+                // runnable ones.
+                self.yielded = true;
+                cx.waker().wake_by_ref();
+                return Step::Yield;
+            }
+            self.push_marker();
+            self.batch_open = false;
+            self.yielded = false;
+        }
+        Step::Next(progress)
+    }
+
+    /// 2. Write.
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Step {
+        let mut progress = false;
+        while !self.wbuf.is_empty() {
+            // One buffer, written with writev: the same syscall fred uses,
+            // so per-command write counts compare like for like.
+            let slice = [io::IoSlice::new(&self.wbuf)];
+            match Pin::new(&mut self.stream).poll_write_vectored(cx, &slice) {
+                Poll::Ready(Ok(0)) => {
+                    self.fail("connection closed while writing".into(), false);
+                    return Step::Done;
+                }
+                Poll::Ready(Ok(n)) => {
+                    self.wbuf.advance(n);
+                    progress = true;
+                }
+                Poll::Ready(Err(e)) => {
+                    self.fail(format!("write failed: {e}"), false);
+                    return Step::Done;
+                }
+                Poll::Pending => break,
+            }
+        }
+        Step::Next(progress)
+    }
+
+    /// 3. Read and dispatch.
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Step {
+        let want = self.decoder.need().saturating_sub(self.rbuf.len());
+        if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK.max(want) {
+            self.rbuf.reserve(READ_CHUNK.max(want));
+        }
+        match tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.rbuf) {
+            Poll::Ready(Ok(0)) => {
+                self.fail("connection closed by the node".into(), false);
+                Step::Done
+            }
+            Poll::Ready(Ok(_)) => {
+                self.activity = Instant::now();
+                self.dispatch()
+            }
+            Poll::Ready(Err(e)) => {
+                let reason = match e.kind() {
+                    io::ErrorKind::ConnectionReset => "connection reset by the node".into(),
+                    _ => format!("read failed: {e}"),
+                };
+                self.fail(reason, false);
+                Step::Done
+            }
+            Poll::Pending => Step::Next(false),
+        }
+    }
+
+    /// Every whole frame read so far, to its command.
+    fn dispatch(&mut self) -> Step {
+        loop {
+            match self.decoder.decode(&mut self.rbuf) {
+                Ok(Some(frame)) => {
+                    if let Err(why) = self.on_frame(frame) {
+                        self.fail(why.into(), true);
+                        return Step::Done;
+                    }
+                }
+                Ok(None) => return Step::Next(true),
+                Err(e) => {
+                    self.fail(e.to_string(), true);
+                    return Step::Done;
+                }
+            }
+        }
+    }
+
+    /// 4. Done: no handle left and nothing outstanding.
+    fn poll_finished(&mut self, _cx: &mut Context<'_>) -> Step {
+        if self.rx_closed && self.pending.is_empty() && self.wbuf.is_empty() {
+            self.shared.close();
+            return Step::Done;
+        }
+        Step::Next(false)
+    }
+
+    /// 5. Replacement: commands outstanding, nothing read for too long.
+    fn poll_stall(&mut self, cx: &mut Context<'_>) -> Step {
+        if self.pending.is_empty() {
+            self.stall_armed = false;
+            return Step::Next(false);
+        }
+        let due = self.activity + self.stall_after;
+        if !self.stall_armed {
+            self.stall.as_mut().reset(due);
+            self.stall_armed = true;
+        }
+        if self.stall.as_mut().poll(cx).is_pending() {
+            return Step::Next(false);
+        }
+        if Instant::now() >= due {
+            let after = self.stall_after;
+            self.fail_as(
+                format!("no reply for {after:?}, connection replaced"),
+                false,
+                false,
+            );
+            return Step::Done;
+        }
+        self.stall.as_mut().reset(due);
+        // Registers the timer again.
+        Step::Next(self.stall.as_mut().poll(cx).is_ready())
+    }
+}
+
 impl<S: AsyncRead + AsyncWrite + Unpin> Future for Driver<S> {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = &mut *self;
+        let steps: [fn(&mut Self, &mut Context<'_>) -> Step; 5] = [
+            Self::poll_batch,
+            Self::poll_flush,
+            Self::poll_read,
+            Self::poll_finished,
+            Self::poll_stall,
+        ];
         loop {
             let mut progress = false;
-
-            // 1. Everything queued since the last write joins one batch.
-            if !this.rx_closed {
-                // Commands already waiting for replies: a batch can wait one
-                // scheduling round for company without adding latency that
-                // matters. With nothing outstanding, write at once.
-                let busy = this
-                    .pending
-                    .iter()
-                    .any(|p| matches!(p, Pending::Reply { .. }));
-                if !busy && !this.batch_open {
-                    this.yielded = true;
-                }
-                while this.wbuf.len() < MAX_BATCH_BYTES {
-                    match this.rx.poll_recv(cx) {
-                        Poll::Ready(Some(req)) => {
-                            this.batch_open |= this.enqueue(req);
-                            progress = true;
-                        }
-                        Poll::Ready(None) => {
-                            this.rx_closed = true;
-                            progress = true;
-                            break;
-                        }
-                        Poll::Pending => break,
-                    }
+            for step in steps {
+                match step(this, cx) {
+                    Step::Next(p) => progress |= p,
+                    Step::Yield => return Poll::Pending,
+                    Step::Done => return Poll::Ready(()),
                 }
             }
-            if this.batch_open {
-                if !this.yielded {
-                    // Let the other runnable tasks queue their commands
-                    // before this batch is written. A caller's send wakes
-                    // this task into tokio's LIFO slot, so without this it
-                    // runs right after every single send and writes one
-                    // command at a time (measured: ~0.5 writes per command
-                    // at concurrency 64). A task that wakes itself is polled
-                    // again after the other runnable ones.
-                    this.yielded = true;
-                    cx.waker().wake_by_ref();
-                    return Poll::Pending;
-                }
-                this.push_marker();
-                this.batch_open = false;
-                this.yielded = false;
-            }
-
-            // 2. Write.
-            while !this.wbuf.is_empty() {
-                // One buffer, written with writev: the same syscall fred
-                // uses, so per-command write counts compare like for like.
-                let slice = [io::IoSlice::new(&this.wbuf)];
-                match Pin::new(&mut this.stream).poll_write_vectored(cx, &slice) {
-                    Poll::Ready(Ok(0)) => {
-                        this.fail("connection closed while writing".into(), false);
-                        return Poll::Ready(());
-                    }
-                    Poll::Ready(Ok(n)) => {
-                        this.wbuf.advance(n);
-                        progress = true;
-                    }
-                    Poll::Ready(Err(e)) => {
-                        this.fail(format!("write failed: {e}"), false);
-                        return Poll::Ready(());
-                    }
-                    Poll::Pending => break,
-                }
-            }
-
-            // 3. Read and dispatch.
-            let want = this.decoder.need().saturating_sub(this.rbuf.len());
-            if this.rbuf.capacity() - this.rbuf.len() < READ_CHUNK.max(want) {
-                this.rbuf.reserve(READ_CHUNK.max(want));
-            }
-            match tokio_util::io::poll_read_buf(Pin::new(&mut this.stream), cx, &mut this.rbuf) {
-                Poll::Ready(Ok(0)) => {
-                    this.fail("connection closed by the node".into(), false);
-                    return Poll::Ready(());
-                }
-                Poll::Ready(Ok(_)) => {
-                    progress = true;
-                    this.activity = Instant::now();
-                    loop {
-                        match this.decoder.decode(&mut this.rbuf) {
-                            Ok(Some(frame)) => {
-                                if let Err(why) = this.on_frame(frame) {
-                                    this.fail(why.into(), true);
-                                    return Poll::Ready(());
-                                }
-                            }
-                            Ok(None) => break,
-                            Err(e) => {
-                                this.fail(e.to_string(), true);
-                                return Poll::Ready(());
-                            }
-                        }
-                    }
-                }
-                Poll::Ready(Err(e)) => {
-                    let reason = match e.kind() {
-                        io::ErrorKind::ConnectionReset => "connection reset by the node".into(),
-                        _ => format!("read failed: {e}"),
-                    };
-                    this.fail(reason, false);
-                    return Poll::Ready(());
-                }
-                Poll::Pending => {}
-            }
-
-            // 4. Done: no handle left and nothing outstanding.
-            if this.rx_closed && this.pending.is_empty() && this.wbuf.is_empty() {
-                this.shared.close();
-                return Poll::Ready(());
-            }
-
-            // 5. Replacement: commands outstanding, nothing read for too long.
-            if this.pending.is_empty() {
-                this.stall_armed = false;
-            } else {
-                let due = this.activity + this.stall_after;
-                if !this.stall_armed {
-                    this.stall.as_mut().reset(due);
-                    this.stall_armed = true;
-                }
-                if this.stall.as_mut().poll(cx).is_ready() {
-                    if Instant::now() >= due {
-                        let after = this.stall_after;
-                        this.fail_as(
-                            format!("no reply for {after:?}, connection replaced"),
-                            false,
-                            false,
-                        );
-                        return Poll::Ready(());
-                    }
-                    this.stall.as_mut().reset(due);
-                    // Registers the timer again.
-                    if this.stall.as_mut().poll(cx).is_ready() {
-                        progress = true;
-                    }
-                }
-            }
-
             if !progress {
                 return Poll::Pending;
             }

@@ -15,7 +15,7 @@
 
 use std::io;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::ConnConfig;
@@ -80,15 +80,19 @@ where
     };
     let creds = config.credentials.as_ref();
     let mut wbuf = BytesMut::with_capacity(256);
-    let mut hello = vec![Arg::Static("HELLO"), Arg::Static("3")];
-    if let Some(c) = creds {
-        hello.push(Arg::Static("AUTH"));
-        hello.push(Arg::Bytes(c.user_or_default().to_owned().into()));
-        hello.push(Arg::Bytes(c.password.expose().to_owned().into()));
+    let secret = creds.map(|c| {
+        (
+            Bytes::from(c.user_or_default().to_owned()),
+            Bytes::from(c.password.expose().to_owned()),
+        )
+    });
+    let mut hello = vec![Arg::Word("HELLO"), Arg::Word("3")];
+    if let Some((user, password)) = &secret {
+        hello.extend([Arg::Word("AUTH"), Arg::Bytes(user), Arg::Bytes(password)]);
     }
-    encode_command(&mut wbuf, &hello);
+    encode_command(&mut wbuf, hello.iter().copied());
     if config.readonly {
-        encode_command(&mut wbuf, &[Arg::Static("READONLY")]);
+        encode_command(&mut wbuf, [Arg::Word("READONLY")]);
     }
     io.write(&wbuf).await?;
 
@@ -137,15 +141,15 @@ where
     let mut wbuf = BytesMut::with_capacity(128);
     let creds = config.credentials.as_ref();
     if let Some(c) = creds {
-        let mut auth = vec![Arg::Static("AUTH")];
-        if let Some(user) = &c.username {
-            auth.push(Arg::Bytes(user.clone().into()));
-        }
-        auth.push(Arg::Bytes(c.password.expose().to_owned().into()));
-        encode_command(&mut wbuf, &auth);
+        let user = c.username.clone().map(Bytes::from);
+        let password = Bytes::from(c.password.expose().to_owned());
+        let mut auth = vec![Arg::Word("AUTH")];
+        auth.extend(user.as_ref().map(Arg::Bytes));
+        auth.push(Arg::Bytes(&password));
+        encode_command(&mut wbuf, auth.iter().copied());
     }
     if !readonly_done {
-        encode_command(&mut wbuf, &[Arg::Static("READONLY")]);
+        encode_command(&mut wbuf, [Arg::Word("READONLY")]);
     }
     if wbuf.is_empty() {
         return Ok(());

@@ -33,6 +33,7 @@
 //! - *Back-pressure*: at most `max_in_flight` commands outstanding; beyond,
 //!   a send fails with [`SendError::Overloaded`] at once.
 
+mod connect;
 mod driver;
 mod handshake;
 mod tracking;
@@ -42,8 +43,9 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use slotguard_core::invalidation::InvalidationBus;
+use slotguard_core::op::Command;
 use slotguard_core::NodeAddr;
 use tokio::sync::{mpsc, oneshot};
 
@@ -69,13 +71,9 @@ pub(crate) struct ConnConfig {
 /// A command to send.
 #[derive(Debug, Clone)]
 pub(crate) enum Cmd {
-    Get(Bytes),
-    Set {
-        key: Bytes,
-        value: Bytes,
-        px: Option<u64>,
-    },
-    Del(Bytes),
+    /// A cache operation: its command, reply check and answer are the
+    /// operation's own ([`slotguard_core::op`]).
+    Op(Command),
     /// An administrative command of fixed words (`CLUSTER SHARDS`, `INFO
     /// replication`); any reply shape.
     Admin(&'static [&'static str]),
@@ -84,50 +82,21 @@ pub(crate) enum Cmd {
 impl Cmd {
     fn encode(&self, buf: &mut BytesMut) {
         match self {
-            Cmd::Get(key) => encode_command(buf, &[Arg::Static("GET"), Arg::Bytes(key.clone())]),
-            Cmd::Del(key) => encode_command(buf, &[Arg::Static("DEL"), Arg::Bytes(key.clone())]),
-            Cmd::Set { key, value, px } => match px {
-                Some(ms) => encode_command(
-                    buf,
-                    &[
-                        Arg::Static("SET"),
-                        Arg::Bytes(key.clone()),
-                        Arg::Bytes(value.clone()),
-                        Arg::Static("PX"),
-                        Arg::Int(*ms),
-                    ],
-                ),
-                None => encode_command(
-                    buf,
-                    &[
-                        Arg::Static("SET"),
-                        Arg::Bytes(key.clone()),
-                        Arg::Bytes(value.clone()),
-                    ],
-                ),
-            },
-            Cmd::Admin(words) => {
-                let mut args = [Arg::Static(""), Arg::Static(""), Arg::Static("")];
-                let n = words.len().min(args.len());
-                for (slot, w) in args.iter_mut().zip(words.iter()) {
-                    *slot = Arg::Static(w);
-                }
-                encode_command(buf, &args[..n]);
-            }
+            Cmd::Op(cmd) => encode_command(
+                buf,
+                std::iter::once(Arg::Word(cmd.name())).chain(cmd.args()),
+            ),
+            Cmd::Admin(words) => encode_command(buf, words.iter().map(|w| Arg::Word(w))),
         }
     }
 
     /// Whether `frame` is a reply this command can get. Anything else means
     /// the reply stream no longer lines up with the commands.
     fn fits(&self, frame: &Frame) -> bool {
-        matches!(
-            (self, frame),
-            (_, Frame::Error(_))
-                | (Cmd::Admin(_), _)
-                | (Cmd::Get(_), Frame::Bulk(_) | Frame::Null)
-                | (Cmd::Set { .. }, Frame::Simple(_) | Frame::Null)
-                | (Cmd::Del(_), Frame::Integer(_))
-        )
+        match self {
+            Cmd::Op(cmd) => cmd.kind().fits(frame.shape()),
+            Cmd::Admin(_) => true,
+        }
     }
 }
 
@@ -236,7 +205,7 @@ impl Conn {
             refused: OnceLock::new(),
         });
         // On the leaf's tracker: `NodeService::shutdown` waits for it.
-        tasks.spawn(driver::run(addr, config, rx, shared.clone()));
+        tasks.spawn(connect::run(addr, config, rx, shared.clone()));
         Self { tx, shared }
     }
 

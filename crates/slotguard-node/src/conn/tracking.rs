@@ -114,16 +114,16 @@ where
     let mut wbuf = BytesMut::with_capacity(64);
     encode_command(
         &mut wbuf,
-        &[
-            Arg::Static("CLIENT"),
-            Arg::Static("TRACKING"),
-            Arg::Static("ON"),
+        [
+            Arg::Word("CLIENT"),
+            Arg::Word("TRACKING"),
+            Arg::Word("ON"),
             // Not for this connection's own writes: the fallback layer marks
             // every write it sends (before and after), and a push for it
             // arriving after the next read would only force that key to the
             // primary once more (a hot key written by this client would miss
             // the near-cache twice per write instead of once).
-            Arg::Static("NOLOOP"),
+            Arg::Word("NOLOOP"),
         ],
     );
     stream

@@ -232,86 +232,97 @@ impl Decoder {
                     _ => Frame::BigNumber(bytes),
                 })
             }
-            b':' => {
-                let n = parse_int(line)?;
+            b':' | b'_' | b'#' | b',' => {
+                let frame = scalar(tag, line)?;
                 buf.advance(header_len);
-                Token::Leaf(Frame::Integer(n))
+                Token::Leaf(frame)
             }
-            b'_' => {
-                if !line.is_empty() {
-                    return Err(DecodeError::Invalid("null with content"));
-                }
-                buf.advance(header_len);
-                Token::Leaf(Frame::Null)
-            }
-            b'#' => {
-                let b = match line {
-                    b"t" => true,
-                    b"f" => false,
-                    _ => return Err(DecodeError::Invalid("boolean")),
-                };
-                buf.advance(header_len);
-                Token::Leaf(Frame::Boolean(b))
-            }
-            b',' => {
-                let text = std::str::from_utf8(line).map_err(|_| DecodeError::Invalid("double"))?;
-                let d = match text {
-                    "inf" => f64::INFINITY,
-                    "-inf" => f64::NEG_INFINITY,
-                    other => other.parse().map_err(|_| DecodeError::Invalid("double"))?,
-                };
-                buf.advance(header_len);
-                Token::Leaf(Frame::Double(d))
-            }
-            b'$' | b'!' | b'=' => {
-                let n = parse_int(line)?;
-                if n == -1 && tag == b'$' {
-                    buf.advance(header_len);
-                    return Ok(Some(Token::Leaf(Frame::Null)));
-                }
-                let len = usize::try_from(n).map_err(|_| DecodeError::Invalid("bulk length"))?;
-                if len > self.limits.max_bulk {
-                    return Err(DecodeError::BulkTooLarge(len as u64));
-                }
-                let total = header_len + len + 2;
-                if buf.len() < total {
-                    self.need = total;
-                    return Ok(None);
-                }
-                if &buf[total - 2..total] != b"\r\n" {
-                    return Err(DecodeError::Invalid("bulk not ended by CRLF"));
-                }
-                buf.advance(header_len);
-                let body = buf.split_to(len).freeze();
-                buf.advance(2);
-                Token::Leaf(match tag {
-                    b'$' => Frame::Bulk(body),
-                    b'!' => Frame::Error(body),
-                    _ => Frame::Bulk(verbatim(body)?),
-                })
-            }
+            b'$' | b'!' | b'=' => return self.blob(buf, tag, line_end),
             b'*' | b'~' | b'%' | b'>' | b'|' => {
                 let n = parse_int(line)?;
                 buf.advance(header_len);
                 if n == -1 && tag == b'*' {
                     return Ok(Some(Token::Leaf(Frame::Null)));
                 }
-                let n = u64::try_from(n).map_err(|_| DecodeError::Invalid("aggregate length"))?;
-                if n > self.limits.max_elements as u64 {
-                    return Err(DecodeError::TooManyElements(n));
-                }
-                let kind = match tag {
-                    b'*' | b'~' => AggKind::Array,
-                    b'%' => AggKind::Map,
-                    b'>' => AggKind::Push,
-                    _ => AggKind::Attribute,
-                };
-                Token::Aggregate(kind, n as usize)
+                self.aggregate(tag, n)?
             }
             _ => return Err(DecodeError::Invalid("unknown type byte")),
         };
         Ok(Some(token))
     }
+
+    /// A bulk string, blob error or verbatim string (`$`, `!`, `=`) whose
+    /// header ends at `line_end`: `None` until its body is in.
+    fn blob(
+        &mut self,
+        buf: &mut BytesMut,
+        tag: u8,
+        line_end: usize,
+    ) -> Result<Option<Token>, DecodeError> {
+        let header_len = line_end + 2;
+        let n = parse_int(&buf[1..line_end])?;
+        if n == -1 && tag == b'$' {
+            buf.advance(header_len);
+            return Ok(Some(Token::Leaf(Frame::Null)));
+        }
+        let len = usize::try_from(n).map_err(|_| DecodeError::Invalid("bulk length"))?;
+        if len > self.limits.max_bulk {
+            return Err(DecodeError::BulkTooLarge(len as u64));
+        }
+        let total = header_len + len + 2;
+        if buf.len() < total {
+            self.need = total;
+            return Ok(None);
+        }
+        if &buf[total - 2..total] != b"\r\n" {
+            return Err(DecodeError::Invalid("bulk not ended by CRLF"));
+        }
+        buf.advance(header_len);
+        let body = buf.split_to(len).freeze();
+        buf.advance(2);
+        Ok(Some(Token::Leaf(match tag {
+            b'$' => Frame::Bulk(body),
+            b'!' => Frame::Error(body),
+            _ => Frame::Bulk(verbatim(body)?),
+        })))
+    }
+
+    /// The header of an aggregate of `n` elements (`*`, `~`, `%`, `>`, `|`).
+    fn aggregate(&self, tag: u8, n: i64) -> Result<Token, DecodeError> {
+        let n = u64::try_from(n).map_err(|_| DecodeError::Invalid("aggregate length"))?;
+        if n > self.limits.max_elements as u64 {
+            return Err(DecodeError::TooManyElements(n));
+        }
+        let kind = match tag {
+            b'*' | b'~' => AggKind::Array,
+            b'%' => AggKind::Map,
+            b'>' => AggKind::Push,
+            _ => AggKind::Attribute,
+        };
+        Ok(Token::Aggregate(kind, n as usize))
+    }
+}
+
+/// A one-line value: integer (`:`), null (`_`), boolean (`#`), double (`,`).
+fn scalar(tag: u8, line: &[u8]) -> Result<Frame, DecodeError> {
+    Ok(match tag {
+        b':' => Frame::Integer(parse_int(line)?),
+        b'_' if line.is_empty() => Frame::Null,
+        b'_' => return Err(DecodeError::Invalid("null with content")),
+        b'#' => match line {
+            b"t" => Frame::Boolean(true),
+            b"f" => Frame::Boolean(false),
+            _ => return Err(DecodeError::Invalid("boolean")),
+        },
+        _ => {
+            let text = std::str::from_utf8(line).map_err(|_| DecodeError::Invalid("double"))?;
+            Frame::Double(match text {
+                "inf" => f64::INFINITY,
+                "-inf" => f64::NEG_INFINITY,
+                other => other.parse().map_err(|_| DecodeError::Invalid("double"))?,
+            })
+        }
+    })
 }
 
 /// Index of the CR of the first CRLF, `None` if not there yet.

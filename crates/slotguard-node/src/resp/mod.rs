@@ -15,6 +15,7 @@ pub(crate) use decode::{Decoder, Limits};
 pub(crate) use encode::{encode_command, Arg};
 
 use bytes::Bytes;
+use slotguard_core::op::{Reply, ReplyShape};
 
 /// One RESP2 or RESP3 value, as a node sent it (public for
 /// [`NodeService::admin`](crate::NodeService::admin) replies).
@@ -93,5 +94,30 @@ impl Frame {
     /// `+OK`.
     pub fn is_ok(&self) -> bool {
         matches!(self, Frame::Simple(b) if b.as_ref() == b"OK")
+    }
+
+    /// The frame as a cache command's reply, for
+    /// [`OpKind::answer`](slotguard_core::op::OpKind::answer).
+    pub fn into_reply(self) -> Reply {
+        match self {
+            Frame::Null => Reply::Nil,
+            Frame::Simple(b) => Reply::Simple(b),
+            Frame::Bulk(b) => Reply::Bulk(b),
+            Frame::Integer(n) => Reply::Integer(n),
+            Frame::Error(e) => Reply::Error(e),
+            other => Reply::Other(other.kind()),
+        }
+    }
+
+    /// The frame's shape, for [`OpKind::fits`](slotguard_core::op::OpKind::fits).
+    pub fn shape(&self) -> ReplyShape {
+        match self {
+            Frame::Null => ReplyShape::Nil,
+            Frame::Simple(_) => ReplyShape::Simple,
+            Frame::Bulk(_) => ReplyShape::Bulk,
+            Frame::Integer(_) => ReplyShape::Integer,
+            Frame::Error(_) => ReplyShape::Error,
+            other => ReplyShape::Other(other.kind()),
+        }
     }
 }

@@ -9,7 +9,7 @@ use std::future::Future;
 use bytes::Bytes;
 use fred::prelude::{Builder, Client, ClientLike, Config, KeysInterface, ServerConfig};
 use fred::types::InfoKind;
-use slotguard::layers::slot_refresh::SlotRefreshLayer;
+use slotguard::layers::slot_refresh::{SlotRefresh, SlotRefreshLayer};
 use slotguard::tower::{Service, ServiceBuilder, ServiceExt};
 use slotguard::{
     BoxError, CacheRequest, CacheResponse, CacheService, NodeAddr, NodeConfig, NodeService,
@@ -115,21 +115,13 @@ pub(crate) async fn fred_cluster(seeds: &[NodeAddr]) -> Result<FredCluster, BoxE
     Ok(FredCluster(client))
 }
 
+/// The `leaf` client's service.
+pub(crate) type LeafService = SlotRefresh<NodeService>;
+
 /// The leaf with routing only: `SlotRefreshLayer` over `NodeService`, both
 /// with their defaults. The leaf records call health in the topology, as
 /// every documented build does: that cost belongs to the leaf.
-pub(crate) async fn leaf(
-    seeds: &[NodeAddr],
-) -> Result<
-    Tower<
-        impl Service<CacheRequest, Response = CacheResponse, Error = BoxError, Future: Send>
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-    >,
-    BoxError,
-> {
+pub(crate) async fn leaf(seeds: &[NodeAddr]) -> Result<Tower<LeafService>, BoxError> {
     let topology = Topology::new();
     let leaf = NodeService::new(NodeConfig::default()).with_topology(topology.clone());
     let source = NodeTopologySource::new(&leaf, seeds.to_vec());
@@ -140,8 +132,8 @@ pub(crate) async fn leaf(
 }
 
 /// The full recommended stack as a user gets it: [`SlotGuard`] with every
-/// default (telemetry → coalesce → fallback → invalidation_log → slot_refresh → redirect →
-/// replica_failover → circuit_breaker → leaf, the health prober running)
+/// default (the layers of `slotguard::layers::RECOMMENDED_ORDER`, the
+/// health prober running)
 /// and, with `store`, over an SQLite store in a temporary directory (the
 /// fallback layer with its near-cache and client tracking on top). Keep the
 /// returned guard alive while measuring.

@@ -9,8 +9,10 @@
 
 mod cell;
 mod clients;
+mod output;
 mod redis_benchmark;
 mod redis_rs;
+mod rounds;
 mod summary;
 
 use std::process::ExitCode;
@@ -23,10 +25,10 @@ use slotguard::{BoxError, NodeAddr};
 use slotguard_testkit::{ClusterSpec, LocalCluster};
 
 use crate::progress::Progress;
-use cell::{CellSpec, Data, MIX_WRITE_PCT};
+use cell::{Data, MIX_WRITE_PCT};
 use clients::{BenchClient, FredCluster};
+use output::{Machine, Output, Settings};
 pub(crate) use summary::LoadKind;
-use summary::{Cell, ClientName, Machine, Output, RefCell, Settings, CLIENTS};
 
 /// Arguments of `slotguard bench throughput`.
 #[derive(Debug, clap::Args)]
@@ -144,7 +146,7 @@ pub(crate) fn run(args: ThroughputArgs) -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             } else {
-                print!("{}", summary::render(&out));
+                print!("{}", output::render(&out));
             }
             ExitCode::SUCCESS
         }
@@ -163,7 +165,6 @@ async fn bench(
 ) -> Result<Output, BoxError> {
     let loads = unique(&args.loads);
     let concurrency = unique(&args.concurrency);
-    let rounds = usize::try_from(args.rounds)?;
     let data = Arc::new(Data::new(
         usize::try_from(args.keys)?,
         usize::try_from(args.value_size)?,
@@ -172,131 +173,34 @@ async fn bench(
     let redis_version = clients::redis_version(first)
         .await
         .map_err(|e| format!("could not read the redis version from {first}: {e}"))?;
-
-    progress.note(
-        "connecting fred_cluster, leaf, stack, stack_store, redis_rs_cluster, stack_csc and stack_fred_leaf...",
-    );
-    let fred = clients::fred_cluster(seeds)
-        .await
-        .map_err(|e| format!("fred cluster client: {e}"))?;
-    let leaf = clients::leaf(seeds)
-        .await
-        .map_err(|e| format!("leaf: {e}"))?;
-    let (stack, _guard) = clients::stack(seeds, false)
-        .await
-        .map_err(|e| format!("stack: {e}"))?;
-    let (stack_store, _guard_store) = clients::stack(seeds, true)
-        .await
-        .map_err(|e| format!("stack_store: {e}"))?;
-    let (stack_csc, _guard_csc) = clients::stack_with(seeds, true, Some(Duration::from_secs(60)))
-        .await
-        .map_err(|e| format!("stack_csc: {e}"))?;
-    let redis_rs = redis_rs::connect(seeds)
-        .await
-        .map_err(|e| format!("redis-rs cluster client: {e}"))?;
+    let contenders = rounds::connect(seeds, progress).await?;
     let with_rb = !args.no_redis_benchmark && redis_benchmark_installed(progress);
-    let (stack_fred_leaf, _guard_fred_leaf) = clients::stack_fred_leaf(seeds)
-        .await
-        .map_err(|e| format!("stack_fred_leaf: {e}"))?;
 
     progress.note(&format!(
         "writing {} keys of {} B...",
         data.keys.len(),
         data.value.len()
     ));
-    tokio::time::timeout(POPULATE_DEADLINE, populate(&fred, &data))
+    tokio::time::timeout(POPULATE_DEADLINE, populate(&contenders.fred, &data))
         .await
         .map_err(|_| format!("the keys were not written within {POPULATE_DEADLINE:?}"))??;
 
-    let mut cells = Vec::new();
-    let mut refs = Vec::new();
-    let mut client_order = Vec::new();
-    for round in 0..rounds {
-        let order = ClientName::order(round);
-        client_order.push(order.clone());
-        for (li, &load) in loads.iter().enumerate() {
-            for (ci, &c) in concurrency.iter().enumerate() {
-                let spec = CellSpec {
-                    load,
-                    concurrency: usize::try_from(c)?,
-                    warmup: Duration::from_millis(args.warmup_ms),
-                    window: Duration::from_secs(args.seconds),
-                    seed: ((round as u64) << 48)
-                        ^ ((li as u64) << 40)
-                        ^ ((ci as u64) << 32)
-                        ^ 0x5EED,
-                };
-                let mut fastest: f64 = 0.0;
-                for &client in &order {
-                    let result = match client {
-                        ClientName::FredCluster => cell::run(&fred, &data, spec).await,
-                        ClientName::Leaf => cell::run(&leaf, &data, spec).await,
-                        ClientName::Stack => cell::run(&stack, &data, spec).await,
-                        ClientName::StackStore => cell::run(&stack_store, &data, spec).await,
-                        ClientName::RedisRsCluster => cell::run(&redis_rs, &data, spec).await,
-                        ClientName::StackCsc => cell::run(&stack_csc, &data, spec).await,
-                        ClientName::StackFredLeaf => cell::run(&stack_fred_leaf, &data, spec).await,
-                    };
-                    let sample = result.sample();
-                    // redis-benchmark is sized from the fastest client that
-                    // goes to the cluster: client-side caching answers from
-                    // memory, tens of times faster than any network client,
-                    // and would size a reference run of minutes.
-                    if client != ClientName::StackCsc {
-                        fastest = fastest.max(sample.ops_per_sec);
-                    }
-                    progress.note(&format!(
-                        "round {}/{rounds} {:<3} c={c:<4} {:<12} {:>9.0} ops/s  p50 {:>7.1} µs  p99 {:>8.1} µs  {} err",
-                        round + 1,
-                        load.as_str(),
-                        client.as_str(),
-                        sample.ops_per_sec,
-                        sample.p50_us,
-                        sample.p99_us,
-                        sample.errors
-                    ));
-                    cells.push(Cell {
-                        load,
-                        concurrency: c,
-                        client,
-                        round,
-                        sample,
-                    });
-                }
-                if with_rb {
-                    // A reference that fails is reported, not fatal: the
-                    // clients' figures stand without it.
-                    let r = match reference(seeds, args, load, c, fastest).await {
-                        Ok(r) => r,
-                        Err(e) => {
-                            progress.note(&format!("no redis-benchmark reference: {e}"));
-                            continue;
-                        }
-                    };
-                    progress.note(&format!(
-                        "round {}/{rounds} {:<3} c={c:<4} {:<12} {:>9.0} ops/s  p99 {:>8.1} µs",
-                        round + 1,
-                        load.as_str(),
-                        "redis-benchmark",
-                        r.ops_per_sec(load),
-                        r.p99_us(load),
-                    ));
-                    refs.push(RefCell {
-                        load,
-                        concurrency: c,
-                        round,
-                        ops_per_sec: r.ops_per_sec(load),
-                        p99_us: r.p99_us(load),
-                    });
-                }
-            }
-        }
-    }
-    let _ = fred.0.quit().await;
+    let plan = rounds::Plan {
+        args,
+        seeds,
+        data: data.clone(),
+        rounds: usize::try_from(args.rounds)?,
+        loads: &loads,
+        concurrency: &concurrency,
+        with_rb,
+        progress,
+    };
+    let measured = rounds::run_rounds(&plan, &contenders).await?;
+    let _ = contenders.fred.0.quit().await;
 
-    let ref_rows = summary::summarise_refs(&refs, &loads, &concurrency);
+    let ref_rows = summary::summarise_refs(&measured.refs, &loads, &concurrency);
     Ok(Output {
-        rows: summary::summarise(&cells, &ref_rows, &loads, &concurrency),
+        rows: summary::summarise(&measured.cells, &ref_rows, &loads, &concurrency),
         redis_benchmark: ref_rows,
         machine: Machine {
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -306,17 +210,17 @@ async fn bench(
         },
         settings: Settings {
             seconds: args.seconds,
-            rounds,
+            rounds: plan.rounds,
             warmup_ms: args.warmup_ms,
             keys: args.keys,
             value_size: data.value.len(),
-            loads,
-            concurrency,
+            loads: loads.clone(),
+            concurrency: concurrency.clone(),
             mix_write_pct: MIX_WRITE_PCT,
             cluster,
-            client_order,
+            client_order: measured.client_order,
             redis_benchmark: with_rb,
-            clients: CLIENTS,
+            clients: output::clients(),
         },
     })
 }

@@ -13,30 +13,11 @@ use serde::Serialize;
 use crate::load::Record;
 use crate::progress::Progress;
 use crate::report::{self, format_pct};
-use crate::runner::{ms, round3, FaultReport, Hedges, PhaseName, PhasePlan, Runner};
+use crate::runner::{
+    ms, round3, FaultReport, FaultRun, Finished, Hedges, PhaseName, PhasePlan, PhaseRun, Runner,
+};
 use crate::stats::{pct, per_second_counts, percentile_ms, worst_second_pct};
 use crate::LoadArgs;
-
-/// Arguments of `slotguard bench`.
-#[derive(Debug, clap::Args)]
-pub(crate) struct BenchArgs {
-    #[command(subcommand)]
-    pub(crate) which: Bench,
-}
-
-/// The benchmarks.
-#[derive(Debug, clap::Subcommand)]
-pub(crate) enum Bench {
-    /// SIGSTOP one primary under load: reads answered and latency of its
-    /// shard and of the others, time to the first replica answer and to the
-    /// first write after the promotion.
-    Failover(FailoverArgs),
-    /// Healthy-path ops/s and latency of slotguard's leaf and full stack
-    /// next to fred's own cluster client: closed-loop GET, SET and a 90/10
-    /// mix at several concurrencies, alternating rounds in one process,
-    /// medians over rounds and ratios to fred.
-    Throughput(crate::throughput::ThroughputArgs),
-}
 
 /// Arguments of `slotguard bench failover`.
 #[derive(Debug, clap::Args)]
@@ -171,10 +152,9 @@ fn slowest(records: &[&Record]) -> Vec<SlowRead> {
         .collect()
 }
 
-pub(crate) fn run(args: FailoverArgs) -> ExitCode {
-    let load = &args.load;
-    let seconds = Duration::from_secs(load.seconds);
-    let plans = [
+/// The healthy baseline, then the frozen primary.
+fn phase_plans(seconds: Duration) -> [PhasePlan; 2] {
+    [
         PhasePlan {
             name: PhaseName::Healthy,
             seconds,
@@ -187,7 +167,12 @@ pub(crate) fn run(args: FailoverArgs) -> ExitCode {
             seconds,
             hidden: false,
         },
-    ];
+    ]
+}
+
+pub(crate) fn run(args: FailoverArgs) -> ExitCode {
+    let load = &args.load;
+    let plans = phase_plans(Duration::from_secs(load.seconds));
     let progress = Progress::new(load.json);
     let mut config = load.config();
     config.redis_rs = args.client == FailoverClient::RedisRs;
@@ -202,84 +187,9 @@ pub(crate) fn run(args: FailoverArgs) -> ExitCode {
     let base_run = runner.run_phase(0, plans[0]);
     let fault_run = runner.run_phase(1, plans[1]);
     let done = runner.finish();
-
-    let base = done.records_of(0);
-    let during_all = done.records_of(1);
-    let Some(fault) = fault_run.fault.as_ref() else {
+    let Some(out) = summarize(&args, &base_run, &fault_run, &done) else {
         eprintln!("slotguard bench: the fault phase ran no fault");
         return ExitCode::FAILURE;
-    };
-    let affected = |r: &Record| fault.affects(done.slot_of(r.key));
-    let t0 = fault.t_fault.as_micros();
-    let t1 = fault
-        .t_back
-        .unwrap_or(fault_run.duration)
-        .as_micros()
-        .max(t0);
-    let in_stall = |r: &Record| (t0..=t1).contains(&u128::from(r.t_us));
-
-    let side = |want: bool| Side {
-        baseline: reads(
-            &base
-                .iter()
-                .filter(|r| !r.write && affected(r) == want)
-                .collect::<Vec<_>>(),
-        ),
-        during: reads(
-            &during_all
-                .iter()
-                .filter(|r| !r.write && affected(r) == want && in_stall(r))
-                .collect::<Vec<_>>(),
-        ),
-    };
-    let (affected_shard, other_shards) = (side(true), side(false));
-    let writes: Vec<&Record> = during_all
-        .iter()
-        .filter(|r| r.write && affected(r) && in_stall(r))
-        .collect();
-    let mut err_lat: Vec<u32> = writes.iter().filter(|r| !r.ok).map(|r| r.lat_us).collect();
-    err_lat.sort_unstable();
-    let affected_writes = Writes {
-        writes: writes.len() as u64,
-        errors: err_lat.len() as u64,
-        error_p99_ms: percentile_ms(&err_lat, 0.99),
-    };
-    let timings = report::fault_timings(fault, &during_all, &|k| done.slot_of(k));
-    let baseline = report::baseline_rate(&base, base_run.duration);
-    let worst = worst_second_pct(
-        &per_second_counts(
-            during_all.iter().filter(|r| r.ok).map(|r| r.t_us),
-            fault_run.duration.as_secs() as usize,
-        ),
-        baseline,
-    );
-    let tally = done.tallies[1];
-    let reads_of = |v: &[Record]| v.iter().filter(|r| !r.write).count() as u64;
-    let hedges = HedgeReport {
-        healthy: base_run.hedges,
-        healthy_sent_pct: round3(pct(base_run.hedges.sent, reads_of(&base))),
-        fault: fault_run.hedges,
-        fault_sent_pct: round3(pct(fault_run.hedges.sent, reads_of(&during_all))),
-    };
-    let out = Output {
-        bench: "failover",
-        stack: match args.client {
-            FailoverClient::Slotguard => crate::stack::DESCRIPTION,
-            FailoverClient::RedisRs => crate::stack::REDIS_RS_DESCRIPTION,
-        },
-        frozen_ms: fault
-            .t_back
-            .map(|b| round3(ms(b.saturating_sub(fault.t_fault)))),
-        first_replica_answer_ms: timings.first_replica_read_after_ms,
-        first_write_after_promotion_ms: timings.first_write_after_promotion_ms,
-        fault: timings,
-        affected_shard,
-        other_shards,
-        affected_writes,
-        worst_second_pct: worst.map(round3),
-        stale_reads: tally.stale_reads,
-        lost_writes: tally.lost_writes,
-        hedges,
     };
     if load.json {
         if !crate::report::print_json("bench", &out) {
@@ -295,14 +205,130 @@ pub(crate) fn run(args: FailoverArgs) -> ExitCode {
     }
 }
 
+/// The records of both phases, cut by shard and by the stall window.
+struct Cut<'a> {
+    base: Vec<Record>,
+    during: Vec<Record>,
+    fault: &'a FaultRun,
+    done: &'a Finished,
+    /// The stall, in µs since the fault phase began.
+    stall: std::ops::RangeInclusive<u128>,
+}
+
+impl Cut<'_> {
+    fn affected(&self, r: &Record) -> bool {
+        self.fault.affects(self.done.slot_of(r.key))
+    }
+
+    fn in_stall(&self, r: &Record) -> bool {
+        self.stall.contains(&u128::from(r.t_us))
+    }
+
+    /// Reads of the frozen shard (`want`) or of the others, before and
+    /// during the stall.
+    fn side(&self, want: bool) -> Side {
+        let of = |v: &[Record], stall_only: bool| {
+            let picked: Vec<&Record> = v
+                .iter()
+                .filter(|r| !r.write && self.affected(r) == want)
+                .filter(|r| !stall_only || self.in_stall(r))
+                .collect();
+            reads(&picked)
+        };
+        Side {
+            baseline: of(&self.base, false),
+            during: of(&self.during, true),
+        }
+    }
+
+    /// Writes to the frozen shard during the stall.
+    fn affected_writes(&self) -> Writes {
+        let writes: Vec<&Record> = self
+            .during
+            .iter()
+            .filter(|r| r.write && self.affected(r) && self.in_stall(r))
+            .collect();
+        let mut err_lat: Vec<u32> = writes.iter().filter(|r| !r.ok).map(|r| r.lat_us).collect();
+        err_lat.sort_unstable();
+        Writes {
+            writes: writes.len() as u64,
+            errors: err_lat.len() as u64,
+            error_p99_ms: percentile_ms(&err_lat, 0.99),
+        }
+    }
+}
+
+/// The report of both phases; `None` if the fault phase ran no fault.
+fn summarize(
+    args: &FailoverArgs,
+    base_run: &PhaseRun,
+    fault_run: &PhaseRun,
+    done: &Finished,
+) -> Option<Output> {
+    let fault = fault_run.fault.as_ref()?;
+    let t0 = fault.t_fault.as_micros();
+    let t1 = fault
+        .t_back
+        .unwrap_or(fault_run.duration)
+        .as_micros()
+        .max(t0);
+    let cut = Cut {
+        base: done.records_of(0),
+        during: done.records_of(1),
+        fault,
+        done,
+        stall: t0..=t1,
+    };
+    let timings = report::fault_timings(fault, &cut.during, &|k| done.slot_of(k));
+    let baseline = report::baseline_rate(&cut.base, base_run.duration);
+    let worst = worst_second_pct(
+        &per_second_counts(
+            cut.during.iter().filter(|r| r.ok).map(|r| r.t_us),
+            fault_run.duration.as_secs() as usize,
+        ),
+        baseline,
+    );
+    let tally = done.tallies[1];
+    let reads_of = |v: &[Record]| v.iter().filter(|r| !r.write).count() as u64;
+    let hedges = HedgeReport {
+        healthy: base_run.hedges,
+        healthy_sent_pct: round3(pct(base_run.hedges.sent, reads_of(&cut.base))),
+        fault: fault_run.hedges,
+        fault_sent_pct: round3(pct(fault_run.hedges.sent, reads_of(&cut.during))),
+    };
+    Some(Output {
+        bench: "failover",
+        stack: match args.client {
+            FailoverClient::Slotguard => crate::stack::DESCRIPTION.as_str(),
+            FailoverClient::RedisRs => crate::stack::REDIS_RS_DESCRIPTION,
+        },
+        frozen_ms: fault
+            .t_back
+            .map(|b| round3(ms(b.saturating_sub(fault.t_fault)))),
+        first_replica_answer_ms: timings.first_replica_read_after_ms,
+        first_write_after_promotion_ms: timings.first_write_after_promotion_ms,
+        fault: timings,
+        affected_shard: cut.side(true),
+        other_shards: cut.side(false),
+        affected_writes: cut.affected_writes(),
+        worst_second_pct: worst.map(round3),
+        stale_reads: tally.stale_reads,
+        lost_writes: tally.lost_writes,
+        hedges,
+    })
+}
+
 fn render(o: &Output) -> String {
+    let mut s = render_header(o);
+    render_reads(&mut s, o);
+    render_outcome(&mut s, o);
+    s
+}
+
+/// The stack, and what the fault did.
+fn render_header(o: &Output) -> String {
     use std::fmt::Write as _;
     let mut s = String::new();
-    let opt_ms = |v: Option<f64>, signed: bool| match v {
-        Some(t) if signed => format!("{t:+.0} ms"),
-        Some(t) => format!("{t:.0} ms"),
-        None => "none".to_owned(),
-    };
     let _ = writeln!(s, "\nslotguard bench failover — stack: {}", o.stack);
     let _ = write!(s, "{} at {:.1} s", o.fault.action, o.fault.at_s);
     if let Some(f) = o.frozen_ms {
@@ -315,8 +341,14 @@ fn render(o: &Output) -> String {
         let _ = write!(s, "; FAILED: {e}");
     }
     let _ = writeln!(s, "\n");
+    s
+}
+
+/// Reads of each side, before and during the stall, and the slowest.
+fn render_reads(s: &mut String, o: &Output) {
+    use std::fmt::Write as _;
     let _ = writeln!(
-        s,
+        *s,
         "{:<16} {:>8} {:>10} {:>9} {:>9} {:>8} {:>8} {:>10} {:>9} {:>9} {:>8}",
         "reads",
         "baseline",
@@ -335,7 +367,7 @@ fn render(o: &Output) -> String {
         ("other shards", &o.other_shards),
     ] {
         let _ = writeln!(
-            s,
+            *s,
             "{:<16} {:>8} {:>10} {:>9.2} {:>9.2} {:>8.1} {:>8} {:>10} {:>9.2} {:>9.2} {:>8.1}",
             name,
             side.baseline.reads,
@@ -351,7 +383,7 @@ fn render(o: &Output) -> String {
         );
     }
     let _ = writeln!(
-        s,
+        *s,
         "frozen shard during the stall: {} reads over 50 ms; slowest {}",
         o.affected_shard.during.over_50ms,
         o.affected_shard
@@ -362,36 +394,46 @@ fn render(o: &Output) -> String {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    let _ = writeln!(s);
+}
+
+/// Writes, time to recovery, the worst second, correctness and hedging.
+fn render_outcome(s: &mut String, o: &Output) {
+    use std::fmt::Write as _;
+    let opt_ms = |v: Option<f64>, signed: bool| match v {
+        Some(t) if signed => format!("{t:+.0} ms"),
+        Some(t) => format!("{t:.0} ms"),
+        None => "none".to_owned(),
+    };
+    let _ = writeln!(*s);
     let _ = writeln!(
-        s,
+        *s,
         "writes to the frozen shard during the stall: {} ({} failed, failing p99 {:.0} ms)",
         o.affected_writes.writes, o.affected_writes.errors, o.affected_writes.error_p99_ms
     );
     let _ = writeln!(
-        s,
+        *s,
         "fault → first replica answer:       {}",
         opt_ms(o.first_replica_answer_ms, false)
     );
     let _ = writeln!(
-        s,
+        *s,
         "promotion → first successful write: {}",
         opt_ms(o.first_write_after_promotion_ms, true)
     );
     let _ = writeln!(
-        s,
+        *s,
         "worst second of the fault phase:    {}",
         o.worst_second_pct
             .map_or_else(|| "-".to_owned(), |w| format!("{w:.1}% of baseline"))
     );
     let _ = writeln!(
-        s,
+        *s,
         "stale reads {}, lost writes {}",
         o.stale_reads, o.lost_writes
     );
     let h = &o.hedges;
     let _ = writeln!(
-        s,
+        *s,
         "hedged reads: healthy {} sent ({:.2}% of reads), {} won, {} refused; \
          fault {} sent ({:.2}%), {} won, {} refused",
         h.healthy.sent,
@@ -403,5 +445,4 @@ fn render(o: &Output) -> String {
         h.fault.won,
         h.fault.refused
     );
-    s
 }
