@@ -9,12 +9,11 @@
 mod health;
 mod map;
 mod observer;
-mod outcome;
 mod view;
 
 use std::fmt;
 use std::ops::Deref;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::{ArcSwap, ArcSwapOption, Guard};
@@ -33,7 +32,7 @@ pub use view::{ClusterView, NodeView, ShardView};
 
 type Registry = AddrMap<Arc<NodeHealth>>;
 
-/// Outcome of [`Topology::patch_slot`].
+/// How the map took a `MOVED` ([`SlotMoved`](crate::controller::SlotMoved)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PatchOutcome {
     /// The slot now points at the node's shard.
@@ -61,7 +60,11 @@ struct Inner {
     // Wakes the refresher; one stored permit, so a burst of requests
     // collapses into one refresh.
     refresh: tokio::sync::Notify,
+    // Set when a refresh is scheduled, cleared when the refresher takes it:
+    // the controller schedules no other while one is pending.
+    refresh_pending: AtomicBool,
     refresh_requests: AtomicU64,
+    refreshes_scheduled: AtomicU64,
     // Current generation, for callers waiting on a refresh to confirm
     // something.
     changed: tokio::sync::watch::Sender<u64>,
@@ -81,7 +84,9 @@ impl Default for Inner {
             health_write: Mutex::new(()),
             generation: AtomicU64::new(0),
             refresh: tokio::sync::Notify::new(),
+            refresh_pending: AtomicBool::new(false),
             refresh_requests: AtomicU64::new(0),
+            refreshes_scheduled: AtomicU64::new(0),
             changed: tokio::sync::watch::Sender::new(0),
             observer: ArcSwapOption::empty(),
             tasks: Tasks::default(),
@@ -153,8 +158,9 @@ impl Topology {
 
     /// The health cell of `addr` (it outlives maps), for reading: lock-free,
     /// and pure — a node with no cell yet gets a fresh one that is not
-    /// registered (all defaults), so a read never inserts. Recording an
-    /// outcome goes through [`with_health`](Self::with_health).
+    /// registered (all defaults), so a read never inserts. What happens to
+    /// a node is [`report`](Self::report)ed to the controller, which
+    /// writes the cell.
     pub fn health(&self, addr: &NodeAddr) -> Arc<NodeHealth> {
         match self.inner.health.load().get(addr) {
             Some(cell) => cell.clone(),
@@ -163,8 +169,9 @@ impl Topology {
     }
 
     /// Run `f` on the health cell of `addr` (created on first use), without
-    /// taking a lock or cloning the cell: for recording each call's outcome.
-    pub fn with_health<R>(&self, addr: &NodeAddr, f: impl FnOnce(&NodeHealth) -> R) -> R {
+    /// taking a lock or cloning the cell: for the controller recording each
+    /// call's outcome.
+    pub(crate) fn with_health<R>(&self, addr: &NodeAddr, f: impl FnOnce(&NodeHealth) -> R) -> R {
         {
             let registry = self.inner.health.load();
             if let Some(cell) = registry.get(addr) {
@@ -201,8 +208,8 @@ impl Topology {
     /// Build a map from `view` and make it current. Returns the new map.
     ///
     /// Overlapping ranges are resolved in the view's order (the last shard
-    /// wins); slots out of range are ignored.
-    pub fn install(&self, view: &ClusterView) -> Arc<SlotMap> {
+    /// wins); slots out of range are ignored. The controller's to call.
+    pub(crate) fn install(&self, view: &ClusterView) -> Arc<SlotMap> {
         let nodes = || {
             view.shards
                 .iter()
@@ -259,22 +266,38 @@ impl Topology {
         map
     }
 
-    /// Ask the refresher (the `slot_refresh` layer) for a new map soon.
-    /// Requests made while one is pending collapse into one refresh.
-    pub fn request_refresh(&self) {
+    /// Count one ask for a refresh and mark a refresh pending; returns
+    /// whether one was pending already (the controller then schedules none).
+    pub(crate) fn mark_refresh_pending(&self) -> bool {
         self.inner.refresh_requests.fetch_add(1, Ordering::Relaxed);
+        self.inner.refresh_pending.swap(true, Ordering::AcqRel)
+    }
+
+    /// Wake the refresher (the `slot_refresh` layer) for a new map soon.
+    /// The controller's to call, once per pending refresh.
+    pub(crate) fn request_refresh(&self) {
+        self.inner.refreshes_scheduled.fetch_add(1, Ordering::Relaxed);
         self.inner.refresh.notify_one();
     }
 
-    /// How many times [`request_refresh`](Self::request_refresh) was called.
+    /// How many reports asked for a refresh (collapsed into fewer rounds:
+    /// [`refreshes_scheduled`](Self::refreshes_scheduled)).
     pub fn refresh_requests(&self) -> u64 {
         self.inner.refresh_requests.load(Ordering::Relaxed)
     }
 
-    /// Wait for the next [`request_refresh`](Self::request_refresh) (for the
-    /// refresher).
+    /// How many refreshes the controller scheduled: one per burst of asks
+    /// made before the refresher took the pending one.
+    pub fn refreshes_scheduled(&self) -> u64 {
+        self.inner.refreshes_scheduled.load(Ordering::Relaxed)
+    }
+
+    /// Wait for the next scheduled refresh (for the refresher); it is no
+    /// longer pending once this returns, so asks made from now on schedule
+    /// the next one.
     pub async fn refresh_requested(&self) {
         self.inner.refresh.notified().await;
+        self.inner.refresh_pending.store(false, Ordering::Release);
     }
 
     /// Wait until the map's generation is above `generation` (a refresh or a
@@ -291,7 +314,8 @@ impl Topology {
     /// was promoted: it becomes the shard's primary and the old primary its
     /// replica. An address the map does not know is not trusted
     /// ([`PatchOutcome::UnknownNode`]): a refresh must confirm it first.
-    pub fn patch_slot(&self, slot: u16, addr: &NodeAddr) -> PatchOutcome {
+    /// The controller's to call.
+    pub(crate) fn patch_slot(&self, slot: u16, addr: &NodeAddr) -> PatchOutcome {
         if slot >= SLOT_COUNT {
             return PatchOutcome::UnknownNode;
         }
