@@ -366,7 +366,10 @@ where
             return Err(err);
         }
         // The map may be behind a promotion: look again (rate-limited).
-        self.proto.shared.topology.request_refresh();
+        self.proto
+            .shared
+            .topology
+            .report(slotguard_core::controller::StaleMap::FailedOver { failure });
         match self.retry {
             Some(retry) => {
                 let svc = self.proto.service();
