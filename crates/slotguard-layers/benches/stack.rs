@@ -42,11 +42,11 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use futures_util::future::BoxFuture;
+use slotguard_core::controller::{CallEnded, ViewLoaded};
 use slotguard_core::{
     BoxError, CacheError, CacheRequest, CacheResponse, ClusterView, NodeAddr, NodeView, Path, Role,
     Route, ShardView, Topology, TopologySource,
 };
-use slotguard_core::controller::{CallEnded, ViewLoaded};
 use slotguard_layers::circuit_breaker::{BreakerConfig, CircuitBreakerLayer};
 use slotguard_layers::coalesce::CoalesceLayer;
 use slotguard_layers::invalidation::InvalidationLogLayer;

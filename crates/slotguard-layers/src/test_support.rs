@@ -162,7 +162,11 @@ fn current_view(topology: &Topology, source: &NodeAddr, down: Option<&NodeAddr>)
 
 /// A refresh round requested at `requested` in which `node` answered with
 /// the current map: returns whether it lifted `node`'s write fence.
-pub(crate) fn confirm(topology: &Topology, node: &NodeAddr, requested: tokio::time::Instant) -> bool {
+pub(crate) fn confirm(
+    topology: &Topology,
+    node: &NodeAddr,
+    requested: tokio::time::Instant,
+) -> bool {
     let views = [current_view(topology, node, None)];
     topology
         .report(RoundFetched {

@@ -11,11 +11,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::{BoxFuture, FutureExt};
+use slotguard_core::controller::CallEnded;
 use slotguard_core::{
     BoxError, CacheError, CacheRequest, CacheResponse, ClusterView, Consistency, NodeAddr,
     NodeView, Path, Role, Route, ShardView, Topology, TopologySource,
 };
-use slotguard_core::controller::CallEnded;
 use slotguard_layers::circuit_breaker::{BreakerConfig, CircuitBreakerLayer};
 use slotguard_layers::slot_refresh::SlotRefreshLayer;
 use slotguard_layers::ServiceBuilderExt;

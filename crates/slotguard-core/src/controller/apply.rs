@@ -8,8 +8,8 @@ use std::sync::Arc;
 use super::policy::{self, CallVerdict};
 use super::report::sealed::Apply;
 use super::report::{
-    BreakerChanged, CallEnded, LinkStatus, Probed, RoundApplied, RoundFetched, SlotMoved,
-    StaleMap, ViewLoaded,
+    BreakerChanged, CallEnded, LinkStatus, Probed, RoundApplied, RoundFetched, SlotMoved, StaleMap,
+    ViewLoaded,
 };
 use crate::addr::NodeAddr;
 use crate::observe::{self, Observation};

@@ -186,8 +186,7 @@ impl NodeHealth {
         let since = since_base(since).max(1);
         self.write_fence
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |fence| {
-                crate::controller::policy::lifts((fence != 0).then_some(fence), since)
-                    .then_some(0)
+                crate::controller::policy::lifts((fence != 0).then_some(fence), since).then_some(0)
             })
             .is_ok()
             || !self.writes_fenced()

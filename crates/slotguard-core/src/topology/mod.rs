@@ -276,7 +276,9 @@ impl Topology {
     /// Wake the refresher (the `slot_refresh` layer) for a new map soon.
     /// The controller's to call, once per pending refresh.
     pub(crate) fn request_refresh(&self) {
-        self.inner.refreshes_scheduled.fetch_add(1, Ordering::Relaxed);
+        self.inner
+            .refreshes_scheduled
+            .fetch_add(1, Ordering::Relaxed);
         self.inner.refresh.notify_one();
     }
 

@@ -13,8 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use slotguard_core::controller::BreakerChanged;
 use slotguard_core::observe::BreakerPhase;
 use slotguard_core::{
-    as_cache_error, classify, Blame, BoxError, BreakerScope, CacheError, Failure,
-    Topology,
+    as_cache_error, classify, Blame, BoxError, BreakerScope, CacheError, Failure, Topology,
 };
 use tokio::time::Instant;
 

@@ -24,16 +24,19 @@ fn setup(hedge: HedgePolicy) -> (Topology, ReplicaFailoverLayer, Svc, Handle) {
         online: true,
     };
     let topology = Topology::new();
-    crate::test_support::install(&topology, &ClusterView {
-        source: addr(1),
-        shards: vec![ShardView {
-            slots: vec![(0, 16383)],
-            primary: nv(1),
-            replicas: vec![nv(101), nv(102)],
-        }],
-        current_epoch: None,
-        state_ok: Some(true),
-    });
+    crate::test_support::install(
+        &topology,
+        &ClusterView {
+            source: addr(1),
+            shards: vec![ShardView {
+                slots: vec![(0, 16383)],
+                primary: nv(1),
+                replicas: vec![nv(101), nv(102)],
+            }],
+            current_epoch: None,
+            state_ok: Some(true),
+        },
+    );
     let policy = FailoverPolicy {
         hedge: Some(hedge),
         ..FailoverPolicy::default()

@@ -179,7 +179,12 @@ mod tests {
             vec![2]
         );
         // too stale to be a fallback
-        link(&cells(), &s.replicas[0].addr, false, Duration::from_secs(60));
+        link(
+            &cells(),
+            &s.replicas[0].addr,
+            false,
+            Duration::from_secs(60),
+        );
         assert_eq!(
             ports(ranked(&s, Consistency::ReplicaOk, &p, &tried)),
             Vec::<u16>::new()

@@ -22,16 +22,19 @@ fn setup(policy: FailoverPolicy) -> (Topology, Svc, Handle) {
         online: true,
     };
     let topology = Topology::new();
-    crate::test_support::install(&topology, &ClusterView {
-        source: addr(1),
-        shards: vec![ShardView {
-            slots: vec![(0, 16383)],
-            primary: nv(1),
-            replicas: vec![nv(101), nv(102)],
-        }],
-        current_epoch: None,
-        state_ok: Some(true),
-    });
+    crate::test_support::install(
+        &topology,
+        &ClusterView {
+            source: addr(1),
+            shards: vec![ShardView {
+                slots: vec![(0, 16383)],
+                primary: nv(1),
+                replicas: vec![nv(101), nv(102)],
+            }],
+            current_epoch: None,
+            state_ok: Some(true),
+        },
+    );
     let (svc, handle) = mock::pair::<CacheRequest, CacheResponse>();
     let svc = ReplicaFailoverLayer::with_policy(topology.clone(), policy).layer(svc);
     (topology, svc, handle)

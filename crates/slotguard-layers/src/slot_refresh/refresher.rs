@@ -9,8 +9,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use slotguard_core::observe::{Observation, RefreshOutcome, RefreshTrigger};
 use slotguard_core::controller::{largest_agreement, RoundFetched};
+use slotguard_core::observe::{Observation, RefreshOutcome, RefreshTrigger};
 use slotguard_core::{BoxError, ClusterView, NodeAddr, Topology, TopologySource};
 
 use super::config::RefreshConfig;

@@ -92,7 +92,11 @@ fn fault_fences_and_schedules_one_refresh() {
             fence: false
         }
     );
-    for f in [Failure::Indeterminate, Failure::Protocol, Failure::ClusterDown] {
+    for f in [
+        Failure::Indeterminate,
+        Failure::Protocol,
+        Failure::ClusterDown,
+    ] {
         assert!(fences_writes(f), "{f:?}");
     }
     // A reply that is no fault proves the node up; the cluster's state
@@ -237,11 +241,7 @@ fn a_view_with_uncovered_slots_loses() {
 
 #[test]
 fn failing_nodes_do_not_vote() {
-    let views = vec![
-        one(1, 1, 3, false),
-        one(2, 1, 3, false),
-        one(3, 2, 3, true),
-    ];
+    let views = vec![one(1, 1, 3, false), one(2, 1, 3, false), one(3, 2, 3, true)];
     assert_eq!(
         choose_view(&views).unwrap().shards[0].primary.addr.port(),
         2
