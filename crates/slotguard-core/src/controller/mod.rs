@@ -207,6 +207,9 @@ impl Topology {
 }
 
 #[cfg(test)]
+mod report_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -240,47 +243,6 @@ mod tests {
         let c = ClusterController::new();
         let out = c.spawn(async { 7 }).unwrap().await.unwrap();
         assert_eq!(out, Some(7));
-    }
-
-    #[test]
-    fn a_moved_storm_before_the_refresher_runs_schedules_one_refresh() {
-        use crate::topology::{NodeView, ShardView};
-        use crate::NodeAddr;
-        let nv = |port| NodeView {
-            addr: NodeAddr::new("127.0.0.1", port),
-            id: None,
-            online: true,
-        };
-        let shard = |lo, hi, port| ShardView {
-            slots: vec![(lo, hi)],
-            primary: nv(port),
-            replicas: vec![],
-        };
-        let t = Topology::new();
-        t.report(ViewLoaded {
-            view: &ClusterView {
-                source: NodeAddr::new("127.0.0.1", 1),
-                shards: vec![shard(0, 8191, 1), shard(8192, 16383, 2)],
-                current_epoch: None,
-                state_ok: Some(true),
-            },
-        });
-        let to = NodeAddr::new("127.0.0.1", 2);
-        for slot in 0..1000 {
-            assert_eq!(
-                t.report(SlotMoved { slot, to: &to }),
-                crate::PatchOutcome::Patched
-            );
-        }
-        assert_eq!(t.refresh_requests(), 1000);
-        assert_eq!(t.refreshes_scheduled(), 1);
-        // Taken by the refresher: the next ask schedules the next one.
-        tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap()
-            .block_on(t.refresh_requested());
-        t.report(StaleMap::Asked);
-        assert_eq!(t.refreshes_scheduled(), 2);
     }
 
     #[test]
