@@ -64,9 +64,11 @@ impl Apply for Probed<'_> {
     type Reply = ();
 
     fn apply(self, topology: &Topology) {
-        topology.with_health(self.node, |health| match self.latency {
-            Some(latency) if policy::probe_up(self.latency) => health.record_success(latency),
-            _ => health.record_failure(),
+        topology.with_health(self.node, |health| {
+            match self.latency.filter(|_| policy::probe_up(self.latency)) {
+                Some(latency) => health.record_success(latency),
+                None => health.record_failure(),
+            }
         });
     }
 }

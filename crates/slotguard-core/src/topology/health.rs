@@ -127,8 +127,8 @@ impl NodeHealth {
     }
 
     /// Whether a circuit breaker guarding this node fails calls fast right
-    /// now (open, cool-down not over). Published by the circuit-breaker
-    /// layer, read by failover to route around the node.
+    /// now (open, cool-down not over). Written by the controller from the
+    /// circuit breaker's reports, read by failover to route around the node.
     pub fn breaker_open(&self) -> bool {
         let until = self.breaker_open_until.load(Ordering::Relaxed);
         until != 0 && until > since_base(tokio::time::Instant::now())
