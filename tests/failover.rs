@@ -295,7 +295,13 @@ async fn replicas_are_chosen_by_link_health_and_staleness_budget() {
 
     // With r2 out of the picture (its breaker open), r1 answers a StaleOk
     // read only while its staleness fits the budget.
-    h.topology.health(&a2).set_breaker_open(true);
+    h.topology
+        .report(slotguard_core::controller::BreakerChanged {
+            node: &a2,
+            phase: slotguard_core::observe::BreakerPhase::Open,
+            open_until: Some(tokio::time::Instant::now() + Duration::from_secs(3600)),
+            transition: false,
+        });
     let stale = |budget| {
         CacheRequest::get(key.clone())
             .with_consistency(Consistency::StaleOk(budget))
@@ -319,7 +325,13 @@ async fn replicas_are_chosen_by_link_health_and_staleness_budget() {
         ),
         "no replica within a 1 s budget: the primary's error comes back ({err})"
     );
-    h.topology.health(&a2).set_breaker_open(false);
+    h.topology
+        .report(slotguard_core::controller::BreakerChanged {
+            node: &a2,
+            phase: slotguard_core::observe::BreakerPhase::Closed,
+            open_until: None,
+            transition: false,
+        });
     cluster.resume(primary).unwrap();
 }
 

@@ -120,7 +120,8 @@ async fn a_removed_node_is_closed_after_the_grace_period_and_never_redialled() {
                 .await
                 .unwrap();
         }
-        h.topology.request_refresh();
+        h.topology
+            .report(slotguard_core::controller::StaleMap::Asked);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let clients = || {
@@ -185,7 +186,8 @@ async fn shutdown_returns_once_every_task_and_connection_has_ended() {
     h.leaf.shutdown().await;
     assert_eq!(h.leaf.running_tasks(), 0, "every task ended");
     let refreshes = refresh.stats().refreshes();
-    h.topology.request_refresh();
+    h.topology
+        .report(slotguard_core::controller::StaleMap::Asked);
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(
         refresh.stats().refreshes(),

@@ -107,7 +107,9 @@ async fn paused_seed_times_out_typed_and_the_next_seed_answers() {
     .expect("the second seed answers");
     assert_eq!(view.source, addr(&h.cluster, 1));
     assert_eq!(
-        h.topology.install(&view).covered_slots(),
+        h.topology
+            .report(slotguard_core::controller::ViewLoaded { view: &view })
+            .covered_slots(),
         SLOT_COUNT as usize
     );
     h.cluster.resume(0).unwrap();

@@ -144,7 +144,8 @@ impl<L: Leaf> LeafHarness<L> {
             .fetch_first(self.source.seeds())
             .await
             .expect("topology fetch");
-        self.topology.install(&view)
+        self.topology
+            .report(slotguard_core::controller::ViewLoaded { view: &view })
     }
 
     /// Stamp `req` for its slot's primary.

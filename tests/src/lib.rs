@@ -74,7 +74,8 @@ impl Harness {
             .fetch_first(self.source.seeds())
             .await
             .expect("topology fetch");
-        self.topology.install(&view)
+        self.topology
+            .report(slotguard_core::controller::ViewLoaded { view: &view })
     }
 
     /// Stamp `req` for the primary that owns its slot in the loaded map.

@@ -36,11 +36,16 @@ impl Finish {
         .map_err(|e| e.rename_redirect(|addr| remapped_identity(self.remap.as_ref(), addr)))
     }
 
-    /// The same health bookkeeping as the default leaf's (write fences
-    /// included), so that the layers above see one behaviour.
+    /// Reported like the default leaf's calls (the controller decides
+    /// about health and write fences), so the layers above see one
+    /// behaviour.
     fn record(&self, out: &Result<CacheResponse, CacheError>) {
         if let Some(topology) = &self.topology {
-            topology.record_call(&self.addr, self.started, out);
+            topology.report(slotguard_core::controller::CallEnded {
+                node: &self.addr,
+                started: self.started,
+                outcome: out,
+            });
         }
     }
 }

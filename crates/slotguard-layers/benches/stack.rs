@@ -42,6 +42,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use futures_util::future::BoxFuture;
+use slotguard_core::controller::{CallEnded, ViewLoaded};
 use slotguard_core::{
     BoxError, CacheError, CacheRequest, CacheResponse, ClusterView, NodeAddr, NodeView, Path, Role,
     Route, ShardView, Topology, TopologySource,
@@ -123,16 +124,21 @@ impl Service<CacheRequest> for Leaf {
         let Route::Node { addr, role, .. } = req.route else {
             return ready(Err(CacheError::InvalidInput("unrouted".into()).into()));
         };
-        if let Some(topology) = &self.topology {
-            topology
-                .health(&addr)
-                .record_success(Duration::from_micros(100));
-        }
         let path = match role {
             Role::Primary => Path::Primary,
             Role::Replica => Path::Replica,
         };
-        ready(Ok(CacheResponse::from_node(None, addr, path)))
+        let out = Ok(CacheResponse::from_node(None, addr.clone(), path));
+        if let Some(topology) = &self.topology {
+            // Reported as the leaf reports each call (the healthy path).
+            let now = tokio::time::Instant::now();
+            topology.report(CallEnded {
+                node: &addr,
+                started: now.checked_sub(Duration::from_micros(100)).unwrap_or(now),
+                outcome: &out,
+            });
+        }
+        ready(out.map_err(Into::into))
     }
 }
 
@@ -258,7 +264,7 @@ fn stack(c: &mut Criterion) {
             .unwrap_or_else(|e| panic!("runtime: {e}")),
     };
     let topology = Topology::new();
-    topology.install(&view());
+    topology.report(ViewLoaded { view: &view() });
     let keys = Arc::new(Keys::new(&topology));
     let leaf = Leaf { topology: None };
     // The refresher task of `slot_refresh` is spawned by `load` on the

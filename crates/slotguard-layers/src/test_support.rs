@@ -5,7 +5,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use slotguard_core::{BoxError, ClusterView, NodeAddr, NodeView, ShardView, TopologySource};
+use slotguard_core::controller::{
+    BreakerChanged, CallEnded, LinkStatus, Probed, RoundFetched, ViewLoaded,
+};
+use slotguard_core::observe::BreakerPhase;
+use slotguard_core::{
+    BoxError, CacheError, ClusterView, NodeAddr, NodeView, ShardView, SlotMap, Topology,
+    TopologySource,
+};
 
 pub(crate) fn addr(port: u16) -> NodeAddr {
     NodeAddr::new("127.0.0.1", port)
@@ -80,4 +87,101 @@ impl TopologySource for FakeSource {
     fn seeds(&self) -> Vec<NodeAddr> {
         vec![addr(1)]
     }
+}
+
+// Test setup reports to the topology's controller, as the stack's own
+// components do: nothing writes the topology directly.
+
+/// Install `view` as the first load does.
+pub(crate) fn install(topology: &Topology, view: &ClusterView) -> Arc<SlotMap> {
+    topology.report(ViewLoaded { view })
+}
+
+/// `node` could not be reached, as a leaf reports it: the controller
+/// counts a failure, fences its writes and asks for a refresh.
+pub(crate) fn unreachable(topology: &Topology, node: &NodeAddr) {
+    let outcome = Err(CacheError::Connection {
+        node: node.clone(),
+        detail: "test".into(),
+    });
+    topology.report(CallEnded {
+        node,
+        started: tokio::time::Instant::now(),
+        outcome: &outcome,
+    });
+}
+
+/// A probe of `node` answered after `latency` (`None`: failed).
+pub(crate) fn probed(topology: &Topology, node: &NodeAddr, latency: Option<Duration>) {
+    topology.report(Probed { node, latency });
+}
+
+/// A probe read `node`'s replication link.
+pub(crate) fn link(topology: &Topology, node: &NodeAddr, up: bool, last_io: Duration) {
+    topology.report(LinkStatus { node, up, last_io });
+}
+
+/// `node`'s breaker publishes itself open for an hour (`open`) or
+/// admitting calls.
+pub(crate) fn breaker_open(topology: &Topology, node: &NodeAddr, open: bool) {
+    topology.report(BreakerChanged {
+        node,
+        phase: if open {
+            BreakerPhase::Open
+        } else {
+            BreakerPhase::Closed
+        },
+        open_until: open.then(|| tokio::time::Instant::now() + Duration::from_secs(3600)),
+        transition: false,
+    });
+}
+
+/// The current map as `source` would report it, `down` marked failed.
+fn current_view(topology: &Topology, source: &NodeAddr, down: Option<&NodeAddr>) -> ClusterView {
+    let nv = |a: &NodeAddr| NodeView {
+        addr: a.clone(),
+        id: None,
+        online: Some(a) != down,
+    };
+    ClusterView {
+        source: source.clone(),
+        shards: topology
+            .load()
+            .shards()
+            .iter()
+            .map(|s| ShardView {
+                slots: s.slots.clone(),
+                primary: nv(&s.primary.addr),
+                replicas: s.replicas.iter().map(|r| nv(&r.addr)).collect(),
+            })
+            .collect(),
+        current_epoch: Some(1),
+        state_ok: Some(true),
+    }
+}
+
+/// A refresh round requested at `requested` in which `node` answered with
+/// the current map: returns whether it lifted `node`'s write fence.
+pub(crate) fn confirm(
+    topology: &Topology,
+    node: &NodeAddr,
+    requested: tokio::time::Instant,
+) -> bool {
+    let views = [current_view(topology, node, None)];
+    topology
+        .report(RoundFetched {
+            requested,
+            views: &views,
+        })
+        .is_some_and(|r| r.lifted.contains(node))
+}
+
+/// A refresh round whose majority reports `node` failed: outside the
+/// majority from now on.
+pub(crate) fn outvote(topology: &Topology, node: &NodeAddr) {
+    let views = [current_view(topology, node, Some(node))];
+    topology.report(RoundFetched {
+        requested: tokio::time::Instant::now(),
+        views: &views,
+    });
 }

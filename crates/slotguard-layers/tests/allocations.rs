@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::{BoxFuture, FutureExt};
+use slotguard_core::controller::CallEnded;
 use slotguard_core::{
     BoxError, CacheError, CacheRequest, CacheResponse, ClusterView, Consistency, NodeAddr,
     NodeView, Path, Role, Route, ShardView, Topology, TopologySource,
@@ -80,13 +81,19 @@ impl Service<CacheRequest> for Leaf {
         let Route::Node { addr, role, .. } = req.route else {
             return ready(Err(CacheError::InvalidInput("unrouted".into()).into()));
         };
-        self.0
-            .with_health(&addr, |h| h.record_success(Duration::from_micros(100)));
         let path = match role {
             Role::Primary => Path::Primary,
             Role::Replica => Path::Replica,
         };
-        ready(Ok(CacheResponse::from_node(None, addr, path)))
+        // Reported as the leaf reports each call (the healthy path).
+        let now = tokio::time::Instant::now();
+        let out = Ok(CacheResponse::from_node(None, addr.clone(), path));
+        self.0.report(CallEnded {
+            node: &addr,
+            started: now.checked_sub(Duration::from_micros(100)).unwrap_or(now),
+            outcome: &out,
+        });
+        ready(out.map_err(Into::into))
     }
 }
 

@@ -5,6 +5,7 @@ use std::fmt;
 use std::time::Duration;
 
 use futures_util::future::join_all;
+use slotguard_core::controller::{LinkStatus, Probed};
 use slotguard_core::{LeafControl, NodeAddr, Role, Topology};
 use tokio::task::JoinHandle;
 
@@ -122,15 +123,18 @@ impl<L: LeafControl + Clone> HealthProber<L> {
     async fn probe(&self, addr: NodeAddr) {
         let started = tokio::time::Instant::now();
         let answer = self.leaf.replication_info(&addr).await;
-        self.topology.with_health(&addr, |health| match answer {
-            Err(_) => health.record_failure(),
-            Ok(text) => {
-                health.record_success(started.elapsed());
-                if let Some(info) = parse_replication_info(&text) {
-                    health.set_replication(info.link_up, info.since_last_io);
-                }
-            }
+        let latency = answer.as_ref().ok().map(|_| started.elapsed());
+        self.topology.report(Probed {
+            node: &addr,
+            latency,
         });
+        if let Some(info) = answer.ok().as_deref().and_then(parse_replication_info) {
+            self.topology.report(LinkStatus {
+                node: &addr,
+                up: info.link_up,
+                last_io: info.since_last_io,
+            });
+        }
     }
 
     /// The prober's worker: probe, wait `interval`, forever. For the owner

@@ -36,8 +36,9 @@ use crate::resp::Frame;
 /// write that was sent and then timed out, or whose connection was lost
 /// after it was sent, is [`CacheError::Indeterminate`] (it may still
 /// apply). With [`with_topology`](Self::with_topology), a node that let a
-/// write time out or cannot be reached has its writes fenced
-/// ([`NodeHealth::fence_writes`](slotguard_core::NodeHealth::fence_writes))
+/// write time out or cannot be reached has its writes fenced (the leaf
+/// reports each call's outcome to the topology's
+/// [`ClusterController`](slotguard_core::ClusterController), which decides)
 /// until a fresh view confirms it.
 ///
 /// The leaf never decides where a key lives: a request still routed by
@@ -222,7 +223,11 @@ impl CallInfo {
 
     fn record(&self, out: &Result<CacheResponse, CacheError>) {
         if let Some(topology) = &self.topology {
-            topology.record_call(&self.addr, self.started, out);
+            topology.report(slotguard_core::controller::CallEnded {
+                node: &self.addr,
+                started: self.started,
+                outcome: out,
+            });
         }
     }
 }

@@ -16,8 +16,9 @@ fn since_base(t: tokio::time::Instant) -> u64 {
 
 /// Live health of one node, shared by every map generation.
 ///
-/// Written by the leaf and the layers from observed call outcomes, and by the
-/// health probes (`INFO replication`, `CLUSTER INFO`).
+/// Written only by the cluster controller, from what the leaf, the layers
+/// and the health probes report to it
+/// ([`Topology::report`](crate::Topology::report)); everyone else reads.
 #[derive(Debug)]
 pub struct NodeHealth {
     ewma_latency_us: AtomicU64,
@@ -60,7 +61,7 @@ impl Default for NodeHealth {
 impl NodeHealth {
     /// Record a successful call and its latency (EWMA, α = 1/8, and its
     /// mean deviation, β = 1/4, as TCP's RTT estimator).
-    pub fn record_success(&self, latency: Duration) {
+    pub(crate) fn record_success(&self, latency: Duration) {
         let sample = latency.as_micros().min(u64::MAX as u128) as u64;
         let old = self.ewma_latency_us.load(Ordering::Relaxed);
         let (new, dev) = if old == 0 {
@@ -91,7 +92,7 @@ impl NodeHealth {
     }
 
     /// Record a failed call (timeout, connection error, ...).
-    pub fn record_failure(&self) {
+    pub(crate) fn record_failure(&self) {
         self.consecutive_failures.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -116,7 +117,7 @@ impl NodeHealth {
     }
 
     /// Record a replica's replication link state from a probe.
-    pub fn set_replication(&self, link_up: bool, last_io: Duration) {
+    pub(crate) fn set_replication(&self, link_up: bool, last_io: Duration) {
         self.link_up.store(link_up, Ordering::Relaxed);
         self.probed.store(true, Ordering::Relaxed);
         self.last_io_ms.store(
@@ -126,8 +127,8 @@ impl NodeHealth {
     }
 
     /// Whether a circuit breaker guarding this node fails calls fast right
-    /// now (open, cool-down not over). Published by the circuit-breaker
-    /// layer, read by failover to route around the node.
+    /// now (open, cool-down not over). Written by the controller from the
+    /// circuit breaker's reports, read by failover to route around the node.
     pub fn breaker_open(&self) -> bool {
         let until = self.breaker_open_until.load(Ordering::Relaxed);
         until != 0 && until > since_base(tokio::time::Instant::now())
@@ -135,15 +136,8 @@ impl NodeHealth {
 
     /// Publish that the node's breaker fails fast until `until` (`None`:
     /// it admits calls).
-    pub fn set_breaker_open_until(&self, until: Option<tokio::time::Instant>) {
+    pub(crate) fn set_breaker_open_until(&self, until: Option<tokio::time::Instant>) {
         let v = until.map_or(0, |u| since_base(u).max(1));
-        self.breaker_open_until.store(v, Ordering::Relaxed);
-    }
-
-    /// Publish the node's breaker as open until told otherwise (`true`) or
-    /// admitting (`false`).
-    pub fn set_breaker_open(&self, open: bool) {
-        let v = if open { u64::MAX } else { 0 };
         self.breaker_open_until.store(v, Ordering::Relaxed);
     }
 
@@ -159,7 +153,7 @@ impl NodeHealth {
     }
 
     /// Mark the node as inside or outside the majority view.
-    pub fn set_in_majority(&self, yes: bool) {
+    pub(crate) fn set_in_majority(&self, yes: bool) {
         self.in_majority.store(yes, Ordering::Relaxed);
     }
 
@@ -170,7 +164,7 @@ impl NodeHealth {
     /// the fence forward, so only a view fetched after the last fault lifts it.
     /// Returns whether the fence is new (writes were not fenced before),
     /// for the observation [`FenceSet`](crate::Observation::FenceSet).
-    pub fn fence_writes(&self) -> bool {
+    pub(crate) fn fence_writes(&self) -> bool {
         let now = since_base(tokio::time::Instant::now()).max(1);
         self.write_fence.fetch_max(now, Ordering::Relaxed) == 0
     }
@@ -183,14 +177,16 @@ impl NodeHealth {
 
     /// Lift the write fence if it was set no later than `since` (when the
     /// view that confirmed the node as its slots' primary was requested).
-    /// Returns whether writes may go to the node now.
-    pub fn confirm_writes(&self, since: tokio::time::Instant) -> bool {
+    /// Returns whether writes may go to the node now. The rule is the
+    /// controller policy's `lifts`, applied here in one compare-and-clear
+    /// so that a fault racing the round keeps its fence.
+    pub(crate) fn confirm_writes(&self, since: tokio::time::Instant) -> bool {
         // `max(1)` as in `fence_writes`: a fence set at the clock's base
         // instant is 1, and a round requested then must be able to lift it.
         let since = since_base(since).max(1);
         self.write_fence
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |fence| {
-                (fence != 0 && fence <= since).then_some(0)
+                crate::controller::policy::lifts((fence != 0).then_some(fence), since).then_some(0)
             })
             .is_ok()
             || !self.writes_fenced()

@@ -9,12 +9,11 @@
 mod health;
 mod map;
 mod observer;
-mod outcome;
 mod view;
 
 use std::fmt;
 use std::ops::Deref;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::{ArcSwap, ArcSwapOption, Guard};
@@ -33,7 +32,7 @@ pub use view::{ClusterView, NodeView, ShardView};
 
 type Registry = AddrMap<Arc<NodeHealth>>;
 
-/// Outcome of [`Topology::patch_slot`].
+/// How the map took a `MOVED` ([`SlotMoved`](crate::controller::SlotMoved)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PatchOutcome {
     /// The slot now points at the node's shard.
@@ -61,7 +60,11 @@ struct Inner {
     // Wakes the refresher; one stored permit, so a burst of requests
     // collapses into one refresh.
     refresh: tokio::sync::Notify,
+    // Set when a refresh is scheduled, cleared when the refresher takes it:
+    // the controller schedules no other while one is pending.
+    refresh_pending: AtomicBool,
     refresh_requests: AtomicU64,
+    refreshes_scheduled: AtomicU64,
     // Current generation, for callers waiting on a refresh to confirm
     // something.
     changed: tokio::sync::watch::Sender<u64>,
@@ -81,7 +84,9 @@ impl Default for Inner {
             health_write: Mutex::new(()),
             generation: AtomicU64::new(0),
             refresh: tokio::sync::Notify::new(),
+            refresh_pending: AtomicBool::new(false),
             refresh_requests: AtomicU64::new(0),
+            refreshes_scheduled: AtomicU64::new(0),
             changed: tokio::sync::watch::Sender::new(0),
             observer: ArcSwapOption::empty(),
             tasks: Tasks::default(),
@@ -153,8 +158,9 @@ impl Topology {
 
     /// The health cell of `addr` (it outlives maps), for reading: lock-free,
     /// and pure — a node with no cell yet gets a fresh one that is not
-    /// registered (all defaults), so a read never inserts. Recording an
-    /// outcome goes through [`with_health`](Self::with_health).
+    /// registered (all defaults), so a read never inserts. What happens to
+    /// a node is [`report`](Self::report)ed to the controller, which
+    /// writes the cell.
     pub fn health(&self, addr: &NodeAddr) -> Arc<NodeHealth> {
         match self.inner.health.load().get(addr) {
             Some(cell) => cell.clone(),
@@ -163,8 +169,9 @@ impl Topology {
     }
 
     /// Run `f` on the health cell of `addr` (created on first use), without
-    /// taking a lock or cloning the cell: for recording each call's outcome.
-    pub fn with_health<R>(&self, addr: &NodeAddr, f: impl FnOnce(&NodeHealth) -> R) -> R {
+    /// taking a lock or cloning the cell: for the controller recording each
+    /// call's outcome.
+    pub(crate) fn with_health<R>(&self, addr: &NodeAddr, f: impl FnOnce(&NodeHealth) -> R) -> R {
         {
             let registry = self.inner.health.load();
             if let Some(cell) = registry.get(addr) {
@@ -201,8 +208,8 @@ impl Topology {
     /// Build a map from `view` and make it current. Returns the new map.
     ///
     /// Overlapping ranges are resolved in the view's order (the last shard
-    /// wins); slots out of range are ignored.
-    pub fn install(&self, view: &ClusterView) -> Arc<SlotMap> {
+    /// wins); slots out of range are ignored. The controller's to call.
+    pub(crate) fn install(&self, view: &ClusterView) -> Arc<SlotMap> {
         let nodes = || {
             view.shards
                 .iter()
@@ -259,22 +266,40 @@ impl Topology {
         map
     }
 
-    /// Ask the refresher (the `slot_refresh` layer) for a new map soon.
-    /// Requests made while one is pending collapse into one refresh.
-    pub fn request_refresh(&self) {
+    /// Count one ask for a refresh and mark a refresh pending; returns
+    /// whether one was pending already (the controller then schedules none).
+    pub(crate) fn mark_refresh_pending(&self) -> bool {
         self.inner.refresh_requests.fetch_add(1, Ordering::Relaxed);
+        self.inner.refresh_pending.swap(true, Ordering::AcqRel)
+    }
+
+    /// Wake the refresher (the `slot_refresh` layer) for a new map soon.
+    /// The controller's to call, once per pending refresh.
+    pub(crate) fn request_refresh(&self) {
+        self.inner
+            .refreshes_scheduled
+            .fetch_add(1, Ordering::Relaxed);
         self.inner.refresh.notify_one();
     }
 
-    /// How many times [`request_refresh`](Self::request_refresh) was called.
+    /// How many reports asked for a refresh (collapsed into fewer rounds:
+    /// [`refreshes_scheduled`](Self::refreshes_scheduled)).
     pub fn refresh_requests(&self) -> u64 {
         self.inner.refresh_requests.load(Ordering::Relaxed)
     }
 
-    /// Wait for the next [`request_refresh`](Self::request_refresh) (for the
-    /// refresher).
+    /// How many refreshes the controller scheduled: one per burst of asks
+    /// made before the refresher took the pending one.
+    pub fn refreshes_scheduled(&self) -> u64 {
+        self.inner.refreshes_scheduled.load(Ordering::Relaxed)
+    }
+
+    /// Wait for the next scheduled refresh (for the refresher); it is no
+    /// longer pending once this returns, so asks made from now on schedule
+    /// the next one.
     pub async fn refresh_requested(&self) {
         self.inner.refresh.notified().await;
+        self.inner.refresh_pending.store(false, Ordering::Release);
     }
 
     /// Wait until the map's generation is above `generation` (a refresh or a
@@ -291,7 +316,8 @@ impl Topology {
     /// was promoted: it becomes the shard's primary and the old primary its
     /// replica. An address the map does not know is not trusted
     /// ([`PatchOutcome::UnknownNode`]): a refresh must confirm it first.
-    pub fn patch_slot(&self, slot: u16, addr: &NodeAddr) -> PatchOutcome {
+    /// The controller's to call.
+    pub(crate) fn patch_slot(&self, slot: u16, addr: &NodeAddr) -> PatchOutcome {
         if slot >= SLOT_COUNT {
             return PatchOutcome::UnknownNode;
         }
@@ -384,139 +410,4 @@ pub trait TopologySource: Send + Sync + 'static {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn nv(port: u16) -> NodeView {
-        NodeView {
-            addr: NodeAddr::new("127.0.0.1", port),
-            id: None,
-            online: true,
-        }
-    }
-
-    fn view() -> ClusterView {
-        ClusterView {
-            source: NodeAddr::new("127.0.0.1", 1),
-            shards: vec![
-                ShardView {
-                    slots: vec![(0, 8191)],
-                    primary: nv(1),
-                    replicas: vec![nv(11)],
-                },
-                ShardView {
-                    slots: vec![(8192, 16383)],
-                    primary: nv(2),
-                    replicas: vec![nv(12)],
-                },
-            ],
-            current_epoch: None,
-            state_ok: Some(true),
-        }
-    }
-
-    #[test]
-    fn install_and_lookup() {
-        let t = Topology::new();
-        assert!(!t.is_loaded());
-        let m = t.install(&view());
-        assert_eq!(m.covered_slots(), 16384);
-        assert_eq!(m.primary_for_slot(100).unwrap().addr.port(), 1);
-        assert_eq!(m.primary_for_slot(16383).unwrap().addr.port(), 2);
-        assert!(t.is_loaded());
-    }
-
-    #[test]
-    fn patch_moves_and_promotes() {
-        let t = Topology::new();
-        t.install(&view());
-        let g = t.load().generation();
-        assert_eq!(
-            t.patch_slot(5, &NodeAddr::new("127.0.0.1", 2)),
-            PatchOutcome::Patched
-        );
-        assert_eq!(t.load().primary_for_slot(5).unwrap().addr.port(), 2);
-        assert!(t.load().generation() > g);
-        assert_eq!(
-            t.patch_slot(5, &NodeAddr::new("127.0.0.1", 2)),
-            PatchOutcome::Unchanged
-        );
-        assert_eq!(
-            t.patch_slot(5, &NodeAddr::new("127.0.0.1", 99)),
-            PatchOutcome::UnknownNode
-        );
-        // replica 11 of shard 0 promoted
-        assert_eq!(
-            t.patch_slot(0, &NodeAddr::new("127.0.0.1", 11)),
-            PatchOutcome::Patched
-        );
-        let m = t.load();
-        let s = m.shard_for_slot(0).unwrap();
-        assert_eq!(s.primary.addr.port(), 11);
-        assert_eq!(s.replicas[0].addr.port(), 1);
-        assert_eq!(s.replicas[0].role, Role::Replica);
-    }
-
-    #[test]
-    fn health_survives_installs() {
-        let t = Topology::new();
-        t.install(&view());
-        let a = NodeAddr::new("127.0.0.1", 1);
-        t.load().node(&a).unwrap().1.health.record_failure();
-        t.install(&view());
-        assert_eq!(
-            t.load().node(&a).unwrap().1.health.consecutive_failures(),
-            1
-        );
-    }
-
-    #[test]
-    fn node_index_follows_patches() {
-        let t = Topology::new();
-        t.install(&view());
-        let m = t.load();
-        let (shard, node) = m.node(&NodeAddr::new("127.0.0.1", 12)).unwrap();
-        assert_eq!((shard.primary.addr.port(), node.role), (2, Role::Replica));
-        assert!(m.node(&NodeAddr::new("127.0.0.1", 99)).is_none());
-        assert!(!m.contains(&NodeAddr::new("127.0.0.1", 99)));
-        // replica 11 promoted: the index says so
-        t.patch_slot(0, &NodeAddr::new("127.0.0.1", 11));
-        let m = t.map();
-        let (_, promoted) = m.node(&NodeAddr::new("127.0.0.1", 11)).unwrap();
-        assert_eq!(promoted.role, Role::Primary);
-        let (shard, demoted) = m.node(&NodeAddr::new("127.0.0.1", 1)).unwrap();
-        assert_eq!(
-            (shard.primary.addr.port(), demoted.role),
-            (11, Role::Replica)
-        );
-    }
-
-    #[test]
-    fn health_cells_are_shared_and_bounded() {
-        let t = Topology::new();
-        let a = NodeAddr::new("127.0.0.1", 1);
-        let outsider = NodeAddr::new("127.0.0.1", 99);
-        // created on first use, then the same cell for everyone
-        t.with_health(&outsider, |h| h.record_failure());
-        assert_eq!(t.health(&outsider).consecutive_failures(), 1);
-        t.with_health(&a, |h| h.record_failure());
-        t.install(&view());
-        // the map's cell is the registry's cell
-        let m = t.load();
-        assert!(Arc::ptr_eq(&m.node(&a).unwrap().1.health, &t.health(&a)));
-        assert_eq!(t.with_health(&a, |h| h.consecutive_failures()), 1);
-        // a node outside the installed view was forgotten
-        assert_eq!(t.health(&outsider).consecutive_failures(), 0);
-    }
-
-    #[test]
-    fn racing_first_uses_get_one_cell() {
-        let t = Topology::new();
-        let a = NodeAddr::new("127.0.0.1", 1);
-        let cells: Vec<Arc<NodeHealth>> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..8).map(|_| s.spawn(|| t.insert_health(&a))).collect();
-            handles.into_iter().map(|h| h.join().unwrap()).collect()
-        });
-        assert!(cells.iter().all(|c| Arc::ptr_eq(c, &cells[0])));
-    }
-}
+mod tests;

@@ -10,10 +10,10 @@ use std::fmt;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use slotguard_core::controller::BreakerChanged;
 use slotguard_core::observe::BreakerPhase;
 use slotguard_core::{
-    as_cache_error, classify, Blame, BoxError, BreakerScope, CacheError, Failure, Observation,
-    Topology,
+    as_cache_error, classify, Blame, BoxError, BreakerScope, CacheError, Failure, Topology,
 };
 use tokio::time::Instant;
 
@@ -215,7 +215,12 @@ impl Breaker {
         let inner = self.lock();
         let until = (inner.state == BreakerState::Open)
             .then(|| inner.opened_at + self.common.config.open_duration);
-        topology.with_health(addr, |h| h.set_breaker_open_until(until));
+        topology.report(BreakerChanged {
+            node: addr,
+            phase: inner.state.phase(),
+            open_until: until,
+            transition: false,
+        });
     }
 
     /// Open → half-open once the cool-down is over. Checked lazily (on calls
@@ -283,7 +288,8 @@ impl Breaker {
         else {
             return false;
         };
-        topology.with_health(addr, |h| !h.writes_fenced() && h.in_majority())
+        let health = topology.health(addr);
+        !health.writes_fenced() && health.in_majority()
     }
 
     fn permit(self: &Arc<Self>, epoch: u64, probe: bool, start: Instant) -> Permit {
@@ -398,25 +404,17 @@ impl Breaker {
         // Published under the breaker's lock, so racing transitions reach
         // the topology in the order they happened.
         if let (BreakerScope::Node(addr), Some(topology)) = (&self.scope, self.common.topology()) {
-            // Open: routing avoids the node until the cool-down ends, then
-            // sends it the half-open probes.
+            // The controller records the open-until (routing avoids the
+            // node until the cool-down ends, then sends it the half-open
+            // probes) and, on opening, fences the node's writes and asks
+            // for a refresh.
             let until = (to == BreakerState::Open).then(|| now + self.common.config.open_duration);
-            let fenced = topology.with_health(addr, |h| {
-                h.set_breaker_open_until(until);
-                // A node failing this much may be stalled past a
-                // promotion: writes wait for a fresh view to confirm it.
-                to == BreakerState::Open && h.fence_writes()
+            topology.report(BreakerChanged {
+                node: addr,
+                phase: to.phase(),
+                open_until: until,
+                transition: true,
             });
-            if fenced {
-                topology.observe(|| Observation::FenceSet { node: addr.clone() });
-            }
-            topology.observe(|| Observation::BreakerTransition {
-                node: Some(addr.clone()),
-                to: to.phase(),
-            });
-            if to == BreakerState::Open {
-                topology.request_refresh();
-            }
         }
         emit(&self.scope, to);
     }

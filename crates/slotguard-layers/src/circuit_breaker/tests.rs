@@ -657,13 +657,13 @@ async fn a_run_of_failures_opens_a_busy_breaker_at_once() {
 #[tokio::test(start_paused = true)]
 async fn breakers_of_nodes_that_left_the_topology_are_dropped() {
     let topology = Topology::new();
-    topology.install(&crate::test_support::view(1, &[(0, 16383, 1)]));
+    crate::test_support::install(&topology, &crate::test_support::view(1, &[(0, 16383, 1)]));
     let layer = CircuitBreakerLayer::per_node(small()).with_topology(topology.clone());
     let (mut svc, mut handle) = setup(&layer);
     succeed(&mut svc, &mut handle, 1, 1).await;
     assert_eq!(layer.states(), vec![(node(1), BreakerState::Closed)]);
     // The shard moved to node 2: the first call there drops node 1's breaker.
-    topology.install(&crate::test_support::view(2, &[(0, 16383, 2)]));
+    crate::test_support::install(&topology, &crate::test_support::view(2, &[(0, 16383, 2)]));
     succeed(&mut svc, &mut handle, 2, 1).await;
     assert_eq!(layer.states(), vec![(node(2), BreakerState::Closed)]);
 }

@@ -18,6 +18,8 @@ fn write_to(port: u16) -> CacheRequest {
 #[tokio::test(start_paused = true)]
 async fn opening_fences_writes_and_a_half_open_breaker_probes_with_reads_only() {
     let topology = Topology::new();
+    // Node 1 is in the map, so that a refresh round can confirm it.
+    crate::test_support::install(&topology, &crate::test_support::view(1, &[(0, 16383, 1)]));
     let layer = CircuitBreakerLayer::per_node(small()).with_topology(topology.clone());
     let (mut svc, mut handle) = setup(&layer);
     fail(&mut svc, &mut handle, 1, 4).await;
@@ -40,7 +42,11 @@ async fn opening_fences_writes_and_a_half_open_breaker_probes_with_reads_only() 
     assert!(handle.next_request().now_or_never().is_none());
 
     // A fresh view confirms the node: writes pass, still not as probes.
-    assert!(health.confirm_writes(tokio::time::Instant::now()));
+    assert!(crate::test_support::confirm(
+        &topology,
+        &addr(1),
+        tokio::time::Instant::now()
+    ));
     let fut = svc.ready().await.unwrap().call(write_to(1));
     let (r, send) = handle.next_request().now_or_never().unwrap().unwrap();
     assert!(!r.op.is_read());

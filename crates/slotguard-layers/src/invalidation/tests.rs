@@ -34,7 +34,7 @@ fn view(primary: u16, replica: u16) -> ClusterView {
 
 fn setup(config: LogConfig) -> (Topology, InvalidationLogLayer, Svc, Handle) {
     let topology = Topology::new();
-    topology.install(&view(1, 101));
+    crate::test_support::install(&topology, &view(1, 101));
     let (svc, handle) = mock::pair::<CacheRequest, CacheResponse>();
     let layer = InvalidationLogLayer::with_config(topology.clone(), config);
     let svc = layer.layer(svc);
@@ -157,7 +157,7 @@ async fn a_delete_is_replayed_to_the_slots_new_owner() {
             .is_err()
     );
     // the replica is promoted
-    topology.install(&view(101, 1));
+    crate::test_support::install(&topology, &view(101, 1));
     let (r, send) = handle.next_request().await.unwrap();
     assert_eq!(r.op, slotguard_core::Op::Delete);
     assert_eq!(r.key().as_ref(), b"k");
@@ -245,7 +245,7 @@ async fn deletes_are_forgotten_after_the_window_and_beyond_capacity() {
     )
     .await;
     assert_eq!(r.value.as_deref(), Some(&b"v"[..]));
-    topology.install(&view(101, 1));
+    crate::test_support::install(&topology, &view(101, 1));
     assert!(
         tokio::time::timeout(Duration::from_secs(1), handle.next_request())
             .await

@@ -53,6 +53,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
+use slotguard_core::controller::{SlotMoved, StaleMap};
 use slotguard_core::Observation;
 use slotguard_core::{
     as_cache_error, classify, BoxError, CacheError, CacheRequest, Failure, PatchOutcome, Role,
@@ -213,18 +214,12 @@ where
         });
         let route = match cache_err {
             CacheError::Moved { slot, addr } => {
-                let owner = match topology.patch_slot(slot, &addr) {
-                    PatchOutcome::Patched => {
-                        // The map was wrong about this slot: it may be wrong
-                        // about others too.
-                        topology.request_refresh();
-                        addr
-                    }
-                    // An earlier patch or refresh already knew: no refresh.
-                    PatchOutcome::Unchanged => addr,
+                // The controller patches the map (and schedules a refresh
+                // unless an earlier patch or refresh already knew).
+                let owner = match topology.report(SlotMoved { slot, to: &addr }) {
+                    PatchOutcome::Patched | PatchOutcome::Unchanged => addr,
+                    // Not trusted until a refresh confirms where the slot is.
                     PatchOutcome::UnknownNode => {
-                        topology.request_refresh();
-                        // Not trusted until a refresh confirms where the slot is.
                         match confirm(topology, slot, &req, policy.confirm_timeout).await {
                             Some(owner) => owner,
                             None => return Err(err),
@@ -242,7 +237,7 @@ where
                     // within its deadline, for the refresh this MOVED asked
                     // for to confirm the slot's primary, else it is refused
                     // with the same typed error.
-                    topology.request_refresh();
+                    topology.report(StaleMap::UnconfirmedOwner { slot });
                     let wait = policy.confirm_timeout.min(WRITE_CONFIRM_WAIT);
                     match confirm_write(topology, slot, &req, wait).await {
                         Some(owner) => to_primary(owner, false),
@@ -336,7 +331,7 @@ async fn confirm_write(
             .primary_for_slot(slot)
             .is_some_and(|p| !p.health.writes_fenced() && p.health.in_majority());
         if !lifted {
-            topology.request_refresh();
+            topology.report(StaleMap::UnconfirmedOwner { slot });
         }
     }
 }

@@ -21,7 +21,7 @@ fn setup(
     Handle,
 ) {
     let topology = Topology::new();
-    topology.install(&two_shards());
+    crate::test_support::install(&topology, &two_shards());
     let (svc, handle) = mock::pair::<CacheRequest, CacheResponse>();
     let svc = RedirectLayer::with_policy(topology.clone(), policy).layer(svc);
     (topology, svc, handle)
@@ -142,7 +142,7 @@ async fn unknown_moved_target_waits_for_a_confirming_refresh() {
     assert!(no_request_within(&mut handle, Duration::from_millis(500)).await);
     assert_eq!(topology.refresh_requests(), 1);
     // the refresh says port 9 now owns the slot
-    topology.install(&view(2, &[(0, 8191, 9), (8192, 16383, 2)]));
+    crate::test_support::install(&topology, &view(2, &[(0, 8191, 9), (8192, 16383, 2)]));
     let (r, send) = handle.next_request().await.unwrap();
     assert_eq!(route_of(&r), (9, false));
     send.send_response(ok(9));
@@ -281,7 +281,7 @@ async fn towers_budget_still_fits() {
 async fn a_write_moved_to_a_fenced_node_waits_for_the_refresh_that_confirms_it() {
     let (topology, svc, mut handle) = setup(RedirectPolicy::default());
     let slot = key_slot(key_on_1().as_bytes());
-    topology.health(&addr(2)).fence_writes();
+    crate::test_support::unreachable(&topology, &addr(2));
     let write = CacheRequest::set(key_on_1(), "v", None).to_node(addr(1), Role::Primary);
     let call = tokio::spawn(svc.oneshot(write));
     let (_, send) = handle.next_request().await.unwrap();
@@ -294,12 +294,12 @@ async fn a_write_moved_to_a_fenced_node_waits_for_the_refresh_that_confirms_it()
     assert!(topology.refresh_requests() >= 1);
     // The refresh confirms node 2 as the slot's primary and lifts its fence.
     let round = Instant::now();
-    topology.install(&view(2, &[(0, 8191, 2), (8192, 16383, 1)]));
+    crate::test_support::install(&topology, &view(2, &[(0, 8191, 2), (8192, 16383, 1)]));
     assert_eq!(
         topology.load().primary_for_slot(slot).unwrap().addr,
         addr(2)
     );
-    topology.health(&addr(2)).confirm_writes(round);
+    crate::test_support::confirm(&topology, &addr(2), round);
     let (r, send) = handle.next_request().await.unwrap();
     assert_eq!(route_of(&r), (2, false));
     send.send_response(ok(2));
@@ -312,7 +312,7 @@ async fn a_write_moved_to_a_fenced_node_waits_for_the_refresh_that_confirms_it()
 async fn a_write_moved_to_a_fenced_node_is_refused_when_nothing_confirms_it() {
     let (topology, svc, mut handle) = setup(RedirectPolicy::default());
     let slot = key_slot(key_on_1().as_bytes());
-    topology.health(&addr(2)).fence_writes();
+    crate::test_support::unreachable(&topology, &addr(2));
     let write = CacheRequest::set(key_on_1(), "v", None).to_node(addr(1), Role::Primary);
     let call = tokio::spawn(svc.oneshot(write));
     let (_, send) = handle.next_request().await.unwrap();
@@ -325,7 +325,7 @@ async fn a_write_moved_to_a_fenced_node_is_refused_when_nothing_confirms_it() {
     assert!(no_request_within(&mut handle, Duration::from_millis(10)).await);
     // A read is not held back by a write fence.
     let (topology2, svc2, mut handle2) = setup(RedirectPolicy::default());
-    topology2.health(&addr(2)).fence_writes();
+    crate::test_support::unreachable(&topology2, &addr(2));
     let call = tokio::spawn(svc2.oneshot(req_to(1)));
     let (_, send) = handle2.next_request().await.unwrap();
     send.send_error(CacheError::Moved {

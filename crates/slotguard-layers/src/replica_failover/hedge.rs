@@ -151,20 +151,24 @@ mod tests {
 
     #[test]
     fn delay_is_the_latency_bound_within_floor_and_cap() {
+        use crate::test_support::{addr, install, probed, view};
         let p = HedgePolicy::default();
-        let h = NodeHealth::default();
+        // The node's cell, written by the controller from probe reports.
+        let t = slotguard_core::Topology::new();
+        install(&t, &view(1, &[(0, 16383, 1)]));
+        let h = t.health(&addr(1));
         assert_eq!(p.delay(&h), p.cap, "no latency yet: the cap");
         for _ in 0..100 {
-            h.record_success(Duration::from_micros(200));
+            probed(&t, &addr(1), Some(Duration::from_micros(200)));
         }
         assert_eq!(p.delay(&h), p.floor, "a fast node: the floor");
         for _ in 0..100 {
-            h.record_success(Duration::from_millis(12));
+            probed(&t, &addr(1), Some(Duration::from_millis(12)));
         }
         let d = p.delay(&h);
         assert!(d > p.floor && d < p.cap, "{d:?}");
         for _ in 0..100 {
-            h.record_success(Duration::from_secs(1));
+            probed(&t, &addr(1), Some(Duration::from_secs(1)));
         }
         assert_eq!(p.delay(&h), p.cap, "a slow node: the cap");
     }

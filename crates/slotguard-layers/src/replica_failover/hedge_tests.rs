@@ -24,16 +24,19 @@ fn setup(hedge: HedgePolicy) -> (Topology, ReplicaFailoverLayer, Svc, Handle) {
         online: true,
     };
     let topology = Topology::new();
-    topology.install(&ClusterView {
-        source: addr(1),
-        shards: vec![ShardView {
-            slots: vec![(0, 16383)],
-            primary: nv(1),
-            replicas: vec![nv(101), nv(102)],
-        }],
-        current_epoch: None,
-        state_ok: Some(true),
-    });
+    crate::test_support::install(
+        &topology,
+        &ClusterView {
+            source: addr(1),
+            shards: vec![ShardView {
+                slots: vec![(0, 16383)],
+                primary: nv(1),
+                replicas: vec![nv(101), nv(102)],
+            }],
+            current_epoch: None,
+            state_ok: Some(true),
+        },
+    );
     let policy = FailoverPolicy {
         hedge: Some(hedge),
         ..FailoverPolicy::default()
@@ -77,9 +80,7 @@ async fn a_hedge_wins_over_a_stalled_primary() {
     let (topology, layer, svc, mut handle) = setup(HedgePolicy::default());
     // The primary usually answers in 2 ms: its hedge delay is the floor.
     for _ in 0..50 {
-        topology
-            .health(&addr(1))
-            .record_success(Duration::from_millis(2));
+        crate::test_support::probed(&topology, &addr(1), Some(Duration::from_millis(2)));
     }
     let started = Instant::now();
     let call = tokio::spawn(svc.oneshot(get()));
@@ -143,9 +144,7 @@ async fn never_hedges_to_a_stale_replica() {
     let (topology, layer, svc, mut handle) = setup(HedgePolicy::default());
     for p in [101, 102] {
         // link down for a minute: too stale for ReplicaOk and a 5 s budget
-        topology
-            .health(&addr(p))
-            .set_replication(false, Duration::from_secs(60));
+        crate::test_support::link(&topology, &addr(p), false, Duration::from_secs(60));
     }
     for consistency in [
         Consistency::ReplicaOk,
@@ -161,9 +160,7 @@ async fn never_hedges_to_a_stale_replica() {
         assert_eq!(call.await.unwrap().unwrap().served.path, Path::Primary);
     }
     // a replica within the read's staleness budget may answer
-    topology
-        .health(&addr(102))
-        .set_replication(false, Duration::from_secs(2));
+    crate::test_support::link(&topology, &addr(102), false, Duration::from_secs(2));
     let call = tokio::spawn(
         svc.clone()
             .oneshot(get().with_consistency(Consistency::StaleOk(Duration::from_secs(5)))),

@@ -43,6 +43,7 @@
 //! # Example
 //!
 //! ```
+//! use slotguard_core::controller::ViewLoaded;
 //! use slotguard_core::{CacheError, CacheRequest, CacheResponse, ClusterView, NodeView, Path, Role, ShardView, Topology};
 //! use slotguard_layers::replica_failover::ReplicaFailoverLayer;
 //! use tower::{service_fn, ServiceBuilder, ServiceExt};
@@ -50,12 +51,13 @@
 //! # #[tokio::main(flavor = "current_thread")] async fn main() {
 //! let node = |p: u16| NodeView { addr: format!("127.0.0.1:{p}").parse().unwrap(), id: None, online: true };
 //! let topology = Topology::new();
-//! topology.install(&ClusterView {
+//! // The map, as the refresher's first load reports it to the controller.
+//! topology.report(ViewLoaded { view: &ClusterView {
 //!     source: "127.0.0.1:7000".parse().unwrap(),
 //!     shards: vec![ShardView { slots: vec![(0, 16383)], primary: node(7000), replicas: vec![node(7001)] }],
 //!     current_epoch: None,
 //!     state_ok: Some(true),
-//! });
+//! }});
 //! // A toy leaf whose primary is down.
 //! let leaf = service_fn(|req: CacheRequest| async move {
 //!     let node = req.node().cloned().unwrap();
@@ -366,7 +368,10 @@ where
             return Err(err);
         }
         // The map may be behind a promotion: look again (rate-limited).
-        self.proto.shared.topology.request_refresh();
+        self.proto
+            .shared
+            .topology
+            .report(slotguard_core::controller::StaleMap::FailedOver { failure });
         match self.retry {
             Some(retry) => {
                 let svc = self.proto.service();

@@ -89,19 +89,48 @@ pub(crate) fn primary_unusable(primary: &NodeInfo) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
     use std::time::Duration;
 
-    use slotguard_core::{NodeHealth, Role};
+    use slotguard_core::{ClusterView, NodeView, Role, ShardView, Topology};
 
     use super::*;
+    use crate::test_support::{breaker_open, install, link, outvote, probed};
+
+    thread_local! {
+        // The health cells of this test's nodes (primary 1, replicas 2..=6),
+        // written by the controller from reports, as in a running stack.
+        static CELLS: Topology = {
+            let nv = |p: u16| NodeView {
+                addr: NodeAddr::new("127.0.0.1", p),
+                id: None,
+                online: true,
+            };
+            let t = Topology::new();
+            install(&t, &ClusterView {
+                source: nv(1).addr,
+                shards: vec![ShardView {
+                    slots: vec![(0, 16383)],
+                    primary: nv(1),
+                    replicas: (2..=6).map(nv).collect(),
+                }],
+                current_epoch: None,
+                state_ok: Some(true),
+            });
+            t
+        };
+    }
+
+    fn cells() -> Topology {
+        CELLS.with(Topology::clone)
+    }
 
     fn node(port: u16) -> NodeInfo {
+        let addr = NodeAddr::new("127.0.0.1", port);
         NodeInfo {
-            addr: NodeAddr::new("127.0.0.1", port),
+            health: cells().health(&addr),
+            addr,
             id: None,
             role: Role::Replica,
-            health: Arc::new(NodeHealth::default()),
         }
     }
 
@@ -135,8 +164,8 @@ mod tests {
     #[test]
     fn linked_replica_beats_unlinked_for_replica_ok() {
         let (a, b) = (node(2), node(3));
-        a.health.set_replication(false, Duration::from_secs(1));
-        b.health.set_replication(true, Duration::from_secs(0));
+        link(&cells(), &a.addr, false, Duration::from_secs(1));
+        link(&cells(), &b.addr, true, Duration::from_secs(0));
         let s = shard(vec![a, b]);
         let p = FailoverPolicy::default();
         assert_eq!(
@@ -150,9 +179,12 @@ mod tests {
             vec![2]
         );
         // too stale to be a fallback
-        s.replicas[0]
-            .health
-            .set_replication(false, Duration::from_secs(60));
+        link(
+            &cells(),
+            &s.replicas[0].addr,
+            false,
+            Duration::from_secs(60),
+        );
         assert_eq!(
             ports(ranked(&s, Consistency::ReplicaOk, &p, &tried)),
             Vec::<u16>::new()
@@ -163,7 +195,7 @@ mod tests {
     #[test]
     fn stale_ok_respects_the_budget() {
         let a = node(2);
-        a.health.set_replication(false, Duration::from_secs(4));
+        link(&cells(), &a.addr, false, Duration::from_secs(4));
         let s = shard(vec![a]);
         let p = FailoverPolicy::default();
         assert_eq!(
@@ -181,12 +213,12 @@ mod tests {
     #[test]
     fn open_breakers_minorities_and_failures_count() {
         let (a, b, c) = (node(2), node(3), node(4));
-        a.health.set_breaker_open(true);
-        b.health.set_in_majority(false);
+        breaker_open(&cells(), &a.addr, true);
+        outvote(&cells(), &b.addr);
         let (d, e) = (node(5), node(6));
-        d.health.record_failure();
-        d.health.record_failure();
-        e.health.record_success(Duration::from_millis(5));
+        probed(&cells(), &d.addr, None);
+        probed(&cells(), &d.addr, None);
+        probed(&cells(), &e.addr, Some(Duration::from_millis(5)));
         let s = shard(vec![a, b, c, d, e]);
         let p = FailoverPolicy::default();
         // c and e have no failures (c has no latency yet, e 5 ms); d failed twice

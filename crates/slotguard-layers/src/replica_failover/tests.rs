@@ -22,16 +22,19 @@ fn setup(policy: FailoverPolicy) -> (Topology, Svc, Handle) {
         online: true,
     };
     let topology = Topology::new();
-    topology.install(&ClusterView {
-        source: addr(1),
-        shards: vec![ShardView {
-            slots: vec![(0, 16383)],
-            primary: nv(1),
-            replicas: vec![nv(101), nv(102)],
-        }],
-        current_epoch: None,
-        state_ok: Some(true),
-    });
+    crate::test_support::install(
+        &topology,
+        &ClusterView {
+            source: addr(1),
+            shards: vec![ShardView {
+                slots: vec![(0, 16383)],
+                primary: nv(1),
+                replicas: vec![nv(101), nv(102)],
+            }],
+            current_epoch: None,
+            state_ok: Some(true),
+        },
+    );
     let (svc, handle) = mock::pair::<CacheRequest, CacheResponse>();
     let svc = ReplicaFailoverLayer::with_policy(topology.clone(), policy).layer(svc);
     (topology, svc, handle)
@@ -164,7 +167,7 @@ async fn bounded_attempts_with_jittered_backoff() {
 #[tokio::test(start_paused = true)]
 async fn an_open_primary_breaker_sends_reads_straight_to_a_replica() {
     let (topology, svc, mut handle) = setup(FailoverPolicy::default());
-    topology.health(&addr(1)).set_breaker_open(true);
+    crate::test_support::breaker_open(&topology, &addr(1), true);
     let call = tokio::spawn(svc.oneshot(get()));
     let (r, send) = handle.next_request().await.unwrap();
     assert_eq!(node_of(&r).1, Role::Replica);
@@ -175,9 +178,7 @@ async fn an_open_primary_breaker_sends_reads_straight_to_a_replica() {
 #[tokio::test(start_paused = true)]
 async fn unlinked_replicas_are_the_last_resort_for_replica_ok() {
     let (topology, svc, mut handle) = setup(FailoverPolicy::default());
-    topology
-        .health(&addr(101))
-        .set_replication(false, Duration::from_secs(1));
+    crate::test_support::link(&topology, &addr(101), false, Duration::from_secs(1));
     let call = tokio::spawn(svc.oneshot(get()));
     let (_r, send) = handle.next_request().await.unwrap();
     send.send_error(timeout(1));
@@ -198,9 +199,7 @@ async fn unlinked_replicas_are_the_last_resort_for_replica_ok() {
 async fn no_eligible_replica_returns_the_primary_error() {
     let (topology, svc, mut handle) = setup(FailoverPolicy::default());
     for p in [101, 102] {
-        topology
-            .health(&addr(p))
-            .set_replication(false, Duration::from_secs(60));
+        crate::test_support::link(&topology, &addr(p), false, Duration::from_secs(60));
     }
     let call = tokio::spawn(svc.oneshot(get()));
     let (_r, send) = handle.next_request().await.unwrap();
@@ -212,9 +211,7 @@ async fn no_eligible_replica_returns_the_primary_error() {
     // a read that accepts that staleness is answered
     let (topology2, svc2, mut handle2) = setup(FailoverPolicy::default());
     for p in [101, 102] {
-        topology2
-            .health(&addr(p))
-            .set_replication(false, Duration::from_secs(60));
+        crate::test_support::link(&topology2, &addr(p), false, Duration::from_secs(60));
     }
     drop(topology);
     let req = get().with_consistency(Consistency::StaleOk(Duration::from_secs(120)));

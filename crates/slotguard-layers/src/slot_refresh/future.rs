@@ -7,7 +7,8 @@ use std::task::{Context, Poll};
 
 use futures_util::future::BoxFuture;
 use pin_project_lite::pin_project;
-use slotguard_core::{classify, BoxError, Failure, Topology};
+use slotguard_core::controller::StaleMap;
+use slotguard_core::{classify, BoxError, Topology};
 
 pin_project! {
     /// Response future of [`SlotRefresh`](super::SlotRefresh).
@@ -86,12 +87,12 @@ where
             }
         };
         if let Err(e) = &out {
-            // The map may be wrong when a node is unreachable or says the
-            // cluster is down: look again (rate-limited by the refresher).
-            // MOVED is the redirect layer's to report.
-            if matches!(classify(e), Failure::Connection | Failure::ClusterDown) {
-                this.topology.request_refresh();
-            }
+            // The controller decides whether the failure says the map may
+            // be wrong (a node unreachable, the cluster down). MOVED is the
+            // redirect layer's to report.
+            this.topology.report(StaleMap::RequestFailed {
+                failure: classify(e),
+            });
         }
         Poll::Ready(out)
     }

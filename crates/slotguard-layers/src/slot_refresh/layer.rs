@@ -54,7 +54,9 @@ impl SlotRefreshLayer {
             .source
             .fetch_first(self.refresher.source.seeds())
             .await?;
-        self.refresher.topology.install(&view);
+        self.refresher
+            .topology
+            .report(slotguard_core::controller::ViewLoaded { view: &view });
         self.refresher
             .topology
             .observe(|| Observation::TopologyRefresh {

@@ -15,7 +15,8 @@
 //! - **periodic** refresh every [`RefreshConfig::period`] (15 s);
 //! - **triggered** refresh on `MOVED` (by the redirect layer), connection
 //!   failures, `CLUSTERDOWN` and uncovered slots, through
-//!   [`Topology::request_refresh`]. Triggers collapse: at most one refresh is
+//!   reports to the topology's controller ([`Topology::report`]), which
+//!   schedules one refresh per burst. Triggers collapse: at most one refresh is
 //!   in flight and two are at least [`RefreshConfig::min_gap`] apart;
 //! - **majority view**: each round asks several nodes
 //!   ([`RefreshConfig::views`]); the view most of them agree on wins (ties:
@@ -28,7 +29,7 @@
 //!
 //! **Writes go only to a confirmed primary.** A primary that let a write
 //! time out, could not be reached or had its breaker opened is fenced
-//! ([`NodeHealth::fence_writes`](slotguard_core::NodeHealth::fence_writes)):
+//! by the controller ([`NodeHealth::writes_fenced`](slotguard_core::NodeHealth::writes_fenced)):
 //! a stalled or partitioned primary may be replaced meanwhile and would
 //! acknowledge writes that are then lost. Writes to its slots fail fast with
 //! `ShardUnavailable` (and ask for a refresh) until a refresh round
@@ -64,6 +65,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use slotguard_core::controller::StaleMap;
 use slotguard_core::Observation;
 use slotguard_core::{BoxError, CacheError, CacheRequest, Role, Route, SlotMap, Topology};
 use tokio::time::Instant;
@@ -110,7 +112,7 @@ fn stamp_from(
 ) -> Result<(), CacheError> {
     if let Route::Slot = req.route {
         let Some(primary) = map.primary_for_slot(req.slot()) else {
-            topology.request_refresh();
+            topology.report(StaleMap::UncoveredSlot { slot: req.slot() });
             return Err(CacheError::ShardUnavailable { slot: req.slot() });
         };
         // A write goes only to a confirmed primary: not to one the majority
@@ -120,7 +122,7 @@ fn stamp_from(
         // failover sends them elsewhere.
         if !req.op.is_read() && (primary.health.writes_fenced() || !primary.health.in_majority()) {
             slotguard_core::observe::record(Observation::WriteFenced { slot: req.slot() });
-            topology.request_refresh();
+            topology.report(StaleMap::FencedWrite { slot: req.slot() });
             return Err(CacheError::ShardUnavailable { slot: req.slot() });
         }
         req.route = Route::Node {

@@ -1,7 +1,6 @@
 //! The background refresher: one task per layer, so at most one refresh is
 //! ever in flight, and triggers collapse into the next one.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -10,6 +9,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
+use slotguard_core::controller::{largest_agreement, RoundFetched};
 use slotguard_core::observe::{Observation, RefreshOutcome, RefreshTrigger};
 use slotguard_core::{BoxError, ClusterView, NodeAddr, Topology, TopologySource};
 
@@ -137,7 +137,8 @@ impl Refresher {
         out
     }
 
-    /// One refresh round: ask several nodes, install the majority view.
+    /// One refresh round: ask several nodes and hand their views to the
+    /// controller, which installs the majority view.
     pub(crate) async fn refresh_once(&self) -> Result<(), BoxError> {
         self.stats.refreshes.fetch_add(1, Ordering::Relaxed);
         // Only faults before this instant can be lifted by this round.
@@ -206,73 +207,15 @@ impl Refresher {
                 views.push(v);
             }
         }
-        let Some(chosen) = choose_view(&views) else {
+        // What the round decides (the view installed, majority verdicts,
+        // fences lifted, another round) is the controller's.
+        let applied = self.topology.report(RoundFetched {
+            requested,
+            views: &views,
+        });
+        if applied.is_none() {
             self.stats.failures.fetch_add(1, Ordering::Relaxed);
             return Err(last_err.unwrap_or_else(|| "no node answered for the topology".into()));
-        };
-        let fingerprint_of_chosen = fingerprint(chosen);
-        let installed = self.topology.install(chosen);
-        // A node is stale (partitioned, or a resumed primary that was
-        // replaced) when its own view makes it a primary, the majority's
-        // does not, and its epoch is older. Disagreeing about single slots is
-        // normal while a migration or a promotion spreads by gossip: such
-        // nodes stay routable, and a view that differs without being older
-        // asks for another round to converge.
-        let chosen_epoch = chosen.current_epoch.unwrap_or(0);
-        let mut ahead = false;
-        // Nodes whose own answer makes them a primary with slots: only they
-        // can have their writes confirmed by this round.
-        let self_primary: Vec<&NodeAddr> = views
-            .iter()
-            .filter(|v| is_primary_in(v, &v.source))
-            .map(|v| &v.source)
-            .collect();
-        let agree: HashMap<&NodeAddr, bool> = views
-            .iter()
-            .map(|v| {
-                let epoch = v.current_epoch.unwrap_or(0);
-                let differs = fingerprint(v) != fingerprint_of_chosen;
-                // Equal epochs are ambiguous: at a promotion the voters share
-                // the new epoch before the new owner's config reaches them.
-                // Only a strictly older epoch proves the node is behind.
-                ahead |= differs && epoch >= chosen_epoch;
-                let stale = epoch < chosen_epoch && claims_more(v, chosen, &v.source);
-                (&v.source, !stale && v.state_ok != Some(false))
-            })
-            .collect();
-        if ahead {
-            self.topology.request_refresh();
-        }
-        // A node is in the majority when its own view (if it answered)
-        // agrees and the majority does not report it failed (a paused,
-        // replaced primary shows up as failed there).
-        let online: HashMap<&NodeAddr, bool> = chosen
-            .shards
-            .iter()
-            .flat_map(|s| std::iter::once(&s.primary).chain(s.replicas.iter()))
-            .map(|n| (&n.addr, n.online))
-            .collect();
-        for node in installed.nodes() {
-            let verdict = agree.get(&node.addr).copied().unwrap_or(true)
-                && online.get(&node.addr).copied().unwrap_or(true);
-            node.health.set_in_majority(verdict);
-        }
-        // Writes go again to a fenced primary once this round — requested
-        // after its last fault — heard it answer as the primary of its
-        // slots, agreeing with the majority, which also has it as primary.
-        for shard in installed.shards() {
-            let p = &shard.primary;
-            if p.health.writes_fenced()
-                && p.health.in_majority()
-                && agree.get(&p.addr).copied().unwrap_or(false)
-                && self_primary.contains(&&p.addr)
-                && !shard.slots.is_empty()
-                && p.health.confirm_writes(requested)
-            {
-                self.topology.observe(|| Observation::FenceLifted {
-                    node: p.addr.clone(),
-                });
-            }
         }
         Ok(())
     }
@@ -309,209 +252,4 @@ fn routing(map: &slotguard_core::SlotMap) -> Vec<(&[(u16, u16)], &NodeAddr)> {
         .iter()
         .map(|s| (s.slots.as_slice(), &s.primary.addr))
         .collect()
-}
-
-/// Slot ranges with their primary, sorted: equal fingerprints, equal routing.
-type Fingerprint<'a> = Vec<(u16, u16, &'a NodeAddr)>;
-
-/// What makes two views agree: the same primary for every slot range.
-fn fingerprint(view: &ClusterView) -> Fingerprint<'_> {
-    let mut out: Vec<(u16, u16, &NodeAddr)> = view
-        .shards
-        .iter()
-        .flat_map(|s| {
-            s.slots
-                .iter()
-                .map(move |&(lo, hi)| (lo, hi, &s.primary.addr))
-        })
-        .collect();
-    out.sort();
-    out
-}
-
-/// Whether `view` makes `node` a primary with slots while `chosen` (the
-/// majority) does not have it as a primary at all: a replaced or
-/// partitioned primary that still thinks it owns its slots. A node that the
-/// majority also has as a primary but that disagrees about single slots is
-/// a migration in flight (the importing node learns first), not stale.
-fn claims_more(view: &ClusterView, chosen: &ClusterView, node: &NodeAddr) -> bool {
-    is_primary_in(view, node) && !is_primary_in(chosen, node)
-}
-
-/// Whether `view` has `node` as the primary of some slots.
-fn is_primary_in(view: &ClusterView, node: &NodeAddr) -> bool {
-    view.shards
-        .iter()
-        .any(|s| &s.primary.addr == node && !s.slots.is_empty())
-}
-
-/// Size of the largest group of healthy views that agree.
-fn largest_agreement(views: &[ClusterView]) -> usize {
-    let fps: Vec<_> = views
-        .iter()
-        .filter(|v| v.state_ok != Some(false))
-        .map(fingerprint)
-        .collect();
-    fps.iter()
-        .map(|fp| fps.iter().filter(|other| *other == fp).count())
-        .max()
-        .unwrap_or(0)
-}
-
-/// The view to install: among the groups of agreeing views, the one covering
-/// the most slots (a node caught mid-promotion may list a shard without its
-/// slots, and an uncovered slot fails every request for it), then the one
-/// holding the highest `cluster_current_epoch` (Redis resolves ownership
-/// conflicts by epoch, and a minority partition cannot raise it: only a
-/// majority elects), then the largest (a migration in flight: same epochs,
-/// different views). Views from nodes that report `cluster_state:fail` only
-/// count when no other node answered.
-pub(crate) fn choose_view(views: &[ClusterView]) -> Option<&ClusterView> {
-    let healthy: Vec<&ClusterView> = views.iter().filter(|v| v.state_ok != Some(false)).collect();
-    let pool: Vec<&ClusterView> = if healthy.is_empty() {
-        views.iter().collect()
-    } else {
-        healthy
-    };
-    let mut groups: Vec<(Fingerprint<'_>, Vec<&ClusterView>)> = Vec::new();
-    for v in pool {
-        let fp = fingerprint(v);
-        match groups.iter_mut().find(|(g, _)| *g == fp) {
-            Some((_, members)) => members.push(v),
-            None => groups.push((fp, vec![v])),
-        }
-    }
-    groups
-        .into_iter()
-        .max_by_key(|(_, members)| {
-            let epoch = members
-                .iter()
-                .filter_map(|v| v.current_epoch)
-                .max()
-                .unwrap_or(0);
-            (members[0].covered_slots(), epoch, members.len())
-        })
-        .and_then(|(_, members)| {
-            members
-                .into_iter()
-                .max_by_key(|v| v.current_epoch.unwrap_or(0))
-        })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use slotguard_core::{NodeView, ShardView};
-
-    fn addr(port: u16) -> NodeAddr {
-        NodeAddr::new("127.0.0.1", port)
-    }
-
-    fn view(source: u16, owner: u16, epoch: u64, ok: bool) -> ClusterView {
-        let nv = |p: u16| NodeView {
-            addr: NodeAddr::new("127.0.0.1", p),
-            id: None,
-            online: true,
-        };
-        ClusterView {
-            source: NodeAddr::new("127.0.0.1", source),
-            shards: vec![ShardView {
-                slots: vec![(0, 16383)],
-                primary: nv(owner),
-                replicas: vec![],
-            }],
-            current_epoch: Some(epoch),
-            state_ok: Some(ok),
-        }
-    }
-
-    #[test]
-    fn the_highest_epoch_wins_then_the_majority() {
-        // a promotion known to one node so far
-        let views = vec![
-            view(1, 1, 9, true),
-            view(2, 2, 3, true),
-            view(3, 2, 3, true),
-        ];
-        assert_eq!(
-            choose_view(&views).unwrap().shards[0].primary.addr.port(),
-            1
-        );
-        // same epoch: the majority
-        let views = vec![
-            view(1, 1, 3, true),
-            view(2, 2, 3, true),
-            view(3, 2, 3, true),
-        ];
-        assert_eq!(
-            choose_view(&views).unwrap().shards[0].primary.addr.port(),
-            2
-        );
-    }
-
-    #[test]
-    fn a_view_with_uncovered_slots_loses() {
-        let mut partial = view(1, 1, 9, true);
-        partial.shards[0].slots = vec![(0, 100)];
-        let views = vec![partial, view(2, 2, 3, true)];
-        assert_eq!(
-            choose_view(&views).unwrap().shards[0].primary.addr.port(),
-            2
-        );
-    }
-
-    #[test]
-    fn failing_nodes_do_not_vote() {
-        let views = vec![
-            view(1, 1, 3, false),
-            view(2, 1, 3, false),
-            view(3, 2, 3, true),
-        ];
-        assert_eq!(
-            choose_view(&views).unwrap().shards[0].primary.addr.port(),
-            2
-        );
-        // ...unless nobody else answered
-        let views = vec![view(1, 1, 3, false)];
-        assert_eq!(
-            choose_view(&views).unwrap().shards[0].primary.addr.port(),
-            1
-        );
-        assert!(choose_view(&[]).is_none());
-    }
-
-    #[test]
-    fn only_claiming_foreign_slots_makes_a_node_stale() {
-        let two = |source: u16, a: u16, b: u16| {
-            let mut v = view(source, a, 1, true);
-            v.shards[0].slots = vec![(0, 8191)];
-            let mut other = view(source, b, 1, true).shards.remove(0);
-            other.slots = vec![(8192, 16383)];
-            v.shards.push(other);
-            v
-        };
-        let chosen = two(1, 1, 2);
-        // node 3 still thinks it owns the first half (a replaced primary)
-        let stale = two(3, 3, 2);
-        assert!(claims_more(&stale, &chosen, &addr(3)));
-        // node 2 disagrees about node 1's slots only (a migration spreading)
-        let mut other = two(2, 4, 2);
-        other.shards[0].slots = vec![(0, 100)];
-        assert!(!claims_more(&other, &chosen, &addr(2)));
-        // node 2 claims a slot of node 1's first (an importing node learns
-        // of its new slot before the others): still a primary for the majority
-        let mut importing = two(2, 1, 2);
-        importing.shards[0].slots = vec![(0, 8190)];
-        importing.shards[1].slots = vec![(8191, 16383)];
-        assert!(!claims_more(&importing, &chosen, &addr(2)));
-    }
-
-    #[test]
-    fn ties_go_to_the_highest_epoch() {
-        let views = vec![view(1, 1, 3, true), view(2, 2, 4, true)];
-        assert_eq!(
-            choose_view(&views).unwrap().shards[0].primary.addr.port(),
-            2
-        );
-    }
 }

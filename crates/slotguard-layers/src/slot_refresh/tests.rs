@@ -111,13 +111,13 @@ async fn refresh_is_single_flight_and_triggers_collapse() {
         .unwrap();
     let stats = layer.stats();
     for _ in 0..1000 {
-        topology.request_refresh();
+        topology.report(slotguard_core::controller::StaleMap::Asked);
     }
     settle().await;
     // one round is in flight (fetches take 500 ms); more triggers meanwhile
     tokio::time::sleep(Duration::from_millis(100)).await;
     for _ in 0..1000 {
-        topology.request_refresh();
+        topology.report(slotguard_core::controller::StaleMap::Asked);
     }
     tokio::time::sleep(Duration::from_secs(5)).await;
     // 2,000 triggers: the round in flight plus one for the triggers that
@@ -188,7 +188,7 @@ async fn writes_to_a_fenced_primary_wait_for_its_own_answer_in_a_fresh_round() {
     let health = topology.health(&addr(1));
     // Node 1 timed out (the leaf fences it) and stops answering.
     source.silent.lock().unwrap().push(addr(1));
-    health.fence_writes();
+    crate::test_support::unreachable(&topology, &addr(1));
     let before = topology.refresh_requests();
     let write = CacheRequest::set(key, "v", None);
     let err = svc.clone().oneshot(write.clone()).await.unwrap_err();
@@ -233,7 +233,7 @@ async fn a_fault_during_a_round_is_not_lifted_by_it() {
     settle().await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     // The node answered (or will) but timed out after the round began.
-    health.fence_writes();
+    crate::test_support::unreachable(&topology, &addr(1));
     round.await.unwrap().unwrap();
     assert!(health.writes_fenced());
     layer.refresh_now().await.unwrap();
@@ -250,7 +250,7 @@ async fn a_primary_outside_the_majority_gets_no_writes() {
         .unwrap();
     let (svc, _handle) = mock::pair::<CacheRequest, CacheResponse>();
     let svc = layer.layer(svc);
-    topology.health(&addr(2)).set_in_majority(false);
+    crate::test_support::outvote(&topology, &addr(2));
     let key = "foo"; // slot 12182: node 2
     let err = svc.oneshot(CacheRequest::delete(key)).await.unwrap_err();
     assert_eq!(classify(&err), Failure::ShardUnavailable);

@@ -23,7 +23,7 @@ type Layer = FallbackLayer<tower::util::BoxCloneService<SecondaryRequest, Option
 fn setup(tracked_for: Duration) -> (InvalidationBus, FakeCluster, Layer, Svc) {
     let bus = InvalidationBus::new(64);
     let topology = Topology::new();
-    topology.install(&view(1, &[(0, 16383, 1)]));
+    crate::test_support::install(&topology, &view(1, &[(0, 16383, 1)]));
     let cluster = FakeCluster::new();
     let store = FakeStore::new(Duration::from_millis(1));
     let config = FallbackConfig::default().with_near_cache(Some(

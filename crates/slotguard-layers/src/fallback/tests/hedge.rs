@@ -169,12 +169,14 @@ async fn a_store_answer_keeps_the_mark() {
 async fn the_delay_is_the_primarys_latency_bound() {
     use slotguard_core::Topology;
     let topology = Topology::new();
-    topology.install(&crate::test_support::view(1, &[(0, 16383, 1)]));
+    crate::test_support::install(&topology, &crate::test_support::view(1, &[(0, 16383, 1)]));
     // a primary that answers in 12 ms, steadily
     for _ in 0..64 {
-        topology.with_health(&crate::test_support::addr(1), |h| {
-            h.record_success(Duration::from_millis(12))
-        });
+        crate::test_support::probed(
+            &topology,
+            &crate::test_support::addr(1),
+            Some(Duration::from_millis(12)),
+        );
     }
     let cluster = FakeCluster::new();
     let store = FakeStore::new(Duration::from_millis(1));

@@ -191,7 +191,7 @@ async fn bus_invalidations_evict_mark_and_flush_and_the_task_ends_with_the_layer
 #[tokio::test(start_paused = true)]
 async fn a_slot_that_changes_owner_is_flushed() {
     let topology = Topology::new();
-    topology.install(&two_shards());
+    crate::test_support::install(&topology, &two_shards());
     let cluster = FakeCluster::new();
     let store = FakeStore::new(Duration::from_millis(1));
     let layer = FallbackLayer::new(store.service()).with_topology(topology.clone());
@@ -215,7 +215,7 @@ async fn a_slot_that_changes_owner_is_flushed() {
     let near = || layer.state.near.as_ref().unwrap();
     assert!(near().contains(low.as_bytes()) && near().contains(high.as_bytes()));
     // Shard 1's replica (port 101) is promoted.
-    topology.install(&view(1, &[(0, 8191, 101), (8192, 16383, 2)]));
+    crate::test_support::install(&topology, &view(1, &[(0, 8191, 101), (8192, 16383, 2)]));
     settle().await;
     assert!(!near().contains(low.as_bytes()));
     assert!(near().contains(high.as_bytes()));

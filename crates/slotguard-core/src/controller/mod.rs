@@ -1,5 +1,18 @@
-//! The cluster controller: the one owner of a stack's background tasks.
+//! The cluster controller: the one owner of a stack's cluster state and
+//! background tasks.
 //!
+//! **State.** The controller is the only writer of the slot map, node
+//! health, write fences, majority verdicts and the refresh schedule.
+//! Layers, leaves, the prober and the refresher read the [`Topology`]
+//! (lock-free) and [`report`](Topology::report) what they saw — a call's
+//! outcome ([`CallEnded`]), a probe ([`Probed`], [`LinkStatus`]), a breaker
+//! transition ([`BreakerChanged`]), a `MOVED` ([`SlotMoved`]), a sign of a
+//! stale map ([`StaleMap`]), the views a refresh round fetched
+//! ([`RoundFetched`]). The policy (`controller/policy.rs`: plain code, no
+//! I/O, no clock) decides what each report does; its decision table is in
+//! `docs/architecture.md`.
+//!
+//! **Tasks.**
 //! Every task slotguard runs besides the leaf's connection drivers — the
 //! slot map refresher, the health prober, the leaf's node lifecycle, the
 //! invalidation replayer, the fallback layer's watch, its store loads and
@@ -35,6 +48,10 @@
 //! # }
 //! ```
 
+mod apply;
+pub(crate) mod policy;
+mod report;
+
 use std::fmt;
 use std::future::Future;
 
@@ -42,7 +59,19 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::topology::Topology;
+use crate::topology::{ClusterView, Topology};
+
+pub use report::{
+    BreakerChanged, CallEnded, LinkStatus, Probed, Report, RoundApplied, RoundFetched, SlotMoved,
+    StaleMap, ViewLoaded,
+};
+
+/// Size of the largest group of healthy views (not `cluster_state:fail`)
+/// that agree on every slot range's primary: for a refresher deciding it
+/// heard from enough nodes to stop waiting for stragglers.
+pub fn largest_agreement(views: &[ClusterView]) -> usize {
+    policy::largest_agreement(views)
+}
 
 /// The controller's tracker and token; they live in the topology's shared
 /// state, so every clone of the topology names the same owner.
@@ -86,6 +115,11 @@ impl ClusterController {
     /// The topology it owns: the snapshot layers and leaves read.
     pub fn topology(&self) -> &Topology {
         &self.topology
+    }
+
+    /// [`Topology::report`] to this controller.
+    pub fn report<R: Report>(&self, report: R) -> R::Reply {
+        self.topology.report(report)
     }
 
     fn tasks(&self) -> &Tasks {
@@ -171,6 +205,9 @@ impl Topology {
         ClusterController::of(self)
     }
 }
+
+#[cfg(test)]
+mod report_tests;
 
 #[cfg(test)]
 mod tests {
