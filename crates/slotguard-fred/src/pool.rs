@@ -466,9 +466,12 @@ impl Drop for Pool {
         for c in self.clients.load().values() {
             c.cancel.cancel();
             let client = c.client.clone();
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                rt.spawn(async move {
-                    let _ = client.quit().await;
+            let grace = self.config.admin_timeout;
+            // On the pool's tracker, bounded like every quit (nothing of
+            // ours runs detached or unbounded).
+            if tokio::runtime::Handle::try_current().is_ok() {
+                self.tasks.spawn(async move {
+                    let _ = tokio::time::timeout(grace, client.quit()).await;
                 });
             }
         }

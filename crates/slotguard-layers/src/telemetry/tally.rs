@@ -187,13 +187,20 @@ mod tests {
         let id = tally.id();
         count(id, |c| bump(&c.writes));
         std::thread::scope(|s| {
-            for _ in 0..4 {
-                s.spawn(|| {
-                    for _ in 0..1000 {
-                        count(id, |c| bump(&c.reads[0]));
-                    }
-                    tally.count(|c| bump(&c.refreshes));
-                });
+            let threads: Vec<_> = (0..4)
+                .map(|_| {
+                    s.spawn(|| {
+                        for _ in 0..1000 {
+                            count(id, |c| bump(&c.reads[0]));
+                        }
+                        tally.count(|c| bump(&c.refreshes));
+                    })
+                })
+                .collect();
+            // A join waits for the thread's exit, thread-local destructors
+            // included (the scope's own wait ends with the closure).
+            for t in threads {
+                t.join().unwrap();
             }
         });
         let stats = tally.snapshot();
