@@ -99,7 +99,7 @@ impl OpKind {
 
     /// The answer to this command from `node`, answering as `path`: the
     /// response, or the error the reply means (error replies through
-    /// [`parse_error_reply`]; a reply of the wrong shape is
+    /// [`parse_error_reply`](crate::parse_error_reply); a reply of the wrong shape is
     /// [`CacheError::Protocol`]).
     pub fn answer(
         self,

@@ -3,7 +3,7 @@
 
 use slotguard_core::CacheError;
 
-/// Which leaf a [`SlotGuard`] sits on.
+/// Which leaf a [`SlotGuard`](crate::SlotGuard) sits on.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum LeafKind {

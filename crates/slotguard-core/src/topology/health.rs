@@ -170,7 +170,7 @@ impl NodeHealth {
     }
 
     /// Whether writes to this node wait for a confirmation
-    /// ([`fence_writes`](Self::fence_writes)).
+    /// (set by the controller when it fences the node).
     pub fn writes_fenced(&self) -> bool {
         self.write_fence.load(Ordering::Relaxed) != 0
     }
