@@ -276,6 +276,14 @@ impl Breaker {
         Some(self.permit(self.epoch_now(), probe, now))
     }
 
+    /// Whether a call now would be refused without a look at the lock: open
+    /// and within its cool-down. A read, never a transition.
+    pub(crate) fn refuses(&self, now: Instant) -> bool {
+        let (_, state) = unpack(self.current.load(Ordering::Acquire));
+        state == BreakerState::Open
+            && self.window.nanos(now) < self.open_until.load(Ordering::Acquire)
+    }
+
     fn epoch_now(&self) -> u64 {
         unpack(self.current.load(Ordering::Acquire)).0
     }
@@ -299,6 +307,7 @@ impl Breaker {
             probe,
             start,
             armed: true,
+            judge: None,
         }
     }
 
@@ -458,12 +467,25 @@ pub(crate) struct Permit {
     probe: bool,
     start: Instant,
     armed: bool,
+    // The rule outcomes are judged by, when not the cluster's (`judge`).
+    judge: Option<super::guard::Judge>,
 }
 
 impl Permit {
+    /// Judge the outcome with `rule` instead of the cluster's rule.
+    pub(crate) fn judged_by(mut self, rule: super::guard::Judge) -> Self {
+        self.judge = Some(rule);
+        self
+    }
+
     /// Record the call's outcome.
     pub(crate) fn finish<T>(mut self, out: &Result<T, BoxError>) {
-        let failure = match judge(&self.breaker.scope, out.as_ref().err()) {
+        let err = out.as_ref().err();
+        let outcome = match self.judge {
+            Some(rule) => rule(err),
+            None => judge(&self.breaker.scope, err),
+        };
+        let failure = match outcome {
             Outcome::Success => false,
             Outcome::Failure => true,
             // Dropped armed: a probe gives its slot back, nothing counted.

@@ -89,6 +89,7 @@
 mod breaker;
 mod config;
 pub mod future;
+mod guard;
 mod layer;
 mod registry;
 mod window;
@@ -104,6 +105,9 @@ use tower::Service;
 pub use breaker::BreakerState;
 pub use config::BreakerConfig;
 pub use layer::CircuitBreakerLayer;
+
+pub(crate) use breaker::Outcome;
+pub(crate) use guard::GuardLayer;
 
 use future::ResponseFuture;
 use registry::Shared;

@@ -103,6 +103,17 @@ impl Shared {
         }
     }
 
+    /// The breaker of a global registry (a per-node one gets a breaker
+    /// that guards nothing of it: the registry never looks it up).
+    pub(crate) fn global_breaker(&self) -> Arc<Breaker> {
+        match &self.breakers {
+            Breakers::Global(breaker) => breaker.clone(),
+            Breakers::PerNode { .. } => {
+                Arc::new(Breaker::new(BreakerScope::Global, self.common.clone()))
+            }
+        }
+    }
+
     pub(crate) fn counters(&self) -> &Counters {
         &self.common.counters
     }
