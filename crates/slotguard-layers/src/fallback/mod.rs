@@ -128,6 +128,7 @@ mod config;
 pub mod future;
 mod hedge;
 mod layer;
+mod loads;
 mod marks;
 mod near;
 mod read;

@@ -1,14 +1,12 @@
 //! Loads from the secondary store: one per key at a time, a bounded number
 //! in all, behind the store's own breaker, each with a deadline.
 
-use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use futures_util::future::{BoxFuture, FutureExt, Shared};
+use futures_util::future::BoxFuture;
 use slotguard_core::{
     as_cache_error, BoxError, CacheError, ClusterController, LoadCause, SecondaryRequest,
 };
@@ -54,43 +52,6 @@ pub(crate) fn secondary(err: SecondaryError) -> CacheError {
 }
 
 pub(crate) type LoadResult = Result<Option<Bytes>, CacheError>;
-type Flight = Shared<BoxFuture<'static, LoadResult>>;
-
-/// In-flight loads by key. Not generic over the store, so invalidations
-/// (which detach a key's load) need not know the store's type.
-#[derive(Default)]
-pub(crate) struct Flights {
-    map: Mutex<HashMap<Bytes, (u64, Flight)>>,
-    next: AtomicU64,
-}
-
-impl fmt::Debug for Flights {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let n = self.map.lock().map(|m| m.len()).unwrap_or(0);
-        f.debug_struct("Flights").field("in_flight", &n).finish()
-    }
-}
-
-impl Flights {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Bytes, (u64, Flight)>> {
-        self.map
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Later callers for `key` start a new load: the one in flight may have
-    /// read the value the invalidation replaced.
-    pub(crate) fn detach(&self, key: &[u8]) {
-        self.lock().remove(key);
-    }
-
-    fn finish(&self, key: &[u8], id: u64) {
-        let mut map = self.lock();
-        if map.get(key).is_some_and(|(i, _)| *i == id) {
-            map.remove(key);
-        }
-    }
-}
 
 /// Loads through the store's guard: the guard over the store service
 /// behind one boxed function, so the layer's `Service` impl needs no bounds
@@ -209,9 +170,9 @@ pub(crate) struct StoreGuard {
     breaker: GuardLayer,
     // How long a miss's answer stays shared after its load: the write-back's
     // deadline (zero without write-back).
-    linger: std::time::Duration,
+    pub(super) linger: std::time::Duration,
     // Runs the loads (and their linger): its shutdown ends them.
-    controller: ClusterController,
+    pub(super) controller: ClusterController,
 }
 
 impl fmt::Debug for StoreGuard {
@@ -245,89 +206,8 @@ impl StoreGuard {
     pub(crate) fn breaker_state(&self) -> BreakerState {
         self.breaker.state()
     }
-    /// Load `key`, joining the load already in flight for it if there is
-    /// one; waits at most until `deadline` (the load itself goes on for the
-    /// others). Also says whether this caller started the load (it alone
-    /// writes the value back).
-    pub(crate) async fn load(
-        self: &Arc<Self>,
-        flights: &Arc<Flights>,
-        key: &Bytes,
-        cause: LoadCause,
-        deadline: Option<Instant>,
-    ) -> (LoadResult, bool) {
-        let mut leader = false;
-        let flight = {
-            let mut map = flights.lock();
-            match map.get(key) {
-                Some((_, f)) => f.clone(),
-                None => {
-                    let id = flights.next.fetch_add(1, Ordering::Relaxed);
-                    let run = {
-                        let (guard, flights, key) = (self.clone(), flights.clone(), key.clone());
-                        async move {
-                            let out = guard.run(&key, cause).await;
-                            if cause == LoadCause::Miss && out.is_ok() && !guard.linger.is_zero() {
-                                // Callers that missed just after the load
-                                // share its answer until the write-back has
-                                // had time to land, rather than load again.
-                                // An invalidation detaches it at once.
-                                let linger = guard.linger;
-                                let ended = {
-                                    let (flights, key) = (flights.clone(), key.clone());
-                                    async move {
-                                        tokio::time::sleep(linger).await;
-                                        flights.finish(&key, id);
-                                    }
-                                };
-                                if guard.controller.spawn(ended).is_none() {
-                                    // Shut down: nobody waits for a write-back.
-                                    flights.finish(&key, id);
-                                }
-                            } else {
-                                flights.finish(&key, id);
-                            }
-                            out
-                        }
-                    };
-                    // Spawned on the controller: the load's outcome does not
-                    // depend on which caller stays, and it always ends (its
-                    // own deadline, or the controller's shutdown).
-                    // After the shutdown the callers run it themselves (the
-                    // store still answers; nothing is left behind).
-                    let flight = if self.controller.is_shut_down() {
-                        run.boxed().shared()
-                    } else {
-                        let task = self.controller.spawn(run);
-                        async move {
-                            match task {
-                                Some(task) => match task.await {
-                                    Ok(Some(out)) => out,
-                                    Ok(None) => Err(secondary(SecondaryError::Overloaded)),
-                                    Err(e) => Err(secondary(SecondaryError::Store(Arc::new(e)))),
-                                },
-                                None => Err(secondary(SecondaryError::Overloaded)),
-                            }
-                        }
-                        .boxed()
-                        .shared()
-                    };
-                    map.insert(key.clone(), (id, flight.clone()));
-                    leader = true;
-                    flight
-                }
-            }
-        };
-        let out = match deadline {
-            Some(d) => tokio::time::timeout_at(d, flight)
-                .await
-                .unwrap_or_else(|_| Err(secondary(SecondaryError::Timeout))),
-            None => flight.await,
-        };
-        (out, leader)
-    }
-
-    async fn run(&self, key: &Bytes, cause: LoadCause) -> LoadResult {
-        (self.load)(key.clone(), cause).await
+    /// One load through the guard.
+    pub(super) fn run(&self, key: &Bytes, cause: LoadCause) -> BoxFuture<'static, LoadResult> {
+        (self.load)(key.clone(), cause)
     }
 }
