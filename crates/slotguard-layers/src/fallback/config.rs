@@ -75,6 +75,11 @@ impl Default for FallbackConfig {
 }
 
 impl FallbackConfig {
+    /// The defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
     /// Set [`write_back`](Self::write_back).
     pub fn with_write_back(mut self, write_back: Option<WriteBack>) -> Self {
         self.write_back = write_back;
