@@ -276,12 +276,20 @@ impl Breaker {
         Some(self.permit(self.epoch_now(), probe, now))
     }
 
-    /// Whether a call now would be refused without a look at the lock: open
-    /// and within its cool-down. A read, never a transition.
+    /// Whether a call (not a write) now would be refused: open within its
+    /// cool-down, or half-open with every probe slot taken. A read, never
+    /// a transition (a cool-down that is over reads as a free probe slot).
     pub(crate) fn refuses(&self, now: Instant) -> bool {
         let (_, state) = unpack(self.current.load(Ordering::Acquire));
-        state == BreakerState::Open
-            && self.window.nanos(now) < self.open_until.load(Ordering::Acquire)
+        match state {
+            BreakerState::Closed => false,
+            BreakerState::Open => self.window.nanos(now) < self.open_until.load(Ordering::Acquire),
+            BreakerState::HalfOpen => {
+                let inner = self.lock();
+                inner.state == BreakerState::HalfOpen
+                    && inner.probes_in_flight.saturating_add(inner.probes_ok) >= self.probes()
+            }
+        }
     }
 
     fn epoch_now(&self) -> u64 {
@@ -425,16 +433,25 @@ impl Breaker {
                 transition: true,
             });
         }
-        emit(&self.scope, to);
+        emit(&self.scope, self.common.name, to);
     }
 }
 
-/// One `tracing` event per transition, named after the new state.
-fn emit(scope: &BreakerScope, to: BreakerState) {
+/// One `tracing` event per transition, named after the new state; a named
+/// global breaker's `scope` is its name.
+fn emit(scope: &BreakerScope, name: Option<&'static str>, to: BreakerState) {
+    let scope_node = match scope {
+        BreakerScope::Node(addr) => Some(addr),
+        _ => None,
+    };
+    let scope: &dyn fmt::Display = match &name {
+        Some(name) => name,
+        None => scope,
+    };
     macro_rules! event {
         ($name:literal) => {
-            match scope {
-                BreakerScope::Node(addr) => tracing::info!(
+            match scope_node {
+                Some(addr) => tracing::info!(
                     name: $name,
                     target: "slotguard::breaker",
                     node = %addr,

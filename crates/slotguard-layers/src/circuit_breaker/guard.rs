@@ -31,8 +31,10 @@ pub(crate) struct GuardLayer {
 }
 
 impl GuardLayer {
-    pub(crate) fn new(config: BreakerConfig, judge: Judge) -> Self {
-        let shared = Shared::global(config);
+    /// A breaker named `name` in its transitions' events (their `scope`),
+    /// so they are not taken for the cluster's global breaker.
+    pub(crate) fn new(name: &'static str, config: BreakerConfig, judge: Judge) -> Self {
+        let shared = Shared::named(name, config);
         let breaker = shared.global_breaker();
         GuardLayer {
             shared: Arc::new(shared),
@@ -65,8 +67,9 @@ pub(crate) struct Guarded<S> {
     inner: S,
     layer: GuardLayer,
     // Whether `poll_ready` readied the inner service: while the breaker
-    // refuses, it does not, so an open breaker fails fast without waiting
-    // for the inner service (a concurrency limit's slot, say).
+    // refuses (open, or half-open with its probes out), it does not, so a
+    // refused call fails fast without waiting for the inner service (a
+    // concurrency limit's slot, say).
     inner_ready: bool,
 }
 

@@ -1,5 +1,7 @@
-//! Loads from the secondary store: one per key at a time, a bounded number
-//! in all, behind the store's own breaker, each with a deadline.
+//! The store's guard: the store service behind the project's breaker (one
+//! global breaker over it), tower's concurrency limit and tower's timeout,
+//! composed once per configuration (the single flight of its loads is in
+//! `loads`).
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -95,7 +97,7 @@ pub(crate) fn store_breaker(config: &StoreBreakerConfig) -> GuardLayer {
         .with_slow_call_duration(std::time::Duration::MAX);
     // Every error below the breaker is the store's: its own, or a load
     // past the timeout. A wait for a load slot is above it (see `loader`).
-    GuardLayer::new(config, |err| match err {
+    GuardLayer::new("store", config, |err| match err {
         Some(_) => Outcome::Failure,
         None => Outcome::Success,
     })
@@ -206,6 +208,7 @@ impl StoreGuard {
     pub(crate) fn breaker_state(&self) -> BreakerState {
         self.breaker.state()
     }
+
     /// One load through the guard.
     pub(super) fn run(&self, key: &Bytes, cause: LoadCause) -> BoxFuture<'static, LoadResult> {
         (self.load)(key.clone(), cause)

@@ -44,3 +44,35 @@ async fn a_wait_for_a_load_slot_is_overloaded_and_no_store_failure() {
     assert_eq!(layer.store_breaker_state(), BreakerState::Open);
     assert_eq!(store.loads(), 2);
 }
+
+/// A load the breaker refuses fails at once, without waiting for a load
+/// slot: here the only slot is held by the half-open breaker's probe.
+#[tokio::test(start_paused = true)]
+async fn a_refused_load_does_not_wait_for_a_slot() {
+    let cluster = FakeCluster::new();
+    cluster.set_mode(Mode::Fail(timeout_err()));
+    // Every load hangs until its timeout.
+    let store = FakeStore::new(Duration::from_secs(3600));
+    let layer = FallbackLayer::new(store.service()).with_config(
+        FallbackConfig::new()
+            .with_store_concurrency(1)
+            .with_store_timeout(Duration::from_secs(1))
+            .with_store_breaker(StoreBreakerConfig::new(1, Duration::from_secs(2))),
+    );
+    let svc = stack(&layer, &cluster);
+    let e = get(&svc, "a").await.unwrap_err();
+    assert!(e.to_string().contains("timed out"), "{e}");
+    assert_eq!(layer.store_breaker_state(), BreakerState::Open);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(layer.store_breaker_state(), BreakerState::HalfOpen);
+    // The probe takes the only slot and hangs.
+    let probe = tokio::spawn(get(&svc, "p"));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let e = get(&svc, "q").await.unwrap_err();
+    assert!(e.to_string().contains("store circuit open"), "{e}");
+    assert!(!probe.is_finished());
+    let e = probe.await.unwrap().unwrap_err();
+    assert!(e.to_string().contains("timed out"), "{e}");
+    assert_eq!(layer.store_breaker_state(), BreakerState::Open);
+    assert_eq!(store.loads(), 2);
+}
