@@ -14,9 +14,10 @@ use slotguard_core::{BoxError, BreakerScope};
 use tokio::time::Instant;
 use tower::{Layer, Service};
 
-use super::breaker::{Breaker, BreakerState, Outcome};
+use super::breaker::{Breaker, BreakerState};
 use super::config::BreakerConfig;
 use super::future::ResponseFuture;
+use super::judge::Outcome;
 use super::registry::Shared;
 
 /// What a guarded call's outcome says about the service behind it.

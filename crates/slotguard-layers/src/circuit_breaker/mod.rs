@@ -90,6 +90,7 @@ mod breaker;
 mod config;
 pub mod future;
 mod guard;
+mod judge;
 mod layer;
 mod registry;
 mod window;
@@ -106,8 +107,8 @@ pub use breaker::BreakerState;
 pub use config::BreakerConfig;
 pub use layer::CircuitBreakerLayer;
 
-pub(crate) use breaker::Outcome;
 pub(crate) use guard::GuardLayer;
+pub(crate) use judge::Outcome;
 
 use future::ResponseFuture;
 use registry::Shared;
