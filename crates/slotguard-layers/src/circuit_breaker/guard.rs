@@ -100,7 +100,15 @@ where
             self.inner_ready = false;
             return Poll::Ready(Ok(()));
         }
-        std::task::ready!(self.inner.poll_ready(cx)).map_err(Into::into)?;
+        if let Err(e) = std::task::ready!(self.inner.poll_ready(cx)) {
+            // The service cannot take calls: a failure of it, as a call's
+            // error would be (a refusing breaker counts nothing).
+            let out = Err(e.into());
+            if let Some(permit) = self.layer.breaker.admit(Instant::now(), false) {
+                permit.judged_by(self.layer.judge).finish::<()>(&out);
+            }
+            return Poll::Ready(out);
+        }
         self.inner_ready = true;
         Poll::Ready(Ok(()))
     }
@@ -125,5 +133,98 @@ where
                 ResponseFuture::rejected(BreakerScope::Global)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use futures_util::FutureExt;
+    use slotguard_core::{classify, Failure};
+    use tower::{service_fn, ServiceExt};
+
+    use super::*;
+
+    fn every_error_fails(err: Option<&BoxError>) -> Outcome {
+        match err {
+            Some(_) => Outcome::Failure,
+            None => Outcome::Success,
+        }
+    }
+
+    fn layer(failures: u32) -> GuardLayer {
+        let config = BreakerConfig::new()
+            .with_consecutive_failures(failures)
+            .with_minimum_calls(u32::MAX)
+            .with_open_duration(Duration::from_secs(3600))
+            .with_slow_call_duration(Duration::from_secs(3600));
+        GuardLayer::new("test", config, every_error_fails)
+    }
+
+    /// Errors are judged by the guard's rule, whatever their class, and an
+    /// open guard refuses without calling the service.
+    #[tokio::test]
+    async fn opens_by_its_own_rule_and_refuses_without_the_service() {
+        let guard = layer(2);
+        let calls = std::sync::Arc::new(AtomicUsize::new(0));
+        let svc = guard.layer(service_fn({
+            let calls = calls.clone();
+            move |_: ()| {
+                calls.fetch_add(1, Ordering::SeqCst);
+                async { Err::<(), BoxError>("no".into()) }
+            }
+        }));
+        for _ in 0..2 {
+            svc.clone().oneshot(()).await.unwrap_err();
+        }
+        assert_eq!(guard.state(), BreakerState::Open);
+        let e = svc.clone().oneshot(()).await.unwrap_err();
+        assert_eq!(classify(&e), Failure::CircuitOpen);
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    /// Refusing, the guard is ready at once: it does not wait for a service
+    /// that is not (here a limit with no slot at all).
+    #[tokio::test]
+    async fn a_refusing_guard_is_ready_without_its_service() {
+        let guard = layer(1);
+        let failing = guard.layer(service_fn(|_: ()| async {
+            Err::<(), BoxError>("no".into())
+        }));
+        failing.oneshot(()).await.unwrap_err();
+        assert_eq!(guard.state(), BreakerState::Open);
+        let never = tower::limit::ConcurrencyLimit::new(
+            service_fn(|_: ()| async { Ok::<(), BoxError>(()) }),
+            0,
+        );
+        let mut svc = guard.layer(never);
+        assert!(svc.ready().now_or_never().unwrap().is_ok());
+        let e = svc.call(()).await.unwrap_err();
+        assert_eq!(classify(&e), Failure::CircuitOpen);
+    }
+
+    /// A service that fails its readiness fails in the breaker's eyes too.
+    #[tokio::test]
+    async fn a_readiness_error_is_a_failure() {
+        #[derive(Clone)]
+        struct Broken;
+        impl Service<()> for Broken {
+            type Response = ();
+            type Error = BoxError;
+            type Future = std::future::Ready<Result<(), BoxError>>;
+            fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+                Poll::Ready(Err("broken".into()))
+            }
+            fn call(&mut self, _: ()) -> Self::Future {
+                std::future::ready(Ok(()))
+            }
+        }
+        let guard = layer(1);
+        guard.layer(Broken).oneshot(()).await.unwrap_err();
+        assert_eq!(guard.state(), BreakerState::Open);
     }
 }
