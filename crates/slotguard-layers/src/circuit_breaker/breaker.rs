@@ -12,11 +12,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use slotguard_core::controller::BreakerChanged;
 use slotguard_core::observe::BreakerPhase;
-use slotguard_core::{
-    as_cache_error, classify, Blame, BoxError, BreakerScope, CacheError, Failure, Topology,
-};
+use slotguard_core::{BoxError, BreakerScope, Topology};
 use tokio::time::Instant;
 
+use super::judge::{judge, Outcome};
 use super::registry::Common;
 use super::window::{Totals, Window};
 
@@ -48,46 +47,6 @@ impl BreakerState {
             BreakerState::Open => BreakerPhase::Open,
             BreakerState::HalfOpen => BreakerPhase::HalfOpen,
         }
-    }
-}
-
-/// What a breaker makes of one call's outcome.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Outcome {
-    /// The guarded node (or cluster) answered.
-    Success,
-    /// A failure of what the breaker guards.
-    Failure,
-    /// No evidence either way: counted like a dropped call.
-    Neutral,
-}
-
-/// Judge an outcome for a breaker of `scope`.
-///
-/// A refusal by an inner breaker is no failure: it says nothing the inner
-/// breaker has not already counted. A cluster-wide state (`CLUSTERDOWN`,
-/// [`Blame::Cluster`]) is no node's fault and no proof of its health: a
-/// per-node breaker counts nothing (else every node's breaker opens around
-/// a promotion and all shards fail fast for a cool-down after the cluster
-/// is back); a global breaker, which guards the cluster, counts a failure.
-pub(crate) fn judge(scope: &BreakerScope, err: Option<&BoxError>) -> Outcome {
-    let Some(err) = err else {
-        return Outcome::Success;
-    };
-    // A request whose own deadline had passed before anything was sent
-    // says nothing about the node: counting it let a caller with spent
-    // deadlines open a healthy primary's breaker.
-    if matches!(as_cache_error(err), Some(CacheError::DeadlineExceeded)) {
-        return Outcome::Neutral;
-    }
-    let failure = classify(err);
-    match failure.blame() {
-        Blame::Node if failure != Failure::CircuitOpen => Outcome::Failure,
-        Blame::Cluster => match scope {
-            BreakerScope::Node(_) => Outcome::Neutral,
-            _ => Outcome::Failure,
-        },
-        _ => Outcome::Success,
     }
 }
 
@@ -276,6 +235,22 @@ impl Breaker {
         Some(self.permit(self.epoch_now(), probe, now))
     }
 
+    /// Whether a call (not a write) now would be refused: open within its
+    /// cool-down, or half-open with every probe slot taken. A read, never
+    /// a transition (a cool-down that is over reads as a free probe slot).
+    pub(crate) fn refuses(&self, now: Instant) -> bool {
+        let (_, state) = unpack(self.current.load(Ordering::Acquire));
+        match state {
+            BreakerState::Closed => false,
+            BreakerState::Open => self.window.nanos(now) < self.open_until.load(Ordering::Acquire),
+            BreakerState::HalfOpen => {
+                let inner = self.lock();
+                inner.state == BreakerState::HalfOpen
+                    && inner.probes_in_flight.saturating_add(inner.probes_ok) >= self.probes()
+            }
+        }
+    }
+
     fn epoch_now(&self) -> u64 {
         unpack(self.current.load(Ordering::Acquire)).0
     }
@@ -299,6 +274,7 @@ impl Breaker {
             probe,
             start,
             armed: true,
+            judge: None,
         }
     }
 
@@ -416,16 +392,25 @@ impl Breaker {
                 transition: true,
             });
         }
-        emit(&self.scope, to);
+        emit(&self.scope, self.common.name, to);
     }
 }
 
-/// One `tracing` event per transition, named after the new state.
-fn emit(scope: &BreakerScope, to: BreakerState) {
+/// One `tracing` event per transition, named after the new state; a named
+/// global breaker's `scope` is its name.
+fn emit(scope: &BreakerScope, name: Option<&'static str>, to: BreakerState) {
+    let scope_node = match scope {
+        BreakerScope::Node(addr) => Some(addr),
+        _ => None,
+    };
+    let scope: &dyn fmt::Display = match &name {
+        Some(name) => name,
+        None => scope,
+    };
     macro_rules! event {
         ($name:literal) => {
-            match scope {
-                BreakerScope::Node(addr) => tracing::info!(
+            match scope_node {
+                Some(addr) => tracing::info!(
                     name: $name,
                     target: "slotguard::breaker",
                     node = %addr,
@@ -458,12 +443,25 @@ pub(crate) struct Permit {
     probe: bool,
     start: Instant,
     armed: bool,
+    // The rule outcomes are judged by, when not the cluster's (`judge`).
+    judge: Option<super::guard::Judge>,
 }
 
 impl Permit {
+    /// Judge the outcome with `rule` instead of the cluster's rule.
+    pub(crate) fn judged_by(mut self, rule: super::guard::Judge) -> Self {
+        self.judge = Some(rule);
+        self
+    }
+
     /// Record the call's outcome.
     pub(crate) fn finish<T>(mut self, out: &Result<T, BoxError>) {
-        let failure = match judge(&self.breaker.scope, out.as_ref().err()) {
+        let err = out.as_ref().err();
+        let outcome = match self.judge {
+            Some(rule) => rule(err),
+            None => judge(&self.breaker.scope, err),
+        };
+        let failure = match outcome {
             Outcome::Success => false,
             Outcome::Failure => true,
             // Dropped armed: a probe gives its slot back, nothing counted.
@@ -487,68 +485,5 @@ impl Drop for Permit {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::sync::atomic::Ordering;
-
-    use slotguard_core::{CacheError, CacheRequest, NodeAddr, Role};
-
-    use super::super::config::BreakerConfig;
-    use super::super::registry::Shared;
-    use super::*;
-
-    #[test]
-    fn racing_failures_open_a_breaker_once() {
-        let shared = Shared::per_node(BreakerConfig {
-            minimum_calls: 1_000_000,
-            consecutive_failures: 50,
-            // no timing in the test: it stays open, and no call is slow
-            open_duration: std::time::Duration::from_secs(3600),
-            slow_call_duration: std::time::Duration::from_secs(3600),
-            ..BreakerConfig::default()
-        });
-        let req = CacheRequest::get("k").to_node(NodeAddr::new("127.0.0.1", 1), Role::Primary);
-        let breaker = shared.breaker_for(&req).unwrap();
-        let timeout: Result<(), BoxError> = Err(CacheError::Timeout {
-            node: NodeAddr::new("127.0.0.1", 1),
-        }
-        .into());
-        std::thread::scope(|s| {
-            for _ in 0..8 {
-                s.spawn(|| {
-                    for _ in 0..500 {
-                        if let Some(permit) = breaker.admit(Instant::now(), false) {
-                            permit.finish(&timeout);
-                        }
-                    }
-                });
-            }
-        });
-        assert_eq!(shared.counters().opened.load(Ordering::Relaxed), 1);
-        assert_eq!(breaker.state(Instant::now()), BreakerState::Open);
-        assert!(breaker.admit(Instant::now(), false).is_none());
-    }
-
-    #[test]
-    fn racing_successes_keep_a_breaker_closed() {
-        let shared = Shared::per_node(BreakerConfig {
-            minimum_calls: 1,
-            // no timing in the test: no call is slow
-            slow_call_duration: std::time::Duration::from_secs(3600),
-            ..BreakerConfig::default()
-        });
-        let req = CacheRequest::get("k").to_node(NodeAddr::new("127.0.0.1", 1), Role::Primary);
-        let breaker = shared.breaker_for(&req).unwrap();
-        let ok: Result<(), BoxError> = Ok(());
-        std::thread::scope(|s| {
-            for _ in 0..8 {
-                s.spawn(|| {
-                    for _ in 0..500 {
-                        breaker.admit(Instant::now(), false).unwrap().finish(&ok);
-                    }
-                });
-            }
-        });
-        assert_eq!(shared.counters().opened.load(Ordering::Relaxed), 0);
-        assert_eq!(breaker.state(Instant::now()), BreakerState::Closed);
-    }
-}
+#[path = "breaker_tests.rs"]
+mod tests;

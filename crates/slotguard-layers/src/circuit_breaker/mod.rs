@@ -89,6 +89,8 @@
 mod breaker;
 mod config;
 pub mod future;
+mod guard;
+mod judge;
 mod layer;
 mod registry;
 mod window;
@@ -104,6 +106,9 @@ use tower::Service;
 pub use breaker::BreakerState;
 pub use config::BreakerConfig;
 pub use layer::CircuitBreakerLayer;
+
+pub(crate) use guard::GuardLayer;
+pub(crate) use judge::Outcome;
 
 use future::ResponseFuture;
 use registry::Shared;

@@ -24,6 +24,8 @@ pub(crate) struct Counters {
 /// What every breaker of a layer shares.
 pub(crate) struct Common {
     pub(crate) config: BreakerConfig,
+    // What a global breaker guards, for its events (`None`: the cluster).
+    pub(crate) name: Option<&'static str>,
     pub(crate) counters: Counters,
     // Read on transitions only (rare), so a lock costs nothing on the hot
     // path; a lock rather than a plain field so `with_topology` works on a
@@ -40,6 +42,7 @@ impl fmt::Debug for Common {
             .is_ok_and(|topology| topology.is_some());
         f.debug_struct("Common")
             .field("config", &self.config)
+            .field("name", &self.name)
             .field("counters", &self.counters)
             .field("publishing_to_topology", &publishing)
             .finish()
@@ -77,6 +80,7 @@ impl Shared {
     fn common(config: BreakerConfig) -> Arc<Common> {
         Arc::new(Common {
             config,
+            name: None,
             counters: Counters::default(),
             topology: RwLock::new(None),
         })
@@ -93,13 +97,38 @@ impl Shared {
     }
 
     pub(crate) fn global(config: BreakerConfig) -> Self {
-        let common = Self::common(config);
+        Self::global_of(Self::common(config))
+    }
+
+    /// A global breaker over something other than the cluster: `name` is
+    /// the `scope` of its events.
+    pub(crate) fn named(name: &'static str, config: BreakerConfig) -> Self {
+        Self::global_of(Arc::new(Common {
+            config,
+            name: Some(name),
+            counters: Counters::default(),
+            topology: RwLock::new(None),
+        }))
+    }
+
+    fn global_of(common: Arc<Common>) -> Self {
         Self {
             breakers: Breakers::Global(Arc::new(Breaker::new(
                 BreakerScope::Global,
                 common.clone(),
             ))),
             common,
+        }
+    }
+
+    /// The breaker of a global registry (a per-node one gets a breaker
+    /// that guards nothing of it: the registry never looks it up).
+    pub(crate) fn global_breaker(&self) -> Arc<Breaker> {
+        match &self.breakers {
+            Breakers::Global(breaker) => breaker.clone(),
+            Breakers::PerNode { .. } => {
+                Arc::new(Breaker::new(BreakerScope::Global, self.common.clone()))
+            }
         }
     }
 

@@ -2,6 +2,11 @@
 //! flight's driver leaves its outcome (or, when it gives up, the call
 //! itself) for its followers.
 //!
+//! Generic over what makes two calls the same (`K`), the outcome as the
+//! driver gets it (`R`) and the copy its followers get (`S`), so the
+//! fallback layer's store loads share the same table (see
+//! [`fallback`](crate::fallback)'s store guard).
+//!
 //! Why not `futures::future::Shared` (measured first): it costs a boxed
 //! future, an `Arc` and a waker table per read, and every poll goes through
 //! its notifier — about 1.3 µs per healthy miss, more than the rest of the
@@ -21,17 +26,28 @@ use slotguard_core::{BoxError, CacheRequest, CacheResponse, Consistency, Route};
 
 use super::shared_error::{Outcome, Shareable};
 
+/// The coalesce layer's table: identical reads, their responses.
+pub(crate) type ReadFlights = Flights<FlightKey, Outcome, Result<CacheResponse, BoxError>>;
+
+/// A read's outcome as its followers get it, and as its driver does.
+pub(crate) fn share_read(
+    out: Result<CacheResponse, BoxError>,
+) -> (Outcome, Result<CacheResponse, BoxError>) {
+    let shared = out.map_err(Shareable::new);
+    (shared.clone(), shared.map_err(Shareable::into_box))
+}
+
 /// Shards of the table. The slot picks one, so unrelated keys spread over
 /// separate locks, and a write finds every flight of its key in one shard.
 const SHARDS: usize = 32;
 
 /// The inner call of a flight, boxed so that a driver that gives up can
 /// hand it, mid-flight, to a follower.
-pub(crate) type Call = BoxFuture<'static, Result<CacheResponse, BoxError>>;
+pub(crate) type Call<R> = BoxFuture<'static, R>;
 
 /// What makes two reads identical.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct FlightKey {
+pub(crate) struct FlightKey {
     key: Bytes,
     consistency: Consistency,
     route: Route,
@@ -64,28 +80,39 @@ impl Hasher for IdHasher {
     }
 }
 
-struct Entry {
-    key: FlightKey,
+struct Entry<K, S, R> {
+    key: K,
     // Tells this flight from a later one for the same key.
     id: u64,
     // Made by the first follower.
-    board: Option<Arc<Board>>,
+    board: Option<Arc<Board<S, R>>>,
 }
 
-#[derive(Default)]
-struct Table {
-    entries: HashMap<u64, Entry, BuildHasherDefault<IdHasher>>,
+struct Table<K, S, R> {
+    entries: HashMap<u64, Entry<K, S, R>, BuildHasherDefault<IdHasher>>,
     // Flights a write closed to newcomers, still running for their callers
     // (a read after the write starts a new flight in `entries`). Few: only
     // flights in progress when a write to their key went out.
-    closed: Vec<(u64, Entry)>,
+    closed: Vec<(u64, Entry<K, S, R>)>,
     next_id: u64,
     led: u64,
     joined: u64,
 }
 
-impl Table {
-    fn entry(&self, ticket: &Ticket) -> Option<&Entry> {
+impl<K, S, R> Default for Table<K, S, R> {
+    fn default() -> Self {
+        Table {
+            entries: HashMap::default(),
+            closed: Vec::new(),
+            next_id: 0,
+            led: 0,
+            joined: 0,
+        }
+    }
+}
+
+impl<K, S, R> Table<K, S, R> {
+    fn entry(&self, ticket: &Ticket) -> Option<&Entry<K, S, R>> {
         match self.entries.get(&ticket.hash) {
             Some(e) if e.id == ticket.id => Some(e),
             _ => self
@@ -96,8 +123,22 @@ impl Table {
         }
     }
 
+    fn entry_mut(&mut self, ticket: &Ticket) -> Option<&mut Entry<K, S, R>> {
+        if self
+            .entries
+            .get(&ticket.hash)
+            .is_some_and(|e| e.id == ticket.id)
+        {
+            return self.entries.get_mut(&ticket.hash);
+        }
+        self.closed
+            .iter_mut()
+            .find(|(h, e)| *h == ticket.hash && e.id == ticket.id)
+            .map(|(_, e)| e)
+    }
+
     /// Take `ticket`'s entry out (if it is still that flight's).
-    fn remove(&mut self, ticket: &Ticket) -> Option<Entry> {
+    fn remove(&mut self, ticket: &Ticket) -> Option<Entry<K, S, R>> {
         if self
             .entries
             .get(&ticket.hash)
@@ -118,16 +159,15 @@ impl Table {
 // A lock per cache line pair: shards used by different cores do not share
 // a line.
 #[repr(align(128))]
-#[derive(Default)]
-pub(crate) struct Shard(Mutex<Table>);
+pub(crate) struct Shard<K, S, R>(Mutex<Table<K, S, R>>);
 
 /// The layer's table, shared by every service it made.
-pub(crate) struct Flights {
+pub(crate) struct Flights<K, S, R> {
     hasher: RandomState,
-    shards: Box<[Arc<Shard>]>,
+    shards: Box<[Arc<Shard<K, S, R>>]>,
 }
 
-impl fmt::Debug for Flights {
+impl<K, S, R> fmt::Debug for Flights<K, S, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Flights")
             .field("in_flight", &self.in_flight())
@@ -143,37 +183,77 @@ pub(crate) struct Ticket {
 }
 
 /// How a read takes part.
-pub(crate) enum Joined {
+pub(crate) enum Joined<K, S, R> {
     /// It makes the call and reports the outcome.
-    Lead(Arc<Shard>, Ticket),
+    Lead(Arc<Shard<K, S, R>>, Ticket),
     /// It waits on the board of another read's call.
-    Follow(Arc<Shard>, Ticket, Arc<Board>),
+    Follow(Arc<Shard<K, S, R>>, Ticket, Arc<Board<S, R>>),
     /// It cannot be coalesced now (a different read with the same hash):
     /// it calls on its own.
     Alone,
 }
 
-impl Flights {
+impl ReadFlights {
+    /// Join the flight of an identical read, or register a new one.
+    pub(crate) fn join_read(
+        &self,
+        req: &CacheRequest,
+    ) -> Joined<FlightKey, Outcome, Result<CacheResponse, BoxError>> {
+        let hash = self.hash((req.key(), req.consistency, &req.route));
+        self.join(
+            hash,
+            usize::from(req.slot()),
+            |k| k.matches(req),
+            || FlightKey {
+                key: req.key().clone(),
+                consistency: req.consistency,
+                route: req.route.clone(),
+            },
+        )
+    }
+
+    /// A write to `req`'s key went out: reads arriving from now on must not
+    /// share a read that started before it (they could see the old value
+    /// after the write was acknowledged). Callers already in a flight keep
+    /// it.
+    pub(crate) fn invalidate_read(&self, req: &CacheRequest) {
+        let key = req.key();
+        self.invalidate(usize::from(req.slot()), |k| k.key == *key);
+    }
+}
+
+impl<K, S, R> Flights<K, S, R> {
     pub(crate) fn new() -> Self {
         Self {
             hasher: RandomState::new(),
-            shards: (0..SHARDS).map(|_| Arc::default()).collect(),
+            shards: (0..SHARDS)
+                .map(|_| Arc::new(Shard(Mutex::default())))
+                .collect(),
         }
     }
 
-    fn shard(&self, index: usize) -> MutexGuard<'_, Table> {
+    fn shard(&self, index: usize) -> MutexGuard<'_, Table<K, S, R>> {
         self.shards[index % SHARDS].lock()
     }
 
-    /// Join the flight of an identical read, or register a new one.
-    pub(crate) fn join(&self, req: &CacheRequest) -> Joined {
-        let hash = self
-            .hasher
-            .hash_one((req.key(), req.consistency, &req.route));
-        let shard = &self.shards[usize::from(req.slot()) % SHARDS];
+    /// The hash a flight is keyed by.
+    pub(crate) fn hash(&self, what: impl std::hash::Hash) -> u64 {
+        self.hasher.hash_one(what)
+    }
+
+    /// Join the flight in `shard` with this `hash` if `matches` says it is
+    /// the same call, or register a new one for the `key` made.
+    pub(crate) fn join(
+        &self,
+        hash: u64,
+        shard: usize,
+        matches: impl FnOnce(&K) -> bool,
+        key: impl FnOnce() -> K,
+    ) -> Joined<K, S, R> {
+        let shard = &self.shards[shard % SHARDS];
         let mut table = shard.lock();
         if let Some(entry) = table.entries.get_mut(&hash) {
-            if !entry.key.matches(req) {
+            if !matches(&entry.key) {
                 table.led += 1;
                 return Joined::Alone;
             }
@@ -187,13 +267,8 @@ impl Flights {
         let id = table.next_id;
         table.next_id += 1;
         table.led += 1;
-        let key = FlightKey {
-            key: req.key().clone(),
-            consistency: req.consistency,
-            route: req.route.clone(),
-        };
         let entry = Entry {
-            key,
+            key: key(),
             id,
             board: None,
         };
@@ -202,20 +277,17 @@ impl Flights {
         Joined::Lead(shard.clone(), Ticket { hash, id })
     }
 
-    /// A write to `req`'s key went out: reads arriving from now on must not
-    /// share a read that started before it (they could see the old value
-    /// after the write was acknowledged). Callers already in a flight keep
-    /// it.
-    pub(crate) fn invalidate(&self, req: &CacheRequest) {
-        let mut table = self.shard(usize::from(req.slot()));
+    /// Close the flights in `shard` whose key `hit` picks to newcomers
+    /// (they start a new flight); callers already in one keep it.
+    pub(crate) fn invalidate(&self, shard: usize, hit: impl Fn(&K) -> bool) {
+        let mut table = self.shard(shard);
         if table.entries.is_empty() {
             return;
         }
-        let key = req.key();
         let hashes: Vec<u64> = table
             .entries
             .iter()
-            .filter(|(_, e)| e.key.key == *key)
+            .filter(|(_, e)| hit(&e.key))
             .map(|(h, _)| *h)
             .collect();
         for hash in hashes {
@@ -244,8 +316,8 @@ impl Flights {
     }
 }
 
-impl Shard {
-    fn lock(&self) -> MutexGuard<'_, Table> {
+impl<K, S, R> Shard<K, S, R> {
+    fn lock(&self) -> MutexGuard<'_, Table<K, S, R>> {
         // Every critical section is a lookup, insert, remove or flag that
         // cannot panic halfway: a poisoned table is still consistent.
         self.0
@@ -254,32 +326,62 @@ impl Shard {
     }
 
     /// The driver's call completed: later reads start a new flight, and the
-    /// followers get a copy of the outcome. Returns the driver's own.
-    pub(crate) fn finish(
-        &self,
-        ticket: &Ticket,
-        out: Result<CacheResponse, BoxError>,
-    ) -> Result<CacheResponse, BoxError> {
+    /// followers get a copy of the outcome (`share` splits it into theirs
+    /// and the driver's). Returns the driver's own.
+    pub(crate) fn finish(&self, ticket: &Ticket, out: R, share: impl FnOnce(R) -> (S, R)) -> R {
         let entry = self.lock().remove(ticket);
         let Some(board) = entry.and_then(|e| e.board) else {
             // Nobody followed: the outcome is the driver's alone, untouched.
             return out;
         };
-        let shared = out.map_err(Shareable::new);
-        let wakers = {
-            let mut b = board.lock();
-            b.outcome = Some(shared.clone());
-            std::mem::take(&mut b.wakers)
+        let (copy, own) = share(out);
+        board.publish(copy);
+        own
+    }
+
+    /// Like [`finish`](Self::finish), but the flight stays open with its
+    /// outcome: callers who join it until [`end`](Self::end) get the
+    /// outcome at once rather than a new call.
+    pub(crate) fn settle(&self, ticket: &Ticket, out: R, share: impl FnOnce(R) -> (S, R)) -> R {
+        let mut table = self.lock();
+        let board = table
+            .entry_mut(ticket)
+            .map(|e| e.board.get_or_insert_with(Arc::default).clone());
+        drop(table);
+        let Some(board) = board else {
+            // Closed and left by everyone: nobody can join it any more.
+            return out;
         };
-        wakers.into_iter().for_each(Waker::wake);
-        shared.map_err(Shareable::into_box)
+        let (copy, own) = share(out);
+        board.publish(copy);
+        own
+    }
+
+    /// A settled flight ends: later callers start a new one.
+    pub(crate) fn end(&self, ticket: &Ticket) {
+        let entry = self.lock().remove(ticket);
+        // Dropped after the lock: its board's drop may run anything.
+        drop(entry);
+    }
+
+    /// Wait on the flight's board too, from its leader: for a call that
+    /// someone else drives (a task).
+    pub(crate) fn follow(&self, ticket: &Ticket) -> Option<Arc<Board<S, R>>> {
+        let mut table = self.lock();
+        let board = table
+            .entry_mut(ticket)?
+            .board
+            .get_or_insert_with(Arc::default)
+            .clone();
+        board.lock().waiting += 1;
+        Some(board)
     }
 
     /// The driver gives up before the outcome (dropped, or its own deadline
     /// passed): a waiting follower takes the call over, mid-flight; with
     /// none, the call is dropped (after the locks are released: its drop
     /// may run anything, even this layer again).
-    pub(crate) fn abandon(&self, ticket: &Ticket, call: Call) {
+    pub(crate) fn abandon(&self, ticket: &Ticket, call: Call<R>) {
         let mut table = self.lock();
         // Not in the table: nobody can be waiting for it.
         let board = table.entry(ticket).and_then(|e| e.board.clone());
@@ -302,7 +404,7 @@ impl Shard {
 
     /// A follower gives up before the outcome. The last one out of a flight
     /// whose call nobody drives drops it.
-    pub(crate) fn leave(&self, ticket: &Ticket, board: &Board) {
+    pub(crate) fn leave(&self, ticket: &Ticket, board: &Board<S, R>) {
         let mut table = self.lock();
         let mut b = board.lock();
         b.waiting = b.waiting.saturating_sub(1);
@@ -319,14 +421,23 @@ impl Shard {
 }
 
 /// Where a flight's followers wait.
-#[derive(Default)]
-pub(crate) struct Board(Mutex<BoardState>);
+pub(crate) struct Board<S, R>(Mutex<BoardState<S, R>>);
 
-#[derive(Default)]
-struct BoardState {
-    outcome: Option<Outcome>,
+impl<S, R> Default for Board<S, R> {
+    fn default() -> Self {
+        Board(Mutex::new(BoardState {
+            outcome: None,
+            orphan: None,
+            waiting: 0,
+            wakers: Vec::new(),
+        }))
+    }
+}
+
+struct BoardState<S, R> {
+    outcome: Option<S>,
     // The call, while no one drives it (its driver gave up).
-    orphan: Option<Call>,
+    orphan: Option<Call<R>>,
     // Followers still waiting (neither answered nor gone).
     waiting: usize,
     // One slot per follower that polled.
@@ -334,25 +445,37 @@ struct BoardState {
 }
 
 /// What a waiting follower finds on the board.
-pub(crate) enum Found {
-    Outcome(Result<CacheResponse, BoxError>),
+pub(crate) enum Found<S, R> {
+    Outcome(S),
     /// The call, to drive from now on.
-    Call(Call),
+    Call(Call<R>),
 }
 
-impl Board {
-    fn lock(&self) -> MutexGuard<'_, BoardState> {
+impl<S, R> Board<S, R> {
+    fn lock(&self) -> MutexGuard<'_, BoardState<S, R>> {
         self.0
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Leave the outcome for the followers, and wake them.
+    fn publish(&self, copy: S) {
+        let wakers = {
+            let mut b = self.lock();
+            b.outcome = Some(copy);
+            std::mem::take(&mut b.wakers)
+        };
+        wakers.into_iter().for_each(Waker::wake);
+    }
+}
+
+impl<S: Clone, R> Board<S, R> {
     /// Poll for the outcome, or for the call when its driver gave up.
     /// `slot` is this follower's place among the wakers.
-    pub(crate) fn poll(&self, slot: &mut Option<usize>, cx: &mut Context<'_>) -> Poll<Found> {
+    pub(crate) fn poll(&self, slot: &mut Option<usize>, cx: &mut Context<'_>) -> Poll<Found<S, R>> {
         let mut b = self.lock();
         if let Some(out) = &b.outcome {
-            let out = out.clone().map_err(Shareable::into_box);
+            let out = out.clone();
             b.waiting = b.waiting.saturating_sub(1);
             return Poll::Ready(Found::Outcome(out));
         }

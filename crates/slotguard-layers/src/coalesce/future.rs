@@ -3,14 +3,25 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use pin_project_lite::pin_project;
 use slotguard_core::{BoxError, CacheError, CacheResponse};
-use tokio::time::{Instant, Sleep};
 
-use super::flights::{Board, Call, Found, Shard, Ticket};
+use super::flight::{Flight, Sharing};
+use super::flights::{share_read, FlightKey};
+use super::shared_error::{Outcome, Shareable};
+
+/// A read's part in a flight.
+pub(crate) type ReadFlight = Flight<FlightKey, Outcome, Result<CacheResponse, BoxError>>;
+
+/// How reads share their outcome: a follower past its deadline leaves with
+/// [`CacheError::DeadlineExceeded`].
+pub(crate) const READS: Sharing<Outcome, Result<CacheResponse, BoxError>> = Sharing {
+    share: share_read,
+    unshare: |out| out.map_err(Shareable::into_box),
+    expired: || Err(CacheError::DeadlineExceeded.into()),
+};
 
 pin_project! {
     /// Response future of [`Coalesce`](super::Coalesce).
@@ -30,99 +41,7 @@ pin_project! {
     #[project = StateProj]
     enum State<F> {
         Direct { #[pin] fut: F },
-        Flight { flight: Flight },
-    }
-}
-
-/// One caller's part in a flight.
-pub(crate) struct Flight {
-    shard: Arc<Shard>,
-    ticket: Ticket,
-    role: Role,
-    // Followers with a deadline only: the leader's own deadline travels
-    // with the call it made.
-    deadline: Option<Pin<Box<Sleep>>>,
-}
-
-enum Role {
-    Driving(Call),
-    Waiting {
-        board: Arc<Board>,
-        slot: Option<usize>,
-    },
-    Done,
-}
-
-impl Flight {
-    pub(crate) fn lead(shard: Arc<Shard>, ticket: Ticket, call: Call) -> Self {
-        Self {
-            shard,
-            ticket,
-            role: Role::Driving(call),
-            deadline: None,
-        }
-    }
-
-    pub(crate) fn follow(
-        shard: Arc<Shard>,
-        ticket: Ticket,
-        board: Arc<Board>,
-        deadline: Option<Instant>,
-    ) -> Self {
-        Self {
-            shard,
-            ticket,
-            role: Role::Waiting { board, slot: None },
-            deadline: deadline.map(|d| Box::pin(tokio::time::sleep_until(d))),
-        }
-    }
-
-    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<CacheResponse, BoxError>> {
-        loop {
-            match &mut self.role {
-                Role::Driving(call) => {
-                    if let Poll::Ready(out) = call.as_mut().poll(cx) {
-                        self.role = Role::Done;
-                        return Poll::Ready(self.shard.finish(&self.ticket, out));
-                    }
-                }
-                Role::Waiting { board, slot } => match board.poll(slot, cx) {
-                    Poll::Ready(Found::Outcome(out)) => {
-                        self.role = Role::Done;
-                        return Poll::Ready(out);
-                    }
-                    Poll::Ready(Found::Call(call)) => {
-                        self.role = Role::Driving(call);
-                        continue;
-                    }
-                    Poll::Pending => {}
-                },
-                Role::Done => return Poll::Ready(Err("polled after completion".into())),
-            }
-            break;
-        }
-        if let Some(sleep) = self.deadline.as_mut() {
-            if sleep.as_mut().poll(cx).is_ready() {
-                self.give_up();
-                return Poll::Ready(Err(CacheError::DeadlineExceeded.into()));
-            }
-        }
-        Poll::Pending
-    }
-
-    /// Leave the flight without its outcome.
-    fn give_up(&mut self) {
-        match std::mem::replace(&mut self.role, Role::Done) {
-            Role::Driving(call) => self.shard.abandon(&self.ticket, call),
-            Role::Waiting { board, .. } => self.shard.leave(&self.ticket, &board),
-            Role::Done => {}
-        }
-    }
-}
-
-impl Drop for Flight {
-    fn drop(&mut self) {
-        self.give_up();
+        Flight { flight: ReadFlight },
     }
 }
 
@@ -139,7 +58,7 @@ impl<F> ResponseFuture<F> {
         }
     }
 
-    pub(crate) fn flight(flight: Flight) -> Self {
+    pub(crate) fn flight(flight: ReadFlight) -> Self {
         Self {
             state: State::Flight { flight },
         }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tower::Layer;
 
-use super::flights::Flights;
+use super::flights::ReadFlights;
 use super::Coalesce;
 
 /// Single-flight for identical in-flight reads. See the
@@ -15,14 +15,14 @@ use super::Coalesce;
 /// table of flights, so clones of a stack coalesce with each other.
 #[derive(Clone)]
 pub struct CoalesceLayer {
-    pub(crate) flights: Arc<Flights>,
+    pub(crate) flights: Arc<ReadFlights>,
 }
 
 impl CoalesceLayer {
     /// A layer with an empty table.
     pub fn new() -> Self {
         Self {
-            flights: Arc::new(Flights::new()),
+            flights: Arc::new(ReadFlights::new()),
         }
     }
 

@@ -77,7 +77,8 @@
 //! [`CacheError::DeadlineExceeded`]: slotguard_core::CacheError::DeadlineExceeded
 //! [`CacheRequest::deadline`]: slotguard_core::CacheRequest::deadline
 
-mod flights;
+pub(crate) mod flight;
+pub(crate) mod flights;
 pub mod future;
 mod layer;
 mod shared_error;
@@ -92,15 +93,16 @@ use tower::Service;
 pub use layer::CoalesceLayer;
 pub use shared_error::SharedError;
 
-use flights::{Call, Flights, Joined};
-use future::{Flight, ResponseFuture};
+use flight::Flight;
+use flights::{Call, Joined, ReadFlights};
+use future::{ResponseFuture, READS};
 use futures_util::TryFutureExt;
 
 /// Coalesces identical in-flight reads. See the [module docs](self).
 #[derive(Clone)]
 pub struct Coalesce<S> {
     inner: S,
-    flights: Arc<Flights>,
+    flights: Arc<ReadFlights>,
 }
 
 impl<S: fmt::Debug> fmt::Debug for Coalesce<S> {
@@ -128,20 +130,20 @@ where
 
     fn call(&mut self, req: CacheRequest) -> Self::Future {
         if !req.op.is_read() {
-            self.flights.invalidate(&req);
+            self.flights.invalidate_read(&req);
             return ResponseFuture::direct(self.inner.call(req));
         }
-        match self.flights.join(&req) {
+        match self.flights.join_read(&req) {
             Joined::Lead(shard, ticket) => {
                 // Called here, outside any lock; boxed so that, should
                 // this caller go, a follower can take the call over.
-                let call: Call = Box::pin(self.inner.call(req).map_err(Into::into));
-                ResponseFuture::flight(Flight::lead(shard, ticket, call))
+                let call: Call<_> = Box::pin(self.inner.call(req).map_err(Into::into));
+                ResponseFuture::flight(Flight::lead(shard, ticket, call, READS))
             }
             // The service readied for this call stays ready for the next.
             Joined::Follow(shard, ticket, board) => {
                 slotguard_core::observe::record(slotguard_core::Observation::Coalesced);
-                ResponseFuture::flight(Flight::follow(shard, ticket, board, req.deadline))
+                ResponseFuture::flight(Flight::follow(shard, ticket, board, req.deadline, READS))
             }
             Joined::Alone => ResponseFuture::direct(self.inner.call(req)),
         }

@@ -34,11 +34,14 @@ pub struct FallbackConfig {
     /// dropped then counts as nothing to its breaker. `None`: off.
     /// Default on, 5–25 ms ([`MarkedHedge::default`]).
     pub marked_hedge: Option<MarkedHedge>,
-    /// Deadline of one store load. Each caller also waits at most until its
-    /// own deadline. Default 1 s.
+    /// Deadline of one store call, from when its load has a slot (see
+    /// [`store_concurrency`](Self::store_concurrency)). Each caller also
+    /// waits at most until its own deadline. Default 1 s.
     pub store_timeout: Duration,
     /// Store loads in flight at most (over all keys; one per key at most
-    /// anyway). A load waits for a slot within its deadline. Default 32.
+    /// anyway). A load waits at most [`store_timeout`](Self::store_timeout)
+    /// for a slot, else fails `Overloaded` (not counted by the store's
+    /// breaker). Default 32.
     pub store_concurrency: usize,
     /// Largest value accepted from the store; a larger one is an error
     /// and is neither returned, cached nor written back. Default 16 MiB.
@@ -75,6 +78,11 @@ impl Default for FallbackConfig {
 }
 
 impl FallbackConfig {
+    /// The defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
     /// Set [`write_back`](Self::write_back).
     pub fn with_write_back(mut self, write_back: Option<WriteBack>) -> Self {
         self.write_back = write_back;

@@ -5,12 +5,11 @@ use bytes::Bytes;
 use slotguard_core::invalidation::InvalidationBus;
 use slotguard_core::{BoxError, SecondaryRequest};
 use slotguard_core::{ClusterController, Topology};
-use tokio::time::Instant;
 use tower::{Layer, Service};
 
 use super::config::FallbackConfig;
 use super::state::State;
-use super::store::{loader, Loader, StoreGuard};
+use super::store::{make_loader, MakeLoader, StoreGuard};
 use super::{Core, Fallback};
 use crate::circuit_breaker::BreakerState;
 
@@ -24,7 +23,7 @@ pub struct FallbackLayer<St> {
     topology: Option<Topology>,
     pub(super) state: Arc<State>,
     store: Arc<StoreGuard>,
-    loader: Loader,
+    make: MakeLoader,
     _store: PhantomData<fn() -> St>,
 }
 
@@ -36,7 +35,7 @@ impl<St> Clone for FallbackLayer<St> {
             topology: self.topology.clone(),
             state: self.state.clone(),
             store: self.store.clone(),
-            loader: self.loader.clone(),
+            make: self.make.clone(),
             _store: PhantomData,
         }
     }
@@ -62,13 +61,13 @@ where
     /// Fall back to `store`, default settings, no invalidation bus, no
     /// slot-move flushes.
     pub fn new(store: St) -> Self {
-        Self::build(loader(store), FallbackConfig::default(), None, None)
+        Self::build(make_loader(store), FallbackConfig::default(), None, None)
     }
 }
 
 impl<St> FallbackLayer<St> {
     fn build(
-        loader: Loader,
+        make: MakeLoader,
         config: FallbackConfig,
         bus: Option<InvalidationBus>,
         topology: Option<Topology>,
@@ -84,20 +83,20 @@ impl<St> FallbackLayer<St> {
             topology.clone(),
             controller.clone(),
         );
-        let store = Arc::new(StoreGuard::new(loader.clone(), &config, controller));
+        let store = Arc::new(StoreGuard::new(&make, &config, controller));
         FallbackLayer {
             config: Arc::new(config),
             bus,
             topology,
             state,
             store,
-            loader,
+            make,
             _store: PhantomData,
         }
     }
 
     fn rebuild(self, config: FallbackConfig) -> Self {
-        Self::build(self.loader, config, self.bus, self.topology)
+        Self::build(self.make, config, self.bus, self.topology)
     }
 
     /// Use `config` (starts from a fresh near-cache: call before use).
@@ -148,7 +147,7 @@ impl<St> FallbackLayer<St> {
 
     /// The state of the store's breaker.
     pub fn store_breaker_state(&self) -> BreakerState {
-        self.store.breaker().state(Instant::now())
+        self.store.breaker_state()
     }
 
     /// The near-cache's entries and bytes (`(0, 0)` without one).

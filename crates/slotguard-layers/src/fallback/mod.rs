@@ -56,6 +56,33 @@
 //! ([`CacheError::Secondary`](slotguard_core::CacheError::Secondary) holding a [`SecondaryError`]) and are never
 //! cached or written back.
 //!
+//! The guard is composed, once per configuration, from pieces the project
+//! already has, over the store service (outermost first):
+//!
+//! 1. **single flight**: the [`coalesce`](crate::coalesce) layer's table of
+//!    flights, keyed by the key; each load runs as a task on the
+//!    controller (after its shutdown, in the callers: the leader drives it
+//!    and hands it to a follower when its deadline passes);
+//! 2. **breaker**: the [`circuit_breaker`](crate::circuit_breaker) state
+//!    machine as one global breaker over the store, opening on
+//!    [`consecutive_failures`](StoreBreakerConfig::consecutive_failures)
+//!    (no rates), one half-open probe;
+//! 3. **concurrency limit**: `tower::limit::ConcurrencyLimit`;
+//! 4. **timeout**: `tower::timeout::Timeout`.
+//!
+//! Why this order: the breaker is outside the timeout, so a load that
+//! times out counts as a failure, and judges every error from below as the
+//! store's. The limit takes its slot in `poll_ready`, before the breaker
+//! admits the load in `call`; that wait is bounded on its own, by
+//! [`store_timeout`](FallbackConfig::store_timeout) from the load's start,
+//! and past it the load fails `Overloaded`, which the breaker never sees (a
+//! busy guard is not a sick store). An open breaker answers `poll_ready`
+//! without waiting for a slot, so its loads fail fast. The timeout runs
+//! from the call, once the load has its slot. An oversize value is
+//! rejected above the breaker, which saw a success (one key's data
+//! problem, not a sick store). The single flight is outermost, so one key's
+//! herd makes one load, which takes one slot and counts once.
+//!
 //! # Invalidation
 //!
 //! A `Set` or `Delete` through the layer (both before it is sent and again
@@ -128,6 +155,7 @@ mod config;
 pub mod future;
 mod hedge;
 mod layer;
+mod loads;
 mod marks;
 mod near;
 mod read;

@@ -14,16 +14,16 @@ use tokio::sync::{oneshot, watch, Semaphore};
 
 use super::clock::Clock;
 use super::config::FallbackConfig;
+use super::loads::LoadFlights;
 use super::marks::Marks;
 use super::near::{Fill, NearCache, Tracked};
-use super::store::Flights;
 
 #[derive(Debug)]
 pub(crate) struct State {
     pub(crate) clock: Clock,
     pub(crate) near: Option<NearCache>,
     pub(crate) marks: Marks,
-    pub(crate) flights: Arc<Flights>,
+    pub(crate) flights: Arc<LoadFlights>,
     pub(crate) topology: Option<Topology>,
     // Runs the watch, the store loads and the write-backs: the topology's
     // controller, or the layer's own without a topology.
@@ -81,7 +81,7 @@ impl State {
             clock,
             near,
             marks: Marks::new(clock, config.invalidation_ttl, config.max_invalidations),
-            flights: Arc::new(Flights::default()),
+            flights: Arc::new(LoadFlights::new()),
             topology,
             controller,
             write_backs: Arc::new(Semaphore::new(

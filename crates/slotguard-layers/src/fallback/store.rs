@@ -1,21 +1,24 @@
-//! Loads from the secondary store: one per key at a time, a bounded number
-//! in all, behind the store's own breaker, each with a deadline.
+//! The store's guard: the store service behind the project's breaker (one
+//! global breaker over it), tower's concurrency limit and tower's timeout,
+//! composed once per configuration (the single flight of its loads is in
+//! `loads`).
 
-use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use futures_util::future::{BoxFuture, FutureExt, Shared};
-use slotguard_core::{BoxError, CacheError, ClusterController, LoadCause, SecondaryRequest};
-use tokio::sync::Semaphore;
+use futures_util::future::BoxFuture;
+use slotguard_core::{
+    as_cache_error, BoxError, CacheError, ClusterController, LoadCause, SecondaryRequest,
+};
 use tokio::time::Instant;
-use tower::{Service, ServiceExt};
+use tower::limit::ConcurrencyLimitLayer;
+use tower::timeout::TimeoutLayer;
+use tower::{Service, ServiceBuilder, ServiceExt};
 
 use super::config::{FallbackConfig, StoreBreakerConfig};
-use crate::circuit_breaker::BreakerState;
+use crate::circuit_breaker::{BreakerConfig, BreakerState, GuardLayer, Outcome};
 
 /// Why a store load failed. Travels inside
 /// [`CacheError::Secondary`], so [`classify`](slotguard_core::classify)
@@ -50,189 +53,149 @@ pub(crate) fn secondary(err: SecondaryError) -> CacheError {
     CacheError::Secondary(Arc::new(err))
 }
 
-/// A breaker for the store: opens after a run of failures, lets one probe
-/// through after the cool-down.
-#[derive(Debug)]
-pub(crate) struct StoreBreaker {
-    config: StoreBreakerConfig,
-    state: Mutex<BreakerInner>,
-}
-
-#[derive(Debug, Default)]
-struct BreakerInner {
-    failures: u32,
-    open_until: Option<Instant>,
-    probing: bool,
-}
-
-impl StoreBreaker {
-    pub(crate) fn new(config: StoreBreakerConfig) -> Self {
-        StoreBreaker {
-            config,
-            state: Mutex::new(BreakerInner::default()),
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, BreakerInner> {
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// `Some(is_probe)` when a load may go.
-    fn admit(&self, now: Instant) -> Option<bool> {
-        let mut s = self.lock();
-        match s.open_until {
-            None => Some(false),
-            Some(until) if now < until => None,
-            Some(_) if s.probing => None,
-            Some(_) => {
-                s.probing = true;
-                Some(true)
-            }
-        }
-    }
-
-    fn record(&self, probe: bool, ok: bool, now: Instant) {
-        let mut s = self.lock();
-        if probe {
-            s.probing = false;
-        }
-        if ok {
-            s.failures = 0;
-            if probe || s.open_until.is_some_and(|u| now >= u) {
-                s.open_until = None;
-                tracing::info!(target: "slotguard::fallback", "store_breaker_closed");
-            }
-            return;
-        }
-        s.failures = s.failures.saturating_add(1);
-        if probe
-            || (s.open_until.is_none() && s.failures >= self.config.consecutive_failures.max(1))
-        {
-            s.open_until = Some(now + self.config.open_duration);
-            tracing::info!(target: "slotguard::fallback", "store_breaker_open");
-        }
-    }
-
-    /// A load admitted but never sent: a probe gives its turn back.
-    fn release(&self, probe: bool) {
-        if probe {
-            self.lock().probing = false;
-        }
-    }
-
-    pub(crate) fn state(&self, now: Instant) -> BreakerState {
-        let s = self.lock();
-        match s.open_until {
-            None => BreakerState::Closed,
-            Some(until) if now < until => BreakerState::Open,
-            Some(_) => BreakerState::HalfOpen,
-        }
-    }
-}
-
 pub(crate) type LoadResult = Result<Option<Bytes>, CacheError>;
-type Flight = Shared<BoxFuture<'static, LoadResult>>;
 
-/// In-flight loads by key. Not generic over the store, so invalidations
-/// (which detach a key's load) need not know the store's type.
-#[derive(Default)]
-pub(crate) struct Flights {
-    map: Mutex<HashMap<Bytes, (u64, Flight)>>,
-    next: AtomicU64,
-}
+/// Loads through the store's guard: the guard over the store service
+/// behind one boxed function, so the layer's `Service` impl needs no bounds
+/// on the store (loads are rare; one allocation each costs nothing next to
+/// the store's round trip).
+pub(crate) type Loader =
+    Arc<dyn Fn(Bytes, LoadCause) -> BoxFuture<'static, LoadResult> + Send + Sync>;
 
-impl fmt::Debug for Flights {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let n = self.map.lock().map(|m| m.len()).unwrap_or(0);
-        f.debug_struct("Flights").field("in_flight", &n).finish()
-    }
-}
+/// Makes the [`Loader`] of one configuration (a layer given new settings
+/// composes its guard again).
+pub(crate) type MakeLoader = Arc<dyn Fn(&FallbackConfig, &GuardLayer) -> Loader + Send + Sync>;
 
-impl Flights {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Bytes, (u64, Flight)>> {
-        self.map
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Later callers for `key` start a new load: the one in flight may have
-    /// read the value the invalidation replaced.
-    pub(crate) fn detach(&self, key: &[u8]) {
-        self.lock().remove(key);
-    }
-
-    fn finish(&self, key: &[u8], id: u64) {
-        let mut map = self.lock();
-        if map.get(key).is_some_and(|(i, _)| *i == id) {
-            map.remove(key);
-        }
-    }
-}
-
-/// Calls the store: the store service behind one boxed function, so the
-/// layer's `Service` impl needs no bounds on the store (loads are rare; one
-/// allocation each costs nothing next to the store's round trip).
-pub(crate) type Loader = Arc<
-    dyn Fn(SecondaryRequest) -> BoxFuture<'static, Result<Option<Bytes>, BoxError>> + Send + Sync,
->;
-
-/// Wrap a store service as a [`Loader`].
-pub(crate) fn loader<St>(store: St) -> Loader
+/// Keep `store` to compose guards over.
+pub(crate) fn make_loader<St>(store: St) -> MakeLoader
 where
     St: Service<SecondaryRequest, Response = Option<Bytes>> + Clone + Send + 'static,
     St::Error: Into<BoxError>,
     St::Future: Send + 'static,
 {
     // A mutex so a store that is `Send` but not `Sync` can be shared; only
-    // loads take it, to clone the store.
+    // a new configuration takes it, to clone the store.
     let store = Mutex::new(store);
-    Arc::new(move |req| {
-        let svc = store
+    Arc::new(move |config, breaker| {
+        let store = store
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clone();
-        Box::pin(async move { svc.oneshot(req).await.map_err(Into::into) })
+        loader(store, config, breaker)
     })
 }
 
-/// The store and what guards it.
+/// The store's breaker: a global breaker over the store service that opens
+/// on a run of failed loads only (no rates: loads are too few for a
+/// window's share to mean much) and recovers on one probe.
+pub(crate) fn store_breaker(config: &StoreBreakerConfig) -> GuardLayer {
+    let config = BreakerConfig::new()
+        .with_consecutive_failures(config.consecutive_failures.max(1))
+        .with_open_duration(config.open_duration)
+        .with_half_open_probes(1)
+        .with_minimum_calls(u32::MAX)
+        .with_slow_call_duration(std::time::Duration::MAX);
+    // Every error below the breaker is the store's: its own, or a load
+    // past the timeout. A wait for a load slot is above it (see `loader`).
+    GuardLayer::new("store", config, |err| match err {
+        Some(_) => Outcome::Failure,
+        None => Outcome::Success,
+    })
+}
+
+/// Compose the guard over `store`: breaker → concurrency limit → timeout
+/// → store (outermost first).
+///
+/// The breaker is outside the timeout, so a timed-out load counts as a
+/// failure; and outside the limit, whose slot is taken in `poll_ready`,
+/// before the breaker admits the load in `call`: the wait for a slot is
+/// bounded on its own here (`Overloaded`, not the store's fault, so the
+/// breaker never sees it). An open breaker answers `poll_ready` without
+/// waiting for a slot, so its loads still fail fast. The timeout runs from
+/// the call, once the load has its slot.
+fn loader<St>(store: St, config: &FallbackConfig, breaker: &GuardLayer) -> Loader
+where
+    St: Service<SecondaryRequest, Response = Option<Bytes>> + Clone + Send + 'static,
+    St::Error: Into<BoxError>,
+    St::Future: Send + 'static,
+{
+    let timeout = config.store_timeout;
+    let max = config.max_value_bytes;
+    let stack = ServiceBuilder::new()
+        .layer(breaker.clone())
+        .layer(ConcurrencyLimitLayer::new(config.store_concurrency.max(1)))
+        .layer(TimeoutLayer::new(timeout))
+        .service(store);
+    let stack = Mutex::new(stack);
+    Arc::new(move |key, cause| {
+        let mut svc = stack
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        Box::pin(async move {
+            match tokio::time::timeout_at(Instant::now() + timeout, svc.ready()).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(secondary(store_error(e))),
+                // Not the store's fault: the breaker counts nothing.
+                Err(_) => return Err(secondary(SecondaryError::Overloaded)),
+            }
+            let req = SecondaryRequest::load(key)
+                .with_cause(cause)
+                .with_deadline(Instant::now() + timeout);
+            match svc.call(req).await {
+                // A data problem of one key, not a sick store: the breaker
+                // saw a success.
+                Ok(Some(v)) if v.len() > max => {
+                    Err(secondary(SecondaryError::Oversize { len: v.len(), max }))
+                }
+                Ok(v) => Ok(v),
+                Err(e) => Err(secondary(store_error(e))),
+            }
+        })
+    })
+}
+
+/// What an error out of the guard's stack means.
+fn store_error(e: BoxError) -> SecondaryError {
+    if matches!(as_cache_error(&e), Some(CacheError::CircuitOpen { .. })) {
+        SecondaryError::CircuitOpen
+    } else if e.is::<tower::timeout::error::Elapsed>() {
+        SecondaryError::Timeout
+    } else {
+        SecondaryError::Store(Arc::from(e))
+    }
+}
+
+/// The store's guard, and the single flight of its loads.
 pub(crate) struct StoreGuard {
-    loader: Loader,
-    breaker: StoreBreaker,
-    limit: Arc<Semaphore>,
-    timeout: std::time::Duration,
-    max_value_bytes: usize,
+    load: Loader,
+    breaker: GuardLayer,
     // How long a miss's answer stays shared after its load: the write-back's
     // deadline (zero without write-back).
-    linger: std::time::Duration,
+    pub(super) linger: std::time::Duration,
     // Runs the loads (and their linger): its shutdown ends them.
-    controller: ClusterController,
+    pub(super) controller: ClusterController,
 }
 
 impl fmt::Debug for StoreGuard {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StoreGuard")
-            .field("breaker", &self.breaker)
-            .field("free_slots", &self.limit.available_permits())
-            .field("timeout", &self.timeout)
+            .field("breaker", &self.breaker.state())
+            .field("linger", &self.linger)
             .finish_non_exhaustive()
     }
 }
 
 impl StoreGuard {
     pub(crate) fn new(
-        loader: Loader,
+        make: &MakeLoader,
         config: &FallbackConfig,
         controller: ClusterController,
     ) -> Self {
+        let breaker = store_breaker(&config.store_breaker);
         StoreGuard {
-            loader,
-            breaker: StoreBreaker::new(config.store_breaker.clone()),
-            limit: Arc::new(Semaphore::new(config.store_concurrency.max(1))),
-            timeout: config.store_timeout,
-            max_value_bytes: config.max_value_bytes,
+            load: make(config, &breaker),
+            breaker,
             linger: config
                 .write_back
                 .as_ref()
@@ -241,133 +204,13 @@ impl StoreGuard {
         }
     }
 
-    pub(crate) fn breaker(&self) -> &StoreBreaker {
-        &self.breaker
+    /// The breaker's state: a read, never a transition.
+    pub(crate) fn breaker_state(&self) -> BreakerState {
+        self.breaker.state()
     }
 
-    /// Load `key`, joining the load already in flight for it if there is
-    /// one; waits at most until `deadline` (the load itself goes on for the
-    /// others). Also says whether this caller started the load (it alone
-    /// writes the value back).
-    pub(crate) async fn load(
-        self: &Arc<Self>,
-        flights: &Arc<Flights>,
-        key: &Bytes,
-        cause: LoadCause,
-        deadline: Option<Instant>,
-    ) -> (LoadResult, bool) {
-        let mut leader = false;
-        let flight = {
-            let mut map = flights.lock();
-            match map.get(key) {
-                Some((_, f)) => f.clone(),
-                None => {
-                    let id = flights.next.fetch_add(1, Ordering::Relaxed);
-                    let run = {
-                        let (guard, flights, key) = (self.clone(), flights.clone(), key.clone());
-                        async move {
-                            let out = guard.run(&key, cause).await;
-                            if cause == LoadCause::Miss && out.is_ok() && !guard.linger.is_zero() {
-                                // Callers that missed just after the load
-                                // share its answer until the write-back has
-                                // had time to land, rather than load again.
-                                // An invalidation detaches it at once.
-                                let linger = guard.linger;
-                                let ended = {
-                                    let (flights, key) = (flights.clone(), key.clone());
-                                    async move {
-                                        tokio::time::sleep(linger).await;
-                                        flights.finish(&key, id);
-                                    }
-                                };
-                                if guard.controller.spawn(ended).is_none() {
-                                    // Shut down: nobody waits for a write-back.
-                                    flights.finish(&key, id);
-                                }
-                            } else {
-                                flights.finish(&key, id);
-                            }
-                            out
-                        }
-                    };
-                    // Spawned on the controller: the load's outcome does not
-                    // depend on which caller stays, and it always ends (its
-                    // own deadline, or the controller's shutdown).
-                    // After the shutdown the callers run it themselves (the
-                    // store still answers; nothing is left behind).
-                    let flight = if self.controller.is_shut_down() {
-                        run.boxed().shared()
-                    } else {
-                        let task = self.controller.spawn(run);
-                        async move {
-                            match task {
-                                Some(task) => match task.await {
-                                    Ok(Some(out)) => out,
-                                    Ok(None) => Err(secondary(SecondaryError::Overloaded)),
-                                    Err(e) => Err(secondary(SecondaryError::Store(Arc::new(e)))),
-                                },
-                                None => Err(secondary(SecondaryError::Overloaded)),
-                            }
-                        }
-                        .boxed()
-                        .shared()
-                    };
-                    map.insert(key.clone(), (id, flight.clone()));
-                    leader = true;
-                    flight
-                }
-            }
-        };
-        let out = match deadline {
-            Some(d) => tokio::time::timeout_at(d, flight)
-                .await
-                .unwrap_or_else(|_| Err(secondary(SecondaryError::Timeout))),
-            None => flight.await,
-        };
-        (out, leader)
-    }
-
-    async fn run(&self, key: &Bytes, cause: LoadCause) -> LoadResult {
-        let deadline = Instant::now() + self.timeout;
-        let Some(probe) = self.breaker.admit(Instant::now()) else {
-            return Err(secondary(SecondaryError::CircuitOpen));
-        };
-        let permit =
-            match tokio::time::timeout_at(deadline, self.limit.clone().acquire_owned()).await {
-                Ok(Ok(p)) => p,
-                // Not the store's fault: the breaker counts nothing.
-                _ => {
-                    self.breaker.release(probe);
-                    return Err(secondary(SecondaryError::Overloaded));
-                }
-            };
-        let req = SecondaryRequest::load(key.clone())
-            .with_cause(cause)
-            .with_deadline(deadline);
-        let out = tokio::time::timeout_at(deadline, (self.loader)(req)).await;
-        drop(permit);
-        let now = Instant::now();
-        match out {
-            Ok(Ok(Some(v))) if v.len() > self.max_value_bytes => {
-                // A data problem of one key, not a sick store.
-                self.breaker.record(probe, true, now);
-                Err(secondary(SecondaryError::Oversize {
-                    len: v.len(),
-                    max: self.max_value_bytes,
-                }))
-            }
-            Ok(Ok(v)) => {
-                self.breaker.record(probe, true, now);
-                Ok(v)
-            }
-            Ok(Err(e)) => {
-                self.breaker.record(probe, false, now);
-                Err(secondary(SecondaryError::Store(Arc::from(e))))
-            }
-            Err(_) => {
-                self.breaker.record(probe, false, now);
-                Err(secondary(SecondaryError::Timeout))
-            }
-        }
+    /// One load through the guard.
+    pub(super) fn run(&self, key: &Bytes, cause: LoadCause) -> BoxFuture<'static, LoadResult> {
+        (self.load)(key.clone(), cause)
     }
 }

@@ -15,6 +15,7 @@ use super::*;
 use crate::test_support::addr;
 
 mod client_side;
+mod guard;
 mod hedge;
 mod invalidation;
 mod reads;
