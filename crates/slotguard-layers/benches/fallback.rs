@@ -188,14 +188,10 @@ fn benches(c: &mut Criterion) {
     herd(c, &rt);
 }
 
-fn config() -> Criterion {
-    // Short enough for a shared 2-core machine.
-    settings::short(30)
-}
-
 criterion_group! {
     name = fallback;
-    config = config();
+    // Short enough for a shared 2-core machine.
+    config = settings::short(30);
     targets = benches
 }
 criterion_main!(fallback);

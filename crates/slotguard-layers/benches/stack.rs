@@ -337,14 +337,10 @@ fn telemetry_cases(
     }
 }
 
-fn config() -> Criterion {
-    // Short enough for a shared 2-core machine (~1.5 min for all cases).
-    settings::short(50)
-}
-
 criterion_group! {
     name = benches;
-    config = config();
+    // Short enough for a shared 2-core machine (~1.5 min for all cases).
+    config = settings::short(50);
     targets = stack
 }
 criterion_main!(benches);
