@@ -19,7 +19,8 @@ use slotguard_node::{Credentials, HealthProber, TlsConfig};
 use slotguard_store::SqliteStore;
 use slotguard_testkit::{Action, ClusterSpec, LocalCluster, ScriptedNode};
 use slotguard_tests::leaves::{Common, Flavor, LeafHarness};
-use slotguard_tests::{addr, command_calls, eventually};
+use slotguard_tests::scripted::{get, recovers, value_of};
+use slotguard_tests::{addr, command_calls, eventually, flood_while_reading_another, write_each};
 use tower::{Layer, ServiceExt};
 
 /// Runs `case` once per leaf: `case::node` and `case::fred`.
@@ -172,13 +173,7 @@ async fn failover<F: Flavor>() {
         .into_iter()
         .map(Bytes::from)
         .collect();
-    for k in &keys {
-        stack
-            .clone()
-            .oneshot(CacheRequest::set(k.clone(), k.clone(), None))
-            .await
-            .unwrap();
-    }
+    write_each(&stack, &keys).await;
     // Replicated before the fault: the replica has every key.
     for k in &keys {
         eventually("replicated", Duration::from_secs(5), || {
@@ -633,24 +628,15 @@ async fn back_pressure<F: Flavor>() {
         h.leaf.clone().oneshot(probe).await.is_err().then_some(())
     })
     .await;
-    let flood: Vec<_> = (0..500)
-        .map(|i| {
-            let (leaf, req) = (h.leaf.clone(), to(&slow_addr, slow_keys[i].clone()));
-            tokio::spawn(async move { leaf.oneshot(req).await })
-        })
-        .collect();
-    let mut peak = 0;
-    for key in &other_keys {
-        peak = peak.max(h.leaf.in_flight(&slow_addr));
-        h.leaf
-            .clone()
-            .oneshot(to(&other_addr, key.clone()).with_timeout(Duration::from_secs(1)))
-            .await
-            .expect("the other node answers while one is saturated");
-    }
+    let (peak, flood) = flood_while_reading_another(
+        &h.leaf,
+        (&slow_addr, &slow_keys[..500]),
+        (&other_addr, &other_keys),
+    )
+    .await;
     let (mut sent, mut overloaded) = (0usize, 0usize);
-    for f in flood {
-        match f.await.unwrap() {
+    for outcome in flood {
+        match outcome {
             Err(e) if matches!(cache_err(&e), CacheError::Overloaded { .. }) => overloaded += 1,
             _ => sent += 1,
         }
@@ -669,10 +655,6 @@ both!(back_pressure);
 
 const KEYS: usize = 32;
 
-fn value_of(i: usize) -> Vec<u8> {
-    format!("value-of-key-{i}").into_bytes()
-}
-
 fn scripted() -> (ScriptedNode, NodeAddr) {
     let node = ScriptedNode::start().unwrap();
     // RESP3, as a Redis 7 node: fred's client speaks it.
@@ -683,14 +665,6 @@ fn scripted() -> (ScriptedNode, NodeAddr) {
     node.set("bad", "the-bad-key's-own-value");
     let addr = node.addr().to_string().parse().unwrap();
     (node, addr)
-}
-
-async fn get<L: Leaf>(leaf: &L, addr: &NodeAddr, key: &str) -> Result<Option<Bytes>, BoxError> {
-    let req = CacheRequest::get(key.to_owned()).to_node(addr.clone(), Role::Primary);
-    tokio::time::timeout(Duration::from_secs(10), leaf.clone().oneshot(req))
-        .await
-        .expect("a call never hangs")
-        .map(|r| r.value)
 }
 
 /// Every key answered with its own value, or a typed error.
@@ -706,18 +680,6 @@ async fn traffic<L: Leaf>(leaf: &L, addr: &NodeAddr) -> Result<Option<Bytes>, Bo
     });
     let (bad, _) = tokio::join!(get(leaf, addr, "bad"), join_all(normal));
     bad
-}
-
-async fn recovers<L: Leaf>(leaf: &L, addr: &NodeAddr) {
-    eventually(
-        "the node is used again",
-        Duration::from_secs(10),
-        || async {
-            let v = get(leaf, addr, "key-1").await.ok()?;
-            (v.as_deref() == Some(&value_of(1)[..])).then_some(())
-        },
-    )
-    .await;
 }
 
 /// A reply of the wrong type is a typed protocol error for its own request

@@ -6,20 +6,16 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures_util::future::join_all;
 use slotguard_core::{as_cache_error, BoxError, CacheError, CacheRequest, NodeAddr, Role};
 use slotguard_layers::slot_refresh::SlotRefreshLayer;
 use slotguard_node::{NodeConfig, NodeService, NodeTopologySource};
 use slotguard_testkit::{Action, ScriptedNode};
 use slotguard_tests::eventually;
+use slotguard_tests::scripted::{self, get, value_of};
 use tower::{Layer, ServiceExt};
 
 const KEYS: usize = 64;
-
-fn value_of(i: usize) -> Vec<u8> {
-    format!("value-of-key-{i}").into_bytes()
-}
 
 fn node_with_keys() -> (ScriptedNode, NodeAddr) {
     let node = ScriptedNode::start().unwrap();
@@ -35,15 +31,6 @@ fn cache_err(e: &BoxError) -> CacheError {
     as_cache_error(e)
         .cloned()
         .unwrap_or_else(|| panic!("not a CacheError: {e}"))
-}
-
-async fn get(leaf: &NodeService, addr: &NodeAddr, key: &str) -> Result<Option<Bytes>, BoxError> {
-    let req = CacheRequest::get(key.to_owned()).to_node(addr.clone(), Role::Primary);
-    // Hang guard only: every call has the leaf's own deadline.
-    tokio::time::timeout(Duration::from_secs(10), leaf.clone().oneshot(req))
-        .await
-        .expect("a call never hangs")
-        .map(|r| r.value)
 }
 
 /// Resident memory of this process, in bytes.
@@ -89,15 +76,7 @@ async fn traffic_with(leaf: &NodeService, addr: &NodeAddr) -> (CacheError, usize
 
 /// Once the node answers normally, requests to it succeed again.
 async fn recovers(leaf: &NodeService, addr: &NodeAddr) {
-    eventually(
-        "the node is used again",
-        Duration::from_secs(10),
-        || async {
-            let v = get(leaf, addr, "key-1").await.ok()?;
-            (v.as_deref() == Some(&value_of(1)[..])).then_some(())
-        },
-    )
-    .await;
+    scripted::recovers(leaf, addr).await;
     for i in 0..KEYS {
         let v = get(leaf, addr, &format!("key-{i}")).await.unwrap();
         assert_eq!(v.as_deref(), Some(&value_of(i)[..]));

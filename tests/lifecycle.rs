@@ -13,7 +13,7 @@ use slotguard_core::{as_cache_error, CacheError, CacheRequest};
 use slotguard_layers::slot_refresh::RefreshConfig;
 use slotguard_node::{HealthProber, NodeConfig};
 use slotguard_testkit::{ClusterSpec, LocalCluster};
-use slotguard_tests::{addr, eventually, Harness};
+use slotguard_tests::{addr, eventually, flood_while_reading_another, write_each, Harness};
 use tower::ServiceExt;
 
 fn stat(cluster: &LocalCluster, index: usize, name: &str) -> u64 {
@@ -41,27 +41,12 @@ async fn a_removed_node_is_closed_after_the_grace_period_and_never_redialled() {
         .filter(|&i| i != gone)
         .map(|i| addr(&cluster, i))
         .collect();
-    let topology = slotguard_core::Topology::new();
-    let leaf = slotguard_node::NodeService::new(config).with_topology(topology.clone());
-    let source = slotguard_node::NodeTopologySource::new(&leaf, seeds);
-    let h = Harness {
-        cluster,
-        leaf,
-        source,
-        topology,
-    };
-    h.reload().await;
+    let h = Harness::with_seeds(cluster, config, seeds).await;
     let refresh = h.refresh_layer(RefreshConfig::default());
     let stack = h.routing_stack(&refresh);
     let gone_addr = addr(&h.cluster, gone);
     let keys: Vec<String> = h.cluster.key_for_slot_of(gone, 20).unwrap();
-    for k in &keys {
-        stack
-            .clone()
-            .oneshot(CacheRequest::set(k.clone(), k.clone(), None))
-            .await
-            .unwrap();
-    }
+    write_each(&stack, &keys).await;
     assert!(h.leaf.is_connected(&gone_addr));
     assert!(h.cluster.client_connections(gone).unwrap() >= 1);
 
@@ -268,24 +253,15 @@ async fn a_saturated_node_answers_overloaded_and_leaves_the_others_alone() {
 
     // A flood of 500 reads at the sleeping node, and reads of another node
     // at the same time.
-    let flood: Vec<_> = (0..500)
-        .map(|i| {
-            let (leaf, req) = (h.leaf.clone(), to(&slow_addr, slow_keys[i].clone()));
-            tokio::spawn(async move { leaf.oneshot(req).await })
-        })
-        .collect();
-    let mut peak = 0;
-    for key in &other_keys {
-        peak = peak.max(h.leaf.in_flight(&slow_addr));
-        h.leaf
-            .clone()
-            .oneshot(to(&other_addr, key.clone()).with_timeout(Duration::from_secs(1)))
-            .await
-            .expect("the other node answers while one is saturated");
-    }
+    let (peak, flood) = flood_while_reading_another(
+        &h.leaf,
+        (&slow_addr, &slow_keys[..500]),
+        (&other_addr, &other_keys),
+    )
+    .await;
     let (mut ok, mut overloaded) = (0usize, 0usize);
-    for f in flood {
-        match f.await.unwrap() {
+    for outcome in flood {
+        match outcome {
             Ok(_) => ok += 1,
             Err(e) => match as_cache_error(&e) {
                 Some(CacheError::Overloaded { node }) => {
