@@ -11,16 +11,18 @@ use bytes::Bytes;
 use futures_util::future::join_all;
 use slotguard_core::invalidation::{Invalidation, InvalidationBus, InvalidationReceiver, Received};
 use slotguard_core::{
-    as_cache_error, key_slot, BoxError, CacheError, CacheRequest, Failure, Leaf, LeafControl,
-    NodeAddr, Path, Role, SecondaryRequest,
+    key_slot, BoxError, CacheError, CacheRequest, Failure, Leaf, LeafControl, NodeAddr, Path, Role,
+    SecondaryRequest,
 };
 use slotguard_layers::fallback::FallbackLayer;
 use slotguard_node::{Credentials, HealthProber, TlsConfig};
 use slotguard_store::SqliteStore;
 use slotguard_testkit::{Action, ClusterSpec, LocalCluster, ScriptedNode};
 use slotguard_tests::leaves::{Common, Flavor, LeafHarness};
-use slotguard_tests::scripted::{get, recovers, value_of};
-use slotguard_tests::{addr, command_calls, eventually, flood_while_reading_another, write_each};
+use slotguard_tests::scripted::{get, node_with_keys, recovers, value_of};
+use slotguard_tests::{
+    addr, cache_err, command_calls, eventually, flood_while_reading_another, rss, write_each,
+};
 use tower::{Layer, ServiceExt};
 
 /// Runs `case` once per leaf: `case::node` and `case::fred`.
@@ -37,12 +39,6 @@ macro_rules! both {
             }
         }
     };
-}
-
-fn cache_err(e: &BoxError) -> CacheError {
-    as_cache_error(e)
-        .cloned()
-        .unwrap_or_else(|| panic!("not a CacheError: {e}"))
 }
 
 async fn harness<F: Flavor>(common: Common) -> LeafHarness<F::L> {
@@ -656,14 +652,9 @@ both!(back_pressure);
 const KEYS: usize = 32;
 
 fn scripted() -> (ScriptedNode, NodeAddr) {
-    let node = ScriptedNode::start().unwrap();
+    let (node, addr) = node_with_keys(KEYS);
     // RESP3, as a Redis 7 node: fred's client speaks it.
     node.speak_resp3(true);
-    for i in 0..KEYS {
-        node.set(format!("key-{i}"), value_of(i));
-    }
-    node.set("bad", "the-bad-key's-own-value");
-    let addr = node.addr().to_string().parse().unwrap();
     (node, addr)
 }
 
@@ -768,17 +759,6 @@ async fn hostile_shapes<F: Flavor>() {
     }
 }
 both!(hostile_shapes);
-
-/// Resident memory of this process, in bytes.
-fn rss() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: u64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0);
-    pages * 4096
-}
 
 /// A reply nested 100,000 arrays deep: the default leaf refuses it with a
 /// typed error past its depth cap; under the fred leaf, redis-protocol's

@@ -7,41 +7,18 @@
 use std::time::Duration;
 
 use futures_util::future::join_all;
-use slotguard_core::{as_cache_error, BoxError, CacheError, CacheRequest, NodeAddr, Role};
+use slotguard_core::{CacheError, CacheRequest, NodeAddr, Role};
 use slotguard_layers::slot_refresh::SlotRefreshLayer;
 use slotguard_node::{NodeConfig, NodeService, NodeTopologySource};
 use slotguard_testkit::{Action, ScriptedNode};
-use slotguard_tests::eventually;
 use slotguard_tests::scripted::{self, get, value_of};
+use slotguard_tests::{cache_err, eventually, rss};
 use tower::{Layer, ServiceExt};
 
 const KEYS: usize = 64;
 
 fn node_with_keys() -> (ScriptedNode, NodeAddr) {
-    let node = ScriptedNode::start().unwrap();
-    for i in 0..KEYS {
-        node.set(format!("key-{i}"), value_of(i));
-    }
-    node.set("bad", "the-bad-key's-own-value");
-    let addr = node.addr().to_string().parse().unwrap();
-    (node, addr)
-}
-
-fn cache_err(e: &BoxError) -> CacheError {
-    as_cache_error(e)
-        .cloned()
-        .unwrap_or_else(|| panic!("not a CacheError: {e}"))
-}
-
-/// Resident memory of this process, in bytes.
-fn rss() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: u64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0);
-    pages * 4096
+    scripted::node_with_keys(KEYS)
 }
 
 /// Normal GETs of every key, many in flight at once with the bad one:

@@ -323,3 +323,22 @@ pub async fn flood_while_reading_another<L: slotguard_core::Leaf>(
     }
     (peak, outcomes)
 }
+
+/// The [`CacheError`](slotguard_core::CacheError) inside `e`; panics when
+/// `e` is some other error.
+pub fn cache_err(e: &slotguard_core::BoxError) -> slotguard_core::CacheError {
+    slotguard_core::as_cache_error(e)
+        .cloned()
+        .unwrap_or_else(|| panic!("not a CacheError: {e}"))
+}
+
+/// Resident memory of this process, in bytes.
+pub fn rss() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use slotguard_core::{BoxError, CacheRequest, Leaf, NodeAddr, Role};
+use slotguard_testkit::ScriptedNode;
 use tower::ServiceExt;
 
 use crate::eventually;
@@ -13,6 +14,18 @@ use crate::eventually;
 /// The value the scripted node holds under `key-{i}`.
 pub fn value_of(i: usize) -> Vec<u8> {
     format!("value-of-key-{i}").into_bytes()
+}
+
+/// A scripted node holding `keys` keys `key-{i}` (and `bad`, which a
+/// test scripts to answer wrongly), and its address.
+pub fn node_with_keys(keys: usize) -> (ScriptedNode, NodeAddr) {
+    let node = ScriptedNode::start().unwrap();
+    for i in 0..keys {
+        node.set(format!("key-{i}"), value_of(i));
+    }
+    node.set("bad", "the-bad-key's-own-value");
+    let addr = node.addr().to_string().parse().unwrap();
+    (node, addr)
 }
 
 /// Read `key` from the primary at `addr`; the value.
