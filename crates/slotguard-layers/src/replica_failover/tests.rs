@@ -1,8 +1,8 @@
 use std::time::Duration;
 
 use slotguard_core::{
-    classify, key_slot, CacheError, CacheRequest, CacheResponse, Consistency, Failure, Path, Role,
-    Route, Topology,
+    classify, key_slot, BoxError, CacheError, CacheRequest, CacheResponse, Consistency, Failure,
+    Path, Role, Route, Topology,
 };
 use tokio::time::Instant;
 use tower::{Layer, ServiceExt};
@@ -36,6 +36,18 @@ fn node_of(r: &CacheRequest) -> (u16, Role) {
 
 fn timeout(port: u16) -> CacheError {
     CacheError::Timeout { node: addr(port) }
+}
+
+/// The call's next attempt goes to a replica, which answers: the call
+/// succeeds.
+async fn a_replica_answers(
+    handle: &mut Handle,
+    call: tokio::task::JoinHandle<Result<CacheResponse, BoxError>>,
+) {
+    let (r, send) = handle.next_request().await.unwrap();
+    assert_eq!(node_of(&r).1, Role::Replica);
+    send.send_response(CacheResponse::from_node(None, addr(101), Path::Replica));
+    call.await.unwrap().unwrap();
 }
 
 async fn no_request_within(handle: &mut Handle, d: Duration) -> bool {
@@ -152,10 +164,7 @@ async fn an_open_primary_breaker_sends_reads_straight_to_a_replica() {
     let (topology, svc, mut handle) = setup(FailoverPolicy::default());
     crate::test_support::breaker_open(&topology, &addr(1), true);
     let call = tokio::spawn(svc.oneshot(get()));
-    let (r, send) = handle.next_request().await.unwrap();
-    assert_eq!(node_of(&r).1, Role::Replica);
-    send.send_response(CacheResponse::from_node(None, addr(101), Path::Replica));
-    call.await.unwrap().unwrap();
+    a_replica_answers(&mut handle, call).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -201,10 +210,7 @@ async fn no_eligible_replica_returns_the_primary_error() {
     let call = tokio::spawn(svc2.oneshot(req));
     let (_r, send) = handle2.next_request().await.unwrap();
     send.send_error(timeout(1));
-    let (r, send) = handle2.next_request().await.unwrap();
-    assert_eq!(node_of(&r).1, Role::Replica);
-    send.send_response(CacheResponse::from_node(None, addr(101), Path::Replica));
-    call.await.unwrap().unwrap();
+    a_replica_answers(&mut handle2, call).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -214,10 +220,7 @@ async fn replica_preferred_reads_start_on_a_replica() {
         ..FailoverPolicy::default()
     });
     let call = tokio::spawn(svc.oneshot(get()));
-    let (r, send) = handle.next_request().await.unwrap();
-    assert_eq!(node_of(&r).1, Role::Replica);
-    send.send_response(CacheResponse::from_node(None, addr(101), Path::Replica));
-    call.await.unwrap().unwrap();
+    a_replica_answers(&mut handle, call).await;
 }
 
 #[tokio::test(start_paused = true)]
