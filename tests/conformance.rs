@@ -21,7 +21,8 @@ use slotguard_testkit::{Action, ClusterSpec, LocalCluster, ScriptedNode};
 use slotguard_tests::leaves::{Common, Flavor, LeafHarness};
 use slotguard_tests::scripted::{get, node_with_keys, recovers, value_of};
 use slotguard_tests::{
-    addr, cache_err, command_calls, eventually, flood_while_reading_another, rss, write_each,
+    addr, cache_err, command_calls, eventually, every_node_connected, flood_while_reading_another,
+    rss, stays_shut_down, write_each, write_then_read,
 };
 use tower::{Layer, ServiceExt};
 
@@ -59,16 +60,7 @@ async fn routing<F: Flavor>() {
     let stack = h.routing_stack(&h.refresh_layer());
     for i in 0..100u32 {
         let key = format!("{}:route:{i}", F::NAME);
-        stack
-            .clone()
-            .oneshot(CacheRequest::set(key.clone(), key.clone(), None))
-            .await
-            .unwrap();
-        let got = stack
-            .clone()
-            .oneshot(CacheRequest::get(key.clone()))
-            .await
-            .unwrap();
+        let got = write_then_read(&stack, key.clone(), key.clone()).await;
         assert_eq!(got.value.as_deref(), Some(key.as_bytes()));
         assert_eq!(got.served.path, Path::Primary);
         let owner = h.cluster.primary_of_slot(key_slot(key.as_bytes())).unwrap();
@@ -333,16 +325,7 @@ async fn secure<F: Flavor>() {
     let stack = h.full_stack(&h.refresh_layer());
     for i in 0..20u32 {
         let key = format!("acl:{i}");
-        stack
-            .clone()
-            .oneshot(CacheRequest::set(key.clone(), "v", None))
-            .await
-            .unwrap();
-        let got = stack
-            .clone()
-            .oneshot(CacheRequest::get(key.clone()))
-            .await
-            .unwrap();
+        let got = write_then_read(&stack, key.clone(), "v").await;
         assert_eq!(got.value.as_deref(), Some(&b"v"[..]));
         assert_eq!(
             stack
@@ -403,16 +386,7 @@ async fn tls<F: Flavor>() {
     let stack = h.full_stack(&h.refresh_layer());
     for i in 0..20u32 {
         let key = format!("tls:{i}");
-        stack
-            .clone()
-            .oneshot(CacheRequest::set(key.clone(), key.clone(), None))
-            .await
-            .unwrap();
-        let got = stack
-            .clone()
-            .oneshot(CacheRequest::get(key.clone()))
-            .await
-            .unwrap();
+        let got = write_then_read(&stack, key.clone(), key.clone()).await;
         assert_eq!(got.value.as_deref(), Some(key.as_bytes()));
     }
     let key = "tls:3".to_owned();
@@ -454,36 +428,11 @@ async fn lifecycle<F: Flavor>() {
             .await
             .unwrap();
     }
-    eventually("every node connected", Duration::from_secs(5), || async {
-        let map = h.topology.load();
-        let all = map.nodes().all(|n| h.leaf.is_connected(&n.addr));
-        all.then_some(())
-    })
-    .await;
+    every_node_connected("every node connected", &h.topology, &h.leaf).await;
     assert!(h.leaf.running_tasks() > 0);
     LeafControl::shutdown(&h.leaf).await;
     assert_eq!(h.leaf.running_tasks(), 0, "{}: every task ended", F::NAME);
-    let node: NodeAddr = addr(&h.cluster, 0);
-    let err = h
-        .leaf
-        .clone()
-        .oneshot(CacheRequest::get("k").to_node(node, Role::Primary))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(cache_err(&err), CacheError::Connection { .. }),
-        "{err}"
-    );
-    eventually(
-        "every node sees our connections closed",
-        Duration::from_secs(5),
-        || async {
-            (0..h.cluster.len())
-                .all(|i| h.cluster.client_connections(i).unwrap() == 0)
-                .then_some(())
-        },
-    )
-    .await;
+    stays_shut_down(&h.leaf, &h.cluster).await;
 }
 both!(lifecycle);
 

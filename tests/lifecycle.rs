@@ -13,7 +13,10 @@ use slotguard_core::{as_cache_error, CacheError, CacheRequest};
 use slotguard_layers::slot_refresh::RefreshConfig;
 use slotguard_node::{HealthProber, NodeConfig};
 use slotguard_testkit::{ClusterSpec, LocalCluster};
-use slotguard_tests::{addr, eventually, flood_while_reading_another, write_each, Harness};
+use slotguard_tests::{
+    addr, eventually, every_node_connected, flood_while_reading_another, stays_shut_down,
+    write_each, Harness,
+};
 use tower::ServiceExt;
 
 fn stat(cluster: &LocalCluster, index: usize, name: &str) -> u64 {
@@ -154,16 +157,7 @@ async fn shutdown_returns_once_every_task_and_connection_has_ended() {
             tokio::spawn(async move { s.oneshot(CacheRequest::get(format!("sd:{i}"))).await })
         })
         .collect();
-    eventually(
-        "probes connected to the replicas",
-        Duration::from_secs(5),
-        || async {
-            let map = h.topology.load();
-            let all = map.nodes().all(|n| h.leaf.is_connected(&n.addr));
-            all.then_some(())
-        },
-    )
-    .await;
+    every_node_connected("probes connected to the replicas", &h.topology, &h.leaf).await;
     assert!(h.leaf.running_tasks() > 0);
 
     // The refresher first (it would dial for its views), then the leaf.
@@ -183,30 +177,9 @@ async fn shutdown_returns_once_every_task_and_connection_has_ended() {
         // Each finished, one way or another, and none hangs.
         let _ = r.await.unwrap();
     }
-    // Nothing is dialled again: calls fail fast, typed.
-    let node = addr(&h.cluster, 0);
-    let err = h
-        .leaf
-        .clone()
-        .oneshot(CacheRequest::get("k").to_node(node, slotguard_core::Role::Primary))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(as_cache_error(&err), Some(CacheError::Connection { .. })),
-        "{err}"
-    );
-    // And the nodes see every connection closed (they learn it a moment
-    // after our side).
-    eventually(
-        "every node sees our connections closed",
-        Duration::from_secs(5),
-        || async {
-            (0..h.cluster.len())
-                .all(|i| h.cluster.client_connections(i).unwrap() == 0)
-                .then_some(())
-        },
-    )
-    .await;
+    // Nothing is dialled again: calls fail fast, typed, and the nodes see
+    // every connection closed.
+    stays_shut_down(&h.leaf, &h.cluster).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

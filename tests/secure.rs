@@ -9,7 +9,9 @@ use slotguard_core::{as_cache_error, CacheError, CacheRequest};
 use slotguard_layers::slot_refresh::RefreshConfig;
 use slotguard_node::{Credentials, HealthProber, NodeConfig, TlsConfig};
 use slotguard_testkit::{ClusterSpec, LocalCluster};
-use slotguard_tests::{addr, eventually, no_replica_reported_loading, write_each, Harness};
+use slotguard_tests::{
+    addr, eventually, no_replica_reported_loading, write_each, write_then_read, Harness,
+};
 use tower::ServiceExt;
 
 const PASSWORD: &str = "pw-Zq81-never-printed";
@@ -47,16 +49,7 @@ async fn a_limited_acl_user_works_through_the_full_stack() {
     let stack = h.full_stack(&refresh);
     for i in 0..50u32 {
         let key = format!("acl:{i}");
-        stack
-            .clone()
-            .oneshot(CacheRequest::set(key.clone(), "v", None))
-            .await
-            .unwrap();
-        let got = stack
-            .clone()
-            .oneshot(CacheRequest::get(key.clone()))
-            .await
-            .unwrap();
+        let got = write_then_read(&stack, key.clone(), "v").await;
         assert_eq!(got.value.as_deref(), Some(&b"v"[..]));
         let del = stack
             .clone()

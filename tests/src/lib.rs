@@ -123,6 +123,27 @@ pub fn to_replica(topology: &Topology, req: CacheRequest) -> CacheRequest {
     req.to_node(replica, Role::Replica)
 }
 
+/// Write `value` under `key` through `stack`, then read `key` back
+/// through it: the read's response.
+pub async fn write_then_read<S, K>(
+    stack: &S,
+    key: K,
+    value: impl Into<bytes::Bytes>,
+) -> slotguard_core::CacheResponse
+where
+    S: tower::Service<CacheRequest, Response = slotguard_core::CacheResponse> + Clone,
+    S::Error: std::fmt::Debug,
+    K: Clone + Into<bytes::Bytes>,
+{
+    use tower::ServiceExt;
+    stack
+        .clone()
+        .oneshot(CacheRequest::set(key.clone(), value, None))
+        .await
+        .unwrap();
+    stack.clone().oneshot(CacheRequest::get(key)).await.unwrap()
+}
+
 /// Write each of `keys` through `stack`, with itself as its value.
 pub async fn write_each<S, K>(stack: &S, keys: &[K])
 where
@@ -341,4 +362,47 @@ pub fn rss() -> u64 {
         .and_then(|p| p.parse().ok())
         .unwrap_or(0);
     pages * 4096
+}
+
+/// Waits until `leaf` has a connection to every node of `topology`'s map.
+pub async fn every_node_connected<L: slotguard_core::Leaf>(
+    what: &str,
+    topology: &Topology,
+    leaf: &L,
+) {
+    eventually(what, Duration::from_secs(5), || async {
+        let map = topology.load();
+        let all = map.nodes().all(|n| leaf.is_connected(&n.addr));
+        all.then_some(())
+    })
+    .await;
+}
+
+/// After `leaf`'s shutdown nothing is dialled again: a call fails fast
+/// with a connection error, and every node of `cluster` sees our
+/// connections closed (a moment after our side).
+pub async fn stays_shut_down<L: slotguard_core::Leaf>(leaf: &L, cluster: &LocalCluster) {
+    use tower::ServiceExt;
+    let err = leaf
+        .clone()
+        .oneshot(CacheRequest::get("k").to_node(addr(cluster, 0), Role::Primary))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            cache_err(&err),
+            slotguard_core::CacheError::Connection { .. }
+        ),
+        "{err}"
+    );
+    eventually(
+        "every node sees our connections closed",
+        Duration::from_secs(5),
+        || async {
+            (0..cluster.len())
+                .all(|i| cluster.client_connections(i).unwrap() == 0)
+                .then_some(())
+        },
+    )
+    .await;
 }
