@@ -22,7 +22,7 @@ use slotguard_tests::leaves::{Common, Flavor, LeafHarness};
 use slotguard_tests::scripted::{get, node_with_keys, recovers, value_of};
 use slotguard_tests::{
     addr, cache_err, command_calls, eventually, every_node_connected, flood_while_reading_another,
-    rss, stays_shut_down, write_each, write_then_read,
+    put_to_sleep, rss, stays_shut_down, write_each, write_then_read,
 };
 use tower::{Layer, ServiceExt};
 
@@ -567,11 +567,12 @@ async fn back_pressure<F: Flavor>() {
         .oneshot(to(&other_addr, other_keys[0].clone()))
         .await
         .unwrap();
-    h.cluster.debug_sleep(slow, 2.0).unwrap();
-    eventually("the node is asleep", Duration::from_secs(5), || async {
-        let probe = to(&slow_addr, slow_keys[500].clone()).with_timeout(Duration::from_millis(50));
-        h.leaf.clone().oneshot(probe).await.is_err().then_some(())
-    })
+    put_to_sleep(
+        &h.leaf,
+        &h.cluster,
+        slow,
+        &to(&slow_addr, slow_keys[500].clone()),
+    )
     .await;
     let (peak, flood) = flood_while_reading_another(
         &h.leaf,

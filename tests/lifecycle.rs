@@ -14,8 +14,8 @@ use slotguard_layers::slot_refresh::RefreshConfig;
 use slotguard_node::{HealthProber, NodeConfig};
 use slotguard_testkit::{ClusterSpec, LocalCluster};
 use slotguard_tests::{
-    addr, eventually, every_node_connected, flood_while_reading_another, stays_shut_down,
-    write_each, Harness,
+    addr, eventually, every_node_connected, flood_while_reading_another, put_to_sleep,
+    stays_shut_down, write_each, Harness,
 };
 use tower::ServiceExt;
 
@@ -213,16 +213,14 @@ async fn a_saturated_node_answers_overloaded_and_leaves_the_others_alone() {
         .unwrap();
     let gets_before = slotguard_tests::command_calls(&h.cluster, slow, "get");
 
-    h.cluster.debug_sleep(slow, 2.0).unwrap();
     // Asleep once a probe read stops being answered.
-    let probes = std::sync::atomic::AtomicU64::new(0);
-    eventually("the node is asleep", Duration::from_secs(5), || async {
-        probes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let probe = to(&slow_addr, slow_keys[500].clone()).with_timeout(Duration::from_millis(50));
-        h.leaf.clone().oneshot(probe).await.is_err().then_some(())
-    })
+    let probes = put_to_sleep(
+        &h.leaf,
+        &h.cluster,
+        slow,
+        &to(&slow_addr, slow_keys[500].clone()),
+    )
     .await;
-    let probes = probes.into_inner();
 
     // A flood of 500 reads at the sleeping node, and reads of another node
     // at the same time.

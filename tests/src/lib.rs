@@ -406,3 +406,25 @@ pub async fn stays_shut_down<L: slotguard_core::Leaf>(leaf: &L, cluster: &LocalC
     )
     .await;
 }
+
+/// Puts node `index` to sleep (`DEBUG SLEEP` for 2 s) and waits until
+/// `probe`, a read stamped for it, stops being answered through `leaf`:
+/// the number of probes sent.
+pub async fn put_to_sleep<L: slotguard_core::Leaf>(
+    leaf: &L,
+    cluster: &LocalCluster,
+    index: usize,
+    probe: &CacheRequest,
+) -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use tower::ServiceExt;
+    cluster.debug_sleep(index, 2.0).unwrap();
+    let probes = AtomicU64::new(0);
+    eventually("the node is asleep", Duration::from_secs(5), || async {
+        probes.fetch_add(1, Ordering::Relaxed);
+        let probe = probe.clone().with_timeout(Duration::from_millis(50));
+        leaf.clone().oneshot(probe).await.is_err().then_some(())
+    })
+    .await;
+    probes.into_inner()
+}
