@@ -11,15 +11,19 @@ use bytes::Bytes;
 use futures_util::future::join_all;
 use slotguard_core::invalidation::{Invalidation, InvalidationBus, InvalidationReceiver, Received};
 use slotguard_core::{
-    as_cache_error, key_slot, BoxError, CacheError, CacheRequest, Failure, Leaf, LeafControl,
-    NodeAddr, Path, Role, SecondaryRequest,
+    key_slot, BoxError, CacheError, CacheRequest, Failure, Leaf, LeafControl, NodeAddr, Path, Role,
+    SecondaryRequest,
 };
 use slotguard_layers::fallback::FallbackLayer;
 use slotguard_node::{Credentials, HealthProber, TlsConfig};
 use slotguard_store::SqliteStore;
 use slotguard_testkit::{Action, ClusterSpec, LocalCluster, ScriptedNode};
 use slotguard_tests::leaves::{Common, Flavor, LeafHarness};
-use slotguard_tests::{addr, command_calls, eventually};
+use slotguard_tests::scripted::{get, node_with_keys, recovers, value_of};
+use slotguard_tests::{
+    addr, cache_err, command_calls, eventually, every_node_connected, flood_while_reading_another,
+    put_to_sleep, rss, stays_shut_down, write_each, write_then_read,
+};
 use tower::{Layer, ServiceExt};
 
 /// Runs `case` once per leaf: `case::node` and `case::fred`.
@@ -36,12 +40,6 @@ macro_rules! both {
             }
         }
     };
-}
-
-fn cache_err(e: &BoxError) -> CacheError {
-    as_cache_error(e)
-        .cloned()
-        .unwrap_or_else(|| panic!("not a CacheError: {e}"))
 }
 
 async fn harness<F: Flavor>(common: Common) -> LeafHarness<F::L> {
@@ -62,16 +60,7 @@ async fn routing<F: Flavor>() {
     let stack = h.routing_stack(&h.refresh_layer());
     for i in 0..100u32 {
         let key = format!("{}:route:{i}", F::NAME);
-        stack
-            .clone()
-            .oneshot(CacheRequest::set(key.clone(), key.clone(), None))
-            .await
-            .unwrap();
-        let got = stack
-            .clone()
-            .oneshot(CacheRequest::get(key.clone()))
-            .await
-            .unwrap();
+        let got = write_then_read(&stack, key.clone(), key.clone()).await;
         assert_eq!(got.value.as_deref(), Some(key.as_bytes()));
         assert_eq!(got.served.path, Path::Primary);
         let owner = h.cluster.primary_of_slot(key_slot(key.as_bytes())).unwrap();
@@ -172,13 +161,7 @@ async fn failover<F: Flavor>() {
         .into_iter()
         .map(Bytes::from)
         .collect();
-    for k in &keys {
-        stack
-            .clone()
-            .oneshot(CacheRequest::set(k.clone(), k.clone(), None))
-            .await
-            .unwrap();
-    }
+    write_each(&stack, &keys).await;
     // Replicated before the fault: the replica has every key.
     for k in &keys {
         eventually("replicated", Duration::from_secs(5), || {
@@ -342,16 +325,7 @@ async fn secure<F: Flavor>() {
     let stack = h.full_stack(&h.refresh_layer());
     for i in 0..20u32 {
         let key = format!("acl:{i}");
-        stack
-            .clone()
-            .oneshot(CacheRequest::set(key.clone(), "v", None))
-            .await
-            .unwrap();
-        let got = stack
-            .clone()
-            .oneshot(CacheRequest::get(key.clone()))
-            .await
-            .unwrap();
+        let got = write_then_read(&stack, key.clone(), "v").await;
         assert_eq!(got.value.as_deref(), Some(&b"v"[..]));
         assert_eq!(
             stack
@@ -412,16 +386,7 @@ async fn tls<F: Flavor>() {
     let stack = h.full_stack(&h.refresh_layer());
     for i in 0..20u32 {
         let key = format!("tls:{i}");
-        stack
-            .clone()
-            .oneshot(CacheRequest::set(key.clone(), key.clone(), None))
-            .await
-            .unwrap();
-        let got = stack
-            .clone()
-            .oneshot(CacheRequest::get(key.clone()))
-            .await
-            .unwrap();
+        let got = write_then_read(&stack, key.clone(), key.clone()).await;
         assert_eq!(got.value.as_deref(), Some(key.as_bytes()));
     }
     let key = "tls:3".to_owned();
@@ -463,36 +428,11 @@ async fn lifecycle<F: Flavor>() {
             .await
             .unwrap();
     }
-    eventually("every node connected", Duration::from_secs(5), || async {
-        let map = h.topology.load();
-        let all = map.nodes().all(|n| h.leaf.is_connected(&n.addr));
-        all.then_some(())
-    })
-    .await;
+    every_node_connected("every node connected", &h.topology, &h.leaf).await;
     assert!(h.leaf.running_tasks() > 0);
     LeafControl::shutdown(&h.leaf).await;
     assert_eq!(h.leaf.running_tasks(), 0, "{}: every task ended", F::NAME);
-    let node: NodeAddr = addr(&h.cluster, 0);
-    let err = h
-        .leaf
-        .clone()
-        .oneshot(CacheRequest::get("k").to_node(node, Role::Primary))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(cache_err(&err), CacheError::Connection { .. }),
-        "{err}"
-    );
-    eventually(
-        "every node sees our connections closed",
-        Duration::from_secs(5),
-        || async {
-            (0..h.cluster.len())
-                .all(|i| h.cluster.client_connections(i).unwrap() == 0)
-                .then_some(())
-        },
-    )
-    .await;
+    stays_shut_down(&h.leaf, &h.cluster).await;
 }
 both!(lifecycle);
 
@@ -627,30 +567,22 @@ async fn back_pressure<F: Flavor>() {
         .oneshot(to(&other_addr, other_keys[0].clone()))
         .await
         .unwrap();
-    h.cluster.debug_sleep(slow, 2.0).unwrap();
-    eventually("the node is asleep", Duration::from_secs(5), || async {
-        let probe = to(&slow_addr, slow_keys[500].clone()).with_timeout(Duration::from_millis(50));
-        h.leaf.clone().oneshot(probe).await.is_err().then_some(())
-    })
+    put_to_sleep(
+        &h.leaf,
+        &h.cluster,
+        slow,
+        &to(&slow_addr, slow_keys[500].clone()),
+    )
     .await;
-    let flood: Vec<_> = (0..500)
-        .map(|i| {
-            let (leaf, req) = (h.leaf.clone(), to(&slow_addr, slow_keys[i].clone()));
-            tokio::spawn(async move { leaf.oneshot(req).await })
-        })
-        .collect();
-    let mut peak = 0;
-    for key in &other_keys {
-        peak = peak.max(h.leaf.in_flight(&slow_addr));
-        h.leaf
-            .clone()
-            .oneshot(to(&other_addr, key.clone()).with_timeout(Duration::from_secs(1)))
-            .await
-            .expect("the other node answers while one is saturated");
-    }
+    let (peak, flood) = flood_while_reading_another(
+        &h.leaf,
+        (&slow_addr, &slow_keys[..500]),
+        (&other_addr, &other_keys),
+    )
+    .await;
     let (mut sent, mut overloaded) = (0usize, 0usize);
-    for f in flood {
-        match f.await.unwrap() {
+    for outcome in flood {
+        match outcome {
             Err(e) if matches!(cache_err(&e), CacheError::Overloaded { .. }) => overloaded += 1,
             _ => sent += 1,
         }
@@ -669,28 +601,11 @@ both!(back_pressure);
 
 const KEYS: usize = 32;
 
-fn value_of(i: usize) -> Vec<u8> {
-    format!("value-of-key-{i}").into_bytes()
-}
-
 fn scripted() -> (ScriptedNode, NodeAddr) {
-    let node = ScriptedNode::start().unwrap();
+    let (node, addr) = node_with_keys(KEYS);
     // RESP3, as a Redis 7 node: fred's client speaks it.
     node.speak_resp3(true);
-    for i in 0..KEYS {
-        node.set(format!("key-{i}"), value_of(i));
-    }
-    node.set("bad", "the-bad-key's-own-value");
-    let addr = node.addr().to_string().parse().unwrap();
     (node, addr)
-}
-
-async fn get<L: Leaf>(leaf: &L, addr: &NodeAddr, key: &str) -> Result<Option<Bytes>, BoxError> {
-    let req = CacheRequest::get(key.to_owned()).to_node(addr.clone(), Role::Primary);
-    tokio::time::timeout(Duration::from_secs(10), leaf.clone().oneshot(req))
-        .await
-        .expect("a call never hangs")
-        .map(|r| r.value)
 }
 
 /// Every key answered with its own value, or a typed error.
@@ -706,18 +621,6 @@ async fn traffic<L: Leaf>(leaf: &L, addr: &NodeAddr) -> Result<Option<Bytes>, Bo
     });
     let (bad, _) = tokio::join!(get(leaf, addr, "bad"), join_all(normal));
     bad
-}
-
-async fn recovers<L: Leaf>(leaf: &L, addr: &NodeAddr) {
-    eventually(
-        "the node is used again",
-        Duration::from_secs(10),
-        || async {
-            let v = get(leaf, addr, "key-1").await.ok()?;
-            (v.as_deref() == Some(&value_of(1)[..])).then_some(())
-        },
-    )
-    .await;
 }
 
 /// A reply of the wrong type is a typed protocol error for its own request
@@ -806,17 +709,6 @@ async fn hostile_shapes<F: Flavor>() {
     }
 }
 both!(hostile_shapes);
-
-/// Resident memory of this process, in bytes.
-fn rss() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: u64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0);
-    pages * 4096
-}
 
 /// A reply nested 100,000 arrays deep: the default leaf refuses it with a
 /// typed error past its depth cap; under the fred leaf, redis-protocol's

@@ -12,13 +12,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use slotguard_core::{
-    as_cache_error, classify, CacheError, CacheRequest, Consistency, Failure, NodeAddr, Path,
-};
+use slotguard_core::{classify, CacheError, CacheRequest, Consistency, Failure, NodeAddr, Path};
 use slotguard_layers::slot_refresh::RefreshConfig;
 use slotguard_node::HealthProber;
 use slotguard_testkit::{ClusterSpec, LocalCluster};
-use slotguard_tests::{addr, eventually, FullStack, Harness};
+use slotguard_tests::{addr, cache_err, eventually, FullStack, Harness};
 use tower::ServiceExt;
 
 const DEADLINE: Duration = Duration::from_millis(500);
@@ -209,12 +207,6 @@ async fn a_stopped_primary_keeps_every_read_answered() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_primary_keeps_every_read_answered() {
     primary_fault_under_load(Fault::Kill).await;
-}
-
-fn cache_err(e: &slotguard_core::BoxError) -> CacheError {
-    as_cache_error(e)
-        .cloned()
-        .unwrap_or_else(|| panic!("not a CacheError: {e}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,55 +6,19 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures_util::future::join_all;
-use slotguard_core::{as_cache_error, BoxError, CacheError, CacheRequest, NodeAddr, Role};
+use slotguard_core::{CacheError, CacheRequest, NodeAddr, Role};
 use slotguard_layers::slot_refresh::SlotRefreshLayer;
 use slotguard_node::{NodeConfig, NodeService, NodeTopologySource};
 use slotguard_testkit::{Action, ScriptedNode};
-use slotguard_tests::eventually;
+use slotguard_tests::scripted::{self, get, value_of};
+use slotguard_tests::{cache_err, eventually, rss};
 use tower::{Layer, ServiceExt};
 
 const KEYS: usize = 64;
 
-fn value_of(i: usize) -> Vec<u8> {
-    format!("value-of-key-{i}").into_bytes()
-}
-
 fn node_with_keys() -> (ScriptedNode, NodeAddr) {
-    let node = ScriptedNode::start().unwrap();
-    for i in 0..KEYS {
-        node.set(format!("key-{i}"), value_of(i));
-    }
-    node.set("bad", "the-bad-key's-own-value");
-    let addr = node.addr().to_string().parse().unwrap();
-    (node, addr)
-}
-
-fn cache_err(e: &BoxError) -> CacheError {
-    as_cache_error(e)
-        .cloned()
-        .unwrap_or_else(|| panic!("not a CacheError: {e}"))
-}
-
-async fn get(leaf: &NodeService, addr: &NodeAddr, key: &str) -> Result<Option<Bytes>, BoxError> {
-    let req = CacheRequest::get(key.to_owned()).to_node(addr.clone(), Role::Primary);
-    // Hang guard only: every call has the leaf's own deadline.
-    tokio::time::timeout(Duration::from_secs(10), leaf.clone().oneshot(req))
-        .await
-        .expect("a call never hangs")
-        .map(|r| r.value)
-}
-
-/// Resident memory of this process, in bytes.
-fn rss() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: u64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0);
-    pages * 4096
+    scripted::node_with_keys(KEYS)
 }
 
 /// Normal GETs of every key, many in flight at once with the bad one:
@@ -89,15 +53,7 @@ async fn traffic_with(leaf: &NodeService, addr: &NodeAddr) -> (CacheError, usize
 
 /// Once the node answers normally, requests to it succeed again.
 async fn recovers(leaf: &NodeService, addr: &NodeAddr) {
-    eventually(
-        "the node is used again",
-        Duration::from_secs(10),
-        || async {
-            let v = get(leaf, addr, "key-1").await.ok()?;
-            (v.as_deref() == Some(&value_of(1)[..])).then_some(())
-        },
-    )
-    .await;
+    scripted::recovers(leaf, addr).await;
     for i in 0..KEYS {
         let v = get(leaf, addr, &format!("key-{i}")).await.unwrap();
         assert_eq!(v.as_deref(), Some(&value_of(i)[..]));

@@ -8,21 +8,15 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use slotguard_core::{
-    as_cache_error, key_slot, BoxError, CacheError, CacheRequest, CacheResponse, Path, Role, Route,
+    key_slot, BoxError, CacheError, CacheRequest, CacheResponse, Path, Role, Route,
 };
 use slotguard_node::NodeConfig;
 use slotguard_testkit::ClusterSpec;
-use slotguard_tests::{addr, eventually, Harness};
+use slotguard_tests::{addr, cache_err, eventually, Harness};
 use tower::ServiceExt;
 
 async fn call(h: &Harness, req: CacheRequest) -> Result<CacheResponse, BoxError> {
     h.leaf.clone().oneshot(req).await
-}
-
-fn cache_err(e: &BoxError) -> CacheError {
-    as_cache_error(e)
-        .cloned()
-        .unwrap_or_else(|| panic!("not a CacheError: {e}"))
 }
 
 /// `cmdstat_<cmd>` calls on one node.

@@ -13,7 +13,10 @@ use slotguard_core::{as_cache_error, CacheError, CacheRequest};
 use slotguard_layers::slot_refresh::RefreshConfig;
 use slotguard_node::{HealthProber, NodeConfig};
 use slotguard_testkit::{ClusterSpec, LocalCluster};
-use slotguard_tests::{addr, eventually, Harness};
+use slotguard_tests::{
+    addr, eventually, every_node_connected, flood_while_reading_another, put_to_sleep,
+    stays_shut_down, write_each, Harness,
+};
 use tower::ServiceExt;
 
 fn stat(cluster: &LocalCluster, index: usize, name: &str) -> u64 {
@@ -41,27 +44,12 @@ async fn a_removed_node_is_closed_after_the_grace_period_and_never_redialled() {
         .filter(|&i| i != gone)
         .map(|i| addr(&cluster, i))
         .collect();
-    let topology = slotguard_core::Topology::new();
-    let leaf = slotguard_node::NodeService::new(config).with_topology(topology.clone());
-    let source = slotguard_node::NodeTopologySource::new(&leaf, seeds);
-    let h = Harness {
-        cluster,
-        leaf,
-        source,
-        topology,
-    };
-    h.reload().await;
+    let h = Harness::with_seeds(cluster, config, seeds).await;
     let refresh = h.refresh_layer(RefreshConfig::default());
     let stack = h.routing_stack(&refresh);
     let gone_addr = addr(&h.cluster, gone);
     let keys: Vec<String> = h.cluster.key_for_slot_of(gone, 20).unwrap();
-    for k in &keys {
-        stack
-            .clone()
-            .oneshot(CacheRequest::set(k.clone(), k.clone(), None))
-            .await
-            .unwrap();
-    }
+    write_each(&stack, &keys).await;
     assert!(h.leaf.is_connected(&gone_addr));
     assert!(h.cluster.client_connections(gone).unwrap() >= 1);
 
@@ -169,16 +157,7 @@ async fn shutdown_returns_once_every_task_and_connection_has_ended() {
             tokio::spawn(async move { s.oneshot(CacheRequest::get(format!("sd:{i}"))).await })
         })
         .collect();
-    eventually(
-        "probes connected to the replicas",
-        Duration::from_secs(5),
-        || async {
-            let map = h.topology.load();
-            let all = map.nodes().all(|n| h.leaf.is_connected(&n.addr));
-            all.then_some(())
-        },
-    )
-    .await;
+    every_node_connected("probes connected to the replicas", &h.topology, &h.leaf).await;
     assert!(h.leaf.running_tasks() > 0);
 
     // The refresher first (it would dial for its views), then the leaf.
@@ -198,30 +177,9 @@ async fn shutdown_returns_once_every_task_and_connection_has_ended() {
         // Each finished, one way or another, and none hangs.
         let _ = r.await.unwrap();
     }
-    // Nothing is dialled again: calls fail fast, typed.
-    let node = addr(&h.cluster, 0);
-    let err = h
-        .leaf
-        .clone()
-        .oneshot(CacheRequest::get("k").to_node(node, slotguard_core::Role::Primary))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(as_cache_error(&err), Some(CacheError::Connection { .. })),
-        "{err}"
-    );
-    // And the nodes see every connection closed (they learn it a moment
-    // after our side).
-    eventually(
-        "every node sees our connections closed",
-        Duration::from_secs(5),
-        || async {
-            (0..h.cluster.len())
-                .all(|i| h.cluster.client_connections(i).unwrap() == 0)
-                .then_some(())
-        },
-    )
-    .await;
+    // Nothing is dialled again: calls fail fast, typed, and the nodes see
+    // every connection closed.
+    stays_shut_down(&h.leaf, &h.cluster).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -255,37 +213,26 @@ async fn a_saturated_node_answers_overloaded_and_leaves_the_others_alone() {
         .unwrap();
     let gets_before = slotguard_tests::command_calls(&h.cluster, slow, "get");
 
-    h.cluster.debug_sleep(slow, 2.0).unwrap();
     // Asleep once a probe read stops being answered.
-    let probes = std::sync::atomic::AtomicU64::new(0);
-    eventually("the node is asleep", Duration::from_secs(5), || async {
-        probes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let probe = to(&slow_addr, slow_keys[500].clone()).with_timeout(Duration::from_millis(50));
-        h.leaf.clone().oneshot(probe).await.is_err().then_some(())
-    })
+    let probes = put_to_sleep(
+        &h.leaf,
+        &h.cluster,
+        slow,
+        &to(&slow_addr, slow_keys[500].clone()),
+    )
     .await;
-    let probes = probes.into_inner();
 
     // A flood of 500 reads at the sleeping node, and reads of another node
     // at the same time.
-    let flood: Vec<_> = (0..500)
-        .map(|i| {
-            let (leaf, req) = (h.leaf.clone(), to(&slow_addr, slow_keys[i].clone()));
-            tokio::spawn(async move { leaf.oneshot(req).await })
-        })
-        .collect();
-    let mut peak = 0;
-    for key in &other_keys {
-        peak = peak.max(h.leaf.in_flight(&slow_addr));
-        h.leaf
-            .clone()
-            .oneshot(to(&other_addr, key.clone()).with_timeout(Duration::from_secs(1)))
-            .await
-            .expect("the other node answers while one is saturated");
-    }
+    let (peak, flood) = flood_while_reading_another(
+        &h.leaf,
+        (&slow_addr, &slow_keys[..500]),
+        (&other_addr, &other_keys),
+    )
+    .await;
     let (mut ok, mut overloaded) = (0usize, 0usize);
-    for f in flood {
-        match f.await.unwrap() {
+    for outcome in flood {
+        match outcome {
             Ok(_) => ok += 1,
             Err(e) => match as_cache_error(&e) {
                 Some(CacheError::Overloaded { node }) => {

@@ -48,6 +48,16 @@ where
     out
 }
 
+/// Waits until a write of `key` (itself as its value) succeeds again.
+async fn writes_again(stack: &FullStack, key: &Bytes, what: &str) {
+    eventually(what, WAIT, || async {
+        bounded(stack, CacheRequest::set(key.clone(), key.clone(), None))
+            .await
+            .ok()
+    })
+    .await;
+}
+
 /// Seeded keys of `primary`, replicated to its replica.
 async fn keys_on(h: &Harness, stack: &FullStack, primary: usize, n: usize) -> Vec<Bytes> {
     let keys = h.write_keys_of(stack, primary, n).await;
@@ -163,15 +173,7 @@ async fn busy_and_client_pause_write_send_reads_elsewhere_and_bound_writes() {
     reads_elsewhere_writes_bounded(&h, &stack, &keys, true).await;
     drop(guard);
     drop(script);
-    eventually("the node to serve again", WAIT, || async {
-        bounded(
-            &stack,
-            CacheRequest::set(keys[0].clone(), keys[0].clone(), None),
-        )
-        .await
-        .ok()
-    })
-    .await;
+    writes_again(&stack, &keys[0], "the node to serve again").await;
 
     // CLIENT PAUSE WRITE: reads go on, writes wait at most their deadline.
     let (paused, keys) = (other, other_keys);
@@ -191,15 +193,7 @@ async fn busy_and_client_pause_write_send_reads_elsewhere_and_bound_writes() {
         "{err}"
     );
     drop(guard);
-    eventually("writes again after the pause", WAIT, || async {
-        bounded(
-            &stack,
-            CacheRequest::set(keys[0].clone(), keys[0].clone(), None),
-        )
-        .await
-        .ok()
-    })
-    .await;
+    writes_again(&stack, &keys[0], "writes again after the pause").await;
 }
 
 fn node_addr(node: &ScriptedNode) -> NodeAddr {

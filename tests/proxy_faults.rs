@@ -9,11 +9,11 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use bytes::Bytes;
-use slotguard_core::{as_cache_error, classify, CacheError, CacheRequest, Failure, Path};
+use slotguard_core::{classify, CacheError, CacheRequest, Failure, Path};
 use slotguard_layers::slot_refresh::RefreshConfig;
 use slotguard_node::{HealthProber, NodeConfig};
 use slotguard_testkit::{ClusterSpec, Direction, Faults};
-use slotguard_tests::{eventually, no_replica_reported_loading, Harness};
+use slotguard_tests::{cache_err, eventually, no_replica_reported_loading, Harness};
 use tokio::time::Instant;
 use tower::ServiceExt;
 
@@ -27,12 +27,6 @@ fn proxied() -> ClusterSpec {
         proxied: true,
         ..ClusterSpec::default()
     }
-}
-
-fn cache_err(e: &slotguard_core::BoxError) -> CacheError {
-    as_cache_error(e)
-        .cloned()
-        .unwrap_or_else(|| panic!("not a CacheError: {e}"))
 }
 
 /// Latency 200 ± 50 ms on one primary's replies: every request ends within

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use slotguard_core::{key_slot, CacheRequest, Path, TopologySource};
 use slotguard_layers::slot_refresh::RefreshConfig;
 use slotguard_testkit::key_in_slot;
-use slotguard_tests::{addr, command_calls, eventually, Harness};
+use slotguard_tests::{addr, command_calls, eventually, write_then_read, Harness};
 use tower::ServiceExt;
 
 /// Keys spread over `slots`, several per slot (hash tags).
@@ -234,16 +234,7 @@ async fn a_map_from_before_a_failover_is_corrected_by_the_first_moved() {
 
     for (i, key) in keys_in(0..50, 2, "stale").into_iter().enumerate() {
         let value = Bytes::from(format!("v{i}"));
-        stack
-            .clone()
-            .oneshot(CacheRequest::set(key.clone(), value.clone(), None))
-            .await
-            .unwrap();
-        let resp = stack
-            .clone()
-            .oneshot(CacheRequest::get(key.clone()))
-            .await
-            .unwrap();
+        let resp = write_then_read(&stack, key.clone(), value.clone()).await;
         assert_eq!(resp.value, Some(value));
         assert_eq!(resp.served.node, Some(addr(&h.cluster, replica)));
         assert_eq!(resp.served.path, Path::Primary);

@@ -9,7 +9,9 @@ use slotguard_core::{as_cache_error, CacheError, CacheRequest};
 use slotguard_layers::slot_refresh::RefreshConfig;
 use slotguard_node::{Credentials, HealthProber, NodeConfig, TlsConfig};
 use slotguard_testkit::{ClusterSpec, LocalCluster};
-use slotguard_tests::{addr, eventually, Harness};
+use slotguard_tests::{
+    addr, eventually, no_replica_reported_loading, write_each, write_then_read, Harness,
+};
 use tower::ServiceExt;
 
 const PASSWORD: &str = "pw-Zq81-never-printed";
@@ -47,16 +49,7 @@ async fn a_limited_acl_user_works_through_the_full_stack() {
     let stack = h.full_stack(&refresh);
     for i in 0..50u32 {
         let key = format!("acl:{i}");
-        stack
-            .clone()
-            .oneshot(CacheRequest::set(key.clone(), "v", None))
-            .await
-            .unwrap();
-        let got = stack
-            .clone()
-            .oneshot(CacheRequest::get(key.clone()))
-            .await
-            .unwrap();
+        let got = write_then_read(&stack, key.clone(), "v").await;
         assert_eq!(got.value.as_deref(), Some(&b"v"[..]));
         let del = stack
             .clone()
@@ -141,17 +134,6 @@ async fn a_wrong_password_is_a_typed_auth_error_on_the_first_call_without_hammer
     );
 }
 
-/// Whether any string in `reply` is `word`.
-fn mentions(reply: &slotguard_testkit::Reply, word: &[u8]) -> bool {
-    use slotguard_testkit::Reply;
-    match reply {
-        Reply::Bulk(Some(b)) => b == word,
-        Reply::Simple(s) => s.as_bytes() == word,
-        Reply::Array(Some(items)) => items.iter().any(|r| mentions(r, word)),
-        _ => false,
-    }
-}
-
 // ----- TLS ---------------------------------------------------------------
 
 fn tls_cluster() -> LocalCluster {
@@ -188,13 +170,7 @@ async fn the_full_stack_works_over_tls_and_reads_survive_a_stopped_primary() {
     let _prober = HealthProber::new(&h.leaf, h.topology.clone()).spawn();
     let victim = h.cluster.primary_of_slot(0).unwrap();
     let keys = h.cluster.key_for_slot_of(victim, 20).unwrap();
-    for k in &keys {
-        stack
-            .clone()
-            .oneshot(CacheRequest::set(k.clone(), k.clone(), None))
-            .await
-            .unwrap();
-    }
+    write_each(&stack, &keys).await;
     // Replicas have the keys before the primary stops.
     let replica = h.cluster.replicas_of(victim).unwrap()[0];
     eventually("replica has the keys", Duration::from_secs(10), || async {
@@ -215,19 +191,7 @@ async fn the_full_stack_works_over_tls_and_reads_survive_a_stopped_primary() {
         let k = h.cluster.key_for_slot_of(p, 1).unwrap().remove(0);
         h.cluster.command_str(p, &["SET", &k, &k]).unwrap();
     }
-    eventually(
-        "no replica reported loading",
-        Duration::from_secs(15),
-        || async {
-            let loading = (0..h.cluster.len()).any(|i| {
-                h.cluster
-                    .command_str(i, &["CLUSTER", "SHARDS"])
-                    .map_or(true, |r| mentions(&r, b"loading"))
-            });
-            (!loading).then_some(())
-        },
-    )
-    .await;
+    no_replica_reported_loading(&h.cluster).await;
     h.reload().await;
 
     h.cluster.pause(victim).unwrap();
@@ -358,17 +322,12 @@ async fn a_remap_makes_a_cluster_with_unreachable_announcements_usable_through_m
     let ports: Vec<u16> = cluster.nodes().iter().map(|n| n.port).collect();
     let real = |i: usize| slotguard_core::NodeAddr::new("127.0.0.1", ports[i]);
     let seeds: Vec<_> = (0..cluster.len()).map(real).collect();
-    let topology = slotguard_core::Topology::new();
-    let leaf = slotguard_node::NodeService::new(NodeConfig::default().with_remap(remap))
-        .with_topology(topology.clone());
-    let source = slotguard_node::NodeTopologySource::new(&leaf, seeds.clone());
-    let h = Harness {
+    let h = Harness::with_seeds(
         cluster,
-        leaf,
-        source,
-        topology,
-    };
-    h.reload().await;
+        NodeConfig::default().with_remap(remap),
+        seeds.clone(),
+    )
+    .await;
     // The map names every node by its dialable address.
     let map = h.topology.load();
     let mut named: Vec<_> = map.nodes().map(|n| n.addr.clone()).collect();

@@ -3,16 +3,14 @@
 
 use std::time::Duration;
 
-use slotguard_core::{CacheRequest, Leaf, Role, SlotMap, Topology, TopologySource};
+use slotguard_core::{CacheRequest, Leaf, SlotMap, Topology};
 use slotguard_fred::{FredLeaf, FredLeafConfig};
-use slotguard_layers::circuit_breaker::{BreakerConfig, CircuitBreaker, CircuitBreakerLayer};
-use slotguard_layers::redirect::{Redirect, RedirectLayer};
-use slotguard_layers::replica_failover::{ReplicaFailover, ReplicaFailoverLayer};
-use slotguard_layers::slot_refresh::{RefreshConfig, SlotRefresh, SlotRefreshLayer};
+use slotguard_layers::slot_refresh::{RefreshConfig, SlotRefreshLayer};
 use slotguard_node::{Credentials, NodeConfig, NodeService};
 use slotguard_testkit::LocalCluster;
 
 use crate::seeds;
+pub use crate::{Full, Routing};
 
 /// Settings both leaves take.
 #[derive(Debug, Clone, Default)]
@@ -116,11 +114,6 @@ pub struct LeafHarness<L: Leaf> {
     pub cluster: LocalCluster,
 }
 
-/// slot_refresh → redirect → leaf.
-pub type Routing<L> = SlotRefresh<Redirect<L>>;
-/// slot_refresh → redirect → replica_failover → circuit_breaker → leaf.
-pub type Full<L> = SlotRefresh<Redirect<ReplicaFailover<CircuitBreaker<L>>>>;
-
 impl<L: Leaf> LeafHarness<L> {
     /// A leaf on `cluster`, its map loaded.
     pub async fn on(cluster: LocalCluster, leaf: L) -> Self {
@@ -139,32 +132,17 @@ impl<L: Leaf> LeafHarness<L> {
 
     /// Fetch a fresh view and install it.
     pub async fn reload(&self) -> std::sync::Arc<SlotMap> {
-        let view = self
-            .source
-            .fetch_first(self.source.seeds())
-            .await
-            .expect("topology fetch");
-        self.topology
-            .report(slotguard_core::controller::ViewLoaded { view: &view })
+        crate::reload(&self.source, &self.topology).await
     }
 
     /// Stamp `req` for its slot's primary.
     pub fn to_primary(&self, req: CacheRequest) -> CacheRequest {
-        let map = self.topology.load();
-        let p = map
-            .primary_for_slot(req.slot())
-            .expect("covered")
-            .addr
-            .clone();
-        req.to_node(p, Role::Primary)
+        crate::to_primary(&self.topology, req)
     }
 
     /// Stamp `req` for its slot's first replica.
     pub fn to_replica(&self, req: CacheRequest) -> CacheRequest {
-        let map = self.topology.load();
-        let shard = map.shard_for_slot(req.slot()).expect("covered");
-        let r = shard.replicas.first().expect("a replica").addr.clone();
-        req.to_node(r, Role::Replica)
+        crate::to_replica(&self.topology, req)
     }
 
     /// A refresh layer over this topology and source, its refresher
@@ -181,22 +159,11 @@ impl<L: Leaf> LeafHarness<L> {
 
     /// slot_refresh → redirect → leaf.
     pub fn routing_stack(&self, refresh: &SlotRefreshLayer) -> Routing<L> {
-        tower::ServiceBuilder::new()
-            .layer(refresh.clone())
-            .layer(RedirectLayer::new(self.topology.clone()))
-            .service(self.leaf.clone())
+        crate::routing_stack(refresh, &self.topology, self.leaf.clone())
     }
 
     /// The full degradation stack.
     pub fn full_stack(&self, refresh: &SlotRefreshLayer) -> Full<L> {
-        tower::ServiceBuilder::new()
-            .layer(refresh.clone())
-            .layer(RedirectLayer::new(self.topology.clone()))
-            .layer(ReplicaFailoverLayer::new(self.topology.clone()))
-            .layer(
-                CircuitBreakerLayer::per_node(BreakerConfig::default())
-                    .with_topology(self.topology.clone()),
-            )
-            .service(self.leaf.clone())
+        crate::full_stack(refresh, &self.topology, self.leaf.clone())
     }
 }

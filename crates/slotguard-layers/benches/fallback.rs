@@ -28,6 +28,9 @@ use slotguard_core::{
 use slotguard_layers::fallback::{FallbackConfig, FallbackLayer, NearCacheConfig};
 use tower::{service_fn, Layer, Service, ServiceExt};
 
+#[path = "support/criterion.rs"]
+mod settings;
+
 const KEYS: usize = 4096;
 
 /// Answers every read at once with a value (or with none: `miss`).
@@ -185,17 +188,10 @@ fn benches(c: &mut Criterion) {
     herd(c, &rt);
 }
 
-fn config() -> Criterion {
-    // Short enough for a shared 2-core machine.
-    Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
-        .sample_size(30)
-}
-
 criterion_group! {
     name = fallback;
-    config = config();
+    // Short enough for a shared 2-core machine.
+    config = settings::short(30);
     targets = benches
 }
 criterion_main!(fallback);

@@ -34,19 +34,13 @@
 //! that the bare leaf's caller did from its table.
 #![allow(missing_docs)]
 
-use std::future::{ready, Ready};
 use std::hint::black_box;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use futures_util::future::BoxFuture;
-use slotguard_core::controller::{CallEnded, ViewLoaded};
-use slotguard_core::{
-    BoxError, CacheError, CacheRequest, CacheResponse, ClusterView, NodeAddr, NodeView, Path, Role,
-    Route, ShardView, Topology, TopologySource,
-};
+use slotguard_core::controller::ViewLoaded;
+use slotguard_core::{CacheRequest, CacheResponse, NodeAddr, Role, Topology};
 use slotguard_layers::circuit_breaker::{BreakerConfig, CircuitBreakerLayer};
 use slotguard_layers::coalesce::CoalesceLayer;
 use slotguard_layers::invalidation::InvalidationLogLayer;
@@ -58,89 +52,15 @@ use slotguard_layers::ServiceBuilderExt;
 use tokio::runtime::Runtime;
 use tower::{Service, ServiceBuilder, ServiceExt};
 
+#[path = "support/criterion.rs"]
+mod settings;
+
+#[path = "support/cluster.rs"]
+mod cluster;
+use cluster::{node, view, Leaf, StaticSource};
+
 const TASKS: u64 = 8;
 const KEYS: usize = 4096;
-
-fn node(port: u16) -> NodeAddr {
-    NodeAddr::new("127.0.0.1", port)
-}
-
-/// 3 primaries (7000..7002) with one replica each (7003..7005).
-fn view() -> ClusterView {
-    let nv = |port| NodeView {
-        addr: node(port),
-        id: None,
-        online: true,
-    };
-    let ranges = [(0, 5460), (5461, 10922), (10923, 16383)];
-    ClusterView {
-        source: node(7000),
-        shards: ranges
-            .iter()
-            .zip(0u16..)
-            .map(|(&range, i)| ShardView {
-                slots: vec![range],
-                primary: nv(7000 + i),
-                replicas: vec![nv(7003 + i)],
-            })
-            .collect(),
-        current_epoch: Some(1),
-        state_ok: Some(true),
-    }
-}
-
-/// Answers every fetch with the same view, at once.
-struct StaticSource(ClusterView);
-
-impl TopologySource for StaticSource {
-    fn fetch_view(&self, _node: &NodeAddr) -> BoxFuture<'static, Result<ClusterView, BoxError>> {
-        let view = self.0.clone();
-        Box::pin(async move { Ok(view) })
-    }
-
-    fn seeds(&self) -> Vec<NodeAddr> {
-        vec![self.0.source.clone()]
-    }
-}
-
-/// The in-memory leaf: answers at once, served by the stamped node. With a
-/// topology it records each outcome in the node's health cell, as
-/// `NodeService` does on every completed call.
-#[derive(Clone)]
-struct Leaf {
-    topology: Option<Topology>,
-}
-
-impl Service<CacheRequest> for Leaf {
-    type Response = CacheResponse;
-    type Error = BoxError;
-    type Future = Ready<Result<CacheResponse, BoxError>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: CacheRequest) -> Self::Future {
-        let Route::Node { addr, role, .. } = req.route else {
-            return ready(Err(CacheError::InvalidInput("unrouted".into()).into()));
-        };
-        let path = match role {
-            Role::Primary => Path::Primary,
-            Role::Replica => Path::Replica,
-        };
-        let out = Ok(CacheResponse::from_node(None, addr.clone(), path));
-        if let Some(topology) = &self.topology {
-            // Reported as the leaf reports each call (the healthy path).
-            let now = tokio::time::Instant::now();
-            topology.report(CallEnded {
-                node: &addr,
-                started: now.checked_sub(Duration::from_micros(100)).unwrap_or(now),
-                outcome: &out,
-            });
-        }
-        ready(out.map_err(Into::into))
-    }
-}
 
 /// Keys spread over every slot, with the primary owning each.
 struct Keys {
@@ -417,17 +337,10 @@ fn telemetry_cases(
     }
 }
 
-fn config() -> Criterion {
-    // Short enough for a shared 2-core machine (~1.5 min for all cases).
-    Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
-        .sample_size(50)
-}
-
 criterion_group! {
     name = benches;
-    config = config();
+    // Short enough for a shared 2-core machine (~1.5 min for all cases).
+    config = settings::short(50);
     targets = stack
 }
 criterion_main!(benches);

@@ -40,6 +40,25 @@ pub(crate) fn view(source: u16, shards: &[(u16, u16, u16)]) -> ClusterView {
     }
 }
 
+/// One shard over every slot: `primary` and its `replicas`.
+pub(crate) fn one_shard(primary: u16, replicas: &[u16]) -> ClusterView {
+    let nv = |p: u16| NodeView {
+        addr: addr(p),
+        id: None,
+        online: true,
+    };
+    ClusterView {
+        source: addr(primary),
+        shards: vec![ShardView {
+            slots: vec![(0, 16383)],
+            primary: nv(primary),
+            replicas: replicas.iter().map(|&p| nv(p)).collect(),
+        }],
+        current_epoch: Some(1),
+        state_ok: Some(true),
+    }
+}
+
 /// Two shards: slots 0..=8191 on port 1, the rest on port 2.
 pub(crate) fn two_shards() -> ClusterView {
     view(1, &[(0, 8191, 1), (8192, 16383, 2)])

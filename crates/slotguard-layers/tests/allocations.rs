@@ -5,97 +5,21 @@
 //! `allocation-counter` counts the calling thread's allocations; it is the
 //! global allocator of this test binary only.
 
-use std::future::{ready, Ready};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::future::{BoxFuture, FutureExt};
-use slotguard_core::controller::CallEnded;
-use slotguard_core::{
-    BoxError, CacheError, CacheRequest, CacheResponse, ClusterView, Consistency, NodeAddr,
-    NodeView, Path, Role, Route, ShardView, Topology, TopologySource,
-};
+use futures_util::future::FutureExt;
+use slotguard_core::{CacheRequest, Consistency, Topology};
 use slotguard_layers::circuit_breaker::{BreakerConfig, CircuitBreakerLayer};
 use slotguard_layers::redirect::RedirectLayer;
 use slotguard_layers::replica_failover::ReplicaFailoverLayer;
 use slotguard_layers::slot_refresh::SlotRefreshLayer;
 use slotguard_layers::ServiceBuilderExt;
-use tower::{Service, ServiceBuilder, ServiceExt};
+use tower::{ServiceBuilder, ServiceExt};
 
-fn node(port: u16) -> NodeAddr {
-    NodeAddr::new("127.0.0.1", port)
-}
-
-/// 3 primaries (7000..7002) with one replica each (7003..7005).
-fn view() -> ClusterView {
-    let nv = |port| NodeView {
-        addr: node(port),
-        id: None,
-        online: true,
-    };
-    let ranges = [(0, 5460), (5461, 10922), (10923, 16383)];
-    ClusterView {
-        source: node(7000),
-        shards: ranges
-            .iter()
-            .zip(0u16..)
-            .map(|(&range, i)| ShardView {
-                slots: vec![range],
-                primary: nv(7000 + i),
-                replicas: vec![nv(7003 + i)],
-            })
-            .collect(),
-        current_epoch: Some(1),
-        state_ok: Some(true),
-    }
-}
-
-struct StaticSource;
-
-impl TopologySource for StaticSource {
-    fn fetch_view(&self, _node: &NodeAddr) -> BoxFuture<'static, Result<ClusterView, BoxError>> {
-        Box::pin(async { Ok(view()) })
-    }
-
-    fn seeds(&self) -> Vec<NodeAddr> {
-        vec![node(7000)]
-    }
-}
-
-/// Answers at once, served by the stamped node, recording its health as
-/// `NodeService` does.
-#[derive(Clone)]
-struct Leaf(Topology);
-
-impl Service<CacheRequest> for Leaf {
-    type Response = CacheResponse;
-    type Error = BoxError;
-    type Future = Ready<Result<CacheResponse, BoxError>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: CacheRequest) -> Self::Future {
-        let Route::Node { addr, role, .. } = req.route else {
-            return ready(Err(CacheError::InvalidInput("unrouted".into()).into()));
-        };
-        let path = match role {
-            Role::Primary => Path::Primary,
-            Role::Replica => Path::Replica,
-        };
-        // Reported as the leaf reports each call (the healthy path).
-        let now = tokio::time::Instant::now();
-        let out = Ok(CacheResponse::from_node(None, addr.clone(), path));
-        self.0.report(CallEnded {
-            node: &addr,
-            started: now.checked_sub(Duration::from_micros(100)).unwrap_or(now),
-            outcome: &out,
-        });
-        ready(out.map_err(Into::into))
-    }
-}
+#[path = "../benches/support/cluster.rs"]
+mod cluster;
+use cluster::{view, Leaf, StaticSource};
 
 fn keys() -> Vec<Bytes> {
     (0..64)
@@ -124,7 +48,7 @@ fn full_stack_allocates_nothing(telemetry: bool) {
         .unwrap();
     let topology = Topology::new();
     let refresh = rt
-        .block_on(SlotRefreshLayer::new(topology.clone(), StaticSource).load())
+        .block_on(SlotRefreshLayer::new(topology.clone(), StaticSource(view())).load())
         .unwrap();
     let telemetry = telemetry.then(|| {
         slotguard_layers::telemetry::TelemetryLayer::builder()
@@ -139,7 +63,9 @@ fn full_stack_allocates_nothing(telemetry: bool) {
         .circuit_breaker(
             CircuitBreakerLayer::per_node(BreakerConfig::default()).with_topology(topology.clone()),
         )
-        .service(Leaf(topology.clone()));
+        .service(Leaf {
+            topology: Some(topology.clone()),
+        });
     let keys = keys();
     let _entered = rt.enter();
     // Every future here is ready at once, so polling once runs a request.

@@ -89,13 +89,23 @@ pub(super) async fn succeed(svc: &mut Svc, handle: &mut Handle, port: u16, times
     }
 }
 
+/// A read of `port` that must fail fast (see [`refused_request`]).
+async fn refused(svc: &mut Svc, handle: &mut Handle, port: u16, scope: BreakerScope) {
+    refused_request(svc, handle, req_to(port), scope).await;
+}
+
 /// A call that must fail fast: ready at once, `CircuitOpen` for `scope`,
 /// and nothing reaches the leaf.
-async fn refused(svc: &mut Svc, handle: &mut Handle, port: u16, scope: BreakerScope) {
+pub(super) async fn refused_request(
+    svc: &mut Svc,
+    handle: &mut Handle,
+    req: CacheRequest,
+    scope: BreakerScope,
+) {
     // readiness is never held back by the breaker
     let ready = svc.ready().now_or_never().expect("ready at once").unwrap();
     let err = ready
-        .call(req_to(port))
+        .call(req)
         .now_or_never()
         .expect("fails fast")
         .unwrap_err();

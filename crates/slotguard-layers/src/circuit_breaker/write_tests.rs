@@ -4,10 +4,10 @@
 use std::time::Duration;
 
 use futures_util::FutureExt;
-use slotguard_core::{classify, CacheRequest, Failure, Role, Topology};
+use slotguard_core::{CacheRequest, Role, Topology};
 use tower::{Service, ServiceExt};
 
-use super::tests::{fail, node, ok, setup, small};
+use super::tests::{fail, node, ok, refused_request, setup, small};
 use super::{BreakerState, CircuitBreakerLayer};
 use crate::test_support::addr;
 
@@ -31,15 +31,7 @@ async fn opening_fences_writes_and_a_half_open_breaker_probes_with_reads_only() 
     assert_eq!(layer.state(&node(1)), BreakerState::HalfOpen);
 
     // While the node is unconfirmed a write fails fast, without a probe.
-    let err = svc
-        .ready()
-        .await
-        .unwrap()
-        .call(write_to(1))
-        .await
-        .unwrap_err();
-    assert_eq!(classify(&err), Failure::CircuitOpen);
-    assert!(handle.next_request().now_or_never().is_none());
+    refused_request(&mut svc, &mut handle, write_to(1), node(1)).await;
 
     // A fresh view confirms the node: writes pass, still not as probes.
     assert!(crate::test_support::confirm(
@@ -74,13 +66,5 @@ async fn without_a_topology_a_half_open_breaker_refuses_writes() {
     let (mut svc, mut handle) = setup(&layer);
     fail(&mut svc, &mut handle, 1, 4).await;
     tokio::time::advance(Duration::from_secs(1)).await;
-    let err = svc
-        .ready()
-        .await
-        .unwrap()
-        .call(write_to(1))
-        .await
-        .unwrap_err();
-    assert_eq!(classify(&err), Failure::CircuitOpen);
-    assert!(handle.next_request().now_or_never().is_none());
+    refused_request(&mut svc, &mut handle, write_to(1), node(1)).await;
 }

@@ -1,40 +1,18 @@
 use std::time::Duration;
 
-use slotguard_core::{
-    CacheError, CacheRequest, CacheResponse, ClusterView, NodeView, Path, Route, ShardView,
-    Topology,
-};
+use slotguard_core::{CacheError, CacheRequest, CacheResponse, Path, Route, Topology};
 use tower::{Layer, ServiceExt};
 use tower_test::mock;
 
 use super::{InvalidationLog, InvalidationLogLayer, LogConfig};
-use crate::test_support::addr;
+use crate::test_support::{addr, one_shard};
 
 type Handle = mock::Handle<CacheRequest, CacheResponse>;
 type Svc = InvalidationLog<mock::Mock<CacheRequest, CacheResponse>>;
 
-/// One shard over every slot: `primary` and its replica `replica`.
-fn view(primary: u16, replica: u16) -> ClusterView {
-    let nv = |p: u16| NodeView {
-        addr: addr(p),
-        id: None,
-        online: true,
-    };
-    ClusterView {
-        source: addr(primary),
-        shards: vec![ShardView {
-            slots: vec![(0, 16383)],
-            primary: nv(primary),
-            replicas: vec![nv(replica)],
-        }],
-        current_epoch: Some(1),
-        state_ok: Some(true),
-    }
-}
-
 fn setup(config: LogConfig) -> (Topology, InvalidationLogLayer, Svc, Handle) {
     let topology = Topology::new();
-    crate::test_support::install(&topology, &view(1, 101));
+    crate::test_support::install(&topology, &one_shard(1, &[101]));
     let (svc, handle) = mock::pair::<CacheRequest, CacheResponse>();
     let layer = InvalidationLogLayer::with_config(topology.clone(), config);
     let svc = layer.layer(svc);
@@ -157,7 +135,7 @@ async fn a_delete_is_replayed_to_the_slots_new_owner() {
             .is_err()
     );
     // the replica is promoted
-    crate::test_support::install(&topology, &view(101, 1));
+    crate::test_support::install(&topology, &one_shard(101, &[1]));
     let (r, send) = handle.next_request().await.unwrap();
     assert_eq!(r.op, slotguard_core::Op::Delete);
     assert_eq!(r.key().as_ref(), b"k");
@@ -245,7 +223,7 @@ async fn deletes_are_forgotten_after_the_window_and_beyond_capacity() {
     )
     .await;
     assert_eq!(r.value.as_deref(), Some(&b"v"[..]));
-    crate::test_support::install(&topology, &view(101, 1));
+    crate::test_support::install(&topology, &one_shard(101, &[1]));
     assert!(
         tokio::time::timeout(Duration::from_secs(1), handle.next_request())
             .await

@@ -3,40 +3,22 @@
 use std::time::Duration;
 
 use slotguard_core::{
-    CacheError, CacheRequest, CacheResponse, ClusterView, Consistency, NodeView, Path, Role, Route,
-    ShardView, Topology,
+    CacheError, CacheRequest, CacheResponse, Consistency, Path, Role, Route, Topology,
 };
 use tokio::time::Instant;
 use tower::{Layer, ServiceExt};
 use tower_test::mock;
 
 use super::{FailoverPolicy, HedgePolicy, HedgeStats, ReplicaFailoverLayer};
-use crate::test_support::addr;
+use crate::test_support::{addr, one_shard};
 
 type Handle = mock::Handle<CacheRequest, CacheResponse>;
 type Svc = super::ReplicaFailover<mock::Mock<CacheRequest, CacheResponse>>;
 
 /// One shard: primary 1, replicas 101 and 102.
 fn setup(hedge: HedgePolicy) -> (Topology, ReplicaFailoverLayer, Svc, Handle) {
-    let nv = |p: u16| NodeView {
-        addr: addr(p),
-        id: None,
-        online: true,
-    };
     let topology = Topology::new();
-    crate::test_support::install(
-        &topology,
-        &ClusterView {
-            source: addr(1),
-            shards: vec![ShardView {
-                slots: vec![(0, 16383)],
-                primary: nv(1),
-                replicas: vec![nv(101), nv(102)],
-            }],
-            current_epoch: None,
-            state_ok: Some(true),
-        },
-    );
+    crate::test_support::install(&topology, &one_shard(1, &[101, 102]));
     let policy = FailoverPolicy {
         hedge: Some(hedge),
         ..FailoverPolicy::default()

@@ -1,40 +1,23 @@
 use std::time::Duration;
 
 use slotguard_core::{
-    classify, key_slot, CacheError, CacheRequest, CacheResponse, ClusterView, Consistency, Failure,
-    NodeView, Path, Role, Route, ShardView, Topology,
+    classify, key_slot, BoxError, CacheError, CacheRequest, CacheResponse, Consistency, Failure,
+    Path, Role, Route, Topology,
 };
 use tokio::time::Instant;
 use tower::{Layer, ServiceExt};
 use tower_test::mock;
 
 use super::{FailoverPolicy, ReadFrom, ReplicaFailoverLayer};
-use crate::test_support::addr;
+use crate::test_support::{addr, one_shard};
 
 type Handle = mock::Handle<CacheRequest, CacheResponse>;
 type Svc = super::ReplicaFailover<mock::Mock<CacheRequest, CacheResponse>>;
 
 /// One shard: primary 1, replicas 101 and 102.
 fn setup(policy: FailoverPolicy) -> (Topology, Svc, Handle) {
-    let nv = |p: u16| NodeView {
-        addr: addr(p),
-        id: None,
-        online: true,
-    };
     let topology = Topology::new();
-    crate::test_support::install(
-        &topology,
-        &ClusterView {
-            source: addr(1),
-            shards: vec![ShardView {
-                slots: vec![(0, 16383)],
-                primary: nv(1),
-                replicas: vec![nv(101), nv(102)],
-            }],
-            current_epoch: None,
-            state_ok: Some(true),
-        },
-    );
+    crate::test_support::install(&topology, &one_shard(1, &[101, 102]));
     let (svc, handle) = mock::pair::<CacheRequest, CacheResponse>();
     let svc = ReplicaFailoverLayer::with_policy(topology.clone(), policy).layer(svc);
     (topology, svc, handle)
@@ -53,6 +36,18 @@ fn node_of(r: &CacheRequest) -> (u16, Role) {
 
 fn timeout(port: u16) -> CacheError {
     CacheError::Timeout { node: addr(port) }
+}
+
+/// The call's next attempt goes to a replica, which answers: the call
+/// succeeds.
+async fn a_replica_answers(
+    handle: &mut Handle,
+    call: tokio::task::JoinHandle<Result<CacheResponse, BoxError>>,
+) {
+    let (r, send) = handle.next_request().await.unwrap();
+    assert_eq!(node_of(&r).1, Role::Replica);
+    send.send_response(CacheResponse::from_node(None, addr(101), Path::Replica));
+    call.await.unwrap().unwrap();
 }
 
 async fn no_request_within(handle: &mut Handle, d: Duration) -> bool {
@@ -169,10 +164,7 @@ async fn an_open_primary_breaker_sends_reads_straight_to_a_replica() {
     let (topology, svc, mut handle) = setup(FailoverPolicy::default());
     crate::test_support::breaker_open(&topology, &addr(1), true);
     let call = tokio::spawn(svc.oneshot(get()));
-    let (r, send) = handle.next_request().await.unwrap();
-    assert_eq!(node_of(&r).1, Role::Replica);
-    send.send_response(CacheResponse::from_node(None, addr(101), Path::Replica));
-    call.await.unwrap().unwrap();
+    a_replica_answers(&mut handle, call).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -218,10 +210,7 @@ async fn no_eligible_replica_returns_the_primary_error() {
     let call = tokio::spawn(svc2.oneshot(req));
     let (_r, send) = handle2.next_request().await.unwrap();
     send.send_error(timeout(1));
-    let (r, send) = handle2.next_request().await.unwrap();
-    assert_eq!(node_of(&r).1, Role::Replica);
-    send.send_response(CacheResponse::from_node(None, addr(101), Path::Replica));
-    call.await.unwrap().unwrap();
+    a_replica_answers(&mut handle2, call).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -231,10 +220,7 @@ async fn replica_preferred_reads_start_on_a_replica() {
         ..FailoverPolicy::default()
     });
     let call = tokio::spawn(svc.oneshot(get()));
-    let (r, send) = handle.next_request().await.unwrap();
-    assert_eq!(node_of(&r).1, Role::Replica);
-    send.send_response(CacheResponse::from_node(None, addr(101), Path::Replica));
-    call.await.unwrap().unwrap();
+    a_replica_answers(&mut handle, call).await;
 }
 
 #[tokio::test(start_paused = true)]

@@ -1,7 +1,7 @@
 use std::time::Duration;
 
 use slotguard_core::{
-    classify, key_slot, CacheRequest, CacheResponse, Failure, Path, Route, Topology,
+    classify, key_slot, BoxError, CacheRequest, CacheResponse, Failure, Path, Route, Topology,
 };
 use tower::{Layer, ServiceExt};
 use tower_test::mock;
@@ -26,6 +26,18 @@ async fn settle() {
     }
 }
 
+/// The call's request is stamped for node 1, which answers: the call
+/// succeeds.
+async fn node_1_answers(
+    handle: &mut mock::Handle<CacheRequest, CacheResponse>,
+    call: tokio::task::JoinHandle<Result<CacheResponse, BoxError>>,
+) {
+    let (r, send) = handle.next_request().await.unwrap();
+    assert!(matches!(&r.route, Route::Node { addr: a, .. } if a == &addr(1)));
+    send.send_response(CacheResponse::from_node(None, addr(1), Path::Primary));
+    call.await.unwrap().unwrap();
+}
+
 #[tokio::test(start_paused = true)]
 async fn load_then_stamp_from_the_map() {
     let topology = Topology::new();
@@ -40,10 +52,7 @@ async fn load_then_stamp_from_the_map() {
     let key = "bar";
     assert!(key_slot(key.as_bytes()) < 8192);
     let call = tokio::spawn(svc.oneshot(CacheRequest::get(key)));
-    let (r, send) = handle.next_request().await.unwrap();
-    assert!(matches!(&r.route, Route::Node { addr: a, .. } if a == &addr(1)));
-    send.send_response(CacheResponse::from_node(None, addr(1), Path::Primary));
-    call.await.unwrap().unwrap();
+    node_1_answers(&mut handle, call).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -196,10 +205,7 @@ async fn writes_to_a_fenced_primary_wait_for_its_own_answer_in_a_fresh_round() {
     assert!(topology.refresh_requests() > before, "asks for a view");
     // Reads are not held back (failover decides about them).
     let read = tokio::spawn(svc.clone().oneshot(CacheRequest::get(key)));
-    let (r, send) = handle.next_request().await.unwrap();
-    assert!(matches!(&r.route, Route::Node { addr: a, .. } if a == &addr(1)));
-    send.send_response(CacheResponse::from_node(None, addr(1), Path::Primary));
-    read.await.unwrap().unwrap();
+    node_1_answers(&mut handle, read).await;
     // The majority still has node 1 as primary, but node 1 did not answer:
     // that proves nothing about it.
     layer.refresh_now().await.unwrap();
@@ -211,10 +217,7 @@ async fn writes_to_a_fenced_primary_wait_for_its_own_answer_in_a_fresh_round() {
     layer.refresh_now().await.unwrap();
     assert!(!health.writes_fenced());
     let call = tokio::spawn(svc.clone().oneshot(write));
-    let (r, send) = handle.next_request().await.unwrap();
-    assert!(matches!(&r.route, Route::Node { addr: a, .. } if a == &addr(1)));
-    send.send_response(CacheResponse::from_node(None, addr(1), Path::Primary));
-    call.await.unwrap().unwrap();
+    node_1_answers(&mut handle, call).await;
 }
 
 #[tokio::test(start_paused = true)]
