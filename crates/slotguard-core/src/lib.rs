@@ -19,6 +19,7 @@ pub mod op;
 mod request;
 mod response;
 mod secondary;
+mod setters;
 pub mod slot;
 pub mod topology;
 

@@ -111,10 +111,8 @@ impl FredLeafConfig {
         }
     }
 
-    /// Per-command deadline.
-    pub fn with_command_timeout(mut self, timeout: Duration) -> Self {
-        self.command_timeout = timeout;
-        self
+    slotguard_core::setters! {
+        with_command_timeout => command_timeout: Duration,
     }
 
     /// Stall timeout of the watchdog.
@@ -123,22 +121,10 @@ impl FredLeafConfig {
         self
     }
 
-    /// fred's unresponsive-connection timeout (`None`: off).
-    pub fn with_unresponsive_timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.unresponsive_timeout = timeout;
-        self
-    }
-
-    /// Turn the reply marker on or off.
-    pub fn with_reply_marker(mut self, on: bool) -> Self {
-        self.reply_marker = on;
-        self
-    }
-
-    /// Commands outstanding per node client.
-    pub fn with_max_in_flight(mut self, max: usize) -> Self {
-        self.max_in_flight = max;
-        self
+    slotguard_core::setters! {
+        with_unresponsive_timeout => unresponsive_timeout: Option<Duration>,
+        with_reply_marker => reply_marker: bool,
+        with_max_in_flight => max_in_flight: usize,
     }
 
     /// Credentials.

@@ -102,28 +102,11 @@ impl NodeConfig {
         Self::default()
     }
 
-    /// These settings with [`command_timeout`](Self::command_timeout).
-    pub fn with_command_timeout(mut self, timeout: Duration) -> Self {
-        self.command_timeout = timeout;
-        self
-    }
-
-    /// These settings with [`connect_timeout`](Self::connect_timeout).
-    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
-        self.connect_timeout = timeout;
-        self
-    }
-
-    /// These settings with [`admin_timeout`](Self::admin_timeout).
-    pub fn with_admin_timeout(mut self, timeout: Duration) -> Self {
-        self.admin_timeout = timeout;
-        self
-    }
-
-    /// These settings with [`reconnect_delay`](Self::reconnect_delay).
-    pub fn with_reconnect_delay(mut self, delay: Duration) -> Self {
-        self.reconnect_delay = delay;
-        self
+    slotguard_core::setters! {
+        with_command_timeout => command_timeout: Duration,
+        with_connect_timeout => connect_timeout: Duration,
+        with_admin_timeout => admin_timeout: Duration,
+        with_reconnect_delay => reconnect_delay: Duration,
     }
 
     /// These settings with a fixed [`stall_timeout`](Self::stall_timeout).
@@ -132,40 +115,13 @@ impl NodeConfig {
         self
     }
 
-    /// These settings with [`max_key_len`](Self::max_key_len).
-    pub fn with_max_key_len(mut self, len: usize) -> Self {
-        self.max_key_len = len;
-        self
-    }
-
-    /// These settings with [`max_value_len`](Self::max_value_len).
-    pub fn with_max_value_len(mut self, len: usize) -> Self {
-        self.max_value_len = len;
-        self
-    }
-
-    /// These settings with [`max_reply_depth`](Self::max_reply_depth).
-    pub fn with_max_reply_depth(mut self, depth: usize) -> Self {
-        self.max_reply_depth = depth;
-        self
-    }
-
-    /// These settings with [`max_reply_elements`](Self::max_reply_elements).
-    pub fn with_max_reply_elements(mut self, elements: usize) -> Self {
-        self.max_reply_elements = elements;
-        self
-    }
-
-    /// These settings with [`max_in_flight`](Self::max_in_flight).
-    pub fn with_max_in_flight(mut self, max: usize) -> Self {
-        self.max_in_flight = max;
-        self
-    }
-
-    /// These settings with [`node_grace`](Self::node_grace).
-    pub fn with_node_grace(mut self, grace: Duration) -> Self {
-        self.node_grace = grace;
-        self
+    slotguard_core::setters! {
+        with_max_key_len => max_key_len: usize,
+        with_max_value_len => max_value_len: usize,
+        with_max_reply_depth => max_reply_depth: usize,
+        with_max_reply_elements => max_reply_elements: usize,
+        with_max_in_flight => max_in_flight: usize,
+        with_node_grace => node_grace: Duration,
     }
 
     /// These settings with `credentials` on every connection.

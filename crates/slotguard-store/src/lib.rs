@@ -109,16 +109,9 @@ impl StoreConfig {
         Self::default()
     }
 
-    /// Set [`timeout`](Self::timeout).
-    pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
-    }
-
-    /// Set [`queue`](Self::queue).
-    pub fn with_queue(mut self, queue: usize) -> Self {
-        self.queue = queue;
-        self
+    slotguard_core::setters! {
+        with_timeout => timeout: Duration,
+        with_queue => queue: usize,
     }
 }
 

@@ -68,22 +68,10 @@ impl BreakerConfig {
         Self::default()
     }
 
-    /// Set [`failure_rate_threshold`](Self::failure_rate_threshold).
-    pub fn with_failure_rate_threshold(mut self, failure_rate_threshold: f64) -> Self {
-        self.failure_rate_threshold = failure_rate_threshold;
-        self
-    }
-
-    /// Set [`slow_call_rate_threshold`](Self::slow_call_rate_threshold).
-    pub fn with_slow_call_rate_threshold(mut self, slow_call_rate_threshold: f64) -> Self {
-        self.slow_call_rate_threshold = slow_call_rate_threshold;
-        self
-    }
-
-    /// Set [`slow_call_duration`](Self::slow_call_duration).
-    pub fn with_slow_call_duration(mut self, slow_call_duration: Duration) -> Self {
-        self.slow_call_duration = slow_call_duration;
-        self
+    slotguard_core::setters! {
+        with_failure_rate_threshold => failure_rate_threshold: f64,
+        with_slow_call_rate_threshold => slow_call_rate_threshold: f64,
+        with_slow_call_duration => slow_call_duration: Duration,
     }
 
     /// Set [`minimum_calls`](Self::minimum_calls).
@@ -92,16 +80,9 @@ impl BreakerConfig {
         self
     }
 
-    /// Set [`consecutive_failures`](Self::consecutive_failures).
-    pub fn with_consecutive_failures(mut self, consecutive_failures: u32) -> Self {
-        self.consecutive_failures = consecutive_failures;
-        self
-    }
-
-    /// Set [`window`](Self::window).
-    pub fn with_window(mut self, window: Duration) -> Self {
-        self.window = window;
-        self
+    slotguard_core::setters! {
+        with_consecutive_failures => consecutive_failures: u32,
+        with_window => window: Duration,
     }
 
     /// Set [`window_buckets`](Self::window_buckets).
@@ -110,10 +91,8 @@ impl BreakerConfig {
         self
     }
 
-    /// Set [`open_duration`](Self::open_duration).
-    pub fn with_open_duration(mut self, open_duration: Duration) -> Self {
-        self.open_duration = open_duration;
-        self
+    slotguard_core::setters! {
+        with_open_duration => open_duration: Duration,
     }
 
     /// Set [`half_open_probes`](Self::half_open_probes).

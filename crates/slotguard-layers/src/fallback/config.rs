@@ -83,70 +83,24 @@ impl FallbackConfig {
         Self::default()
     }
 
-    /// Set [`write_back`](Self::write_back).
-    pub fn with_write_back(mut self, write_back: Option<WriteBack>) -> Self {
-        self.write_back = write_back;
-        self
+    slotguard_core::setters! {
+        with_write_back => write_back: Option<WriteBack>,
     }
 
-    /// Set [`cluster_read_timeout`](Self::cluster_read_timeout).
-    pub fn with_cluster_read_timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.cluster_read_timeout = timeout;
-        self
+    slotguard_core::setters! {
+        with_cluster_read_timeout => cluster_read_timeout: Option<Duration>,
+        with_marked_read_timeout => marked_read_timeout: Option<Duration>,
+        with_marked_hedge => marked_hedge: Option<MarkedHedge>,
+        with_store_timeout => store_timeout: Duration,
+        with_store_concurrency => store_concurrency: usize,
+        with_max_value_bytes => max_value_bytes: usize,
+        with_store_breaker => store_breaker: StoreBreakerConfig,
+        with_invalidation_ttl => invalidation_ttl: Duration,
+        with_max_invalidations => max_invalidations: usize,
     }
 
-    /// Set [`marked_read_timeout`](Self::marked_read_timeout).
-    pub fn with_marked_read_timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.marked_read_timeout = timeout;
-        self
-    }
-
-    /// Set [`marked_hedge`](Self::marked_hedge).
-    pub fn with_marked_hedge(mut self, hedge: Option<MarkedHedge>) -> Self {
-        self.marked_hedge = hedge;
-        self
-    }
-
-    /// Set [`store_timeout`](Self::store_timeout).
-    pub fn with_store_timeout(mut self, timeout: Duration) -> Self {
-        self.store_timeout = timeout;
-        self
-    }
-
-    /// Set [`store_concurrency`](Self::store_concurrency).
-    pub fn with_store_concurrency(mut self, n: usize) -> Self {
-        self.store_concurrency = n;
-        self
-    }
-
-    /// Set [`max_value_bytes`](Self::max_value_bytes).
-    pub fn with_max_value_bytes(mut self, n: usize) -> Self {
-        self.max_value_bytes = n;
-        self
-    }
-
-    /// Set [`store_breaker`](Self::store_breaker).
-    pub fn with_store_breaker(mut self, breaker: StoreBreakerConfig) -> Self {
-        self.store_breaker = breaker;
-        self
-    }
-
-    /// Set [`invalidation_ttl`](Self::invalidation_ttl).
-    pub fn with_invalidation_ttl(mut self, ttl: Duration) -> Self {
-        self.invalidation_ttl = ttl;
-        self
-    }
-
-    /// Set [`max_invalidations`](Self::max_invalidations).
-    pub fn with_max_invalidations(mut self, n: usize) -> Self {
-        self.max_invalidations = n;
-        self
-    }
-
-    /// Set [`near_cache`](Self::near_cache).
-    pub fn with_near_cache(mut self, near_cache: Option<NearCacheConfig>) -> Self {
-        self.near_cache = near_cache;
-        self
+    slotguard_core::setters! {
+        with_near_cache => near_cache: Option<NearCacheConfig>,
     }
 }
 
@@ -231,16 +185,12 @@ impl WriteBack {
         }
     }
 
-    /// Set [`timeout`](Self::timeout).
-    pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
+    slotguard_core::setters! {
+        with_timeout => timeout: Duration,
     }
 
-    /// Set [`max_in_flight`](Self::max_in_flight).
-    pub fn with_max_in_flight(mut self, n: usize) -> Self {
-        self.max_in_flight = n;
-        self
+    slotguard_core::setters! {
+        with_max_in_flight => max_in_flight: usize,
     }
 }
 
@@ -326,16 +276,9 @@ impl Default for NearCacheConfig {
 }
 
 impl NearCacheConfig {
-    /// Set [`max_bytes`](Self::max_bytes).
-    pub fn with_max_bytes(mut self, n: u64) -> Self {
-        self.max_bytes = n;
-        self
-    }
-
-    /// Set [`max_entry_bytes`](Self::max_entry_bytes).
-    pub fn with_max_entry_bytes(mut self, n: usize) -> Self {
-        self.max_entry_bytes = n;
-        self
+    slotguard_core::setters! {
+        with_max_bytes => max_bytes: u64,
+        with_max_entry_bytes => max_entry_bytes: usize,
     }
 
     /// Set [`admit_after`](Self::admit_after) and
@@ -346,21 +289,9 @@ impl NearCacheConfig {
         self
     }
 
-    /// Set [`fresh_for`](Self::fresh_for).
-    pub fn with_fresh_for(mut self, fresh_for: Duration) -> Self {
-        self.fresh_for = fresh_for;
-        self
-    }
-
-    /// Set [`max_stale`](Self::max_stale).
-    pub fn with_max_stale(mut self, max_stale: Duration) -> Self {
-        self.max_stale = max_stale;
-        self
-    }
-
-    /// Set [`tracked_for`](Self::tracked_for) (client-side caching).
-    pub fn with_tracked_for(mut self, tracked_for: Duration) -> Self {
-        self.tracked_for = tracked_for;
-        self
+    slotguard_core::setters! {
+        with_fresh_for => fresh_for: Duration,
+        with_max_stale => max_stale: Duration,
+        with_tracked_for => tracked_for: Duration,
     }
 }

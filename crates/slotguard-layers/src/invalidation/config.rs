@@ -49,10 +49,8 @@ impl LogConfig {
         Self::default()
     }
 
-    /// Set [`window`](Self::window).
-    pub fn with_window(mut self, window: Duration) -> Self {
-        self.window = window;
-        self
+    slotguard_core::setters! {
+        with_window => window: Duration,
     }
 
     /// The configured [`window`](Self::window).
@@ -66,16 +64,9 @@ impl LogConfig {
         self
     }
 
-    /// Set [`replay_timeout`](Self::replay_timeout).
-    pub fn with_replay_timeout(mut self, timeout: Duration) -> Self {
-        self.replay_timeout = timeout;
-        self
-    }
-
-    /// Set [`retry_interval`](Self::retry_interval).
-    pub fn with_retry_interval(mut self, interval: Duration) -> Self {
-        self.retry_interval = interval;
-        self
+    slotguard_core::setters! {
+        with_replay_timeout => replay_timeout: Duration,
+        with_retry_interval => retry_interval: Duration,
     }
 
     /// Set [`replay_concurrency`](Self::replay_concurrency) (at least 1).

@@ -56,27 +56,10 @@ impl RedirectPolicy {
         Self::default()
     }
 
-    /// Set [`max_hops`](Self::max_hops).
-    pub fn with_max_hops(mut self, max_hops: u8) -> Self {
-        self.max_hops = max_hops;
-        self
-    }
-
-    /// Set [`tryagain_backoff`](Self::tryagain_backoff).
-    pub fn with_tryagain_backoff(mut self, tryagain_backoff: Duration) -> Self {
-        self.tryagain_backoff = tryagain_backoff;
-        self
-    }
-
-    /// Set [`confirm_timeout`](Self::confirm_timeout).
-    pub fn with_confirm_timeout(mut self, confirm_timeout: Duration) -> Self {
-        self.confirm_timeout = confirm_timeout;
-        self
-    }
-
-    /// Set [`budget`](Self::budget).
-    pub fn with_budget(mut self, budget: Arc<dyn Budget + Send + Sync>) -> Self {
-        self.budget = budget;
-        self
+    slotguard_core::setters! {
+        with_max_hops => max_hops: u8,
+        with_tryagain_backoff => tryagain_backoff: Duration,
+        with_confirm_timeout => confirm_timeout: Duration,
+        with_budget => budget: Arc<dyn Budget + Send + Sync>,
     }
 }

@@ -63,16 +63,9 @@ impl FailoverPolicy {
         Self::default()
     }
 
-    /// Set [`max_failovers`](Self::max_failovers).
-    pub fn with_max_failovers(mut self, max_failovers: u8) -> Self {
-        self.max_failovers = max_failovers;
-        self
-    }
-
-    /// Set [`backoff_base`](Self::backoff_base).
-    pub fn with_backoff_base(mut self, backoff_base: Duration) -> Self {
-        self.backoff_base = backoff_base;
-        self
+    slotguard_core::setters! {
+        with_max_failovers => max_failovers: u8,
+        with_backoff_base => backoff_base: Duration,
     }
 
     /// Set [`primary_attempt_timeout`](Self::primary_attempt_timeout).
@@ -84,21 +77,9 @@ impl FailoverPolicy {
         self
     }
 
-    /// Set [`max_unlinked_staleness`](Self::max_unlinked_staleness).
-    pub fn with_max_unlinked_staleness(mut self, max_unlinked_staleness: Duration) -> Self {
-        self.max_unlinked_staleness = max_unlinked_staleness;
-        self
-    }
-
-    /// Set [`read_from`](Self::read_from).
-    pub fn with_read_from(mut self, read_from: ReadFrom) -> Self {
-        self.read_from = read_from;
-        self
-    }
-
-    /// Set [`hedge`](Self::hedge).
-    pub fn with_hedge(mut self, hedge: Option<HedgePolicy>) -> Self {
-        self.hedge = hedge;
-        self
+    slotguard_core::setters! {
+        with_max_unlinked_staleness => max_unlinked_staleness: Duration,
+        with_read_from => read_from: ReadFrom,
+        with_hedge => hedge: Option<HedgePolicy>,
     }
 }

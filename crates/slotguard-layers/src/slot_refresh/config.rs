@@ -40,16 +40,9 @@ impl RefreshConfig {
         Self::default()
     }
 
-    /// Set [`period`](Self::period).
-    pub fn with_period(mut self, period: Duration) -> Self {
-        self.period = period;
-        self
-    }
-
-    /// Set [`min_gap`](Self::min_gap).
-    pub fn with_min_gap(mut self, min_gap: Duration) -> Self {
-        self.min_gap = min_gap;
-        self
+    slotguard_core::setters! {
+        with_period => period: Duration,
+        with_min_gap => min_gap: Duration,
     }
 
     /// Set [`views`](Self::views).
@@ -58,15 +51,8 @@ impl RefreshConfig {
         self
     }
 
-    /// Set [`straggler_grace`](Self::straggler_grace).
-    pub fn with_straggler_grace(mut self, straggler_grace: Duration) -> Self {
-        self.straggler_grace = straggler_grace;
-        self
-    }
-
-    /// Set [`initial_wait`](Self::initial_wait).
-    pub fn with_initial_wait(mut self, initial_wait: Duration) -> Self {
-        self.initial_wait = initial_wait;
-        self
+    slotguard_core::setters! {
+        with_straggler_grace => straggler_grace: Duration,
+        with_initial_wait => initial_wait: Duration,
     }
 }
