@@ -288,12 +288,12 @@ async fn replicas_are_chosen_by_link_health_and_staleness_budget() {
     // With r2 out of the picture (its breaker open), r1 answers a StaleOk
     // read only while its staleness fits the budget.
     h.topology
-        .report(slotguard_core::controller::BreakerChanged {
-            node: &a2,
-            phase: slotguard_core::observe::BreakerPhase::Open,
-            open_until: Some(tokio::time::Instant::now() + Duration::from_secs(3600)),
-            transition: false,
-        });
+        .report(slotguard_core::controller::BreakerChanged::new(
+            &a2,
+            slotguard_core::observe::BreakerPhase::Open,
+            Some(tokio::time::Instant::now() + Duration::from_secs(3600)),
+            false,
+        ));
     let stale = |budget| {
         CacheRequest::get(key.clone())
             .with_consistency(Consistency::StaleOk(budget))
@@ -318,12 +318,12 @@ async fn replicas_are_chosen_by_link_health_and_staleness_budget() {
         "no replica within a 1 s budget: the primary's error comes back ({err})"
     );
     h.topology
-        .report(slotguard_core::controller::BreakerChanged {
-            node: &a2,
-            phase: slotguard_core::observe::BreakerPhase::Closed,
-            open_until: None,
-            transition: false,
-        });
+        .report(slotguard_core::controller::BreakerChanged::new(
+            &a2,
+            slotguard_core::observe::BreakerPhase::Closed,
+            None,
+            false,
+        ));
     cluster.resume(primary).unwrap();
 }
 

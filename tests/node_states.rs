@@ -215,18 +215,16 @@ async fn loading_sends_reads_to_the_replica_and_fails_writes_typed() {
         ScriptedNode::start().unwrap(),
     );
     let topology = Topology::new();
-    topology.report(slotguard_core::controller::ViewLoaded {
-        view: &ClusterView {
-            source: node_addr(&primary),
-            shards: vec![ShardView {
-                slots: vec![(0, 16383)],
-                primary: nv(&primary),
-                replicas: vec![nv(&replica)],
-            }],
-            current_epoch: Some(1),
-            state_ok: Some(true),
-        },
-    });
+    topology.report(slotguard_core::controller::ViewLoaded::new(&ClusterView {
+        source: node_addr(&primary),
+        shards: vec![ShardView {
+            slots: vec![(0, 16383)],
+            primary: nv(&primary),
+            replicas: vec![nv(&replica)],
+        }],
+        current_epoch: Some(1),
+        state_ok: Some(true),
+    }));
     primary.script(
         "k",
         Action::error("LOADING Redis is loading the dataset in memory"),
@@ -309,25 +307,23 @@ async fn moved_outside_the_topology_is_never_dialled_and_circular_moved_ends() {
         ScriptedNode::start().unwrap(),
     );
     let topology = Topology::new();
-    topology.report(slotguard_core::controller::ViewLoaded {
-        view: &ClusterView {
-            source: node_addr(&x),
-            shards: vec![
-                ShardView {
-                    slots: vec![(0, 8191)],
-                    primary: nv(&x),
-                    replicas: vec![],
-                },
-                ShardView {
-                    slots: vec![(8192, 16383)],
-                    primary: nv(&y),
-                    replicas: vec![],
-                },
-            ],
-            current_epoch: Some(1),
-            state_ok: Some(true),
-        },
-    });
+    topology.report(slotguard_core::controller::ViewLoaded::new(&ClusterView {
+        source: node_addr(&x),
+        shards: vec![
+            ShardView {
+                slots: vec![(0, 8191)],
+                primary: nv(&x),
+                replicas: vec![],
+            },
+            ShardView {
+                slots: vec![(8192, 16383)],
+                primary: nv(&y),
+                replicas: vec![],
+            },
+        ],
+        current_epoch: Some(1),
+        state_ok: Some(true),
+    }));
     let key = "k"; // slot 7629: x
     assert!(slot <= 8191);
     x.script(key, Action::error(&format!("MOVED {slot} {}", y.addr())));

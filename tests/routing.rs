@@ -179,7 +179,7 @@ async fn a_moved_storm_costs_a_handful_of_topology_fetches() {
     view.shards[0].slots = b;
     view.shards[1].slots = a;
     h.topology
-        .report(slotguard_core::controller::ViewLoaded { view: &view });
+        .report(slotguard_core::controller::ViewLoaded::new(&view));
     let stale_slots: Vec<u16> = view.shards[..2]
         .iter()
         .flat_map(|s| s.slots.iter().flat_map(|&(lo, hi)| lo..=hi))

@@ -108,7 +108,7 @@ async fn paused_seed_times_out_typed_and_the_next_seed_answers() {
     assert_eq!(view.source, addr(&h.cluster, 1));
     assert_eq!(
         h.topology
-            .report(slotguard_core::controller::ViewLoaded { view: &view })
+            .report(slotguard_core::controller::ViewLoaded::new(&view))
             .covered_slots(),
         SLOT_COUNT as usize
     );

@@ -101,7 +101,7 @@ pub async fn reload<S: TopologySource>(source: &S, topology: &Topology) -> std::
         .fetch_first(source.seeds())
         .await
         .expect("topology fetch");
-    topology.report(slotguard_core::controller::ViewLoaded { view: &view })
+    topology.report(slotguard_core::controller::ViewLoaded::new(&view))
 }
 
 /// Stamp `req` for the primary that owns its slot in `topology`'s map.

@@ -184,7 +184,7 @@ fn stack(c: &mut Criterion) {
             .unwrap_or_else(|e| panic!("runtime: {e}")),
     };
     let topology = Topology::new();
-    topology.report(ViewLoaded { view: &view() });
+    topology.report(ViewLoaded::new(&view()));
     let keys = Arc::new(Keys::new(&topology));
     let leaf = Leaf { topology: None };
     // The refresher task of `slot_refresh` is spawned by `load` on the

@@ -113,7 +113,7 @@ impl TopologySource for FakeSource {
 
 /// Install `view` as the first load does.
 pub(crate) fn install(topology: &Topology, view: &ClusterView) -> Arc<SlotMap> {
-    topology.report(ViewLoaded { view })
+    topology.report(ViewLoaded::new(view))
 }
 
 /// `node` could not be reached, as a leaf reports it: the controller
@@ -123,36 +123,32 @@ pub(crate) fn unreachable(topology: &Topology, node: &NodeAddr) {
         node: node.clone(),
         detail: "test".into(),
     });
-    topology.report(CallEnded {
-        node,
-        started: tokio::time::Instant::now(),
-        outcome: &outcome,
-    });
+    topology.report(CallEnded::new(node, tokio::time::Instant::now(), &outcome));
 }
 
 /// A probe of `node` answered after `latency` (`None`: failed).
 pub(crate) fn probed(topology: &Topology, node: &NodeAddr, latency: Option<Duration>) {
-    topology.report(Probed { node, latency });
+    topology.report(Probed::new(node, latency));
 }
 
 /// A probe read `node`'s replication link.
 pub(crate) fn link(topology: &Topology, node: &NodeAddr, up: bool, last_io: Duration) {
-    topology.report(LinkStatus { node, up, last_io });
+    topology.report(LinkStatus::new(node, up, last_io));
 }
 
 /// `node`'s breaker publishes itself open for an hour (`open`) or
 /// admitting calls.
 pub(crate) fn breaker_open(topology: &Topology, node: &NodeAddr, open: bool) {
-    topology.report(BreakerChanged {
+    topology.report(BreakerChanged::new(
         node,
-        phase: if open {
+        if open {
             BreakerPhase::Open
         } else {
             BreakerPhase::Closed
         },
-        open_until: open.then(|| tokio::time::Instant::now() + Duration::from_secs(3600)),
-        transition: false,
-    });
+        open.then(|| tokio::time::Instant::now() + Duration::from_secs(3600)),
+        false,
+    ));
 }
 
 /// The current map as `source` would report it, `down` marked failed.
@@ -188,10 +184,7 @@ pub(crate) fn confirm(
 ) -> bool {
     let views = [current_view(topology, node, None)];
     topology
-        .report(RoundFetched {
-            requested,
-            views: &views,
-        })
+        .report(RoundFetched::new(requested, &views))
         .is_some_and(|r| r.lifted.contains(node))
 }
 
@@ -199,8 +192,5 @@ pub(crate) fn confirm(
 /// majority from now on.
 pub(crate) fn outvote(topology: &Topology, node: &NodeAddr) {
     let views = [current_view(topology, node, Some(node))];
-    topology.report(RoundFetched {
-        requested: tokio::time::Instant::now(),
-        views: &views,
-    });
+    topology.report(RoundFetched::new(tokio::time::Instant::now(), &views));
 }

@@ -124,16 +124,10 @@ impl<L: LeafControl + Clone> HealthProber<L> {
         let started = tokio::time::Instant::now();
         let answer = self.leaf.replication_info(&addr).await;
         let latency = answer.as_ref().ok().map(|_| started.elapsed());
-        self.topology.report(Probed {
-            node: &addr,
-            latency,
-        });
+        self.topology.report(Probed::new(&addr, latency));
         if let Some(info) = answer.ok().as_deref().and_then(parse_replication_info) {
-            self.topology.report(LinkStatus {
-                node: &addr,
-                up: info.link_up,
-                last_io: info.since_last_io,
-            });
+            self.topology
+                .report(LinkStatus::new(&addr, info.link_up, info.since_last_io));
         }
     }
 

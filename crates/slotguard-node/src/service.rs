@@ -223,11 +223,11 @@ impl CallInfo {
 
     fn record(&self, out: &Result<CacheResponse, CacheError>) {
         if let Some(topology) = &self.topology {
-            topology.report(slotguard_core::controller::CallEnded {
-                node: &self.addr,
-                started: self.started,
-                outcome: out,
-            });
+            topology.report(slotguard_core::controller::CallEnded::new(
+                &self.addr,
+                self.started,
+                out,
+            ));
         }
     }
 }

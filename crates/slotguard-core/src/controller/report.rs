@@ -58,6 +58,7 @@ impl Topology {
 /// One call to `node`, begun at `started`, ended with `outcome`. A leaf
 /// reports every call it made.
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub struct CallEnded<'a> {
     /// The node that served it.
     pub node: &'a NodeAddr,
@@ -67,8 +68,24 @@ pub struct CallEnded<'a> {
     pub outcome: &'a Result<CacheResponse, CacheError>,
 }
 
+impl<'a> CallEnded<'a> {
+    /// The report, field by field.
+    pub fn new(
+        node: &'a NodeAddr,
+        started: Instant,
+        outcome: &'a Result<CacheResponse, CacheError>,
+    ) -> Self {
+        Self {
+            node,
+            started,
+            outcome,
+        }
+    }
+}
+
 /// A health probe of `node`: answered after `latency`, or failed (`None`).
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub struct Probed<'a> {
     /// The node probed.
     pub node: &'a NodeAddr,
@@ -76,9 +93,17 @@ pub struct Probed<'a> {
     pub latency: Option<Duration>,
 }
 
+impl<'a> Probed<'a> {
+    /// The report, field by field.
+    pub fn new(node: &'a NodeAddr, latency: Option<Duration>) -> Self {
+        Self { node, latency }
+    }
+}
+
 /// A replica's replication link, as a probe read it
 /// (`master_link_status`, `master_last_io_seconds_ago`).
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub struct LinkStatus<'a> {
     /// The replica.
     pub node: &'a NodeAddr,
@@ -88,10 +113,18 @@ pub struct LinkStatus<'a> {
     pub last_io: Duration,
 }
 
+impl<'a> LinkStatus<'a> {
+    /// The report, field by field.
+    pub fn new(node: &'a NodeAddr, up: bool, last_io: Duration) -> Self {
+        Self { node, up, last_io }
+    }
+}
+
 /// The state of `node`'s breaker: `phase`, failing calls fast until
 /// `open_until` (`None`: it admits calls). `transition` says the breaker
 /// just changed to `phase` (false: the state is only re-published).
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub struct BreakerChanged<'a> {
     /// The node the breaker guards.
     pub node: &'a NodeAddr,
@@ -103,14 +136,39 @@ pub struct BreakerChanged<'a> {
     pub transition: bool,
 }
 
+impl<'a> BreakerChanged<'a> {
+    /// The report, field by field.
+    pub fn new(
+        node: &'a NodeAddr,
+        phase: BreakerPhase,
+        open_until: Option<Instant>,
+        transition: bool,
+    ) -> Self {
+        Self {
+            node,
+            phase,
+            open_until,
+            transition,
+        }
+    }
+}
+
 /// A node answered `MOVED`: `slot` belongs to `to`. Replies how the map
 /// took it ([`PatchOutcome`](crate::PatchOutcome)).
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub struct SlotMoved<'a> {
     /// The hash slot.
     pub slot: u16,
     /// Its owner, says the node.
     pub to: &'a NodeAddr,
+}
+
+impl<'a> SlotMoved<'a> {
+    /// The report, field by field.
+    pub fn new(slot: u16, to: &'a NodeAddr) -> Self {
+        Self { slot, to }
+    }
 }
 
 /// Something suggesting the slot map is stale.
@@ -153,20 +211,36 @@ pub enum StaleMap {
 /// A view fetched outside a refresh round (the first load, a fixture): the
 /// controller installs it as it is. Replies the installed map.
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub struct ViewLoaded<'a> {
     /// The view.
     pub view: &'a ClusterView,
 }
 
+impl<'a> ViewLoaded<'a> {
+    /// The report, field by field.
+    pub fn new(view: &'a ClusterView) -> Self {
+        Self { view }
+    }
+}
+
 /// The views one refresh round fetched. Replies what the controller made
 /// of them; `None` when no view was usable.
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub struct RoundFetched<'a> {
     /// When the round began asking: only faults before it can be lifted by
     /// its views.
     pub requested: Instant,
     /// The views the nodes answered.
     pub views: &'a [ClusterView],
+}
+
+impl<'a> RoundFetched<'a> {
+    /// The report, field by field.
+    pub fn new(requested: Instant, views: &'a [ClusterView]) -> Self {
+        Self { requested, views }
+    }
 }
 
 /// What the controller made of a refresh round.

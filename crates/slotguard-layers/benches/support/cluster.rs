@@ -86,11 +86,11 @@ impl Service<CacheRequest> for Leaf {
         if let Some(topology) = &self.topology {
             // Reported as the leaf reports each call (the healthy path).
             let now = tokio::time::Instant::now();
-            topology.report(CallEnded {
-                node: &addr,
-                started: now.checked_sub(Duration::from_micros(100)).unwrap_or(now),
-                outcome: &out,
-            });
+            topology.report(CallEnded::new(
+                &addr,
+                now.checked_sub(Duration::from_micros(100)).unwrap_or(now),
+                &out,
+            ));
         }
         ready(out.map_err(Into::into))
     }

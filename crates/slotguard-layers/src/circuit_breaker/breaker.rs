@@ -174,12 +174,7 @@ impl Breaker {
         let inner = self.lock();
         let until = (inner.state == BreakerState::Open)
             .then(|| inner.opened_at + self.common.config.open_duration);
-        topology.report(BreakerChanged {
-            node: addr,
-            phase: inner.state.phase(),
-            open_until: until,
-            transition: false,
-        });
+        topology.report(BreakerChanged::new(addr, inner.state.phase(), until, false));
     }
 
     /// Open → half-open once the cool-down is over. Checked lazily (on calls
@@ -385,12 +380,7 @@ impl Breaker {
             // probes) and, on opening, fences the node's writes and asks
             // for a refresh.
             let until = (to == BreakerState::Open).then(|| now + self.common.config.open_duration);
-            topology.report(BreakerChanged {
-                node: addr,
-                phase: to.phase(),
-                open_until: until,
-                transition: true,
-            });
+            topology.report(BreakerChanged::new(addr, to.phase(), until, true));
         }
         emit(&self.scope, self.common.name, to);
     }

@@ -216,7 +216,7 @@ where
             CacheError::Moved { slot, addr } => {
                 // The controller patches the map (and schedules a refresh
                 // unless an earlier patch or refresh already knew).
-                let owner = match topology.report(SlotMoved { slot, to: &addr }) {
+                let owner = match topology.report(SlotMoved::new(slot, &addr)) {
                     PatchOutcome::Patched | PatchOutcome::Unchanged => addr,
                     // Not trusted until a refresh confirms where the slot is.
                     PatchOutcome::UnknownNode => {

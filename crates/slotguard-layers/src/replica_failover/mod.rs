@@ -52,12 +52,12 @@
 //! let node = |p: u16| NodeView { addr: format!("127.0.0.1:{p}").parse().unwrap(), id: None, online: true };
 //! let topology = Topology::new();
 //! // The map, as the refresher's first load reports it to the controller.
-//! topology.report(ViewLoaded { view: &ClusterView {
+//! topology.report(ViewLoaded::new(&ClusterView {
 //!     source: "127.0.0.1:7000".parse().unwrap(),
 //!     shards: vec![ShardView { slots: vec![(0, 16383)], primary: node(7000), replicas: vec![node(7001)] }],
 //!     current_epoch: None,
 //!     state_ok: Some(true),
-//! }});
+//! }));
 //! // A toy leaf whose primary is down.
 //! let leaf = service_fn(|req: CacheRequest| async move {
 //!     let node = req.node().cloned().unwrap();

@@ -56,7 +56,7 @@ impl SlotRefreshLayer {
             .await?;
         self.refresher
             .topology
-            .report(slotguard_core::controller::ViewLoaded { view: &view });
+            .report(slotguard_core::controller::ViewLoaded::new(&view));
         self.refresher
             .topology
             .observe(|| Observation::TopologyRefresh {

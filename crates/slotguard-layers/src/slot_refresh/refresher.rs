@@ -209,10 +209,7 @@ impl Refresher {
         }
         // What the round decides (the view installed, majority verdicts,
         // fences lifted, another round) is the controller's.
-        let applied = self.topology.report(RoundFetched {
-            requested,
-            views: &views,
-        });
+        let applied = self.topology.report(RoundFetched::new(requested, &views));
         if applied.is_none() {
             self.stats.failures.fetch_add(1, Ordering::Relaxed);
             return Err(last_err.unwrap_or_else(|| "no node answered for the topology".into()));
