@@ -214,34 +214,11 @@ where
         });
         let route = match cache_err {
             CacheError::Moved { slot, addr } => {
-                // The controller patches the map (and schedules a refresh
-                // unless an earlier patch or refresh already knew).
-                let owner = match topology.report(SlotMoved::new(slot, &addr)) {
-                    PatchOutcome::Patched | PatchOutcome::Unchanged => addr,
-                    // Not trusted until a refresh confirms where the slot is.
-                    PatchOutcome::UnknownNode => {
-                        match confirm(topology, slot, &req, policy.confirm_timeout).await {
-                            Some(owner) => owner,
-                            None => return Err(err),
-                        }
-                    }
-                };
-                if req.op.is_read() || writes_confirmed(topology, &owner) {
-                    to_primary(owner, false)
-                } else {
-                    // The new owner was unreachable since the last view that
-                    // confirmed it (e.g. a replica stalled earlier and now
-                    // promoted), or the majority does not follow it: the
-                    // write fence that `slot_refresh` applies to stamped
-                    // writes applies to a redirected one too. It waits,
-                    // within its deadline, for the refresh this MOVED asked
-                    // for to confirm the slot's primary, else it is refused
-                    // with the same typed error.
-                    topology.report(StaleMap::UnconfirmedOwner { slot });
-                    let wait = policy.confirm_timeout.min(WRITE_CONFIRM_WAIT);
-                    match confirm_write(topology, slot, &req, wait).await {
-                        Some(owner) => to_primary(owner, false),
-                        None => return Err(CacheError::ShardUnavailable { slot }.into()),
+                match moved_route(topology, policy, slot, addr, &req).await {
+                    Ok(route) => route,
+                    Err(Stop::Untrusted) => return Err(err),
+                    Err(Stop::WriteRefused) => {
+                        return Err(CacheError::ShardUnavailable { slot }.into())
                     }
                 }
             }
@@ -251,18 +228,7 @@ where
                     .tryagain_backoff
                     .saturating_mul(1u32 << tryagains.min(6));
                 tryagains += 1;
-                let wake = req.deadline.map_or(Instant::now() + backoff, |d| {
-                    d.min(Instant::now() + backoff)
-                });
-                tokio::time::sleep_until(wake).await;
-                match &req.route {
-                    Route::Node { addr, role, .. } => Route::Node {
-                        addr: addr.clone(),
-                        role: *role,
-                        asking: false,
-                    },
-                    Route::Slot => Route::Slot,
-                }
+                in_place_after(&req, backoff).await
             }
             _ => return Err(err),
         };
@@ -278,6 +244,67 @@ where
             }
             Err(e) => err = e.into(),
         }
+    }
+}
+
+/// Why a `MOVED` is not followed.
+enum Stop {
+    /// The named owner is unknown and no refresh confirmed it in time: the
+    /// `MOVED` is the answer.
+    Untrusted,
+    /// A write to an owner whose writes no fresh view confirmed in time.
+    WriteRefused,
+}
+
+/// Where a request goes after `MOVED` to `addr`. The controller patches
+/// the map (and schedules a refresh unless an earlier patch or refresh
+/// already knew).
+async fn moved_route(
+    topology: &Topology,
+    policy: &RedirectPolicy,
+    slot: u16,
+    addr: slotguard_core::NodeAddr,
+    req: &CacheRequest,
+) -> Result<Route, Stop> {
+    let owner = match topology.report(SlotMoved::new(slot, &addr)) {
+        PatchOutcome::Patched | PatchOutcome::Unchanged => addr,
+        // Not trusted until a refresh confirms where the slot is.
+        PatchOutcome::UnknownNode => confirm(topology, slot, req, policy.confirm_timeout)
+            .await
+            .ok_or(Stop::Untrusted)?,
+    };
+    if req.op.is_read() || writes_confirmed(topology, &owner) {
+        return Ok(to_primary(owner, false));
+    }
+    // The new owner was unreachable since the last view that confirmed it
+    // (e.g. a replica stalled earlier and now promoted), or the majority
+    // does not follow it: the write fence that `slot_refresh` applies to
+    // stamped writes applies to a redirected one too. It waits, within its
+    // deadline, for the refresh this MOVED asked for to confirm the slot's
+    // primary, else it is refused with the same typed error.
+    topology.report(StaleMap::UnconfirmedOwner { slot });
+    let wait = policy.confirm_timeout.min(WRITE_CONFIRM_WAIT);
+    match confirm_write(topology, slot, req, wait).await {
+        Some(owner) => Ok(to_primary(owner, false)),
+        None => Err(Stop::WriteRefused),
+    }
+}
+
+/// The same route again after `backoff` (or at the request's deadline,
+/// whichever comes first), without `ASKING`: `TRYAGAIN`, or a write
+/// refused with `CLUSTERDOWN`.
+async fn in_place_after(req: &CacheRequest, backoff: Duration) -> Route {
+    let wake = req.deadline.map_or(Instant::now() + backoff, |d| {
+        d.min(Instant::now() + backoff)
+    });
+    tokio::time::sleep_until(wake).await;
+    match &req.route {
+        Route::Node { addr, role, .. } => Route::Node {
+            addr: addr.clone(),
+            role: *role,
+            asking: false,
+        },
+        Route::Slot => Route::Slot,
     }
 }
 

@@ -118,6 +118,8 @@ pub(crate) struct CellResult {
     pub(crate) lat_ns: Vec<u64>,
     /// Write-family syscalls of this process during the window.
     pub(crate) write_syscalls: Option<u64>,
+    /// CPU time of this process during the window (every thread).
+    pub(crate) cpu: Option<Duration>,
 }
 
 impl CellResult {
@@ -134,6 +136,9 @@ impl CellResult {
             p999_us: us(0.999),
             errors: self.errors,
             write_syscalls_per_op: self.write_syscalls.and_then(per_op),
+            cpu_us_per_op: self
+                .cpu
+                .and_then(|cpu| (self.ok > 0).then(|| cpu.as_secs_f64() * 1e6 / self.ok as f64)),
         }
     }
 }
@@ -157,12 +162,14 @@ pub(crate) async fn run<C: BenchClient>(
 
     tokio::time::sleep(spec.warmup).await;
     let io_before = write_syscalls();
+    let cpu_before = process_cpu();
     let start = Instant::now();
     phase.store(MEASURE, Ordering::Relaxed);
     tokio::time::sleep(spec.window).await;
     phase.store(STOP, Ordering::Relaxed);
     let window = start.elapsed();
     let io_after = write_syscalls();
+    let cpu_after = process_cpu();
 
     let deadline = tokio::time::Instant::now() + FINISH_GRACE;
     let mut lat_ns = Vec::new();
@@ -185,12 +192,17 @@ pub(crate) async fn run<C: BenchClient>(
         (Some(a), Some(b)) => Some(b.saturating_sub(a)),
         _ => None,
     };
+    let cpu = match (cpu_before, cpu_after) {
+        (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+        _ => None,
+    };
     CellResult {
         ok: lat_ns.len() as u64,
         errors,
         window,
         lat_ns,
         write_syscalls,
+        cpu,
     }
 }
 
@@ -249,6 +261,28 @@ pub(crate) fn parse_syscw(text: &str) -> Option<u64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// CPU time this process's live threads have run, summed over
+/// `/proc/self/task/*/schedstat` (nanoseconds on the CPU, exact, unlike
+/// `/proc/self/stat`'s 10 ms ticks). A thread that exits inside a window
+/// takes its time with it; the bench's threads (tokio's workers, the
+/// store's) live for the whole run. `None` off Linux.
+fn process_cpu() -> Option<Duration> {
+    let mut ns = 0u64;
+    for task in std::fs::read_dir("/proc/self/task").ok()? {
+        let path = task.ok()?.path().join("schedstat");
+        // A thread may end between the listing and the read.
+        if let Ok(text) = std::fs::read_to_string(path) {
+            ns += parse_schedstat(&text)?;
+        }
+    }
+    Some(Duration::from_nanos(ns))
+}
+
+/// Nanoseconds on the CPU, the first field of a `schedstat` text.
+pub(crate) fn parse_schedstat(text: &str) -> Option<u64> {
+    text.split_whitespace().next()?.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -261,6 +295,18 @@ mod tests {
     }
 
     #[test]
+    fn schedstat_and_this_process_cpu() {
+        assert_eq!(parse_schedstat("741643 0 1\n"), Some(741_643));
+        assert_eq!(parse_schedstat(""), None);
+        // Spin until this process's CPU time moves: it is read, and grows.
+        let first = process_cpu().expect("linux");
+        let mut x = 0u64;
+        while process_cpu().expect("linux") <= first {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+    }
+
+    #[test]
     fn a_cell_becomes_a_sample() {
         let r = CellResult {
             ok: 4,
@@ -268,6 +314,7 @@ mod tests {
             window: Duration::from_secs(2),
             lat_ns: vec![1_000, 2_000, 3_000, 4_000],
             write_syscalls: Some(5),
+            cpu: Some(Duration::from_micros(12)),
         };
         let s = r.sample();
         assert_eq!(s.ops_per_sec, 2.0, "errors are not throughput");
@@ -275,6 +322,7 @@ mod tests {
         assert_eq!(s.p999_us, 4.0);
         assert_eq!(s.errors, 1);
         assert_eq!(s.write_syscalls_per_op, Some(1.0));
+        assert_eq!(s.cpu_us_per_op, Some(3.0), "per successful operation");
     }
 
     #[test]

@@ -106,7 +106,8 @@ pub(crate) fn render(o: &Output) -> String {
         out,
         "\n×fred: ops/s over fred_cluster's in the same cell; ×rb: over redis-benchmark's; \
          p99×fred likewise (below 1 is better); wr/op: write/writev syscalls of the whole process per operation (socket \
-         writes plus tokio's eventfd wake-ups)"
+         writes plus tokio's eventfd wake-ups); cpu µs: CPU time of the whole process (every thread) per \
+         successful operation"
     );
     out
 }
@@ -147,7 +148,7 @@ fn render_setup(o: &Output) -> String {
 fn render_rows(out: &mut String, o: &Output) {
     let _ = writeln!(
         out,
-        "{:<5} {:>5} {:<16} {:>10} {:>7} {:>6} {:>9} {:>9} {:>9} {:>8} {:>7} {:>6}",
+        "{:<5} {:>5} {:<16} {:>10} {:>7} {:>6} {:>9} {:>9} {:>9} {:>8} {:>7} {:>6} {:>7}",
         "load",
         "conc",
         "client",
@@ -159,12 +160,13 @@ fn render_rows(out: &mut String, o: &Output) {
         "p999 µs",
         "p99×fred",
         "errors",
-        "wr/op"
+        "wr/op",
+        "cpu µs"
     );
     for r in &o.rows {
         let _ = writeln!(
             out,
-            "{:<5} {:>5} {:<16} {:>10.0} {:>7} {:>6} {:>9.1} {:>9.1} {:>9.1} {:>8} {:>7} {:>6}",
+            "{:<5} {:>5} {:<16} {:>10.0} {:>7} {:>6} {:>9.1} {:>9.1} {:>9.1} {:>8} {:>7} {:>6} {:>7}",
             r.load.as_str(),
             r.concurrency,
             r.client.as_str(),
@@ -176,13 +178,14 @@ fn render_rows(out: &mut String, o: &Output) {
             r.p999_us,
             opt(r.p99_ratio_to_fred, 2),
             r.errors,
-            opt(r.write_syscalls_per_op, 2)
+            opt(r.write_syscalls_per_op, 2),
+            opt(r.cpu_us_per_op, 2)
         );
     }
     for r in &o.redis_benchmark {
         let _ = writeln!(
             out,
-            "{:<5} {:>5} {:<16} {:>10.0} {:>7} {:>6} {:>9} {:>9.1} {:>9} {:>8} {:>7} {:>6}",
+            "{:<5} {:>5} {:<16} {:>10.0} {:>7} {:>6} {:>9} {:>9.1} {:>9} {:>8} {:>7} {:>6} {:>7}",
             r.load.as_str(),
             r.concurrency,
             "redis_benchmark",
@@ -191,6 +194,7 @@ fn render_rows(out: &mut String, o: &Output) {
             "1.00",
             "-",
             r.p99_us,
+            "-",
             "-",
             "-",
             "-",

@@ -97,6 +97,7 @@ pub(crate) struct Sample {
     pub(crate) p999_us: f64,
     pub(crate) errors: u64,
     pub(crate) write_syscalls_per_op: Option<f64>,
+    pub(crate) cpu_us_per_op: Option<f64>,
 }
 
 /// A sample with the cell it belongs to.
@@ -134,6 +135,12 @@ pub(crate) struct Row {
     /// `write`/`writev` syscalls of the whole process per operation (Linux
     /// `/proc/self/io` `syscw`): socket writes plus tokio's eventfd wake-ups.
     pub(crate) write_syscalls_per_op: Option<f64>,
+    /// CPU time of the whole bench process per successful operation, in µs
+    /// (every thread, from `/proc/self/task/*/schedstat`): what a client
+    /// costs its host, steadier from run to run than ops/s on a machine
+    /// whose servers share the cores. Only the measured client runs in a
+    /// cell; the others are connected and idle.
+    pub(crate) cpu_us_per_op: Option<f64>,
 }
 
 /// Nearest-rank percentile of sorted `v` (`q` in 0..=1); 0 when empty.
@@ -277,6 +284,7 @@ pub(crate) fn summarise(
                         .map(|x| round(x.sample.ops_per_sec, 1))
                         .collect(),
                     write_syscalls_per_op: med_opt(&v, |s| s.write_syscalls_per_op),
+                    cpu_us_per_op: med_opt(&v, |s| s.cpu_us_per_op).map(|c| round(c, 3)),
                 });
             }
         }
@@ -297,6 +305,7 @@ mod tests {
             p999_us: p99 * 2.0,
             errors,
             write_syscalls_per_op: Some(1.0),
+            cpu_us_per_op: Some(2.0),
         }
     }
 
