@@ -36,8 +36,8 @@ pub mod telemetry;
 
 pub use builder::ServiceBuilderExt;
 pub use order::{
-    describe_order, recommended_order_without, LayerName, RecommendedLayers, RecommendedStack,
-    RECOMMENDED_ORDER,
+    describe_order, recommended_order_without, LayerName, RecommendedLayers, RecommendedLayersWith,
+    RecommendedLayersWithoutFallback, RecommendedStack, RECOMMENDED_ORDER,
 };
 
 #[cfg(test)]

@@ -158,8 +158,10 @@ impl<St> fmt::Debug for RecommendedStack<St> {
     }
 }
 
-/// The layer stack [`RecommendedStack::builder`] makes.
-pub type RecommendedLayers<St> = Stack<
+/// The recommended layers with `F` in the fallback's place: the one
+/// nesting of [`RECOMMENDED_ORDER`] (innermost first, as tower's `Stack`
+/// spells it).
+pub type RecommendedLayersWith<F> = Stack<
     CircuitBreakerLayer,
     Stack<
         ReplicaFailoverLayer,
@@ -169,15 +171,18 @@ pub type RecommendedLayers<St> = Stack<
                 SlotRefreshLayer,
                 Stack<
                     InvalidationLogLayer,
-                    Stack<
-                        Either<FallbackLayer<St>, Identity>,
-                        Stack<CoalesceLayer, Stack<TelemetryLayer, Identity>>,
-                    >,
+                    Stack<F, Stack<CoalesceLayer, Stack<TelemetryLayer, Identity>>>,
                 >,
             >,
         >,
     >,
 >;
+
+/// The layer stack [`RecommendedStack::builder`] makes.
+pub type RecommendedLayers<St> = RecommendedLayersWith<Either<FallbackLayer<St>, Identity>>;
+
+/// The layer stack [`RecommendedStack::builder_without_fallback`] makes.
+pub type RecommendedLayersWithoutFallback = RecommendedLayersWith<Identity>;
 
 impl<St> RecommendedStack<St> {
     /// Every layer, configured; `fallback` is `None` without a store.
@@ -213,13 +218,35 @@ impl<St> RecommendedStack<St> {
     }
 
     /// A `ServiceBuilder` with the layers in [`RECOMMENDED_ORDER`]; finish
-    /// it with `.service(leaf)`.
-    pub fn builder(self) -> ServiceBuilder<RecommendedLayers<St>> {
-        let fallback = match self.fallback {
+    /// it with `.service(leaf)`. Without a store (`fallback: None`) the
+    /// fallback's place holds an `Identity`, but every response future is
+    /// still sized for the fallback's: prefer
+    /// [`builder_without_fallback`](Self::builder_without_fallback) when
+    /// there is no store.
+    pub fn builder(mut self) -> ServiceBuilder<RecommendedLayers<St>> {
+        let fallback = match self.fallback.take() {
             Some(layer) => Either::Left(layer),
             None => Either::Right(Identity::new()),
         };
-        // The same order as RECOMMENDED_ORDER (a test checks the type).
+        self.stack(fallback)
+    }
+
+    /// The same order with the fallback's place empty (a stack with no
+    /// store; a `fallback` set here is left out). Its response futures are
+    /// the cluster path's alone: with [`builder`](Self::builder)'s
+    /// `Either`, each request's future (boxed by a `BoxCloneSyncService`,
+    /// and by the coalesce layer for a flight's leader) is sized for the
+    /// fallback's too — 168 bytes more for the `SlotGuard` handle, which
+    /// took its box past the allocator's small-size cache and cost ~3 % more
+    /// instructions per request (callgrind, docs/benchmarks.md).
+    pub fn builder_without_fallback(self) -> ServiceBuilder<RecommendedLayersWithoutFallback> {
+        self.stack(Identity::new())
+    }
+
+    /// The one place the order is built (the same as [`RECOMMENDED_ORDER`];
+    /// a test checks the type), with `fallback` in the fallback's place
+    /// (`self.fallback` is not used).
+    fn stack<F>(self, fallback: F) -> ServiceBuilder<RecommendedLayersWith<F>> {
         ServiceBuilder::new()
             .layer(self.telemetry)
             .layer(self.coalesce)
@@ -256,6 +283,17 @@ mod tests {
         // layers innermost first, so the recommended order reads backwards.
         let ty = std::any::type_name::<RecommendedLayers<()>>();
         let at: Vec<usize> = RECOMMENDED_ORDER
+            .iter()
+            .map(|l| {
+                ty.find(&format!("::{}", type_of(*l)))
+                    .unwrap_or_else(|| panic!("{l} missing from {ty}"))
+            })
+            .collect();
+        assert!(at.windows(2).all(|w| w[0] > w[1]), "{ty}");
+        // Without a store: the same order, nothing in the fallback's place.
+        let ty = std::any::type_name::<RecommendedLayersWithoutFallback>();
+        assert!(!ty.contains("FallbackLayer"), "{ty}");
+        let at: Vec<usize> = recommended_order_without(&[LayerName::Fallback])
             .iter()
             .map(|l| {
                 ty.find(&format!("::{}", type_of(*l)))

@@ -334,7 +334,13 @@ impl SlotGuardBuilder {
             failover.clone(),
             breakers.clone(),
         );
-        let service = BoxCloneSyncService::new(stack.builder().service(leaf.clone()));
+        // Without a store, nothing in the fallback's place: every
+        // request's boxed future stays sized for the cluster path alone.
+        let service = if stack.fallback.is_some() {
+            BoxCloneSyncService::new(stack.builder().service(leaf.clone()))
+        } else {
+            BoxCloneSyncService::new(stack.builder_without_fallback().service(leaf.clone()))
+        };
         // Started once the stack is built: the replayer sends through the
         // service below the log, the watches follow the bus and the map.
         log.start();
