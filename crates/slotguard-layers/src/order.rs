@@ -236,9 +236,9 @@ impl<St> RecommendedStack<St> {
     /// the cluster path's alone: with [`builder`](Self::builder)'s
     /// `Either`, each request's future (boxed by a `BoxCloneSyncService`,
     /// and by the coalesce layer for a flight's leader) is sized for the
-    /// fallback's too — 168 bytes more for the `SlotGuard` handle, which
-    /// took its box past the allocator's small-size cache and cost ~3 % more
-    /// instructions per request (callgrind, docs/benchmarks.md).
+    /// fallback's too: 1,056 bytes against 936 for the `SlotGuard` handle's,
+    /// past glibc's small-size cache, for 2–4 % more instructions per
+    /// request (callgrind, docs/benchmarks.md).
     pub fn builder_without_fallback(self) -> ServiceBuilder<RecommendedLayersWithoutFallback> {
         self.stack(Identity::new())
     }
