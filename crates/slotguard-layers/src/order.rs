@@ -277,12 +277,11 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_builder_stacks_the_recommended_order() {
-        // `Stack<Inner-most, Stack<…, Outer-most>>`: the type names the
-        // layers innermost first, so the recommended order reads backwards.
-        let ty = std::any::type_name::<RecommendedLayers<()>>();
-        let at: Vec<usize> = RECOMMENDED_ORDER
+    /// `ty` names `order`'s layers in that order, outermost first.
+    /// `Stack<Inner-most, Stack<…, Outer-most>>`: the type names the layers
+    /// innermost first, so the order reads backwards.
+    fn assert_stacked(ty: &str, order: &[LayerName]) {
+        let at: Vec<usize> = order
             .iter()
             .map(|l| {
                 ty.find(&format!("::{}", type_of(*l)))
@@ -290,17 +289,18 @@ mod tests {
             })
             .collect();
         assert!(at.windows(2).all(|w| w[0] > w[1]), "{ty}");
+    }
+
+    #[test]
+    fn the_builder_stacks_the_recommended_order() {
+        assert_stacked(
+            std::any::type_name::<RecommendedLayers<()>>(),
+            &RECOMMENDED_ORDER,
+        );
         // Without a store: the same order, nothing in the fallback's place.
         let ty = std::any::type_name::<RecommendedLayersWithoutFallback>();
         assert!(!ty.contains("FallbackLayer"), "{ty}");
-        let at: Vec<usize> = recommended_order_without(&[LayerName::Fallback])
-            .iter()
-            .map(|l| {
-                ty.find(&format!("::{}", type_of(*l)))
-                    .unwrap_or_else(|| panic!("{l} missing from {ty}"))
-            })
-            .collect();
-        assert!(at.windows(2).all(|w| w[0] > w[1]), "{ty}");
+        assert_stacked(ty, &recommended_order_without(&[LayerName::Fallback]));
     }
 
     #[test]
