@@ -188,21 +188,13 @@ pub(crate) async fn run<C: BenchClient>(
         }
     }
     lat_ns.sort_unstable();
-    let write_syscalls = match (io_before, io_after) {
-        (Some(a), Some(b)) => Some(b.saturating_sub(a)),
-        _ => None,
-    };
-    let cpu = match (cpu_before, cpu_after) {
-        (Some(a), Some(b)) => Some(b.saturating_sub(a)),
-        _ => None,
-    };
     CellResult {
         ok: lat_ns.len() as u64,
         errors,
         window,
         lat_ns,
-        write_syscalls,
-        cpu,
+        write_syscalls: io_before.zip(io_after).map(|(a, b)| b.saturating_sub(a)),
+        cpu: cpu_before.zip(cpu_after).map(|(a, b)| b.saturating_sub(a)),
     }
 }
 

@@ -137,9 +137,9 @@ pub(crate) struct Row {
     pub(crate) write_syscalls_per_op: Option<f64>,
     /// CPU time of the whole bench process per successful operation, in µs
     /// (every thread, from `/proc/self/task/*/schedstat`): what a client
-    /// costs its host, steadier from run to run than ops/s on a machine
-    /// whose servers share the cores. Only the measured client runs in a
-    /// cell; the others are connected and idle.
+    /// costs its host, for comparing clients within one run (between runs
+    /// it moves about as much as ops/s on a shared machine). Only the
+    /// measured client runs in a cell; the others are connected and idle.
     pub(crate) cpu_us_per_op: Option<f64>,
 }
 
