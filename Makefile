@@ -70,6 +70,9 @@ lint:
 
 unit:
 	$(CARGO) test --workspace --locked
+	# The workspace build has `otel-bound-instruments` on (the CLI and the
+	# examples enable it); the telemetry scenarios alone run without it.
+	$(CARGO) test -p slotguard-tests --locked --test telemetry
 
 doc:
 	RUSTDOCFLAGS="-D warnings -D rustdoc::broken_intra_doc_links" $(CARGO) doc --workspace --no-deps --locked

@@ -473,12 +473,13 @@ impl<F: Future> Scoped<F> {
     #[inline(always)]
     pub fn call(make: impl FnOnce() -> F) -> Self {
         let installed = Installed::enter(Record::new());
-        let mut scoped = Self {
+        // Fields are evaluated in the order written: `make` runs with the
+        // record installed, and the struct is the return value, so the
+        // future can be built in the caller's slot instead of copied there.
+        Self {
             inner: make(),
-            record: Record::new(),
-        };
-        scoped.record = installed.exit();
-        scoped
+            record: installed.exit(),
+        }
     }
 
     /// The record, once the future is done (what was observed so far

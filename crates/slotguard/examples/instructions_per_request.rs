@@ -13,6 +13,11 @@
 //! # instructions per request = (Collected(10000) - Collected(2000)) / 8000
 //! ```
 //!
+//! With `store` after the count (`instructions_per_request 2000 store`),
+//! the handle is built over an SQLite store in a temporary directory, as
+//! `bench throughput`'s `stack_store` is: the fallback layer, its
+//! near-cache and RESP3 client tracking.
+//!
 //! Each request is a GET of one of 200 keys, and every tenth is followed by
 //! a SET of it (100-byte values). The cluster (`redis-server` processes) is
 //! not traced: valgrind follows this process only. The difference of two
@@ -28,6 +33,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some(arg) => arg.parse()?,
         None => 1000,
     };
+    let with_store = std::env::args().nth(2).as_deref() == Some("store");
+    let dir = tempfile::tempdir()?;
     let cluster = LocalCluster::start(ClusterSpec::default())?;
     // One thread: the count then does not depend on how work is spread
     // over worker threads.
@@ -40,7 +47,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .iter()
             .map(|s| s.parse())
             .collect::<Result<Vec<slotguard::NodeAddr>, _>>()?;
-        let guard = SlotGuard::builder(seeds).connect().await?;
+        let mut builder = SlotGuard::builder(seeds);
+        if with_store {
+            builder = builder.store(slotguard_store::SqliteStore::open(
+                dir.path().join("store.db"),
+            )?);
+        }
+        let guard = builder.connect().await?;
         for i in 0..KEYS {
             guard.set(format!("k{i}"), vec![b'v'; 100], None).await?;
         }
@@ -54,6 +67,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         guard.shutdown().await;
         Ok::<_, Box<dyn std::error::Error>>(())
     })?;
-    println!("{n} requests");
+    println!(
+        "{n} requests{}",
+        if with_store { " with a store" } else { "" }
+    );
     Ok(())
 }

@@ -61,15 +61,19 @@ impl<F> ResponseFuture<F>
 where
     F: Future,
 {
+    /// Run `call` (the inner service's) with a record installed and wrap
+    /// the future it returns. Built here, in one struct expression, so the
+    /// (large) inner future lands in place instead of being copied through
+    /// a `Scoped` first.
     #[inline(always)]
     pub(crate) fn new(
-        inner: Scoped<F>,
+        call: impl FnOnce() -> F,
         tally: u64,
         shared: Option<Arc<Shared>>,
         meta: Meta,
     ) -> Self {
         Self {
-            inner,
+            inner: Scoped::call(call),
             tally,
             shared,
             meta: Some(meta),
@@ -194,8 +198,8 @@ pub(crate) fn report(
             failover_clocks(shared, &meta, out, record, now);
         }
     }
-    if let Some(start) = &meta.span {
-        super::span::emit(shared, start, &meta, out, failure, record, now);
+    if let (Some(start), Some(tracer)) = (&meta.span, &shared.tracer) {
+        tracer.emit(shared, start, &meta, out, failure, record, now);
     }
 }
 
@@ -209,9 +213,7 @@ fn record_durations(
 ) {
     let ins = &shared.instruments;
     match failure {
-        None => ins
-            .duration
-            .record(secs, &ins.op_attrs[usize::from(meta.op)]),
+        None => ins.ok_durations[usize::from(meta.op)].record(secs),
         Some(f) => ins.duration.record(
             secs,
             &[
@@ -225,8 +227,7 @@ fn record_durations(
         ),
     }
     if meta.read {
-        ins.latency
-            .record(secs, &ins.path_attrs[read_path(out) as usize]);
+        ins.read_latency[read_path(out) as usize].record(secs);
     }
 }
 

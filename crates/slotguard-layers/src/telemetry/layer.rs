@@ -3,15 +3,15 @@
 use std::fmt;
 use std::sync::Arc;
 
-use opentelemetry::global::{self, BoxedTracer};
+use opentelemetry::global;
 use opentelemetry::metrics::Meter;
-use opentelemetry::trace::{Span, Tracer};
+use opentelemetry::trace::Tracer;
 use slotguard_core::observe::BreakerPhase;
 use slotguard_core::Topology;
 use tower::Layer;
 
 use super::metrics::{register_gauges, Instruments, StackObserver, UnownedClock};
-use super::span::WallClock;
+use super::span::{SpanSink, WallClock};
 use super::stats::TelemetryStats;
 use super::tally::Tally;
 use super::timers::FailoverTimers;
@@ -96,7 +96,7 @@ impl<St: Send + Sync + 'static> FallbackProbe for FallbackLayer<St> {
 #[must_use]
 pub struct TelemetryBuilder {
     meter: Option<Meter>,
-    tracer: Option<Arc<BoxedTracer>>,
+    tracer: Option<Arc<dyn SpanSink>>,
     topology: Option<Topology>,
     probes: Probes,
     record_keys: bool,
@@ -124,13 +124,15 @@ impl TelemetryBuilder {
     }
 
     /// Use this tracer (default: the global provider's, scope `slotguard`,
-    /// as installed when [`build`](Self::build) runs).
+    /// as installed when [`build`](Self::build) runs). The tracer keeps its
+    /// own type, so its spans are built without a box each; the global
+    /// provider's tracer is a `BoxedTracer`, which allocates one per span.
     pub fn tracer<T>(mut self, tracer: T) -> Self
     where
         T: Tracer + Send + Sync + 'static,
         T::Span: Send + Sync + 'static,
     {
-        self.tracer = Some(Arc::new(BoxedTracer::new(Box::new(tracer))));
+        self.tracer = Some(Arc::new(tracer));
         self
     }
 
@@ -168,14 +170,12 @@ impl TelemetryBuilder {
     /// observer.
     pub fn build(self) -> TelemetryLayer {
         let meter = self.meter.unwrap_or_else(|| global::meter(SCOPE));
-        let tracer = self
+        let tracer: Arc<dyn SpanSink> = self
             .tracer
             .unwrap_or_else(|| Arc::new(global::tracer(SCOPE)));
         // A tracer of no SDK makes spans with no valid context: then no
         // span is built at all (nothing measurable when nobody listens).
-        let probe = tracer.start("slotguard.probe");
-        let tracing = probe.span_context().is_valid();
-        drop(probe);
+        let tracing = tracer.records();
         let tally = Tally::new();
         let timers = Arc::new(FailoverTimers::default());
         let unowned = Arc::new(UnownedClock::default());

@@ -76,8 +76,6 @@ mod timers;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use opentelemetry::global::BoxedTracer;
-use slotguard_core::observe::Scoped;
 use slotguard_core::{BoxError, CacheRequest, CacheResponse, NodeHealth, Topology};
 use tower::Service;
 
@@ -89,7 +87,7 @@ pub use self::stats::{PathCounts, TelemetryStats};
 use self::future::{op_index, Meta};
 use self::layer::FallbackProbe;
 use self::metrics::{Instruments, UnownedClock};
-use self::span::{SpanStart, WallClock};
+use self::span::{SpanSink, SpanStart, WallClock};
 use self::tally::Tally;
 use self::timers::FailoverTimers;
 use crate::circuit_breaker::CircuitBreakerLayer;
@@ -105,7 +103,7 @@ pub(crate) struct Probes {
 pub(crate) struct Shared {
     instruments: Instruments,
     // `None` when no SDK listens: no span is built.
-    tracer: Option<Arc<BoxedTracer>>,
+    tracer: Option<Arc<dyn SpanSink>>,
     // Whether an SDK meter listens (see `TelemetryBuilder::build`): without
     // one, no clock is read and no instrument is called; the plain counters
     // behind `stats()` are all a request pays for.
@@ -172,6 +170,6 @@ where
         // breaker): they run with the record installed too.
         let shared = listening.then(|| self.shared.clone());
         let tally = self.shared.tally.id();
-        ResponseFuture::new(Scoped::call(|| self.inner.call(req)), tally, shared, meta)
+        ResponseFuture::new(|| self.inner.call(req), tally, shared, meta)
     }
 }

@@ -163,9 +163,61 @@ fn event(o: &Observation) -> Option<(&'static str, Vec<KeyValue>)> {
     })
 }
 
+/// Where the layer's spans go: the tracer it was given, with its own span
+/// type. A [`BoxedTracer`](opentelemetry::global::BoxedTracer) allocates
+/// a box for every span it starts, sampled or not; going through this
+/// trait instead costs one virtual call per request and no allocation
+/// (the SDK's tracer builds its span on the stack).
+pub(crate) trait SpanSink: Send + Sync {
+    /// Build, fill and end one request's span (see [`emit`]).
+    #[allow(clippy::too_many_arguments)]
+    fn emit(
+        &self,
+        shared: &Shared,
+        start: &SpanStart,
+        meta: &Meta,
+        out: &Result<CacheResponse, BoxError>,
+        failure: Option<Failure>,
+        record: &Record,
+        now: Instant,
+    );
+
+    /// Whether spans from this tracer are real: the API's no-op tracer
+    /// (no SDK installed) makes spans with no valid context.
+    fn records(&self) -> bool;
+}
+
+impl<T> SpanSink for T
+where
+    T: Tracer + Send + Sync,
+{
+    #[inline]
+    fn emit(
+        &self,
+        shared: &Shared,
+        start: &SpanStart,
+        meta: &Meta,
+        out: &Result<CacheResponse, BoxError>,
+        failure: Option<Failure>,
+        record: &Record,
+        now: Instant,
+    ) {
+        emit(self, shared, start, meta, out, failure, record, now);
+    }
+
+    fn records(&self) -> bool {
+        let mut probe = self.start("slotguard.probe");
+        let valid = probe.span_context().is_valid();
+        probe.end();
+        valid
+    }
+}
+
 /// Build, fill and end the request's span. A span the sampler dropped is
 /// ended at once, before any attribute or event is built for it.
-pub(crate) fn emit(
+#[allow(clippy::too_many_arguments)]
+fn emit<T: Tracer>(
+    tracer: &T,
     shared: &Shared,
     start: &SpanStart,
     meta: &Meta,
@@ -174,7 +226,6 @@ pub(crate) fn emit(
     record: &Record,
     now: Instant,
 ) {
-    let Some(tracer) = &shared.tracer else { return };
     let op = OPS[usize::from(meta.op)];
     let end = shared.wall.at(now);
     let begun = end
