@@ -30,7 +30,9 @@ struct Mark {
 #[derive(Debug)]
 pub(crate) struct Marks {
     shards: Box<[Mutex<HashMap<Bytes, Mark>>]>,
-    hasher: RandomState,
+    // Picks the shard with a fast hash: the map inside still hashes with
+    // SipHash (keys may be crafted), so a key is SipHashed once, not twice.
+    seed: u64,
     clock: Clock,
     ttl: u64,
     per_shard: usize,
@@ -44,7 +46,7 @@ impl Marks {
     pub(crate) fn new(clock: Clock, ttl: std::time::Duration, max: usize) -> Self {
         Marks {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            hasher: RandomState::new(),
+            seed: RandomState::new().hash_one(0u64),
             clock,
             ttl: u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX),
             per_shard: (max / SHARDS).max(1),
@@ -53,7 +55,7 @@ impl Marks {
     }
 
     fn shard(&self, key: &[u8]) -> std::sync::MutexGuard<'_, HashMap<Bytes, Mark>> {
-        let i = (self.hasher.hash_one(key) as usize) % SHARDS;
+        let i = (super::near::fast_hash(self.seed, key) as usize) % SHARDS;
         // A panic under this lock leaves a usable map.
         self.shards[i]
             .lock()

@@ -112,27 +112,11 @@ impl Sketch {
         }
     }
 
-    /// A fast seeded hash (FxHash's mixing, 8 bytes at a time, then a
-    /// final avalanche): admission only needs spread, and every hit pays
-    /// for it. A crafted collision only admits a cold key early.
+    /// The admission hash (see [`fast_hash`]): admission only needs
+    /// spread, and every hit pays for it. A crafted collision only admits a
+    /// cold key early.
     fn hash(&self, key: &[u8]) -> u64 {
-        const K: u64 = 0x517c_c1b7_2722_0a95;
-        let mut h = self.seed;
-        let mut chunks = key.chunks_exact(8);
-        for c in &mut chunks {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(c);
-            h = (h.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(K);
-        }
-        let mut w = [0u8; 8];
-        let rest = chunks.remainder();
-        w[..rest.len()].copy_from_slice(rest);
-        h = (h.rotate_left(5) ^ u64::from_le_bytes(w) ^ key.len() as u64).wrapping_mul(K);
-        // murmur3's finaliser: every output bit depends on every input bit.
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-        h ^= h >> 33;
-        h
+        fast_hash(self.seed, key)
     }
 
     /// Count one read of the key hashed to `h`; whether it is now admitted.
@@ -254,8 +238,9 @@ impl NearCache {
     }
 
     /// Keep `fill` for `key`: a read of the same value from the same owner
-    /// only refreshes the entry's age, without an insert.
-    pub(crate) fn fill(&self, key: &Bytes, fill: Fill) {
+    /// only refreshes the entry's age, without an insert. Whether it
+    /// inserted.
+    pub(crate) fn fill(&self, key: &Bytes, fill: Fill) -> bool {
         if let Some(e) = self.cache.get(key) {
             if e.value == fill.value
                 && e.owner == fill.owner
@@ -263,7 +248,7 @@ impl NearCache {
                 && Tracked::same(e.tracked.as_ref(), fill.tracked.as_ref())
             {
                 e.fetched.fetch_max(fill.fetched, Ordering::AcqRel);
-                return;
+                return false;
             }
         }
         let entry = Entry {
@@ -276,6 +261,7 @@ impl NearCache {
             tracked: fill.tracked,
         };
         self.cache.insert(key.clone(), Arc::new(entry));
+        true
     }
 
     pub(crate) fn evict(&self, key: &[u8]) {
@@ -340,4 +326,27 @@ mod tests {
         near.evict(b"k");
         assert!(near.admit(b"k", 1, 1301 * ms));
     }
+}
+
+/// A fast seeded hash: FxHash's mixing, 8 bytes at a time, then murmur3's
+/// finaliser (every output bit depends on every input bit). For spreading
+/// keys (admission counters, lock shards), never for a map's own buckets:
+/// it is not built to resist crafted collisions.
+pub(crate) fn fast_hash(seed: u64, key: &[u8]) -> u64 {
+    const K: u64 = 0x517c_c1b7_2722_0a95;
+    let mut h = seed;
+    let mut chunks = key.chunks_exact(8);
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        h = (h.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(K);
+    }
+    let mut w = [0u8; 8];
+    let rest = chunks.remainder();
+    w[..rest.len()].copy_from_slice(rest);
+    h = (h.rotate_left(5) ^ u64::from_le_bytes(w) ^ key.len() as u64).wrapping_mul(K);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h
 }

@@ -294,10 +294,11 @@ impl State {
         if !self.may_fill(key, start) {
             return;
         }
-        near.fill(key, fill);
-        // An invalidation racing the insert either evicted after it, or is
-        // seen here.
-        if !self.may_fill(key, start) {
+        // An invalidation racing an insert either evicted after it, or is
+        // seen here. A refresh of the same entry needs no second look: an
+        // invalidation evicts the entry, before (then this read inserts,
+        // and looks) or after (then the refreshed entry is gone).
+        if near.fill(key, fill) && !self.may_fill(key, start) {
             near.evict(key);
         }
     }
