@@ -164,14 +164,17 @@ async fn run_cell(
             fastest = fastest.max(sample.ops_per_sec);
         }
         plan.progress.note(&format!(
-            "round {}/{rounds} {:<3} c={c:<4} {:<12} {:>9.0} ops/s  p50 {:>7.1} µs  p99 {:>8.1} µs  {:>5.2} cpu µs/op  {} err",
+            "round {}/{rounds} {:<3} c={c:<4} {:<12} {:>9.0} ops/s  p50 {:>7.1} µs  p99 {:>8.1} µs  {:>5} cpu µs/op  {} err",
             round + 1,
             load.as_str(),
             client.as_str(),
             sample.ops_per_sec,
             sample.p50_us,
             sample.p99_us,
-            sample.cpu_us_per_op.unwrap_or(f64::NAN),
+            // "–" where the kernel gives no per-task CPU time.
+            sample
+                .cpu_us_per_op
+                .map_or_else(|| "–".to_owned(), |c| format!("{c:.2}")),
             sample.errors
         ));
         cells.push(Cell {
