@@ -297,6 +297,29 @@ impl NearCache {
     }
 }
 
+/// A fast seeded hash: FxHash's mixing, 8 bytes at a time, then murmur3's
+/// finaliser (every output bit depends on every input bit). For spreading
+/// keys (admission counters, lock shards), never for a map's own buckets:
+/// it is not built to resist crafted collisions.
+pub(crate) fn fast_hash(seed: u64, key: &[u8]) -> u64 {
+    const K: u64 = 0x517c_c1b7_2722_0a95;
+    let mut h = seed;
+    let mut chunks = key.chunks_exact(8);
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        h = (h.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(K);
+    }
+    let mut w = [0u8; 8];
+    let rest = chunks.remainder();
+    w[..rest.len()].copy_from_slice(rest);
+    h = (h.rotate_left(5) ^ u64::from_le_bytes(w) ^ key.len() as u64).wrapping_mul(K);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -326,27 +349,4 @@ mod tests {
         near.evict(b"k");
         assert!(near.admit(b"k", 1, 1301 * ms));
     }
-}
-
-/// A fast seeded hash: FxHash's mixing, 8 bytes at a time, then murmur3's
-/// finaliser (every output bit depends on every input bit). For spreading
-/// keys (admission counters, lock shards), never for a map's own buckets:
-/// it is not built to resist crafted collisions.
-pub(crate) fn fast_hash(seed: u64, key: &[u8]) -> u64 {
-    const K: u64 = 0x517c_c1b7_2722_0a95;
-    let mut h = seed;
-    let mut chunks = key.chunks_exact(8);
-    for c in &mut chunks {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(c);
-        h = (h.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(K);
-    }
-    let mut w = [0u8; 8];
-    let rest = chunks.remainder();
-    w[..rest.len()].copy_from_slice(rest);
-    h = (h.rotate_left(5) ^ u64::from_le_bytes(w) ^ key.len() as u64).wrapping_mul(K);
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    h ^= h >> 33;
-    h
 }
