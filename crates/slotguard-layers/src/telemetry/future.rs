@@ -199,7 +199,15 @@ pub(crate) fn report(
         }
     }
     if let (Some(start), Some(tracer)) = (&meta.span, &shared.tracer) {
-        tracer.emit(shared, start, &meta, out, failure, record, now);
+        tracer.emit(&super::span::Ended {
+            shared,
+            start,
+            meta: &meta,
+            out,
+            failure,
+            record,
+            now,
+        });
     }
 }
 

@@ -163,6 +163,17 @@ fn event(o: &Observation) -> Option<(&'static str, Vec<KeyValue>)> {
     })
 }
 
+/// One finished request, as its span is built from it.
+pub(crate) struct Ended<'a> {
+    pub(crate) shared: &'a Shared,
+    pub(crate) start: &'a SpanStart,
+    pub(crate) meta: &'a Meta,
+    pub(crate) out: &'a Result<CacheResponse, BoxError>,
+    pub(crate) failure: Option<Failure>,
+    pub(crate) record: &'a Record,
+    pub(crate) now: Instant,
+}
+
 /// Where the layer's spans go: the tracer it was given, with its own span
 /// type. A [`BoxedTracer`](opentelemetry::global::BoxedTracer) allocates
 /// a box for every span it starts, sampled or not; going through this
@@ -170,17 +181,7 @@ fn event(o: &Observation) -> Option<(&'static str, Vec<KeyValue>)> {
 /// (the SDK's tracer builds its span on the stack).
 pub(crate) trait SpanSink: Send + Sync {
     /// Build, fill and end one request's span (see [`emit`]).
-    #[allow(clippy::too_many_arguments)]
-    fn emit(
-        &self,
-        shared: &Shared,
-        start: &SpanStart,
-        meta: &Meta,
-        out: &Result<CacheResponse, BoxError>,
-        failure: Option<Failure>,
-        record: &Record,
-        now: Instant,
-    );
+    fn emit(&self, ended: &Ended<'_>);
 
     /// Whether spans from this tracer are real: the API's no-op tracer
     /// (no SDK installed) makes spans with no valid context.
@@ -192,17 +193,8 @@ where
     T: Tracer + Send + Sync,
 {
     #[inline]
-    fn emit(
-        &self,
-        shared: &Shared,
-        start: &SpanStart,
-        meta: &Meta,
-        out: &Result<CacheResponse, BoxError>,
-        failure: Option<Failure>,
-        record: &Record,
-        now: Instant,
-    ) {
-        emit(self, shared, start, meta, out, failure, record, now);
+    fn emit(&self, ended: &Ended<'_>) {
+        emit(self, ended);
     }
 
     fn records(&self) -> bool {
@@ -215,17 +207,16 @@ where
 
 /// Build, fill and end the request's span. A span the sampler dropped is
 /// ended at once, before any attribute or event is built for it.
-#[allow(clippy::too_many_arguments)]
-fn emit<T: Tracer>(
-    tracer: &T,
-    shared: &Shared,
-    start: &SpanStart,
-    meta: &Meta,
-    out: &Result<CacheResponse, BoxError>,
-    failure: Option<Failure>,
-    record: &Record,
-    now: Instant,
-) {
+fn emit<T: Tracer>(tracer: &T, ended: &Ended<'_>) {
+    let &Ended {
+        shared,
+        start,
+        meta,
+        out,
+        failure,
+        record,
+        now,
+    } = ended;
     let op = OPS[usize::from(meta.op)];
     let end = shared.wall.at(now);
     let begun = end
