@@ -13,6 +13,12 @@
 //!   N cores with no contention it would be about 1/N of the one-thread
 //!   figure, and shared locks or contended counters push it up.
 //!
+//! With `SLOTGUARD_BENCH_CALLS=CASE:N`, the bench makes exactly N calls of
+//! the one case named (`full_stack`, say) and measures nothing: under
+//! `valgrind --tool=callgrind`, the total of a run with N calls minus that
+//! of a run with 0, divided by N, is the case's instructions per request,
+//! the same on every run of the same binary however busy the machine.
+//!
 //! With `SLOTGUARD_BENCH_CPU=1`, `one_thread/*` report the thread's CPU
 //! time (`CLOCK_THREAD_CPUTIME_ID`) instead of wall time: on a machine
 //! shared with other work, time spent preempted is not counted.
@@ -121,6 +127,19 @@ fn bench_case<S>(
     S::Future: Send,
     S::Error: std::fmt::Debug,
 {
+    if let Ok(only) = std::env::var("SLOTGUARD_BENCH_CALLS") {
+        // `CASE:N`: N calls of one case and nothing else, for an exact
+        // instruction count under callgrind (subtract a run with N = 0).
+        if let Some((case, n)) = only.split_once(':') {
+            if case == name {
+                let n = n
+                    .parse()
+                    .unwrap_or_else(|e| panic!("SLOTGUARD_BENCH_CALLS: {e}"));
+                rt.single.block_on(run(&svc, keys, make, 0, n));
+            }
+        }
+        return;
+    }
     let cpu = std::env::var_os("SLOTGUARD_BENCH_CPU").is_some();
     c.bench_function(&format!("one_thread/{name}"), |b| {
         b.iter_custom(|iters| {

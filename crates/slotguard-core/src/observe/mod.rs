@@ -21,8 +21,8 @@
 //!   [`Observer`] registered once on the stack's topology; a no-op (one
 //!   atomic load) when none is.
 //!
-//! Why a task-local scope (a thread-local cell set around each poll of the
-//! listener's future) rather than a field on the response and a wrapper
+//! Why a scope (entered on the thread around the inner call and each poll
+//! of the listener's future) rather than a field on the response and a wrapper
 //! on the error: every layer that retries (redirect, failover, fallback)
 //! would have to merge the records of its attempts by hand, and every error
 //! check would have to see through the wrapper. The scope needs neither.
@@ -292,4 +292,4 @@ pub trait Observer: Send + Sync + 'static {
 
 mod scope;
 
-pub use self::scope::{listening, record, scope, scoped, Record, Scoped, RECORD_CAPACITY};
+pub use self::scope::{listening, record, scope, scoped, Record, Scope, Scoped, RECORD_CAPACITY};

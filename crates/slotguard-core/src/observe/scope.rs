@@ -1,7 +1,7 @@
 //! The per-request record and the scope it is installed in (see the
 //! module docs of [`observe`](super)).
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -17,9 +17,9 @@ pub const RECORD_CAPACITY: usize = 6;
 /// What happened to one request, in the order it happened.
 ///
 /// One pointer while empty: an empty record (the healthy path) allocates
-/// nothing and is cheap to move in and out of the task-local scope on
-/// every poll. The first observation allocates its fixed-capacity list
-/// (a request that was redirected, failed over or fell back).
+/// nothing and keeps the future that holds it small. The first
+/// observation allocates its fixed-capacity list (a request that was
+/// redirected, failed over or fell back).
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct Record {
     list: Option<Box<List>>,
@@ -84,75 +84,177 @@ impl Record {
     }
 }
 
+impl Record {
+    /// Append what `other` holds (and what it dropped) after this record's
+    /// own observations.
+    fn append(&mut self, other: Record) {
+        if self.list.is_none() {
+            // The usual case (one poll or one call observed): no copy.
+            *self = other;
+            return;
+        }
+        let Some(list) = other.list else { return };
+        for o in list.items.into_iter().flatten() {
+            self.push(o);
+        }
+        if let Some(mine) = self.list.as_mut() {
+            mine.dropped = mine.dropped.saturating_add(list.dropped);
+        }
+    }
+}
+
+// How scopes are tracked on a thread. Entering and leaving a scope runs
+// around every poll of every request, so on the healthy path (nothing
+// observed) it touches only two plain `Cell`s whose types need no drop:
+// such thread-locals are bare TLS slots, with no lazy initialisation, no
+// registered destructor and no state to check on access.
+//
+// Scopes on one thread nest strictly (a scope is entered and left within
+// one poll or one call), so the nesting depth names the innermost one.
+// An observation goes into `OBSERVED` under the current depth; leaving a
+// scope moves its entry, if any, into the record the scope's owner keeps
+// (a future may be polled on another thread next time).
 thread_local! {
-    // The record of the request being polled on this thread (`None`: no
-    // listener). A plain cell rather than a tokio task-local: entering and
-    // leaving a scope is two cell swaps, with no lazy initialisation or
-    // borrow flag (this runs around every poll of every request).
-    static CURRENT: Cell<Option<Record>> = const { Cell::new(None) };
+    // 0: no scope, nobody listens.
+    static DEPTH: Cell<u32> = const { Cell::new(0) };
+    // Whether `OBSERVED` holds anything: leaving a scope looks no further
+    // on the healthy path.
+    static PENDING: Cell<bool> = const { Cell::new(false) };
+    // One record per scope on this thread that observed something, by
+    // depth, innermost last (at most the nesting depth, in practice one).
+    static OBSERVED: RefCell<Vec<(u32, Record)>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Report an observation about the request being served. A no-op unless a
 /// listener installed a record with [`scope`]/[`scoped`] around the call.
 pub fn record(observation: Observation) {
-    // Outside a scope the cell holds `None`: nobody listens.
-    let _ = CURRENT.try_with(|cell| {
-        if let Some(mut rec) = cell.take() {
-            rec.push(observation);
-            cell.set(Some(rec));
+    let depth = DEPTH.get();
+    // Nobody listens: one thread-local read.
+    if depth == 0 {
+        return;
+    }
+    // During thread teardown the list may be gone: the observation is lost
+    // with the thread.
+    let _ = OBSERVED.try_with(|observed| {
+        let Ok(mut observed) = observed.try_borrow_mut() else {
+            return;
+        };
+        match observed.last_mut() {
+            Some((d, rec)) if *d == depth => rec.push(observation),
+            _ => {
+                let mut rec = Record::new();
+                rec.push(observation);
+                observed.push((depth, rec));
+            }
         }
+        PENDING.set(true);
     });
 }
 
 /// Whether a listener collects observations for the current request (to
 /// skip building one that nobody reads).
 pub fn listening() -> bool {
-    CURRENT
-        .try_with(|cell| {
-            let rec = cell.take();
-            let yes = rec.is_some();
-            cell.set(rec);
-            yes
-        })
-        .unwrap_or(false)
+    DEPTH.get() != 0
 }
 
-/// A record installed on this thread; the previous one comes back when it
-/// is left, also on panic.
-struct Installed {
-    // `Some` until restored: what the cell held before.
-    prev: Option<Option<Record>>,
+/// Enter a scope: the depth of the new scope.
+#[inline(always)]
+fn enter() -> u32 {
+    let depth = DEPTH.get().saturating_add(1);
+    DEPTH.set(depth);
+    depth
 }
 
-impl Installed {
-    fn enter(record: Record) -> Self {
-        let prev = CURRENT.try_with(|cell| cell.replace(Some(record))).ok();
-        Self { prev }
-    }
-
-    /// Leave the scope: the record as the inner code left it.
-    fn exit(mut self) -> Record {
-        self.restore().unwrap_or_default()
-    }
-
-    fn restore(&mut self) -> Option<Record> {
-        let prev = self.prev.take()?;
-        CURRENT.try_with(|cell| cell.replace(prev)).ok().flatten()
+/// Leave the scope at `depth`: what it observed goes into `record`.
+#[inline(always)]
+fn leave(depth: u32, record: &mut Record) {
+    DEPTH.set(depth - 1);
+    if PENDING.get() {
+        collect(depth, record);
     }
 }
 
-impl Drop for Installed {
+/// The rare path of [`leave`]: the scope, or one inside it, observed
+/// something.
+#[cold]
+fn collect(depth: u32, record: &mut Record) {
+    let _ = OBSERVED.try_with(|observed| {
+        let Ok(mut observed) = observed.try_borrow_mut() else {
+            return;
+        };
+        // Entries deeper than this scope belong to scopes that unwound
+        // (a panic): drop them with this one's.
+        while let Some((d, _)) = observed.last() {
+            if *d < depth {
+                break;
+            }
+            if let Some((d, rec)) = observed.pop() {
+                if d == depth {
+                    record.append(rec);
+                }
+            }
+        }
+        PENDING.set(!observed.is_empty());
+    });
+}
+
+/// A scope entered on this thread: observations made until it is left go
+/// into the record it hands back (see the [module docs](super)).
+///
+/// For a listener that builds its own future around an inner call (as
+/// the telemetry layer does, so the request is passed straight to the
+/// inner service and the future built in place); [`scope`] and [`Scoped`]
+/// do the same for a closure and a future. Leave it on the same thread,
+/// before returning from the `call` or `poll` that entered it: scopes on
+/// a thread nest. If the code run inside panics, dropping the scope
+/// leaves it (a task's panic is caught by the runtime and the thread goes
+/// on serving); on the normal path [`Scope::finish`] or [`Scope::leave`]
+/// leave it at no extra cost.
+#[must_use = "a scope is left by `finish` or `leave`"]
+pub struct Scope(u32);
+
+impl fmt::Debug for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Scope").field(&self.0).finish()
+    }
+}
+
+impl Scope {
+    /// Enter a scope: two thread-local cell accesses.
+    #[inline(always)]
+    pub fn enter() -> Self {
+        Self(enter())
+    }
+
+    /// Leave the scope, appending what it observed to `record`.
+    #[inline(always)]
+    pub fn leave(self, record: &mut Record) {
+        let depth = std::mem::ManuallyDrop::new(self).0;
+        leave(depth, record);
+    }
+
+    /// Leave the scope: what it observed.
+    #[inline(always)]
+    pub fn finish(self) -> Record {
+        let mut record = Record::new();
+        self.leave(&mut record);
+        record
+    }
+}
+
+impl Drop for Scope {
+    // Only on unwinding: the normal path leaves with `leave`/`finish`.
     fn drop(&mut self) {
-        let _ = self.restore();
+        leave(self.0, &mut Record::new());
     }
 }
 
 /// Run `f` (a service's `call`, which may already observe something) with
 /// a fresh record installed; return its result and the record.
 pub fn scope<R>(f: impl FnOnce() -> R) -> (R, Record) {
-    let installed = Installed::enter(Record::new());
+    let guard = Scope::enter();
     let out = f();
-    (out, installed.exit())
+    (out, guard.finish())
 }
 
 pin_project_lite::pin_project! {
@@ -162,7 +264,8 @@ pin_project_lite::pin_project! {
     pub struct Scoped<F> {
         #[pin]
         inner: F,
-        // Between polls (one pointer: the future stays small).
+        // What was observed so far (one pointer, null while empty: the
+        // future stays small).
         record: Record,
     }
 }
@@ -179,19 +282,19 @@ impl<F: Future> Scoped<F> {
         Self { inner: fut, record }
     }
 
-    /// Call `make` (a service's `call`, which may observe already) with a
-    /// fresh record installed, and run the future it makes with that
-    /// record: [`scope`] and [`Scoped::new`] in one step, building the
-    /// (often large) future in place rather than moving it out of a tuple.
+    /// Call `make` (a service's `call`, which may observe already) on
+    /// `arg` (the request) with a fresh record installed, and run the
+    /// future it makes with that record: [`scope`] and [`Scoped::new`] in
+    /// one step, building the (often large) future in place.
     #[inline(always)]
-    pub fn call(make: impl FnOnce() -> F) -> Self {
-        let installed = Installed::enter(Record::new());
-        // Fields are evaluated in the order written: `make` runs with the
-        // record installed, and the struct is the return value, so the
-        // future can be built in the caller's slot instead of copied there.
+    pub fn call<A>(arg: A, make: impl FnOnce(A) -> F) -> Self {
+        let guard = Scope::enter();
+        // Fields are evaluated in the order written: `make` runs inside
+        // the scope, and the struct is the return value, so the future is
+        // built in the caller's slot rather than copied there.
         Self {
-            inner: make(),
-            record: installed.exit(),
+            inner: make(arg),
+            record: guard.finish(),
         }
     }
 
@@ -205,11 +308,12 @@ impl<F: Future> Scoped<F> {
 impl<F: Future> Future for Scoped<F> {
     type Output = F::Output;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.project();
-        let installed = Installed::enter(std::mem::take(this.record));
+        let guard = Scope::enter();
         let out = this.inner.poll(cx);
-        *this.record = installed.exit();
+        guard.leave(this.record);
         out
     }
 }
@@ -244,6 +348,69 @@ mod tests {
             record(Observation::NearCacheHit);
         });
         assert_eq!(rec.iter().collect::<Vec<_>>(), [&Observation::NearCacheHit]);
+    }
+
+    #[test]
+    fn nested_scopes_each_get_their_own_observations() {
+        let ((inner, mid), outer) = scope(|| {
+            record(Observation::Coalesced);
+            let (mid, inner) = scope(|| {
+                record(Observation::NearCacheHit);
+                // A scope that observes nothing, inside one that did.
+                let ((), empty) = scope(|| {});
+                assert!(empty.is_empty());
+                record(Observation::TryAgain { slot: 2 });
+            });
+            record(Observation::TryAgain { slot: 3 });
+            (inner, mid)
+        });
+        let () = mid;
+        assert_eq!(
+            inner.iter().collect::<Vec<_>>(),
+            [
+                &Observation::NearCacheHit,
+                &Observation::TryAgain { slot: 2 }
+            ]
+        );
+        assert_eq!(
+            outer.iter().collect::<Vec<_>>(),
+            [&Observation::Coalesced, &Observation::TryAgain { slot: 3 }]
+        );
+        assert!(!listening());
+    }
+
+    #[test]
+    fn a_panic_inside_a_scope_leaves_it() {
+        let caught = std::panic::catch_unwind(|| {
+            scope(|| {
+                record(Observation::Coalesced);
+                let _ = scope(|| {
+                    record(Observation::NearCacheHit);
+                    panic!("inner");
+                });
+            })
+        });
+        assert!(caught.is_err());
+        // Nothing stays installed, and the dead scopes' observations do
+        // not reach the next one.
+        assert!(!listening());
+        let ((), rec) = scope(|| record(Observation::TryAgain { slot: 1 }));
+        assert_eq!(
+            rec.iter().collect::<Vec<_>>(),
+            [&Observation::TryAgain { slot: 1 }]
+        );
+        assert!(!PENDING.get());
+    }
+
+    #[test]
+    fn a_scope_that_drops_observations_counts_them() {
+        let ((), rec) = scope(|| {
+            for _ in 0..RECORD_CAPACITY + 3 {
+                record(Observation::Coalesced);
+            }
+        });
+        assert_eq!(rec.len(), RECORD_CAPACITY);
+        assert_eq!(rec.dropped(), 3);
     }
 
     #[tokio::test]

@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 
 use opentelemetry::KeyValue;
 use pin_project_lite::pin_project;
-use slotguard_core::observe::{Observation, Record, Scoped, StoreOutcome};
+use slotguard_core::observe::{Observation, Record, Scope, StoreOutcome};
 use slotguard_core::{classify, BoxError, CacheResponse, Failure, Op, Path, Role};
 use std::time::Instant;
 
@@ -38,46 +38,31 @@ pub(crate) fn op_index(op: &Op) -> u8 {
 
 pin_project! {
     /// Response future of [`Telemetry`](super::Telemetry): the inner call,
-    /// run with the request's observation record installed; reported once
-    /// it ends.
+    /// run with the request's observation scope entered around each poll;
+    /// reported once it ends.
     pub struct ResponseFuture<F> {
         #[pin]
-        inner: Scoped<F>,
-        // The layer's plain counters (see `tally`).
-        tally: u64,
-        // Only while a meter or tracer listens.
-        shared: Option<Arc<Shared>>,
-        meta: Option<Meta>,
+        pub(crate) inner: F,
+        // What the inner call observed so far (null while nothing was).
+        pub(crate) record: Record,
+        // The layer's plain counters (see `tally`); 0 once counted.
+        pub(crate) tally: u64,
+        pub(crate) read: bool,
+        // Only while a meter or tracer listens: with none, the future is
+        // the inner one and a few words, and nothing here is dropped.
+        pub(crate) listen: Option<Listen>,
     }
+}
+
+/// What a request reports to a listening meter or tracer.
+pub(crate) struct Listen {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) meta: Meta,
 }
 
 impl<F> fmt::Debug for ResponseFuture<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseFuture").finish_non_exhaustive()
-    }
-}
-
-impl<F> ResponseFuture<F>
-where
-    F: Future,
-{
-    /// Run `call` (the inner service's) with a record installed and wrap
-    /// the future it returns. Built here, in one struct expression, so the
-    /// (large) inner future lands in place instead of being copied through
-    /// a `Scoped` first.
-    #[inline(always)]
-    pub(crate) fn new(
-        call: impl FnOnce() -> F,
-        tally: u64,
-        shared: Option<Arc<Shared>>,
-        meta: Meta,
-    ) -> Self {
-        Self {
-            inner: Scoped::call(call),
-            tally,
-            shared,
-            meta: Some(meta),
-        }
     }
 }
 
@@ -89,34 +74,63 @@ where
     type Output = Result<CacheResponse, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
-        let out = match this.inner.as_mut().poll(cx) {
+        let this = self.project();
+        let scope = Scope::enter();
+        let poll = this.inner.poll(cx);
+        scope.leave(this.record);
+        let out = match poll {
             Poll::Ready(out) => out.map_err(Into::into),
             Poll::Pending => return Poll::Pending,
         };
-        let record = this.inner.take_record();
-        if let Some(meta) = this.meta.take() {
-            let failure = out.as_ref().err().map(classify);
-            let refused = count(*this.tally, &meta, &out, failure, &record);
-            if let Some(shared) = this.shared.take() {
-                report(&shared, meta, &out, failure, refused, &record);
+        let tally = std::mem::take(this.tally);
+        if tally == 0 {
+            // Polled again after it ended: counted already.
+            return Poll::Ready(out);
+        }
+        if this.record.is_empty() && this.listen.is_none() {
+            // The healthy path with nobody listening: one counter.
+            if let Ok(resp) = &out {
+                count_ok(tally, *this.read, resp);
+                return Poll::Ready(out);
             }
+        }
+        let record = std::mem::take(this.record);
+        let failure = out.as_ref().err().map(classify);
+        let refused = count(tally, *this.read, &out, failure, &record);
+        if let Some(Listen { shared, meta }) = this.listen.take() {
+            report(&shared, meta, &out, failure, refused, &record);
         }
         Poll::Ready(out)
     }
 }
 
+/// Count one answered request that observed nothing.
+#[inline]
+fn count_ok(tally: u64, read: bool, resp: &CacheResponse) {
+    tally::count(tally, |c| {
+        if read {
+            bump(&c.reads[read_path_of(resp) as usize]);
+        } else {
+            bump(&c.writes);
+        }
+    });
+}
+
 /// Which read path answered.
 fn read_path(out: &Result<CacheResponse, BoxError>) -> ReadPath {
     match out {
-        Ok(resp) => match resp.served.path {
-            Path::Primary => ReadPath::PrimaryHit,
-            Path::Replica => ReadPath::PrimaryFailover,
-            Path::Secondary => ReadPath::SecondaryFallback,
-            Path::NearCache => ReadPath::NearCache,
-            _ => ReadPath::PrimaryHit,
-        },
+        Ok(resp) => read_path_of(resp),
         Err(_) => ReadPath::Error,
+    }
+}
+
+fn read_path_of(resp: &CacheResponse) -> ReadPath {
+    match resp.served.path {
+        Path::Primary => ReadPath::PrimaryHit,
+        Path::Replica => ReadPath::PrimaryFailover,
+        Path::Secondary => ReadPath::SecondaryFallback,
+        Path::NearCache => ReadPath::NearCache,
+        _ => ReadPath::PrimaryHit,
     }
 }
 
@@ -124,12 +138,12 @@ fn read_path(out: &Result<CacheResponse, BoxError>) -> ReadPath {
 /// one finished request; whether it was a write refused before sending.
 fn count(
     tally: u64,
-    meta: &Meta,
+    read: bool,
     out: &Result<CacheResponse, BoxError>,
     failure: Option<Failure>,
     record: &Record,
 ) -> bool {
-    let refused = !meta.read
+    let refused = !read
         && failure.is_some_and(|f| {
             matches!(f, Failure::ShardUnavailable | Failure::CircuitOpen)
                 || record
@@ -137,7 +151,7 @@ fn count(
                     .any(|o| matches!(o, Observation::WriteFenced { .. }))
         });
     tally::count(tally, |c| {
-        if meta.read {
+        if read {
             bump(&c.reads[read_path(out) as usize]);
         } else {
             bump(&c.writes);

@@ -68,9 +68,14 @@ impl<S> Layer<S> for TelemetryLayer {
     type Service = Telemetry<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
+        // With no meter and no tracer listening, a service (cloned for
+        // every request by axum and tonic) holds no reference count: only
+        // the id of this layer's counters, which this layer keeps alive.
+        let listening = self.shared.metering || self.shared.tracer.is_some();
         Telemetry {
             inner,
-            shared: self.shared.clone(),
+            tally: self.shared.tally.id(),
+            shared: listening.then(|| self.shared.clone()),
         }
     }
 }

@@ -84,13 +84,14 @@ pub use self::layer::{TelemetryBuilder, TelemetryLayer, SCOPE};
 pub use self::metrics::slots_ok;
 pub use self::stats::{PathCounts, TelemetryStats};
 
-use self::future::{op_index, Meta};
+use self::future::{op_index, Listen, Meta};
 use self::layer::FallbackProbe;
 use self::metrics::{Instruments, UnownedClock};
 use self::span::{SpanSink, SpanStart, WallClock};
 use self::tally::Tally;
 use self::timers::FailoverTimers;
 use crate::circuit_breaker::CircuitBreakerLayer;
+use slotguard_core::observe::Scope;
 
 /// What the gauges read.
 #[derive(Clone, Default)]
@@ -126,7 +127,13 @@ pub(crate) fn health_ok(h: &NodeHealth) -> bool {
 #[derive(Clone)]
 pub struct Telemetry<S> {
     inner: S,
-    shared: Arc<Shared>,
+    // The layer's counters: the layer keeps them, and whoever reads them
+    // (`TelemetryLayer::stats`) holds the layer. Counts made after every
+    // clone of the layer is gone go nowhere: nobody could read them.
+    tally: u64,
+    // Only while a meter or tracer listens (they keep the shared state
+    // alive for their callbacks and spans).
+    shared: Option<Arc<Shared>>,
 }
 
 impl<S: std::fmt::Debug> std::fmt::Debug for Telemetry<S> {
@@ -152,24 +159,36 @@ where
 
     #[inline]
     fn call(&mut self, req: CacheRequest) -> Self::Future {
+        let op = op_index(&req.op);
+        let read = req.op.is_read();
         // Without a listening meter or tracer the future keeps no handle
-        // on the shared state (no reference count per request): only its
-        // tally's id, for the plain counters.
-        let listening = self.shared.metering || self.shared.tracer.is_some();
-        let meta = Meta {
-            // std's clock: tokio's (test-util) looks up a runtime first.
-            start: listening.then(std::time::Instant::now),
-            op: op_index(&req.op),
-            read: req.op.is_read(),
-            span: self.shared.tracer.as_ref().map(|_| {
-                let key = self.shared.record_keys.then(|| req.key().clone());
-                SpanStart::now(key, req.slot())
-            }),
-        };
+        // on the shared state: only its tally's id, for the plain counters.
+        let listen = self.shared.as_ref().map(|shared| Listen {
+            shared: shared.clone(),
+            meta: Meta {
+                // std's clock: tokio's (test-util) looks up a runtime first.
+                start: Some(std::time::Instant::now()),
+                op,
+                read,
+                span: shared.tracer.as_ref().map(|_| {
+                    let key = shared.record_keys.then(|| req.key().clone());
+                    SpanStart::now(key, req.slot())
+                }),
+            },
+        });
+        let tally = self.tally;
         // Inner `call`s may observe already (a coalesced follower, an open
-        // breaker): they run with the record installed too.
-        let shared = listening.then(|| self.shared.clone());
-        let tally = self.shared.tally.id();
-        ResponseFuture::new(|| self.inner.call(req), tally, shared, meta)
+        // breaker): they run inside the request's scope too. The request
+        // goes straight to the inner service and its future is built in
+        // place: both are large, and a copy of either costs more than the
+        // rest of this layer.
+        let scope = Scope::enter();
+        ResponseFuture {
+            inner: self.inner.call(req),
+            record: scope.finish(),
+            tally,
+            read,
+            listen,
+        }
     }
 }

@@ -138,28 +138,52 @@ impl Drop for Local {
 }
 
 thread_local! {
-    static LOCAL: RefCell<Local> = RefCell::new(Local::default());
+    // Const-initialised: no lazy-initialisation check on each access.
+    static LOCAL: RefCell<Local> = const { RefCell::new(Local { shards: Vec::new() }) };
 }
 
+#[inline]
 fn count_local(id: u64, tally: impl FnOnce() -> Option<Arc<Tally>>, f: impl FnOnce(&Counters)) {
     // During thread teardown the local list may be gone: the count is lost
     // with the thread, which no request outlives.
     let _ = LOCAL.try_with(|local| {
-        let Ok(mut local) = local.try_borrow_mut() else {
+        // A shared borrow: the bump itself goes through the shard's atomics.
+        let Ok(shards) = local.try_borrow() else {
             return;
         };
-        if let Some((_, shard, _)) = local.shards.iter().find(|(i, _, _)| *i == id) {
+        if let Some((_, shard, _)) = shards.shards.iter().find(|(i, _, _)| *i == id) {
             f(shard);
             return;
         }
-        // First count for this tally on this thread (rare): drop the shards
-        // of tallies that are gone, then join this one.
-        local.shards.retain(|(_, _, t)| t.strong_count() > 0);
-        let Some(tally) = tally() else { return };
-        let shard = tally.add_shard();
-        f(&shard);
-        local.shards.push((id, shard, Arc::downgrade(&tally)));
+        drop(shards);
+        join(local, id, tally, f);
     });
+}
+
+/// First count for the tally `id` on this thread (rare): drop the shards
+/// of tallies that are gone, then join this one.
+#[cold]
+#[inline(never)]
+fn join(
+    local: &RefCell<Local>,
+    id: u64,
+    tally: impl FnOnce() -> Option<Arc<Tally>>,
+    f: impl FnOnce(&Counters),
+) {
+    let Ok(mut local) = local.try_borrow_mut() else {
+        return;
+    };
+    local.shards.retain(|(_, _, t)| t.strong_count() > 0);
+    let (shard, weak) = match tally() {
+        Some(tally) => (tally.add_shard(), Arc::downgrade(&tally)),
+        // The tally is gone (its layer was dropped, so nobody can read
+        // it): count into a shard of nobody's, so that this thread does
+        // not look the id up under the registry's lock on every request.
+        // It is dropped at the next join.
+        None => (Arc::default(), Weak::new()),
+    };
+    f(&shard);
+    local.shards.push((id, shard, weak));
 }
 
 /// Add one to a counter of this thread's shard: a plain load and store,
@@ -221,5 +245,29 @@ mod tests {
         count(id, |c| bump(&c.writes));
         assert!(lookup(id).is_none());
         assert!(!REGISTRY.lock().unwrap().iter().any(|(i, _)| *i == id));
+    }
+
+    #[test]
+    fn a_thread_remembers_a_dropped_tally_instead_of_asking_the_registry_again() {
+        std::thread::spawn(|| {
+            let tally = Tally::new();
+            let id = tally.id();
+            drop(tally);
+            count(id, |c| bump(&c.writes));
+            // The id is now known on this thread (a shard of nobody's):
+            // the next count finds it without the registry's lock.
+            let known = LOCAL.with_borrow(|l| {
+                l.shards
+                    .iter()
+                    .filter(|(i, _, t)| *i == id && t.strong_count() == 0)
+                    .count()
+            });
+            assert_eq!(known, 1);
+            count(id, |c| bump(&c.writes));
+            let known = LOCAL.with_borrow(|l| l.shards.iter().filter(|(i, _, _)| *i == id).count());
+            assert_eq!(known, 1);
+        })
+        .join()
+        .unwrap();
     }
 }
