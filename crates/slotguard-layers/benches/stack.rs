@@ -29,7 +29,9 @@
 //! builds it (slot_refresh → redirect → replica_failover →
 //! circuit_breaker → leaf), `invalidation_log` with nothing logged, and
 //! that stack under `coalesce` (every request a different key: the healthy
-//! miss path, each read its own flight), and `telemetry` alone and on top
+//! miss path, each read its own flight), `passthrough` (tower's
+//! `MapResponse` with the identity: what wrapping a call and its future
+//! costs any layer) alone and on top of the full stack, and `telemetry` alone and on top
 //! of the full stack: with no OpenTelemetry SDK (the API's no-op
 //! providers, what an application that installs none gets) and with the
 //! SDK's meter and tracer providers (`sdk`: every span sampled and ended;
@@ -264,6 +266,21 @@ fn stack(c: &mut Criterion) {
         .circuit_breaker(breakers(&topology))
         .service(leaf.clone());
     bench_case(c, &rts, "full_stack", svc, &keys, Keys::by_slot);
+    // The floor of any layer: tower's `MapResponse` with the identity, a
+    // layer that does nothing but wrap the call and its future (compare
+    // `telemetry_no_sdk`).
+    let svc = ServiceBuilder::new()
+        .map_response(|r: CacheResponse| r)
+        .service(leaf.clone());
+    bench_case(c, &rts, "passthrough", svc, &keys, Keys::stamped);
+    let svc = ServiceBuilder::new()
+        .map_response(|r: CacheResponse| r)
+        .slot_refresh(refresh(&topology))
+        .redirect(RedirectLayer::new(topology.clone()))
+        .replica_failover(ReplicaFailoverLayer::new(topology.clone()))
+        .circuit_breaker(breakers(&topology))
+        .service(leaf.clone());
+    bench_case(c, &rts, "full_stack_passthrough", svc, &keys, Keys::by_slot);
     telemetry_cases(c, &rts, &topology, &keys, &refresh, &breakers, &leaf);
     let svc = ServiceBuilder::new()
         .coalesce(CoalesceLayer::new())
