@@ -198,6 +198,15 @@ fn collect(depth: u32, record: &mut Record) {
     });
 }
 
+/// [`collect`] into a new record.
+#[cold]
+#[inline(never)]
+fn collected(depth: u32) -> Record {
+    let mut record = Record::new();
+    collect(depth, &mut record);
+    record
+}
+
 /// A scope entered on this thread: observations made until it is left go
 /// into the record it hands back (see the [module docs](super)).
 ///
@@ -236,9 +245,15 @@ impl Scope {
     /// Leave the scope: what it observed.
     #[inline(always)]
     pub fn finish(self) -> Record {
-        let mut record = Record::new();
-        self.leave(&mut record);
-        record
+        let depth = std::mem::ManuallyDrop::new(self).0;
+        DEPTH.set(depth - 1);
+        if PENDING.get() {
+            // No pointer goes out to the rare path: with none, the
+            // compiler can still build the caller's future in place
+            // around this call (see `Telemetry::call`).
+            return collected(depth);
+        }
+        Record::new()
     }
 }
 

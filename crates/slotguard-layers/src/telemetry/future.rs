@@ -42,15 +42,15 @@ pin_project! {
     /// reported once it ends.
     pub struct ResponseFuture<F> {
         #[pin]
-        pub(crate) inner: F,
+        inner: F,
         // What the inner call observed so far (null while nothing was).
-        pub(crate) record: Record,
+        record: Record,
         // The layer's plain counters (see `tally`); 0 once counted.
-        pub(crate) tally: u64,
-        pub(crate) read: bool,
+        tally: u64,
+        read: bool,
         // Only while a meter or tracer listens: with none, the future is
         // the inner one and a few words, and nothing here is dropped.
-        pub(crate) listen: Option<Listen>,
+        listen: Option<Listen>,
     }
 }
 
@@ -58,6 +58,27 @@ pin_project! {
 pub(crate) struct Listen {
     pub(crate) shared: Arc<Shared>,
     pub(crate) meta: Meta,
+}
+
+impl<F> ResponseFuture<F> {
+    /// Wrap `inner`, the future an inner `call` made, with what the call
+    /// observed.
+    #[inline(always)]
+    pub(crate) fn new(
+        inner: F,
+        record: Record,
+        tally: u64,
+        read: bool,
+        listen: Option<Listen>,
+    ) -> Self {
+        Self {
+            inner,
+            record,
+            tally,
+            read,
+            listen,
+        }
+    }
 }
 
 impl<F> fmt::Debug for ResponseFuture<F> {
