@@ -4,6 +4,7 @@
 use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -219,8 +220,11 @@ fn collected(depth: u32) -> Record {
 /// leaves it (a task's panic is caught by the runtime and the thread goes
 /// on serving); on the normal path [`Scope::finish`] or [`Scope::leave`]
 /// leave it at no extra cost.
+///
+/// Not `Send`: a scope left on another thread would unbalance both
+/// threads' nesting.
 #[must_use = "a scope is left by `finish` or `leave`"]
-pub struct Scope(u32);
+pub struct Scope(u32, PhantomData<*const ()>);
 
 impl fmt::Debug for Scope {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -232,7 +236,7 @@ impl Scope {
     /// Enter a scope: two thread-local cell accesses.
     #[inline(always)]
     pub fn enter() -> Self {
-        Self(enter())
+        Self(enter(), PhantomData)
     }
 
     /// Leave the scope, appending what it observed to `record`.
@@ -248,9 +252,6 @@ impl Scope {
         let depth = std::mem::ManuallyDrop::new(self).0;
         DEPTH.set(depth - 1);
         if PENDING.get() {
-            // No pointer goes out to the rare path: with none, the
-            // compiler can still build the caller's future in place
-            // around this call (see `Telemetry::call`).
             return collected(depth);
         }
         Record::new()
