@@ -184,6 +184,9 @@ where
     let policy = &shared.policy;
     let topology = &shared.topology;
     let mut tryagains = 0u32;
+    // When the write was first refused with CLUSTERDOWN: its ride-out is
+    // bounded by `cluster_down_write_wait` from then.
+    let mut cluster_down_since: Option<Instant> = None;
     loop {
         let Some(cache_err) = as_cache_error(&err).cloned() else {
             return Err(err);
@@ -223,10 +226,26 @@ where
                 }
             }
             CacheError::Ask { addr, .. } => to_primary(addr, true),
-            CacheError::TryAgain | CacheError::ClusterDown => {
+            CacheError::TryAgain => {
                 let backoff = policy
                     .tryagain_backoff
                     .saturating_mul(1u32 << tryagains.min(6));
+                tryagains += 1;
+                in_place_after(&req, backoff).await
+            }
+            CacheError::ClusterDown => {
+                let now = Instant::now();
+                let since = *cluster_down_since.get_or_insert(now);
+                let left = policy
+                    .cluster_down_write_wait
+                    .saturating_sub(now.saturating_duration_since(since));
+                if left.is_zero() {
+                    return Err(err);
+                }
+                let backoff = policy
+                    .tryagain_backoff
+                    .saturating_mul(1u32 << tryagains.min(6))
+                    .min(left);
                 tryagains += 1;
                 in_place_after(&req, backoff).await
             }

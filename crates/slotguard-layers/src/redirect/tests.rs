@@ -360,3 +360,32 @@ async fn a_write_refused_with_clusterdown_is_retried_a_read_is_not() {
     let err = call.await.unwrap().unwrap_err();
     assert_eq!(classify(&err), Failure::ClusterDown);
 }
+
+/// A write refused with CLUSTERDOWN again and again is retried only for
+/// `cluster_down_write_wait` (150 ms) from its first refusal, then the
+/// CLUSTERDOWN is its answer: not the ~310 ms of every hop's backoff, and
+/// not `TooManyRedirects`.
+#[tokio::test(start_paused = true)]
+async fn a_write_rides_out_clusterdown_for_a_bounded_time_only() {
+    let (_topology, svc, mut handle) = setup(RedirectPolicy::default());
+    let write = CacheRequest::set(key_on_1(), "v", None).to_node(addr(1), Role::Primary);
+    let call = tokio::spawn(async move {
+        let started = Instant::now();
+        let out = svc.oneshot(write).await;
+        (out, started.elapsed())
+    });
+    // Refuse every attempt; the call gives up on its own.
+    let mut attempts = 0;
+    while let Ok(Some((r, send))) =
+        tokio::time::timeout(Duration::from_secs(5), handle.next_request()).await
+    {
+        assert_eq!(route_of(&r), (1, false), "retried in place");
+        attempts += 1;
+        send.send_error(CacheError::ClusterDown);
+    }
+    let (out, took) = call.await.unwrap();
+    assert_eq!(classify(&out.unwrap_err()), Failure::ClusterDown);
+    // The first try, then retries after 10, 20, 40 and 80 ms.
+    assert_eq!(attempts, 5);
+    assert_eq!(took, Duration::from_millis(150));
+}
