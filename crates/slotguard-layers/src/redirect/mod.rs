@@ -226,26 +226,21 @@ where
                 }
             }
             CacheError::Ask { addr, .. } => to_primary(addr, true),
-            CacheError::TryAgain => {
-                let backoff = policy
+            CacheError::TryAgain | CacheError::ClusterDown => {
+                let mut backoff = policy
                     .tryagain_backoff
                     .saturating_mul(1u32 << tryagains.min(6));
-                tryagains += 1;
-                in_place_after(&req, backoff).await
-            }
-            CacheError::ClusterDown => {
-                let now = Instant::now();
-                let since = *cluster_down_since.get_or_insert(now);
-                let left = policy
-                    .cluster_down_write_wait
-                    .saturating_sub(now.saturating_duration_since(since));
-                if left.is_zero() {
-                    return Err(err);
+                if matches!(cache_err, CacheError::ClusterDown) {
+                    let now = Instant::now();
+                    let since = *cluster_down_since.get_or_insert(now);
+                    let left = policy
+                        .cluster_down_write_wait
+                        .saturating_sub(now.saturating_duration_since(since));
+                    if left.is_zero() {
+                        return Err(err);
+                    }
+                    backoff = backoff.min(left);
                 }
-                let backoff = policy
-                    .tryagain_backoff
-                    .saturating_mul(1u32 << tryagains.min(6))
-                    .min(left);
                 tryagains += 1;
                 in_place_after(&req, backoff).await
             }
