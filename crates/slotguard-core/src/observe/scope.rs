@@ -199,15 +199,6 @@ fn collect(depth: u32, record: &mut Record) {
     });
 }
 
-/// [`collect`] into a new record.
-#[cold]
-#[inline(never)]
-fn collected(depth: u32) -> Record {
-    let mut record = Record::new();
-    collect(depth, &mut record);
-    record
-}
-
 /// A scope entered on this thread: observations made until it is left go
 /// into the record it hands back (see the [module docs](super)).
 ///
@@ -249,12 +240,9 @@ impl Scope {
     /// Leave the scope: what it observed.
     #[inline(always)]
     pub fn finish(self) -> Record {
-        let depth = std::mem::ManuallyDrop::new(self).0;
-        DEPTH.set(depth - 1);
-        if PENDING.get() {
-            return collected(depth);
-        }
-        Record::new()
+        let mut record = Record::new();
+        self.leave(&mut record);
+        record
     }
 }
 
@@ -298,18 +286,16 @@ impl<F: Future> Scoped<F> {
         Self { inner: fut, record }
     }
 
-    /// Call `make` (a service's `call`, which may observe already) on
-    /// `arg` (the request) with a fresh record installed, and run the
-    /// future it makes with that record: [`scope`] and [`Scoped::new`] in
-    /// one step, building the (often large) future in place.
+    /// Call `make` (a service's `call`, which may observe already) with a
+    /// fresh record installed, and run the future it makes with that
+    /// record: [`scope`] and [`Scoped::new`] in one step.
     #[inline(always)]
-    pub fn call<A>(arg: A, make: impl FnOnce(A) -> F) -> Self {
+    pub fn call(make: impl FnOnce() -> F) -> Self {
         let guard = Scope::enter();
         // Fields are evaluated in the order written: `make` runs inside
-        // the scope, and the struct is the return value, so the future is
-        // built in the caller's slot rather than copied there.
+        // the scope.
         Self {
-            inner: make(arg),
+            inner: make(),
             record: guard.finish(),
         }
     }
