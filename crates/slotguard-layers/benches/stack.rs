@@ -265,22 +265,27 @@ fn stack(c: &mut Criterion) {
         .replica_failover(ReplicaFailoverLayer::new(topology.clone()))
         .circuit_breaker(breakers(&topology))
         .service(leaf.clone());
-    bench_case(c, &rts, "full_stack", svc, &keys, Keys::by_slot);
+    bench_case(c, &rts, "full_stack", svc.clone(), &keys, Keys::by_slot);
     // The floor of any layer: tower's `MapResponse` with the identity, a
     // layer that does nothing but wrap the call and its future (compare
-    // `telemetry_no_sdk`).
-    let svc = ServiceBuilder::new()
-        .map_response(|r: CacheResponse| r)
-        .service(leaf.clone());
-    bench_case(c, &rts, "passthrough", svc, &keys, Keys::stamped);
-    let svc = ServiceBuilder::new()
-        .map_response(|r: CacheResponse| r)
-        .slot_refresh(refresh(&topology))
-        .redirect(RedirectLayer::new(topology.clone()))
-        .replica_failover(ReplicaFailoverLayer::new(topology.clone()))
-        .circuit_breaker(breakers(&topology))
-        .service(leaf.clone());
-    bench_case(c, &rts, "full_stack_passthrough", svc, &keys, Keys::by_slot);
+    // `telemetry_no_sdk`), alone and over the full stack just measured.
+    let passthrough = || ServiceBuilder::new().map_response(|r: CacheResponse| r);
+    bench_case(
+        c,
+        &rts,
+        "passthrough",
+        passthrough().service(leaf.clone()),
+        &keys,
+        Keys::stamped,
+    );
+    bench_case(
+        c,
+        &rts,
+        "full_stack_passthrough",
+        passthrough().service(svc),
+        &keys,
+        Keys::by_slot,
+    );
     telemetry_cases(c, &rts, &topology, &keys, &refresh, &breakers, &leaf);
     let svc = ServiceBuilder::new()
         .coalesce(CoalesceLayer::new())
