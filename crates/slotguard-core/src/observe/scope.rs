@@ -127,7 +127,9 @@ thread_local! {
 }
 
 /// Report an observation about the request being served. A no-op unless a
-/// listener installed a record with [`scope`]/[`scoped`] around the call.
+/// listener installed a record ([`Scope`], [`Scoped`], [`scope`]) around
+/// the poll (or the call) it is made in. Call it from a future's `poll`:
+/// the telemetry layer scopes polls only (see the [module docs](super)).
 pub fn record(observation: Observation) {
     let depth = DEPTH.get();
     // Nobody listens: one thread-local read.

@@ -6,6 +6,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use pin_project_lite::pin_project;
+use slotguard_core::observe::{self, Observation};
 use slotguard_core::{BoxError, BreakerScope, CacheError};
 
 use super::breaker::Permit;
@@ -28,8 +29,10 @@ pin_project! {
     enum State<F> {
         // Admitted (`permit` set) or unguarded (no node to key a breaker on).
         Called { #[pin] fut: F, permit: Option<Permit> },
-        // Refused in `call`: the inner service was not called.
-        Rejected { scope: Option<BreakerScope> },
+        // Refused in `call`: the inner service was not called. What was
+        // observed is reported when the refusal is polled: listeners scope
+        // polls, not calls (see `slotguard_core::observe`).
+        Rejected { scope: Option<BreakerScope>, observed: Option<Observation> },
     }
 }
 
@@ -46,9 +49,12 @@ impl<F> ResponseFuture<F> {
         }
     }
 
-    pub(crate) fn rejected(scope: BreakerScope) -> Self {
+    pub(crate) fn rejected(scope: BreakerScope, observed: Option<Observation>) -> Self {
         Self {
-            state: State::Rejected { scope: Some(scope) },
+            state: State::Rejected {
+                scope: Some(scope),
+                observed,
+            },
         }
     }
 }
@@ -69,14 +75,19 @@ where
                 }
                 Poll::Ready(out)
             }
-            StateProj::Rejected { scope } => {
+            StateProj::Rejected { scope, observed } => {
                 // Ready at once, yet it spends tokio's cooperative budget
                 // like I/O would: a caller looping against open breakers
                 // still yields, so its runtime's timers and shutdown run.
                 let coop = std::task::ready!(tokio::task::coop::poll_proceed(cx));
                 coop.made_progress();
                 Poll::Ready(Err(match scope.take() {
-                    Some(scope) => CacheError::CircuitOpen { scope }.into(),
+                    Some(scope) => {
+                        if let Some(o) = observed.take() {
+                            observe::record(o);
+                        }
+                        CacheError::CircuitOpen { scope }.into()
+                    }
                     None => "polled after completion".into(),
                 }))
             }

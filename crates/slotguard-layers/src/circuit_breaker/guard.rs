@@ -130,7 +130,7 @@ where
                     .counters()
                     .rejected
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                ResponseFuture::rejected(BreakerScope::Global)
+                ResponseFuture::rejected(BreakerScope::Global, None)
             }
         }
     }

@@ -147,10 +147,10 @@ where
                     .counters()
                     .rejected
                     .fetch_add(1, Ordering::Relaxed);
-                slotguard_core::observe::record(slotguard_core::Observation::BreakerOpen {
+                let observed = slotguard_core::Observation::BreakerOpen {
                     node: req.node().cloned(),
-                });
-                ResponseFuture::rejected(breaker.scope().clone())
+                };
+                ResponseFuture::rejected(breaker.scope().clone(), Some(observed))
             }
         }
     }

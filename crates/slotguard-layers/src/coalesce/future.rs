@@ -41,7 +41,9 @@ pin_project! {
     #[project = StateProj]
     enum State<F> {
         Direct { #[pin] fut: F },
-        Flight { flight: ReadFlight },
+        // `coalesced`: a follower, reported (`Coalesced`) at its first poll
+        // (listeners scope polls, not calls: see `slotguard_core::observe`).
+        Flight { flight: ReadFlight, coalesced: bool },
     }
 }
 
@@ -58,9 +60,9 @@ impl<F> ResponseFuture<F> {
         }
     }
 
-    pub(crate) fn flight(flight: ReadFlight) -> Self {
+    pub(crate) fn flight(flight: ReadFlight, coalesced: bool) -> Self {
         Self {
-            state: State::Flight { flight },
+            state: State::Flight { flight, coalesced },
         }
     }
 }
@@ -75,7 +77,12 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().state.project() {
             StateProj::Direct { fut } => fut.poll(cx).map_err(Into::into),
-            StateProj::Flight { flight } => flight.poll(cx),
+            StateProj::Flight { flight, coalesced } => {
+                if std::mem::take(coalesced) {
+                    slotguard_core::observe::record(slotguard_core::Observation::Coalesced);
+                }
+                flight.poll(cx)
+            }
         }
     }
 }

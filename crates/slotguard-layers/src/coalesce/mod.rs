@@ -138,12 +138,12 @@ where
                 // Called here, outside any lock; boxed so that, should
                 // this caller go, a follower can take the call over.
                 let call: Call<_> = Box::pin(self.inner.call(req).map_err(Into::into));
-                ResponseFuture::flight(Flight::lead(shard, ticket, call, READS))
+                ResponseFuture::flight(Flight::lead(shard, ticket, call, READS), false)
             }
             // The service readied for this call stays ready for the next.
             Joined::Follow(shard, ticket, board) => {
-                slotguard_core::observe::record(slotguard_core::Observation::Coalesced);
-                ResponseFuture::flight(Flight::follow(shard, ticket, board, req.deadline, READS))
+                let flight = Flight::follow(shard, ticket, board, req.deadline, READS);
+                ResponseFuture::flight(flight, true)
             }
             Joined::Alone => ResponseFuture::direct(self.inner.call(req)),
         }

@@ -8,6 +8,7 @@ use std::task::{Context, Poll};
 use futures_util::future::BoxFuture;
 use pin_project_lite::pin_project;
 use slotguard_core::controller::StaleMap;
+use slotguard_core::observe::Observation;
 use slotguard_core::{classify, BoxError, Topology};
 
 pin_project! {
@@ -26,8 +27,10 @@ pin_project! {
         Called { #[pin] fut: F },
         // No map yet: wait for the first load, then stamp and send.
         Waiting { fut: BoxFuture<'static, Result<T, BoxError>> },
-        // Failed in `call` (e.g. uncovered slot).
-        Failed { err: Option<BoxError> },
+        // Failed in `call` (e.g. uncovered slot). What was observed is
+        // reported when the failure is polled: listeners scope polls, not
+        // calls (see `slotguard_core::observe`).
+        Failed { err: Option<BoxError>, observed: Option<Observation> },
     }
 }
 
@@ -55,9 +58,12 @@ impl<F, T> ResponseFuture<F, T> {
         }
     }
 
-    pub(crate) fn failed(err: BoxError, topology: Topology) -> Self {
+    pub(crate) fn failed(err: BoxError, observed: Option<Observation>, topology: Topology) -> Self {
         Self {
-            state: State::Failed { err: Some(err) },
+            state: State::Failed {
+                err: Some(err),
+                observed,
+            },
             topology,
         }
     }
@@ -75,12 +81,15 @@ where
         let out = match this.state.project() {
             StateProj::Called { fut } => std::task::ready!(fut.poll(cx)).map_err(Into::into),
             StateProj::Waiting { fut } => std::task::ready!(fut.as_mut().poll(cx)),
-            StateProj::Failed { err } => {
+            StateProj::Failed { err, observed } => {
                 // Failed in `call` (nothing routable): ready at once, but it
                 // spends the cooperative budget so a caller looping on it
                 // still yields to its runtime.
                 let coop = std::task::ready!(tokio::task::coop::poll_proceed(cx));
                 coop.made_progress();
+                if let Some(o) = observed.take() {
+                    slotguard_core::observe::record(o);
+                }
                 return Poll::Ready(Err(err
                     .take()
                     .unwrap_or_else(|| "polled after completion".into())));

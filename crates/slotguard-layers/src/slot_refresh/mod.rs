@@ -110,10 +110,27 @@ fn stamp_from(
     topology: &Topology,
     req: &mut CacheRequest,
 ) -> Result<(), CacheError> {
+    check(map, topology, req).map_err(|(e, observed)| {
+        if let Some(o) = observed {
+            slotguard_core::observe::record(o);
+        }
+        e
+    })
+}
+
+/// [`stamp_from`], handing back what it observed with its error rather
+/// than recording it: in `call`, the refusal's future reports it when
+/// polled (listeners scope polls, not calls: see
+/// [`slotguard_core::observe`]).
+fn check(
+    map: &SlotMap,
+    topology: &Topology,
+    req: &mut CacheRequest,
+) -> Result<(), (CacheError, Option<Observation>)> {
     if let Route::Slot = req.route {
         let Some(primary) = map.primary_for_slot(req.slot()) else {
             topology.report(StaleMap::UncoveredSlot { slot: req.slot() });
-            return Err(CacheError::ShardUnavailable { slot: req.slot() });
+            return Err((CacheError::ShardUnavailable { slot: req.slot() }, None));
         };
         // A write goes only to a confirmed primary: not to one the majority
         // does not follow, and not to one that was unreachable since the
@@ -121,9 +138,11 @@ fn stamp_from(
         // and would acknowledge writes that are then lost). Reads go on:
         // failover sends them elsewhere.
         if !req.op.is_read() && (primary.health.writes_fenced() || !primary.health.in_majority()) {
-            slotguard_core::observe::record(Observation::WriteFenced { slot: req.slot() });
             topology.report(StaleMap::FencedWrite { slot: req.slot() });
-            return Err(CacheError::ShardUnavailable { slot: req.slot() });
+            return Err((
+                CacheError::ShardUnavailable { slot: req.slot() },
+                Some(Observation::WriteFenced { slot: req.slot() }),
+            ));
         }
         req.route = Route::Node {
             addr: primary.addr.clone(),
@@ -177,11 +196,11 @@ where
             };
             return ResponseFuture::waiting(Box::pin(fut), topology.clone());
         }
-        let stamped = stamp_from(&map, topology, &mut req);
+        let stamped = check(&map, topology, &mut req);
         drop(map);
         match stamped {
             Ok(()) => ResponseFuture::called(self.inner.call(req), topology.clone()),
-            Err(e) => ResponseFuture::failed(e.into(), topology.clone()),
+            Err((e, observed)) => ResponseFuture::failed(e.into(), observed, topology.clone()),
         }
     }
 }

@@ -61,19 +61,12 @@ pub(crate) struct Listen {
 }
 
 impl<F> ResponseFuture<F> {
-    /// Wrap `inner`, the future an inner `call` made, with what the call
-    /// observed.
+    /// Wrap `inner`, the future an inner `call` made.
     #[inline(always)]
-    pub(crate) fn new(
-        inner: F,
-        record: Record,
-        tally: u64,
-        read: bool,
-        listen: Option<Listen>,
-    ) -> Self {
+    pub(crate) fn new(inner: F, tally: u64, read: bool, listen: Option<Listen>) -> Self {
         Self {
             inner,
-            record,
+            record: Record::new(),
             tally,
             read,
             listen,
