@@ -4,17 +4,21 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
-use slotguard_core::{BoxError, CacheError, CacheRequest, CacheResponse, Op, Path, Role};
+use slotguard_core::{
+    classify, BoxError, CacheError, CacheRequest, CacheResponse, Failure, Op, Path, Role, Topology,
+};
 use tower::{service_fn, Layer, ServiceExt};
 use tower_test::mock;
 
 use super::TelemetryLayer;
 use crate::circuit_breaker::{BreakerConfig, CircuitBreakerLayer};
 use crate::coalesce::CoalesceLayer;
-use crate::test_support::addr;
+use crate::slot_refresh::SlotRefreshLayer;
+use crate::test_support::{addr, two_shards, FakeSource};
 
 #[test]
 fn the_quiet_path_tells_reads_as_op_is_read_does() {
@@ -117,4 +121,41 @@ async fn a_breaker_refusal_made_in_call_is_traced() {
     assert_eq!(spans.len(), 3);
     assert!(events(&spans[0]).is_empty() && events(&spans[1]).is_empty());
     assert_eq!(events(&spans[2]), ["breaker_open"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_write_fence_met_in_call_is_traced() {
+    let (telemetry, provider, spans) = traced();
+    let topology = Topology::new();
+    let source = FakeSource::new(two_shards(), Duration::ZERO);
+    let refresh = SlotRefreshLayer::new(topology.clone(), source)
+        .load()
+        .await
+        .unwrap();
+    let (leaf, mut handle) = mock::pair::<CacheRequest, CacheResponse>();
+    let svc = telemetry.layer(refresh.layer(leaf));
+    // Node 1 (slots below 8192, "bar"'s) timed out: its writes are fenced.
+    crate::test_support::unreachable(&topology, &addr(1));
+    let err = svc
+        .oneshot(CacheRequest::set("bar", "v", None))
+        .await
+        .unwrap_err();
+    assert_eq!(classify(&err), Failure::ShardUnavailable);
+    assert!(
+        no_request(&mut handle),
+        "the fenced write never reached the leaf"
+    );
+    assert_eq!(telemetry.stats().writes_refused, 1);
+    let spans = finished(&provider, &spans);
+    assert_eq!(spans.len(), 1);
+    assert_eq!(events(&spans[0]), ["write_fenced"]);
+}
+
+/// No request reached the leaf (nothing waiting, or the leaf is gone).
+fn no_request(handle: &mut mock::Handle<CacheRequest, CacheResponse>) -> bool {
+    use futures_util::FutureExt;
+    !matches!(
+        tokio::task::unconstrained(handle.next_request()).now_or_never(),
+        Some(Some(_))
+    )
 }
