@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 
 use futures_util::future::BoxFuture;
 use pin_project_lite::pin_project;
-use slotguard_core::{classify, BoxError, CacheRequest};
+use slotguard_core::{classify, BoxError, CacheRequest, Failure};
 use tokio::time::Sleep;
 use tower::Service;
 
@@ -133,10 +133,20 @@ where
                 }
                 Poll::Ready(Ok(resp))
             }
-            Poll::Ready(Err(_)) => {
-                // The hedge's own failure is no answer; the first attempt's
-                // outcome decides, as if there had been no hedge.
+            Poll::Ready(Err(err)) => {
                 *this.hedge = None;
+                if !*this.first_done && classify(&err) == Failure::ClusterDown {
+                    // The cluster refuses reads (a full-coverage cluster
+                    // while a slot has no owner), and the primary, which
+                    // did not answer within its hedge delay, is most likely
+                    // why: waiting out its attempt timeout would only delay
+                    // the error, and with it the near-cache or store
+                    // answer of a fallback layer above (the demo's stall
+                    // phases: 100–150 ms reads before this).
+                    return Poll::Ready(Err(err));
+                }
+                // Otherwise the hedge's own failure is no answer; the first
+                // attempt's outcome decides, as if there had been no hedge.
                 match this.first_err.take() {
                     Some(err) => follow_or_fail(this.following, this.recovery.take(), err, cx),
                     None => Poll::Pending,

@@ -101,6 +101,40 @@ async fn a_primary_answering_first_wins_and_a_failed_hedge_is_no_answer() {
     assert_eq!(layer.hedge_stats(), stats(1, 0, 0));
 }
 
+/// A hedge refused with CLUSTERDOWN (a full-coverage cluster while the
+/// stalled primary's slots have no owner) ends the read at once, with that
+/// error: waiting out the silent primary's attempt timeout would only delay
+/// it, and a fallback layer above answers from the near-cache or the store.
+#[tokio::test(start_paused = true)]
+async fn a_hedge_refused_with_clusterdown_ends_the_read_at_once() {
+    let (topology, layer, svc, mut handle) = setup(HedgePolicy::default());
+    for _ in 0..50 {
+        crate::test_support::probed(&topology, &addr(1), Some(Duration::from_millis(2)));
+    }
+    let started = Instant::now();
+    let call = tokio::spawn(svc.oneshot(get()));
+    let (_r, _stalled) = handle.next_request().await.unwrap();
+    let (h, hedge) = handle.next_request().await.unwrap();
+    assert_eq!(node_of(&h).1, Role::Replica);
+    hedge.send_error(CacheError::ClusterDown);
+    // Bounded (paused time): without the rule, the read would wait on the
+    // primary's attempt timeout and then fail over to the other replica.
+    let err = tokio::time::timeout(Duration::from_secs(10), call)
+        .await
+        .expect("the read ended")
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(
+        slotguard_core::classify(&err),
+        slotguard_core::Failure::ClusterDown
+    );
+    // Paused time: nothing else ran the clock past the hedge delay (the
+    // primary's attempt timeout is 100 ms).
+    assert_eq!(started.elapsed(), HedgePolicy::default().floor);
+    assert!(no_request_within(&mut handle, Duration::from_secs(1)).await);
+    assert_eq!(layer.hedge_stats(), stats(1, 0, 0));
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_failing_primary_leaves_the_answer_to_the_hedge() {
     let (_t, _layer, svc, mut handle) = setup(HedgePolicy::default());

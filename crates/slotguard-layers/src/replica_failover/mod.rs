@@ -38,7 +38,13 @@
 //! (a share of hedge-eligible reads, [`HedgePolicy::budget_ratio`]), so a
 //! slow cluster is not hit twice as hard. A read the fallback layer marked
 //! (an invalidated key) comes with [`Consistency::Primary`] and never
-//! hedges. [`ReplicaFailoverLayer::hedge_stats`] counts what hedging did.
+//! hedges. A hedge's failure is no answer (the primary's outcome decides),
+//! except `CLUSTERDOWN`: then the cluster refuses reads (a full-coverage
+//! cluster while a slot has no owner, most likely the silent primary's),
+//! and the read ends at once with it rather than waiting out the primary's
+//! attempt timeout, so a fallback layer above answers from its near-cache
+//! or store without that wait. [`ReplicaFailoverLayer::hedge_stats`] counts
+//! what hedging did.
 //!
 //! # Example
 //!
