@@ -57,21 +57,36 @@ fn stats(sent: u64, won: u64, refused: u64) -> HedgeStats {
     HedgeStats { sent, won, refused }
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_hedge_wins_over_a_stalled_primary() {
-    let (topology, layer, svc, mut handle) = setup(HedgePolicy::default());
-    // The primary usually answers in 2 ms: its hedge delay is the floor.
+type Call = tokio::task::JoinHandle<Result<CacheResponse, slotguard_core::BoxError>>;
+type Responder = mock::SendResponse<CacheResponse>;
+
+/// A read to primary 1, which usually answers in 2 ms (so its hedge delay
+/// is the floor) and now says nothing: the read, the stalled primary's
+/// responder (kept, unanswered), and the hedge sent to a replica after
+/// the delay.
+async fn a_read_hedged_over_a_stalled_primary(
+    topology: &Topology,
+    svc: Svc,
+    handle: &mut Handle,
+) -> (Call, Responder, CacheRequest, Responder) {
     for _ in 0..50 {
-        crate::test_support::probed(&topology, &addr(1), Some(Duration::from_millis(2)));
+        crate::test_support::probed(topology, &addr(1), Some(Duration::from_millis(2)));
     }
     let started = Instant::now();
     let call = tokio::spawn(svc.oneshot(get()));
-    let (r, _stalled) = handle.next_request().await.unwrap();
+    let (r, stalled) = handle.next_request().await.unwrap();
     assert_eq!(node_of(&r), (1, Role::Primary));
-    // The primary says nothing; the hedge goes to a replica after the delay.
     let (h, send) = handle.next_request().await.unwrap();
     assert_eq!(node_of(&h).1, Role::Replica);
     assert_eq!(started.elapsed(), HedgePolicy::default().floor);
+    (call, stalled, h, send)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hedge_wins_over_a_stalled_primary() {
+    let (topology, layer, svc, mut handle) = setup(HedgePolicy::default());
+    let (call, _stalled, h, send) =
+        a_read_hedged_over_a_stalled_primary(&topology, svc, &mut handle).await;
     assert_eq!(h.attempts.failovers, 1);
     send.send_response(answer(node_of(&h).0, Path::Replica));
     let resp = call.await.unwrap().unwrap();
@@ -108,14 +123,9 @@ async fn a_primary_answering_first_wins_and_a_failed_hedge_is_no_answer() {
 #[tokio::test(start_paused = true)]
 async fn a_hedge_refused_with_clusterdown_ends_the_read_at_once() {
     let (topology, layer, svc, mut handle) = setup(HedgePolicy::default());
-    for _ in 0..50 {
-        crate::test_support::probed(&topology, &addr(1), Some(Duration::from_millis(2)));
-    }
-    let started = Instant::now();
-    let call = tokio::spawn(svc.oneshot(get()));
-    let (_r, _stalled) = handle.next_request().await.unwrap();
-    let (h, hedge) = handle.next_request().await.unwrap();
-    assert_eq!(node_of(&h).1, Role::Replica);
+    let (call, _stalled, _h, hedge) =
+        a_read_hedged_over_a_stalled_primary(&topology, svc, &mut handle).await;
+    let refused_at = Instant::now();
     hedge.send_error(CacheError::ClusterDown);
     // Bounded (paused time): without the rule, the read would wait on the
     // primary's attempt timeout and then fail over to the other replica.
@@ -128,9 +138,9 @@ async fn a_hedge_refused_with_clusterdown_ends_the_read_at_once() {
         slotguard_core::classify(&err),
         slotguard_core::Failure::ClusterDown
     );
-    // Paused time: nothing else ran the clock past the hedge delay (the
-    // primary's attempt timeout is 100 ms).
-    assert_eq!(started.elapsed(), HedgePolicy::default().floor);
+    // Paused time: the clock did not move from the refusal on (the
+    // primary's attempt timeout, 100 ms, was not waited out).
+    assert_eq!(refused_at.elapsed(), Duration::ZERO);
     assert!(no_request_within(&mut handle, Duration::from_secs(1)).await);
     assert_eq!(layer.hedge_stats(), stats(1, 0, 0));
 }
