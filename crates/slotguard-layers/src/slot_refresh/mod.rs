@@ -99,28 +99,19 @@ impl<S: fmt::Debug> fmt::Debug for SlotRefresh<S> {
 /// Requests already routed to a node are left alone.
 pub fn stamp(topology: &Topology, req: &mut CacheRequest) -> Result<(), CacheError> {
     if let Route::Slot = req.route {
-        stamp_from(&topology.map(), topology, req)?;
+        check(&topology.map(), topology, req).map_err(|(e, observed)| {
+            if let Some(o) = observed {
+                slotguard_core::observe::record(o);
+            }
+            e
+        })?;
     }
     Ok(())
 }
 
-/// [`stamp`] against a map already loaded.
-fn stamp_from(
-    map: &SlotMap,
-    topology: &Topology,
-    req: &mut CacheRequest,
-) -> Result<(), CacheError> {
-    check(map, topology, req).map_err(|(e, observed)| {
-        if let Some(o) = observed {
-            slotguard_core::observe::record(o);
-        }
-        e
-    })
-}
-
-/// [`stamp_from`], handing back what it observed with its error rather
-/// than recording it: in `call`, the refusal's future reports it when
-/// polled (listeners scope polls, not calls: see
+/// [`stamp`] against a map already loaded, handing back what it observed
+/// with its error rather than recording it: in `call`, the refusal's
+/// future reports it when polled (listeners scope polls, not calls: see
 /// [`slotguard_core::observe`]).
 fn check(
     map: &SlotMap,
