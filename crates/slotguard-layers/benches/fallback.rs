@@ -8,6 +8,13 @@
 //!   the cluster). The difference is the layer's overhead on healthy hits.
 //! - `near_cache_hit`: the same reads answered by the near-cache (entries
 //!   fresh for 60 s), the cluster not called.
+//! - `zipf_mix/leaf`, `zipf_mix/fallback`: the hot-key load of `slotguard
+//!   bench throughput --loads zipf` (90 % GET / 10 % SET, keys drawn
+//!   Zipf(0.99) over 10,000 keys) from 16 tasks on a two-thread runtime,
+//!   without and with the fallback layer (default settings). The
+//!   difference is what the layer costs a default handle with a store on
+//!   that load: admissions, refreshes and invalidations of the near-cache
+//!   and the marks, with both threads touching them.
 //! - `herd_1000_misses`: 1,000 concurrent reads of one key the cluster does
 //!   not hold, the store answering after 1 ms; the time of the whole herd,
 //!   and (printed) how many store loads each herd made.
@@ -133,6 +140,89 @@ fn hits(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
     });
 }
 
+/// Key indices drawn Zipf(0.99) over `n` keys (inverse CDF over a table,
+/// a xorshift for the uniform draws): the same sequence every run.
+fn zipf_sequence(n: usize, len: usize) -> Vec<u32> {
+    let weights: Vec<f64> = (1..=n).map(|k| 1.0 / (k as f64).powf(0.99)).collect();
+    let total: f64 = weights.iter().sum();
+    let mut cdf = Vec::with_capacity(n);
+    let mut acc = 0.0;
+    for w in &weights {
+        acc += w / total;
+        cdf.push(acc);
+    }
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let u = (x >> 11) as f64 / (1u64 << 53) as f64;
+            cdf.partition_point(|&c| c < u).min(n - 1) as u32
+        })
+        .collect()
+}
+
+/// `iters` operations of the zipf mix over `svc`, from `TASKS` tasks.
+async fn zipf_mix<S>(svc: &S, keys: &Arc<Vec<Bytes>>, seq: &Arc<Vec<u32>>, iters: u64) -> Duration
+where
+    S: Service<CacheRequest, Response = CacheResponse> + Clone + Send + 'static,
+    S::Error: std::fmt::Debug + Send,
+    S::Future: Send,
+{
+    const TASKS: u64 = 16;
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|t| {
+            let (svc, keys, seq) = (svc.clone(), keys.clone(), seq.clone());
+            tokio::spawn(async move {
+                let value = Bytes::from_static(b"{\"name\":\"ada\"}");
+                let mut i = (t as usize * 7919) % seq.len();
+                for n in 0..iters / TASKS {
+                    let key = keys[seq[i] as usize].clone();
+                    i = (i + 1) % seq.len();
+                    let req = if n % 10 == 9 {
+                        CacheRequest::set(key, value.clone(), None)
+                    } else {
+                        CacheRequest::get(key)
+                    };
+                    let _ = black_box(svc.clone().oneshot(req).await);
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        let _ = t.await;
+    }
+    start.elapsed()
+}
+
+fn mix(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("runtime: {e}"));
+    let keys: Arc<Vec<Bytes>> = Arc::new(
+        (0..10_000)
+            .map(|i| Bytes::from(format!("sg:tput:{i}")))
+            .collect(),
+    );
+    let seq = Arc::new(zipf_sequence(keys.len(), 1 << 16));
+    let leaf = Leaf {
+        value: Some(Bytes::from_static(b"{\"name\":\"ada\"}")),
+        node: NodeAddr::new("127.0.0.1", 7000),
+    };
+    let store = service_fn(|_req: SecondaryRequest| async { Ok::<_, CacheError>(None) });
+    c.bench_function("zipf_mix/leaf", |b| {
+        b.iter_custom(|iters| rt.block_on(zipf_mix(&leaf, &keys, &seq, iters)))
+    });
+    let fallback = rt.block_on(async { FallbackLayer::new(store).layer(leaf.clone()) });
+    c.bench_function("zipf_mix/fallback", |b| {
+        b.iter_custom(|iters| rt.block_on(zipf_mix(&fallback, &keys, &seq, iters)))
+    });
+}
+
 fn herd(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
     let loads = Arc::new(AtomicU64::new(0));
     let store = {
@@ -185,6 +275,7 @@ fn benches(c: &mut Criterion) {
         .build()
         .unwrap_or_else(|e| panic!("runtime: {e}"));
     hits(c, &rt);
+    mix(c);
     herd(c, &rt);
 }
 

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use bytes::Bytes;
@@ -16,6 +16,10 @@ use bytes::Bytes;
 use super::clock::Clock;
 
 const SHARDS: usize = 32;
+// Counters of live-or-expired marks no read has cleared yet, by key hash.
+// A multiple of `SHARDS`, so each counter belongs to one shard and changes
+// only under that shard's lock.
+const PENDING: usize = 1024;
 
 #[derive(Debug, Clone, Copy)]
 struct Mark {
@@ -40,6 +44,11 @@ pub(crate) struct Marks {
     // than the TTL, so reads skip the lookup when this is older: the
     // healthy path of a workload without recent writes takes no lock.
     last: AtomicU64,
+    // Uncleared marks per hash bucket. Most marks are cleared by the next
+    // read of the key, so on a load that writes all the time nearly every
+    // bucket is at zero, and `get` (every read asks it) answers without the
+    // lock, the clock or SipHash.
+    pending: Box<[AtomicU32]>,
 }
 
 impl Marks {
@@ -51,15 +60,29 @@ impl Marks {
             ttl: u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX),
             per_shard: (max / SHARDS).max(1),
             last: AtomicU64::new(0),
+            pending: (0..PENDING).map(|_| AtomicU32::new(0)).collect(),
         }
     }
 
-    fn shard(&self, key: &[u8]) -> std::sync::MutexGuard<'_, HashMap<Bytes, Mark>> {
-        let i = (super::near::fast_hash(self.seed, key) as usize) % SHARDS;
+    /// `key`'s pending-counter index; its shard is that index modulo
+    /// `SHARDS`.
+    fn bucket(&self, key: &[u8]) -> usize {
+        (super::near::fast_hash(self.seed, key) as usize) % PENDING
+    }
+
+    fn shard(&self, bucket: usize) -> std::sync::MutexGuard<'_, HashMap<Bytes, Mark>> {
         // A panic under this lock leaves a usable map.
-        self.shards[i]
+        self.shards[bucket % SHARDS]
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A mark of `key` stopped being uncleared (cleared, dropped, or
+    /// replaced by a new one): called under its shard's lock.
+    fn settled(&self, key: &[u8], mark: &Mark) {
+        if !mark.cleared {
+            self.pending[self.bucket(key)].fetch_sub(1, Ordering::SeqCst);
+        }
     }
 
     fn live(&self, mark: &Mark, now: u64) -> bool {
@@ -69,20 +92,32 @@ impl Marks {
     /// Mark `key` as invalidated at `epoch`.
     pub(crate) fn mark(&self, key: &Bytes, epoch: u64) {
         let now = self.clock.now();
-        let mut shard = self.shard(key);
+        let bucket = self.bucket(key);
+        let mut shard = self.shard(bucket);
         if shard.len() >= self.per_shard && !shard.contains_key(key) {
-            shard.retain(|_, m| now.saturating_sub(m.at) < self.ttl);
+            shard.retain(|k, m| {
+                let keep = now.saturating_sub(m.at) < self.ttl;
+                if !keep {
+                    self.settled(k, m);
+                }
+                keep
+            });
             if shard.len() >= self.per_shard {
                 if let Some(oldest) = shard
                     .iter()
                     .min_by_key(|(_, m)| m.at)
                     .map(|(k, _)| k.clone())
                 {
-                    shard.remove(&oldest);
+                    if let Some(m) = shard.remove(&oldest) {
+                        self.settled(&oldest, &m);
+                    }
                 }
             }
         }
-        shard.insert(
+        // Counted before the mark can be seen, and before this returns: a
+        // read that starts after this call finds the counter above zero.
+        self.pending[bucket].fetch_add(1, Ordering::SeqCst);
+        let old = shard.insert(
             key.clone(),
             Mark {
                 epoch,
@@ -90,6 +125,9 @@ impl Marks {
                 cleared: false,
             },
         );
+        if let Some(old) = old {
+            self.settled(key, &old);
+        }
         self.last.fetch_max(now, Ordering::SeqCst);
     }
 
@@ -103,7 +141,7 @@ impl Marks {
         if now.saturating_sub(last) >= self.ttl {
             return None;
         }
-        let shard = self.shard(key);
+        let shard = self.shard(self.bucket(key));
         shard
             .get(key)
             .filter(|m| self.live(m, now))
@@ -112,6 +150,11 @@ impl Marks {
 
     /// The epoch of `key`'s mark, while no authoritative read cleared it.
     pub(crate) fn get(&self, key: &[u8]) -> Option<u64> {
+        if self.last.load(Ordering::SeqCst) == 0
+            || self.pending[self.bucket(key)].load(Ordering::SeqCst) == 0
+        {
+            return None;
+        }
         self.lookup(key)
             .filter(|(_, cleared)| !cleared)
             .map(|(e, _)| e)
@@ -137,10 +180,28 @@ impl Marks {
         if self.last.load(Ordering::SeqCst) == 0 {
             return;
         }
-        let mut shard = self.shard(key);
-        if let Some(m) = shard.get_mut(key).filter(|m| m.epoch <= start) {
-            m.cleared = true;
+        let bucket = self.bucket(key);
+        if self.pending[bucket].load(Ordering::SeqCst) == 0 {
+            // Nothing uncleared in this bucket: nothing to clear.
+            return;
         }
+        let mut shard = self.shard(bucket);
+        if let Some(m) = shard
+            .get_mut(key)
+            .filter(|m| m.epoch <= start && !m.cleared)
+        {
+            m.cleared = true;
+            self.pending[bucket].fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Uncleared marks counted (test only).
+    #[cfg(test)]
+    pub(crate) fn pending(&self) -> u64 {
+        self.pending
+            .iter()
+            .map(|c| u64::from(c.load(Ordering::SeqCst)))
+            .sum()
     }
 
     #[cfg(test)]
@@ -175,8 +236,38 @@ mod tests {
         assert!(!marks.may_keep(b"k", 4));
         assert!(marks.may_keep(b"k", 5));
         marks.mark(&k, 6);
+        assert_eq!(marks.pending(), 1);
         tokio::time::advance(Duration::from_secs(11)).await;
         assert_eq!(marks.get(b"k"), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_pending_count_follows_uncleared_marks() {
+        let marks = Marks::new(Clock::new(), Duration::from_secs(10), SHARDS * 2);
+        let keys: Vec<Bytes> = (0..200).map(|i| Bytes::from(format!("k{i}"))).collect();
+        for (i, k) in keys.iter().enumerate() {
+            marks.mark(k, i as u64 + 1);
+            // A second mark of the same key replaces the first.
+            marks.mark(k, i as u64 + 1);
+            tokio::time::advance(Duration::from_nanos(1)).await;
+        }
+        // The bound dropped marks; each dropped one left the count.
+        assert_eq!(marks.pending(), marks.len() as u64);
+        for (i, k) in keys.iter().enumerate() {
+            marks.clear(k, i as u64 + 1);
+            marks.clear(k, i as u64 + 1);
+        }
+        assert_eq!(marks.pending(), 0);
+        // Every key still reads as it should with the counters at zero.
+        assert!(keys.iter().all(|k| marks.get(k).is_none()));
+        marks.mark(&keys[0], 500);
+        assert_eq!(marks.get(&keys[0]), Some(500));
+        // Expired marks dropped by the bound leave the count too.
+        tokio::time::advance(Duration::from_secs(11)).await;
+        for (i, k) in keys.iter().enumerate().skip(1) {
+            marks.mark(k, 600 + i as u64);
+        }
+        assert_eq!(marks.pending(), marks.len() as u64);
     }
 
     #[tokio::test(start_paused = true)]

@@ -264,11 +264,33 @@ impl NearCache {
         true
     }
 
+    /// `key` was admitted but its fill was refused (an invalidation since
+    /// its read began): forget that it was kept, or the next read, which
+    /// may keep it, would be refused for a refresh interval and a hot key
+    /// written often would hardly ever be cached.
+    pub(crate) fn unkeep(&self, key: &[u8]) {
+        let h = self.sketch.hash(key);
+        let slot = self.kept_slot(h);
+        let last = slot.load(Ordering::Relaxed);
+        if last >> 32 == h >> 32 {
+            // Lost to a racing admit of another key sharing the slot: that
+            // key is kept again a refresh interval early, which is harmless.
+            let _ = slot.compare_exchange(last, 0, Ordering::Relaxed, Ordering::Relaxed);
+        }
+    }
+
     pub(crate) fn evict(&self, key: &[u8]) {
         // The next read keeps the key again at once.
         self.kept_slot(self.sketch.hash(key))
             .store(0, Ordering::Relaxed);
-        self.cache.invalidate(key);
+        // Most writes are of keys not kept (or already evicted by the mark
+        // before the write): a lookup costs far less than moka's
+        // invalidation, which queues a write operation for its
+        // housekeeping. A fill racing this check is safe: it looks for
+        // the mark again after inserting, and the mark was set first.
+        if self.cache.contains_key(key) {
+            self.cache.invalidate(key);
+        }
     }
 
     pub(crate) fn evict_all(&self) {
@@ -348,5 +370,11 @@ mod tests {
         assert!(near.admit(b"k", 1, 1300 * ms));
         near.evict(b"k");
         assert!(near.admit(b"k", 1, 1301 * ms));
+        // A refused fill forgets the admission: the next read keeps it.
+        near.unkeep(b"k");
+        assert!(near.admit(b"k", 1, 1302 * ms));
+        // ...but not another key's.
+        near.unkeep(b"other");
+        assert!(!near.admit(b"k", 1, 1303 * ms));
     }
 }

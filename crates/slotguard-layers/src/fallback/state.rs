@@ -292,6 +292,7 @@ impl State {
         let Some(near) = &self.near else { return };
         let start = fill.epoch;
         if !self.may_fill(key, start) {
+            near.unkeep(key);
             return;
         }
         // An invalidation racing an insert either evicted after it, or is

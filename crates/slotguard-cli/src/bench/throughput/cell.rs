@@ -120,6 +120,9 @@ pub(crate) struct CellResult {
     pub(crate) write_syscalls: Option<u64>,
     /// CPU time of this process during the window (every thread).
     pub(crate) cpu: Option<Duration>,
+    /// Reads answered by the client's near-cache during the window (`None`:
+    /// it has none).
+    pub(crate) near_cache: Option<u64>,
 }
 
 impl CellResult {
@@ -139,6 +142,7 @@ impl CellResult {
             cpu_us_per_op: self
                 .cpu
                 .and_then(|cpu| (self.ok > 0).then(|| cpu.as_secs_f64() * 1e6 / self.ok as f64)),
+            near_cache_share: self.near_cache.and_then(per_op),
         }
     }
 }
@@ -163,6 +167,7 @@ pub(crate) async fn run<C: BenchClient>(
     tokio::time::sleep(spec.warmup).await;
     let io_before = write_syscalls();
     let cpu_before = process_cpu();
+    let near_before = client.near_cache_answers();
     let start = Instant::now();
     phase.store(MEASURE, Ordering::Relaxed);
     tokio::time::sleep(spec.window).await;
@@ -170,6 +175,7 @@ pub(crate) async fn run<C: BenchClient>(
     let window = start.elapsed();
     let io_after = write_syscalls();
     let cpu_after = process_cpu();
+    let near_after = client.near_cache_answers();
 
     let deadline = tokio::time::Instant::now() + FINISH_GRACE;
     let mut lat_ns = Vec::new();
@@ -195,6 +201,9 @@ pub(crate) async fn run<C: BenchClient>(
         lat_ns,
         write_syscalls: io_before.zip(io_after).map(|(a, b)| b.saturating_sub(a)),
         cpu: cpu_before.zip(cpu_after).map(|(a, b)| b.saturating_sub(a)),
+        near_cache: near_before
+            .zip(near_after)
+            .map(|(a, b)| b.saturating_sub(a)),
     }
 }
 
@@ -312,6 +321,7 @@ mod tests {
             lat_ns: vec![1_000, 2_000, 3_000, 4_000],
             write_syscalls: Some(5),
             cpu: Some(Duration::from_micros(12)),
+            near_cache: Some(2),
         };
         let s = r.sample();
         assert_eq!(s.ops_per_sec, 2.0, "errors are not throughput");
@@ -320,6 +330,7 @@ mod tests {
         assert_eq!(s.errors, 1);
         assert_eq!(s.write_syscalls_per_op, Some(1.0));
         assert_eq!(s.cpu_us_per_op, Some(3.0), "per successful operation");
+        assert_eq!(s.near_cache_share, Some(0.4), "of every operation");
     }
 
     #[test]

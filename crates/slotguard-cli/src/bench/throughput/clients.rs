@@ -5,6 +5,7 @@
 //! tuning one of them would make the comparison say nothing.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use fred::prelude::{Builder, Client, ClientLike, Config, KeysInterface, ServerConfig};
@@ -13,7 +14,7 @@ use slotguard::layers::slot_refresh::{SlotRefresh, SlotRefreshLayer};
 use slotguard::tower::{Service, ServiceBuilder, ServiceExt};
 use slotguard::{
     BoxError, CacheRequest, CacheResponse, CacheService, NodeAddr, NodeConfig, NodeService,
-    NodeTopologySource, ServiceBuilderExt, SlotGuard, Topology,
+    NodeTopologySource, Path, ServiceBuilderExt, SlotGuard, Topology,
 };
 use slotguard_store::SqliteStore;
 
@@ -23,6 +24,11 @@ use slotguard_store::SqliteStore;
 pub(crate) trait BenchClient: Clone + Send + Sync + 'static {
     /// `GET key`; whether a value came back.
     fn get(&mut self, key: Bytes) -> impl Future<Output = Result<bool, BoxError>> + Send;
+    /// Reads this kind of client answered from its near-cache so far, over
+    /// every instance (`None`: it has none).
+    fn near_cache_answers(&self) -> Option<u64> {
+        None
+    }
     /// `SET key value`.
     fn set(
         &mut self,
@@ -72,7 +78,14 @@ where
             .call(CacheRequest::get(key))
             .await
             .inspect_err(note_error)?;
+        if resp.served.path == Path::NearCache {
+            NEAR_CACHE_ANSWERS.fetch_add(1, Ordering::Relaxed);
+        }
         Ok(resp.value.is_some())
+    }
+
+    fn near_cache_answers(&self) -> Option<u64> {
+        Some(NEAR_CACHE_ANSWERS.load(Ordering::Relaxed))
     }
 
     async fn set(&mut self, key: Bytes, value: Bytes) -> Result<(), BoxError> {
@@ -84,6 +97,11 @@ where
         Ok(())
     }
 }
+
+/// Reads a slotguard stack answered from its near-cache. One counter for
+/// every stack: only one client runs at a time, and a cell reads it before
+/// and after its window.
+static NEAR_CACHE_ANSWERS: AtomicU64 = AtomicU64::new(0);
 
 /// The first few errors of a slotguard client, on stderr with their class:
 /// an error count alone does not say what failed.

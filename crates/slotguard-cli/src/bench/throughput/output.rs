@@ -107,7 +107,8 @@ pub(crate) fn render(o: &Output) -> String {
         "\n×fred: ops/s over fred_cluster's in the same cell; ×rb: over redis-benchmark's; \
          p99×fred likewise (below 1 is better); wr/op: write/writev syscalls of the whole process per operation (socket \
          writes plus tokio's eventfd wake-ups); cpu µs: CPU time of the whole process (every thread) per \
-         successful operation"
+         successful operation; near: share of all operations (reads and writes) a slotguard stack's \
+         near-cache answered"
     );
     out
 }
@@ -148,7 +149,7 @@ fn render_setup(o: &Output) -> String {
 fn render_rows(out: &mut String, o: &Output) {
     let _ = writeln!(
         out,
-        "{:<5} {:>5} {:<16} {:>10} {:>7} {:>6} {:>9} {:>9} {:>9} {:>8} {:>7} {:>6} {:>7}",
+        "{:<5} {:>5} {:<16} {:>10} {:>7} {:>6} {:>9} {:>9} {:>9} {:>8} {:>7} {:>6} {:>7} {:>6}",
         "load",
         "conc",
         "client",
@@ -161,12 +162,13 @@ fn render_rows(out: &mut String, o: &Output) {
         "p99×fred",
         "errors",
         "wr/op",
-        "cpu µs"
+        "cpu µs",
+        "near"
     );
     for r in &o.rows {
         let _ = writeln!(
             out,
-            "{:<5} {:>5} {:<16} {:>10.0} {:>7} {:>6} {:>9.1} {:>9.1} {:>9.1} {:>8} {:>7} {:>6} {:>7}",
+            "{:<5} {:>5} {:<16} {:>10.0} {:>7} {:>6} {:>9.1} {:>9.1} {:>9.1} {:>8} {:>7} {:>6} {:>7} {:>6}",
             r.load.as_str(),
             r.concurrency,
             r.client.as_str(),
@@ -179,13 +181,14 @@ fn render_rows(out: &mut String, o: &Output) {
             opt(r.p99_ratio_to_fred, 2),
             r.errors,
             opt(r.write_syscalls_per_op, 2),
-            opt(r.cpu_us_per_op, 2)
+            opt(r.cpu_us_per_op, 2),
+            opt(r.near_cache_share, 2)
         );
     }
     for r in &o.redis_benchmark {
         let _ = writeln!(
             out,
-            "{:<5} {:>5} {:<16} {:>10.0} {:>7} {:>6} {:>9} {:>9.1} {:>9} {:>8} {:>7} {:>6} {:>7}",
+            "{:<5} {:>5} {:<16} {:>10.0} {:>7} {:>6} {:>9} {:>9.1} {:>9} {:>8} {:>7} {:>6} {:>7} {:>6}",
             r.load.as_str(),
             r.concurrency,
             "redis_benchmark",
@@ -194,6 +197,7 @@ fn render_rows(out: &mut String, o: &Output) {
             "1.00",
             "-",
             r.p99_us,
+            "-",
             "-",
             "-",
             "-",

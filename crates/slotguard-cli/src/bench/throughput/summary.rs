@@ -98,6 +98,7 @@ pub(crate) struct Sample {
     pub(crate) errors: u64,
     pub(crate) write_syscalls_per_op: Option<f64>,
     pub(crate) cpu_us_per_op: Option<f64>,
+    pub(crate) near_cache_share: Option<f64>,
 }
 
 /// A sample with the cell it belongs to.
@@ -141,6 +142,10 @@ pub(crate) struct Row {
     /// it moves about as much as ops/s on a shared machine). Only the
     /// measured client runs in a cell; the others are connected and idle.
     pub(crate) cpu_us_per_op: Option<f64>,
+    /// Share of all operations (reads and writes) that the client's
+    /// near-cache answered, without a round trip (null for clients without
+    /// one).
+    pub(crate) near_cache_share: Option<f64>,
 }
 
 /// Nearest-rank percentile of sorted `v` (`q` in 0..=1); 0 when empty.
@@ -285,6 +290,7 @@ pub(crate) fn summarise(
                         .collect(),
                     write_syscalls_per_op: med_opt(&v, |s| s.write_syscalls_per_op),
                     cpu_us_per_op: med_opt(&v, |s| s.cpu_us_per_op).map(|c| round(c, 3)),
+                    near_cache_share: med_opt(&v, |s| s.near_cache_share).map(|c| round(c, 3)),
                 });
             }
         }
@@ -306,6 +312,7 @@ mod tests {
             errors,
             write_syscalls_per_op: Some(1.0),
             cpu_us_per_op: Some(2.0),
+            near_cache_share: None,
         }
     }
 

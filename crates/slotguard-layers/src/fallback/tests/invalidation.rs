@@ -280,3 +280,37 @@ async fn a_read_overlapping_a_delete_does_not_outlive_it() {
         Consistency::Primary
     );
 }
+
+/// A read whose fill an invalidation refused must not count as keeping the
+/// key: the next read, which started after the invalidation, keeps it at
+/// once (a hot key written often was otherwise cached again only a refresh
+/// interval later, and missed the near-cache in between).
+#[tokio::test(start_paused = true)]
+async fn a_refused_fill_does_not_hold_back_the_next_one() {
+    let cluster = FakeCluster::new();
+    cluster.put("k", "old");
+    let store = FakeStore::new(Duration::from_millis(1));
+    let layer = FallbackLayer::new(store.service());
+    let svc = stack(&layer, &cluster);
+    get(&svc, "k").await.unwrap(); // one read: the next one admits
+    *cluster.delay.lock().unwrap() = Duration::from_millis(20);
+    let slow = tokio::spawn({
+        let svc = svc.clone();
+        async move { get(&svc, "k").await }
+    });
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    layer.invalidate("k");
+    // Admitted, but its fill refused: it began before the invalidation.
+    slow.await.unwrap().unwrap();
+    assert!(!layer.state.near.as_ref().unwrap().contains(b"k"));
+    cluster.put("k", "new");
+    // Well within the refresh interval of the refused admission.
+    let resp = get(&svc, "k").await.unwrap();
+    assert_eq!(resp.value.as_deref(), Some(&b"new"[..]));
+    assert!(layer.state.near.as_ref().unwrap().contains(b"k"));
+    cluster.set_mode(Mode::Fail(timeout_err()));
+    let resp = get(&svc, "k").await.unwrap();
+    assert_eq!(resp.served.path, Path::NearCache);
+    assert_eq!(resp.value.as_deref(), Some(&b"new"[..]));
+    assert_eq!(store.loads(), 0);
+}
