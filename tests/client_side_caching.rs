@@ -187,3 +187,62 @@ async fn nothing_read_over_a_lost_tracking_connection_is_served_until_reread() {
     cached(&s.guard, key, "v2").await;
     s.guard.shutdown().await;
 }
+
+/// Our own write reads its key back in the same round trip: the next read
+/// is answered by the near-cache with the value written, and the read-back
+/// tracks the key again, so another client's later write still reaches us
+/// as an invalidation (without the read-back, our `SET` would have ended
+/// the key's tracking and that write would go unseen).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn our_write_is_kept_and_another_clients_later_write_still_invalidates_it() {
+    let s = setup().await;
+    let key = "csc:{c}";
+    s.guard.set(key, "v0", None).await.unwrap();
+    let (index, primary) = primary_of(&s, key);
+    cached(&s.guard, key, "v0").await;
+    let mut rx = s.bus.subscribe();
+    for round in 1..=10u32 {
+        let ours = format!("ours{round}");
+        s.guard.set(key, ours.clone(), None).await.unwrap();
+        assert_eq!(
+            read(&s.guard, key).await,
+            (Path::NearCache, Some(Bytes::from(ours.clone()))),
+            "round {round}: the value read back answers"
+        );
+        while rx.try_recv().is_some() {}
+        let theirs = format!("theirs{round}");
+        s.cluster
+            .command_str(index, &["SET", key, theirs.as_str()])
+            .unwrap();
+        eventually(
+            "their write's invalidation",
+            Duration::from_secs(10),
+            || {
+                let mut got = None;
+                while let Some(e) = rx.try_recv() {
+                    if let Received::Event(Invalidation::Keys { node, keys }) = e {
+                        if node == primary && keys.iter().any(|k| k.as_ref() == key.as_bytes()) {
+                            got = Some(());
+                        }
+                    }
+                }
+                std::future::ready(got)
+            },
+        )
+        .await;
+        eventually("their value", Duration::from_secs(10), || async {
+            let (_, v) = read(&s.guard, key).await;
+            (v.as_deref() == Some(theirs.as_bytes())).then_some(())
+        })
+        .await;
+        for _ in 0..20 {
+            let (path, v) = read(&s.guard, key).await;
+            assert_eq!(
+                v.as_deref(),
+                Some(theirs.as_bytes()),
+                "a stale read ({path:?}) in round {round}"
+            );
+        }
+    }
+    s.guard.shutdown().await;
+}

@@ -114,6 +114,14 @@ pub struct CacheRequest {
     pub deadline: Option<Instant>,
     /// Retry bookkeeping.
     pub attempts: Attempts,
+    /// For a `SET`: also read the key back right after it, on the same
+    /// connection and in the same round trip, and answer the value read in
+    /// [`CacheResponse::value`](crate::CacheResponse::value). The fallback
+    /// layer asks for it under client-side caching: the read registers the
+    /// key with the node's client tracking again (a write ends it), so the
+    /// value it keeps is invalidated like any read's. A leaf that cannot
+    /// (`ASK` redirects, the fred leaf) answers the `SET` without a value.
+    pub read_back: bool,
 }
 
 impl CacheRequest {
@@ -129,6 +137,7 @@ impl CacheRequest {
             consistency: Consistency::default(),
             deadline: None,
             attempts: Attempts::default(),
+            read_back: false,
         }
     }
 
@@ -178,6 +187,13 @@ impl CacheRequest {
     /// Set a deadline `timeout` from now.
     pub fn with_timeout(self, timeout: Duration) -> Self {
         self.with_deadline(Instant::now() + timeout)
+    }
+
+    /// For a `SET`, read the key back in the same round trip (see
+    /// [`read_back`](Self::read_back)).
+    pub fn with_read_back(mut self) -> Self {
+        self.read_back = true;
+        self
     }
 
     /// Route to one node.

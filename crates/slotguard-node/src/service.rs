@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use pin_project_lite::pin_project;
-use slotguard_core::op::OpKind;
+use slotguard_core::op::{OpKind, Reply as ReplyKind};
 use slotguard_core::{
-    BoxError, CacheError, CacheRequest, CacheResponse, NodeAddr, Path, Role, Route, Topology,
+    BoxError, CacheError, CacheRequest, CacheResponse, NodeAddr, Op, Path, Role, Route, Topology,
 };
 use tokio::sync::oneshot;
 use tokio::time::{Instant, Timeout};
@@ -187,14 +187,45 @@ impl NodeService {
             .conn()
             .map_err(|e| unavailable(e, addr))?;
         let rx = conn.send(cmd, asking).map_err(|e| send_error(e, addr))?;
+        // Right behind the `SET` on the same connection, so the node runs it
+        // after the write (other callers' commands may come between: the
+        // read sees whatever is there by then, and tracks the key from
+        // then on). Not after `ASKING`: that would need its own `ASKING`,
+        // for a slot in the middle of a move.
+        let read_back = (req.read_back && !asking && matches!(req.op, Op::Set { .. }))
+            .then(|| conn.send(Cmd::Op(Op::Get.command(req.key())), false).ok())
+            .flatten()
+            .map(|rx| Box::new((rx, deadline)));
         Ok(Waiting {
             rx: tokio::time::timeout_at(deadline, rx),
+            read_back,
         })
     }
 }
 
+/// A read-back's reply and the call's deadline: boxed, so the futures of
+/// the calls without one stay as small as they were.
+type ReadBack = Box<(oneshot::Receiver<Reply>, Instant)>;
+
 struct Waiting {
     rx: Timeout<oneshot::Receiver<Reply>>,
+    read_back: Option<ReadBack>,
+}
+
+/// The `SET` succeeded: answer it with the value its read-back found (none
+/// when the read-back failed or missed the deadline; the write stands).
+fn read_back_of(
+    mut resp: CacheResponse,
+    (rx, deadline): (oneshot::Receiver<Reply>, Instant),
+) -> futures_util::future::BoxFuture<'static, Result<CacheResponse, CacheError>> {
+    Box::pin(async move {
+        if let Ok(Ok(Ok(frame))) = tokio::time::timeout_at(deadline, rx).await {
+            if let ReplyKind::Bulk(b) | ReplyKind::String(b) = frame.into_reply() {
+                resp.value = Some(b);
+            }
+        }
+        Ok(resp)
+    })
 }
 
 /// What the response future needs to turn a reply into a response.
@@ -235,7 +266,8 @@ impl CallInfo {
 pin_project! {
     #[project = StateProj]
     enum State {
-        Waiting { #[pin] rx: Timeout<oneshot::Receiver<Reply>> },
+        Waiting { #[pin] rx: Timeout<oneshot::Receiver<Reply>>, read_back: Option<ReadBack> },
+        ReadingBack { fut: futures_util::future::BoxFuture<'static, Result<CacheResponse, CacheError>> },
         Done { result: Option<Result<CacheResponse, CacheError>> },
     }
 }
@@ -258,8 +290,8 @@ impl fmt::Debug for ResponseFuture {
 impl Future for ResponseFuture {
     type Output = Result<CacheResponse, BoxError>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.as_mut().project();
         let out = match this.state.project() {
             StateProj::Done { result } => {
                 // A call that fails fast (connection lost, overloaded) is
@@ -274,9 +306,10 @@ impl Future for ResponseFuture {
                     ))
                 })
             }
-            StateProj::Waiting { rx } => {
+            StateProj::ReadingBack { fut } => std::task::ready!(fut.as_mut().poll(cx)),
+            StateProj::Waiting { rx, read_back } => {
                 let reply = std::task::ready!(rx.poll(cx));
-                match this.info.as_ref() {
+                let out = match this.info.as_ref() {
                     None => Err(CacheError::Protocol(
                         "response polled after completion".into(),
                     )),
@@ -299,9 +332,21 @@ impl Future for ResponseFuture {
                             node: info.addr.clone(),
                         }),
                     },
+                };
+                match (out, read_back.take()) {
+                    (Ok(resp), Some(rb)) => {
+                        let fut = read_back_of(resp, *rb);
+                        self.as_mut()
+                            .project()
+                            .state
+                            .set(State::ReadingBack { fut });
+                        return self.poll(cx);
+                    }
+                    (out, _) => out,
                 }
             }
         };
+        let this = self.project();
         if let Some(info) = this.info.take() {
             info.record(&out);
         }
@@ -338,7 +383,10 @@ impl tower::Service<CacheRequest> for NodeService {
             remap: self.pool.config().remap.clone(),
         });
         let state = match self.start(&req, now) {
-            Ok(w) => State::Waiting { rx: w.rx },
+            Ok(w) => State::Waiting {
+                rx: w.rx,
+                read_back: w.read_back,
+            },
             Err(e) => State::Done {
                 result: Some(Err(e)),
             },

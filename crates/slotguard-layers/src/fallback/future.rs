@@ -45,7 +45,18 @@ pub(super) enum Ctx<S> {
     /// A read: its context and what to do with the answer.
     Read(ReadCtx<S>, After<S>),
     /// A write of this key: invalidate it again once it is done.
-    Write(Arc<Shared>, Bytes),
+    Write(Arc<Shared>, Bytes, Option<Refill>),
+}
+
+/// A `SET` sent with a read-back (client-side caching): the epoch of its
+/// first mark and its slot, to keep the value read back if nothing else
+/// invalidated the key meanwhile (see `State::after_read_back`).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Refill {
+    pub(super) sent: u64,
+    /// When it was sent (clock nanos).
+    pub(super) sent_at: u64,
+    pub(super) slot: u16,
 }
 
 pin_project! {
@@ -108,11 +119,30 @@ where
                             Ok(done) => return Poll::Ready(done),
                             Err(fut) => this.state.set(State::Fallback { fut }),
                         },
-                        Some(Ctx::Write(state, key)) => {
-                            // A read that began while the write was on its
-                            // way may have read (and kept) the old value:
-                            // its mark cannot clear this one.
-                            state.invalidate_key(&key);
+                        Some(Ctx::Write(state, key, refill)) => {
+                            let out = out.map(|mut resp| {
+                                // A read-back's value is the layer's: a
+                                // write answers none.
+                                match (refill, resp.value.take()) {
+                                    (Some(r), Some(value)) => state.after_read_back(
+                                        &key,
+                                        r,
+                                        resp.served.node.clone(),
+                                        value,
+                                    ),
+                                    // A read that began while the write was
+                                    // on its way may have read (and kept)
+                                    // the old value: its mark cannot clear
+                                    // this one.
+                                    _ => {
+                                        state.invalidate_key(&key);
+                                    }
+                                }
+                                resp
+                            });
+                            if out.is_err() {
+                                state.invalidate_key(&key);
+                            }
                             return Poll::Ready(out);
                         }
                         None => return Poll::Ready(out),

@@ -91,6 +91,24 @@ impl Marks {
 
     /// Mark `key` as invalidated at `epoch`.
     pub(crate) fn mark(&self, key: &Bytes, epoch: u64) {
+        self.put(key, epoch, |_| false);
+    }
+
+    /// Mark `key` as invalidated at `epoch`, by a write first marked at
+    /// `sent` that read the key back: the mark is cleared at once (the
+    /// read-back was authoritative) when `clear` and the key's mark is
+    /// still the write's own: nothing else invalidated it since (a read
+    /// that cleared it since changes nothing: what it kept is evicted, and
+    /// it cannot keep anything later). Whether it was cleared.
+    pub(crate) fn remark(&self, key: &Bytes, sent: u64, epoch: u64, clear: bool) -> bool {
+        self.put(key, epoch, |old| {
+            clear && old.is_some_and(|m| m.epoch == sent)
+        })
+    }
+
+    /// Set `key`'s mark to `epoch`, cleared if `cleared` says so of the
+    /// mark it replaces (looked at under the lock). Whether it was cleared.
+    fn put(&self, key: &Bytes, epoch: u64, cleared: impl FnOnce(Option<&Mark>) -> bool) -> bool {
         let now = self.clock.now();
         let bucket = self.bucket(key);
         let mut shard = self.shard(bucket);
@@ -114,21 +132,26 @@ impl Marks {
                 }
             }
         }
-        // Counted before the mark can be seen, and before this returns: a
-        // read that starts after this call finds the counter above zero.
-        self.pending[bucket].fetch_add(1, Ordering::SeqCst);
+        let cleared = cleared(shard.get(key));
+        if !cleared {
+            // Counted before the mark can be seen, and before this returns:
+            // a read that starts after this call finds the counter above
+            // zero.
+            self.pending[bucket].fetch_add(1, Ordering::SeqCst);
+        }
         let old = shard.insert(
             key.clone(),
             Mark {
                 epoch,
                 at: now,
-                cleared: false,
+                cleared,
             },
         );
         if let Some(old) = old {
             self.settled(key, &old);
         }
         self.last.fetch_max(now, Ordering::SeqCst);
+        cleared
     }
 
     /// `(epoch, cleared)` of `key`'s last invalidation within the TTL.

@@ -169,7 +169,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use slotguard_core::observe::{self, Observation, StoreOutcome};
-use slotguard_core::{BoxError, CacheRequest, CacheResponse, Consistency, Failure, Path, Served};
+use slotguard_core::{
+    BoxError, CacheRequest, CacheResponse, Consistency, Failure, Op, Path, Served,
+};
 use tokio::time::Instant;
 use tower::{Service, ServiceExt};
 
@@ -289,8 +291,22 @@ where
             // Before the write is sent: a read racing it cannot keep or
             // serve the old value (see the module docs for failed writes).
             let key = req.key().clone();
-            let Some(mut pending) = state.before_write(&key) else {
-                let write = future::Ctx::Write(state.clone(), key);
+            let (sent, pending) = state.before_write(&key);
+            let Some(mut pending) = pending else {
+                // Client-side caching: the write reads the key back in the
+                // same round trip, so the value it leaves is tracked and
+                // kept, and the next read of a key written often hits
+                // instead of going to the primary.
+                let refill = (state.client_side_caching() && matches!(req.op, Op::Set { .. }))
+                    .then(|| future::Refill {
+                        sent,
+                        sent_at: state.clock.now(),
+                        slot: req.slot(),
+                    });
+                if refill.is_some() {
+                    req.read_back = true;
+                }
+                let write = future::Ctx::Write(state.clone(), key, refill);
                 return ResponseFuture::cluster(self.inner.call(req), write);
             };
             // A write-back of this key is in flight: send the write after

@@ -131,13 +131,73 @@ impl State {
 
     /// `key` changed: never serve it from the near-cache or a replica until
     /// an authoritative read that started after now.
-    pub(crate) fn invalidate_key(&self, key: &Bytes) {
+    /// Returns the mark's epoch.
+    pub(crate) fn invalidate_key(&self, key: &Bytes) -> u64 {
         let e = self.bump();
         self.marks.mark(key, e);
         if let Some(near) = &self.near {
             near.evict(key);
         }
         self.flights.detach(key);
+        e
+    }
+
+    /// A `SET` of `key`, first marked at `refill.sent`, succeeded and read
+    /// the key back on the same connection right after it: `value` is the
+    /// node's value then, read over `node`'s connection, which tracks the
+    /// key again from that read on.
+    ///
+    /// The key is invalidated again, as after any write (reads that began
+    /// while the write was on its way may have read the old value). When
+    /// nothing else invalidated it since the write was sent (its mark is
+    /// still the write's own, and no node, slot or full flush happened),
+    /// the read-back counts as an authoritative read that began now: the
+    /// mark is cleared and the value kept, tracked. An invalidation of a
+    /// later write by another client arrives on that same connection after
+    /// the read-back's reply, and evicts it like any tracked entry.
+    pub(crate) fn after_read_back(
+        &self,
+        key: &Bytes,
+        refill: super::future::Refill,
+        node: Option<NodeAddr>,
+        value: Bytes,
+    ) {
+        let Some(near) = &self.near else {
+            self.invalidate_key(key);
+            return;
+        };
+        let sent = refill.sent;
+        let unflushed = || {
+            self.fills_from.load(Ordering::SeqCst) <= sent
+                && self.flushed.load(Ordering::SeqCst) <= sent
+        };
+        let owner = self.owner(refill.slot);
+        // Taken before the checks: a session that ended after them leaves
+        // the entry unservable; one that ended before fails them.
+        let tracked = self.tracked(node.as_ref(), owner.as_ref());
+        let e = self.bump();
+        let keep = tracked.is_some() && unflushed();
+        let cleared = self.marks.remark(key, sent, e, keep);
+        near.evict(key);
+        self.flights.detach(key);
+        if !cleared || !near.admit(key, value.len(), refill.sent_at) {
+            return;
+        }
+        let fill = Fill {
+            value,
+            node,
+            owner,
+            slot: refill.slot,
+            epoch: e,
+            // Read after the write was sent: at most this old.
+            fetched: refill.sent_at,
+            tracked,
+        };
+        near.fill(key, fill);
+        // A flush or an invalidation between the checks and the insert.
+        if !unflushed() || !self.marks.may_keep(key, e) {
+            near.evict(key);
+        }
     }
 
     fn writing_back(&self) -> std::sync::MutexGuard<'_, HashMap<Bytes, watch::Receiver<()>>> {
@@ -148,10 +208,11 @@ impl State {
 
     /// A write of `key` goes through: invalidate it, and say which
     /// write-back of it (if any) the write must wait for.
-    pub(crate) fn before_write(&self, key: &Bytes) -> Option<watch::Receiver<()>> {
+    /// Also returns the epoch of the write's mark.
+    pub(crate) fn before_write(&self, key: &Bytes) -> (u64, Option<watch::Receiver<()>>) {
         let pending = self.writing_back();
-        self.invalidate_key(key);
-        pending.get(key).cloned()
+        let e = self.invalidate_key(key);
+        (e, pending.get(key).cloned())
     }
 
     /// Register a write-back of a value read by a read that began at

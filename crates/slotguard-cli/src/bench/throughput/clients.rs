@@ -18,6 +18,8 @@ use slotguard::{
 };
 use slotguard_store::SqliteStore;
 
+use super::cell::Data;
+
 /// One operation of the closed loop. `Ok(false)` is a GET that found no
 /// value: every key was written before the run, so that counts as an error
 /// (a client answering nil quickly must not look fast).
@@ -77,7 +79,7 @@ where
             .await?
             .call(CacheRequest::get(key))
             .await
-            .inspect_err(note_error)?;
+            .inspect_err(|e| note_failure("a read", e))?;
         if resp.served.path == Path::NearCache {
             NEAR_CACHE_ANSWERS.fetch_add(1, Ordering::Relaxed);
         }
@@ -93,7 +95,8 @@ where
             .ready()
             .await?
             .call(CacheRequest::set(key, value, None))
-            .await?;
+            .await
+            .inspect_err(|e| note_failure("a write", e))?;
         Ok(())
     }
 }
@@ -105,12 +108,12 @@ static NEAR_CACHE_ANSWERS: AtomicU64 = AtomicU64::new(0);
 
 /// The first few errors of a slotguard client, on stderr with their class:
 /// an error count alone does not say what failed.
-fn note_error(e: &BoxError) {
+fn note_failure(what: &str, e: &BoxError) {
     use std::sync::atomic::{AtomicUsize, Ordering};
     static SHOWN: AtomicUsize = AtomicUsize::new(0);
     if SHOWN.fetch_add(1, Ordering::Relaxed) < 5 {
         eprintln!(
-            "slotguard bench: a read failed ({:?}): {e}",
+            "slotguard bench: {what} failed ({:?}): {e}",
             slotguard::classify(e)
         );
     }
@@ -157,23 +160,33 @@ pub(crate) async fn leaf(seeds: &[NodeAddr]) -> Result<Tower<LeafService>, BoxEr
 /// returned guard alive while measuring.
 pub(crate) async fn stack(
     seeds: &[NodeAddr],
-    store: bool,
+    store: Option<&Data>,
 ) -> Result<(Tower<CacheService>, (SlotGuard, tempfile::TempDir)), BoxError> {
     stack_with(seeds, store, None).await
 }
 
 /// [`stack`] with client-side caching of entries up to `csc` old.
+///
+/// The store holds every key of `store`, as the source of truth behind a
+/// cache does: a read the store answers (a hedge of a read after a write,
+/// a miss) finds a value, as it would in an application. An empty store
+/// would answer such reads with nothing, which the loop counts as an
+/// error.
 pub(crate) async fn stack_with(
     seeds: &[NodeAddr],
-    store: bool,
+    store: Option<&Data>,
     csc: Option<std::time::Duration>,
 ) -> Result<(Tower<CacheService>, (SlotGuard, tempfile::TempDir)), BoxError> {
     let dir = tempfile::Builder::new()
         .prefix("slotguard-bench-store")
         .tempdir()?;
     let mut builder = SlotGuard::builder(seeds.to_vec());
-    if store {
-        builder = builder.store(SqliteStore::open(dir.path().join("store.db"))?);
+    if let Some(data) = store {
+        let sqlite = SqliteStore::open(dir.path().join("store.db"))?;
+        for key in &data.keys {
+            sqlite.put(key.clone(), data.value.clone()).await?;
+        }
+        builder = builder.store(sqlite);
     }
     if let Some(max_age) = csc {
         builder = builder.client_side_caching(max_age);

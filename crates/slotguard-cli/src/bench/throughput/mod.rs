@@ -173,7 +173,7 @@ async fn bench(
     let redis_version = clients::redis_version(first)
         .await
         .map_err(|e| format!("could not read the redis version from {first}: {e}"))?;
-    let contenders = rounds::connect(seeds, progress).await?;
+    let contenders = rounds::connect(seeds, &data, progress).await?;
     let with_rb = !args.no_redis_benchmark && redis_benchmark_installed(progress);
 
     progress.note(&format!(

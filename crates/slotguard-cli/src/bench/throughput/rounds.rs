@@ -38,6 +38,7 @@ type Guards = (
 /// Connect every client, as a user would build each (defaults).
 pub(super) async fn connect(
     seeds: &[NodeAddr],
+    data: &Data,
     progress: &Progress,
 ) -> Result<Contenders, BoxError> {
     progress.note(
@@ -48,11 +49,11 @@ pub(super) async fn connect(
         .await
         .map_err(named("fred cluster client"))?;
     let leaf = clients::leaf(seeds).await.map_err(named("leaf"))?;
-    let (stack, g1) = clients::stack(seeds, false).await.map_err(named("stack"))?;
-    let (stack_store, g2) = clients::stack(seeds, true)
+    let (stack, g1) = clients::stack(seeds, None).await.map_err(named("stack"))?;
+    let (stack_store, g2) = clients::stack(seeds, Some(data))
         .await
         .map_err(named("stack_store"))?;
-    let (stack_csc, g3) = clients::stack_with(seeds, true, Some(Duration::from_secs(60)))
+    let (stack_csc, g3) = clients::stack_with(seeds, Some(data), Some(Duration::from_secs(60)))
         .await
         .map_err(named("stack_csc"))?;
     let redis_rs = redis_rs::connect(seeds)

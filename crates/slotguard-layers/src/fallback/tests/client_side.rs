@@ -78,10 +78,16 @@ async fn tracked_entries_answer_until_an_invalidation_arrives() {
         .oneshot(CacheRequest::set("a", "v3", None))
         .await
         .unwrap();
-    assert_eq!(read(&svc, "a").await, (Path::Primary, v("v3")));
+    let seen = reads_seen(&cluster);
+    assert_eq!(
+        read(&svc, "a").await,
+        (Path::NearCache, v("v3")),
+        "read back"
+    );
+    assert_eq!(reads_seen(&cluster), seen);
+    assert!(cluster.seen().last().unwrap().read_back);
 
     // a primary-only read never takes the near-cache
-    assert_eq!(read(&svc, "a").await, (Path::NearCache, v("v3")));
     let resp = svc
         .clone()
         .oneshot(CacheRequest::get("a").with_consistency(Consistency::Primary))
@@ -178,4 +184,69 @@ async fn a_marked_read_gives_its_primary_a_short_deadline() {
     // marked: only the primary may answer, so the store answers after 25 ms
     assert_eq!(last.deadline, Some(start + Duration::from_millis(25)));
     assert!(last.deadline < Some(deadline));
+}
+
+/// A write reads its key back (client-side caching on): the value read
+/// back answers the next reads, tracked like any read's; without a
+/// read-back, or when the key was invalidated while the write was on its
+/// way, the next read goes to the primary.
+#[tokio::test(start_paused = true)]
+async fn a_write_keeps_what_it_read_back_unless_invalidated_meanwhile() {
+    let (bus, cluster, layer, svc) = setup(Duration::from_secs(60));
+    cluster.put("a", "v1");
+    read(&svc, "a").await;
+    bus.publish(Invalidation::Tracking { node: addr(1) });
+    settle().await;
+    read(&svc, "a").await;
+    assert_eq!(read(&svc, "a").await, (Path::NearCache, v("v1")));
+    let write = |value: &'static str| svc.clone().oneshot(CacheRequest::set("a", value, None));
+
+    let resp = write("v2").await.unwrap();
+    assert_eq!(resp.value, None, "a write answers no value");
+    let seen = reads_seen(&cluster);
+    assert_eq!(read(&svc, "a").await, (Path::NearCache, v("v2")));
+    assert_eq!(reads_seen(&cluster), seen, "no read after the write");
+    assert_eq!(layer.state.marks.get(b"a"), None, "the mark is cleared");
+
+    // Another client's write, invalidated while ours is on its way: what
+    // ours read back may be older than that write; not kept.
+    *cluster.set_delay.lock().unwrap() = Duration::from_millis(10);
+    let slow = tokio::spawn(write("v3"));
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    bus.publish(Invalidation::Keys {
+        node: addr(1),
+        keys: vec![Bytes::from_static(b"a")],
+    });
+    settle().await;
+    slow.await.unwrap().unwrap();
+    *cluster.set_delay.lock().unwrap() = Duration::ZERO;
+    assert_eq!(read(&svc, "a").await, (Path::Primary, v("v3")));
+    assert_eq!(read(&svc, "a").await, (Path::NearCache, v("v3")));
+
+    // A leaf that cannot read back: the next read goes to the primary.
+    cluster
+        .no_read_back
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    write("v4").await.unwrap();
+    assert_eq!(read(&svc, "a").await, (Path::Primary, v("v4")));
+
+    // The connection the value was read over is lost: not served.
+    cluster
+        .no_read_back
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    write("v5").await.unwrap();
+    bus.publish(Invalidation::Node { node: addr(1) });
+    settle().await;
+    assert_eq!(read(&svc, "a").await, (Path::Primary, v("v5")));
+}
+
+/// Without client-side caching, a write never asks for a read-back.
+#[tokio::test(start_paused = true)]
+async fn writes_read_back_only_under_client_side_caching() {
+    let (_bus, cluster, _layer, svc) = setup(Duration::ZERO);
+    svc.clone()
+        .oneshot(CacheRequest::set("a", "v1", None))
+        .await
+        .unwrap();
+    assert!(!cluster.seen().last().unwrap().read_back);
 }

@@ -39,6 +39,9 @@ pub(super) struct FakeCluster {
     pub(super) set_delay: Arc<Mutex<Duration>>,
     // Extra delay of `DEL`s only.
     pub(super) del_delay: Arc<Mutex<Duration>>,
+    // Answer `SET`s asked to read back with no value, as a leaf that
+    // cannot read back does.
+    pub(super) no_read_back: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl FakeCluster {
@@ -50,6 +53,7 @@ impl FakeCluster {
             delay: Arc::new(Mutex::new(Duration::ZERO)),
             set_delay: Arc::new(Mutex::new(Duration::ZERO)),
             del_delay: Arc::new(Mutex::new(Duration::ZERO)),
+            no_read_back: Arc::default(),
         }
     }
 
@@ -93,7 +97,9 @@ impl FakeCluster {
                             Op::Get => data.get(req.key()).cloned(),
                             Op::Set { value, .. } => {
                                 data.insert(req.key().clone(), value.clone());
-                                None
+                                // The read-back: the value right after the write.
+                                (req.read_back && !me.no_read_back.load(Ordering::SeqCst))
+                                    .then(|| value.clone())
                             }
                             _ => {
                                 data.remove(req.key());
