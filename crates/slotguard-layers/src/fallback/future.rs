@@ -38,6 +38,18 @@ pin_project! {
         state: State<F>,
         ctx: Option<Ctx<S>>,
     }
+
+    impl<F, S> PinnedDrop for ResponseFuture<F, S> {
+        fn drop(this: Pin<&mut Self>) {
+            // A write dropped before its answer (a caller's timeout, a
+            // panic) may still apply: its key is invalidated as after a
+            // failed write, or the mark of a write on its way would let
+            // the value from before it answer for good.
+            if let Some(Ctx::Write(state, key, _)) = this.project().ctx.take() {
+                state.invalidate_key(&key);
+            }
+        }
+    }
 }
 
 /// What the future does once the cluster answered.

@@ -29,6 +29,10 @@ struct Mark {
     // the epoch stays, so a read (or write-back) that began before the
     // invalidation still knows it happened.
     cleared: bool,
+    // Set by a write of this process before it is sent, and replaced when
+    // it is done: until then the write has not happened for any caller, so
+    // a value kept before it may still answer a read that overlaps it.
+    writing: bool,
 }
 
 #[derive(Debug)]
@@ -91,7 +95,13 @@ impl Marks {
 
     /// Mark `key` as invalidated at `epoch`.
     pub(crate) fn mark(&self, key: &Bytes, epoch: u64) {
-        self.put(key, epoch, |_| false);
+        self.put(key, epoch, false, |_| false);
+    }
+
+    /// Mark `key` as invalidated at `epoch` by a write of this process
+    /// about to be sent (see [`serving_blocked`](Self::serving_blocked)).
+    pub(crate) fn mark_write(&self, key: &Bytes, epoch: u64) {
+        self.put(key, epoch, true, |_| false);
     }
 
     /// Mark `key` as invalidated at `epoch`, by a write first marked at
@@ -101,14 +111,20 @@ impl Marks {
     /// that cleared it since changes nothing: what it kept is evicted, and
     /// it cannot keep anything later). Whether it was cleared.
     pub(crate) fn remark(&self, key: &Bytes, sent: u64, epoch: u64, clear: bool) -> bool {
-        self.put(key, epoch, |old| {
+        self.put(key, epoch, false, |old| {
             clear && old.is_some_and(|m| m.epoch == sent)
         })
     }
 
     /// Set `key`'s mark to `epoch`, cleared if `cleared` says so of the
     /// mark it replaces (looked at under the lock). Whether it was cleared.
-    fn put(&self, key: &Bytes, epoch: u64, cleared: impl FnOnce(Option<&Mark>) -> bool) -> bool {
+    fn put(
+        &self,
+        key: &Bytes,
+        epoch: u64,
+        writing: bool,
+        cleared: impl FnOnce(Option<&Mark>) -> bool,
+    ) -> bool {
         let now = self.clock.now();
         let bucket = self.bucket(key);
         let mut shard = self.shard(bucket);
@@ -145,6 +161,7 @@ impl Marks {
                 epoch,
                 at: now,
                 cleared,
+                writing,
             },
         );
         if let Some(old) = old {
@@ -156,6 +173,11 @@ impl Marks {
 
     /// `(epoch, cleared)` of `key`'s last invalidation within the TTL.
     fn lookup(&self, key: &[u8]) -> Option<(u64, bool)> {
+        self.find(key).map(|m| (m.epoch, m.cleared))
+    }
+
+    /// `key`'s last mark within the TTL.
+    fn find(&self, key: &[u8]) -> Option<Mark> {
         let last = self.last.load(Ordering::SeqCst);
         if last == 0 {
             return None;
@@ -165,10 +187,21 @@ impl Marks {
             return None;
         }
         let shard = self.shard(self.bucket(key));
-        shard
-            .get(key)
-            .filter(|m| self.live(m, now))
-            .map(|m| (m.epoch, m.cleared))
+        shard.get(key).filter(|m| self.live(m, now)).copied()
+    }
+
+    /// Whether a kept value of `key` may not answer a read: an uncleared
+    /// mark, unless it is that of a write still on its way. Such a read
+    /// overlaps the write, so the value before it is a right answer; once
+    /// the write is done its second mark replaces this one. (Nothing can
+    /// be kept while the mark stands: a value kept now was kept before.)
+    pub(crate) fn serving_blocked(&self, key: &[u8]) -> bool {
+        if self.last.load(Ordering::SeqCst) == 0
+            || self.pending[self.bucket(key)].load(Ordering::SeqCst) == 0
+        {
+            return false;
+        }
+        self.find(key).is_some_and(|m| !m.cleared && !m.writing)
     }
 
     /// The epoch of `key`'s mark, while no authoritative read cleared it.

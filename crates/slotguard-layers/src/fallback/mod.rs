@@ -95,7 +95,14 @@
 //! key are sent with `Consistency::Primary` (no replica), never answered
 //! from the near-cache, and not written back. When the cluster cannot
 //! answer them, the store does; a store answer does not clear the mark,
-//! since a replica may still hold the old value. A `Set` or `Delete` that
+//! since a replica may still hold the old value. One exception, under
+//! client-side caching only: while a `Set` or `Delete` of this layer is
+//! still on its way, a tracked entry kept before it may answer reads of
+//! the key (they overlap the write, so the value before it is a right
+//! answer); it is evicted once the write is done, and a `Set` then keeps
+//! the value it read back ([`CacheRequest::read_back`](slotguard_core::CacheRequest::read_back),
+//! docs/client-side-caching.md). A write dropped before its answer
+//! invalidates its key as a failed one does. A `Set` or `Delete` that
 //! **fails** on the cluster leaves the key marked the same way: the write
 //! may have applied (or not), so only the primary or the store is trusted
 //! for it. Marks expire after
@@ -310,7 +317,10 @@ where
                 return ResponseFuture::cluster(self.inner.call(req), write);
             };
             // A write-back of this key is in flight: send the write after
-            // it, or the old value could land after this write.
+            // it, or the old value could land after this write. This write
+            // is not seen through until it is done: its key is invalidated
+            // now (a caller that drops it leaves the key invalidated).
+            state.invalidate_key(&key);
             let clone = self.inner.clone();
             let inner = std::mem::replace(&mut self.inner, clone);
             let wait = self
@@ -328,14 +338,17 @@ where
             }));
         }
         let start = state.begin();
-        let marked = state.marks.get(req.key()).is_some();
         let consistency = req.consistency;
-        if marked {
-            req.consistency = Consistency::Primary;
-        } else if consistency != Consistency::Primary && state.client_side_caching() {
+        // Before the marks: a tracked entry may answer a read that overlaps
+        // a write of ours still on its way (the marks say when).
+        if consistency != Consistency::Primary && state.client_side_caching() {
             if let Some((value, node, age)) = state.serve_tracked(req.key(), req.slot()) {
                 return ResponseFuture::ready(near_response(value, node, age));
             }
+        }
+        let marked = state.marks.get(req.key()).is_some();
+        if marked {
+            req.consistency = Consistency::Primary;
         }
         if !marked {
             let budget = state.fresh_budget(consistency);

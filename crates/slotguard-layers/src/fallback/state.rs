@@ -209,9 +209,16 @@ impl State {
     /// A write of `key` goes through: invalidate it, and say which
     /// write-back of it (if any) the write must wait for.
     /// Also returns the epoch of the write's mark.
+    ///
+    /// The key is marked, not evicted: until the write is done, a tracked
+    /// entry kept before it may answer reads (they overlap the write); what
+    /// a read fetches meanwhile is not kept, and the write's second mark
+    /// evicts.
     pub(crate) fn before_write(&self, key: &Bytes) -> (u64, Option<watch::Receiver<()>>) {
         let pending = self.writing_back();
-        let e = self.invalidate_key(key);
+        let e = self.bump();
+        self.marks.mark_write(key, e);
+        self.flights.detach(key);
         (e, pending.get(key).cloned())
     }
 
@@ -413,7 +420,7 @@ impl State {
         if entry.owner.is_none() || entry.owner != self.owner(slot) {
             return None;
         }
-        if self.marks.get(key).is_some() {
+        if self.marks.serving_blocked(key) {
             return None;
         }
         Some((entry.value.clone(), entry.node.clone(), age))

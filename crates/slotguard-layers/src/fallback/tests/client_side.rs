@@ -250,3 +250,44 @@ async fn writes_read_back_only_under_client_side_caching() {
         .unwrap();
     assert!(!cluster.seen().last().unwrap().read_back);
 }
+
+/// While a write of ours is on its way, the tracked entry from before it
+/// answers reads (they overlap the write: either value is right); once it
+/// is done, never again. A write dropped before its answer may still
+/// apply: the entry stops answering at once.
+#[tokio::test(start_paused = true)]
+async fn a_read_overlapping_our_write_may_take_the_value_before_it_and_none_after() {
+    let (bus, cluster, _layer, svc) = setup(Duration::from_secs(60));
+    cluster.put("a", "v1");
+    read(&svc, "a").await;
+    bus.publish(Invalidation::Tracking { node: addr(1) });
+    settle().await;
+    read(&svc, "a").await;
+    assert_eq!(read(&svc, "a").await, (Path::NearCache, v("v1")));
+
+    *cluster.set_delay.lock().unwrap() = Duration::from_millis(10);
+    let write = tokio::spawn(svc.clone().oneshot(CacheRequest::set("a", "v2", None)));
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(
+        read(&svc, "a").await,
+        (Path::NearCache, v("v1")),
+        "overlaps"
+    );
+    write.await.unwrap().unwrap();
+    assert_eq!(
+        read(&svc, "a").await,
+        (Path::NearCache, v("v2")),
+        "read back"
+    );
+
+    // Dropped on the way: not the value before it, not from the near-cache.
+    let dropped = tokio::time::timeout(
+        Duration::from_millis(5),
+        svc.clone().oneshot(CacheRequest::set("a", "v3", None)),
+    )
+    .await;
+    assert!(dropped.is_err(), "the write was still on its way");
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    // (This fake cluster drops the write with its future; a node may not.)
+    assert_eq!(read(&svc, "a").await, (Path::Primary, v("v2")));
+}
