@@ -33,6 +33,9 @@
 //!   replaced.
 //! - At most `max_in_flight` calls outstanding per client: past it,
 //!   `Overloaded` at once.
+//! - Not done: a `SET`'s read-back ([`CacheRequest::read_back`](slotguard_core::CacheRequest::read_back)).
+//!   The `SET` is answered without a value, so under client-side caching
+//!   the next read of a key this client wrote goes to its primary.
 //!
 //! # What fred does not let it do (fred 10.1, redis-protocol 6.0)
 //!

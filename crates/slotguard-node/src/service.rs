@@ -41,6 +41,11 @@ use crate::resp::Frame;
 /// [`ClusterController`](slotguard_core::ClusterController), which decides)
 /// until a fresh view confirms it.
 ///
+/// A `SET` with [`read_back`](CacheRequest::read_back) (not after `ASKING`)
+/// is followed by a `GET` of its key on the same connection, queued right
+/// behind it: the response carries the value read, or none when that read
+/// failed or missed the deadline (the write's own outcome stands).
+///
 /// The leaf never decides where a key lives: a request still routed by
 /// [`Route::Slot`] is an [`CacheError::InvalidInput`] (put `SlotRefresh` in
 /// front, or stamp a [`Route::Node`]).

@@ -300,11 +300,12 @@ where
             let key = req.key().clone();
             let (sent, pending) = state.before_write(&key);
             let Some(mut pending) = pending else {
-                // Client-side caching: the write reads the key back in the
-                // same round trip, so the value it leaves is tracked and
-                // kept, and the next read of a key written often hits
-                // instead of going to the primary.
-                let refill = (state.client_side_caching() && matches!(req.op, Op::Set { .. }))
+                // Client-side caching: the write of a key whose entry
+                // answered reads reads it back in the same round trip, so
+                // the value it leaves is tracked and kept, and the next read
+                // of a key written often hits instead of going to the
+                // primary.
+                let refill = (matches!(req.op, Op::Set { .. }) && state.read_back_worthwhile(&key))
                     .then(|| future::Refill {
                         sent,
                         sent_at: state.clock.now(),

@@ -2,7 +2,7 @@
 //! a few reads in a window.
 
 use std::hash::{BuildHasher, RandomState};
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,6 +35,9 @@ pub(crate) struct Entry {
     // Read over a tracking connection (client-side caching): the node's
     // session word then, and the word itself to compare with.
     tracked: Option<Tracked>,
+    // A healthy read was answered from it (client-side caching): a write
+    // of its key is worth reading back.
+    served: AtomicBool,
 }
 
 /// A tracking session of a node, as it was when a value was read.
@@ -61,6 +64,14 @@ impl Entry {
         self.tracked
             .as_ref()
             .is_some_and(|t| t.session.load(Ordering::SeqCst) == t.word)
+    }
+
+    /// A healthy read was answered from this entry.
+    pub(crate) fn note_served(&self) {
+        // Looked at first: a hot entry's line is not written on every hit.
+        if !self.served.load(Ordering::Relaxed) {
+            self.served.store(true, Ordering::Relaxed);
+        }
     }
 
     pub(crate) fn age(&self, clock: &Clock) -> Duration {
@@ -259,6 +270,7 @@ impl NearCache {
             slot: fill.slot,
             epoch: fill.epoch,
             tracked: fill.tracked,
+            served: AtomicBool::new(false),
         };
         self.cache.insert(key.clone(), Arc::new(entry));
         true
@@ -311,6 +323,13 @@ impl NearCache {
         for k in doomed {
             self.evict(k.as_ref());
         }
+    }
+
+    /// Whether `key`'s entry answered a healthy read since it was kept.
+    pub(crate) fn served(&self, key: &Bytes) -> bool {
+        self.cache
+            .get(key)
+            .is_some_and(|e| e.served.load(Ordering::Relaxed))
     }
 
     #[cfg(test)]

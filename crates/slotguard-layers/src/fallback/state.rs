@@ -423,7 +423,16 @@ impl State {
         if self.marks.serving_blocked(key) {
             return None;
         }
+        entry.note_served();
         Some((entry.value.clone(), entry.node.clone(), age))
+    }
+
+    /// Whether a write of `key` is worth reading back: its tracked entry
+    /// answered a read since it was kept. A key only written (or not read
+    /// since its last write) is not: its next read fills it, and a load of
+    /// writes pays no extra read per write.
+    pub(crate) fn read_back_worthwhile(&self, key: &Bytes) -> bool {
+        self.client_side_caching() && self.near.as_ref().is_some_and(|n| n.served(key))
     }
 
     /// Whether healthy reads may be answered by tracked entries.

@@ -291,3 +291,36 @@ async fn a_read_overlapping_our_write_may_take_the_value_before_it_and_none_afte
     // (This fake cluster drops the write with its future; a node may not.)
     assert_eq!(read(&svc, "a").await, (Path::Primary, v("v2")));
 }
+
+/// Under client-side caching, a write reads back only a key whose entry
+/// answered a read since it was kept: a load of writes pays no extra read.
+#[tokio::test(start_paused = true)]
+async fn only_a_write_of_a_key_read_from_the_near_cache_reads_back() {
+    let (bus, cluster, _layer, svc) = setup(Duration::from_secs(60));
+    cluster.put("a", "v1");
+    read(&svc, "a").await;
+    bus.publish(Invalidation::Tracking { node: addr(1) });
+    settle().await;
+    let write = |value: &'static str| {
+        let svc = svc.clone();
+        async move {
+            svc.oneshot(CacheRequest::set("a", value, None))
+                .await
+                .unwrap();
+        }
+    };
+    let last_read_back = || cluster.seen().last().unwrap().read_back;
+    write("v2").await;
+    assert!(!last_read_back(), "never kept");
+    assert_eq!(read(&svc, "a").await, (Path::Primary, v("v2")), "kept");
+    write("v3").await;
+    assert!(!last_read_back(), "kept, never answered a read");
+    assert_eq!(read(&svc, "a").await, (Path::Primary, v("v3")));
+    assert_eq!(read(&svc, "a").await, (Path::NearCache, v("v3")));
+    write("v4").await;
+    assert!(last_read_back(), "answered a read");
+    // The value read back is kept anew: one more write without a read
+    // between does not read back.
+    write("v5").await;
+    assert!(!last_read_back());
+}
