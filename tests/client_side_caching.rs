@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use slotguard::{CacheRequest, NodeAddr, NodeConfig, Path, SlotGuard};
-use slotguard_core::invalidation::{Invalidation, InvalidationBus, Received};
+use slotguard_core::invalidation::{Invalidation, InvalidationBus, InvalidationReceiver, Received};
 use slotguard_store::SqliteStore;
 use slotguard_testkit::{ClusterSpec, LocalCluster};
 use slotguard_tests::{eventually, seeds};
@@ -64,6 +64,22 @@ async fn cached(guard: &SlotGuard, key: &str, value: &str) {
     .await;
 }
 
+/// Wait until `primary`'s invalidation of `key` reaches `rx`.
+async fn invalidated(rx: &mut InvalidationReceiver, primary: &NodeAddr, key: &str) {
+    eventually("the invalidation", Duration::from_secs(10), || {
+        let mut got = None;
+        while let Some(e) = rx.try_recv() {
+            if let Received::Event(Invalidation::Keys { node, keys }) = e {
+                if node == *primary && keys.iter().any(|k| k.as_ref() == key.as_bytes()) {
+                    got = Some(());
+                }
+            }
+        }
+        std::future::ready(got)
+    })
+    .await;
+}
+
 /// The index of `key`'s primary in the cluster.
 fn primary_of(s: &Setup, key: &str) -> (usize, NodeAddr) {
     let map = s.guard.topology().load();
@@ -94,18 +110,7 @@ async fn another_clients_write_is_never_read_stale_once_its_invalidation_arrived
             .command_str(index, &["SET", key, new.as_str()])
             .unwrap();
         // its invalidation arrives on our tracking connection
-        eventually("the invalidation", Duration::from_secs(10), || {
-            let mut got = None;
-            while let Some(e) = rx.try_recv() {
-                if let Received::Event(Invalidation::Keys { node, keys }) = e {
-                    if node == primary && keys.iter().any(|k| k.as_ref() == key.as_bytes()) {
-                        got = Some(());
-                    }
-                }
-            }
-            std::future::ready(got)
-        })
-        .await;
+        invalidated(&mut rx, &primary, key).await;
         windows.push(written.elapsed());
         // the near-cache applies it (another subscriber of the same bus):
         // from the first read that sees the new value on, never the old
@@ -214,22 +219,7 @@ async fn our_write_is_kept_and_another_clients_later_write_still_invalidates_it(
         s.cluster
             .command_str(index, &["SET", key, theirs.as_str()])
             .unwrap();
-        eventually(
-            "their write's invalidation",
-            Duration::from_secs(10),
-            || {
-                let mut got = None;
-                while let Some(e) = rx.try_recv() {
-                    if let Received::Event(Invalidation::Keys { node, keys }) = e {
-                        if node == primary && keys.iter().any(|k| k.as_ref() == key.as_bytes()) {
-                            got = Some(());
-                        }
-                    }
-                }
-                std::future::ready(got)
-            },
-        )
-        .await;
+        invalidated(&mut rx, &primary, key).await;
         eventually("their value", Duration::from_secs(10), || async {
             let (_, v) = read(&s.guard, key).await;
             (v.as_deref() == Some(theirs.as_bytes())).then_some(())

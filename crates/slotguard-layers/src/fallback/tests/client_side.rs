@@ -46,6 +46,18 @@ fn v(s: &'static str) -> Option<Bytes> {
     Some(Bytes::from_static(s.as_bytes()))
 }
 
+/// `a` = `v1`, read over a tracking connection and kept: the next read is
+/// a near-cache hit.
+async fn tracked_a(bus: &InvalidationBus, cluster: &FakeCluster, svc: &Svc) {
+    cluster.put("a", "v1");
+    // the first read starts the watch task; the node's connection tracks
+    read(svc, "a").await;
+    bus.publish(Invalidation::Tracking { node: addr(1) });
+    settle().await;
+    read(svc, "a").await;
+    assert_eq!(read(svc, "a").await, (Path::NearCache, v("v1")));
+}
+
 fn reads_seen(cluster: &FakeCluster) -> usize {
     cluster.seen().iter().filter(|r| r.op.is_read()).count()
 }
@@ -99,12 +111,7 @@ async fn tracked_entries_answer_until_an_invalidation_arrives() {
 #[tokio::test(start_paused = true)]
 async fn nothing_read_over_a_lost_tracking_connection_answers_until_reread() {
     let (bus, cluster, _layer, svc) = setup(Duration::from_secs(60));
-    cluster.put("a", "v1");
-    read(&svc, "a").await;
-    bus.publish(Invalidation::Tracking { node: addr(1) });
-    settle().await;
-    read(&svc, "a").await;
-    assert_eq!(read(&svc, "a").await.0, Path::NearCache);
+    tracked_a(&bus, &cluster, &svc).await;
 
     // the tracking connection is lost (and a new one is not tracking yet)
     bus.publish(Invalidation::Node { node: addr(1) });
@@ -136,12 +143,7 @@ async fn nothing_read_over_a_lost_tracking_connection_answers_until_reread() {
 #[tokio::test(start_paused = true)]
 async fn tracked_entries_age_out_and_it_is_off_by_default() {
     let (bus, cluster, _layer, svc) = setup(Duration::from_secs(2));
-    cluster.put("a", "v1");
-    read(&svc, "a").await;
-    bus.publish(Invalidation::Tracking { node: addr(1) });
-    settle().await;
-    read(&svc, "a").await;
-    assert_eq!(read(&svc, "a").await.0, Path::NearCache);
+    tracked_a(&bus, &cluster, &svc).await;
     tokio::time::advance(Duration::from_secs(3)).await;
     assert_eq!(
         read(&svc, "a").await.0,
@@ -193,12 +195,7 @@ async fn a_marked_read_gives_its_primary_a_short_deadline() {
 #[tokio::test(start_paused = true)]
 async fn a_write_keeps_what_it_read_back_unless_invalidated_meanwhile() {
     let (bus, cluster, layer, svc) = setup(Duration::from_secs(60));
-    cluster.put("a", "v1");
-    read(&svc, "a").await;
-    bus.publish(Invalidation::Tracking { node: addr(1) });
-    settle().await;
-    read(&svc, "a").await;
-    assert_eq!(read(&svc, "a").await, (Path::NearCache, v("v1")));
+    tracked_a(&bus, &cluster, &svc).await;
     let write = |value: &'static str| svc.clone().oneshot(CacheRequest::set("a", value, None));
 
     let resp = write("v2").await.unwrap();
@@ -258,12 +255,7 @@ async fn writes_read_back_only_under_client_side_caching() {
 #[tokio::test(start_paused = true)]
 async fn a_read_overlapping_our_write_may_take_the_value_before_it_and_none_after() {
     let (bus, cluster, _layer, svc) = setup(Duration::from_secs(60));
-    cluster.put("a", "v1");
-    read(&svc, "a").await;
-    bus.publish(Invalidation::Tracking { node: addr(1) });
-    settle().await;
-    read(&svc, "a").await;
-    assert_eq!(read(&svc, "a").await, (Path::NearCache, v("v1")));
+    tracked_a(&bus, &cluster, &svc).await;
 
     *cluster.set_delay.lock().unwrap() = Duration::from_millis(10);
     let write = tokio::spawn(svc.clone().oneshot(CacheRequest::set("a", "v2", None)));

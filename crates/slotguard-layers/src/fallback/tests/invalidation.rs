@@ -66,6 +66,26 @@ async fn a_failed_write_leaves_the_key_invalidated() {
     }
 }
 
+/// `k` read once (the next read admits it), then read again with the
+/// cluster answering after `ms`, and invalidated 10 ms into that read: the
+/// read, still running.
+async fn invalidated_during_a_read<St>(
+    layer: &FallbackLayer<St>,
+    svc: &Svc,
+    cluster: &FakeCluster,
+    ms: u64,
+) -> tokio::task::JoinHandle<Result<CacheResponse, BoxError>> {
+    get(svc, "k").await.unwrap();
+    *cluster.delay.lock().unwrap() = Duration::from_millis(ms);
+    let slow = tokio::spawn({
+        let svc = svc.clone();
+        async move { get(&svc, "k").await }
+    });
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    layer.invalidate("k");
+    slow
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_read_racing_a_delete_does_not_fill_the_near_cache() {
     let cluster = FakeCluster::new();
@@ -74,14 +94,7 @@ async fn a_read_racing_a_delete_does_not_fill_the_near_cache() {
     store.put("k", b"new");
     let layer = FallbackLayer::new(store.service());
     let svc = stack(&layer, &cluster);
-    get(&svc, "k").await.unwrap(); // one read: the next one admits
-    *cluster.delay.lock().unwrap() = Duration::from_millis(100);
-    let slow = tokio::spawn({
-        let svc = svc.clone();
-        async move { get(&svc, "k").await }
-    });
-    tokio::time::sleep(Duration::from_millis(10)).await;
-    layer.invalidate("k");
+    let slow = invalidated_during_a_read(&layer, &svc, &cluster, 100).await;
     assert_eq!(
         slow.await.unwrap().unwrap().value.as_deref(),
         Some(&b"old"[..])
@@ -292,14 +305,7 @@ async fn a_refused_fill_does_not_hold_back_the_next_one() {
     let store = FakeStore::new(Duration::from_millis(1));
     let layer = FallbackLayer::new(store.service());
     let svc = stack(&layer, &cluster);
-    get(&svc, "k").await.unwrap(); // one read: the next one admits
-    *cluster.delay.lock().unwrap() = Duration::from_millis(20);
-    let slow = tokio::spawn({
-        let svc = svc.clone();
-        async move { get(&svc, "k").await }
-    });
-    tokio::time::sleep(Duration::from_millis(10)).await;
-    layer.invalidate("k");
+    let slow = invalidated_during_a_read(&layer, &svc, &cluster, 20).await;
     // Admitted, but its fill refused: it began before the invalidation.
     slow.await.unwrap().unwrap();
     assert!(!layer.state.near.as_ref().unwrap().contains(b"k"));
