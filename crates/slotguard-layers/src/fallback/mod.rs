@@ -295,8 +295,10 @@ where
     fn call(&mut self, mut req: CacheRequest) -> Self::Future {
         let state = &self.core.state;
         if !req.op.is_read() {
-            // Before the write is sent: a read racing it cannot keep or
-            // serve the old value (see the module docs for failed writes).
+            // Before the write is sent: a read racing it cannot keep the
+            // old value, nor serve it once the write is done (see the
+            // module docs for failed writes, and for what client-side
+            // caching serves while the write is on its way).
             let key = req.key().clone();
             let (sent, pending) = state.before_write(&key);
             let Some(mut pending) = pending else {

@@ -130,8 +130,8 @@ impl State {
     }
 
     /// `key` changed: never serve it from the near-cache or a replica until
-    /// an authoritative read that started after now.
-    /// Returns the mark's epoch.
+    /// an authoritative read that started after now. Returns the mark's
+    /// epoch.
     pub(crate) fn invalidate_key(&self, key: &Bytes) -> u64 {
         let e = self.bump();
         self.marks.mark(key, e);
@@ -206,9 +206,8 @@ impl State {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// A write of `key` goes through: invalidate it, and say which
-    /// write-back of it (if any) the write must wait for.
-    /// Also returns the epoch of the write's mark.
+    /// A write of `key` goes through: mark it, and say which write-back of
+    /// it (if any) the write must wait for, with the epoch of the mark.
     ///
     /// The key is marked, not evicted: until the write is done, a tracked
     /// entry kept before it may answer reads (they overlap the write); what
