@@ -303,13 +303,23 @@ mod tests {
         assert_eq!(parse_schedstat("741643 0 1\n"), Some(741_643));
         assert_eq!(parse_schedstat(""), None);
         // Where the kernel keeps it, spin until this process's CPU time
-        // moves: it is read, and grows.
+        // moves: it is read, and grows. Other tests' threads may end
+        // meanwhile and take their time out of the sum (a read right after
+        // a growth can be lower again), so the growth seen in the loop is
+        // the proof, polled up to a deadline rather than read twice.
         let Some(first) = process_cpu() else { return };
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
         let mut x = 0u64;
-        while process_cpu().is_some_and(|now| now <= first) {
+        loop {
+            if process_cpu().is_some_and(|now| now > first) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "this process's CPU time did not grow in 30 s of spinning"
+            );
             x = std::hint::black_box(x.wrapping_add(1));
         }
-        assert!(process_cpu().is_some_and(|now| now > first));
     }
 
     #[test]
