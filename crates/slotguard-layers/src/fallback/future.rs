@@ -132,28 +132,28 @@ where
                             Err(fut) => this.state.set(State::Fallback { fut }),
                         },
                         Some(Ctx::Write(state, key, refill)) => {
-                            let out = out.map(|mut resp| {
-                                // A read-back's value is the layer's: a
-                                // write answers none.
-                                match (refill, resp.value.take()) {
+                            // Without a value read back, the key is
+                            // invalidated again: a read that began while the
+                            // write was on its way may have read (and kept)
+                            // the old value, and its mark cannot clear this
+                            // one. A read-back's value is the layer's: a
+                            // write answers none.
+                            let mut out = out;
+                            match &mut out {
+                                Ok(resp) => match (refill, resp.value.take()) {
                                     (Some(r), Some(value)) => state.after_read_back(
                                         &key,
                                         r,
                                         resp.served.node.clone(),
                                         value,
                                     ),
-                                    // A read that began while the write was
-                                    // on its way may have read (and kept)
-                                    // the old value: its mark cannot clear
-                                    // this one.
                                     _ => {
                                         state.invalidate_key(&key);
                                     }
+                                },
+                                Err(_) => {
+                                    state.invalidate_key(&key);
                                 }
-                                resp
-                            });
-                            if out.is_err() {
-                                state.invalidate_key(&key);
                             }
                             return Poll::Ready(out);
                         }

@@ -81,6 +81,16 @@ impl Marks {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// `key`'s bucket, unless no mark in it is uncleared (then no mark of
+    /// `key` is): the lock-free answer every read gets on the common path.
+    fn pending_bucket(&self, key: &[u8]) -> Option<usize> {
+        if self.last.load(Ordering::SeqCst) == 0 {
+            return None;
+        }
+        let bucket = self.bucket(key);
+        (self.pending[bucket].load(Ordering::SeqCst) > 0).then_some(bucket)
+    }
+
     /// A mark of `key` stopped being uncleared (cleared, dropped, or
     /// replaced by a new one): called under its shard's lock.
     fn settled(&self, key: &[u8], mark: &Mark) {
@@ -196,21 +206,13 @@ impl Marks {
     /// the write is done its second mark replaces this one. (Nothing can
     /// be kept while the mark stands: a value kept now was kept before.)
     pub(crate) fn serving_blocked(&self, key: &[u8]) -> bool {
-        if self.last.load(Ordering::SeqCst) == 0
-            || self.pending[self.bucket(key)].load(Ordering::SeqCst) == 0
-        {
-            return false;
-        }
-        self.find(key).is_some_and(|m| !m.cleared && !m.writing)
+        self.pending_bucket(key).is_some()
+            && self.find(key).is_some_and(|m| !m.cleared && !m.writing)
     }
 
     /// The epoch of `key`'s mark, while no authoritative read cleared it.
     pub(crate) fn get(&self, key: &[u8]) -> Option<u64> {
-        if self.last.load(Ordering::SeqCst) == 0
-            || self.pending[self.bucket(key)].load(Ordering::SeqCst) == 0
-        {
-            return None;
-        }
+        self.pending_bucket(key)?;
         self.lookup(key)
             .filter(|(_, cleared)| !cleared)
             .map(|(e, _)| e)
@@ -233,14 +235,10 @@ impl Marks {
     /// An authoritative read that started at epoch `start` answered: drop
     /// the mark if it was set before that read began.
     pub(crate) fn clear(&self, key: &[u8], start: u64) {
-        if self.last.load(Ordering::SeqCst) == 0 {
+        // Nothing uncleared in this bucket: nothing to clear.
+        let Some(bucket) = self.pending_bucket(key) else {
             return;
-        }
-        let bucket = self.bucket(key);
-        if self.pending[bucket].load(Ordering::SeqCst) == 0 {
-            // Nothing uncleared in this bucket: nothing to clear.
-            return;
-        }
+        };
         let mut shard = self.shard(bucket);
         if let Some(m) = shard
             .get_mut(key)

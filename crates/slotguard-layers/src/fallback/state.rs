@@ -167,36 +167,29 @@ impl State {
             return;
         };
         let sent = refill.sent;
-        let unflushed = || {
-            self.fills_from.load(Ordering::SeqCst) <= sent
-                && self.flushed.load(Ordering::SeqCst) <= sent
-        };
         let owner = self.owner(refill.slot);
         // Taken before the checks: a session that ended after them leaves
         // the entry unservable; one that ended before fails them.
         let tracked = self.tracked(node.as_ref(), owner.as_ref());
         let e = self.bump();
-        let keep = tracked.is_some() && unflushed();
+        // A flush since the write was sent and before `e` is seen here; one
+        // after `e` is newer than the fill's epoch, and `fill` sees it.
+        let keep = tracked.is_some() && self.unflushed_since(sent);
         let cleared = self.marks.remark(key, sent, e, keep);
         near.evict(key);
         self.flights.detach(key);
-        if !cleared || !near.admit(key, value.len(), refill.sent_at) {
-            return;
-        }
-        let fill = Fill {
-            value,
-            node,
-            owner,
-            slot: refill.slot,
-            epoch: e,
-            // Read after the write was sent: at most this old.
-            fetched: refill.sent_at,
-            tracked,
-        };
-        near.fill(key, fill);
-        // A flush or an invalidation between the checks and the insert.
-        if !unflushed() || !self.marks.may_keep(key, e) {
-            near.evict(key);
+        if cleared && near.admit(key, value.len(), refill.sent_at) {
+            let fill = Fill {
+                value,
+                node,
+                owner,
+                slot: refill.slot,
+                epoch: e,
+                // Read after the write was sent: at most this old.
+                fetched: refill.sent_at,
+                tracked,
+            };
+            self.fill(key, fill);
         }
     }
 
@@ -328,10 +321,14 @@ impl State {
         (word & 1 == 1).then_some(Tracked { session, word })
     }
 
-    fn may_fill(&self, key: &[u8], start: u64) -> bool {
+    /// No node, slot or full flush since epoch `start`.
+    fn unflushed_since(&self, start: u64) -> bool {
         start >= self.fills_from.load(Ordering::SeqCst)
             && start >= self.flushed.load(Ordering::SeqCst)
-            && self.marks.may_keep(key, start)
+    }
+
+    fn may_fill(&self, key: &[u8], start: u64) -> bool {
+        self.unflushed_since(start) && self.marks.may_keep(key, start)
     }
 
     /// The slot's primary in the current map.
