@@ -7,7 +7,7 @@
 //!     cargo run -p slotguard-examples --bin axum_app
 //!
 //! curl -X PUT http://127.0.0.1:3000/items/42 -H 'content-type: application/json' -d '{"name":"ada"}'
-//! curl -i http://127.0.0.1:3000/items/42   # the same JSON; x-served-by: primary|replica|near_cache|secondary
+//! curl -i http://127.0.0.1:3000/items/42   # the same JSON; x-served-by: primary|replica|client_cache|near_cache|secondary
 //! curl -i http://127.0.0.1:3000/items/7    # 404
 //! curl http://127.0.0.1:3000/healthz       # slot coverage of the cluster
 //! curl http://127.0.0.1:3000/metrics       # Prometheus text: slotguard's metrics

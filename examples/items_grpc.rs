@@ -9,7 +9,7 @@
 //! ```text
 //! package slotguard.items;
 //! service Items {
-//!   rpc Get(GetRequest) returns (GetResponse);  // metadata x-served-by: primary|replica|near_cache|secondary
+//!   rpc Get(GetRequest) returns (GetResponse);  // metadata x-served-by: primary|replica|client_cache|near_cache|secondary
 //!   rpc Put(PutRequest) returns (PutResponse);
 //! }
 //! message GetRequest  { string id = 1; }

@@ -16,7 +16,7 @@
 //!   miss is loaded from SQLite and written back to the cluster; a read the
 //!   cluster cannot answer comes from the near-cache or SQLite. It returns
 //!   exactly the body last stored, or `NOT_FOUND`. The response metadata
-//!   says what answered: `x-served-by` (`primary|replica|near_cache|secondary`),
+//!   says what answered: `x-served-by` (`primary|replica|client_cache|near_cache|secondary`),
 //!   `x-node` (the node, for cluster answers) and `x-age-ms` (the age of a
 //!   near-cache answer).
 //! - `Put(id, body)` writes any bytes to SQLite, then invalidates the cached

@@ -58,7 +58,7 @@ async fn cached(guard: &SlotGuard, key: &str, value: &str) {
             if std::env::var("CSC_DEBUG").is_ok() {
                 eprintln!("{path:?} {v:?}");
             }
-            (path == Path::NearCache && v.as_deref() == Some(value.as_bytes())).then_some(())
+            (path == Path::ClientCache && v.as_deref() == Some(value.as_bytes())).then_some(())
         },
     )
     .await;
@@ -177,7 +177,7 @@ async fn nothing_read_over_a_lost_tracking_connection_is_served_until_reread() {
     // only once re-read through the new tracking connection.
     let first = eventually("a read after the loss", Duration::from_secs(10), || async {
         let (path, v) = read(&s.guard, key).await;
-        (path != Path::NearCache || v.as_deref() != Some(&b"v1"[..])).then_some((path, v))
+        (path != Path::ClientCache || v.as_deref() != Some(&b"v1"[..])).then_some((path, v))
     })
     .await;
     assert_eq!(first.1.as_deref(), Some(&b"v2"[..]), "{first:?}");
@@ -211,7 +211,7 @@ async fn our_write_is_kept_and_another_clients_later_write_still_invalidates_it(
         s.guard.set(key, ours.clone(), None).await.unwrap();
         assert_eq!(
             read(&s.guard, key).await,
-            (Path::NearCache, Some(Bytes::from(ours.clone()))),
+            (Path::ClientCache, Some(Bytes::from(ours.clone()))),
             "round {round}: the value read back answers"
         );
         while rx.try_recv().is_some() {}

@@ -232,7 +232,9 @@ async fn a_write_from_another_client_evicts_the_near_cache_entry() {
     // invalidation makes the next read go to the cluster sooner.
     let near = NearCacheConfig::default()
         .with_admission(1, Duration::from_secs(10))
-        .with_fresh_for(Duration::from_secs(30));
+        .with_fresh_for(Duration::from_secs(30))
+        // the fresh_for path, not client-side caching (tests/client_side_caching.rs)
+        .with_tracked_for(Duration::ZERO);
     let store =
         tower::service_fn(|_req: SecondaryRequest| async { Ok::<Option<Bytes>, BoxError>(None) });
     let fallback = FallbackLayer::new(store)

@@ -80,6 +80,7 @@ fn status_of(served: Option<&str>) -> &'static str {
         Some("replica") => "primary_failover",
         Some("secondary") => "secondary_fallback",
         Some("near_cache") => "near_cache",
+        Some("client_cache") => "client_cache",
         _ => "error",
     }
 }

@@ -17,7 +17,7 @@ const CLIENTS: [&str; 7] = [
     "stack",
     "stack_store",
     "redis_rs_cluster",
-    "stack_csc",
+    "stack_store_no_csc",
     "stack_fred_leaf",
 ];
 const LOADS: [&str; 2] = ["get", "zipf"];

@@ -14,10 +14,15 @@ pub enum Path {
     Primary,
     /// A replica of the slot's primary.
     Replica,
-    /// The local near-cache.
+    /// The local near-cache, for a read the cluster could not answer (or
+    /// within a raised `fresh_for`).
     NearCache,
     /// The secondary (authoritative) store.
     Secondary,
+    /// Client-side caching: the near-cache answered a healthy read from an
+    /// entry kept exact by RESP3 client tracking, without asking the
+    /// cluster. Nothing failed: this is a hit, not a fallback.
+    ClientCache,
 }
 
 impl Path {
@@ -28,6 +33,7 @@ impl Path {
             Path::Replica => "replica",
             Path::NearCache => "near_cache",
             Path::Secondary => "secondary",
+            Path::ClientCache => "client_cache",
         }
     }
 }

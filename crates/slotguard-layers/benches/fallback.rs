@@ -83,7 +83,7 @@ where
         let req = CacheRequest::get(keys[i % keys.len()].clone());
         let resp = svc.clone().oneshot(req).await;
         if let Ok(r) = &resp {
-            near += usize::from(r.served.path == Path::NearCache);
+            near += usize::from(matches!(r.served.path, Path::NearCache | Path::ClientCache));
         }
         let _ = black_box(resp);
     }

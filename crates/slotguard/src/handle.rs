@@ -166,19 +166,39 @@ impl SlotGuardBuilder {
         self
     }
 
-    /// Client-side caching (needs a [store](Self::store)): healthy reads of
-    /// hot keys are answered by the near-cache, without a round trip, from
-    /// entries read from their slot's primary over a connection with RESP3
-    /// client tracking, at most `max_age` old. An entry stops answering the
-    /// moment its key's invalidation arrives (another client's write,
-    /// pushed by the server; a write or delete through this handle; a slot
-    /// move) or its node's tracking connection is lost, and answers again
-    /// only once re-read. Between another client's write and the arrival of
-    /// its invalidation, a read may still see the old value (measured in
-    /// `docs/client-side-caching.md`). Off by default.
+    /// Client-side caching (needs a [store](Self::store)), **on by default
+    /// with a store**, entries at most 2 s old: healthy reads of hot keys
+    /// are answered by the near-cache, without a round trip, from entries
+    /// read from their slot's primary over a connection with RESP3 client
+    /// tracking, at most `max_age` old. An entry stops answering the moment
+    /// its key's invalidation arrives (another client's write, pushed by
+    /// the server; a write or delete through this handle; a slot move) or
+    /// its node's tracking connection is lost, and answers again only once
+    /// re-read. Between another client's write and the arrival of its
+    /// invalidation, a read may still see the old value (measured in
+    /// `docs/client-side-caching.md`, which also says why it is the
+    /// default). `Duration::ZERO` turns it off: every healthy read then
+    /// goes to the cluster.
+    ///
+    /// ```no_run
+    /// # async fn f(store: slotguard_store::SqliteStore) -> Result<(), slotguard::CacheError> {
+    /// use std::time::Duration;
+    /// use slotguard::SlotGuard;
+    ///
+    /// // Off: another client's write is seen by the next read, always.
+    /// let guard = SlotGuard::builder(vec!["127.0.0.1:7000".parse().unwrap()])
+    ///     .store(store)
+    ///     .client_side_caching(Duration::ZERO)
+    ///     .connect()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
     pub fn client_side_caching(mut self, max_age: Duration) -> Self {
-        let near = self.fallback.near_cache.take().unwrap_or_default();
-        self.fallback.near_cache = Some(near.with_tracked_for(max_age));
+        self.fallback.near_cache = match (self.fallback.near_cache.take(), max_age.is_zero()) {
+            // No near-cache: turning client-side caching off adds none.
+            (None, true) => None,
+            (near, _) => Some(near.unwrap_or_default().with_tracked_for(max_age)),
+        };
         self
     }
 

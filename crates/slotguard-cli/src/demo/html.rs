@@ -19,10 +19,11 @@ const ERRORS: RGBColor = RGBColor(214, 39, 40);
 const P99: RGBColor = RGBColor(255, 127, 14);
 const FAULT: RGBColor = RGBColor(40, 40, 40);
 const PROMOTION: RGBColor = RGBColor(44, 160, 44);
-/// primary, replica, near-cache, store
-const PATHS: [(&str, RGBColor); 4] = [
+/// primary, replica, client-side caching, near-cache, store
+const PATHS: [(&str, RGBColor); 5] = [
     ("primary", RGBColor(120, 170, 210)),
     ("replica", RGBColor(148, 103, 189)),
+    ("client cache", RGBColor(140, 86, 75)),
     ("near-cache", RGBColor(23, 190, 207)),
     ("store", RGBColor(188, 189, 34)),
 ];
@@ -258,6 +259,7 @@ fn draw_share(root: &DrawingArea<SVGBackend<'_>, Shift>, r: &PhaseReport) -> Dra
     let counts = [
         r.served.primary,
         r.served.replica,
+        r.served.client_cache,
         r.served.near_cache,
         r.served.secondary,
     ];
@@ -298,6 +300,7 @@ fn share_legend(r: &PhaseReport) -> String {
     let counts = [
         r.served.primary,
         r.served.replica,
+        r.served.client_cache,
         r.served.near_cache,
         r.served.secondary,
     ];

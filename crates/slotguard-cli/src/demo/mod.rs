@@ -295,8 +295,9 @@ fn print_text(out: &Output) {
     print!("{}", header(&out.config));
     println!(
         "worst% = slowest whole second's successful ops as % of the healthy mean (shard%: \
-         the faulted shard's keys only); p/r/near/st% = share of answered reads from \
-         primary, replica, near-cache, store; lost b/a = acknowledged writes lost, \
+         the faulted shard's keys only); p/r/cc/near/st% = share of answered reads from \
+         primary, replica, client-side caching (healthy hits), near-cache (for failed \
+         reads), store; lost b/a = acknowledged writes lost, \
          sent before/after the fault began"
     );
     println!();

@@ -53,7 +53,14 @@ pub(crate) fn failure_code(f: Failure) -> u8 {
 }
 
 /// Names of the answer paths a [`Record`] may carry, by code.
-pub(crate) const PATHS: &[&str] = &["primary", "replica", "near_cache", "secondary", "other"];
+pub(crate) const PATHS: &[&str] = &[
+    "primary",
+    "replica",
+    "near_cache",
+    "secondary",
+    "client_cache",
+    "other",
+];
 
 pub(crate) fn path_code(p: Path) -> u8 {
     match p {
@@ -61,7 +68,8 @@ pub(crate) fn path_code(p: Path) -> u8 {
         Path::Replica => 1,
         Path::NearCache => 2,
         Path::Secondary => 3,
-        _ => 4,
+        Path::ClientCache => 4,
+        _ => 5,
     }
 }
 

@@ -20,12 +20,14 @@ pub(crate) struct ServedBy {
     pub(crate) replica: u64,
     pub(crate) near_cache: u64,
     pub(crate) secondary: u64,
+    /// Healthy reads answered by client-side caching.
+    pub(crate) client_cache: u64,
 }
 
 impl ServedBy {
     /// Every answered read.
     pub(crate) fn total(&self) -> u64 {
-        self.primary + self.replica + self.near_cache + self.secondary
+        self.primary + self.replica + self.near_cache + self.secondary + self.client_cache
     }
 }
 
@@ -191,6 +193,7 @@ fn count(records: &[Record]) -> Counts {
                     Some("replica") => c.served.replica += 1,
                     Some("near_cache") => c.served.near_cache += 1,
                     Some("secondary") => c.served.secondary += 1,
+                    Some("client_cache") => c.served.client_cache += 1,
                     _ => {}
                 }
             }

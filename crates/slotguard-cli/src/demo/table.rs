@@ -21,7 +21,7 @@ pub(crate) fn table(reports: &[PhaseReport]) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{:<21} {:>8} {:>6} {:>7} {:>6} {:>6} {:>7} {:>7} {:>6} {:>6} {:>12} {:>5} {:>7}  targets missed",
+        "{:<21} {:>8} {:>6} {:>7} {:>6} {:>6} {:>7} {:>7} {:>6} {:>6} {:>15} {:>5} {:>7}  targets missed",
         "phase",
         "ops",
         "errors",
@@ -32,7 +32,7 @@ pub(crate) fn table(reports: &[PhaseReport]) -> String {
         "maxms",
         "worst%",
         "shard%",
-        "p/r/near/st%",
+        "p/r/cc/near/st%",
         "stale",
         "lost b/a",
     );
@@ -52,7 +52,7 @@ pub(crate) fn table(reports: &[PhaseReport]) -> String {
         };
         let _ = writeln!(
             s,
-            "{:<21} {:>8} {:>6} {:>7} {:>6} {:>6.2} {:>7.2} {:>7.1} {:>6} {:>6} {:>12} {:>5} {:>7}  {}",
+            "{:<21} {:>8} {:>6} {:>7} {:>6} {:>6.2} {:>7.2} {:>7.1} {:>6} {:>6} {:>15} {:>5} {:>7}  {}",
             r.name,
             r.ops,
             r.errors,
@@ -64,9 +64,10 @@ pub(crate) fn table(reports: &[PhaseReport]) -> String {
             share(r.worst_second_pct),
             share(r.faulted_shard_worst_second_pct),
             format!(
-                "{:.0}/{:.0}/{:.0}/{:.0}",
+                "{:.0}/{:.0}/{:.0}/{:.0}/{:.0}",
                 path(r.served.primary),
                 path(r.served.replica),
+                path(r.served.client_cache),
                 path(r.served.near_cache),
                 path(r.served.secondary)
             ),

@@ -257,7 +257,14 @@ pub struct NearCacheConfig {
     /// arrives. Needs the leaf's invalidation bus
     /// ([`FallbackLayer::with_invalidations`](super::FallbackLayer::with_invalidations)),
     /// subscribed before the leaf connects: a connection whose `Tracking`
-    /// event the layer did not see is never trusted. Default 0: off.
+    /// event the layer did not see is never trusted (without a bus, no
+    /// entry answers a healthy read, whatever this says). Default 2 s, the
+    /// same bound as [`max_stale`](Self::max_stale): an invalidation that
+    /// cannot arrive (a node partitioned from this client alone, whose
+    /// connection has not failed yet) leaves an entry answering at most as
+    /// long as a failed read's near-cache answer may be old anyway
+    /// (docs/client-side-caching.md says why this is the default). `0`
+    /// turns client-side caching off.
     pub tracked_for: Duration,
 }
 
@@ -270,7 +277,7 @@ impl Default for NearCacheConfig {
             admission_window: Duration::from_secs(10),
             fresh_for: Duration::ZERO,
             max_stale: Duration::from_secs(2),
-            tracked_for: Duration::ZERO,
+            tracked_for: Duration::from_secs(2),
         }
     }
 }

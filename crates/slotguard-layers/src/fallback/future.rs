@@ -76,7 +76,7 @@ pin_project! {
     enum State<F> {
         Cluster { #[pin] fut: F },
         Fallback { fut: BoxFuture<'static, Result<CacheResponse, BoxError>> },
-        Ready { resp: Option<CacheResponse> },
+        Ready { resp: Option<CacheResponse>, yielded: bool },
     }
 }
 
@@ -107,7 +107,10 @@ impl<F, S> ResponseFuture<F, S> {
     /// An answer known in `call` (a fresh near-cache entry).
     pub(super) fn ready(resp: CacheResponse) -> Self {
         ResponseFuture {
-            state: State::Ready { resp: Some(resp) },
+            state: State::Ready {
+                resp: Some(resp),
+                yielded: false,
+            },
             ctx: None,
         }
     }
@@ -161,12 +164,21 @@ where
                     }
                 }
                 StateProj::Fallback { fut } => return fut.as_mut().poll(cx),
-                StateProj::Ready { resp } => {
-                    // Ready at once, yet it spends tokio's cooperative
-                    // budget like I/O would: a caller looping on hot keys
-                    // still yields.
-                    let coop = std::task::ready!(tokio::task::coop::poll_proceed(cx));
-                    coop.made_progress();
+                StateProj::Ready { resp, yielded } => {
+                    // Known at once, yet answered only after yielding to
+                    // the scheduler once, as a network read would: a task
+                    // looping on hot keys lets the connections' tasks and
+                    // the reads that wait on them run between its hits.
+                    // tokio's cooperative budget alone (128 hits, 0.2 ms
+                    // of CPU, before a forced yield) held the cluster's
+                    // operations back: `bench throughput` GET at 64 and 256
+                    // in flight, p99 1.0-2.4x fred's with the budget, 0.2x
+                    // with this yield, at the same rate (docs/benchmarks.md).
+                    if !*yielded {
+                        *yielded = true;
+                        cx.waker().wake_by_ref();
+                        return Poll::Pending;
+                    }
                     return Poll::Ready(
                         resp.take().ok_or_else(|| "polled after completion".into()),
                     );

@@ -26,7 +26,15 @@
 //!   ([`Path::NearCache`], `Served.age` its age), else the store. Caller
 //!   errors (`InvalidInput`, server replies such as `WRONGTYPE`) are
 //!   returned as they are.
-//! - Healthy reads go to the cluster unless
+//! - **Client-side caching** (on by default,
+//!   [`tracked_for`](NearCacheConfig::tracked_for) 2 s): a healthy read of
+//!   a key whose entry was read from its slot's primary over a connection
+//!   with RESP3 client tracking, less than `tracked_for` ago, is answered
+//!   by the near-cache while that connection lives and no invalidation of
+//!   the key arrived ([`Path::ClientCache`]; docs/client-side-caching.md).
+//!   It needs the leaf's invalidation bus
+//!   ([`FallbackLayer::with_invalidations`]); without one, no entry is
+//!   trusted. Other healthy reads go to the cluster unless
 //!   [`fresh_for`](NearCacheConfig::fresh_for) is raised (0 by default).
 //!
 //! The cluster attempt of a read gets at most
@@ -257,11 +265,20 @@ fn near_response(
     node: Option<slotguard_core::NodeAddr>,
     age: Duration,
 ) -> CacheResponse {
+    answer_from(Path::NearCache, value, node, age)
+}
+
+fn answer_from(
+    path: Path,
+    value: Bytes,
+    node: Option<slotguard_core::NodeAddr>,
+    age: Duration,
+) -> CacheResponse {
     CacheResponse {
         value: Some(value),
         deleted: 0,
         served: Served {
-            path: Path::NearCache,
+            path,
             node,
             age: Some(age),
         },
@@ -346,7 +363,9 @@ where
         // a write of ours still on its way (the marks say when).
         if consistency != Consistency::Primary && state.client_side_caching() {
             if let Some((value, node, age)) = state.serve_tracked(req.key(), req.slot()) {
-                return ResponseFuture::ready(near_response(value, node, age));
+                // A hit, not a fallback: its own path, so dashboards and
+                // alerts on the fallback share do not count it.
+                return ResponseFuture::ready(answer_from(Path::ClientCache, value, node, age));
             }
         }
         let marked = state.marks.get(req.key()).is_some();

@@ -144,6 +144,7 @@ fn read_path_of(resp: &CacheResponse) -> ReadPath {
         Path::Replica => ReadPath::PrimaryFailover,
         Path::Secondary => ReadPath::SecondaryFallback,
         Path::NearCache => ReadPath::NearCache,
+        Path::ClientCache => ReadPath::ClientCache,
         _ => ReadPath::PrimaryHit,
     }
 }

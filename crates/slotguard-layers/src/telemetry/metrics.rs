@@ -17,12 +17,13 @@ use super::timers::FailoverTimers;
 use super::{health_ok, Probes};
 
 /// Read paths, in the order of [`ReadPath`]'s discriminants.
-pub(crate) const READ_PATHS: [&str; 5] = [
+pub(crate) const READ_PATHS: [&str; 6] = [
     "primary_hit",
     "primary_failover",
     "secondary_fallback",
     "near_cache",
     "error",
+    "client_cache",
 ];
 
 /// Which path answered a read (or that it failed).
@@ -33,6 +34,8 @@ pub(crate) enum ReadPath {
     SecondaryFallback = 2,
     NearCache = 3,
     Error = 4,
+    // Last: the statuses before it kept their places when it was added.
+    ClientCache = 5,
 }
 
 /// Operations, for `db.operation.name` on the duration histogram.
@@ -81,7 +84,7 @@ pub(crate) struct Instruments {
     // Every series of the per-request path: `db.client.operation.duration`
     // by op for success, the routing latency by path.
     pub(crate) ok_durations: [Series; 4],
-    pub(crate) read_latency: [Series; 5],
+    pub(crate) read_latency: [Series; 6],
     pub(crate) redirects: Counter<u64>,
     pub(crate) coalesced: Counter<u64>,
     pub(crate) store_loads: Counter<u64>,
@@ -209,7 +212,7 @@ fn register_read_counters(meter: &Meter, tally: &Arc<Tally>) -> bool {
     let c = tally.clone();
     let marker = Arc::new(());
     let held = marker.clone();
-    let status: [[KeyValue; 1]; 5] = READ_PATHS.map(|p| [KeyValue::new("status", p)]);
+    let status: [[KeyValue; 1]; 6] = READ_PATHS.map(|p| [KeyValue::new("status", p)]);
     meter
         .u64_observable_counter("redis_fallback_routing_attempts")
         .with_description("Reads answered (or failed), by the path that answered them")
@@ -224,10 +227,13 @@ fn register_read_counters(meter: &Meter, tally: &Arc<Tally>) -> bool {
     let held = marker.clone();
     meter
         .u64_observable_counter("slotguard_near_cache_hits")
-        .with_description("Reads answered by the near-cache")
+        .with_description(
+            "Reads answered by the near-cache (client-side caching's hits and answers to failed reads)",
+        )
         .with_callback(move |o| {
             let _kept = &held;
-            let hits = c.reads()[ReadPath::NearCache as usize];
+            let reads = c.reads();
+            let hits = reads[ReadPath::NearCache as usize] + reads[ReadPath::ClientCache as usize];
             o.observe(hits, &[]);
         })
         .build();

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// Counters kept beside the OpenTelemetry instruments (relaxed atomics).
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
-    pub(crate) reads: [AtomicU64; 5],
+    pub(crate) reads: [AtomicU64; 6],
     pub(crate) writes: AtomicU64,
     pub(crate) write_errors: AtomicU64,
     pub(crate) writes_refused: AtomicU64,
@@ -34,10 +34,12 @@ pub struct PathCounts {
     pub primary_failover: u64,
     /// Answered by the secondary store.
     pub secondary_fallback: u64,
-    /// Answered by the near-cache.
+    /// Answered by the near-cache because the cluster could not.
     pub near_cache: u64,
     /// Failed.
     pub error: u64,
+    /// Answered by client-side caching: a healthy read's hit.
+    pub client_cache: u64,
 }
 
 impl PathCounts {
@@ -112,7 +114,7 @@ impl Counters {
     }
 
     /// Reads by path (`ReadPath` order).
-    pub(crate) fn reads(&self) -> [u64; 5] {
+    pub(crate) fn reads(&self) -> [u64; 6] {
         self.reads.each_ref().map(get)
     }
 
@@ -125,6 +127,7 @@ impl Counters {
                 secondary_fallback: get(&r[2]),
                 near_cache: get(&r[3]),
                 error: get(&r[4]),
+                client_cache: get(&r[5]),
             },
             writes: get(&self.writes),
             write_errors: get(&self.write_errors),

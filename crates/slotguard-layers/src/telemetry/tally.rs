@@ -67,7 +67,7 @@ impl Tally {
     }
 
     /// Reads by path, summed over the shards (the observable counters).
-    pub(crate) fn reads(&self) -> [u64; 5] {
+    pub(crate) fn reads(&self) -> [u64; 6] {
         self.sum().reads()
     }
 

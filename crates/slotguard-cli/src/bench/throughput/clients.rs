@@ -80,7 +80,7 @@ where
             .call(CacheRequest::get(key))
             .await
             .inspect_err(|e| note_failure("a read", e))?;
-        if resp.served.path == Path::NearCache {
+        if matches!(resp.served.path, Path::NearCache | Path::ClientCache) {
             NEAR_CACHE_ANSWERS.fetch_add(1, Ordering::Relaxed);
         }
         Ok(resp.value.is_some())
@@ -165,7 +165,8 @@ pub(crate) async fn stack(
     stack_with(seeds, store, None).await
 }
 
-/// [`stack`] with client-side caching of entries up to `csc` old.
+/// [`stack`] with client-side caching of entries up to `csc` old
+/// (`None`: the handle's default; `Some(Duration::ZERO)`: off).
 ///
 /// The store holds every key of `store`, as the source of truth behind a
 /// cache does: a read the store answers (a hedge of a read after a write,

@@ -45,7 +45,7 @@ pub(crate) struct Clients {
     pub(crate) stack: String,
     pub(crate) stack_store: &'static str,
     pub(crate) redis_rs_cluster: &'static str,
-    pub(crate) stack_csc: &'static str,
+    pub(crate) stack_store_no_csc: &'static str,
     pub(crate) redis_benchmark: &'static str,
     pub(crate) stack_fred_leaf: &'static str,
 }
@@ -67,12 +67,13 @@ pub(crate) fn clients() -> Clients {
     ),
         stack_store:
             "SlotGuard::builder(seeds).store(SqliteStore).connect(): the same with fallback \
-                  (near-cache, RESP3 client tracking) on top; all defaults",
+                  (near-cache, RESP3 client tracking, client-side caching of entries up to 2 s \
+                  old) on top; all defaults",
         redis_rs_cluster: "redis-rs 1.x async cluster client, ClusterClient::new(seeds) + \
                        get_async_connection(), default config",
-        stack_csc:
-            "stack_store with .client_side_caching(60 s): hot keys answered by the near-cache \
-                while their primary's tracking connection lives",
+        stack_store_no_csc:
+            "stack_store with .client_side_caching(Duration::ZERO): every healthy read goes \
+                to the cluster",
         stack_fred_leaf:
             "SlotGuard::builder(seeds).leaf_kind(LeafKind::Fred).connect(): the stack \
                       over FredLeaf (one centralized fred client per node, PING reply marker); \
@@ -139,7 +140,7 @@ fn render_setup(o: &Output) -> String {
     let _ = writeln!(out, "  stack:        {}", c.stack);
     let _ = writeln!(out, "  stack_store:  {}", c.stack_store);
     let _ = writeln!(out, "  redis_rs_cluster: {}", c.redis_rs_cluster);
-    let _ = writeln!(out, "  stack_csc:    {}", c.stack_csc);
+    let _ = writeln!(out, "  stack_store_no_csc: {}", c.stack_store_no_csc);
     let _ = writeln!(out, "  stack_fred_leaf: {}", c.stack_fred_leaf);
     let _ = writeln!(out, "  redis_benchmark:  {}\n", c.redis_benchmark);
     out

@@ -40,13 +40,15 @@ pub(crate) enum ClientName {
     /// The recommended stack without a store: `SlotGuard` with defaults.
     Stack,
     /// The same with an SQLite store behind it (fallback, near-cache,
-    /// client tracking): `SlotGuard::builder(..).store(..)`.
+    /// client tracking, client-side caching on by default):
+    /// `SlotGuard::builder(..).store(..)`.
     StackStore,
     /// redis-rs's async cluster client (`redis::cluster::ClusterClient`).
     RedisRsCluster,
-    /// `stack_store` with client-side caching
-    /// (`SlotGuardBuilder::client_side_caching`).
-    StackCsc,
+    /// `stack_store` with client-side caching off
+    /// (`SlotGuardBuilder::client_side_caching(Duration::ZERO)`): what the
+    /// store path costs on a read that goes to the cluster.
+    StackStoreNoCsc,
     /// The recommended stack without a store over the fred-backed leaf:
     /// `SlotGuard::builder(..).leaf_kind(LeafKind::Fred)`.
     StackFredLeaf,
@@ -60,7 +62,7 @@ impl ClientName {
         ClientName::Stack,
         ClientName::StackStore,
         ClientName::RedisRsCluster,
-        ClientName::StackCsc,
+        ClientName::StackStoreNoCsc,
         ClientName::StackFredLeaf,
     ];
 
@@ -71,7 +73,7 @@ impl ClientName {
             ClientName::Stack => "stack",
             ClientName::StackStore => "stack_store",
             ClientName::RedisRsCluster => "redis_rs_cluster",
-            ClientName::StackCsc => "stack_csc",
+            ClientName::StackStoreNoCsc => "stack_store_no_csc",
             ClientName::StackFredLeaf => "stack_fred_leaf",
         }
     }
@@ -364,7 +366,7 @@ mod tests {
                 Stack,
                 StackStore,
                 RedisRsCluster,
-                StackCsc,
+                StackStoreNoCsc,
                 StackFredLeaf
             ]
         );
@@ -375,7 +377,7 @@ mod tests {
                 Stack,
                 StackStore,
                 RedisRsCluster,
-                StackCsc,
+                StackStoreNoCsc,
                 StackFredLeaf,
                 FredCluster
             ]

@@ -55,7 +55,7 @@ async fn tracked_a(bus: &InvalidationBus, cluster: &FakeCluster, svc: &Svc) {
     bus.publish(Invalidation::Tracking { node: addr(1) });
     settle().await;
     read(svc, "a").await;
-    assert_eq!(read(svc, "a").await, (Path::NearCache, v("v1")));
+    assert_eq!(read(svc, "a").await, (Path::ClientCache, v("v1")));
 }
 
 fn reads_seen(cluster: &FakeCluster) -> usize {
@@ -71,8 +71,8 @@ async fn tracked_entries_answer_until_an_invalidation_arrives() {
     bus.publish(Invalidation::Tracking { node: addr(1) });
     settle().await;
     assert_eq!(read(&svc, "a").await, (Path::Primary, v("v1")), "admitted");
-    assert_eq!(read(&svc, "a").await, (Path::NearCache, v("v1")));
-    assert_eq!(read(&svc, "a").await, (Path::NearCache, v("v1")));
+    assert_eq!(read(&svc, "a").await, (Path::ClientCache, v("v1")));
+    assert_eq!(read(&svc, "a").await, (Path::ClientCache, v("v1")));
     assert_eq!(reads_seen(&cluster), 2, "hits never reach the cluster");
 
     // another client writes; once its invalidation arrived, never stale
@@ -83,7 +83,7 @@ async fn tracked_entries_answer_until_an_invalidation_arrives() {
     });
     settle().await;
     assert_eq!(read(&svc, "a").await, (Path::Primary, v("v2")));
-    assert_eq!(read(&svc, "a").await, (Path::NearCache, v("v2")));
+    assert_eq!(read(&svc, "a").await, (Path::ClientCache, v("v2")));
 
     // our own write: never served the old value
     svc.clone()
@@ -93,7 +93,7 @@ async fn tracked_entries_answer_until_an_invalidation_arrives() {
     let seen = reads_seen(&cluster);
     assert_eq!(
         read(&svc, "a").await,
-        (Path::NearCache, v("v3")),
+        (Path::ClientCache, v("v3")),
         "read back"
     );
     assert_eq!(reads_seen(&cluster), seen);
@@ -127,7 +127,7 @@ async fn nothing_read_over_a_lost_tracking_connection_answers_until_reread() {
     assert_eq!(read(&svc, "a").await.0, Path::Primary, "filled before");
     tokio::time::advance(Duration::from_secs(1)).await;
     assert_eq!(read(&svc, "a").await.0, Path::Primary, "re-read tracked");
-    assert_eq!(read(&svc, "a").await.0, Path::NearCache);
+    assert_eq!(read(&svc, "a").await.0, Path::ClientCache);
 
     // lost events: nothing answers until re-read
     for _ in 0..80 {
@@ -201,7 +201,7 @@ async fn a_write_keeps_what_it_read_back_unless_invalidated_meanwhile() {
     let resp = write("v2").await.unwrap();
     assert_eq!(resp.value, None, "a write answers no value");
     let seen = reads_seen(&cluster);
-    assert_eq!(read(&svc, "a").await, (Path::NearCache, v("v2")));
+    assert_eq!(read(&svc, "a").await, (Path::ClientCache, v("v2")));
     assert_eq!(reads_seen(&cluster), seen, "no read after the write");
     assert_eq!(layer.state.marks.get(b"a"), None, "the mark is cleared");
 
@@ -218,7 +218,7 @@ async fn a_write_keeps_what_it_read_back_unless_invalidated_meanwhile() {
     slow.await.unwrap().unwrap();
     *cluster.set_delay.lock().unwrap() = Duration::ZERO;
     assert_eq!(read(&svc, "a").await, (Path::Primary, v("v3")));
-    assert_eq!(read(&svc, "a").await, (Path::NearCache, v("v3")));
+    assert_eq!(read(&svc, "a").await, (Path::ClientCache, v("v3")));
 
     // A leaf that cannot read back: the next read goes to the primary.
     cluster
@@ -262,13 +262,13 @@ async fn a_read_overlapping_our_write_may_take_the_value_before_it_and_none_afte
     tokio::time::sleep(Duration::from_millis(5)).await;
     assert_eq!(
         read(&svc, "a").await,
-        (Path::NearCache, v("v1")),
+        (Path::ClientCache, v("v1")),
         "overlaps"
     );
     write.await.unwrap().unwrap();
     assert_eq!(
         read(&svc, "a").await,
-        (Path::NearCache, v("v2")),
+        (Path::ClientCache, v("v2")),
         "read back"
     );
 
@@ -308,7 +308,7 @@ async fn only_a_write_of_a_key_read_from_the_near_cache_reads_back() {
     write("v3").await;
     assert!(!last_read_back(), "kept, never answered a read");
     assert_eq!(read(&svc, "a").await, (Path::Primary, v("v3")));
-    assert_eq!(read(&svc, "a").await, (Path::NearCache, v("v3")));
+    assert_eq!(read(&svc, "a").await, (Path::ClientCache, v("v3")));
     write("v4").await;
     assert!(last_read_back(), "answered a read");
     // The value read back is kept anew: one more write without a read
