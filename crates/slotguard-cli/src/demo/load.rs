@@ -120,6 +120,17 @@ impl Shared {
     fn now_us(&self) -> u64 {
         u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX - 1)
     }
+
+    /// The seq of a write of key `k` about to begin, registered in flight.
+    /// Taken under the key's lock: a worker preempted between taking a seq
+    /// and registering it would begin after a newer write of the key was
+    /// acknowledged, and its value, legitimately the last, would look lost.
+    fn next_write(&self, k: usize) -> u64 {
+        let mut st = lock(&self.state[k]);
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        st.begin_write(seq, self.now_us());
+        seq
+    }
 }
 
 /// A running load. Created with [`Load::prepare`], driven by [`Load::start`],
@@ -184,8 +195,7 @@ impl Load {
                 while k < shared.keys.len() {
                     let mut tries = 0;
                     loop {
-                        let seq = shared.seq.fetch_add(1, Ordering::Relaxed) + 1;
-                        lock(&shared.state[k]).begin_write(seq, shared.now_us());
+                        let seq = shared.next_write(k);
                         let value = encode_value(seq);
                         let stored = shared.store.put(shared.keys[k].clone(), value.clone());
                         if let Err(e) = stored.await {
@@ -395,8 +405,7 @@ async fn worker(shared: Arc<Shared>, stack: Stack, id: usize) -> Vec<Record> {
         let key = shared.keys[k].clone();
         let started = Instant::now();
         let outcome = if write {
-            let seq = shared.seq.fetch_add(1, Ordering::Relaxed) + 1;
-            lock(&shared.state[k]).begin_write(seq, shared.now_us());
+            let seq = shared.next_write(k);
             let value = encode_value(seq);
             let out = match shared.store.put(key.clone(), value.clone()).await {
                 Ok(()) => {

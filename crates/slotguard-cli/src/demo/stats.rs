@@ -99,11 +99,13 @@ pub(crate) fn parse_seq(value: Option<&[u8]>) -> u64 {
 /// What the demo knows about one key's writes.
 ///
 /// `floor` is the oldest value a read that starts now may legally return:
-/// the last acknowledged write, lowered to any write still in flight that
-/// was sent before it (a concurrent older write may land after it). Writes
-/// that failed or timed out may or may not have applied; they never raise
-/// the floor, and a read that returns one (its seq is at or above the floor)
-/// is fine.
+/// the last acknowledged write, lowered to any write that overlapped it (in
+/// flight at the same time, whatever its seq and whichever was acknowledged
+/// first: two overlapping writes may reach the node in either order, and
+/// their answers may be handled in either order too) and to any write still
+/// in flight that was sent before it. Writes that failed or timed out may or
+/// may not have applied; they never raise the floor, and a read that returns
+/// one (its seq is at or above the floor) is fine.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct KeyState {
     floor: u64,
@@ -111,8 +113,9 @@ pub(crate) struct KeyState {
     /// clock), to tell a write lost because it was taken just before a
     /// fault (asynchronous replication) from one sent after it began.
     floor_sent_us: u64,
-    /// Writes in flight: (seq, sent at).
-    inflight: Vec<(u64, u64)>,
+    /// Writes in flight: (seq, sent at, the oldest seq of a write that
+    /// overlapped it so far).
+    inflight: Vec<(u64, u64, u64)>,
 }
 
 impl KeyState {
@@ -126,21 +129,30 @@ impl KeyState {
         self.floor_sent_us
     }
 
-    /// A write with `seq` is about to be sent, at `now_us`.
+    /// A write with `seq` is about to be sent, at `now_us`. Call it with
+    /// `seq` taken under the same lock (`next_write`), so a key's writes
+    /// begin in seq order.
     pub(crate) fn begin_write(&mut self, seq: u64, now_us: u64) {
-        self.inflight.push((seq, now_us));
+        let mut overlapped = u64::MAX;
+        for w in &mut self.inflight {
+            w.2 = w.2.min(seq);
+            overlapped = overlapped.min(w.0);
+        }
+        self.inflight.push((seq, now_us, overlapped));
     }
 
     /// The write `seq` was acknowledged.
     pub(crate) fn ack(&mut self, seq: u64) {
-        let sent_us = self
+        let (sent_us, overlapped) = self
             .inflight
             .iter()
-            .find(|(s, _)| *s == seq)
-            .map_or(0, |&(_, t)| t);
-        self.inflight.retain(|&(s, _)| s != seq);
-        let oldest_inflight = self.inflight.iter().map(|&(s, _)| s).min();
-        let floor = self.floor.max(seq.min(oldest_inflight.unwrap_or(u64::MAX)));
+            .find(|w| w.0 == seq)
+            .map_or((0, u64::MAX), |w| (w.1, w.2));
+        self.inflight.retain(|w| w.0 != seq);
+        let oldest_inflight = self.inflight.iter().map(|w| w.0).min();
+        let floor = self
+            .floor
+            .max(seq.min(overlapped).min(oldest_inflight.unwrap_or(u64::MAX)));
         if floor != self.floor {
             self.floor = floor;
             self.floor_sent_us = sent_us;
@@ -149,7 +161,7 @@ impl KeyState {
 
     /// The write `seq` failed or its outcome is unknown.
     pub(crate) fn fail(&mut self, seq: u64) {
-        self.inflight.retain(|&(s, _)| s != seq);
+        self.inflight.retain(|w| w.0 != seq);
     }
 
     /// A read that started when the floor was `floor_at_start` returned
@@ -306,6 +318,25 @@ mod tests {
         k.begin_write(12, 0);
         k.ack(12);
         assert_eq!(k.floor(), 12);
+    }
+
+    #[test]
+    fn overlapping_writes_may_land_in_either_order_whichever_is_acknowledged_first() {
+        // 10 and 11 in flight together; 10's answer is handled first, yet
+        // its SET may have reached the node after 11's: either value may
+        // be the key's last.
+        let mut k = KeyState::default();
+        k.begin_write(10, 0);
+        k.begin_write(11, 0);
+        k.ack(10);
+        k.ack(11);
+        assert_eq!(k.floor(), 10);
+        assert!(!read_is_suspect(k.floor(), 10));
+        // a write begun after both were acknowledged overlaps neither
+        k.begin_write(12, 0);
+        k.ack(12);
+        assert_eq!(k.floor(), 12);
+        assert!(read_is_suspect(k.floor(), 11));
     }
 
     #[test]

@@ -217,8 +217,12 @@ impl ReadFlights {
     /// after the write was acknowledged). Callers already in a flight keep
     /// it.
     pub(crate) fn invalidate_read(&self, req: &CacheRequest) {
-        let key = req.key();
-        self.invalidate(usize::from(req.slot()), |k| k.key == *key);
+        self.invalidate_key(req.slot(), req.key());
+    }
+
+    /// [`invalidate_read`](Self::invalidate_read) by slot and key.
+    pub(crate) fn invalidate_key(&self, slot: u16, key: &Bytes) {
+        self.invalidate(usize::from(slot), |k| k.key == *key);
     }
 }
 

@@ -3,13 +3,15 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use pin_project_lite::pin_project;
 use slotguard_core::{BoxError, CacheError, CacheResponse};
 
 use super::flight::{Flight, Sharing};
-use super::flights::{share_read, FlightKey};
+use super::flights::{share_read, FlightKey, ReadFlights};
 use super::shared_error::{Outcome, Shareable};
 
 /// A read's part in a flight.
@@ -41,6 +43,10 @@ pin_project! {
     #[project = StateProj]
     enum State<F> {
         Direct { #[pin] fut: F },
+        // A write: once it is done, reads arriving from then on must not
+        // share one that started while it was on its way either (see
+        // `Coalesce::call`).
+        Write { #[pin] fut: F, done: Option<(Arc<ReadFlights>, u16, Bytes)> },
         // `coalesced`: a follower, reported (`Coalesced`) at its first poll
         // (listeners scope polls, not calls: see `slotguard_core::observe`).
         Flight { flight: ReadFlight, coalesced: bool },
@@ -57,6 +63,15 @@ impl<F> ResponseFuture<F> {
     pub(crate) fn direct(fut: F) -> Self {
         Self {
             state: State::Direct { fut },
+        }
+    }
+
+    pub(crate) fn write(fut: F, flights: Arc<ReadFlights>, slot: u16, key: Bytes) -> Self {
+        Self {
+            state: State::Write {
+                fut,
+                done: Some((flights, slot, key)),
+            },
         }
     }
 
@@ -77,6 +92,13 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().state.project() {
             StateProj::Direct { fut } => fut.poll(cx).map_err(Into::into),
+            StateProj::Write { fut, done } => {
+                let out = std::task::ready!(fut.poll(cx)).map_err(Into::into);
+                if let Some((flights, slot, key)) = done.take() {
+                    flights.invalidate_key(slot, &key);
+                }
+                Poll::Ready(out)
+            }
             StateProj::Flight { flight, coalesced } => {
                 if std::mem::take(coalesced) {
                     slotguard_core::observe::record(slotguard_core::Observation::Coalesced);

@@ -8,9 +8,12 @@
 //!   (requests outside the routing layers are all routed by slot). Only
 //!   reads ([`Op::is_read`]) are coalesced.
 //! - **Writes are never coalesced**, and a write to a key closes that key's
-//!   flights to newcomers: a read arriving after a write was sent never
-//!   shares a read that started before it (which could return the old value
-//!   after the write was acknowledged). Readers already waiting keep theirs.
+//!   flights to newcomers when it is sent and again when it is done: a
+//!   read arriving after a write was sent never shares a read that started
+//!   before it, and one arriving after the write was acknowledged never
+//!   shares a read that started while it was on its way (either could
+//!   return the old value: a read that overlaps a write may, from a replica
+//!   or from client-side caching). Readers already waiting keep theirs.
 //! - **Errors are shared too**: a [`CacheError`] reaches every caller as a
 //!   `CacheError` (it is `Clone`); any other error as a [`SharedError`]
 //!   whose `source()` is the original, so
@@ -130,8 +133,16 @@ where
 
     fn call(&mut self, req: CacheRequest) -> Self::Future {
         if !req.op.is_read() {
+            // Closed when the write is sent, and again when it is done: a
+            // read that started while it was on its way may answer the
+            // value from before it (a replica's, or the fallback's entry
+            // answering reads that overlap our write), which is right for
+            // that read, not for one that starts after the write was
+            // acknowledged.
             self.flights.invalidate_read(&req);
-            return ResponseFuture::direct(self.inner.call(req));
+            let (slot, key) = (req.slot(), req.key().clone());
+            let fut = self.inner.call(req);
+            return ResponseFuture::write(fut, self.flights.clone(), slot, key);
         }
         match self.flights.join_read(&req) {
             Joined::Lead(shard, ticket) => {
