@@ -60,7 +60,18 @@ fn num(phase: &Value, key: &str) -> f64 {
 #[test]
 fn demo_json_reports_every_phase_in_order() {
     let out = common::run_json(
-        &["demo", "--json", "--quick", "--seconds", "2"],
+        // Few keys: writes and reads of one key overlap all the time, which
+        // is where a stale read hides (300 keys found reads sharing an
+        // answer from before a write they began after; 10,000 did not).
+        &[
+            "demo",
+            "--json",
+            "--quick",
+            "--seconds",
+            "2",
+            "--keys",
+            "300",
+        ],
         OVERALL_TIMEOUT,
     );
     assert!(out.is_object(), "not an object: {out}");
@@ -72,7 +83,13 @@ fn demo_json_reports_every_phase_in_order() {
         for key in KEYS {
             assert!(p.get(key).is_some(), "phase {} lacks {key}: {p}", p["name"]);
         }
-        for path in ["primary", "replica", "near_cache", "secondary"] {
+        for path in [
+            "primary",
+            "replica",
+            "near_cache",
+            "secondary",
+            "client_cache",
+        ] {
             assert!(
                 p["served"][path].is_u64(),
                 "phase {} lacks served.{path}: {p}",
@@ -80,6 +97,9 @@ fn demo_json_reports_every_phase_in_order() {
             );
         }
         assert!(num(p, "ops") > 0.0, "phase {} ran no operation", p["name"]);
+        // Every phase, faults included: a read never returns a value older
+        // than a write acknowledged before it began.
+        assert_eq!(num(p, "stale_reads"), 0.0, "stale reads in {p}");
         assert_eq!(
             num(p, "ops"),
             num(p, "reads") + num(p, "writes"),
@@ -112,6 +132,7 @@ fn demo_json_reports_every_phase_in_order() {
             0.0,
             "{name} must have 0 errors: {p}"
         );
+        assert_eq!(num(p, "lost_writes"), 0.0, "{name} lost writes: {p}");
     }
     // A coordinated failover: every read answered and no write lost. Writes
     // whose MOVED points at the new primary before a refresh confirmed it
