@@ -173,7 +173,7 @@ where
                     // of CPU, before a forced yield) held the cluster's
                     // operations back: `bench throughput` GET at 64 and 256
                     // in flight, p99 1.0-2.4x fred's with the budget, 0.2x
-                    // with this yield, at the same rate (docs/benchmarks.md).
+                    // with this yield (docs/client-side-caching.md).
                     if !*yielded {
                         *yielded = true;
                         cx.waker().wake_by_ref();
