@@ -180,6 +180,8 @@ fn metrics_are_scraped_through_a_stall_and_agree_with_what_clients_saw() {
     assert!(
         seen.get("primary_failover").copied().unwrap_or(0) > 0 || seen.contains_key("near_cache")
     );
+    // The README's excerpt comes from here (`-- --nocapture`).
+    println!("{}", excerpt.join("\n"));
     cluster.resume(victim).unwrap();
     drop(app);
 }
