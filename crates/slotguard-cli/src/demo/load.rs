@@ -404,6 +404,9 @@ async fn worker(shared: Arc<Shared>, stack: Stack, id: usize) -> Vec<Record> {
         let write = rng.below(100) < u64::from(shared.config.write_pct);
         let key = shared.keys[k].clone();
         let started = Instant::now();
+        // The operation's own time: a suspect read's check against the
+        // primary (below) is the checker's work, not the read's.
+        let mut lat = None;
         let outcome = if write {
             let seq = shared.next_write(k);
             let value = encode_value(seq);
@@ -430,13 +433,14 @@ async fn worker(shared: Arc<Shared>, stack: Stack, id: usize) -> Vec<Record> {
             let floor = lock(&shared.state[k]).floor();
             let req = CacheRequest::get(key).with_timeout(timeout);
             let (resp, out) = call(&shared, stack.clone(), req).await;
+            lat = Some(started.elapsed());
             let got = resp.map(|r| parse_seq(r.value.as_deref()));
             if got.is_some_and(|g| read_is_suspect(floor, g)) {
                 check_suspect(&shared, stack.clone(), k, floor).await;
             }
             out
         };
-        let lat = started.elapsed();
+        let lat = lat.unwrap_or_else(|| started.elapsed());
         let window = *shared.window.read().unwrap_or_else(PoisonError::into_inner);
         if let Some(w) = window {
             let c = &shared.counters[usize::from(w.phase)];
