@@ -406,8 +406,7 @@ async fn worker(shared: Arc<Shared>, stack: Stack, id: usize) -> Vec<Record> {
         let started = Instant::now();
         // The operation's own time: a suspect read's check against the
         // primary (below) is the checker's work, not the read's.
-        let mut lat = None;
-        let outcome = if write {
+        let (outcome, lat) = if write {
             let seq = shared.next_write(k);
             let value = encode_value(seq);
             let out = match shared.store.put(key.clone(), value.clone()).await {
@@ -422,25 +421,25 @@ async fn worker(shared: Arc<Shared>, stack: Stack, id: usize) -> Vec<Record> {
                     node: NO_NODE,
                 },
             };
+            let lat = started.elapsed();
             let mut st = lock(&shared.state[k]);
             if out.ok {
                 st.ack(seq);
             } else {
                 st.fail(seq);
             }
-            out
+            (out, lat)
         } else {
             let floor = lock(&shared.state[k]).floor();
             let req = CacheRequest::get(key).with_timeout(timeout);
             let (resp, out) = call(&shared, stack.clone(), req).await;
-            lat = Some(started.elapsed());
+            let lat = started.elapsed();
             let got = resp.map(|r| parse_seq(r.value.as_deref()));
             if got.is_some_and(|g| read_is_suspect(floor, g)) {
                 check_suspect(&shared, stack.clone(), k, floor).await;
             }
-            out
+            (out, lat)
         };
-        let lat = lat.unwrap_or_else(|| started.elapsed());
         let window = *shared.window.read().unwrap_or_else(PoisonError::into_inner);
         if let Some(w) = window {
             let c = &shared.counters[usize::from(w.phase)];

@@ -46,14 +46,19 @@ fn v(s: &'static str) -> Option<Bytes> {
     Some(Bytes::from_static(s.as_bytes()))
 }
 
-/// `a` = `v1`, read over a tracking connection and kept: the next read is
-/// a near-cache hit.
-async fn tracked_a(bus: &InvalidationBus, cluster: &FakeCluster, svc: &Svc) {
+/// `a` = `v1` on node 1, whose connection tracks from now on (the first
+/// read starts the watch task, which then sees the `Tracking` event).
+async fn tracking_on_a(bus: &InvalidationBus, cluster: &FakeCluster, svc: &Svc) {
     cluster.put("a", "v1");
-    // the first read starts the watch task; the node's connection tracks
     read(svc, "a").await;
     bus.publish(Invalidation::Tracking { node: addr(1) });
     settle().await;
+}
+
+/// `a` = `v1`, read over a tracking connection and kept: the next read is
+/// a near-cache hit.
+async fn tracked_a(bus: &InvalidationBus, cluster: &FakeCluster, svc: &Svc) {
+    tracking_on_a(bus, cluster, svc).await;
     read(svc, "a").await;
     assert_eq!(read(svc, "a").await, (Path::ClientCache, v("v1")));
 }
@@ -65,11 +70,7 @@ fn reads_seen(cluster: &FakeCluster) -> usize {
 #[tokio::test(start_paused = true)]
 async fn tracked_entries_answer_until_an_invalidation_arrives() {
     let (bus, cluster, _layer, svc) = setup(Duration::from_secs(60));
-    cluster.put("a", "v1");
-    // the first read starts the watch task; the node's connection tracks
-    read(&svc, "a").await;
-    bus.publish(Invalidation::Tracking { node: addr(1) });
-    settle().await;
+    tracking_on_a(&bus, &cluster, &svc).await;
     assert_eq!(read(&svc, "a").await, (Path::Primary, v("v1")), "admitted");
     assert_eq!(read(&svc, "a").await, (Path::ClientCache, v("v1")));
     assert_eq!(read(&svc, "a").await, (Path::ClientCache, v("v1")));
@@ -152,10 +153,7 @@ async fn tracked_entries_age_out_and_it_is_off_by_default() {
     );
 
     let (bus, cluster, _layer, svc) = setup(Duration::ZERO);
-    cluster.put("a", "v1");
-    read(&svc, "a").await;
-    bus.publish(Invalidation::Tracking { node: addr(1) });
-    settle().await;
+    tracking_on_a(&bus, &cluster, &svc).await;
     for _ in 0..5 {
         assert_eq!(read(&svc, "a").await.0, Path::Primary);
     }
@@ -289,10 +287,7 @@ async fn a_read_overlapping_our_write_may_take_the_value_before_it_and_none_afte
 #[tokio::test(start_paused = true)]
 async fn only_a_write_of_a_key_read_from_the_near_cache_reads_back() {
     let (bus, cluster, _layer, svc) = setup(Duration::from_secs(60));
-    cluster.put("a", "v1");
-    read(&svc, "a").await;
-    bus.publish(Invalidation::Tracking { node: addr(1) });
-    settle().await;
+    tracking_on_a(&bus, &cluster, &svc).await;
     let write = |value: &'static str| {
         let svc = svc.clone();
         async move {
